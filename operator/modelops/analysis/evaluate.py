@@ -1,0 +1,117 @@
+"""Check evaluation: measured values and a check's limits in, a verdict with its reasons out.
+
+Pure: no I/O, no clock. The caller measures; this module judges and explains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..api.modeldeployment import Check, CheckStatus, NoDataPolicy, Outcome, Verdict
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a metric provider measured for one check in one window."""
+
+    value: float | None
+    """Candidate's value; None when the query returned nothing."""
+    baseline: float | None = None
+    """Stable version's value in the same window (relative checks)."""
+    samples: int | None = None
+    """Samples behind the candidate's value; None when the check does not count them."""
+    error: str | None = None
+    """Why the provider could not measure (unreachable, timeout, bad query)."""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or math.isnan(x)
+
+
+def _limits(check: Check, baseline: float | None) -> list[tuple[str, float, str]]:
+    """(bound kind, bound, words) for every limit; relative bounds need the baseline."""
+    bounds: list[tuple[str, float, str]] = []
+    if check.min is not None:
+        bounds.append(("min", check.min, f">= {_fmt(check.min)}"))
+    if check.max is not None:
+        bounds.append(("max", check.max, f"<= {_fmt(check.max)}"))
+    if baseline is not None:
+        if check.max_drop_percent is not None:
+            floor = baseline - abs(baseline) * check.max_drop_percent / 100
+            words = f">= {_fmt(floor)} (at most {_fmt(check.max_drop_percent)}% below stable {_fmt(baseline)})"
+            bounds.append(("min", floor, words))
+        if check.max_increase_percent is not None:
+            ceiling = baseline + abs(baseline) * check.max_increase_percent / 100
+            words = f"<= {_fmt(ceiling)} (at most {_fmt(check.max_increase_percent)}% above stable {_fmt(baseline)})"
+            bounds.append(("max", ceiling, words))
+    return bounds
+
+
+def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
+    """Judge one check. `at` is the end of the measured window, as RFC 3339."""
+    baseline = None if _missing(measured.baseline) else measured.baseline
+    bounds = _limits(check, baseline)
+    limit = "; ".join(words for _, _, words in bounds) or _relative_words(check)
+
+    def result(verdict: Verdict, message: str) -> CheckStatus:
+        value = None if _missing(measured.value) else measured.value
+        return CheckStatus(
+            name=check.name,
+            verdict=verdict,
+            value=value,
+            baseline=baseline,
+            samples=measured.samples,
+            limit=limit,
+            message=message,
+            time=at,
+        )
+
+    if measured.error is not None:
+        return result(Verdict.Error, f"could not measure: {measured.error}")
+    if _missing(measured.value):
+        return result(Verdict.NoData, "no data for the candidate")
+    if measured.samples is not None and measured.samples < check.min_samples:
+        return result(Verdict.NoData, f"{measured.samples} samples, {check.min_samples} needed for a verdict")
+    if check.relative and baseline is None:
+        return result(Verdict.NoData, "no data for the stable version to compare with")
+    value = measured.value
+    assert value is not None
+    for kind, bound, words in bounds:
+        if (kind == "min" and value < bound) or (kind == "max" and value > bound):
+            return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
+    return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
+
+
+def _relative_words(check: Check) -> str:
+    parts = []
+    if check.max_drop_percent is not None:
+        parts.append(f"at most {_fmt(check.max_drop_percent)}% below stable")
+    if check.max_increase_percent is not None:
+        parts.append(f"at most {_fmt(check.max_increase_percent)}% above stable")
+    return "; ".join(parts)
+
+
+def outcome(checks: Iterable[Check], results: Iterable[CheckStatus]) -> Outcome:
+    """One analysis' outcome: any failure fails it; missing data holds or fails per check policy.
+
+    A provider error is never a pass, whatever the check's noData policy says.
+    """
+    policy = {c.name: c.no_data for c in checks}
+    verdicts = []
+    for r in results:
+        if r.verdict is Verdict.NoData:
+            verdicts.append({NoDataPolicy.Pass: Verdict.Pass, NoDataPolicy.Fail: Verdict.Fail}.get(
+                policy.get(r.name, NoDataPolicy.Hold), Verdict.NoData))
+        else:
+            verdicts.append(r.verdict)
+    if Verdict.Fail in verdicts:
+        return Outcome.Failed
+    if Verdict.NoData in verdicts or Verdict.Error in verdicts:
+        return Outcome.Inconclusive
+    return Outcome.Passed

@@ -1,0 +1,343 @@
+"""ModelDeployment: one served model and how it moves between its versions."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel
+from .modelversion import Condition
+from .types import Duration, ObjectName, SemVer, Weight, duration_seconds
+
+
+# An empty-object default makes the API server fill in the defaults of the fields inside.
+APPLY_NESTED_DEFAULTS = {"default": {}}
+
+
+class Backend(str, Enum):
+    kserve = "kserve"
+    seldon = "seldon"
+    seldonV2 = "seldonV2"
+    gatewayAPI = "gatewayAPI"
+
+
+class KServeServing(ApiModel):
+    name: ObjectName | None = None
+    """InferenceService to drive; defaults to the ModelDeployment's name."""
+
+
+class SeldonServing(ApiModel):
+    name: ObjectName | None = None
+    """SeldonDeployment to drive; defaults to the ModelDeployment's name."""
+
+
+class SeldonV2Serving(ApiModel):
+    experiment: ObjectName | None = None
+    """Experiment that splits traffic during a rollout; defaults to the ModelDeployment's name."""
+
+
+class GatewayAPIServing(ApiModel):
+    route: ObjectName
+    """HTTPRoute whose backendRefs carry the weights."""
+    services: dict[str, str] = Field(min_length=1)
+    """Service name of each model version, keyed by version."""
+    port: int = Field(default=80, ge=1, le=65535)
+    """Port of those Services."""
+
+
+class Serving(ApiModel):
+    backend: Backend
+    """Which serving system carries the traffic split."""
+    kserve: KServeServing | None = None
+    seldon: SeldonServing | None = None
+    seldon_v2: SeldonV2Serving | None = Field(default=None, alias="seldonV2")
+    gateway_api: GatewayAPIServing | None = Field(default=None, alias="gatewayAPI")
+
+    @model_validator(mode="after")
+    def _gateway_needs_route(self) -> Serving:
+        if self.backend is Backend.gatewayAPI and self.gateway_api is None:
+            raise ValueError("serving.gatewayAPI is required when serving.backend is gatewayAPI")
+        return self
+
+
+GATEWAY_NEEDS_ROUTE_RULE = {
+    "rule": "self.backend != 'gatewayAPI' || has(self.gatewayAPI)",
+    "message": "serving.gatewayAPI is required when serving.backend is gatewayAPI",
+}
+
+
+class Step(ApiModel):
+    weight: int = Field(ge=1, le=100)
+    """Percent of traffic the candidate gets during this step."""
+    pause: Duration = "1m"
+    """How long the step lasts at least; it ends once analysis has passed after that."""
+
+
+class StrategyType(str, Enum):
+    Canary = "Canary"
+    HotSwap = "HotSwap"
+
+
+class RollbackMode(str, Enum):
+    Immediate = "Immediate"
+    Progressive = "Progressive"
+
+
+def _default_steps() -> list[Step]:
+    return [Step(weight=10, pause="1m"), Step(weight=25, pause="2m"), Step(weight=50, pause="2m")]
+
+
+STEPS_INCREASING_RULE = {
+    "rule": "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
+    "message": "step weights must be strictly increasing",
+}
+
+
+class Strategy(ApiModel):
+    type: StrategyType = StrategyType.Canary
+    """Canary walks the steps; HotSwap sends all traffic to the candidate once it is ready."""
+    steps: list[Step] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=20,
+        json_schema_extra={"default": [s.to_wire() for s in _default_steps()]},
+    )
+    """Canary steps; weights strictly increasing, within 1..100. After the last step the candidate is promoted."""
+    rollback: RollbackMode = RollbackMode.Immediate
+    """Immediate: all traffic back to stable in one write. Progressive: back down the steps, still watched."""
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> Strategy:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in zip(weights, weights[1:])):
+            raise ValueError(f"strategy.steps: weights must be strictly increasing, got {weights}")
+        return self
+
+
+class NoDataPolicy(str, Enum):
+    Hold = "Hold"
+    Fail = "Fail"
+    Pass = "Pass"
+
+
+class CheckTemplate(str, Enum):
+    errorRate = "errorRate"
+    latencyP50 = "latencyP50"
+    latencyP95 = "latencyP95"
+    latencyP99 = "latencyP99"
+    meanLatency = "meanLatency"
+
+
+CHECK_SOURCE_RULE = {
+    "rule": "has(self.template) != has(self.query)",
+    "message": "a check has exactly one of template or query",
+}
+CHECK_LIMIT_RULE = {
+    "rule": "has(self.min) || has(self.max) || has(self.maxDropPercent) || has(self.maxIncreasePercent)",
+    "message": "a check needs at least one limit: min, max, maxDropPercent or maxIncreasePercent",
+}
+
+
+class Check(ApiModel):
+    name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$", max_length=63)
+    """Name shown in status and events."""
+    template: CheckTemplate | None = None
+    """A built-in query for the backend (error rate, latency quantiles)."""
+    query: str | None = Field(default=None, min_length=1)
+    """PromQL returning one value; may use {{namespace}}, {{model}}, {{version}}, {{revision}}, {{window}}."""
+    sample_query: str | None = None
+    """PromQL returning the number of samples behind the value (e.g. requests in the window)."""
+    min: float | None = None
+    """Fail when the candidate's value is below this."""
+    max: float | None = None
+    """Fail when the candidate's value is above this."""
+    max_drop_percent: float | None = Field(default=None, ge=0)
+    """Fail when the candidate is more than this percent below stable, measured in the same window."""
+    max_increase_percent: float | None = Field(default=None, ge=0)
+    """Fail when the candidate is more than this percent above stable, measured in the same window."""
+    no_data: NoDataPolicy = NoDataPolicy.Hold
+    """What a missing value means: Hold (wait, fail after analysis.noDataLimit), Fail, or Pass."""
+    min_samples: int = Field(default=0, ge=0)
+    """Samples the candidate needs in the window before this check gives a verdict."""
+
+    @model_validator(mode="after")
+    def _source_and_limits(self) -> Check:
+        if (self.template is None) == (self.query is None):
+            raise ValueError(f"check {self.name!r}: exactly one of template or query is required")
+        if self.limits_missing:
+            raise ValueError(
+                f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
+            )
+        return self
+
+    @property
+    def limits_missing(self) -> bool:
+        return all(v is None for v in (self.min, self.max, self.max_drop_percent, self.max_increase_percent))
+
+    @property
+    def relative(self) -> bool:
+        return self.max_drop_percent is not None or self.max_increase_percent is not None
+
+
+class SecretKeyRef(ApiModel):
+    name: ObjectName
+    key: str
+
+
+class PrometheusConfig(ApiModel):
+    address: str = "http://prometheus.monitoring:9090"
+    """Base URL of the Prometheus HTTP API."""
+    bearer_token_secret: SecretKeyRef | None = None
+    """Secret key holding a bearer token sent as the Authorization header."""
+    ca_secret: SecretKeyRef | None = None
+    """Secret key holding a PEM CA bundle to verify Prometheus' certificate."""
+    insecure_skip_verify: bool = False
+    timeout: Duration = "5s"
+    """Timeout of every query."""
+
+
+class Analysis(ApiModel):
+    interval: Duration = "1m"
+    """How often the checks are measured and a verdict is taken."""
+    window: Duration | None = None
+    """Range of the queries' rate windows; defaults to the interval."""
+    failure_limit: int = Field(default=2, ge=1)
+    """Consecutive failed analyses that trigger a rollback."""
+    no_data_limit: int = Field(default=3, ge=1)
+    """Consecutive analyses a Hold check may go without data before that counts as a failure."""
+    checks: list[Check] = Field(default_factory=list, max_length=32)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig, json_schema_extra=APPLY_NESTED_DEFAULTS)
+
+    @model_validator(mode="after")
+    def _positive_interval(self) -> Analysis:
+        if duration_seconds(self.interval) <= 0:
+            raise ValueError("analysis.interval must be greater than zero")
+        return self
+
+
+class TrafficOverride(ApiModel):
+    weight: Weight
+    """Candidate's pinned weight; steps and automatic rollback stop while it is set."""
+    reason: str = Field(min_length=1)
+    """Why the weight is pinned; recorded in history."""
+
+
+class Action(str, Enum):
+    Promote = "Promote"
+    Abort = "Abort"
+    Rollback = "Rollback"
+    Retry = "Retry"
+
+
+class Request(ApiModel):
+    """A one-shot manual action; carried out once per distinct id."""
+
+    id: str = Field(min_length=1, max_length=128)
+    """Unique per request (the plugin uses a timestamp); a request whose id was seen is not repeated."""
+    action: Action
+    version: SemVer | None = None
+    """For Rollback: the retained version to go back to; defaults to the fallback version."""
+    reason: str = Field(min_length=1)
+    actor: str | None = None
+    """Who asked; the plugin fills in the kubectl user."""
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ObjectName
+    """Model served; ModelVersions with this spec.model are its versions."""
+    version: SemVer
+    """Desired version; changing it starts a rollout."""
+    serving: Serving
+    strategy: Strategy = Field(default_factory=Strategy, json_schema_extra=APPLY_NESTED_DEFAULTS)
+    analysis: Analysis = Field(default_factory=Analysis, json_schema_extra=APPLY_NESTED_DEFAULTS)
+    paused: bool = False
+    """Stop advancing steps; automatic rollback stays active."""
+    traffic_override: TrafficOverride | None = None
+    request: Request | None = None
+    retention: int = Field(default=2, ge=0, le=10)
+    """Previous versions kept ready for instant rollback."""
+    history_limit: int = Field(default=20, ge=1, le=200)
+    """History entries kept in status."""
+
+
+class Phase(str, Enum):
+    Stable = "Stable"
+    Progressing = "Progressing"
+    Paused = "Paused"
+    RollingBack = "RollingBack"
+    RolledBack = "RolledBack"
+    Failed = "Failed"
+
+
+class Verdict(str, Enum):
+    """One check's verdict on one analysis."""
+
+    Pass = "Pass"
+    Fail = "Fail"
+    NoData = "NoData"
+    Error = "Error"
+    """The metric provider failed (unreachable, timeout, bad query): never a pass."""
+
+
+class Outcome(str, Enum):
+    """One analysis' outcome over all checks."""
+
+    Passed = "Passed"
+    Failed = "Failed"
+    Inconclusive = "Inconclusive"
+
+
+class CheckStatus(ApiModel):
+    name: str
+    verdict: Verdict
+    value: float | None = None
+    """Candidate's value in the last window."""
+    baseline: float | None = None
+    """Stable version's value in the same window, for relative checks."""
+    samples: int | None = None
+    limit: str
+    """The limit the value was held against, in words."""
+    message: str
+    time: str
+
+
+class HistoryEntry(ApiModel):
+    version: str
+    action: str
+    reason: str
+    actor: str = "modelops"
+    time: str
+
+
+class ModelDeploymentStatus(ApiModel):
+    phase: Phase | None = None
+    message: str | None = None
+    """Why the last decision was taken."""
+    stable_version: str | None = None
+    canary_version: str | None = None
+    fallback_version: str | None = None
+    retained_versions: list[str] = Field(default_factory=list)
+    """Previous versions kept ready for rollback, newest first."""
+    failed_version: str | None = None
+    """Candidate that was rolled back; not retried until spec.version changes or a Retry request."""
+    canary_weight: int = Field(default=0, ge=0, le=100)
+    current_step: int | None = None
+    """Index of the current canary step, from 0."""
+    step_started_at: str | None = None
+    last_analysis_at: str | None = None
+    """End of the window of the last analysis taken into account."""
+    last_outcome: Outcome | None = None
+    """Outcome of the last analysis in the current step; a step advances only after Passed."""
+    consecutive_failures: int = 0
+    consecutive_no_data: int = 0
+    """Consecutive inconclusive analyses (no data, too few samples, provider errors)."""
+    paused: bool = False
+    """spec.paused as last acted on, so that pausing and resuming are recorded once."""
+    pinned_weight: int | None = Field(default=None, ge=0, le=100)
+    """spec.trafficOverride.weight as last acted on."""
+    checks: list[CheckStatus] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    last_request_id: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)

@@ -1,0 +1,346 @@
+"""decide(spec, status, observations, now) -> Decision(status, traffic intent, events).
+
+No I/O and no clock: time, metric verdicts and backend readiness come in as arguments, so
+every transition is unit-testable and a restarted operator resumes from status alone.
+Feeding the returned status back with the same observations changes nothing (a fixed
+point), which is what makes a crash between "write traffic" and "write status" harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..analysis.evaluate import outcome
+from ..api.modeldeployment import (
+    Action,
+    CheckStatus,
+    HistoryEntry,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Outcome,
+    Phase,
+    Request,
+    RollbackMode,
+    StrategyType,
+)
+from ..api.types import duration_seconds
+from .conditions import conditions_for
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """The evaluated checks of one analysis; `at` is the end of the measured window."""
+
+    at: datetime
+    results: tuple[CheckStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observations:
+    ready_versions: frozenset[str] = frozenset()
+    """Versions the backend can serve right now; traffic never goes to any other."""
+    analysis: AnalysisReport | None = None
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class TrafficIntent:
+    stable: str
+    candidate: str | None = None
+    candidate_weight: int = 0
+
+    def weights(self) -> dict[str, int]:
+        if self.candidate is None or self.candidate_weight == 0:
+            return {self.stable: 100}
+        if self.candidate_weight == 100:
+            return {self.candidate: 100}
+        return {self.stable: 100 - self.candidate_weight, self.candidate: self.candidate_weight}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning, as Kubernetes Events have it
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ModelDeploymentStatus
+    intent: TrafficIntent | None
+    events: tuple[Event, ...] = ()
+
+
+ACTIVE = (Phase.Progressing, Phase.Paused, Phase.RollingBack)
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class _Run:
+    """One call of decide: the spec, the status being built, and the events so far."""
+
+    spec: ModelDeploymentSpec
+    s: ModelDeploymentStatus
+    obs: Observations
+    now: datetime
+    events: list[Event] = field(default_factory=list)
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    def record(self, version: str, action: str, reason: str, *, actor: str = "modelops", warning: bool = False) -> None:
+        self.s.history.append(HistoryEntry(version=version, action=action, reason=reason, actor=actor, time=rfc3339(self.now)))
+        self.s.message = f"{action} {version}: {reason}"
+        self.events.append(Event("Warning" if warning else "Normal", action, f"{version}: {reason}"))
+
+    def ready(self, version: str | None) -> bool:
+        return version is not None and version in self.obs.ready_versions
+
+    def canary_steps(self) -> list[int]:
+        if self.spec.strategy.type is StrategyType.HotSwap:
+            return [100]
+        return [step.weight for step in self.spec.strategy.steps]
+
+    # --- transitions -------------------------------------------------------------------
+
+    def start_rollout(self, version: str, reason: str, actor: str = "modelops") -> None:
+        s = self.s
+        s.phase, s.canary_version, s.failed_version = Phase.Progressing, version, None
+        s.current_step, s.canary_weight, s.step_started_at = 0, 0, None
+        self.reset_analysis()
+        self.record(version, "RolloutStarted", reason, actor=actor)
+
+    def reset_analysis(self) -> None:
+        s = self.s
+        s.last_outcome, s.consecutive_failures, s.consecutive_no_data, s.checks = None, 0, 0, []
+
+    def enter_step(self, index: int) -> None:
+        s, steps = self.s, self.canary_steps()
+        s.current_step, s.step_started_at, s.last_outcome = index, rfc3339(self.now), None
+        s.canary_weight = steps[index]
+        s.message = f"step {index + 1}/{len(steps)}: {s.canary_version} at {s.canary_weight}%"
+        self.events.append(Event("Normal", "StepAdvanced", s.message))
+
+    def promote(self, reason: str, actor: str = "modelops") -> None:
+        s = self.s
+        candidate, previous = s.canary_version, s.stable_version
+        assert candidate is not None and previous is not None
+        self.retain(previous)
+        s.stable_version, s.canary_version = candidate, None
+        s.phase, s.canary_weight, s.current_step, s.step_started_at = Phase.Stable, 0, None, None
+        self.record(candidate, "Promoted", reason, actor=actor)
+
+    def retain(self, version: str) -> None:
+        s = self.s
+        kept = [version] + [v for v in s.retained_versions if v != version]
+        s.retained_versions = kept[: self.spec.retention]
+        s.fallback_version = s.retained_versions[0] if s.retained_versions else None
+
+    def roll_back(self, action: str, reason: str, *, actor: str = "modelops", progressive: bool = False) -> None:
+        s = self.s
+        assert s.canary_version is not None
+        s.failed_version = s.canary_version
+        if progressive and s.canary_weight > 0:
+            s.phase = Phase.RollingBack
+            self.record(s.canary_version, action, reason + "; stepping traffic back to stable", actor=actor, warning=True)
+            return
+        self.finish_rollback(action, reason, actor)
+
+    def finish_rollback(self, action: str, reason: str, actor: str = "modelops") -> None:
+        s = self.s
+        candidate = s.canary_version
+        assert candidate is not None
+        s.phase, s.canary_version, s.canary_weight = Phase.RolledBack, None, 0
+        s.current_step = s.step_started_at = None
+        self.record(candidate, action, f"{reason}; all traffic on stable {s.stable_version}", actor=actor, warning=True)
+
+    # --- the steps of one decision --------------------------------------------------------
+
+    def bootstrap(self) -> None:
+        """The first version of a deployment has nothing to compare with: it becomes stable."""
+        self.s.stable_version, self.s.phase = self.spec.version, Phase.Stable
+        self.record(self.spec.version, "Deployed", "first version of this deployment")
+
+    def handle_request(self, request: Request) -> None:
+        s = self.s
+        s.last_request_id = request.id
+        actor = request.actor or "unknown"
+        active = s.phase in ACTIVE and s.canary_version is not None
+        if request.action is Action.Promote and active and self.ready(s.canary_version):
+            self.promote(f"manual promotion: {request.reason}", actor)
+        elif request.action is Action.Abort and active:
+            self.roll_back("Aborted", f"manual abort: {request.reason}", actor=actor)
+        elif request.action is Action.Rollback:
+            self.rollback_to(request, actor)
+        elif request.action is Action.Retry and s.phase is Phase.RolledBack and s.failed_version == self.spec.version:
+            self.start_rollout(self.spec.version, f"manual retry: {request.reason}", actor)
+        else:
+            self.ignore(request, f"nothing to {request.action.value.lower()} in phase {s.phase.value if s.phase else 'none'}")
+
+    def rollback_to(self, request: Request, actor: str) -> None:
+        s = self.s
+        target = request.version or s.fallback_version
+        if target is None or target not in s.retained_versions:
+            self.ignore(request, f"version {target} is not retained for rollback (retained: {s.retained_versions})")
+            return
+        if s.canary_version is not None:
+            s.canary_version, s.canary_weight, s.current_step, s.step_started_at = None, 0, None, None
+        previous = s.stable_version
+        assert previous is not None
+        s.retained_versions = [v for v in s.retained_versions if v != target]
+        self.retain(previous)
+        s.stable_version, s.phase = target, Phase.RolledBack
+        s.failed_version = self.spec.version if self.spec.version != target else None
+        self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
+
+    def ignore(self, request: Request, why: str) -> None:
+        self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}"))
+
+    def follow_spec_version(self) -> None:
+        s, target = self.s, self.spec.version
+        if s.canary_version is not None and target != s.canary_version:
+            old = s.canary_version
+            s.canary_version, s.canary_weight, s.current_step, s.step_started_at = None, 0, None, None
+            s.phase = Phase.Stable
+            self.record(old, "Superseded", f"spec.version changed to {target}")
+        if s.canary_version is None and target != s.stable_version and target != s.failed_version:
+            self.start_rollout(target, f"spec.version changed from {s.stable_version}")
+        if s.phase is Phase.RolledBack and target == s.stable_version:
+            s.phase, s.failed_version = Phase.Stable, None
+            s.message = f"spec.version is back on stable {target}"
+
+    def ingest_analysis(self) -> Outcome | None:
+        """Take a new analysis into account once; a replayed one is ignored."""
+        s, report = self.s, self.obs.analysis
+        if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
+            return None
+        s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
+        result = outcome(self.spec.analysis.checks, report.results)
+        if result is Outcome.Inconclusive:
+            s.consecutive_no_data += 1
+            if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
+                result = Outcome.Failed
+        else:
+            s.consecutive_no_data = 0
+        if result is Outcome.Failed:
+            s.consecutive_failures += 1
+            self.events.append(Event("Warning", "AnalysisFailed", self.explain(result)))
+        elif result is Outcome.Passed:
+            s.consecutive_failures = 0
+        s.last_outcome = result
+        return result
+
+    def explain(self, result: Outcome) -> str:
+        s = self.s
+        failing = [f"{c.name}: {c.message}" for c in s.checks if c.verdict.value != "Pass"]
+        detail = "; ".join(failing) or "all checks passed"
+        if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
+            detail = f"inconclusive {s.consecutive_no_data} times in a row ({detail})"
+        return f"{result.value} ({s.consecutive_failures}/{self.spec.analysis.failure_limit}): {detail}"
+
+    def follow_manual_holds(self) -> None:
+        s, spec = self.s, self.spec
+        version = s.canary_version or s.stable_version or spec.version
+        if spec.paused != s.paused:
+            s.paused = spec.paused
+            self.record(version, "Paused" if spec.paused else "Resumed", "spec.paused set to " + str(spec.paused).lower(), actor="spec")
+        pinned = spec.traffic_override.weight if spec.traffic_override else None
+        if pinned != s.pinned_weight:
+            s.pinned_weight = pinned
+            if spec.traffic_override:
+                self.record(version, "ManualOverride", f"weight pinned at {pinned}%: {spec.traffic_override.reason}", actor="spec")
+            else:
+                self.record(version, "ManualOverride", "pinned weight removed; steps resume", actor="spec")
+
+    def progress(self, result: Outcome | None) -> None:
+        """Advance, hold, or roll back the candidate in flight."""
+        s, spec = self.s, self.spec
+        candidate = s.canary_version
+        assert candidate is not None
+        if s.phase is Phase.RollingBack:
+            self.step_back(result)
+            return
+        if s.pinned_weight is not None:
+            # The SRE holds the wheel: no steps, no automatic rollback, the analysis is reported only.
+            s.phase, s.canary_weight = Phase.Paused, s.pinned_weight if self.ready(candidate) else 0
+            return
+        if result is Outcome.Failed and s.consecutive_failures >= spec.analysis.failure_limit:
+            self.roll_back("RolledBack", self.explain(result), progressive=spec.strategy.rollback is RollbackMode.Progressive)
+            return
+        s.phase = Phase.Paused if s.paused else Phase.Progressing
+        if not self.ready(candidate):
+            s.canary_weight = 0
+            s.message = f"waiting for {candidate} to become ready on the backend"
+            return
+        if s.step_started_at is None:
+            if spec.strategy.type is StrategyType.HotSwap:
+                self.promote("HotSwap: the candidate is ready")
+                return
+            self.enter_step(s.current_step or 0)
+            return
+        s.canary_weight = self.canary_steps()[s.current_step or 0]
+        if not s.paused and self.step_done():
+            self.advance()
+
+    def step_done(self) -> bool:
+        s = self.s
+        assert s.step_started_at is not None and s.current_step is not None
+        pause = duration_seconds(self.spec.strategy.steps[s.current_step].pause)
+        elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
+        return elapsed >= pause and s.last_outcome is Outcome.Passed
+
+    def advance(self) -> None:
+        s = self.s
+        assert s.current_step is not None
+        steps = self.canary_steps()
+        if s.current_step + 1 >= len(steps):
+            self.promote(f"analysis passed at every step up to {s.canary_weight}%")
+            return
+        self.enter_step(s.current_step + 1)
+
+    def step_back(self, result: Outcome | None) -> None:
+        """Progressive rollback: one step down per analysis; a new failure drops to zero at once."""
+        s = self.s
+        if result is None:
+            return
+        lower = [w for w in self.canary_steps() if w < s.canary_weight]
+        if result is Outcome.Failed or not lower:
+            self.finish_rollback("RolledBack", "progressive rollback finished" if result is not Outcome.Failed else self.explain(result))
+            return
+        s.canary_weight = lower[-1]
+        s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
+        self.events.append(Event("Normal", "StepBack", s.message))
+
+    def intent(self) -> TrafficIntent:
+        s = self.s
+        assert s.stable_version is not None
+        if s.canary_version is None:
+            return TrafficIntent(s.stable_version)
+        return TrafficIntent(s.stable_version, s.canary_version, s.canary_weight)
+
+
+def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:
+    """The whole rollout policy, one step at a time."""
+    run = _Run(spec, status.model_copy(deep=True), observations, now)
+    s = run.s
+    if s.stable_version is None:
+        run.bootstrap()
+    run.follow_manual_holds()
+    if spec.request is not None and spec.request.id != s.last_request_id:
+        run.handle_request(spec.request)
+    run.follow_spec_version()
+    if s.canary_version is not None:
+        # Analysis counts only while the candidate takes traffic: waiting for readiness is no verdict.
+        taking_traffic = s.step_started_at is not None or s.phase is Phase.RollingBack
+        run.progress(run.ingest_analysis() if taking_traffic else None)
+    s.history = s.history[-spec.history_limit :]
+    s.observed_generation = observations.generation
+    s.conditions = conditions_for(s, status.conditions, observations.ready_versions, rfc3339(now))
+    return Decision(s, run.intent(), tuple(run.events))

@@ -1,0 +1,88 @@
+"""Shared fixtures and builders for all test tiers."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def model_version_manifest(model: str = "fraud", version: str = "1.0.0", **spec: Any) -> dict[str, Any]:
+    body = {
+        "model": model,
+        "version": version,
+        "artifact": {"uri": f"s3://models/{model}/{version}", "digest": DIGEST, "format": "sklearn"},
+        "lineage": {
+            "code": {"repository": "https://git.example/ml/fraud", "commit": "4f2a9c1"},
+            "data": {"uri": "s3://data/fraud/2026-10", "digest": DIGEST},
+            "parameters": {"max_depth": "6", "n_estimators": "200"},
+            "environment": {"image": "registry.example/train@" + DIGEST, "python": "3.11"},
+            "experiment": {"tracker": "mlflow", "runId": "run-7"},
+        },
+        "metrics": {"accuracy": 0.93},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "modelops.io/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": f"{model}-{version.replace('.', '-')}"},
+        "spec": body,
+    }
+
+
+def model_deployment_manifest(name: str = "fraud", version: str = "1.0.0", **spec: Any) -> dict[str, Any]:
+    body = {
+        "model": "fraud",
+        "version": version,
+        "serving": {"backend": "kserve"},
+        "strategy": {"steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "30s"}]},
+        "analysis": {
+            "interval": "10s",
+            "failureLimit": 2,
+            "checks": [{"name": "errors", "template": "errorRate", "max": 0.05}],
+        },
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "modelops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def with_path(manifest: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `manifest` with the dotted `path` (list indexes as numbers) set to `value`."""
+    out = copy.deepcopy(manifest)
+    node: Any = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    last = parts[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return out
+
+
+# Invalid specs, shared by the model tests and the API-server tests: (what, manifest, field named in the error).
+INVALID_CASES = [
+    ("weight 150", with_path(model_deployment_manifest(), "spec.strategy.steps.1.weight", 150), "weight"),
+    ("decreasing steps", with_path(model_deployment_manifest(), "spec.strategy.steps",
+                                   [{"weight": 50, "pause": "1m"}, {"weight": 20, "pause": "1m"}]), "steps"),
+    ("unknown backend", with_path(model_deployment_manifest(), "spec.serving.backend", "triton"), "backend"),
+    ("negative interval", with_path(model_deployment_manifest(), "spec.analysis.interval", "-5s"), "interval"),
+    ("bad semver", with_path(model_deployment_manifest(), "spec.version", "1.2"), "version"),
+    ("bad digest", with_path(model_version_manifest(), "spec.artifact.digest", "md5:abc"), "digest"),
+    ("short digest", with_path(model_version_manifest(), "spec.artifact.digest", "sha256:abc"), "digest"),
+    ("bad semver on a version", with_path(model_version_manifest(), "spec.version", "v1"), "version"),
+]
+
+
+@pytest.fixture
+def deployment_manifest():
+    return model_deployment_manifest()

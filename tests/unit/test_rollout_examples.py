@@ -1,0 +1,239 @@
+"""The rollout semantics of DESIGN.md section 4, one scenario each."""
+
+from modelops.api.modeldeployment import Phase, Request, TrafficOverride
+
+from .rollout_sim import Sim, make_spec
+
+
+def rolling_out(**spec_options) -> Sim:
+    sim = Sim(make_spec(**spec_options))
+    sim.step()
+    sim.set(version="1.1.0")
+    return sim
+
+
+def request(action, rid="r1", **kw):
+    return Request.model_validate({"id": rid, "action": action, "reason": "testing", "actor": "sre", **kw})
+
+
+def test_first_version_is_stable_at_once():
+    sim = Sim(make_spec())
+    d = sim.step()
+    assert (d.status.phase, d.status.stable_version, d.intent.weights()) == (Phase.Stable, "1.0.0", {"1.0.0": 100})
+    assert [h.action for h in d.status.history] == ["Deployed"]
+
+
+def test_healthy_candidate_walks_every_step_then_is_promoted():
+    sim = rolling_out()
+    weights = [sim.decisions[-1].intent.weights()]
+    while sim.status.phase is not Phase.Stable:
+        weights.append(sim.tick("Pass").intent.weights())
+        assert len(weights) < 20
+    distinct = [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]]
+    assert distinct == [{"1.0.0": 90, "1.1.0": 10}, {"1.0.0": 50, "1.1.0": 50}, {"1.1.0": 100}]
+    assert (sim.status.stable_version, sim.status.fallback_version, sim.status.canary_version) == ("1.1.0", "1.0.0", None)
+    assert sim.reasons().count("StepAdvanced") == 2 and sim.reasons()[-1] == "Promoted"
+
+
+def test_a_step_waits_for_its_pause_even_when_analysis_passes():
+    sim = rolling_out(pause="1m")
+    for _ in range(5):  # 50 s < 1 m
+        assert sim.tick("Pass").status.canary_weight == 10
+    assert sim.tick("Pass").status.canary_weight == 50
+
+
+def test_failure_limit_consecutive_failures_roll_back_immediately():
+    sim = rolling_out(analysis={"failureLimit": 2})
+    sim.tick("Fail")
+    assert sim.status.phase is Phase.Progressing and sim.status.consecutive_failures == 1
+    d = sim.tick("Fail")
+    assert d.status.phase is Phase.RolledBack
+    assert d.intent.weights() == {"1.0.0": 100}
+    assert d.status.failed_version == "1.1.0"
+    assert "Failed (2/2)" in d.status.history[-1].reason
+
+
+def test_a_pass_resets_the_consecutive_failures():
+    sim = rolling_out(analysis={"failureLimit": 2}, pause="5m")
+    for verdict in ["Fail", "Pass", "Fail", "Pass", "Fail"]:
+        sim.tick(verdict)
+    assert sim.status.phase is Phase.Progressing and sim.status.consecutive_failures == 1
+
+
+def test_rolled_back_stays_rolled_back_until_spec_changes():
+    sim = rolling_out(analysis={"failureLimit": 1})
+    sim.tick("Fail")
+    for _ in range(10):
+        sim.tick("Pass")
+    assert sim.status.phase is Phase.RolledBack and sim.status.canary_version is None
+    sim.set(version="1.2.0")
+    assert sim.status.phase is Phase.Progressing and sim.status.canary_version == "1.2.0"
+
+
+def test_reverting_spec_version_after_rollback_is_stable_again():
+    sim = rolling_out(analysis={"failureLimit": 1})
+    sim.tick("Fail")
+    sim.set(version="1.0.0")
+    assert (sim.status.phase, sim.status.failed_version) == (Phase.Stable, None)
+
+
+def test_progressive_rollback_steps_down_and_is_still_watched():
+    sim = rolling_out(steps=(10, 25, 50), pause="10s", strategy={"rollback": "Progressive"},
+                      analysis={"failureLimit": 1})
+    sim.tick("Pass"), sim.tick("Pass")
+    assert sim.status.canary_weight == 50
+    assert sim.tick("Fail").status.phase is Phase.RollingBack
+    assert sim.tick("Pass").status.canary_weight == 25
+    assert sim.tick("Pass").status.canary_weight == 10
+    d = sim.tick("Pass")
+    assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
+
+
+def test_progressive_rollback_drops_to_zero_on_a_new_failure():
+    sim = rolling_out(steps=(10, 25, 50), pause="10s", strategy={"rollback": "Progressive"},
+                      analysis={"failureLimit": 1})
+    sim.tick("Pass"), sim.tick("Pass"), sim.tick("Fail")
+    assert sim.status.phase is Phase.RollingBack
+    d = sim.tick("Fail")
+    assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
+
+
+def test_no_data_holds_then_fails_after_its_bound():
+    sim = rolling_out(analysis={"noDataLimit": 3, "failureLimit": 1}, pause="10s")
+    for _ in range(2):
+        d = sim.tick("NoData")
+        assert d.status.phase is Phase.Progressing and d.status.canary_weight == 10
+    assert sim.tick("NoData").status.phase is Phase.RolledBack
+    assert "inconclusive 3 times in a row" in sim.status.history[-1].reason
+
+
+def test_no_data_policy_pass_and_fail():
+    passing = rolling_out(checks=[{"name": "c", "query": "up", "max": 0.05, "noData": "Pass"}], pause="10s")
+    passing.tick("NoData")
+    assert passing.status.canary_weight == 50
+    failing = rolling_out(checks=[{"name": "c", "query": "up", "max": 0.05, "noData": "Fail"}],
+                          analysis={"failureLimit": 1})
+    assert failing.tick("NoData").status.phase is Phase.RolledBack
+
+
+def test_traffic_waits_for_a_ready_candidate():
+    sim = Sim(make_spec())
+    sim.ready.discard("1.1.0")
+    sim.step()
+    d = sim.set(version="1.1.0")
+    assert d.intent.weights() == {"1.0.0": 100} and "waiting for 1.1.0" in d.status.message
+    for _ in range(5):
+        assert sim.tick("NoData").status.phase is Phase.Progressing  # no verdicts while it takes no traffic
+    sim.ready.add("1.1.0")
+    assert sim.tick("Pass").intent.weights() == {"1.0.0": 90, "1.1.0": 10}
+
+
+def test_hot_swap_promotes_once_ready():
+    sim = Sim(make_spec(strategy={"type": "HotSwap"}))
+    sim.step()
+    d = sim.set(version="1.1.0")
+    assert d.status.phase is Phase.Stable and d.intent.weights() == {"1.1.0": 100}
+    assert d.status.fallback_version == "1.0.0"
+
+
+def test_new_version_mid_rollout_restarts_with_it():
+    sim = rolling_out(pause="10s")
+    sim.tick("Pass")
+    assert sim.status.canary_weight == 50
+    d = sim.set(version="1.2.0")
+    assert (d.status.canary_version, d.status.canary_weight) == ("1.2.0", 10)
+    assert [h.action for h in d.status.history][-2:] == ["Superseded", "RolloutStarted"]
+
+
+def test_returning_spec_to_stable_mid_rollout_cancels_it():
+    sim = rolling_out()
+    d = sim.set(version="1.0.0")
+    assert (d.status.phase, d.status.canary_version, d.intent.weights()) == (Phase.Stable, None, {"1.0.0": 100})
+
+
+def test_pause_freezes_steps_but_keeps_automatic_rollback():
+    sim = rolling_out(pause="10s", analysis={"failureLimit": 2})
+    sim.set(paused=True)
+    for _ in range(3):
+        assert sim.tick("Pass").status.canary_weight == 10
+    assert sim.status.phase is Phase.Paused
+    assert sim.set(paused=False).status.canary_weight == 50  # the step's pause and analysis were done
+    assert [h.action for h in sim.status.history if h.action in ("Paused", "Resumed")] == ["Paused", "Resumed"]
+    sim.set(paused=True)
+    sim.tick("Fail"), sim.tick("Fail")
+    assert sim.status.phase is Phase.RolledBack
+
+
+def test_pinned_weight_holds_traffic_and_suspends_rollback():
+    sim = rolling_out(analysis={"failureLimit": 1}, pause="5m")
+    d = sim.set(traffic_override=TrafficOverride(weight=30, reason="investigating latency"))
+    assert d.intent.weights() == {"1.0.0": 70, "1.1.0": 30}
+    for verdict in ["Fail", "Fail", "Pass"]:
+        assert sim.tick(verdict).intent.weights() == {"1.0.0": 70, "1.1.0": 30}
+    assert sim.status.history[-1].reason == "weight pinned at 30%: investigating latency"
+    d = sim.set(traffic_override=None)
+    assert d.intent.weights() == {"1.0.0": 90, "1.1.0": 10}
+
+
+def test_manual_promote_abort_retry_are_recorded_once():
+    sim = rolling_out()
+    d = sim.set(request=request("Promote"))
+    assert d.status.stable_version == "1.1.0" and d.status.history[-1].actor == "sre"
+    assert sim.step().events == ()  # same request id: not repeated
+    sim.set(version="1.2.0")
+    d = sim.set(request=request("Abort", "r2"))
+    assert d.status.phase is Phase.RolledBack and d.status.history[-1].action == "Aborted"
+    d = sim.set(request=request("Retry", "r3"))
+    assert d.status.phase is Phase.Progressing and d.status.canary_version == "1.2.0"
+
+
+def test_rollback_to_a_named_retained_version():
+    sim = Sim(make_spec(strategy={"type": "HotSwap"}))
+    sim.step()
+    sim.set(version="1.1.0")
+    sim.set(version="1.2.0")
+    assert sim.status.retained_versions == ["1.1.0", "1.0.0"]
+    d = sim.set(request=request("Rollback", version="1.0.0"))
+    assert d.status.stable_version == "1.0.0" and d.intent.weights() == {"1.0.0": 100}
+    assert d.status.phase is Phase.RolledBack and d.status.failed_version == "1.2.0"
+    assert d.status.retained_versions == ["1.2.0", "1.1.0"]
+    assert sim.tick().status.stable_version == "1.0.0"  # it does not roll forward by itself
+
+
+def test_requests_that_cannot_apply_are_ignored_with_a_warning():
+    sim = Sim(make_spec(retention=1))
+    sim.step()
+    for rid, action, extra in [("a", "Promote", {}), ("b", "Abort", {}), ("c", "Retry", {}),
+                               ("d", "Rollback", {"version": "0.9.0"})]:
+        d = sim.set(request=request(action, rid, **extra))
+        assert [e.reason for e in d.events] == ["RequestIgnored"] and d.status.stable_version == "1.0.0"
+
+
+def test_history_is_bounded():
+    sim = Sim(make_spec(history_limit=3, strategy={"type": "HotSwap"}))
+    sim.step()
+    for v in ["1.1.0", "1.2.0", "2.0.0", "1.1.0"]:
+        sim.set(version=v)
+    assert [(h.action, h.version) for h in sim.status.history] == [
+        ("Promoted", "2.0.0"), ("RolloutStarted", "1.1.0"), ("Promoted", "1.1.0")]
+
+
+def test_conditions_tell_the_phase():
+    sim = rolling_out(analysis={"failureLimit": 1})
+    by_type = {c.type: c for c in sim.status.conditions}
+    assert by_type["Progressing"].status == "True" and by_type["Degraded"].status == "False"
+    started = by_type["Progressing"].last_transition_time
+    sim.tick("Pass", seconds=5)
+    assert {c.type: c for c in sim.status.conditions}["Progressing"].last_transition_time == started
+    sim.tick("Fail")
+    by_type = {c.type: c for c in sim.status.conditions}
+    assert by_type["Degraded"].status == "True" and by_type["Degraded"].reason == "RolledBack"
+    assert by_type["Ready"].status == "True"
+
+
+def test_replayed_analysis_is_counted_once():
+    sim = rolling_out(analysis={"failureLimit": 2}, pause="5m")
+    d = sim.tick("Fail")
+    report = sim.decisions[-1]
+    again = sim.step(report=None)
+    assert again.status.consecutive_failures == 1 and report.status == d.status
