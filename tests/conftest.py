@@ -5,7 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# `HYPOTHESIS_PROFILE=thorough make unit` searches much harder than the default run.
+settings.register_profile("default", max_examples=300)
+settings.register_profile("thorough", max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DIGEST = "sha256:" + "ab" * 32
 

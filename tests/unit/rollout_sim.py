@@ -45,7 +45,9 @@ class Sim:
     decisions: list[Decision] = field(default_factory=list)
 
     def step(self, report: AnalysisReport | None = None) -> Decision:
-        decision = decide(self.spec, self.status, Observations(frozenset(self.ready), report), self.now)
+        observations = Observations(frozenset(self.ready), report)
+        self.last_inputs = (self.spec, self.status, observations, self.now)
+        decision = decide(*self.last_inputs)
         self.status = decision.status
         self.decisions.append(decision)
         return decision

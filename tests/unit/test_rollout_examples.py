@@ -128,12 +128,21 @@ def test_traffic_waits_for_a_ready_candidate():
     assert sim.tick("Pass").intent.weights() == {"1.0.0": 90, "1.1.0": 10}
 
 
-def test_hot_swap_promotes_once_ready():
+def test_hot_swap_takes_all_traffic_then_is_promoted_by_a_passed_analysis():
     sim = Sim(make_spec(strategy={"type": "HotSwap"}))
     sim.step()
     d = sim.set(version="1.1.0")
-    assert d.status.phase is Phase.Stable and d.intent.weights() == {"1.1.0": 100}
-    assert d.status.fallback_version == "1.0.0"
+    assert d.status.phase is Phase.Progressing and d.intent.weights() == {"1.1.0": 100}
+    d = sim.tick("Pass", seconds=1)
+    assert d.status.phase is Phase.Stable and d.status.fallback_version == "1.0.0"
+
+
+def test_hot_swap_is_rolled_back_by_failed_analyses():
+    sim = Sim(make_spec(strategy={"type": "HotSwap"}, analysis={"failureLimit": 1}))
+    sim.step()
+    sim.set(version="1.1.0")
+    d = sim.tick("Fail")
+    assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
 
 
 def test_new_version_mid_rollout_restarts_with_it():
@@ -190,8 +199,8 @@ def test_manual_promote_abort_retry_are_recorded_once():
 def test_rollback_to_a_named_retained_version():
     sim = Sim(make_spec(strategy={"type": "HotSwap"}))
     sim.step()
-    sim.set(version="1.1.0")
-    sim.set(version="1.2.0")
+    for version in ["1.1.0", "1.2.0"]:
+        sim.set(version=version), sim.tick("Pass")
     assert sim.status.retained_versions == ["1.1.0", "1.0.0"]
     d = sim.set(request=request("Rollback", version="1.0.0"))
     assert d.status.stable_version == "1.0.0" and d.intent.weights() == {"1.0.0": 100}
@@ -213,7 +222,7 @@ def test_history_is_bounded():
     sim = Sim(make_spec(history_limit=3, strategy={"type": "HotSwap"}))
     sim.step()
     for v in ["1.1.0", "1.2.0", "2.0.0", "1.1.0"]:
-        sim.set(version=v)
+        sim.set(version=v), sim.tick("Pass")
     assert [(h.action, h.version) for h in sim.status.history] == [
         ("Promoted", "2.0.0"), ("RolloutStarted", "1.1.0"), ("Promoted", "1.1.0")]
 

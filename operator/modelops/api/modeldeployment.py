@@ -96,7 +96,8 @@ STEPS_INCREASING_RULE = {
 
 class Strategy(ApiModel):
     type: StrategyType = StrategyType.Canary
-    """Canary walks the steps; HotSwap sends all traffic to the candidate once it is ready."""
+    """Canary walks the steps; HotSwap sends all traffic to the candidate once it is ready and promotes it
+    after the first passed analysis (failed analyses roll it back as they would a canary)."""
     steps: list[Step] = Field(
         default_factory=_default_steps,
         min_length=1,
@@ -106,6 +107,8 @@ class Strategy(ApiModel):
     """Canary steps; weights strictly increasing, within 1..100. After the last step the candidate is promoted."""
     rollback: RollbackMode = RollbackMode.Immediate
     """Immediate: all traffic back to stable in one write. Progressive: back down the steps, still watched."""
+    ready_timeout: Duration = "10m"
+    """How long a candidate may stay not ready on the backend before the rollout is rolled back."""
 
     @model_validator(mode="after")
     def _steps_increase(self) -> Strategy:
@@ -325,6 +328,8 @@ class ModelDeploymentStatus(ApiModel):
     current_step: int | None = None
     """Index of the current canary step, from 0."""
     step_started_at: str | None = None
+    waiting_since: str | None = None
+    """Since when the candidate has not been ready; cleared once it is."""
     last_analysis_at: str | None = None
     """End of the window of the last analysis taken into account."""
     last_outcome: Outcome | None = None

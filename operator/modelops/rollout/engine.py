@@ -113,7 +113,7 @@ class _Run:
     def start_rollout(self, version: str, reason: str, actor: str = "modelops") -> None:
         s = self.s
         s.phase, s.canary_version, s.failed_version = Phase.Progressing, version, None
-        s.current_step, s.canary_weight, s.step_started_at = 0, 0, None
+        s.current_step, s.canary_weight, s.step_started_at, s.waiting_since = 0, 0, None, None
         self.reset_analysis()
         self.record(version, "RolloutStarted", reason, actor=actor)
 
@@ -276,23 +276,32 @@ class _Run:
             return
         s.phase = Phase.Paused if s.paused else Phase.Progressing
         if not self.ready(candidate):
-            s.canary_weight = 0
-            s.message = f"waiting for {candidate} to become ready on the backend"
+            self.wait_for_ready(candidate)
             return
+        s.waiting_since = None
         if s.step_started_at is None:
-            if spec.strategy.type is StrategyType.HotSwap:
-                self.promote("HotSwap: the candidate is ready")
-                return
             self.enter_step(s.current_step or 0)
             return
         s.canary_weight = self.canary_steps()[s.current_step or 0]
         if not s.paused and self.step_done():
             self.advance()
 
+    def wait_for_ready(self, candidate: str) -> None:
+        s, timeout = self.s, self.spec.strategy.ready_timeout
+        s.canary_weight = 0
+        s.waiting_since = s.waiting_since or rfc3339(self.now)
+        if (self.now - parse_rfc3339(s.waiting_since)).total_seconds() >= duration_seconds(timeout):
+            s.waiting_since = None
+            self.roll_back("RolledBack", f"not ready on the backend within strategy.readyTimeout {timeout}")
+        else:
+            s.message = f"waiting for {candidate} to become ready on the backend (since {s.waiting_since})"
+
     def step_done(self) -> bool:
         s = self.s
         assert s.step_started_at is not None and s.current_step is not None
-        pause = duration_seconds(self.spec.strategy.steps[s.current_step].pause)
+        # HotSwap's one step at 100% has no pause: the first passed analysis promotes.
+        hot_swap = self.spec.strategy.type is StrategyType.HotSwap
+        pause = 0 if hot_swap else duration_seconds(self.spec.strategy.steps[s.current_step].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
         return elapsed >= pause and s.last_outcome is Outcome.Passed
 
@@ -308,6 +317,9 @@ class _Run:
     def step_back(self, result: Outcome | None) -> None:
         """Progressive rollback: one step down per analysis; a new failure drops to zero at once."""
         s = self.s
+        if not self.ready(s.canary_version):
+            self.finish_rollback("RolledBack", "the candidate is no longer ready")
+            return
         if result is None:
             return
         lower = [w for w in self.canary_steps() if w < s.canary_weight]
