@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, RollbackMode, StrategyType
@@ -91,3 +94,12 @@ def test_content_id_is_stable_and_sensitive():
     assert content_id(spec) == content_id(reordered)
     assert content_id(spec) != content_id(other)
     assert content_id(spec).startswith("sha256:") and len(content_id(spec)) == 71
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid(path):
+    manifest = yaml.safe_load(path.read_text())
+    SPEC_MODELS[manifest["kind"]].model_validate(manifest["spec"])

@@ -1,0 +1,80 @@
+"""A real Prometheus server (Debian's package) scraping loopback targets the tests provide."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .processes import Process, free_port
+
+
+class Prometheus:
+    def __init__(self, work_dir: Path, scrape_interval: str = "1s", binary: str = "prometheus"):
+        self.dir = work_dir
+        self.scrape_interval = scrape_interval
+        self.binary = binary
+        self.targets: dict[str, dict[str, str]] = {}
+        self.process: Process | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> Prometheus:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_targets()
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [{
+                "job_name": "test-targets",
+                # File discovery is watched, so targets added mid-test are scraped within a second or so.
+                "file_sd_configs": [{"files": [str(self.dir / "targets.json")], "refresh_interval": "1s"}],
+            }],
+        }
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process = Process("prometheus", [
+            self.binary, f"--config.file={self.dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h", "--log.level=warn",
+        ], self.dir)
+        self.process.wait_until(lambda: urllib.request.urlopen(f"{self.url}/-/ready", timeout=1).status == 200,
+                                timeout, "ready Prometheus")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def add_target(self, address: str, **labels: str) -> None:
+        self.targets[address] = labels
+        self._write_targets()
+
+    def remove_target(self, address: str) -> None:
+        self.targets.pop(address, None)
+        self._write_targets()
+
+    def _write_targets(self) -> None:
+        groups = [{"targets": [address], "labels": labels} for address, labels in self.targets.items()]
+        tmp = self.dir / "targets.json.tmp"
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(self.dir / "targets.json")  # atomic: discovery never reads half a file
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        body = json.load(urllib.request.urlopen(url, timeout=5))
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """Poll a query until it returns samples (the scrape has happened), then return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result:
+                return result
+            time.sleep(0.2)
+        raise TimeoutError(f"no samples for {promql} within {timeout}s")

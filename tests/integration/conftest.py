@@ -1,0 +1,59 @@
+"""Session fixtures of the integration tier: a real control plane and a real Prometheus."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import pytest
+
+from ..harness.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
+from ..harness.prometheus import Prometheus
+
+TIMINGS: dict[str, float] = {}
+_namespace_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    missing = [f for f in UPSTREAM_CRD_FILES if not (UPSTREAM_CRDS / f).is_file()]
+    if missing:
+        pytest.fail(f"upstream CRDs {missing} not found in {UPSTREAM_CRDS} (set MODELOPS_UPSTREAM_CRDS)")
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    try:
+        plane.start()
+        TIMINGS["control plane start (s)"] = plane.startup_seconds
+        started = time.monotonic()
+        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(UPSTREAM_CRDS / f for f in UPSTREAM_CRD_FILES))
+        TIMINGS["CRD install, ours and upstream (s)"] = time.monotonic() - started
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace(control_plane, request):
+    """A namespace of the test's own, so tests never see each other's objects.
+
+    Not deleted afterwards: finishing a namespace's deletion is kube-controller-manager's
+    job, which this control plane does not run; the whole etcd goes at the session's end.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_"))[:40].strip("-")
+    name = f"t{next(_namespace_numbers)}-{slug}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+def pytest_terminal_summary(terminalreporter):
+    for what, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{what}: {seconds:.2f}")
