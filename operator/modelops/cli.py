@@ -22,13 +22,32 @@ def write_crds(directory: Path) -> list[Path]:
     return written
 
 
+def run_operator(namespaces: list[str], metrics_port: int, verbose: bool) -> None:
+    import kopf
+    import prometheus_client
+
+    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port)
+    kopf.configure(verbose=verbose)
+    kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator (kubeconfig from KUBECONFIG or ~/.kube, or in-cluster)")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 disables it (default 8080)")
+    run.add_argument("-v", "--verbose", action="store_true")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
     args = parser.parse_args(argv)
-    if args.command == "crds":
+    if args.command == "run":
+        run_operator(args.namespace, args.metrics_port, args.verbose)
+    elif args.command == "crds":
         for path in write_crds(args.out):
             print(path)
     return 0

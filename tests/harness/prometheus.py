@@ -32,7 +32,8 @@ class Prometheus:
             "scrape_configs": [{
                 "job_name": "test-targets",
                 # File discovery is watched, so targets added mid-test are scraped within a second or so.
-                "file_sd_configs": [{"files": [str(self.dir / "targets.json")], "refresh_interval": "1s"}],
+                # Stand-in controllers add their own files beside it (targets-*.json).
+                "file_sd_configs": [{"files": [str(self.dir / "targets*.json")], "refresh_interval": "1s"}],
             }],
         }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -48,6 +49,10 @@ class Prometheus:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def targets_file(self, owner: str) -> Path:
+        """A file_sd file of its own for a process that registers its own targets."""
+        return self.dir / f"targets-{owner}.json"
 
     def add_target(self, address: str, **labels: str) -> None:
         self.targets[address] = labels

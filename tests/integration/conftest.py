@@ -9,6 +9,8 @@ import time
 import pytest
 
 from ..harness.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
+from ..harness.kserve import KServeStandIn
+from ..harness.operator import OperatorProcess
 from ..harness.prometheus import Prometheus
 
 TIMINGS: dict[str, float] = {}
@@ -57,3 +59,28 @@ def namespace(control_plane, request):
 def pytest_terminal_summary(terminalreporter):
     for what, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{what}: {seconds:.2f}")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane):
+    """The operator runs as its own user with only the ClusterRole the project ships."""
+    control_plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+    return control_plane.kubeconfig_for("modelops-operator")
+
+
+@pytest.fixture(scope="session")
+def operator(operator_kubeconfig, tmp_path_factory):
+    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator")).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def kserve(control_plane, prometheus, tmp_path_factory):
+    standin = KServeStandIn(control_plane.kubeconfig, prometheus, tmp_path_factory.mktemp("kserve-standin"))
+    try:
+        yield standin
+    finally:
+        standin.stop()

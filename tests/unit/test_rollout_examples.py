@@ -151,7 +151,7 @@ def test_new_version_mid_rollout_restarts_with_it():
     assert sim.status.canary_weight == 50
     d = sim.set(version="1.2.0")
     assert (d.status.canary_version, d.status.canary_weight) == ("1.2.0", 10)
-    assert [h.action for h in d.status.history][-2:] == ["Superseded", "RolloutStarted"]
+    assert [h.action for h in d.status.history][-3:] == ["Superseded", "RolloutStarted", "StepAdvanced"]
 
 
 def test_returning_spec_to_stable_mid_rollout_cancels_it():
@@ -224,7 +224,7 @@ def test_history_is_bounded():
     for v in ["1.1.0", "1.2.0", "2.0.0", "1.1.0"]:
         sim.set(version=v), sim.tick("Pass")
     assert [(h.action, h.version) for h in sim.status.history] == [
-        ("Promoted", "2.0.0"), ("RolloutStarted", "1.1.0"), ("Promoted", "1.1.0")]
+        ("RolloutStarted", "1.1.0"), ("StepAdvanced", "1.1.0"), ("Promoted", "1.1.0")]
 
 
 def test_conditions_tell_the_phase():

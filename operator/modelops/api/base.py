@@ -19,3 +19,9 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The camelCase dict Kubernetes stores, without unset optional fields."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(ApiModel):
+    """Status is read back from the cluster: fields this version does not know are ignored, not fatal."""
+
+    model_config = ConfigDict(extra="ignore")

@@ -81,7 +81,16 @@ def _add_rule(schema: dict[str, Any], path: list[str], rule: dict[str, str]) -> 
     node.setdefault("x-kubernetes-validations", []).append(rule)
 
 
+KOPF_STATUS_FIELD = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "description": "The operator framework's handler progress, kept in status so that spec and annotations stay "
+    "exactly as GitOps wrote them.",
+}
+
+
 def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict]) -> dict[str, Any]:
+    status["properties"]["kopf"] = KOPF_STATUS_FIELD
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

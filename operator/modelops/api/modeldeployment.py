@@ -6,7 +6,7 @@ from enum import Enum
 
 from pydantic import Field, model_validator
 
-from .base import ApiModel
+from .base import ApiModel, StatusModel
 from .modelversion import Condition
 from .types import Duration, ObjectName, SemVer, Weight, duration_seconds
 
@@ -291,7 +291,7 @@ class Outcome(str, Enum):
     Inconclusive = "Inconclusive"
 
 
-class CheckStatus(ApiModel):
+class CheckStatus(StatusModel):
     name: str
     verdict: Verdict
     value: float | None = None
@@ -305,7 +305,7 @@ class CheckStatus(ApiModel):
     time: str
 
 
-class HistoryEntry(ApiModel):
+class HistoryEntry(StatusModel):
     version: str
     action: str
     reason: str
@@ -313,7 +313,7 @@ class HistoryEntry(ApiModel):
     time: str
 
 
-class ModelDeploymentStatus(ApiModel):
+class ModelDeploymentStatus(StatusModel):
     phase: Phase | None = None
     message: str | None = None
     """Why the last decision was taken."""

@@ -8,7 +8,7 @@ from enum import Enum
 
 from pydantic import Field
 
-from .base import ApiModel
+from .base import ApiModel, StatusModel
 from .types import Digest, ObjectName, SemVer
 
 
@@ -102,13 +102,13 @@ class ServingRole(str, Enum):
     fallback = "fallback"
 
 
-class ServedBy(ApiModel):
+class ServedBy(StatusModel):
     deployment: str
     """Name of the ModelDeployment (same namespace)."""
     role: ServingRole
 
 
-class Condition(ApiModel):
+class Condition(StatusModel):
     type: str
     status: str = Field(json_schema_extra={"enum": ["True", "False", "Unknown"]})
     reason: str
@@ -118,7 +118,7 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
-class ModelVersionStatus(ApiModel):
+class ModelVersionStatus(StatusModel):
     content_id: str | None = None
     """Stable hash of the spec: two versions with the same content id are the same model."""
     phase: ModelVersionPhase | None = None

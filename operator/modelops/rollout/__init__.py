@@ -1,5 +1,23 @@
 """The rollout state machine: pure, deterministic, replayable."""
 
-from .engine import AnalysisReport, Decision, Event, Observations, TrafficIntent, decide
+from .engine import (
+    AnalysisReport,
+    Decision,
+    Event,
+    Observations,
+    TrafficIntent,
+    decide,
+    intent_of,
+    seconds_to_next_analysis,
+)
 
-__all__ = ["AnalysisReport", "Decision", "Event", "Observations", "TrafficIntent", "decide"]
+__all__ = [
+    "AnalysisReport",
+    "Decision",
+    "Event",
+    "Observations",
+    "TrafficIntent",
+    "decide",
+    "intent_of",
+    "seconds_to_next_analysis",
+]

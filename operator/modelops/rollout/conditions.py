@@ -39,3 +39,22 @@ def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_ve
         out.append(Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
                              observed_generation=s.observed_generation))
     return out
+
+
+def blocked(status: ModelDeploymentStatus, reason: str, message: str, ready_versions: frozenset[str],
+            now: str, generation: int | None) -> ModelDeploymentStatus:
+    """The status of a deployment the operator cannot act on (missing version, backend, bad spec).
+
+    Nothing already serving is touched; the reason shows in the message and as Degraded.
+    """
+    s = status.model_copy(deep=True)
+    s.message, s.observed_generation = message, generation
+    s.phase = s.phase or Phase.Failed
+    conditions = conditions_for(s, status.conditions, ready_versions, now)
+    s.conditions = [
+        c.model_copy(update={"status": "True", "reason": reason, "message": message,
+                             "last_transition_time": c.last_transition_time if c.status == "True" else now})
+        if c.type == "Degraded" else c
+        for c in conditions
+    ]
+    return s

@@ -68,7 +68,7 @@ class Event:
 @dataclass(frozen=True)
 class Decision:
     status: ModelDeploymentStatus
-    intent: TrafficIntent | None
+    intent: TrafficIntent
     events: tuple[Event, ...] = ()
 
 
@@ -76,11 +76,12 @@ ACTIVE = (Phase.Progressing, Phase.Paused, Phase.RollingBack)
 
 
 def rfc3339(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC with milliseconds: analyses a second apart must stay distinct and ordered."""
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_rfc3339(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -125,8 +126,8 @@ class _Run:
         s, steps = self.s, self.canary_steps()
         s.current_step, s.step_started_at, s.last_outcome = index, rfc3339(self.now), None
         s.canary_weight = steps[index]
-        s.message = f"step {index + 1}/{len(steps)}: {s.canary_version} at {s.canary_weight}%"
-        self.events.append(Event("Normal", "StepAdvanced", s.message))
+        assert s.canary_version is not None
+        self.record(s.canary_version, "StepAdvanced", f"step {index + 1}/{len(steps)} at {s.canary_weight}%")
 
     def promote(self, reason: str, actor: str = "modelops") -> None:
         s = self.s
@@ -330,12 +331,31 @@ class _Run:
         s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
         self.events.append(Event("Normal", "StepBack", s.message))
 
-    def intent(self) -> TrafficIntent:
-        s = self.s
-        assert s.stable_version is not None
-        if s.canary_version is None:
-            return TrafficIntent(s.stable_version)
-        return TrafficIntent(s.stable_version, s.canary_version, s.canary_weight)
+
+
+def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
+    """The traffic intent a status stands for: what the operator applied last."""
+    if status.stable_version is None:
+        return None
+    if status.canary_version is None:
+        return TrafficIntent(status.stable_version)
+    return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight)
+
+
+def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
+    """Analyses count only then: waiting for a candidate to become ready is no verdict."""
+    return status.canary_version is not None and (
+        status.step_started_at is not None or status.phase is Phase.RollingBack)
+
+
+def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> float | None:
+    """0 when an analysis is due now, None when none is running (the candidate takes no traffic)."""
+    if not candidate_takes_traffic(status):
+        return None
+    if status.last_analysis_at is None:
+        return 0.0
+    elapsed = (now - parse_rfc3339(status.last_analysis_at)).total_seconds()
+    return max(0.0, duration_seconds(spec.analysis.interval) - elapsed)
 
 
 def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:
@@ -349,10 +369,10 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
         run.handle_request(spec.request)
     run.follow_spec_version()
     if s.canary_version is not None:
-        # Analysis counts only while the candidate takes traffic: waiting for readiness is no verdict.
-        taking_traffic = s.step_started_at is not None or s.phase is Phase.RollingBack
-        run.progress(run.ingest_analysis() if taking_traffic else None)
+        run.progress(run.ingest_analysis() if candidate_takes_traffic(s) else None)
     s.history = s.history[-spec.history_limit :]
     s.observed_generation = observations.generation
     s.conditions = conditions_for(s, status.conditions, observations.ready_versions, rfc3339(now))
-    return Decision(s, run.intent(), tuple(run.events))
+    intent = intent_of(s)
+    assert intent is not None  # bootstrap gave it a stable version
+    return Decision(s, intent, tuple(run.events))

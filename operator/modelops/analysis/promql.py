@@ -1,0 +1,55 @@
+"""PromQL text from check templates and user queries (pure).
+
+Values go in only as escaped PromQL string-literal content, so a label value such as a
+namespace or a version can never close the quotes and change the query around it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..api.types import DURATION_PATTERN
+
+_VARIABLE = re.compile(r"\{\{\s*([a-zA-Z]+)\s*\}\}")
+VARIABLES = ("namespace", "model", "version", "revision", "window")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The version a query is about, and where it runs."""
+
+    namespace: str
+    model: str
+    version: str
+    revision: str
+    """The backend's name for this version's serving unit (KServe revision, Seldon predictor, Service...)."""
+    window: str
+
+
+@dataclass(frozen=True)
+class TemplateQuery:
+    """A built-in check of one backend: the value's PromQL and the sample count's PromQL."""
+
+    value: str
+    samples: str | None = None
+
+
+def escape(value: str) -> str:
+    """Content for a double-quoted PromQL string literal."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(query: str, subject: Subject) -> str:
+    """Substitute {{variable}}s; unknown variables are an error, not silently left in."""
+    if not re.fullmatch(DURATION_PATTERN, subject.window):
+        raise ValueError(f"window {subject.window!r} is not a duration")
+    values = {name: escape(getattr(subject, name)) for name in VARIABLES}
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"unknown variable {{{{{name}}}}} in query; known: {', '.join(VARIABLES)}")
+        return values[name]
+
+    return _VARIABLE.sub(substitute, query)

@@ -1,0 +1,14 @@
+"""The operator's own Prometheus metrics: what it decided, and what it wrote."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CANARY_WEIGHT = Gauge("modelops_canary_weight_percent", "Traffic percent on the candidate version.",
+                      ["namespace", "deployment"])
+STATUS_PATCHES = Counter("modelops_status_patches_total", "Status writes of ModelDeployments.",
+                         ["namespace", "deployment"])
+DECISIONS = Counter("modelops_decisions_total", "Rollout decisions by reason (StepAdvanced, Promoted, RolledBack, ...).",
+                    ["namespace", "deployment", "reason"])
+ANALYSIS_SECONDS = Gauge("modelops_analysis_duration_seconds", "Wall time of the last analysis (all queries).",
+                         ["namespace", "deployment"])

@@ -1,0 +1,168 @@
+"""KServe InferenceService (serverless mode): the canary is `spec.predictor.canaryTrafficPercent`.
+
+KServe facts this module relies on: changing the predictor (storageUri, format, runtime)
+makes a new revision that gets canaryTrafficPercent percent, while the last fully rolled
+out revision keeps the rest (tagged `prev`); removing the field sends everything to the
+latest revision; 0 sends everything back to the rolled-out one. Status lives under
+`status.components.predictor` (latestCreatedRevision, latestReadyRevision,
+latestRolledoutRevision, traffic[]).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..analysis.promql import TemplateQuery
+from ..api.modeldeployment import CheckTemplate
+from ..api.modelversion import ModelVersionSpec
+from ..kube import Kube, Resource
+from ..rollout import TrafficIntent
+from .base import BackendState, Target, artifact_version
+
+INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+
+# Knative >= 1.19 (OpenTelemetry names) and older (OpenCensus names, latencies in ms): a query
+# takes whichever the cluster exports.
+_NEW = 'k8s_namespace_name="{{namespace}}", kn_revision_name="{{revision}}"'
+_OLD = 'namespace_name="{{namespace}}", revision_name="{{revision}}"'
+
+
+def _either(new: str, old: str) -> str:
+    return f"({new}) or ({old})"
+
+
+def _quantile(q: float) -> TemplateQuery:
+    return TemplateQuery(_either(
+        f"histogram_quantile({q}, sum by (le) (rate(kn_serving_invocation_duration_seconds_bucket{{{_NEW}}}[{{{{window}}}}])))",
+        f"histogram_quantile({q}, sum by (le) (rate(revision_app_request_latencies_bucket{{{_OLD}}}[{{{{window}}}}]))) / 1000",
+    ), _SAMPLES)
+
+
+_SAMPLES = _either(
+    f"sum(increase(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
+    f"sum(increase(revision_app_request_count{{{_OLD}}}[{{{{window}}}}]))",
+)
+
+TEMPLATES = {
+    # A revision with traffic but no 5xx has no 5xx series: count that as zero errors, not as no data.
+    CheckTemplate.errorRate: TemplateQuery(_either(
+        f'(sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}, http_response_status_code=~"5.."}}[{{{{window}}}}])) or vector(0))'
+        f" / sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
+        f'(sum(rate(revision_app_request_count{{{_OLD}, response_code_class="5xx"}}[{{{{window}}}}])) or vector(0))'
+        f" / sum(rate(revision_app_request_count{{{_OLD}}}[{{{{window}}}}]))",
+    ), _SAMPLES),
+    CheckTemplate.latencyP50: _quantile(0.5),
+    CheckTemplate.latencyP95: _quantile(0.95),
+    CheckTemplate.latencyP99: _quantile(0.99),
+    CheckTemplate.meanLatency: TemplateQuery(_either(
+        f"sum(rate(kn_serving_invocation_duration_seconds_sum{{{_NEW}}}[{{{{window}}}}]))"
+        f" / sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
+        f"sum(rate(revision_app_request_latencies_sum{{{_OLD}}}[{{{{window}}}}]))"
+        f" / sum(rate(revision_app_request_latencies_count{{{_OLD}}}[{{{{window}}}}])) / 1000",
+    ), _SAMPLES),
+}
+
+
+def _predictor(isvc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = isvc.get("spec", {}).get("predictor", {})
+    status = (isvc.get("status") or {}).get("components", {}).get("predictor", {})
+    return spec, status
+
+
+# What the operator last wrote to canaryTrafficPercent, so that a change by anyone else shows.
+APPLIED_PERCENT = "modelops.io/applied-canary-traffic-percent"
+
+
+def _percent_text(percent: int | None) -> str:
+    return "unset" if percent is None else str(percent)
+
+
+def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], last: TrafficIntent | None) -> BackendState:
+    """Readiness and drift, from the InferenceService alone (pure)."""
+    if isvc is None:
+        return BackendState()
+    spec, status = _predictor(isvc)
+    in_spec = artifact_version(spec.get("model", {}).get("storageUri"), versions)
+    current = (isvc.get("status") or {}).get("observedGeneration") == isvc["metadata"].get("generation")
+    latest = status.get("latestCreatedRevision")
+    ready: set[str] = set()
+    units: dict[str, str] = {}
+    if in_spec is not None and current and latest and status.get("latestReadyRevision") == latest:
+        ready.add(in_spec)
+        units[in_spec] = latest
+    rolled_out = status.get("latestRolledoutRevision")
+    if last is not None and rolled_out and rolled_out != latest and last.stable not in ready:
+        # The latest revision is a candidate (or stable's restored artifact, not ready yet):
+        # the rolled-out revision still serves the stable version.
+        ready.add(last.stable)
+        units[last.stable] = rolled_out
+    drift = []
+    applied = isvc["metadata"].get("annotations", {}).get(APPLIED_PERCENT)
+    live = _percent_text(spec.get("canaryTrafficPercent"))
+    if applied is not None and live != applied:
+        drift.append(f"spec.predictor.canaryTrafficPercent is {live}, the operator had set {applied}: "
+                     "restoring it (pin a weight with spec.trafficOverride instead)")
+    return BackendState(frozenset(ready), units, tuple(drift))
+
+
+def _model(version: ModelVersionSpec) -> dict[str, Any]:
+    model: dict[str, Any] = {"modelFormat": {"name": version.artifact.format}, "storageUri": version.artifact.uri}
+    if version.artifact.runtime:
+        model["runtime"] = version.artifact.runtime
+    return model
+
+
+def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
+              state: BackendState) -> dict[str, Any] | None:
+    """The one merge patch that moves the InferenceService toward `intent` (pure); None when it is there."""
+    spec, status = _predictor(isvc)
+    wanted = intent.candidate or intent.stable
+    predictor: dict[str, Any] = {}
+    if artifact_version(spec.get("model", {}).get("storageUri"), versions) != wanted:
+        # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
+        # everything. On a rollback this one write takes all traffic back to stable.
+        predictor["model"] = _model(versions[wanted])
+        percent: int | None = 0
+    elif intent.candidate is not None:
+        percent = intent.candidate_weight
+    else:
+        # Stable's own artifact: all traffic to its latest revision, once that revision is ready.
+        latest_serves_it = state.units.get(wanted) == status.get("latestCreatedRevision")
+        percent = None if wanted in state.ready_versions and latest_serves_it else 0
+    if spec.get("canaryTrafficPercent") != percent:
+        predictor["canaryTrafficPercent"] = percent
+    applied = isvc["metadata"].get("annotations", {}).get(APPLIED_PERCENT)
+    if not predictor and applied == _percent_text(percent):
+        return None
+    return {"metadata": {"annotations": {APPLIED_PERCENT: _percent_text(percent)}}, "spec": {"predictor": predictor}}
+
+
+class KServeRouter:
+    templates = TEMPLATES
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+
+    def _name(self, target: Target) -> str:
+        return target.object_name(target.serving.kserve.name if target.serving.kserve else None)
+
+    async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
+                      last: TrafficIntent | None) -> BackendState:
+        return observe(await self.kube.get(INFERENCE_SERVICE, target.namespace, self._name(target)), versions, last)
+
+    async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
+                    state: BackendState) -> None:
+        name = self._name(target)
+        isvc = await self.kube.get(INFERENCE_SERVICE, target.namespace, name)
+        if isvc is None:
+            body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"}},
+                    "spec": {"predictor": {"model": _model(versions[intent.stable])}}}
+            await self.kube.create(INFERENCE_SERVICE, target.namespace, body)
+            return
+        patch = patch_for(isvc, intent, versions, state)
+        if patch is not None:
+            await self.kube.patch(INFERENCE_SERVICE, target.namespace, name, patch)
+
+    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
+        state = await self.observe(target, versions, None)
+        await self.apply(target, TrafficIntent(stable), versions, state)

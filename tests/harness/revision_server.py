@@ -1,0 +1,90 @@
+"""A model server process for one revision, exporting the metrics KServe's stack exports.
+
+Not a stand-in for anything of ours: it plays the served model and its queue-proxy, so
+that Prometheus scrapes real per-revision series. Its behaviour (error rate, latency,
+accuracy) is set per artifact by the test, deterministically: with error rate 0.2 exactly
+every fifth request fails.
+
+    python -m tests.harness.revision_server '{"port": ..., "revision": ..., ...}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Behaviour:
+    def __init__(self, error_rate: float = 0.0, latency: float = 0.005, accuracy: float = 0.95,
+                 accuracy_metrics: bool = True):
+        self.error_rate, self.latency, self.accuracy = error_rate, latency, accuracy
+        self.accuracy_metrics = accuracy_metrics
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> tuple[bool, bool]:
+        """(fails, correct) for the next request: exact proportions, no randomness."""
+        with self._lock:
+            n, self._n = self._n, self._n + 1
+        fails = int((n + 1) * self.error_rate) > int(n * self.error_rate)
+        wrong = int((n + 1) * (1 - self.accuracy)) > int(n * (1 - self.accuracy))
+        return fails, not wrong
+
+
+def serve(config: dict) -> None:
+    registry = CollectorRegistry()
+    labels = {"k8s_namespace_name": config["namespace"], "kn_revision_name": config["revision"],
+              "kn_configuration_name": config["configuration"]}
+    invocations = Histogram("kn_serving_invocation_duration_seconds", "Request duration, as Knative's queue-proxy.",
+                            [*labels, "http_response_status_code"], registry=registry,
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    model_labels = {"namespace": config["namespace"], "model": config["model"], "version": config["version"]}
+    graded = Counter("model_graded", "Predictions with ground truth.", list(model_labels), registry=registry)
+    correct = Counter("model_correct", "Predictions that matched ground truth.", list(model_labels), registry=registry)
+    behaviour = Behaviour(**config.get("behaviour", {}))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/ready":
+                self._send(200, b"ready\n", "text/plain")
+            else:
+                self._send(404, b"", "text/plain")
+
+        def do_POST(self):  # noqa: N802
+            started = time.perf_counter()
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            fails, right = behaviour.next()
+            time.sleep(behaviour.latency)
+            code = 500 if fails else 200
+            if not fails and behaviour.accuracy_metrics:
+                graded.labels(**model_labels).inc()
+                if right:
+                    correct.labels(**model_labels).inc()
+            body = json.dumps({"version": config["version"], "revision": config["revision"]}).encode()
+            self._send(code, body, "application/json")
+            invocations.labels(**labels, http_response_status_code=str(code)).observe(time.perf_counter() - started)
+
+        def _send(self, code: int, body: bytes, kind: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", config["port"]), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))

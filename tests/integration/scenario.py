@@ -1,0 +1,98 @@
+"""Drives one ModelDeployment through a scenario and reads back what the operator did."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from ..harness.controlplane import ControlPlane
+from ..harness.kserve import KServeStandIn
+from ..harness.loadgen import LoadGenerator
+from ..harness.prometheus import Prometheus
+
+ACCURACY = ('sum(rate(model_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))'
+            ' / sum(rate(model_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))')
+GRADED = 'sum(increase(model_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))'
+DIGEST = "sha256:" + "0" * 64
+
+
+def fast_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
+    """A ModelDeployment spec with one-second analyses, for tests."""
+    spec = {
+        "strategy": {"steps": [{"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "2s"}]},
+        "analysis": {
+            "interval": "1s", "window": "5s", "failureLimit": 2, "noDataLimit": 8,
+            "prometheus": {"address": prometheus_url, "timeout": "2s"},
+            "checks": [
+                {"name": "errors", "template": "errorRate", "max": 0.05, "minSamples": 5},
+                {"name": "accuracy", "query": ACCURACY, "sampleQuery": GRADED, "maxDropPercent": 5, "minSamples": 30},
+            ],
+        },
+    }
+    for key, value in overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) and key in spec else value
+    return spec
+
+
+class Scenario:
+    def __init__(self, control_plane: ControlPlane, namespace: str, kserve: KServeStandIn, name: str = "fraud"):
+        self.cp, self.ns, self.kserve, self.name = control_plane, namespace, kserve, name
+        self.load: LoadGenerator | None = None
+
+    def version(self, version: str, **behaviour: Any) -> None:
+        uri = f"s3://models/{self.name}/{self.ns}/{version}"
+        self.kserve.artifact(uri, self.name, version, **behaviour)
+        self.cp.apply({
+            "apiVersion": "modelops.io/v1alpha1", "kind": "ModelVersion",
+            "metadata": {"name": f"{self.name}-{version.replace('.', '-')}", "namespace": self.ns},
+            "spec": {"model": self.name, "version": version,
+                     "artifact": {"uri": uri, "digest": DIGEST, "format": "sklearn"}},
+        })
+
+    def deploy(self, version: str, spec: dict[str, Any]) -> None:
+        self.cp.apply({
+            "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": self.name, "namespace": self.ns},
+            "spec": {"model": self.name, "version": version, "serving": {"backend": "kserve"}, **spec},
+        })
+
+    def serve(self, version: str, spec: dict[str, Any], prometheus: Prometheus, rps: float = 50) -> None:
+        """Deploy `version`, put load on it, and wait until Prometheus has its rates (a live service)."""
+        self.deploy(version, spec)
+        self.wait(lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == version, 30,
+                  f"{version} serving")
+        self.load = LoadGenerator(str(self.cp.kubeconfig), self.ns, self.name, rps)
+        self.load.start()
+        prometheus.wait_for(f'rate(model_graded_total{{namespace="{self.ns}", version="{version}"}}[5s]) > 0')
+
+    def stop_load(self) -> None:
+        if self.load is not None:
+            self.load.stop()
+
+    def patch(self, spec: dict[str, Any]) -> None:
+        self.cp.kubectl("patch", "mdep", self.name, "-n", self.ns, "--type", "merge", "-p", json.dumps({"spec": spec}))
+
+    def get(self, kind: str = "mdep", name: str | None = None) -> dict[str, Any]:
+        return json.loads(self.cp.kubectl("get", kind, name or self.name, "-n", self.ns, "-o", "json").stdout)
+
+    def status(self) -> dict[str, Any]:
+        return self.get().get("status") or {}
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+        """Poll the ModelDeployment's status until `predicate` holds; fail with the status if it never does."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.status()
+            if predicate(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {timeout}s; status is {json.dumps(status, indent=1)[:4000]}")
+
+    def actions(self) -> list[tuple[str, str]]:
+        return [(h["action"], h["version"]) for h in self.status().get("history", [])]
+
+    def events(self) -> list[str]:
+        events = json.loads(self.cp.kubectl("get", "events", "-n", self.ns, "-o", "json").stdout)["items"]
+        return [e["reason"] for e in sorted(events, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")]
