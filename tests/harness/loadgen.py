@@ -77,6 +77,16 @@ class LoadGenerator(threading.Thread):
         except OSError:
             return 0  # connection failed: a request lost
 
+    def wait_for_split(self, predicate, timeout: float) -> float:
+        """When the published split first satisfied `predicate` (polling what this generator saw)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for seen_at, split in list(self.splits_seen):
+                if predicate(seen_at, split):
+                    return seen_at
+            time.sleep(0.05)
+        raise AssertionError(f"no such traffic split within {timeout}s: {self.splits_seen}")
+
     def stop(self) -> None:
         self._halt.set()
         self.join(5)

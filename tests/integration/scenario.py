@@ -88,7 +88,9 @@ class Scenario:
             if predicate(status):
                 return status
             time.sleep(0.1)
-        raise AssertionError(f"{what}: not within {timeout}s; status is {json.dumps(status, indent=1)[:4000]}")
+        isvc = self.cp.kubectl("get", "isvc", self.name, "-n", self.ns, "-o", "yaml", check=False).stdout
+        raise AssertionError(f"{what}: not within {timeout}s; status is {json.dumps(status, indent=1)[:4000]}\n"
+                             f"InferenceService:\n{isvc}")
 
     def actions(self) -> list[tuple[str, str]]:
         return [(h["action"], h["version"]) for h in self.status().get("history", [])]

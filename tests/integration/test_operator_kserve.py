@@ -34,3 +34,156 @@ def test_healthy_candidate_walks_every_step_and_is_promoted(scenario, prometheus
     isvc = scenario.get("isvc")
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/1.1.0")
+
+
+def rollout_started(scenario, prometheus, candidate_behaviour, **spec_overrides):
+    """1.0.0 serving under load, then spec.version -> 1.1.0; returns once 1.1.0 takes traffic."""
+    scenario.version("1.0.0", **GOOD)
+    scenario.version("1.1.0", **candidate_behaviour)
+    scenario.serve("1.0.0", fast_spec(prometheus.url, **spec_overrides), prometheus)
+    scenario.patch({"version": "1.1.0"})
+    return scenario.wait(lambda st: st.get("canaryWeight", 0) > 0 or st.get("phase") == "RolledBack", 30,
+                         "1.1.0 taking traffic")
+
+
+def first_sample_time(prometheus, series: str) -> float:
+    """When Prometheus first scraped a positive value of `series` (raw samples, not evaluations)."""
+    result = prometheus.query(f"{series}[10m]")
+    return min(float(t) for r in result for t, v in r["values"] if float(v) > 0)
+
+
+def test_high_error_rate_is_rolled_back_within_failure_limit(scenario, prometheus):
+    rollout_started(scenario, prometheus, {"error_rate": 0.3, "accuracy": 0.95})
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 30, "rollback")
+    assert status["stableVersion"] == "1.0.0" and status["failedVersion"] == "1.1.0"
+    assert "errors:" in status["history"][-1]["reason"] and "Failed (2/2)" in status["history"][-1]["reason"]
+    errors = next(c for c in status["checks"] if c["name"] == "errors")
+    assert errors["verdict"] == "Fail" and errors["value"] > 0.05
+    assert ("Promoted", "1.1.0") not in scenario.actions()
+    # Seconds from the first scrape that showed a failed request to all traffic on stable.
+    failed = f'kn_serving_invocation_duration_seconds_count{{k8s_namespace_name="{scenario.ns}", http_response_status_code="500"}}'
+    candidate = prometheus.query(failed)[0]["metric"]["kn_revision_name"]
+    breach = first_sample_time(prometheus, failed)
+    back = scenario.load.wait_for_split(lambda t, split: t > breach and split and candidate not in split, 10)
+    print(f"\nbreach visible in Prometheus -> 100% stable: {back - breach:.2f} s "
+          "(analysis interval 1 s, scrape interval 1 s, failureLimit 2)")
+    assert back - breach < 10
+
+
+def test_accuracy_drop_relative_to_stable_is_rolled_back(scenario, prometheus):
+    rollout_started(scenario, prometheus, {"error_rate": 0.0, "accuracy": 0.80})
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 40, "rollback")
+    accuracy = next(c for c in status["checks"] if c["name"] == "accuracy")
+    assert accuracy["verdict"] == "Fail"
+    assert accuracy["baseline"] == pytest.approx(0.95, abs=0.03) and accuracy["value"] == pytest.approx(0.80, abs=0.05)
+    assert "below stable" in accuracy["limit"]
+    assert next(c for c in status["checks"] if c["name"] == "errors")["verdict"] == "Pass"
+
+
+def test_no_data_holds_then_fails_after_its_bound(scenario, prometheus):
+    rollout_started(scenario, prometheus, {"error_rate": 0.0, "accuracy": 0.95, "accuracy_metrics": False},
+                    strategy={"steps": [{"weight": 20, "pause": "1s"}, {"weight": 50, "pause": "1s"}]},
+                    analysis={"noDataLimit": 4})
+    held = scenario.wait(lambda st: st.get("consecutiveNoData", 0) >= 2, 30, "holding without data")
+    assert held["phase"] == "Progressing" and held["canaryWeight"] == 20  # held: not advanced, not failed
+    accuracy = next(c for c in held["checks"] if c["name"] == "accuracy")
+    assert accuracy["verdict"] == "NoData"
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 30, "rollback after the no-data bound")
+    assert "inconclusive" in status["history"][-1]["reason"]
+    assert [a for a in scenario.actions() if a == ("StepAdvanced", "1.1.0")] == [("StepAdvanced", "1.1.0")]
+
+
+def test_prometheus_down_never_promotes(scenario, prometheus):
+    from ..harness.processes import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    rollout_started(scenario, prometheus, GOOD,
+                    strategy={"steps": [{"weight": 20, "pause": "1s"}]}, analysis={"noDataLimit": 5})
+    scenario.patch({"analysis": {"prometheus": {"address": dead}}})
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 40, "rollback after errors")
+    assert ("Promoted", "1.1.0") not in scenario.actions()
+    errors = [c for c in status["checks"] if c["verdict"] == "Error"]
+    assert errors and all("could not measure" in c["message"] and dead in c["message"] for c in errors)
+
+
+PATIENT = {"strategy": {"steps": [{"weight": 20, "pause": "1h"}, {"weight": 50, "pause": "1h"}]}}
+
+
+def test_pause_and_resume(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD,
+                    strategy={"steps": [{"weight": 20, "pause": "3s"}, {"weight": 50, "pause": "1s"}]})
+    scenario.patch({"paused": True})
+    paused = scenario.wait(lambda st: st.get("phase") == "Paused", 10, "paused")
+    since = paused["lastAnalysisAt"]
+    later = scenario.wait(lambda st: st["lastAnalysisAt"] > since and st.get("consecutiveFailures") == 0
+                          and st.get("lastOutcome") == "Passed", 10, "analyses while paused")
+    scenario.wait(lambda st: st["lastAnalysisAt"] > later["lastAnalysisAt"], 10, "more analyses")
+    assert scenario.status()["canaryWeight"] == 20  # 3 s pause long over, analysis passing: still held
+    scenario.patch({"paused": False})
+    scenario.wait(stable_on("1.1.0"), 30, "promoted after resume")
+    actions = [a for a, _ in scenario.actions()]
+    assert actions.count("Paused") == 1 and actions.count("Resumed") == 1
+
+
+def test_manual_promote(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    scenario.patch({"request": {"id": "p1", "action": "Promote", "reason": "validated offline", "actor": "sre"}})
+    status = scenario.wait(stable_on("1.1.0"), 15, "promoted by hand")
+    entry = status["history"][-1]
+    assert (entry["action"], entry["actor"]) == ("Promoted", "sre") and "validated offline" in entry["reason"]
+    assert status["lastRequestId"] == "p1"
+
+
+def test_manual_abort(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    scenario.patch({"request": {"id": "a1", "action": "Abort", "reason": "wrong feature set", "actor": "sre"}})
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 15, "aborted")
+    assert status["history"][-1]["action"] == "Aborted"
+    # The backend is back on stable: its artifact restored and all traffic on one revision of it.
+    scenario.wait(lambda st: on_stable_artifact(scenario.get("isvc"), "1.0.0"), 20, "InferenceService back on stable")
+
+
+def on_stable_artifact(isvc, version):
+    predictor = isvc["spec"]["predictor"]
+    traffic = isvc["status"]["components"]["predictor"]["traffic"]
+    return predictor["model"]["storageUri"].endswith(f"/{version}") and [t["percent"] for t in traffic] == [100]
+
+
+def test_pinned_weight(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    scenario.patch({"trafficOverride": {"weight": 35, "reason": "load test"}})
+    status = scenario.wait(lambda st: st.get("canaryWeight") == 35, 15, "pinned")
+    assert status["phase"] == "Paused" and "weight pinned at 35%: load test" in status["history"][-1]["reason"]
+    scenario.wait(lambda st: scenario.get("isvc")["spec"]["predictor"].get("canaryTrafficPercent") == 35, 10,
+                  "pinned weight on the InferenceService")
+    scenario.patch({"trafficOverride": None})
+    scenario.wait(lambda st: st.get("canaryWeight") == 20 and st.get("phase") == "Progressing", 15, "unpinned")
+
+
+def test_out_of_band_weight_change_is_reported_and_restored(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    scenario.cp.kubectl("patch", "isvc", "fraud", "-n", scenario.ns, "--type", "merge",
+                        "-p", '{"spec": {"predictor": {"canaryTrafficPercent": 70}}}')
+    scenario.wait(lambda st: "OutOfBandChange" in scenario.events(), 15, "out-of-band change reported")
+    scenario.wait(lambda st: scenario.get("isvc")["spec"]["predictor"].get("canaryTrafficPercent") == 20, 10,
+                  "weight restored")
+
+
+def test_operator_killed_mid_rollout_resumes_without_skipping_or_repeating(scenario, prometheus, operator):
+    rollout_started(scenario, prometheus, GOOD,
+                    strategy={"steps": [{"weight": 20, "pause": "2s"}, {"weight": 40, "pause": "2s"},
+                                        {"weight": 60, "pause": "2s"}]})
+    scenario.wait(lambda st: st.get("currentStep") == 1, 30, "second step")
+    operator.kill()  # SIGKILL: no cleanup, no goodbye
+    operator.start()
+    scenario.wait(stable_on("1.1.0"), 60, "promoted after the restart")
+    steps = [h["reason"] for h in scenario.status()["history"] if h["action"] == "StepAdvanced"]
+    assert steps == ["step 1/3 at 20%", "step 2/3 at 40%", "step 3/3 at 60%"]
+
+
+def test_deleting_the_deployment_leaves_the_backend_on_stable(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    scenario.cp.kubectl("delete", "mdep", "fraud", "-n", scenario.ns, "--timeout", "30s")
+    isvc = scenario.get("isvc")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/1.0.0")
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0

@@ -91,13 +91,14 @@ def test_traffic_only_goes_to_ready_candidates(spec, script):
 @given(spec=specs().filter(lambda s: s.strategy.type.value == "Canary"), script=st.lists(actions, max_size=40))
 def test_never_promoted_after_a_failed_analysis_without_a_pass_since(spec, script):
     failed_since_pass = False
+    no_data_passes = spec.analysis.checks[0].no_data.value == "Pass"
     for sim, action, decision in run(spec, script):
         reasons = [e.reason for e in decision.events]
         if "RolloutStarted" in reasons:
             failed_since_pass = False
         if "AnalysisFailed" in reasons:
             failed_since_pass = True
-        elif action[:2] == ("tick", "Pass"):
+        elif action[0] == "tick" and (action[1] == "Pass" or (action[1] == "NoData" and no_data_passes)):
             failed_since_pass = False
         manual = action[0] == "request" and action[1] == "Promote"
         if "Promoted" in reasons and not manual:

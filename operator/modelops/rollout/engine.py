@@ -279,7 +279,8 @@ class _Run:
         if not self.ready(candidate):
             self.wait_for_ready(candidate)
             return
-        s.waiting_since = None
+        if s.waiting_since is not None:
+            s.waiting_since, s.message = None, f"{candidate} is ready on the backend"
         if s.step_started_at is None:
             self.enter_step(s.current_step or 0)
             return

@@ -71,6 +71,10 @@ def _predictor(isvc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # What the operator last wrote to canaryTrafficPercent, so that a change by anyone else shows.
 APPLIED_PERCENT = "modelops.io/applied-canary-traffic-percent"
+# The generation whose revision carries the artifact now in the spec. A status observed at or
+# after it names that revision; later generations (weight changes) make no new revision, so
+# they must not make the candidate look unready while KServe catches up.
+ARTIFACT_GENERATION = "modelops.io/artifact-generation"
 
 
 def _percent_text(percent: int | None) -> str:
@@ -83,7 +87,9 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
         return BackendState()
     spec, status = _predictor(isvc)
     in_spec = artifact_version(spec.get("model", {}).get("storageUri"), versions)
-    current = (isvc.get("status") or {}).get("observedGeneration") == isvc["metadata"].get("generation")
+    meta = isvc["metadata"]
+    since = int(meta.get("annotations", {}).get(ARTIFACT_GENERATION, meta.get("generation", 0)))
+    current = ((isvc.get("status") or {}).get("observedGeneration") or 0) >= since
     latest = status.get("latestCreatedRevision")
     ready: set[str] = set()
     units: dict[str, str] = {}
@@ -97,7 +103,7 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
         ready.add(last.stable)
         units[last.stable] = rolled_out
     drift = []
-    applied = isvc["metadata"].get("annotations", {}).get(APPLIED_PERCENT)
+    applied = meta.get("annotations", {}).get(APPLIED_PERCENT)
     live = _percent_text(spec.get("canaryTrafficPercent"))
     if applied is not None and live != applied:
         drift.append(f"spec.predictor.canaryTrafficPercent is {live}, the operator had set {applied}: "
@@ -118,10 +124,12 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
     spec, status = _predictor(isvc)
     wanted = intent.candidate or intent.stable
     predictor: dict[str, Any] = {}
+    annotations: dict[str, str] = {}
     if artifact_version(spec.get("model", {}).get("storageUri"), versions) != wanted:
         # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
         # everything. On a rollback this one write takes all traffic back to stable.
         predictor["model"] = _model(versions[wanted])
+        annotations[ARTIFACT_GENERATION] = str(isvc["metadata"].get("generation", 0) + 1)
         percent: int | None = 0
     elif intent.candidate is not None:
         percent = intent.candidate_weight
@@ -134,7 +142,8 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
     applied = isvc["metadata"].get("annotations", {}).get(APPLIED_PERCENT)
     if not predictor and applied == _percent_text(percent):
         return None
-    return {"metadata": {"annotations": {APPLIED_PERCENT: _percent_text(percent)}}, "spec": {"predictor": predictor}}
+    annotations[APPLIED_PERCENT] = _percent_text(percent)
+    return {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}}
 
 
 class KServeRouter:
