@@ -42,12 +42,23 @@ CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = "modelops.io/finalizer"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     kubernetes.config.load_config()
     client = kubernetes.client.ApiClient()
     memo.kube, memo.secrets = Kube(client), Secrets(client)
     memo.routers = routers_for(memo.kube)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No copy of the last handled spec: no handler here reacts to a diff (the daemon reads the
+    live spec; deletion needs none), so nothing is stored on the objects users own."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pass
 
 
 @kopf.index("modelops.io", "v1alpha1", "modelversions")
@@ -152,6 +163,7 @@ async def measure_if_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatu
     results = await analyse(provider, spec.analysis.checks, router.templates, subject(status.canary_version),
                             subject(status.stable_version), now, rfc3339(now))
     metrics.ANALYSIS_SECONDS.labels(target.namespace, target.deployment).set(time.monotonic() - started)
+    metrics.ANALYSES.labels(target.namespace, target.deployment).inc()
     return AnalysisReport(now, results)
 
 

@@ -12,3 +12,4 @@ DECISIONS = Counter("modelops_decisions_total", "Rollout decisions by reason (St
                     ["namespace", "deployment", "reason"])
 ANALYSIS_SECONDS = Gauge("modelops_analysis_duration_seconds", "Wall time of the last analysis (all queries).",
                          ["namespace", "deployment"])
+ANALYSES = Counter("modelops_analyses_total", "Analyses run (all checks measured once).", ["namespace", "deployment"])

@@ -20,12 +20,20 @@ def stable_on(version):
     return lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == version
 
 
-def test_healthy_candidate_walks_every_step_and_is_promoted(scenario, prometheus):
+def test_healthy_candidate_walks_every_step_and_is_promoted(scenario, prometheus, operator):
     scenario.version("1.0.0", **GOOD)
     scenario.version("1.1.0", **GOOD)
     scenario.serve("1.0.0", fast_spec(prometheus.url), prometheus)
+    labels = {"namespace": scenario.ns, "deployment": "fraud"}
+    patches_before = operator.metric("modelops_status_patches_total", **labels)
     scenario.patch({"version": "1.1.0"})
     status = scenario.wait(stable_on("1.1.0"), 90, "1.1.0 promoted")
+    patches = operator.metric("modelops_status_patches_total", **labels) - patches_before
+    analyses = operator.metric("modelops_analyses_total", **labels)
+    transitions = 4  # started, step 1, step 2, promoted
+    print(f"\nstatus patches during the rollout: {patches:.0f} for {analyses:.0f} analyses and {transitions} transitions")
+    # One write per decision at most: never a second patch for the same tick.
+    assert patches <= analyses + transitions
     assert status["fallbackVersion"] == "1.0.0"
     steps = [a for a in scenario.actions() if a[1] == "1.1.0"]
     assert steps == [("RolloutStarted", "1.1.0"), ("StepAdvanced", "1.1.0"), ("StepAdvanced", "1.1.0"),
@@ -78,6 +86,14 @@ def test_accuracy_drop_relative_to_stable_is_rolled_back(scenario, prometheus):
     assert accuracy["baseline"] == pytest.approx(0.95, abs=0.03) and accuracy["value"] == pytest.approx(0.80, abs=0.05)
     assert "below stable" in accuracy["limit"]
     assert next(c for c in status["checks"] if c["name"] == "errors")["verdict"] == "Pass"
+    # What on-call sees with kubectl alone.
+    table = scenario.cp.kubectl("get", "mdep", "-n", scenario.ns).stdout
+    described = scenario.cp.kubectl("describe", "mdep", "fraud", "-n", scenario.ns).stdout
+    print(f"\n$ kubectl get mdep\n{table}\n$ kubectl describe mdep fraud\n{described}")
+    assert table.splitlines()[1].split()[:5] == ["fraud", "fraud", "1.0.0", "0", "RolledBack"]  # no canary
+    for expected in ("Phase:  RolledBack", "Message:", "accuracy", "Baseline:", "Limit:", "below stable", "Verdict:",
+                     "Fail", "AnalysisFailed", "RolledBack", "Failed Version:  1.1.0"):
+        assert expected in described, expected
 
 
 def test_no_data_holds_then_fails_after_its_bound(scenario, prometheus):
