@@ -1,0 +1,100 @@
+"""The KServe router's pure halves: reading an InferenceService, and the one patch toward an intent."""
+
+import pytest
+
+from modelops.api.modelversion import ModelVersionSpec
+from modelops.rollout import TrafficIntent
+from modelops.routers.kserve import APPLIED_PERCENT, ARTIFACT_GENERATION, observe, patch_for
+
+from ..conftest import model_version_manifest
+
+VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
+
+
+def isvc(version, *, percent=None, generation=2, observed=2, latest="r2", ready="r2", rolled="r1", annotations=None):
+    predictor = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": VERSIONS[version].artifact.uri}}
+    if percent is not None:
+        predictor["canaryTrafficPercent"] = percent
+    return {
+        "metadata": {"name": "fraud", "generation": generation, "annotations": annotations or {}},
+        "spec": {"predictor": predictor},
+        "status": {"observedGeneration": observed, "components": {"predictor": {
+            "latestCreatedRevision": latest, "latestReadyRevision": ready, "latestRolledoutRevision": rolled}}},
+    }
+
+
+def test_candidate_in_spec_and_ready_with_stable_on_the_rolled_out_revision():
+    state = observe(isvc("1.1.0", percent=20), VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20))
+    assert state.ready_versions == {"1.0.0", "1.1.0"}
+    assert state.units == {"1.1.0": "r2", "1.0.0": "r1"}
+
+
+def test_a_revision_not_ready_yet_is_not_ready():
+    state = observe(isvc("1.1.0", percent=0, ready="r1"), VERSIONS, TrafficIntent("1.0.0", "1.1.0", 0))
+    assert state.ready_versions == {"1.0.0"}
+
+
+def test_status_older_than_the_artifact_write_is_not_trusted():
+    stale = isvc("1.1.0", percent=0, generation=3, observed=2, annotations={ARTIFACT_GENERATION: "3"})
+    assert "1.1.0" not in observe(stale, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 0)).ready_versions
+
+
+def test_a_weight_change_does_not_make_the_candidate_unready():
+    weight_only = isvc("1.1.0", percent=50, generation=4, observed=3, annotations={ARTIFACT_GENERATION: "3"})
+    assert "1.1.0" in observe(weight_only, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)).ready_versions
+
+
+def test_out_of_band_weight_is_drift():
+    live = isvc("1.1.0", percent=70, annotations={APPLIED_PERCENT: "20"})
+    state = observe(live, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20))
+    assert state.drift and "canaryTrafficPercent is 70, the operator had set 20" in state.drift[0]
+    assert not observe(isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"}), VERSIONS, None).drift
+
+
+def test_missing_service_is_nothing_ready():
+    assert observe(None, VERSIONS, None).ready_versions == frozenset()
+
+
+@pytest.mark.parametrize(
+    "live, intent, expected",
+    [
+        # a new candidate: its artifact at 0 %, in one patch
+        (isvc("1.0.0", latest="r1", ready="r1"), TrafficIntent("1.0.0", "1.1.0", 0),
+         {"model": VERSIONS["1.1.0"].artifact.uri, "percent": 0, "generation": "3"}),
+        # the next step: only the weight
+        (isvc("1.1.0", percent=0, annotations={APPLIED_PERCENT: "0"}), TrafficIntent("1.0.0", "1.1.0", 20),
+         {"percent": 20}),
+        # promotion: the field removed
+        (isvc("1.1.0", percent=50, annotations={APPLIED_PERCENT: "50"}), TrafficIntent("1.1.0"), {"percent": None}),
+        # rollback: stable's artifact back at 0 %, all traffic on the rolled-out revision at once
+        (isvc("1.1.0", percent=50), TrafficIntent("1.0.0"),
+         {"model": VERSIONS["1.0.0"].artifact.uri, "percent": 0, "generation": "3"}),
+    ],
+)
+def test_patch_toward_intent(live, intent, expected):
+    state = observe(live, VERSIONS, intent)
+    patch = patch_for(live, intent, VERSIONS, state)
+    predictor = patch["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == expected["percent"]
+    assert patch["metadata"]["annotations"][APPLIED_PERCENT] == ("unset" if expected["percent"] is None
+                                                                 else str(expected["percent"]))
+    if "model" in expected:
+        assert predictor["model"]["storageUri"] == expected["model"]
+        assert patch["metadata"]["annotations"][ARTIFACT_GENERATION] == expected["generation"]
+    else:
+        assert "model" not in predictor
+
+
+def test_restored_stable_takes_traffic_only_once_its_new_revision_is_ready():
+    restoring = isvc("1.0.0", percent=0, latest="r3", ready="r2", rolled="r1", annotations={APPLIED_PERCENT: "0"})
+    intent = TrafficIntent("1.0.0")
+    assert patch_for(restoring, intent, VERSIONS, observe(restoring, VERSIONS, intent)) is None
+    restored = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r1", annotations={APPLIED_PERCENT: "0"})
+    patch = patch_for(restored, intent, VERSIONS, observe(restored, VERSIONS, intent))
+    assert patch["spec"]["predictor"] == {"canaryTrafficPercent": None}
+
+
+def test_nothing_to_do_is_no_patch():
+    settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
+    intent = TrafficIntent("1.0.0", "1.1.0", 20)
+    assert patch_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None

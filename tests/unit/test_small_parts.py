@@ -1,0 +1,69 @@
+"""merge patches, ModelVersion status, blocked deployments, analysis timing."""
+
+from datetime import datetime, timedelta, timezone
+
+from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
+from modelops.api.modelversion import ServingRole
+from modelops.kube import merge_patch
+from modelops.modelversions import served_by, served_by_changes, version_status
+from modelops.rollout import seconds_to_next_analysis
+from modelops.rollout.conditions import blocked
+from modelops.rollout.engine import rfc3339
+
+from ..conftest import model_version_manifest, with_path
+from .rollout_sim import make_spec
+
+NOW = "2026-01-01T00:00:00.000Z"
+
+
+def test_merge_patch_sets_changes_and_nulls_removals():
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "gone": True, "list": [1, 2]}
+    new = {"a": 1, "b": {"c": 2, "d": 4}, "list": [1], "added": "x"}
+    assert merge_patch(old, new) == {"b": {"d": 4}, "gone": None, "list": [1], "added": "x"}
+    assert merge_patch(new, new) is None
+
+
+def test_version_status_has_a_content_id_and_a_phase():
+    spec = model_version_manifest()["spec"]
+    status = version_status(spec, {}, 1, NOW)
+    assert status["phase"] == "Available" and status["contentId"].startswith("sha256:")
+    serving = version_status(spec, {"servedBy": [{"deployment": "fraud", "role": "stable"}]}, 1, NOW)
+    assert serving["phase"] == "Serving"
+    invalid = version_status(with_path(model_version_manifest(), "spec.artifact.digest", "md5:1")["spec"], {}, 1, NOW)
+    assert invalid["phase"] == "Invalid" and "digest" in invalid["conditions"][0]["message"]
+
+
+def test_served_by_is_kept_per_deployment():
+    existing = {"servedBy": [{"deployment": "b", "role": "canary"}, {"deployment": "a", "role": "stable"}]}
+    assert served_by(existing, "a", ServingRole.fallback) == [
+        {"deployment": "a", "role": "fallback"}, {"deployment": "b", "role": "canary"}]
+    assert served_by(existing, "b", None) == [{"deployment": "a", "role": "stable"}]
+
+
+def test_served_by_changes_after_a_promotion():
+    before = ModelDeploymentStatus(stable_version="1.0.0", canary_version="1.1.0")
+    after = ModelDeploymentStatus(stable_version="1.1.0", fallback_version="1.0.0")
+    assert served_by_changes(before, after) == {"1.0.0": ServingRole.fallback, "1.1.0": ServingRole.stable}
+
+
+def test_blocked_keeps_what_serves_and_says_why():
+    serving = ModelDeploymentStatus(phase=Phase.Progressing, stable_version="1.0.0", canary_version="1.1.0",
+                                    canary_weight=20)
+    s = blocked(serving, "BackendNotInstalled", "the InferenceService API is not installed", frozenset({"1.0.0"}),
+                NOW, 3)
+    assert (s.phase, s.canary_weight, s.message) == (Phase.Progressing, 20, "the InferenceService API is not installed")
+    degraded = next(c for c in s.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "BackendNotInstalled")
+    assert blocked(ModelDeploymentStatus(), "ModelVersionMissing", "no version", frozenset(), NOW, 1).phase is Phase.Failed
+
+
+def test_analysis_timing():
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    spec = make_spec(analysis={"interval": "10s"})
+    assert seconds_to_next_analysis(spec, ModelDeploymentStatus(stable_version="1.0.0"), now) is None
+    waiting = ModelDeploymentStatus(stable_version="1.0.0", canary_version="1.1.0", phase=Phase.Progressing)
+    assert seconds_to_next_analysis(spec, waiting, now) is None  # not taking traffic yet
+    taking = waiting.model_copy(update={"step_started_at": rfc3339(now)})
+    assert seconds_to_next_analysis(spec, taking, now) == 0.0
+    measured = taking.model_copy(update={"last_analysis_at": rfc3339(now - timedelta(seconds=4))})
+    assert seconds_to_next_analysis(spec, measured, now) == 6.0
