@@ -29,7 +29,7 @@ from .modelversions import served_by, served_by_changes, version_status
 from .rollout import AnalysisReport, Observations, decide, intent_of, seconds_to_next_analysis
 from .rollout.conditions import blocked
 from .rollout.engine import rfc3339
-from .routers.base import BackendState, Router, Target
+from .routers.base import BackendMisconfigured, BackendState, Router, Target
 from .routers.registry import routers_for
 
 DEPLOYMENTS = Resource("modelops.io", "v1alpha1", "modeldeployments", "ModelDeployment")
@@ -127,13 +127,19 @@ async def tick(body: kopf.Body, memo: kopf.Memo, index: kopf.Index, logger: logg
         message = f"no valid ModelVersion of model {spec.model!r} with version {spec.version} in {namespace}"
         return await hold(body, memo, status, "ModelVersionMissing", message, BackendState(), CONVERGE_SECONDS * 5)
     router, target = memo.routers[spec.serving.backend], Target(namespace, name, spec.serving)
+    unsupported = [c.name for c in spec.analysis.checks if c.template is not None and c.template not in router.templates]
+    if unsupported:
+        message = f"checks {unsupported} use a template the {spec.serving.backend.value} backend has no metrics for"
+        return await hold(body, memo, status, "InvalidSpec", message, BackendState(), IDLE_SECONDS)
     try:
         backend = await router.observe(target, versions, intent_of(status))
         report = await measure_if_due(spec, status, backend, router, target, memo, _now())
         decision = decide(spec, status, Observations(backend.ready_versions, report, generation), _now())
-        await router.apply(target, decision.intent, versions, backend)
+        settled = await router.apply(target, decision.intent, versions, backend)
     except ApiNotInstalled as e:
         return await hold(body, memo, status, "BackendNotInstalled", str(e), BackendState(), IDLE_SECONDS)
+    except BackendMisconfigured as e:
+        return await hold(body, memo, status, "BackendMisconfigured", str(e), BackendState(), CONVERGE_SECONDS * 5)
     except kubernetes.client.ApiException as e:
         message = f"backend API error {e.status} {e.reason}: {(e.body or '')[:300]}"
         return await hold(body, memo, status, "BackendError", message, BackendState(), CONVERGE_SECONDS * 5)
@@ -145,7 +151,7 @@ async def tick(body: kopf.Body, memo: kopf.Memo, index: kopf.Index, logger: logg
     await write_status(body, memo, old, decision.status)
     await record_serving_roles(memo, namespace, name, version_names, status, decision.status)
     metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
-    return next_delay(spec, decision.status, decision.intent.weights(), backend)
+    return next_delay(spec, decision.status, decision.intent.weights(), backend) if settled else CONVERGE_SECONDS
 
 
 async def measure_if_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, backend: BackendState,
@@ -156,7 +162,8 @@ async def measure_if_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatu
     window = spec.analysis.window or spec.analysis.interval
 
     def subject(version: str) -> Subject:
-        return Subject(target.namespace, spec.model, version, backend.units.get(version, version), window)
+        return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
+                       router.object_name(target), window)
 
     started = time.monotonic()
     provider = await provider_for(spec.analysis.prometheus, target.namespace, memo.secrets)

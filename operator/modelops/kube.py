@@ -91,12 +91,20 @@ class Kube:
         return await self._call(resource, "patch_namespaced_custom_object_status", namespace, resource.plural, name,
                                 patch, _content_type="application/merge-patch+json")
 
-    async def delete(self, resource: Resource, namespace: str, name: str) -> None:
+    async def list(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self._call(resource, "list_namespaced_custom_object", namespace, resource.plural,
+                                  label_selector=label_selector)
+        return result["items"]
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        """True when there was something to delete."""
         try:
             await self._call(resource, "delete_namespaced_custom_object", namespace, resource.plural, name)
         except ApiException as e:
             if e.status != 404:
                 raise
+            return False
+        return True
 
 
 class Secrets:

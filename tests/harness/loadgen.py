@@ -1,27 +1,27 @@
-"""A load generator that follows the traffic split an InferenceService's status publishes.
+"""A load generator that follows the traffic split a serving stand-in publishes.
 
-Knative's activator and ingress split requests between revisions in a real cluster; here
-the split is read from `status.components.predictor.traffic[]` (every 100 ms, in a thread of its own)
-and each request goes straight to the chosen revision's URL. Smooth weighted round-robin
-keeps the split exact over any window, so metric ratios do not depend on luck.
+In a cluster, Knative's activator, Seldon's executor or a Gateway split requests between
+versions; here the stand-in publishes the split it computed from the object's spec (unit,
+percent, URL) to a file, re-read every 100 ms in a thread of its own, and each request
+goes straight to the chosen unit. Smooth weighted round-robin keeps the split exact over
+any window, so metric ratios do not depend on luck.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 import urllib.error
 import urllib.request
-
-import kubernetes
+from pathlib import Path
 
 
 class LoadGenerator(threading.Thread):
-    def __init__(self, kubeconfig: str, namespace: str, name: str, rps: float = 50):
+    def __init__(self, split_file: Path, rps: float = 50):
         super().__init__(daemon=True)
-        self.api = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(kubeconfig))
-        self.namespace, self.name, self.period = namespace, name, 1 / rps
+        self.split_file, self.period = split_file, 1 / rps
         self.results: collections.Counter[tuple[str, int]] = collections.Counter()
         self.split: list[dict] = []
         self.splits_seen: list[tuple[float, dict[str, int]]] = []
@@ -29,30 +29,28 @@ class LoadGenerator(threading.Thread):
         self._credit: dict[str, float] = {}
 
     def refresh(self) -> None:
-        isvc = self.api.get_namespaced_custom_object("serving.kserve.io", "v1beta1", self.namespace,
-                                                     "inferenceservices", self.name)
-        traffic = ((isvc.get("status") or {}).get("components", {}).get("predictor", {}).get("traffic")) or []
-        self.split = [t for t in traffic if t.get("percent", 0) > 0]
-        weights = {t["revisionName"]: t["percent"] for t in self.split}
+        try:
+            self.split = json.loads(self.split_file.read_text())
+        except (OSError, ValueError):
+            return
+        weights = {t["unit"]: t["percent"] for t in self.split}
         if not self.splits_seen or self.splits_seen[-1][1] != weights:
             self.splits_seen.append((time.time(), weights))
 
     def pick(self) -> dict | None:
         if not self.split:
             return None
-        total = sum(t["percent"] for t in self.split)
-        for t in self.split:
-            self._credit[t["revisionName"]] = self._credit.get(t["revisionName"], 0) + t["percent"]
-        chosen = max(self.split, key=lambda t: self._credit[t["revisionName"]])
-        self._credit[chosen["revisionName"]] -= total
+        split = self.split
+        total = sum(t["percent"] for t in split)
+        for t in split:
+            self._credit[t["unit"]] = self._credit.get(t["unit"], 0) + t["percent"]
+        chosen = max(split, key=lambda t: self._credit[t["unit"]])
+        self._credit[chosen["unit"]] -= total
         return chosen
 
     def follow_split(self) -> None:
         while not self._halt.is_set():
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001  (the API server may be restarting; keep the load going)
-                pass
+            self.refresh()
             self._halt.wait(0.1)
 
     def run(self) -> None:
@@ -61,7 +59,7 @@ class LoadGenerator(threading.Thread):
         while not self._halt.is_set():
             target = self.pick()
             if target is not None:
-                self.results[(target["revisionName"], self.send(target["url"]))] += 1
+                self.results[(target["unit"], self.send(target["url"]))] += 1
             next_send += self.period
             self._halt.wait(max(0.0, next_send - time.monotonic()))
 

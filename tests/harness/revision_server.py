@@ -1,11 +1,11 @@
-"""A model server process for one revision, exporting the metrics KServe's stack exports.
+"""A model server process for one serving unit (a KServe revision, a Seldon predictor or
+Model, the pods behind a Service), exporting the metrics that serving system exports.
 
-Not a stand-in for anything of ours: it plays the served model and its queue-proxy, so
-that Prometheus scrapes real per-revision series. Its behaviour (error rate, latency,
-accuracy) is set per artifact by the test, deterministically: with error rate 0.2 exactly
-every fifth request fails.
+It plays the served model and its sidecar, so that Prometheus scrapes real per-unit
+series. Its behaviour (error rate, latency, accuracy) is set per artifact by the test,
+deterministically: with error rate 0.2 exactly every fifth request fails.
 
-    python -m tests.harness.revision_server '{"port": ..., "revision": ..., ...}'
+    python -m tests.harness.revision_server '{"port": ..., "unit": ..., "flavour": ..., ...}'
 """
 
 from __future__ import annotations
@@ -36,13 +36,41 @@ class Behaviour:
         return fails, not wrong
 
 
+def request_metrics(config: dict, registry: CollectorRegistry):
+    """The per-request series each serving system exports, named and labelled as it names them.
+
+    Returns observe(seconds, code)."""
+    flavour, ns, unit = config.get("flavour", "knative"), config["namespace"], config["unit"]
+    buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+    if flavour == "knative":  # Knative >= 1.19 queue-proxy
+        labels = {"k8s_namespace_name": ns, "kn_revision_name": unit, "kn_configuration_name": config["object"] + "-predictor"}
+        histogram = Histogram("kn_serving_invocation_duration_seconds", "Request duration.",
+                              [*labels, "http_response_status_code"], registry=registry, buckets=buckets)
+        return lambda seconds, code: histogram.labels(**labels, http_response_status_code=str(code)).observe(seconds)
+    if flavour == "seldon":  # Seldon Core v1 executor
+        labels = {"namespace": ns, "deployment_name": config["object"], "predictor_name": unit}
+        histogram = Histogram("seldon_api_executor_server_requests_seconds", "Request duration.", [*labels, "code"],
+                              registry=registry, buckets=buckets)
+        return lambda seconds, code: histogram.labels(**labels, code=str(code)).observe(seconds)
+    if flavour == "seldonV2":  # Seldon Core v2: counters only, no histogram
+        total = Counter("seldon_model_infer", "Inferences.", ["namespace", "model", "code"], registry=registry)
+        seconds_total = Counter("seldon_model_infer_seconds", "Inference seconds.", ["namespace", "model"],
+                                registry=registry)
+
+        def observe(seconds: float, code: int) -> None:
+            total.labels(ns, unit, str(code)).inc()
+            seconds_total.labels(ns, unit).inc(seconds)
+
+        return observe
+    # Plain Deployments behind a Gateway API route: the application's own HTTP metrics.
+    histogram = Histogram("http_request_duration_seconds", "Request duration.", ["namespace", "service", "code"],
+                          registry=registry, buckets=buckets)
+    return lambda seconds, code: histogram.labels(ns, unit, str(code)).observe(seconds)
+
+
 def serve(config: dict) -> None:
     registry = CollectorRegistry()
-    labels = {"k8s_namespace_name": config["namespace"], "kn_revision_name": config["revision"],
-              "kn_configuration_name": config["configuration"]}
-    invocations = Histogram("kn_serving_invocation_duration_seconds", "Request duration, as Knative's queue-proxy.",
-                            [*labels, "http_response_status_code"], registry=registry,
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    observe = request_metrics(config, registry)
     model_labels = {"namespace": config["namespace"], "model": config["model"], "version": config["version"]}
     graded = Counter("model_graded", "Predictions with ground truth.", list(model_labels), registry=registry)
     correct = Counter("model_correct", "Predictions that matched ground truth.", list(model_labels), registry=registry)
@@ -69,9 +97,9 @@ def serve(config: dict) -> None:
                 graded.labels(**model_labels).inc()
                 if right:
                     correct.labels(**model_labels).inc()
-            body = json.dumps({"version": config["version"], "revision": config["revision"]}).encode()
+            body = json.dumps({"version": config["version"], "unit": config["unit"]}).encode()
             self._send(code, body, "application/json")
-            invocations.labels(**labels, http_response_status_code=str(code)).observe(time.perf_counter() - started)
+            observe(time.perf_counter() - started, code)
 
         def _send(self, code: int, body: bytes, kind: str) -> None:
             self.send_response(code)

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from ..harness.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
-from ..harness.kserve import KServeStandIn
 from ..harness.operator import OperatorProcess
 from ..harness.prometheus import Prometheus
+from ..harness.serving import ServingStandIn
 
 TIMINGS: dict[str, float] = {}
 _namespace_numbers = itertools.count(1)
@@ -78,9 +78,23 @@ def operator(operator_kubeconfig, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def kserve(control_plane, prometheus, tmp_path_factory):
-    standin = KServeStandIn(control_plane.kubeconfig, prometheus, tmp_path_factory.mktemp("kserve-standin"))
+def stand_ins(control_plane, prometheus, tmp_path_factory):
+    """backend -> its serving stand-in, started on first use and kept for the session."""
+    started: dict[str, ServingStandIn] = {}
+
+    def get(backend: str) -> ServingStandIn:
+        if backend not in started:
+            started[backend] = ServingStandIn(backend, control_plane.kubeconfig, prometheus,
+                                              tmp_path_factory.mktemp(f"{backend}-standin"))
+        return started[backend]
+
     try:
-        yield standin
+        yield get
     finally:
-        standin.stop()
+        for standin in started.values():
+            standin.stop()
+
+
+@pytest.fixture(scope="session")
+def kserve(stand_ins):
+    return stand_ins("kserve")

@@ -7,17 +7,27 @@ import time
 from typing import Any, Callable
 
 from ..harness.controlplane import ControlPlane
-from ..harness.kserve import KServeStandIn
 from ..harness.loadgen import LoadGenerator
 from ..harness.prometheus import Prometheus
+from ..harness.serving import ServingStandIn
 
 ACCURACY = ('sum(rate(model_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))'
             ' / sum(rate(model_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))')
 GRADED = 'sum(increase(model_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))'
 DIGEST = "sha256:" + "0" * 64
+BACKEND_KINDS = {"kserve": "inferenceservices", "seldon": "seldondeployments",
+                 "seldonV2": "models.mlops.seldon.io,experiments.mlops.seldon.io", "gatewayAPI": "httproutes"}
 
 
-def fast_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
+ERRORS = {  # the built-in error-rate check where the backend has one; PromQL of the app's own metrics otherwise
+    "gatewayAPI": {"name": "errors", "max": 0.05, "minSamples": 5, "query":
+                   '(sum(rate(http_request_duration_seconds_count{namespace="{{namespace}}", service="{{revision}}", '
+                   'code=~"5.."}[{{window}}])) or vector(0)) / sum(rate(http_request_duration_seconds_count{'
+                   'namespace="{{namespace}}", service="{{revision}}"}[{{window}}]))'},
+}
+
+
+def fast_spec(prometheus_url: str, backend: str = "kserve", **overrides: Any) -> dict[str, Any]:
     """A ModelDeployment spec with one-second analyses, for tests."""
     spec = {
         "strategy": {"steps": [{"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "2s"}]},
@@ -25,7 +35,7 @@ def fast_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
             "interval": "1s", "window": "5s", "failureLimit": 2, "noDataLimit": 8,
             "prometheus": {"address": prometheus_url, "timeout": "2s"},
             "checks": [
-                {"name": "errors", "template": "errorRate", "max": 0.05, "minSamples": 5},
+                ERRORS.get(backend, {"name": "errors", "template": "errorRate", "max": 0.05, "minSamples": 5}),
                 {"name": "accuracy", "query": ACCURACY, "sampleQuery": GRADED, "maxDropPercent": 5, "minSamples": 30},
             ],
         },
@@ -35,14 +45,26 @@ def fast_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def unit_name(version: str) -> str:
+    return "v" + version.replace(".", "-")
+
+
 class Scenario:
-    def __init__(self, control_plane: ControlPlane, namespace: str, kserve: KServeStandIn, name: str = "fraud"):
-        self.cp, self.ns, self.kserve, self.name = control_plane, namespace, kserve, name
+    def __init__(self, control_plane: ControlPlane, namespace: str, standin: ServingStandIn, name: str = "fraud"):
+        self.cp, self.ns, self.standin, self.name = control_plane, namespace, standin, name
+        self.backend = standin.backend
         self.load: LoadGenerator | None = None
+        self.services: dict[str, str] = {}
 
     def version(self, version: str, **behaviour: Any) -> None:
         uri = f"s3://models/{self.name}/{self.ns}/{version}"
-        self.kserve.artifact(uri, self.name, version, **behaviour)
+        if self.backend == "gatewayAPI":  # each version is a Service of its own
+            service = f"{self.name}-{unit_name(version)}"
+            self.cp.kubectl("create", "service", "clusterip", service, "--tcp=80:8080", "-n", self.ns)
+            self.services[version] = service
+            self.standin.artifact(f"svc://{self.ns}/{service}", self.name, version, **behaviour)
+        else:
+            self.standin.artifact(uri, self.name, version, **behaviour)
         self.cp.apply({
             "apiVersion": "modelops.io/v1alpha1", "kind": "ModelVersion",
             "metadata": {"name": f"{self.name}-{version.replace('.', '-')}", "namespace": self.ns},
@@ -50,11 +72,26 @@ class Scenario:
                      "artifact": {"uri": uri, "digest": DIGEST, "format": "sklearn"}},
         })
 
+    def serving(self, version: str) -> dict[str, Any]:
+        if self.backend != "gatewayAPI":
+            return {"backend": self.backend}
+        # The user's own route: a rule for the model and one the operator must leave alone.
+        self.cp.apply({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": self.name, "namespace": self.ns},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
+                {"backendRefs": [{"name": self.services[version], "port": 80, "weight": 100}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+                 "backendRefs": [{"name": "docs", "port": 80}]},
+            ]},
+        })
+        return {"backend": "gatewayAPI", "gatewayAPI": {"route": self.name, "services": self.services, "port": 80}}
+
     def deploy(self, version: str, spec: dict[str, Any]) -> None:
         self.cp.apply({
             "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": self.name, "namespace": self.ns},
-            "spec": {"model": self.name, "version": version, "serving": {"backend": "kserve"}, **spec},
+            "spec": {"model": self.name, "version": version, "serving": self.serving(version), **spec},
         })
 
     def serve(self, version: str, spec: dict[str, Any], prometheus: Prometheus, rps: float = 50) -> None:
@@ -62,7 +99,7 @@ class Scenario:
         self.deploy(version, spec)
         self.wait(lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == version, 30,
                   f"{version} serving")
-        self.load = LoadGenerator(str(self.cp.kubeconfig), self.ns, self.name, rps)
+        self.load = LoadGenerator(self.standin.split_file(self.ns, self.name), rps)
         self.load.start()
         prometheus.wait_for(f'rate(model_graded_total{{namespace="{self.ns}", version="{version}"}}[5s]) > 0')
 
@@ -88,9 +125,9 @@ class Scenario:
             if predicate(status):
                 return status
             time.sleep(0.1)
-        isvc = self.cp.kubectl("get", "isvc", self.name, "-n", self.ns, "-o", "yaml", check=False).stdout
+        backend = self.cp.kubectl("get", BACKEND_KINDS[self.backend], "-n", self.ns, "-o", "yaml", check=False).stdout
         raise AssertionError(f"{what}: not within {timeout}s; status is {json.dumps(status, indent=1)[:4000]}\n"
-                             f"InferenceService:\n{isvc}")
+                             f"backend objects:\n{backend[:6000]}")
 
     def actions(self) -> list[tuple[str, str]]:
         return [(h["action"], h["version"]) for h in self.status().get("history", [])]

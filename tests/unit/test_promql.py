@@ -3,16 +3,16 @@ import pytest
 from modelops.analysis.promql import Subject, escape, render
 from modelops.routers.kserve import TEMPLATES
 
-SUBJECT = Subject("prod", "fraud", "1.2.0", "fraud-predictor-00002", "5m")
+SUBJECT = Subject("prod", "fraud", "1.2.0", "fraud-predictor-00002", "fraud", "5m")
 
 
 def test_variables_are_substituted():
-    query = 'rate(x{ns="{{namespace}}", m="{{ model }}", v="{{version}}", r="{{revision}}"}[{{window}}])'
-    assert render(query, SUBJECT) == 'rate(x{ns="prod", m="fraud", v="1.2.0", r="fraud-predictor-00002"}[5m])'
+    query = 'rate(x{ns="{{namespace}}", m="{{ model }}", v="{{version}}", r="{{revision}}", o="{{object}}"}[{{window}}])'
+    assert render(query, SUBJECT) == 'rate(x{ns="prod", m="fraud", v="1.2.0", r="fraud-predictor-00002", o="fraud"}[5m])'
 
 
 def test_a_label_value_cannot_break_out_of_its_quotes():
-    hostile = Subject('a"} or vector(1) or x{y="', "m", "1.0.0", "r\\", "1m")
+    hostile = Subject('a"} or vector(1) or x{y="', "m", "1.0.0", "r\\", "o", "1m")
     rendered = render('up{namespace="{{namespace}}", r="{{revision}}"}', hostile)
     assert rendered == 'up{namespace="a\\"} or vector(1) or x{y=\\"", r="r\\\\"}'
     assert escape("line\nbreak") == "line\\nbreak"
@@ -22,7 +22,7 @@ def test_unknown_variables_and_bad_windows_are_errors():
     with pytest.raises(ValueError, match="unknown variable"):
         render("up{x=\"{{nope}}\"}", SUBJECT)
     with pytest.raises(ValueError, match="window"):
-        render("up", Subject("n", "m", "1.0.0", "r", "5m] or up[1m"))
+        render("up", Subject("n", "m", "1.0.0", "r", "o", "5m] or up[1m"))
 
 
 @pytest.mark.parametrize("template", list(TEMPLATES))

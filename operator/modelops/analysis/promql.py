@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..api.types import DURATION_PATTERN
 
 _VARIABLE = re.compile(r"\{\{\s*([a-zA-Z]+)\s*\}\}")
-VARIABLES = ("namespace", "model", "version", "revision", "window")
+VARIABLES = ("namespace", "model", "version", "revision", "object", "window")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Subject:
     version: str
     revision: str
     """The backend's name for this version's serving unit (KServe revision, Seldon predictor, Service...)."""
+    object: str
+    """The backend object the ModelDeployment drives (InferenceService, SeldonDeployment, HTTPRoute)."""
     window: str
 
 

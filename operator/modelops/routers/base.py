@@ -8,8 +8,10 @@ whether someone changed them behind the operator's back).
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate, Serving
@@ -43,19 +45,51 @@ class Router(Protocol):
     templates: dict[CheckTemplate, TemplateQuery]
     """Built-in checks on this backend's own metrics."""
 
+    def object_name(self, target: Target) -> str:
+        """The backend object's name, as metrics label it ({{object}} in queries)."""
+        ...
+
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
         """What the backend serves now; `last` is the intent applied before, to detect drift."""
         ...
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> None:
-        """Make the backend carry `intent`; idempotent, so a replay after a crash is harmless."""
+                    state: BackendState) -> bool:
+        """Make the backend carry `intent`; idempotent, so a replay after a crash is harmless.
+
+        True when the backend already carried it and nothing is pending (the caller may rest)."""
         ...
 
     async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
         """Leave the backend serving only `stable` (the ModelDeployment is being deleted)."""
         ...
+
+
+class BackendMisconfigured(Exception):
+    """The ModelDeployment's serving section does not fit what is in the cluster (says what to fix)."""
+
+
+# Where a router records the weights it set, so that anyone else's change shows as drift.
+APPLIED_WEIGHTS = "modelops.io/applied-weights"
+
+
+def unit_name(version: str) -> str:
+    """A DNS-label-safe name for a version: 1.2.0-rc.1 -> v1-2-0-rc-1."""
+    return "v" + re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-")
+
+
+def applied_weights(weights: dict[str, int]) -> str:
+    return json.dumps(weights, sort_keys=True, separators=(",", ":"))
+
+
+def weight_drift(obj: dict[str, Any], live: dict[str, int], where: str) -> tuple[str, ...]:
+    """Drift between the weights the operator recorded on `obj` and the live ones."""
+    recorded = obj["metadata"].get("annotations", {}).get(APPLIED_WEIGHTS)
+    if recorded is None or json.loads(recorded) == live:
+        return ()
+    return (f"{where} weights are {applied_weights(live)}, the operator had set {recorded}: "
+            "restoring them (pin a weight with spec.trafficOverride instead)",)
 
 
 def artifact_version(uri: str | None, versions: dict[str, ModelVersionSpec]) -> str | None:

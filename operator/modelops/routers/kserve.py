@@ -155,22 +155,27 @@ class KServeRouter:
     def _name(self, target: Target) -> str:
         return target.object_name(target.serving.kserve.name if target.serving.kserve else None)
 
+    object_name = _name
+
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
         return observe(await self.kube.get(INFERENCE_SERVICE, target.namespace, self._name(target)), versions, last)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> None:
+                    state: BackendState) -> bool:
         name = self._name(target)
         isvc = await self.kube.get(INFERENCE_SERVICE, target.namespace, name)
         if isvc is None:
             body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"}},
                     "spec": {"predictor": {"model": _model(versions[intent.stable])}}}
             await self.kube.create(INFERENCE_SERVICE, target.namespace, body)
-            return
+            return False
         patch = patch_for(isvc, intent, versions, state)
         if patch is not None:
             await self.kube.patch(INFERENCE_SERVICE, target.namespace, name, patch)
+            return False
+        # Without a candidate, rest only once the canary field is gone (stable's own revision serves all).
+        return intent.candidate is not None or "canaryTrafficPercent" not in isvc["spec"].get("predictor", {})
 
     async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
         state = await self.observe(target, versions, None)

@@ -5,10 +5,16 @@ from __future__ import annotations
 from ..api.modeldeployment import Backend
 from ..kube import Kube
 from .base import Router
+from .gateway_api import GatewayAPIRouter
 from .kserve import KServeRouter
+from .seldon import SeldonRouter
+from .seldon_v2 import SeldonV2Router
 
 ROUTERS = {
     Backend.kserve: KServeRouter,
+    Backend.seldon: SeldonRouter,
+    Backend.seldonV2: SeldonV2Router,
+    Backend.gatewayAPI: GatewayAPIRouter,
 }
 
 

@@ -1,0 +1,36 @@
+"""Test-side handle on a serving stand-in process: which artifact behaves how, and where its split is."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .controlplane import REPO
+from .processes import Process
+from .prometheus import Prometheus
+
+
+class ServingStandIn:
+    def __init__(self, backend: str, kubeconfig: Path, prometheus: Prometheus, work_dir: Path):
+        self.backend, self.dir = backend, work_dir
+        self.behaviours = work_dir / "behaviours.json"
+        self.behaviours.write_text("{}")
+        self.process = Process(f"{backend}-standin", [
+            sys.executable, "-m", "tests.harness.standin", backend, str(kubeconfig), str(self.behaviours),
+            str(work_dir), str(prometheus.targets_file(backend)),
+        ], work_dir, cwd=REPO)
+
+    def artifact(self, key: str, model: str, version: str, **behaviour: object) -> None:
+        """Declare how the model stored at `key` (an artifact URI or svc://ns/name) behaves once served."""
+        known = json.loads(self.behaviours.read_text())
+        known[key] = {"model": model, "version": version, "behaviour": behaviour}
+        tmp = self.behaviours.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(self.behaviours)
+
+    def split_file(self, namespace: str, obj: str) -> Path:
+        return self.dir / f"split-{namespace}-{obj}.json"
+
+    def stop(self) -> None:
+        self.process.stop()
