@@ -147,7 +147,7 @@ class StandIn:
 
 def condition(kind: str, ready: bool, generation: int | None = None) -> dict[str, Any]:
     out = {"type": kind, "status": "True" if ready else "False", "reason": kind if ready else "NotReady",
-           "lastTransitionTime": "2026-01-01T00:00:00Z"}
+           "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
     if generation is not None:
         out["observedGeneration"] = generation
     return out
