@@ -47,6 +47,10 @@ def test_healthy_candidate_is_promoted(scenario, prometheus):
                                                                    "Promoted"]
     failed = sum(n for (unit, code), n in scenario.load.results.items() if code != 200)
     assert failed == 0, scenario.load.results
+    if scenario.backend == "gatewayAPI":  # the rule that is not the model's was left alone
+        rules = scenario.get("httproute")["spec"]["rules"]
+        assert [r["name"] for r in rules[0]["backendRefs"]] == ["fraud-v1-1-0"]
+        assert rules[1]["backendRefs"] == [{"group": "", "kind": "Service", "name": "docs", "port": 80, "weight": 1}]
 
 
 def test_bad_candidate_is_rolled_back(scenario, prometheus):

@@ -1,0 +1,86 @@
+"""Seldon v1 and Gateway API routers' pure halves."""
+
+import pytest
+
+from modelops.api.modelversion import ModelVersionSpec
+from modelops.rollout import TrafficIntent
+from modelops.routers import gateway_api, seldon
+from modelops.routers.base import APPLIED_WEIGHTS, BackendMisconfigured, unit_name
+
+from ..conftest import model_version_manifest
+
+VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
+
+
+def test_unit_names_are_dns_labels():
+    assert unit_name("1.2.0-rc.1+build.5") == "v1-2-0-rc-1-build-5"
+
+
+def sdep(predictors, deployment_status=None, annotations=None):
+    return {"metadata": {"name": "churn", "resourceVersion": "7", "annotations": annotations or {}},
+            "spec": {"predictors": predictors}, "status": {"deploymentStatus": deployment_status or {}}}
+
+
+STABLE = {"name": "v1-0-0", "traffic": 100, "replicas": 2, "componentSpecs": [{"spec": {"containers": []}}],
+          "graph": {"name": "model", "implementation": "SKLEARN_SERVER", "modelUri": VERSIONS["1.0.0"].artifact.uri}}
+
+
+def test_seldon_candidate_predictor_is_shaped_like_stable_and_weights_sum_to_100():
+    patch = seldon.patch_for(sdep([STABLE]), TrafficIntent("1.0.0", "1.1.0", 25), VERSIONS)
+    stable, candidate = patch["spec"]["predictors"]
+    assert (stable["traffic"], candidate["traffic"]) == (75, 25)
+    assert candidate["name"] == "v1-1-0" and candidate["replicas"] == 2 and candidate["componentSpecs"]
+    assert candidate["graph"]["modelUri"] == VERSIONS["1.1.0"].artifact.uri
+    assert patch["metadata"]["resourceVersion"] == "7"
+    assert patch["metadata"]["annotations"][APPLIED_WEIGHTS] == '{"v1-0-0":75,"v1-1-0":25}'
+
+
+def test_seldon_promotion_leaves_one_predictor():
+    both = [dict(STABLE, traffic=50), dict(STABLE, name="v1-1-0", traffic=50)]
+    patch = seldon.patch_for(sdep(both), TrafficIntent("1.1.0"), VERSIONS)
+    assert [(p["name"], p["traffic"]) for p in patch["spec"]["predictors"]] == [("v1-1-0", 100)]
+
+
+def test_seldon_readiness_and_drift():
+    ready = {"churn-v1-0-0-0-model": {"replicas": 1, "availableReplicas": 1},
+             "churn-v1-1-0-0-model": {"replicas": 1, "availableReplicas": 0}}
+    live = sdep([dict(STABLE, traffic=60), dict(STABLE, name="v1-1-0", traffic=40)], ready,
+                {APPLIED_WEIGHTS: '{"v1-0-0":80,"v1-1-0":20}'})
+    state = seldon.observe(live, VERSIONS)
+    assert state.ready_versions == {"1.0.0"} and state.units == {"1.0.0": "v1-0-0", "1.1.0": "v1-1-0"}
+    assert "the operator had set" in state.drift[0]
+
+
+def route(rules, parents=None, generation=3):
+    return {"metadata": {"name": "embedder", "generation": generation, "resourceVersion": "9", "annotations": {}},
+            "spec": {"rules": rules}, "status": {"parents": parents or []}}
+
+
+SERVICES = {"1.0.0": "emb-v1", "1.1.0": "emb-v2"}
+OTHER_RULE = {"matches": [{"path": {"value": "/docs"}}], "backendRefs": [{"name": "docs", "port": 80}]}
+
+
+def test_gateway_weights_touch_only_our_refs():
+    live = route([{"backendRefs": [{"name": "emb-v1", "port": 8080, "weight": 100}, {"name": "sidecar", "weight": 0}]},
+                  OTHER_RULE])
+    patch = gateway_api.patch_for(live, TrafficIntent("1.0.0", "1.1.0", 10), SERVICES, 8080)
+    first, second = patch["spec"]["rules"]
+    assert first["backendRefs"] == [{"name": "sidecar", "weight": 0}, {"name": "emb-v1", "port": 8080, "weight": 90},
+                                    {"name": "emb-v2", "port": 8080, "weight": 10}]
+    assert second == OTHER_RULE
+
+
+def test_gateway_route_without_our_services_is_misconfigured():
+    with pytest.raises(BackendMisconfigured, match="no rule routing"):
+        gateway_api.patch_for(route([OTHER_RULE]), TrafficIntent("1.0.0"), SERVICES, 80)
+
+
+def test_gateway_readiness_follows_the_implementation_for_this_generation():
+    refs = [{"backendRefs": [{"name": "emb-v1", "weight": 90}, {"name": "emb-v2", "weight": 10}]}]
+
+    def parents(generation):
+        return [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": generation},
+                                {"type": "ResolvedRefs", "status": "True", "observedGeneration": generation}]}]
+
+    assert gateway_api.observe(route(refs, parents(3)), SERVICES).ready_versions == {"1.0.0", "1.1.0"}
+    assert gateway_api.observe(route(refs, parents(2)), SERVICES).ready_versions == frozenset()
