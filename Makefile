@@ -7,12 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: test unit setup system-deps controlplane crds clean
+.PHONY: demo test unit setup system-deps controlplane crds clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $@
 
 setup: $(VENV)/.installed system-deps controlplane
@@ -27,6 +27,10 @@ controlplane:
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/modelops crds --out crds
+
+# The main job on a local default: a real rollout, an automatic rollback and a promotion.
+demo: setup
+	$(PY) -m demo.run --out demo-output
 
 # The test command: every tier, with branch coverage of the pure core printed and enforced.
 test: setup

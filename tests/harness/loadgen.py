@@ -25,6 +25,7 @@ class LoadGenerator(threading.Thread):
         self.results: collections.Counter[tuple[str, int]] = collections.Counter()
         self.split: list[dict] = []
         self.splits_seen: list[tuple[float, dict[str, int]]] = []
+        self.unit_versions: dict[str, str] = {}
         self._halt = threading.Event()
         self._credit: dict[str, float] = {}
 
@@ -33,6 +34,7 @@ class LoadGenerator(threading.Thread):
             self.split = json.loads(self.split_file.read_text())
         except (OSError, ValueError):
             return
+        self.unit_versions.update({t["unit"]: t.get("version", "") for t in self.split})
         weights = {t["unit"]: t["percent"] for t in self.split}
         if not self.splits_seen or self.splits_seen[-1][1] != weights:
             self.splits_seen.append((time.time(), weights))
@@ -59,21 +61,25 @@ class LoadGenerator(threading.Thread):
         while not self._halt.is_set():
             target = self.pick()
             if target is not None:
-                self.results[(target["unit"], self.send(target["url"]))] += 1
+                self.results[(target["unit"], self.send(target))] += 1
             next_send += self.period
             self._halt.wait(max(0.0, next_send - time.monotonic()))
 
+    def send(self, target: dict) -> int:
+        """One inference request to the chosen unit; its HTTP status, or 0 when the request was lost."""
+        return self.post(target["url"], b'{"instances": [[1, 2, 3, 4]]}')[0]
+
     @staticmethod
-    def send(url: str) -> int:
-        request = urllib.request.Request(f"{url}/v1/models/model:predict", data=b'{"instances": [[1, 2, 3, 4]]}',
+    def post(url: str, body: bytes) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{url}/v1/models/model:predict", data=body,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return response.status
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
         except urllib.error.HTTPError as e:
-            return e.code
+            return e.code, b""
         except OSError:
-            return 0  # connection failed: a request lost
+            return 0, b""  # connection failed: a request lost
 
     def wait_for_split(self, predicate, timeout: float) -> float:
         """When the published split first satisfied `predicate` (polling what this generator saw)."""

@@ -74,6 +74,13 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
+    def query_range(self, promql: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
+        body = json.load(urllib.request.urlopen(f"{self.url}/api/v1/query_range?" + urllib.parse.urlencode(params),
+                                                timeout=10))
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
     def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Poll a query until it returns samples (the scrape has happened), then return them."""
         deadline = time.monotonic() + timeout

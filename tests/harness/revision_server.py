@@ -3,7 +3,9 @@ Model, the pods behind a Service), exporting the metrics that serving system exp
 
 It plays the served model and its sidecar, so that Prometheus scrapes real per-unit
 series. Its behaviour (error rate, latency, accuracy) is set per artifact by the test,
-deterministically: with error rate 0.2 exactly every fifth request fails.
+deterministically: with error rate 0.2 exactly every fifth request fails. With an
+"upstream" it is the revision's queue-proxy instead: it forwards to a real model server
+and measures what that server does.
 
     python -m tests.harness.revision_server '{"port": ..., "unit": ..., "flavour": ..., ...}'
 """
@@ -14,6 +16,8 @@ import json
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -75,6 +79,18 @@ def serve(config: dict) -> None:
     graded = Counter("model_graded", "Predictions with ground truth.", list(model_labels), registry=registry)
     correct = Counter("model_correct", "Predictions that matched ground truth.", list(model_labels), registry=registry)
     behaviour = Behaviour(**config.get("behaviour", {}))
+    upstream = config.get("upstream")
+
+    def forward(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{upstream}{path}", data=body, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 503, b'{"error": "model server unreachable"}'
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -83,13 +99,19 @@ def serve(config: dict) -> None:
             if self.path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/ready":
-                self._send(200, b"ready\n", "text/plain")
+                ready = upstream is None or forward("GET", "/v1/models/model", None)[0] == 200
+                self._send(200 if ready else 503, b"ready\n" if ready else b"loading\n", "text/plain")
             else:
                 self._send(404, b"", "text/plain")
 
         def do_POST(self):  # noqa: N802
             started = time.perf_counter()
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if upstream is not None:  # queue-proxy in front of a real model server
+                code, body = forward("POST", self.path, request)
+                self._send(code, body, "application/json")
+                observe(time.perf_counter() - started, code)
+                return
             fails, right = behaviour.next()
             time.sleep(behaviour.latency)
             code = 500 if fails else 200

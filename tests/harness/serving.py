@@ -14,6 +14,7 @@ from .prometheus import Prometheus
 class ServingStandIn:
     def __init__(self, backend: str, kubeconfig: Path, prometheus: Prometheus, work_dir: Path):
         self.backend, self.dir = backend, work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
         self.behaviours = work_dir / "behaviours.json"
         self.behaviours.write_text("{}")
         self.process = Process(f"{backend}-standin", [
@@ -23,8 +24,15 @@ class ServingStandIn:
 
     def artifact(self, key: str, model: str, version: str, **behaviour: object) -> None:
         """Declare how the model stored at `key` (an artifact URI or svc://ns/name) behaves once served."""
+        self._declare(key, {"model": model, "version": version, "behaviour": behaviour})
+
+    def model_server(self, key: str, model: str, version: str, command: list[str]) -> None:
+        """Serve the artifact at `key` with a real model server: `command` with {port} where it listens."""
+        self._declare(key, {"model": model, "version": version, "command": command})
+
+    def _declare(self, key: str, entry: dict) -> None:
         known = json.loads(self.behaviours.read_text())
-        known[key] = {"model": model, "version": version, "behaviour": behaviour}
+        known[key] = entry
         tmp = self.behaviours.with_suffix(".tmp")
         tmp.write_text(json.dumps(known))
         tmp.replace(self.behaviours)

@@ -9,7 +9,8 @@ Prometheus through a file_sd file.
     python -m tests.harness.standin BACKEND KUBECONFIG BEHAVIOURS_JSON WORKDIR TARGETS_JSON
 
 BEHAVIOURS_JSON maps an artifact URI (or svc://namespace/service) to
-{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics}}.
+{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics}}
+or, for a real model server, {"model": ..., "version": ..., "command": [..., "{port}", ...]}.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class Unit:
     ready: bool = False
     replaced: Unit | None = None
     """The process this one replaces in place; it serves until this one is ready."""
+    version: str = ""
+    model_server: subprocess.Popen | None = None
+    """A real model server behind this unit, which is then its queue-proxy."""
+
+    def kill(self) -> None:
+        for process in (self.process, self.model_server):
+            if process is not None:
+                process.kill()
 
     @property
     def url(self) -> str:
@@ -74,9 +83,16 @@ class StandIn:
                   "model": known.get("model", obj), "version": known.get("version", artifact),
                   "behaviour": known.get("behaviour", {})}
         log = (self.dir / f"{namespace}-{name}.log").open("ab")
+        model_server = None
+        if "command" in known:  # a real model server for this artifact, with the unit as its queue-proxy
+            upstream_port = free_port()
+            command = [part.replace("{port}", str(upstream_port)) for part in known["command"]]
+            model_server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            config["upstream"] = f"http://127.0.0.1:{upstream_port}"
         process = subprocess.Popen([sys.executable, "-m", "tests.harness.revision_server", json.dumps(config)],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.units[key] = Unit(name, artifact, port, process, replaced=current)
+        self.units[key] = Unit(name, artifact, port, process, replaced=current, version=config["version"],
+                               model_server=model_server)
         self._write_targets()
         return self.units[key]
 
@@ -94,7 +110,7 @@ class StandIn:
                 except OSError:
                     continue
                 if unit.ready and unit.replaced is not None:
-                    unit.replaced.process.kill()
+                    unit.replaced.kill()
                     unit.replaced = None
 
     def _write_targets(self) -> None:
@@ -111,7 +127,7 @@ class StandIn:
 
     def publish_split(self, namespace: str, obj: str, split: list[tuple[Unit, int]]) -> None:
         """The load generator's view of the data plane: which URL gets which share."""
-        entries = [{"unit": u.name, "percent": p, "url": u.url} for u, p in split if p > 0]
+        entries = [{"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in split if p > 0]
         self._write(self.dir / f"split-{namespace}-{obj}.json", entries)
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any], plural: str | None = None) -> None:
@@ -139,9 +155,9 @@ class StandIn:
 
     def stop(self, *_: Any) -> None:
         for unit in self.units.values():
-            unit.process.kill()
+            unit.kill()
             if unit.replaced is not None:
-                unit.replaced.process.kill()
+                unit.replaced.kill()
         sys.exit(0)
 
 

@@ -1,0 +1,1 @@
+"""The local demo: real models, real traffic, real metrics, the operator deciding."""

@@ -1,0 +1,185 @@
+"""`make demo`: a real model rollout, an automatic rollback and a promotion, on this machine.
+
+A local control plane and Prometheus, the operator, a stand-in for KServe's controller that
+serves each revision with a real KServe ModelServer process, and graded traffic. v1 serves;
+v2 (worse, slower, failing on some inputs) is rolled back by the operator on its own; v3
+walks every step and is promoted. Leaves a timeline PNG and a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
+from tests.harness.operator import OperatorProcess
+from tests.harness.prometheus import Prometheus
+from tests.harness.serving import ServingStandIn
+
+from .models import model_version, train_all
+from .traffic import GradedTraffic
+
+NAMESPACE, MODEL = "demo", "digits"
+
+
+def deployment_spec(prometheus: str) -> dict[str, Any]:
+    accuracy = ('sum(rate(model_correct_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
+                ' / sum(rate(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))')
+    graded = 'sum(increase(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
+    return {
+        "model": MODEL, "version": "1.0.0", "serving": {"backend": "kserve"},
+        "strategy": {"steps": [{"weight": 20, "pause": "8s"}, {"weight": 50, "pause": "8s"}]},
+        "analysis": {
+            "interval": "2s", "window": "10s", "failureLimit": 2, "noDataLimit": 6,
+            "prometheus": {"address": prometheus, "timeout": "2s"},
+            "checks": [
+                {"name": "error-rate", "template": "errorRate", "max": 0.02, "minSamples": 10},
+                {"name": "p95-latency", "template": "latencyP95", "maxIncreasePercent": 150, "minSamples": 20},
+                {"name": "accuracy", "query": accuracy, "sampleQuery": graded, "maxDropPercent": 5, "minSamples": 30},
+            ],
+        },
+    }
+
+
+@dataclass
+class Timeline:
+    start: float = field(default_factory=time.time)
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, status: dict[str, Any]) -> dict[str, Any] | None:
+        point = {"t": time.time(), "phase": status.get("phase"), "stable": status.get("stableVersion"),
+                 "canary": status.get("canaryVersion"), "weight": status.get("canaryWeight", 0),
+                 "checks": {c["name"]: (c.get("value"), c["verdict"], c["limit"]) for c in status.get("checks", [])}}
+        changed = not self.points or {k: v for k, v in point.items() if k != "t"} != \
+            {k: v for k, v in self.points[-1].items() if k != "t"}
+        self.points.append(point)
+        return point if changed else None
+
+
+class Demo:
+    def __init__(self, out: Path, work: Path, live: bool):
+        self.out, self.work, self.live = out, work, live
+        self.timeline = Timeline()
+        self.parts: list[Any] = []
+
+    def say(self, text: str) -> None:
+        if self.live:
+            print(f"[{time.time() - self.timeline.start:6.1f}s] {text}", flush=True)
+
+    def start(self) -> None:
+        self.say("starting etcd and kube-apiserver")
+        self.plane = ControlPlane(self.work / "controlplane").start()
+        self.parts.append(self.plane)
+        self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), UPSTREAM_CRDS / "kserve-inferenceservices-full.yaml")
+        self.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        self.say("starting Prometheus, the operator and the KServe stand-in")
+        self.prometheus = Prometheus(self.work / "prometheus").start()
+        self.parts.append(self.prometheus)
+        self.operator = OperatorProcess(self.plane.kubeconfig_for("modelops-operator"), self.work).start()
+        self.parts.append(self.operator)
+        self.standin = ServingStandIn("kserve", self.plane.kubeconfig, self.prometheus, self.work / "standin")
+        self.parts.append(self.standin)
+
+    def publish_models(self) -> list[Any]:
+        self.say("training three versions of a digits classifier")
+        trained = train_all(self.work / "artifacts")
+        self.plane.kubectl("create", "namespace", NAMESPACE)
+        for t in trained:
+            command = [sys.executable, "-m", "demo.model_server", str(t.path), "{port}"]
+            self.standin.model_server(t.path.resolve().as_uri(), MODEL, t.version, command)
+            self.plane.apply(model_version(t, NAMESPACE))
+            self.say(f"ModelVersion {t.version}: offline accuracy {t.accuracy:.3f}, {t.digest[:19]}...")
+        return trained
+
+    def status(self) -> dict[str, Any]:
+        out = self.plane.kubectl("get", "mdep", MODEL, "-n", NAMESPACE, "-o", "json", check=False)
+        return (json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+
+    def follow(self, done, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            changed = self.timeline.record(status)
+            if changed:
+                checks = "  ".join(f"{n}={_fmt(v)} ({verdict}, {limit})" for n, (v, verdict, limit) in changed["checks"].items())
+                canary = f" {changed['canary']} at {changed['weight']}%" if changed["canary"] else ""
+                self.say(f"{changed['phase']} stable {changed['stable']}{canary}  {checks}")
+            if done(status):
+                return status
+            time.sleep(0.25)
+        raise TimeoutError(f"{what} did not happen within {timeout}s; status: {json.dumps(self.status())[:2000]}")
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.stop()
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def run_demo(out: Path, live: bool = True) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="modelops-demo-") as tmp:
+        demo = Demo(out, Path(tmp), live)
+        try:
+            demo.start()
+            demo.publish_models()
+            return rollout_story(demo)
+        finally:
+            demo.stop()
+
+
+def rollout_story(demo: Demo) -> dict[str, Any]:
+    from .report import write_report
+
+    plane = demo.plane
+    spec = deployment_spec(demo.prometheus.url)
+    plane.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
+                 "metadata": {"name": MODEL, "namespace": NAMESPACE}, "spec": spec})
+    demo.follow(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "1.0.0", 60, "v1 serving")
+    traffic = GradedTraffic(demo.standin.split_file(NAMESPACE, MODEL), NAMESPACE, MODEL, rps=40)
+    demo.prometheus.add_target(f"127.0.0.1:{traffic.metrics_port}", role="ground-truth")
+    traffic.start()
+    demo.prometheus.wait_for(f'rate(model_graded_total{{namespace="{NAMESPACE}", version="1.0.0"}}[10s]) > 0', 60)
+    phases: dict[str, Any] = {}
+
+    def chapter(version: str, done, what: str) -> None:
+        demo.say(f"--- spec.version -> {version}")
+        before, started = dict(traffic.results), time.time()
+        plane.kubectl("patch", "mdep", MODEL, "-n", NAMESPACE, "--type", "merge", "-p",
+                      json.dumps({"spec": {"version": version}}))
+        status = demo.follow(done, 240, what)
+        after = dict(traffic.results)
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        phases[version] = {"started": started, "ended": time.time(), "phase": status.get("phase"),
+                           "stable": status.get("stableVersion"), "requests": delta,
+                           "history": status.get("history", [])}
+
+    chapter("2.0.0", lambda s: s.get("phase") == "RolledBack", "v2 rolled back")
+    demo.follow(lambda s: True, 5, "settle")
+    chapter("3.0.0", lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "3.0.0", "v3 promoted")
+    time.sleep(3)  # a few more seconds of v3 alone on the chart
+    traffic.stop()
+    return write_report(demo, traffic, phases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where the PNG and report go")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    result = run_demo(args.out)
+    print(f"\nreport: {result['report']}\ntimeline: {result['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Real inference traffic with ground truth: digits from the held-out split, graded per version.
+
+The grades are exported as Prometheus counters (model_graded_total, model_correct_total by
+namespace, model and version), the way a feedback service reports live accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+from tests.harness.loadgen import LoadGenerator
+from tests.harness.processes import free_port
+
+from .models import dataset
+
+
+class GradedTraffic(LoadGenerator):
+    def __init__(self, split_file: Path, namespace: str, model: str, rps: float):
+        super().__init__(split_file, rps)
+        _, self.x, _, self.y = dataset()
+        self.namespace, self.model, self.n = namespace, model, 0
+        registry = CollectorRegistry()
+        labels = ["namespace", "model", "version"]
+        self.graded = Counter("model_graded", "Predictions with ground truth.", labels, registry=registry)
+        self.correct = Counter("model_correct", "Predictions matching ground truth.", labels, registry=registry)
+        self.metrics_port = free_port()
+        start_http_server(self.metrics_port, "127.0.0.1", registry=registry)
+
+    def send(self, target: dict) -> int:
+        i, self.n = self.n % len(self.y), self.n + 1
+        code, body = self.post(target["url"], json.dumps({"instances": [self.x[i].tolist()]}).encode())
+        if code == 200:
+            labels = (self.namespace, self.model, target["version"])
+            self.graded.labels(*labels).inc()
+            if json.loads(body)["predictions"][0] == int(self.y[i]):
+                self.correct.labels(*labels).inc()
+        return code
