@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -53,6 +56,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+REQUESTS = {"promote": "Promote", "abort": "Abort", "rollback": "Rollback", "retry": "Retry"}
+
+
+def plugin_patch(args: argparse.Namespace, request_id: str, actor: str) -> dict:
+    """The merge patch of spec that one `kubectl modelops` command stands for."""
+    if args.action in REQUESTS:
+        request = {"id": request_id, "action": REQUESTS[args.action], "reason": args.reason, "actor": actor}
+        if getattr(args, "to", None):
+            request["version"] = args.to
+        return {"spec": {"request": request}}
+    if args.action in ("pause", "resume"):
+        return {"spec": {"paused": args.action == "pause"}}
+    if args.action == "pin":
+        return {"spec": {"trafficOverride": {"weight": args.weight, "reason": args.reason}}}
+    return {"spec": {"trafficOverride": None}}  # unpin
+
+
+def plugin_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl modelops",
+                                     description="Manual actions on a ModelDeployment; each lands in its status history.")
+    parser.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name, text in [("promote", "promote the candidate now"), ("abort", "send all traffic back to stable now"),
+                       ("rollback", "make a retained previous version stable"),
+                       ("retry", "roll out a rolled-back spec.version again")]:
+        sub = actions.add_parser(name, help=text)
+        sub.add_argument("name")
+        sub.add_argument("--reason", required=True, help="why; recorded in status.history")
+        if name == "rollback":
+            sub.add_argument("--to", help="the version to go back to (default: the fallback version)")
+    for name, text in [("pause", "stop advancing steps (automatic rollback stays armed)"), ("resume", "advance again"),
+                       ("unpin", "remove a pinned weight")]:
+        actions.add_parser(name, help=text).add_argument("name")
+    pin = actions.add_parser("pin", help="pin the candidate's weight (steps and automatic rollback stop)")
+    pin.add_argument("name")
+    pin.add_argument("weight", type=int, choices=range(0, 101), metavar="WEIGHT")
+    pin.add_argument("--reason", required=True)
+    return parser
+
+
 def kubectl_plugin(argv: list[str] | None = None) -> int:
-    print("kubectl modelops: not available yet", file=sys.stderr)
-    return 1
+    args = plugin_parser().parse_args(argv)
+    scope = ["-n", args.namespace] if args.namespace else []
+    who = subprocess.run(["kubectl", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+                         capture_output=True, text=True)
+    actor = who.stdout.strip() if who.returncode == 0 and who.stdout.strip() else os.environ.get("USER", "unknown")
+    patch = plugin_patch(args, f"{args.action}-{int(time.time() * 1000)}", actor)
+    return subprocess.run(["kubectl", "patch", "modeldeployment", args.name, *scope, "--type", "merge",
+                           "-p", json.dumps(patch)]).returncode

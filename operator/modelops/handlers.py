@@ -100,11 +100,10 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.daemon("modelops.io", "v1alpha1", "modeldeployments", cancellation_timeout=10)
-async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, logger: logging.Logger,
-                         **_: Any) -> None:
+async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
     memo.wake = asyncio.Event()
     while True:
-        delay = await tick(body, memo, model_versions, logger)
+        delay = await tick(body, memo, model_versions)
         try:
             await asyncio.wait_for(memo.wake.wait(), timeout=delay)
         except asyncio.TimeoutError:
@@ -112,7 +111,7 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
         memo.wake.clear()
 
 
-async def tick(body: kopf.Body, memo: kopf.Memo, index: kopf.Index, logger: logging.Logger) -> float:
+async def tick(body: kopf.Body, memo: kopf.Memo, index: kopf.Index) -> float:
     """One round: observe the backend, measure if due, decide, apply, record. Returns seconds to sleep."""
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
@@ -121,28 +120,28 @@ async def tick(body: kopf.Body, memo: kopf.Memo, index: kopf.Index, logger: logg
     try:
         spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValidationError as e:
-        return await hold(body, memo, status, "InvalidSpec", f"spec is invalid: {e}", BackendState(), IDLE_SECONDS)
+        return await hold(body, memo, status, "InvalidSpec", f"spec is invalid: {e}", IDLE_SECONDS)
     versions, version_names = versions_of(index, namespace, spec.model)
     if spec.version not in versions:
         message = f"no valid ModelVersion of model {spec.model!r} with version {spec.version} in {namespace}"
-        return await hold(body, memo, status, "ModelVersionMissing", message, BackendState(), CONVERGE_SECONDS * 5)
+        return await hold(body, memo, status, "ModelVersionMissing", message, CONVERGE_SECONDS * 5)
     router, target = memo.routers[spec.serving.backend], Target(namespace, name, spec.serving)
     unsupported = [c.name for c in spec.analysis.checks if c.template is not None and c.template not in router.templates]
     if unsupported:
         message = f"checks {unsupported} use a template the {spec.serving.backend.value} backend has no metrics for"
-        return await hold(body, memo, status, "InvalidSpec", message, BackendState(), IDLE_SECONDS)
+        return await hold(body, memo, status, "InvalidSpec", message, IDLE_SECONDS)
     try:
         backend = await router.observe(target, versions, intent_of(status))
         report = await measure_if_due(spec, status, backend, router, target, memo, _now())
         decision = decide(spec, status, Observations(backend.ready_versions, report, generation), _now())
         settled = await router.apply(target, decision.intent, versions, backend)
     except ApiNotInstalled as e:
-        return await hold(body, memo, status, "BackendNotInstalled", str(e), BackendState(), IDLE_SECONDS)
+        return await hold(body, memo, status, "BackendNotInstalled", str(e), IDLE_SECONDS)
     except BackendMisconfigured as e:
-        return await hold(body, memo, status, "BackendMisconfigured", str(e), BackendState(), CONVERGE_SECONDS * 5)
+        return await hold(body, memo, status, "BackendMisconfigured", str(e), CONVERGE_SECONDS * 5)
     except kubernetes.client.ApiException as e:
         message = f"backend API error {e.status} {e.reason}: {(e.body or '')[:300]}"
-        return await hold(body, memo, status, "BackendError", message, BackendState(), CONVERGE_SECONDS * 5)
+        return await hold(body, memo, status, "BackendError", message, CONVERGE_SECONDS * 5)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         metrics.DECISIONS.labels(namespace, name, event.reason).inc()
@@ -185,11 +184,11 @@ def next_delay(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, weights
 
 
 async def hold(body: kopf.Body, memo: kopf.Memo, status: ModelDeploymentStatus, reason: str, message: str,
-               backend: BackendState, retry_in: float) -> float:
+               retry_in: float) -> float:
     """Cannot act: say why once (event) and in status; leave whatever serves untouched."""
     if status.message != message:
         kopf.warn(body, reason=reason, message=message[:1000])
-    new = blocked(status, reason, message, backend.ready_versions, rfc3339(_now()), body["metadata"].get("generation"))
+    new = blocked(status, reason, message, frozenset(), rfc3339(_now()), body["metadata"].get("generation"))
     await write_status(body, memo, current_status(body, memo), new)
     return retry_in
 

@@ -26,6 +26,8 @@ class LoadGenerator(threading.Thread):
         self.split: list[dict] = []
         self.splits_seen: list[tuple[float, dict[str, int]]] = []
         self.unit_versions: dict[str, str] = {}
+        self.lost: list[tuple[float, str, str]] = []
+        """(when, unit, URL) of every request that got no answer at all."""
         self._halt = threading.Event()
         self._credit: dict[str, float] = {}
 
@@ -61,7 +63,10 @@ class LoadGenerator(threading.Thread):
         while not self._halt.is_set():
             target = self.pick()
             if target is not None:
-                self.results[(target["unit"], self.send(target))] += 1
+                code = self.send(target)
+                self.results[(target["unit"], code)] += 1
+                if code == 0:
+                    self.lost.append((time.time(), target["unit"], target["url"]))
             next_send += self.period
             self._halt.wait(max(0.0, next_send - time.monotonic()))
 

@@ -29,6 +29,9 @@ from typing import Any
 import kubernetes
 
 
+DRAIN_SECONDS = 2.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,6 +71,7 @@ class StandIn:
         self.behaviours, self.dir, self.targets = behaviours, workdir, targets
         self.units: dict[tuple[str, str, str], Unit] = {}
         self.written: dict[tuple[str, str], str] = {}
+        self.draining: list[tuple[float, Unit]] = []
 
     # --- units: one model-server process each ---------------------------------------------
 
@@ -110,8 +114,13 @@ class StandIn:
                 except OSError:
                     continue
                 if unit.ready and unit.replaced is not None:
-                    unit.replaced.kill()
+                    # Traffic moves to the new process now; the old one drains for a while, as a data plane's
+                    # graceful shutdown lets requests already routed to it finish.
+                    self.draining.append((time.monotonic() + DRAIN_SECONDS, unit.replaced))
                     unit.replaced = None
+        for deadline, unit in [d for d in self.draining if d[0] <= time.monotonic()]:
+            unit.kill()
+            self.draining.remove((deadline, unit))
 
     def _write_targets(self) -> None:
         groups = [{"targets": [f"127.0.0.1:{u.port}"], "labels": {"standin_unit": u.name}} for u in self.units.values()]
@@ -127,7 +136,8 @@ class StandIn:
 
     def publish_split(self, namespace: str, obj: str, split: list[tuple[Unit, int]]) -> None:
         """The load generator's view of the data plane: which URL gets which share."""
-        entries = [{"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in split if p > 0]
+        serving = [(u, p) for u, p in split if p > 0 and (u.ready or u.replaced is not None)]
+        entries = [{"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in serving]
         self._write(self.dir / f"split-{namespace}-{obj}.json", entries)
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any], plural: str | None = None) -> None:
@@ -158,6 +168,8 @@ class StandIn:
             unit.kill()
             if unit.replaced is not None:
                 unit.replaced.kill()
+        for _, unit in self.draining:
+            unit.kill()
         sys.exit(0)
 
 

@@ -46,7 +46,7 @@ def test_healthy_candidate_is_promoted(scenario, prometheus):
     assert [a for a, v in scenario.actions() if v == "1.1.0"] == ["RolloutStarted", "StepAdvanced", "StepAdvanced",
                                                                    "Promoted"]
     failed = sum(n for (unit, code), n in scenario.load.results.items() if code != 200)
-    assert failed == 0, scenario.load.results
+    assert failed == 0, f"{scenario.load.results} lost: {scenario.load.lost} splits: {scenario.load.splits_seen}"
     if scenario.backend == "gatewayAPI":  # the rule that is not the model's was left alone
         rules = scenario.get("httproute")["spec"]["rules"]
         assert [r["name"] for r in rules[0]["backendRefs"]] == ["fraud-v1-1-0"]

@@ -8,7 +8,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ..conftest import INVALID_CASES, model_deployment_manifest, model_version_manifest
 from ..harness.processes import Process, free_port
@@ -133,16 +132,18 @@ def test_rbac_is_enforced(control_plane, namespace):
 
 def test_prometheus_scrapes_a_real_process(prometheus, tmp_path):
     port = free_port()
-    exporter = Process("counter-exporter", [sys.executable, "-m", "tests.harness.counter_exporter", str(port)],
-                       tmp_path, cwd=Path(__file__).resolve().parents[2])
+    config = {"port": port, "namespace": "scrape", "object": "svc", "unit": "svc-v1", "flavour": "generic",
+              "model": "m", "version": "1.0.0"}
+    server = Process("model-server", [sys.executable, "-m", "tests.harness.revision_server", json.dumps(config)],
+                     tmp_path, cwd=Path(__file__).resolve().parents[2])
     try:
-        exporter.wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).status == 200,
-                            10, "metrics endpoint")
+        server.wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1).status == 200,
+                          10, "ready endpoint")
         for _ in range(3):
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/hit", timeout=1)
-        prometheus.add_target(f"127.0.0.1:{port}", role="counter")
-        result = prometheus.wait_for(f'modelops_test_hits_total{{role="counter"}} == 3')
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b"{}"), timeout=2)
+        prometheus.add_target(f"127.0.0.1:{port}", role="scrape-test")
+        result = prometheus.wait_for('http_request_duration_seconds_count{role="scrape-test", code="200"} == 3')
         assert float(result[0]["value"][1]) == 3
     finally:
         prometheus.remove_target(f"127.0.0.1:{port}")
-        exporter.stop()
+        server.stop()

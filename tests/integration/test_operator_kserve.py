@@ -206,3 +206,23 @@ def test_deleting_the_deployment_leaves_the_backend_on_stable(scenario, promethe
     isvc = scenario.get("isvc")
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/1.0.0")
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_kubectl_plugin_actions_are_recorded_with_the_user(scenario, prometheus):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    env = {**os.environ, "KUBECONFIG": str(scenario.cp.kubeconfig),
+           "PATH": f"{scenario.cp.bin}{os.pathsep}{os.environ['PATH']}"}
+    plugin = Path(sys.executable).with_name("kubectl-modelops")
+    subprocess.run([str(plugin), "-n", scenario.ns, "pause", "fraud"], env=env, check=True)
+    scenario.wait(lambda st: st.get("phase") == "Paused", 10, "paused by the plugin")
+    subprocess.run([str(plugin), "-n", scenario.ns, "promote", "fraud", "--reason", "canary looks fine"],
+                   env=env, check=True)
+    status = scenario.wait(stable_on("1.1.0"), 15, "promoted by the plugin")
+    last = status["history"][-1]
+    assert (last["action"], last["actor"]) == ("Promoted", "modelops-test-admin")
+    assert "canary looks fine" in last["reason"]

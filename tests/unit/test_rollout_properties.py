@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
