@@ -18,7 +18,7 @@ import kopf
 import kubernetes
 from pydantic import ValidationError
 
-from . import metrics
+from . import GROUP, VERSION, metrics
 from .analysis.measure import analyse
 from .analysis.prometheus import provider_for
 from .analysis.promql import Subject
@@ -26,14 +26,14 @@ from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .api.modelversion import ModelVersionSpec
 from .kube import ApiNotInstalled, Kube, Resource, Secrets, merge_patch
 from .modelversions import served_by, served_by_changes, version_status
-from .rollout import AnalysisReport, Observations, decide, intent_of, seconds_to_next_analysis
+from .rollout import AnalysisReport, Observations, TrafficIntent, decide, intent_of, seconds_to_next_analysis
 from .rollout.conditions import blocked
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendState, Router, Target
 from .routers.registry import routers_for
 
-DEPLOYMENTS = Resource("modelops.io", "v1alpha1", "modeldeployments", "ModelDeployment")
-VERSIONS = Resource("modelops.io", "v1alpha1", "modelversions", "ModelVersion")
+DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
+VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
 IDLE_SECONDS = 30.0  # a settled deployment re-checks its backend this often; spec changes wake it at once
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 
@@ -61,7 +61,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
-@kopf.index("modelops.io", "v1alpha1", "modelversions")
+@kopf.index(GROUP, VERSION, "modelversions")
 def model_versions(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], tuple[str, dict]]:
     """(namespace, model) -> (object name, spec) of each of its versions; kept current by the watch."""
     return {(namespace, spec.get("model")): (name, dict(spec))}
@@ -79,7 +79,7 @@ def versions_of(index: kopf.Index, namespace: str, model: str) -> tuple[dict[str
     return specs, names
 
 
-@kopf.on.event("modelops.io", "v1alpha1", "modelversions")
+@kopf.on.event(GROUP, VERSION, "modelversions")
 async def model_version_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
@@ -90,7 +90,7 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
         await memo.kube.patch_status(VERSIONS, body["metadata"]["namespace"], body["metadata"]["name"], patch)
 
 
-@kopf.on.event("modelops.io", "v1alpha1", "modeldeployments")
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
 def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     generation = body.get("metadata", {}).get("generation")
     if generation != memo.get("seen_generation"):
@@ -99,7 +99,7 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             memo.wake.set()
 
 
-@kopf.daemon("modelops.io", "v1alpha1", "modeldeployments", cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
     memo.wake = asyncio.Event()
     while True:
@@ -225,7 +225,7 @@ async def record_serving_roles(memo: kopf.Memo, namespace: str, deployment: str,
             await memo.kube.patch_status(VERSIONS, namespace, names[version], {"status": {"servedBy": entries}})
 
 
-@kopf.on.delete("modelops.io", "v1alpha1", "modeldeployments")
+@kopf.on.delete(GROUP, VERSION, "modeldeployments")
 async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
     """Leave the backend on the stable version, and the versions no longer marked as served by it."""
     meta = body["metadata"]
@@ -237,8 +237,10 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
     versions, names = versions_of(model_versions, meta["namespace"], spec.model)
     if status.stable_version in versions:
         target = Target(meta["namespace"], meta["name"], spec.serving)
+        router = memo.routers[spec.serving.backend]
         try:
-            await memo.routers[spec.serving.backend].finalize(target, status.stable_version, versions)
+            state = await router.observe(target, versions, None)
+            await router.apply(target, TrafficIntent(status.stable_version), versions, state)
         except ApiNotInstalled:
             pass  # nothing was ever driven there
     await record_serving_roles(memo, meta["namespace"], meta["name"], names, status, ModelDeploymentStatus())

@@ -1,4 +1,7 @@
-"""The router interface, shaped like Flagger's: observe the backend, apply a traffic intent, finalize.
+"""The router interface, shaped like Flagger's: observe the backend, apply a traffic intent.
+
+Finalizing (leaving only the stable version) is applying the intent "all on stable", so
+it needs no method of its own.
 
 A router owns one backend object per ModelDeployment. It never decides anything: the
 rollout engine decides, the router makes the backend match the decision and reports
@@ -59,10 +62,6 @@ class Router(Protocol):
         """Make the backend carry `intent`; idempotent, so a replay after a crash is harmless.
 
         True when the backend already carried it and nothing is pending (the caller may rest)."""
-        ...
-
-    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
-        """Leave the backend serving only `stable` (the ModelDeployment is being deleted)."""
         ...
 
 

@@ -111,6 +111,3 @@ class GatewayAPIRouter:
         if patch is not None:
             await self.kube.patch(HTTP_ROUTE, target.namespace, self._config(target).route, patch)
         return patch is None
-
-    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
-        await self.apply(target, TrafficIntent(stable), versions, BackendState())

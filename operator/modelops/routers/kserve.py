@@ -176,7 +176,3 @@ class KServeRouter:
             return False
         # Without a candidate, rest only once the canary field is gone (stable's own revision serves all).
         return intent.candidate is not None or "canaryTrafficPercent" not in isvc["spec"].get("predictor", {})
-
-    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
-        state = await self.observe(target, versions, None)
-        await self.apply(target, TrafficIntent(stable), versions, state)

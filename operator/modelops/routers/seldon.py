@@ -126,6 +126,3 @@ class SeldonRouter:
         if patch is not None:
             await self.kube.patch(SELDON_DEPLOYMENT, target.namespace, name, patch)
         return patch is None
-
-    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
-        await self.apply(target, TrafficIntent(stable), versions, BackendState())

@@ -135,6 +135,3 @@ class SeldonV2Router:
         else:
             return False
         return True
-
-    async def finalize(self, target: Target, stable: str, versions: dict[str, ModelVersionSpec]) -> None:
-        await self.apply(target, TrafficIntent(stable), versions, BackendState())
