@@ -1,18 +1,32 @@
-"""Kubernetes API access for handlers and routers: async, merge patches, clear errors.
+"""Kubernetes API access for handlers and routers: native async, merge patches, clear errors.
 
-The official client is synchronous, so each call runs in a worker thread and kopf's
-event loop stays free.
+On kubernetes_asyncio (aiohttp): no worker threads, so a slow metric provider or a slow
+API call of one deployment never takes a thread another one needs. Every call has a
+timeout; one client (and its connection pool) serves the whole operator.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
+import kubernetes_asyncio
+from kubernetes_asyncio.client.exceptions import ApiException
+
+API_TIMEOUT_SECONDS = 10.0
+CONNECTIONS = 64
+
+
+async def api_client() -> kubernetes_asyncio.client.ApiClient:
+    """A client from KUBECONFIG (or ~/.kube/config), or the in-cluster service account."""
+    configuration = kubernetes_asyncio.client.Configuration()
+    try:
+        await kubernetes_asyncio.config.load_kube_config(client_configuration=configuration)
+    except kubernetes_asyncio.config.ConfigException:
+        kubernetes_asyncio.config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return kubernetes_asyncio.client.ApiClient(configuration)
 
 
 @dataclass(frozen=True)
@@ -51,13 +65,13 @@ def merge_patch(old: Any, new: Any) -> Any:
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient):
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._missing_apis: set[Resource] = set()
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
+        self._custom = kubernetes_asyncio.client.CustomObjectsApi(api_client)
 
     async def _call(self, resource: Resource, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(getattr(self._custom, method), resource.group, resource.version, *args, **kwargs)
+            return await getattr(self._custom, method)(resource.group, resource.version, *args,
+                                                       _request_timeout=API_TIMEOUT_SECONDS, **kwargs)
         except ApiException as e:
             if e.status == 404 and await self._api_missing(resource):
                 raise ApiNotInstalled(resource) from e
@@ -65,8 +79,8 @@ class Kube:
 
     async def _api_missing(self, resource: Resource) -> bool:
         try:
-            await asyncio.to_thread(self._custom.list_cluster_custom_object, resource.group, resource.version,
-                                    resource.plural, limit=1)
+            await self._custom.list_cluster_custom_object(resource.group, resource.version, resource.plural, limit=1,
+                                                          _request_timeout=API_TIMEOUT_SECONDS)
         except ApiException as e:
             return e.status == 404
         return False
@@ -110,11 +124,11 @@ class Kube:
 class Secrets:
     """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient):
-        self._core = kubernetes.client.CoreV1Api(api_client)
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
+        self._core = kubernetes_asyncio.client.CoreV1Api(api_client)
 
     async def value(self, namespace: str, name: str, key: str) -> str:
-        secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        secret = await self._core.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
         data = secret.data or {}
         if key not in data:
             raise KeyError(f"secret {namespace}/{name} has no key {key!r}")

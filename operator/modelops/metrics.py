@@ -13,3 +13,6 @@ DECISIONS = Counter("modelops_decisions_total", "Rollout decisions by reason (St
 ANALYSIS_SECONDS = Gauge("modelops_analysis_duration_seconds", "Wall time of the last analysis (all queries).",
                          ["namespace", "deployment"])
 ANALYSES = Counter("modelops_analyses_total", "Analyses run (all checks measured once).", ["namespace", "deployment"])
+RECONCILE_ERRORS = Counter("modelops_reconcile_errors_total",
+                           "Rounds that could not finish, by reason (ApiError, Timeout, BackendMisconfigured, InternalError, ...).",
+                           ["reason"])

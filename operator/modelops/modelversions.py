@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from pydantic import ValidationError
 
@@ -18,16 +19,75 @@ from .api.modelversion import (
 )
 
 
-def version_status(spec: dict[str, Any], status: dict[str, Any], generation: int | None, now: str) -> dict[str, Any]:
-    """The status a ModelVersion should have: what it is (content id) and whether it serves."""
+DUPLICATE = "DuplicateVersion"
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the operator keeps of one ModelVersion object (in kopf's index)."""
+
+    name: str
+    created: str
+    """metadata.creationTimestamp: the first to claim a (model, version) keeps it."""
+    spec: dict[str, Any]
+    duplicate: bool = False
+    """Its status says it was refused as a DuplicateVersion; it stays refused."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The versions of one model that may serve: one valid ModelVersion per version."""
+
+    specs: dict[str, ModelVersionSpec] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    """Version -> the name of the ModelVersion that holds it."""
+
+
+def catalog(records: Iterable[VersionRecord]) -> Catalog:
+    """Earliest created wins (ties by name); invalid specs and refused duplicates never serve."""
+    specs: dict[str, ModelVersionSpec] = {}
+    names: dict[str, str] = {}
+    for record in sorted(records, key=lambda r: (r.created, r.name)):
+        try:
+            parsed = ModelVersionSpec.model_validate(record.spec)
+        except ValidationError:
+            continue  # reported on the ModelVersion itself
+        if parsed.version in names or record.duplicate:
+            continue
+        specs[parsed.version], names[parsed.version] = parsed, record.name
+    return Catalog(specs, names)
+
+
+def holder_of(records: Iterable[VersionRecord], record: VersionRecord) -> str | None:
+    """The name of an earlier ModelVersion holding `record`'s (model, version), if any."""
+    version = record.spec.get("version")
+    earlier = [r for r in records if r.name != record.name and r.spec.get("version") == version
+               and not r.duplicate and (r.created, r.name) < (record.created, record.name)]
+    return min(earlier, key=lambda r: (r.created, r.name)).name if earlier else None
+
+
+def version_status(spec: dict[str, Any], status: dict[str, Any], generation: int | None, now: str,
+                   duplicate_of: str | None = None) -> dict[str, Any]:
+    """The status a ModelVersion should have: what it is (content id) and whether it serves.
+
+    A ModelVersion claiming a (model, version) that an earlier one holds is Invalid, for good:
+    versions are immutable, so it never serves, even after the earlier one is deleted.
+    """
     current = ModelVersionStatus.model_validate(status)
+    refused = next((c for c in current.conditions if c.type == "Ready" and c.reason == DUPLICATE), None)
     try:
         parsed = ModelVersionSpec.model_validate(spec)
     except ValidationError as e:
         phase, cid, reason, message = ModelVersionPhase.Invalid, None, "InvalidSpec", str(e)[:1000]
     else:
-        phase = ModelVersionPhase.Serving if current.served_by else ModelVersionPhase.Available
-        cid, reason, message = content_id(parsed), phase.value, f"content id {content_id(parsed)}"
+        if refused is not None or duplicate_of is not None:
+            message = refused.message if refused is not None else (
+                f"version {parsed.version} of model {parsed.model} is already held by ModelVersion {duplicate_of}; "
+                "a version is immutable: publish this artifact as a new version")
+            phase, cid, reason = ModelVersionPhase.Invalid, content_id(parsed), DUPLICATE
+        else:
+            phase = ModelVersionPhase.Serving if current.served_by else ModelVersionPhase.Available
+            cid, reason, message = content_id(parsed), phase.value, f"content id {content_id(parsed)}"
     ready = "False" if phase is ModelVersionPhase.Invalid else "True"
     old = next((c for c in current.conditions if c.type == "Ready"), None)
     since = old.last_transition_time if old is not None and old.status == ready else now

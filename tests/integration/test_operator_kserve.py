@@ -132,7 +132,7 @@ def test_pause_and_resume(scenario, prometheus):
     rollout_started(scenario, prometheus, GOOD,
                     strategy={"steps": [{"weight": 20, "pause": "3s"}, {"weight": 50, "pause": "1s"}]})
     scenario.patch({"paused": True})
-    paused = scenario.wait(lambda st: st.get("phase") == "Paused", 10, "paused")
+    paused = scenario.wait(lambda st: st.get("phase") == "Paused" and "lastAnalysisAt" in st, 15, "paused")
     since = paused["lastAnalysisAt"]
     later = scenario.wait(lambda st: st["lastAnalysisAt"] > since and st.get("consecutiveFailures") == 0
                           and st.get("lastOutcome") == "Passed", 10, "analyses while paused")
@@ -150,7 +150,7 @@ def test_manual_promote(scenario, prometheus):
     status = scenario.wait(stable_on("1.1.0"), 15, "promoted by hand")
     entry = status["history"][-1]
     assert (entry["action"], entry["actor"]) == ("Promoted", "sre") and "validated offline" in entry["reason"]
-    assert status["lastRequestId"] == "p1"
+    assert status["handledRequests"] == ["p1"]
 
 
 def test_manual_abort(scenario, prometheus):

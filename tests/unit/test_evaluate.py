@@ -11,7 +11,8 @@ AT = "2026-01-01T00:00:00Z"
 
 
 def check(**kw):
-    return Check.model_validate({"name": "c", "query": "up", **kw})
+    samples = {"sampleQuery": "count_over_time(up[1m])"} if kw.get("minSamples") else {}
+    return Check.model_validate({"name": "c", "query": "up", **samples, **kw})
 
 
 @pytest.mark.parametrize(
@@ -83,3 +84,35 @@ def test_relative_drop_verdict_matches_its_definition(value, baseline, drop):
     verdict = evaluate(check(maxDropPercent=drop), Measurement(value, baseline=baseline), AT).verdict
     floor = baseline - abs(baseline) * drop / 100
     assert verdict is (Verdict.Fail if value < floor else Verdict.Pass)
+
+
+# What the Prometheus provider relies on: it passes +Inf and -Inf on as values (NaN is no data), and a sample count
+# it could not read as a count is 0.
+@pytest.mark.parametrize(
+    "limits, measured, verdict",
+    [
+        ({"max": 0.05}, Measurement(math.inf), Verdict.Fail),
+        ({"min": 0.9}, Measurement(-math.inf), Verdict.Fail),
+        ({"min": 0.9, "max": 1}, Measurement(math.inf), Verdict.Fail),
+        ({"min": 0.9, "max": 1}, Measurement(-math.inf), Verdict.Fail),
+        ({"maxIncreasePercent": 50}, Measurement(math.inf, baseline=0.1), Verdict.Fail),
+        ({"maxDropPercent": 5}, Measurement(-math.inf, baseline=0.93), Verdict.Fail),
+        ({"max": 0.05, "minSamples": 1}, Measurement(0.0, samples=0), Verdict.NoData),
+        ({"max": 0.05}, Measurement(math.inf, error="timed out"), Verdict.Error),
+    ],
+)
+def test_infinite_values_break_limits(limits, measured, verdict):
+    assert evaluate(check(**limits), measured, AT).verdict is verdict
+
+
+@pytest.mark.parametrize(
+    "limits, measured",
+    [
+        ({"maxDropPercent": 5}, Measurement(0.5, baseline=math.inf)),
+        ({"maxIncreasePercent": 5}, Measurement(0.5, baseline=-math.inf)),
+        ({"maxDropPercent": 5}, Measurement(math.inf, baseline=math.inf)),
+        ({"min": 0.9}, Measurement(math.inf)),
+    ],
+)
+def test_an_infinity_is_never_a_pass(limits, measured):
+    assert evaluate(check(**limits), measured, AT).verdict is not Verdict.Pass

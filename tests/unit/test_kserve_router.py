@@ -4,6 +4,7 @@ import pytest
 
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
+from modelops.routers.base import VersionUnavailable
 from modelops.routers.kserve import APPLIED_PERCENT, ARTIFACT_GENERATION, observe, patch_for
 
 from ..conftest import model_version_manifest
@@ -98,3 +99,54 @@ def test_nothing_to_do_is_no_patch():
     settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
     intent = TrafficIntent("1.0.0", "1.1.0", 20)
     assert patch_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None
+
+
+def test_rollback_without_stable_modelversion_sets_zero_percent_not_the_artifact():
+    only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
+    live = isvc("1.1.0", percent=50, annotations={APPLIED_PERCENT: "50"})
+    intent = TrafficIntent("1.0.0")
+    patch = patch_for(live, intent, only_candidate, observe(live, only_candidate, intent))
+    assert patch == {"metadata": {"annotations": {APPLIED_PERCENT: "0"}}, "spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    # the candidate's ModelVersion gone too: the artifact is unknown, the rolled-out revision still serves stable
+    assert patch_for(live, intent, {}, observe(live, {}, intent)) == patch
+
+
+def test_rollback_without_stable_modelversion_nor_a_rolled_out_revision_is_version_unavailable():
+    live = isvc("1.1.0", latest="r2", ready="r2", rolled="r2")
+    with pytest.raises(VersionUnavailable, match="1.0.0"):
+        patch_for(live, TrafficIntent("1.0.0"), {"1.1.0": VERSIONS["1.1.0"]}, observe(live, {}, None))
+
+
+def test_vanished_candidate_named_by_the_intent_is_version_unavailable_not_key_error():
+    live = isvc("1.0.0", latest="r1", ready="r1")
+    with pytest.raises(VersionUnavailable, match="1.1.0"):
+        patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), {"1.0.0": VERSIONS["1.0.0"]}, observe(live, VERSIONS, None))
+
+
+def test_a_new_artifact_clears_the_old_runtime_and_replaces_the_format_whole():
+    live = isvc("1.0.0", latest="r1", ready="r1")
+    live["spec"]["predictor"]["model"].update(runtime="kserve-sklearnserver",
+                                              modelFormat={"name": "sklearn", "version": "1"})
+    patch = patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS, observe(live, VERSIONS, None))
+    assert patch["spec"]["predictor"]["model"] == {"modelFormat": {"name": "sklearn", "version": None},
+                                                   "storageUri": VERSIONS["1.1.0"].artifact.uri, "runtime": None}
+    with_runtime = dict(VERSIONS, **{"1.1.0": VERSIONS["1.1.0"].model_copy(update={
+        "artifact": VERSIONS["1.1.0"].artifact.model_copy(update={"runtime": "triton"})})})
+    patch = patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), with_runtime, observe(live, with_runtime, None))
+    assert patch["spec"]["predictor"]["model"]["runtime"] == "triton"
+
+
+def test_odd_inference_services_read_as_unknown():
+    no_status = isvc("1.1.0", percent=20)
+    no_status["status"] = None
+    no_status["metadata"]["annotations"] = None
+    assert observe(no_status, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)) == observe(None, VERSIONS, None)
+    assert patch_for(no_status, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(no_status, VERSIONS, None)) == \
+        {"metadata": {"annotations": {APPLIED_PERCENT: "20"}}, "spec": {"predictor": {}}}
+    bare = {"metadata": {"name": "fraud"}, "spec": {"predictor": {"model": None}}, "status": {"components": None}}
+    assert observe(bare, VERSIONS, TrafficIntent("1.0.0")).ready_versions == frozenset()
+    garbled = isvc("1.1.0", percent=0, generation=3, observed=2, annotations={ARTIFACT_GENERATION: "three"})
+    # an unreadable artifact generation is absent: only a status of the current generation is trusted
+    assert "1.1.0" not in observe(garbled, VERSIONS, None).ready_versions
+    garbled["status"]["observedGeneration"] = 3
+    assert "1.1.0" in observe(garbled, VERSIONS, None).ready_versions

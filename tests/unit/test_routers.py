@@ -5,7 +5,7 @@ import pytest
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
 from modelops.routers import gateway_api, seldon
-from modelops.routers.base import APPLIED_WEIGHTS, BackendMisconfigured, unit_name
+from modelops.routers.base import APPLIED_WEIGHTS, BackendMisconfigured, VersionUnavailable, unit_name
 
 from ..conftest import model_version_manifest
 
@@ -84,3 +84,54 @@ def test_gateway_readiness_follows_the_implementation_for_this_generation():
 
     assert gateway_api.observe(route(refs, parents(3)), SERVICES).ready_versions == {"1.0.0", "1.1.0"}
     assert gateway_api.observe(route(refs, parents(2)), SERVICES).ready_versions == frozenset()
+
+
+def test_seldon_readiness_matches_a_predictors_own_deployments_only():
+    versions = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"])
+                for v in ("1.0.0", "1.0.0-rc.1", "1.0.0-1")}
+    status = {"churn-v1-0-0-0-model": {"replicas": 1, "availableReplicas": 0},
+              "churn-v1-0-0-rc-1-0-model": {"replicas": 1, "availableReplicas": 1},
+              "churn-v1-0-0-1-0-model": {"replicas": 1, "availableReplicas": 1}}
+    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name="v1-0-0-rc-1", traffic=20)], status)
+    assert seldon.observe(live, versions).ready_versions == {"1.0.0-rc.1"}
+    # v1-0-0-1's deployment is <sdep>-v1-0-0-<1-0-model> too: it belongs to the longest predictor
+    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name="v1-0-0-1", traffic=20)], status)
+    assert seldon.observe(live, versions).ready_versions == {"1.0.0-1"}
+    # a predictor without any deployment of its own is not ready
+    assert seldon.observe(sdep([STABLE], {"churn-v1-0-0-rc-1-0-model": status["churn-v1-0-0-rc-1-0-model"]}),
+                          versions).ready_versions == frozenset()
+
+
+def test_seldon_deployment_without_predictors_reads_as_empty_and_gets_them():
+    for odd in ({"metadata": {"name": "churn", "resourceVersion": "7"}, "spec": None, "status": None},
+                {"metadata": {"name": "churn", "resourceVersion": "7", "annotations": None},
+                 "spec": {"predictors": None}, "status": {"deploymentStatus": None}}):
+        state = seldon.observe(odd, VERSIONS)
+        assert (state.ready_versions, state.units, state.drift) == (frozenset(), {}, ())
+        patch = seldon.patch_for(odd, TrafficIntent("1.0.0"), VERSIONS)
+        assert [(p["name"], p["traffic"]) for p in patch["spec"]["predictors"]] == [("v1-0-0", 100)]
+
+
+def test_seldon_existing_predictor_is_reused_without_its_modelversion():
+    both = [dict(STABLE, traffic=90), dict(STABLE, name="v1-1-0", traffic=10)]
+    patch = seldon.patch_for(sdep(both), TrafficIntent("1.0.0", "1.1.0", 30), {})
+    assert patch["spec"]["predictors"] == [dict(STABLE, traffic=70), dict(STABLE, name="v1-1-0", traffic=30)]
+    with pytest.raises(VersionUnavailable, match="1.1.0"):
+        seldon.patch_for(sdep([STABLE]), TrafficIntent("1.0.0", "1.1.0", 30), {"1.0.0": VERSIONS["1.0.0"]})
+
+
+def test_gateway_rules_without_backend_refs_are_left_alone():
+    redirect = {"matches": [{"path": {"value": "/old"}}], "filters": [{"type": "RequestRedirect"}]}
+    nulled = {"backendRefs": None}
+    live = route([redirect, nulled, {"backendRefs": [{"name": "emb-v1", "weight": 100}]}])
+    assert gateway_api.observe(live, SERVICES).units == {"1.0.0": "emb-v1"}
+    rules = gateway_api.patch_for(live, TrafficIntent("1.0.0", "1.1.0", 10), SERVICES, 80)["spec"]["rules"]
+    assert rules[:2] == [redirect, nulled]
+    assert rules[2]["backendRefs"] == [{"name": "emb-v1", "weight": 90}, {"name": "emb-v2", "port": 80, "weight": 10}]
+
+
+def test_gateway_route_without_rules_or_status_is_nothing_served():
+    bare = {"metadata": {"name": "embedder", "resourceVersion": "9"}, "spec": None, "status": None}
+    assert gateway_api.observe(bare, SERVICES) == gateway_api.observe(None, SERVICES)
+    with pytest.raises(BackendMisconfigured, match="no rule routing"):
+        gateway_api.patch_for(bare, TrafficIntent("1.0.0"), SERVICES, 80)

@@ -1,4 +1,4 @@
-"""merge patches, ModelVersion status, blocked deployments, analysis timing."""
+"""merge patches, ModelVersion status, unsynced deployments, analysis timing."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -7,7 +7,7 @@ from modelops.api.modelversion import ServingRole
 from modelops.kube import merge_patch
 from modelops.modelversions import served_by, served_by_changes, version_status
 from modelops.rollout import seconds_to_next_analysis
-from modelops.rollout.conditions import blocked
+from modelops.rollout.conditions import conditions_for, unsynced
 from modelops.rollout.engine import rfc3339
 
 from ..conftest import model_version_manifest, with_path
@@ -46,15 +46,22 @@ def test_served_by_changes_after_a_promotion():
     assert served_by_changes(before, after) == {"1.0.0": ServingRole.fallback, "1.1.0": ServingRole.stable}
 
 
-def test_blocked_keeps_what_serves_and_says_why():
+def test_unsynced_keeps_the_rollout_fields_and_says_why():
     serving = ModelDeploymentStatus(phase=Phase.Progressing, stable_version="1.0.0", canary_version="1.1.0",
-                                    canary_weight=20)
-    s = blocked(serving, "BackendNotInstalled", "the InferenceService API is not installed", frozenset({"1.0.0"}),
-                NOW, 3)
-    assert (s.phase, s.canary_weight, s.message) == (Phase.Progressing, 20, "the InferenceService API is not installed")
-    degraded = next(c for c in s.conditions if c.type == "Degraded")
-    assert (degraded.status, degraded.reason) == ("True", "BackendNotInstalled")
-    assert blocked(ModelDeploymentStatus(), "ModelVersionMissing", "no version", frozenset(), NOW, 1).phase is Phase.Failed
+                                    canary_weight=20, message="step 1/2 at 20%")
+    serving.conditions = conditions_for(serving, [], frozenset({"1.0.0"}), NOW)
+    s = unsynced(serving, "BackendNotInstalled", "the InferenceService API is not installed", "2026-01-01T00:00:05.000Z")
+    assert (s.phase, s.canary_weight, s.message) == (Phase.Progressing, 20, "step 1/2 at 20%")
+    synced = [c for c in s.conditions if c.type == "Synced"]
+    assert [(c.status, c.reason, c.last_transition_time) for c in synced] == [
+        ("False", "BackendNotInstalled", "2026-01-01T00:00:05.000Z")]
+    assert [c.type for c in s.conditions if c.type != "Synced"] == ["Ready", "Progressing", "Degraded", "AnalysisHealthy"]
+
+
+def test_ready_is_unknown_when_the_backend_cannot_be_read():
+    s = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0")
+    ready = next(c for c in conditions_for(s, [], None, NOW) if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("Unknown", "BackendUnknown")
 
 
 def test_analysis_timing():
@@ -63,7 +70,11 @@ def test_analysis_timing():
     assert seconds_to_next_analysis(spec, ModelDeploymentStatus(stable_version="1.0.0"), now) is None
     waiting = ModelDeploymentStatus(stable_version="1.0.0", canary_version="1.1.0", phase=Phase.Progressing)
     assert seconds_to_next_analysis(spec, waiting, now) is None  # not taking traffic yet
-    taking = waiting.model_copy(update={"step_started_at": rfc3339(now)})
-    assert seconds_to_next_analysis(spec, taking, now) == 0.0
-    measured = taking.model_copy(update={"last_analysis_at": rfc3339(now - timedelta(seconds=4))})
-    assert seconds_to_next_analysis(spec, measured, now) == 6.0
+    taking = waiting.model_copy(update={"step_started_at": rfc3339(now), "analysis_since": rfc3339(now)})
+    assert seconds_to_next_analysis(spec, taking, now) == 10.0  # the first window lies wholly after traffic began
+    assert seconds_to_next_analysis(spec, taking, now + timedelta(seconds=11)) == 0.0
+    later = now + timedelta(seconds=30)
+    measured = taking.model_copy(update={"last_analysis_at": rfc3339(later - timedelta(seconds=4))})
+    assert seconds_to_next_analysis(spec, measured, later) == 6.0
+    wide = make_spec(analysis={"interval": "10s", "window": "25s"})
+    assert seconds_to_next_analysis(wide, taking, now + timedelta(seconds=11)) == 14.0

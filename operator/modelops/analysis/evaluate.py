@@ -27,11 +27,18 @@ class Measurement:
 
 
 def _fmt(x: float) -> str:
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"  # as Prometheus writes them
     return f"{x:.6g}"
 
 
 def _missing(x: float | None) -> bool:
     return x is None or math.isnan(x)
+
+
+def _finite(x: float | None) -> float | None:
+    """What status may hold: JSON has no Infinity or NaN, and the API server rejects them."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _limits(check: Check, baseline: float | None) -> list[tuple[str, float, str]]:
@@ -55,16 +62,15 @@ def _limits(check: Check, baseline: float | None) -> list[tuple[str, float, str]
 
 def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     """Judge one check. `at` is the end of the measured window, as RFC 3339."""
-    baseline = None if _missing(measured.baseline) else measured.baseline
+    baseline = _finite(measured.baseline)
     bounds = _limits(check, baseline)
     limit = "; ".join(words for _, _, words in bounds) or _relative_words(check)
 
     def result(verdict: Verdict, message: str) -> CheckStatus:
-        value = None if _missing(measured.value) else measured.value
         return CheckStatus(
             name=check.name,
             verdict=verdict,
-            value=value,
+            value=_finite(measured.value),
             baseline=baseline,
             samples=measured.samples,
             limit=limit,
@@ -79,12 +85,17 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     if measured.samples is not None and measured.samples < check.min_samples:
         return result(Verdict.NoData, f"{measured.samples} samples, {check.min_samples} needed for a verdict")
     if check.relative and baseline is None:
+        if measured.baseline is not None and math.isinf(measured.baseline):
+            return result(Verdict.NoData, f"stable's value is {_fmt(measured.baseline)}: nothing to compare with")
         return result(Verdict.NoData, "no data for the stable version to compare with")
     value = measured.value
     assert value is not None
     for kind, bound, words in bounds:
         if (kind == "min" and value < bound) or (kind == "max" and value > bound):
             return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
+    if math.isinf(value):
+        # Typically x / 0: not a measurement, so never a pass (it fails above when it breaks a bound).
+        return result(Verdict.NoData, f"{_fmt(value)} is not a measurement (a division by zero?)")
     return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
 
 

@@ -1,8 +1,14 @@
-"""One analysis: run every check's queries through a provider, then judge them (pure part in evaluate)."""
+"""One analysis: run every check's queries through a provider, then judge them (pure part in evaluate).
+
+Each check is measured on its own: whatever goes wrong while measuring one check (the provider's error, a query
+that does not render, a number that cannot be a sample count) becomes that check's Error verdict, never the others'.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from datetime import datetime
 
 from ..api.modeldeployment import Check, CheckStatus, CheckTemplate
@@ -10,15 +16,29 @@ from .evaluate import Measurement, evaluate
 from .promql import Subject, TemplateQuery, render
 from .provider import MetricProvider, ProviderError
 
+logger = logging.getLogger(__name__)
+
+MAX_SAMPLES = 2**53
+"""Sample counts above this are clamped: exact in JSON, and far beyond any minSamples."""
+
 
 def queries_for(check: Check, templates: dict[CheckTemplate, TemplateQuery]) -> TemplateQuery:
     if check.template is None:
         assert check.query is not None
         return TemplateQuery(check.query, check.sample_query)
     if check.template not in templates:
-        raise ProviderError(f"the backend has no built-in {check.template.value} check")
+        raise ProviderError("unsupported", f"the backend has no built-in {check.template.value} check")
     template = templates[check.template]
     return TemplateQuery(template.value, check.sample_query or template.samples)
+
+
+def sample_count(counted: float | None) -> int:
+    """A sample-count query's value as a count: no data, NaN or a negative number is 0 samples."""
+    if counted is None or math.isnan(counted) or counted < 0:
+        return 0
+    if math.isinf(counted):
+        raise ProviderError("bad_response", "the sample count query returned +Inf")
+    return min(int(counted), MAX_SAMPLES)
 
 
 async def measure(provider: MetricProvider, check: Check, templates: dict[CheckTemplate, TemplateQuery],
@@ -30,10 +50,12 @@ async def measure(provider: MetricProvider, check: Check, templates: dict[CheckT
         baseline = await provider.query(render(queries.value, stable), at) if check.relative else None
         samples = None
         if queries.samples is not None:
-            counted = await provider.query(render(queries.samples, candidate), at)
-            samples = int(counted or 0)
+            samples = sample_count(await provider.query(render(queries.samples, candidate), at))
     except (ProviderError, ValueError) as e:
         return Measurement(None, error=str(e))
+    except Exception as e:  # a bug must cost this check's verdict, not the whole analysis
+        logger.exception("measuring check %s failed", check.name)
+        return Measurement(None, error=f"internal error ({type(e).__name__})")
     return Measurement(value, baseline, samples)
 
 

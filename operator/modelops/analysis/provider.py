@@ -7,14 +7,40 @@ the analysis reports that as an Error verdict, which is never a pass.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol, get_args
+
+ErrorKind = Literal[
+    "timeout",        # no answer within the query timeout
+    "unreachable",    # connection refused, DNS, TLS, connection dropped
+    "http",           # an HTTP error status
+    "bad_response",   # an answer that is not a usable Prometheus API answer
+    "rejected",       # Prometheus answered status "error" (bad query, execution error)
+    "many_series",    # a vector of more than one series where one value is expected
+    "credentials",    # the bearer token or CA Secret is missing, unreadable or invalid
+    "unsupported",    # the check asks for something the backend does not provide
+]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 
 class ProviderError(Exception):
-    """The provider could not answer: unreachable, timed out, rejected the query."""
+    """The provider could not answer. `kind` says why, for counting; the message says it to a person.
+
+    Messages are short and built only from the provider's own words and the user's configuration, never from a
+    response body: they end up in the resource's status.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str):
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown ProviderError kind {kind!r}")
+        super().__init__(kind, message)
+        self.kind: ErrorKind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class MetricProvider(Protocol):
     async def query(self, promql: str, at: datetime) -> float | None:
-        """The query's single value evaluated at `at`; None when it returns no series."""
+        """The query's single value evaluated at `at`; None when it returns no series (or NaN)."""
         ...

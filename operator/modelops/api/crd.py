@@ -15,9 +15,12 @@ from pydantic import BaseModel
 from .. import GROUP, VERSION
 from .modeldeployment import (
     CHECK_LIMIT_RULE,
+    CHECK_NAMES_UNIQUE_RULE,
+    CHECK_SAMPLES_RULE,
     CHECK_SOURCE_RULE,
     GATEWAY_NEEDS_ROUTE_RULE,
     STEPS_INCREASING_RULE,
+    TEMPLATES_SUPPORTED_RULE,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
@@ -164,6 +167,9 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["strategy", "steps"], STEPS_INCREASING_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SOURCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
+    _add_rule(spec, ["analysis", "checks"], CHECK_NAMES_UNIQUE_RULE)
+    spec.setdefault("x-kubernetes-validations", []).append(TEMPLATES_SUPPORTED_RULE)
     return _crd(
         "ModelDeployment",
         "modeldeployments",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
@@ -136,6 +138,10 @@ CHECK_SOURCE_RULE = {
     "rule": "has(self.template) != has(self.query)",
     "message": "a check has exactly one of template or query",
 }
+CHECK_SAMPLES_RULE = {
+    "rule": "!has(self.query) || !has(self.minSamples) || self.minSamples == 0 || has(self.sampleQuery)",
+    "message": "minSamples on a query check needs a sampleQuery that counts the samples",
+}
 CHECK_LIMIT_RULE = {
     "rule": "has(self.min) || has(self.max) || has(self.maxDropPercent) || has(self.maxIncreasePercent)",
     "message": "a check needs at least one limit: min, max, maxDropPercent or maxIncreasePercent",
@@ -168,6 +174,8 @@ class Check(ApiModel):
     def _source_and_limits(self) -> Check:
         if (self.template is None) == (self.query is None):
             raise ValueError(f"check {self.name!r}: exactly one of template or query is required")
+        if self.query is not None and self.min_samples > 0 and self.sample_query is None:
+            raise ValueError(f"check {self.name!r}: minSamples on a query check needs a sampleQuery that counts the samples")
         if self.limits_missing:
             raise ValueError(
                 f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
@@ -181,6 +189,36 @@ class Check(ApiModel):
     @property
     def relative(self) -> bool:
         return self.max_drop_percent is not None or self.max_increase_percent is not None
+
+
+CHECK_NAMES_UNIQUE_RULE = {
+    "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
+    "message": "check names must be unique",
+}
+
+
+# The built-in checks each backend has metrics for (the routers' TEMPLATES must say the same; a test holds them equal).
+BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
+    Backend.kserve: frozenset(CheckTemplate),
+    Backend.seldon: frozenset(CheckTemplate),
+    Backend.seldonV2: frozenset({CheckTemplate.errorRate, CheckTemplate.meanLatency}),
+    Backend.gatewayAPI: frozenset(),
+}
+
+
+def _templates_rule() -> dict[str, str]:
+    clauses = []
+    for backend, allowed in BACKEND_TEMPLATES.items():
+        if allowed != frozenset(CheckTemplate):
+            names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
+            clauses.append(f"(self.serving.backend != '{backend.value}' || "
+                           f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
+    return {"rule": " && ".join(clauses),
+            "message": "a check uses a built-in template the serving backend has no metrics for "
+                       "(seldonV2: errorRate, meanLatency; gatewayAPI: none, write a query)"}
+
+
+TEMPLATES_SUPPORTED_RULE = _templates_rule()
 
 
 class SecretKeyRef(ApiModel):
@@ -213,9 +251,13 @@ class Analysis(ApiModel):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig, json_schema_extra=APPLY_NESTED_DEFAULTS)
 
     @model_validator(mode="after")
-    def _positive_interval(self) -> Analysis:
+    def _positive_interval_and_unique_names(self) -> Analysis:
         if duration_seconds(self.interval) <= 0:
             raise ValueError("analysis.interval must be greater than zero")
+        names = [c.name for c in self.checks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"analysis.checks: names must be unique, repeated: {repeated}")
         return self
 
 
@@ -263,6 +305,16 @@ class ModelDeploymentSpec(ApiModel):
     history_limit: int = Field(default=20, ge=1, le=200)
     """History entries kept in status."""
 
+    @model_validator(mode="after")
+    def _templates_supported(self) -> ModelDeploymentSpec:
+        allowed = BACKEND_TEMPLATES[self.serving.backend]
+        unsupported = [c.name for c in self.analysis.checks if c.template is not None and c.template not in allowed]
+        if unsupported:
+            raise ValueError(f"analysis.checks {unsupported}: the {self.serving.backend.value} backend has no metrics "
+                             f"for their template; built-in: {sorted(t.value for t in allowed) or 'none'} "
+                             "(write a query instead)")
+        return self
+
 
 class Phase(str, Enum):
     Stable = "Stable"
@@ -291,12 +343,20 @@ class Outcome(str, Enum):
     Inconclusive = "Inconclusive"
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+FiniteOrNone = Annotated[float | None, AfterValidator(_finite_or_none)]
+"""Status numbers: JSON has no Infinity or NaN (the API server rejects the whole write), so those become None."""
+
+
 class CheckStatus(StatusModel):
     name: str
     verdict: Verdict
-    value: float | None = None
+    value: FiniteOrNone = None
     """Candidate's value in the last window."""
-    baseline: float | None = None
+    baseline: FiniteOrNone = None
     """Stable version's value in the same window, for relative checks."""
     samples: int | None = None
     limit: str
@@ -328,6 +388,8 @@ class ModelDeploymentStatus(StatusModel):
     current_step: int | None = None
     """Index of the current canary step, from 0."""
     step_started_at: str | None = None
+    analysis_since: str | None = None
+    """When the candidate began taking traffic: no analysis window starts before it."""
     waiting_since: str | None = None
     """Since when the candidate has not been ready; cleared once it is."""
     last_analysis_at: str | None = None
@@ -343,6 +405,7 @@ class ModelDeploymentStatus(StatusModel):
     """spec.trafficOverride.weight as last acted on."""
     checks: list[CheckStatus] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
-    last_request_id: str | None = None
+    handled_requests: list[str] = Field(default_factory=list)
+    """Ids of the last requests carried out or refused, newest last; an id in here is never run again."""
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -6,7 +6,9 @@ from .engine import (
     Event,
     Observations,
     TrafficIntent,
+    analysis_window,
     decide,
+    fail_safe,
     intent_of,
     seconds_to_next_analysis,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "Event",
     "Observations",
     "TrafficIntent",
+    "analysis_window",
     "decide",
+    "fail_safe",
     "intent_of",
     "seconds_to_next_analysis",
 ]

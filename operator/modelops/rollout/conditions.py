@@ -10,18 +10,19 @@ from ..api.modeldeployment import ModelDeploymentStatus, Outcome, Phase
 from ..api.modelversion import Condition
 
 
-def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str]) -> list[tuple[str, bool | None, str, str]]:
+def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> list[tuple[str, bool | None, str, str]]:
     """(type, status, reason, message); a status of None means Unknown."""
     phase = s.phase.value if s.phase else "Unknown"
-    stable_ready = s.stable_version in ready_versions
+    stable_ready = None if ready_versions is None else s.stable_version in ready_versions
     progressing = s.phase in (Phase.Progressing, Phase.Paused, Phase.RollingBack)
     degraded = s.phase in (Phase.RolledBack, Phase.Failed)
     analysis = {Outcome.Passed: True, Outcome.Failed: False, Outcome.Inconclusive: None}.get(s.last_outcome, True) \
         if progressing else True
     message = s.message or ""
+    ready_words = {True: ("StableServing", "serving"), False: ("BackendNotReady", "not ready on the backend"),
+                   None: ("BackendUnknown", "of unknown readiness: the backend could not be read")}[stable_ready]
     return [
-        ("Ready", stable_ready, "StableServing" if stable_ready else "BackendNotReady",
-         f"stable {s.stable_version} is {'serving' if stable_ready else 'not ready on the backend'}"),
+        ("Ready", stable_ready, ready_words[0], f"stable {s.stable_version} is {ready_words[1]}"),
         ("Progressing", progressing, phase, message if progressing else f"no rollout in progress ({phase})"),
         ("Degraded", degraded, phase, message if degraded else "not degraded"),
         ("AnalysisHealthy", analysis, (s.last_outcome.value if s.last_outcome and progressing else "NoRollout"),
@@ -29,32 +30,30 @@ def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str]) -> list[tu
     ]
 
 
-def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_versions: frozenset[str], now: str) -> list[Condition]:
+def _condition(type_: str, state: bool | None, reason: str, message: str, previous: Condition | None, now: str,
+               generation: int | None) -> Condition:
+    text = {True: "True", False: "False", None: "Unknown"}[state]
+    since = previous.last_transition_time if previous is not None and previous.status == text else now
+    return Condition(type=type_, status=text, reason=reason, message=message[:1000], last_transition_time=since,
+                     observed_generation=generation)
+
+
+def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_versions: frozenset[str] | None,
+                   now: str) -> list[Condition]:
+    """Conditions from the rollout status; `Synced` says the last round ran to its end (see `unsynced`)."""
     before = {c.type: c for c in previous}
-    out = []
-    for type_, state, reason, message in _wanted(s, ready_versions):
-        text = {True: "True", False: "False", None: "Unknown"}[state]
-        old = before.get(type_)
-        since = old.last_transition_time if old is not None and old.status == text else now
-        out.append(Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
-                             observed_generation=s.observed_generation))
-    return out
+    wanted = _wanted(s, ready_versions) + [("Synced", True, "ReconcileSuccess", "the last round ran to its end")]
+    return [_condition(t, state, reason, message, before.get(t), now, s.observed_generation)
+            for t, state, reason, message in wanted]
 
 
-def blocked(status: ModelDeploymentStatus, reason: str, message: str, ready_versions: frozenset[str],
-            now: str, generation: int | None) -> ModelDeploymentStatus:
-    """The status of a deployment the operator cannot act on (missing version, backend, bad spec).
+def unsynced(status: ModelDeploymentStatus, reason: str, message: str, now: str) -> ModelDeploymentStatus:
+    """The status with `Synced=False`: what kept the operator from finishing its last round.
 
-    Nothing already serving is touched; the reason shows in the message and as Degraded.
+    Only the condition changes: the rollout's own fields say what was decided, and stay as they are.
     """
     s = status.model_copy(deep=True)
-    s.message, s.observed_generation = message, generation
-    s.phase = s.phase or Phase.Failed
-    conditions = conditions_for(s, status.conditions, ready_versions, now)
-    s.conditions = [
-        c.model_copy(update={"status": "True", "reason": reason, "message": message,
-                             "last_transition_time": c.last_transition_time if c.status == "True" else now})
-        if c.type == "Degraded" else c
-        for c in conditions
-    ]
+    before = {c.type: c for c in s.conditions}
+    synced = _condition("Synced", False, reason, message, before.get("Synced"), now, s.observed_generation)
+    s.conditions = [c for c in s.conditions if c.type != "Synced"] + [synced]
     return s

@@ -38,10 +38,14 @@ class AnalysisReport:
 
 @dataclass(frozen=True)
 class Observations:
-    ready_versions: frozenset[str] = frozenset()
-    """Versions the backend can serve right now; traffic never goes to any other."""
+    ready_versions: frozenset[str] | None = frozenset()
+    """Versions the backend can serve right now; traffic never goes to any other. None: the backend
+    could not be read, so nothing that needs readiness happens (rollbacks and aborts still do)."""
     analysis: AnalysisReport | None = None
     generation: int | None = None
+    available_versions: frozenset[str] | None = None
+    """Versions that have one valid ModelVersion; None counts every version as available. A rollout
+    never starts toward a version that has none, and a candidate that loses it is rolled back."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,13 @@ class Event:
 @dataclass(frozen=True)
 class Decision:
     status: ModelDeploymentStatus
-    intent: TrafficIntent
+    intent: TrafficIntent | None
+    """What the backend must carry; None before a first version is deployed."""
     events: tuple[Event, ...] = ()
 
 
 ACTIVE = (Phase.Progressing, Phase.Paused, Phase.RollingBack)
+HANDLED_REQUESTS_KEPT = 32
 
 
 def rfc3339(t: datetime) -> str:
@@ -101,31 +107,49 @@ class _Run:
         self.s.message = f"{action} {version}: {reason}"
         self.events.append(Event("Warning" if warning else "Normal", action, f"{version}: {reason}"))
 
+    @property
+    def backend_known(self) -> bool:
+        return self.obs.ready_versions is not None
+
     def ready(self, version: str | None) -> bool:
-        return version is not None and version in self.obs.ready_versions
+        return version is not None and version in (self.obs.ready_versions or frozenset())
+
+    def available(self, version: str) -> bool:
+        return self.obs.available_versions is None or version in self.obs.available_versions
 
     def canary_steps(self) -> list[int]:
         if self.spec.strategy.type is StrategyType.HotSwap:
             return [100]
         return [step.weight for step in self.spec.strategy.steps]
 
+    def step_index(self) -> int:
+        """The current step, within the steps the spec has now (they may have been edited mid-rollout)."""
+        return min(self.s.current_step or 0, len(self.canary_steps()) - 1)
+
     # --- transitions -------------------------------------------------------------------
 
-    def start_rollout(self, version: str, reason: str, actor: str = "modelops") -> None:
+    def clear_candidate(self) -> None:
+        """No candidate any more: everything that described the one in flight goes."""
         s = self.s
-        s.phase, s.canary_version, s.failed_version = Phase.Progressing, version, None
-        s.current_step, s.canary_weight, s.step_started_at, s.waiting_since = 0, 0, None, None
-        self.reset_analysis()
-        self.record(version, "RolloutStarted", reason, actor=actor)
+        s.canary_version, s.canary_weight, s.current_step = None, 0, None
+        s.step_started_at = s.analysis_since = s.waiting_since = None
 
     def reset_analysis(self) -> None:
         s = self.s
         s.last_outcome, s.consecutive_failures, s.consecutive_no_data, s.checks = None, 0, 0, []
 
+    def start_rollout(self, version: str, reason: str, actor: str = "modelops") -> None:
+        s = self.s
+        self.clear_candidate()
+        self.reset_analysis()
+        s.phase, s.canary_version, s.current_step, s.failed_version = Phase.Progressing, version, 0, None
+        self.record(version, "RolloutStarted", reason, actor=actor)
+
     def enter_step(self, index: int) -> None:
         s, steps = self.s, self.canary_steps()
         s.current_step, s.step_started_at, s.last_outcome = index, rfc3339(self.now), None
         s.canary_weight = steps[index]
+        s.analysis_since = s.analysis_since or s.step_started_at
         assert s.canary_version is not None
         self.record(s.canary_version, "StepAdvanced", f"step {index + 1}/{len(steps)} at {s.canary_weight}%")
 
@@ -134,8 +158,8 @@ class _Run:
         candidate, previous = s.canary_version, s.stable_version
         assert candidate is not None and previous is not None
         self.retain(previous)
-        s.stable_version, s.canary_version = candidate, None
-        s.phase, s.canary_weight, s.current_step, s.step_started_at = Phase.Stable, 0, None, None
+        self.clear_candidate()
+        s.stable_version, s.phase, s.failed_version = candidate, Phase.Stable, None
         self.record(candidate, "Promoted", reason, actor=actor)
 
     def retain(self, version: str) -> None:
@@ -158,23 +182,36 @@ class _Run:
         s = self.s
         candidate = s.canary_version
         assert candidate is not None
-        s.phase, s.canary_version, s.canary_weight = Phase.RolledBack, None, 0
-        s.current_step = s.step_started_at = None
+        s.failed_version = candidate
+        self.clear_candidate()
+        s.phase = Phase.RolledBack
         self.record(candidate, action, f"{reason}; all traffic on stable {s.stable_version}", actor=actor, warning=True)
 
     # --- the steps of one decision --------------------------------------------------------
 
     def bootstrap(self) -> None:
         """The first version of a deployment has nothing to compare with: it becomes stable."""
+        if not self.available(self.spec.version):
+            self.s.message = self.missing_version_message(self.spec.version)
+            return
         self.s.stable_version, self.s.phase = self.spec.version, Phase.Stable
         self.record(self.spec.version, "Deployed", "first version of this deployment")
 
+    def missing_version_message(self, version: str) -> str:
+        return f"waiting for a ModelVersion of model {self.spec.model} with version {version}"
+
     def handle_request(self, request: Request) -> None:
+        """Carry out (or refuse) a request once; a Promote waits while the backend cannot be read."""
         s = self.s
-        s.last_request_id = request.id
         actor = request.actor or "unknown"
         active = s.phase in ACTIVE and s.canary_version is not None
-        if request.action is Action.Promote and active and self.ready(s.canary_version):
+        if request.action is Action.Promote and active and not self.backend_known:
+            s.message = f"Promote ({request.id}) waits: the backend's readiness cannot be read"
+            return
+        s.handled_requests = (s.handled_requests + [request.id])[-HANDLED_REQUESTS_KEPT:]
+        if s.stable_version is None:
+            self.ignore(request, "nothing is deployed yet")
+        elif request.action is Action.Promote and active and self.ready(s.canary_version):
             self.promote(f"manual promotion: {request.reason}", actor)
         elif request.action is Action.Abort and active:
             self.roll_back("Aborted", f"manual abort: {request.reason}", actor=actor)
@@ -191,8 +228,7 @@ class _Run:
         if target is None or target not in s.retained_versions:
             self.ignore(request, f"version {target} is not retained for rollback (retained: {s.retained_versions})")
             return
-        if s.canary_version is not None:
-            s.canary_version, s.canary_weight, s.current_step, s.step_started_at = None, 0, None, None
+        self.clear_candidate()
         previous = s.stable_version
         assert previous is not None
         s.retained_versions = [v for v in s.retained_versions if v != target]
@@ -208,14 +244,21 @@ class _Run:
         s, target = self.s, self.spec.version
         if s.canary_version is not None and target != s.canary_version:
             old = s.canary_version
-            s.canary_version, s.canary_weight, s.current_step, s.step_started_at = None, 0, None, None
+            self.clear_candidate()
             s.phase = Phase.Stable
             self.record(old, "Superseded", f"spec.version changed to {target}")
-        if s.canary_version is None and target != s.stable_version and target != s.failed_version:
+        if s.canary_version is not None:
+            return
+        if target == s.stable_version:
+            if s.phase is not Phase.Stable or s.failed_version is not None:
+                s.phase, s.failed_version = Phase.Stable, None
+                s.message = f"spec.version is back on stable {target}"
+        elif target == s.failed_version:
+            s.phase = Phase.RolledBack  # stays rolled back until spec.version changes or a Retry
+        elif not self.available(target):
+            s.message = self.missing_version_message(target)
+        else:
             self.start_rollout(target, f"spec.version changed from {s.stable_version}")
-        if s.phase is Phase.RolledBack and target == s.stable_version:
-            s.phase, s.failed_version = Phase.Stable, None
-            s.message = f"spec.version is back on stable {target}"
 
     def ingest_analysis(self) -> Outcome | None:
         """Take a new analysis into account once; a replayed one is ignored."""
@@ -265,26 +308,36 @@ class _Run:
         s, spec = self.s, self.spec
         candidate = s.canary_version
         assert candidate is not None
+        if not self.available(candidate):
+            self.finish_rollback("RolledBack", f"its ModelVersion is gone or invalid ({self.missing_version_message(candidate)})")
+            return
         if s.phase is Phase.RollingBack:
             self.step_back(result)
             return
         if s.pinned_weight is not None:
             # The SRE holds the wheel: no steps, no automatic rollback, the analysis is reported only.
-            s.phase, s.canary_weight = Phase.Paused, s.pinned_weight if self.ready(candidate) else 0
+            s.phase = Phase.Paused
+            if self.backend_known:
+                s.canary_weight = s.pinned_weight if self.ready(candidate) else 0
+            if s.canary_weight > 0:
+                s.analysis_since = s.analysis_since or rfc3339(self.now)
             return
         if result is Outcome.Failed and s.consecutive_failures >= spec.analysis.failure_limit:
             self.roll_back("RolledBack", self.explain(result), progressive=spec.strategy.rollback is RollbackMode.Progressive)
             return
         s.phase = Phase.Paused if s.paused else Phase.Progressing
+        if not self.backend_known:
+            return  # readiness unknown: no step moves either way until the backend can be read
         if not self.ready(candidate):
             self.wait_for_ready(candidate)
             return
         if s.waiting_since is not None:
             s.waiting_since, s.message = None, f"{candidate} is ready on the backend"
         if s.step_started_at is None:
-            self.enter_step(s.current_step or 0)
+            self.enter_step(self.step_index())
             return
-        s.canary_weight = self.canary_steps()[s.current_step or 0]
+        s.current_step = self.step_index()
+        s.canary_weight = self.canary_steps()[s.current_step]
         if not s.paused and self.step_done():
             self.advance()
 
@@ -303,7 +356,7 @@ class _Run:
         assert s.step_started_at is not None and s.current_step is not None
         # HotSwap's one step at 100% has no pause: the first passed analysis promotes.
         hot_swap = self.spec.strategy.type is StrategyType.HotSwap
-        pause = 0 if hot_swap else duration_seconds(self.spec.strategy.steps[s.current_step].pause)
+        pause = 0 if hot_swap else duration_seconds(self.spec.strategy.steps[self.step_index()].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
         return elapsed >= pause and s.last_outcome is Outcome.Passed
 
@@ -319,7 +372,7 @@ class _Run:
     def step_back(self, result: Outcome | None) -> None:
         """Progressive rollback: one step down per analysis; a new failure drops to zero at once."""
         s = self.s
-        if not self.ready(s.canary_version):
+        if self.backend_known and not self.ready(s.canary_version):
             self.finish_rollback("RolledBack", "the candidate is no longer ready")
             return
         if result is None:
@@ -332,6 +385,12 @@ class _Run:
         s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
         self.events.append(Event("Normal", "StepBack", s.message))
 
+    def finish(self, before: ModelDeploymentStatus) -> Decision:
+        s = self.s
+        s.history = s.history[-self.spec.history_limit :]
+        s.observed_generation = self.obs.generation
+        s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now))
+        return Decision(s, intent_of(s), tuple(self.events))
 
 
 def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
@@ -345,18 +404,26 @@ def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
 
 def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
     """Analyses count only then: waiting for a candidate to become ready is no verdict."""
-    return status.canary_version is not None and (
-        status.step_started_at is not None or status.phase is Phase.RollingBack)
+    return status.canary_version is not None and status.analysis_since is not None
+
+
+def analysis_window(spec: ModelDeploymentSpec) -> str:
+    return spec.analysis.window or spec.analysis.interval
 
 
 def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> float | None:
-    """0 when an analysis is due now, None when none is running (the candidate takes no traffic)."""
+    """0 when an analysis is due now, None when none is running (the candidate takes no traffic).
+
+    The first window of a rollout starts when the candidate began taking traffic, so no verdict
+    is ever taken on time before it had any; later ones follow every interval.
+    """
     if not candidate_takes_traffic(status):
         return None
-    if status.last_analysis_at is None:
-        return 0.0
-    elapsed = (now - parse_rfc3339(status.last_analysis_at)).total_seconds()
-    return max(0.0, duration_seconds(spec.analysis.interval) - elapsed)
+    assert status.analysis_since is not None
+    due = parse_rfc3339(status.analysis_since).timestamp() + duration_seconds(analysis_window(spec))
+    if status.last_analysis_at is not None:
+        due = max(due, parse_rfc3339(status.last_analysis_at).timestamp() + duration_seconds(spec.analysis.interval))
+    return max(0.0, due - now.timestamp())
 
 
 def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:
@@ -365,15 +432,21 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
     s = run.s
     if s.stable_version is None:
         run.bootstrap()
-    run.follow_manual_holds()
-    if spec.request is not None and spec.request.id != s.last_request_id:
-        run.handle_request(spec.request)
-    run.follow_spec_version()
+    if s.stable_version is not None:
+        run.follow_manual_holds()
+        # spec.version first, then the request: a request written after a version bump acts on the new candidate.
+        run.follow_spec_version()
+        if spec.request is not None and spec.request.id not in s.handled_requests:
+            run.handle_request(spec.request)
     if s.canary_version is not None:
         run.progress(run.ingest_analysis() if candidate_takes_traffic(s) else None)
-    s.history = s.history[-spec.history_limit :]
-    s.observed_generation = observations.generation
-    s.conditions = conditions_for(s, status.conditions, observations.ready_versions, rfc3339(now))
-    intent = intent_of(s)
-    assert intent is not None  # bootstrap gave it a stable version
-    return Decision(s, intent, tuple(run.events))
+    return run.finish(status)
+
+
+def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: str, now: datetime) -> Decision:
+    """The decision when a tick could not run to its end (an unexpected error): a candidate in
+    flight goes back to stable unless an SRE pinned its weight. Unsure means stable."""
+    run = _Run(spec, status.model_copy(deep=True), Observations(ready_versions=None), now)
+    if run.s.canary_version is not None and run.s.pinned_weight is None:
+        run.finish_rollback("RolledBack", f"the operator could not evaluate it ({error})")
+    return run.finish(status)

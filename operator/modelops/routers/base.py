@@ -1,12 +1,17 @@
 """The router interface, shaped like Flagger's: observe the backend, apply a traffic intent.
 
-Finalizing (leaving only the stable version) is applying the intent "all on stable", so
-it needs no method of its own.
+Finalizing (leaving only the stable version) is applying the intent "all on stable" with
+create=False, so it needs no method of its own.
 
 A router owns one backend object per ModelDeployment. It never decides anything: the
 rollout engine decides, the router makes the backend match the decision and reports
 what the backend really does (which versions are ready, which weights are live, and
 whether someone changed them behind the operator's back).
+
+Taking traffic off a candidate must always be possible, even once ModelVersions are
+deleted: a router works from what the backend already has and needs a version's
+ModelVersion only to write that version's artifact into a unit that does not carry it
+yet. When that ModelVersion is gone it raises VersionUnavailable, never KeyError.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate, Serving
@@ -58,8 +63,13 @@ class Router(Protocol):
         ...
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> bool:
+                    state: BackendState, *, create: bool = True) -> bool:
         """Make the backend carry `intent`; idempotent, so a replay after a crash is harmless.
+
+        `versions` holds only the ModelVersions that still exist: a router works from what the
+        backend already has and needs a version's spec only to create a unit for it
+        (VersionUnavailable when that spec is gone). `create` is False when finalizing: a
+        backend object that is gone stays gone (nothing to do, True).
 
         True when the backend already carried it and nothing is pending (the caller may rest)."""
         ...
@@ -67,6 +77,26 @@ class Router(Protocol):
 
 class BackendMisconfigured(Exception):
     """The ModelDeployment's serving section does not fit what is in the cluster (says what to fix)."""
+
+
+class VersionUnavailable(BackendMisconfigured):
+    """The ModelVersion for a version is gone and the backend has no unit serving it.
+
+    Raised only when a router would need that version's artifact to create (or rewrite) a
+    unit for it; whatever the backend already serves is used without the ModelVersion."""
+
+    def __init__(self, version: str, needed_for: str):
+        self.version = version
+        super().__init__(f"the ModelVersion for {version} is gone and the backend has no unit serving it "
+                         f"({needed_for} needs its artifact): recreate the ModelVersion or change spec.version")
+
+
+def spec_of(versions: dict[str, ModelVersionSpec], version: str, needed_for: str) -> ModelVersionSpec:
+    """The spec of a version whose artifact the router must write; VersionUnavailable when it is gone."""
+    spec = versions.get(version)
+    if spec is None:
+        raise VersionUnavailable(version, needed_for)
+    return spec
 
 
 # Where a router records the weights it set, so that anyone else's change shows as drift.
@@ -82,11 +112,47 @@ def applied_weights(weights: dict[str, int]) -> str:
     return json.dumps(weights, sort_keys=True, separators=(",", ":"))
 
 
+def dig(obj: Any, *path: str) -> Any:
+    """obj[path[0]][path[1]]..., None when a step is missing, null or not an object.
+
+    Backend objects are read as the API server returns them: optional fields may be absent
+    or null (status before the backend's controller wrote it, metadata without annotations)."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def objects_at(obj: Any, *path: str) -> list[dict[str, Any]]:
+    """The objects in the list at `path` (predictors, rules, conditions...); [] when absent or null."""
+    items = dig(obj, *path)
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
+    return dig(obj, "metadata", "annotations") or {}
+
+
+def replacing(live: Any, new: dict[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """`new` as a JSON merge patch over `live` that also removes `keys` (default: all) `live` has and `new` lacks.
+
+    A merge patch keeps every key it does not mention, so a field of the old artifact (a
+    runtime, a server) would otherwise survive into the new one."""
+    if not isinstance(live, dict):
+        return dict(new)
+    stale = live.keys() if keys is None else [k for k in keys if k in live]
+    return {**{k: None for k in stale if k not in new and live[k] is not None}, **new}
+
+
 def weight_drift(obj: dict[str, Any], live: dict[str, int], where: str) -> tuple[str, ...]:
-    """Drift between the weights the operator recorded on `obj` and the live ones."""
-    recorded = obj["metadata"].get("annotations", {}).get(APPLIED_WEIGHTS)
-    if recorded is None or json.loads(recorded) == live:
-        return ()
+    """Drift between the weights the operator recorded on `obj` and the live ones (none when unreadable)."""
+    recorded = annotations_of(obj).get(APPLIED_WEIGHTS)
+    try:
+        if recorded is None or json.loads(recorded) == live:
+            return ()
+    except ValueError:
+        return ()  # not the operator's record: treated as absent, the next write replaces it
     return (f"{where} weights are {applied_weights(live)}, the operator had set {recorded}: "
             "restoring them (pin a weight with spec.trafficOverride instead)",)
 

@@ -5,6 +5,12 @@ within them only those Services' refs; every other rule and backend stays as it 
 write is conditional on the route's resourceVersion, so a concurrent edit is never lost.
 Readiness is what the Gateway implementation reports: the route Accepted with its
 references resolved, for the generation that carries the version's ref.
+
+Versions map to Services through serving.gatewayAPI.services alone, so ModelVersions
+that are gone do not matter here. The HTTPRoute is the user's: the operator never
+creates it. A missing route is nothing served (observe) and misconfigured (apply), except
+when finalizing, where a route that is gone, or no longer routes to any of those
+Services, is left as it is. A rule without backendRefs routes nowhere (it may redirect).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from ..api.modelversion import ModelVersionSpec
 from ..analysis.promql import TemplateQuery
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, applied_weights, weight_drift
+from .base import (APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, annotations_of, applied_weights, dig,
+                   objects_at, weight_drift)
 
 HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 # Gateway API standardises no metrics: checks are the user's own PromQL, {{revision}} being the Service.
@@ -24,21 +31,33 @@ TEMPLATES: dict[CheckTemplate, TemplateQuery] = {}
 
 
 def _resolved(route: dict[str, Any]) -> bool:
-    generation = route["metadata"].get("generation", 0)
-    parents = (route.get("status") or {}).get("parents") or []
+    generation = dig(route, "metadata", "generation") or 0
+    parents = objects_at(route, "status", "parents")
 
-    def holds(conditions: list[dict], kind: str) -> bool:
-        return any(c.get("type") == kind and c.get("status") == "True" and c.get("observedGeneration", 0) >= generation
-                   for c in conditions)
+    def holds(parent: dict[str, Any], kind: str) -> bool:
+        return any(c.get("type") == kind and c.get("status") == "True" and (c.get("observedGeneration") or 0) >= generation
+                   for c in objects_at(parent, "conditions"))
 
-    return bool(parents) and all(holds(p.get("conditions") or [], "Accepted") and
-                                 holds(p.get("conditions") or [], "ResolvedRefs") for p in parents)
+    return bool(parents) and all(holds(p, "Accepted") and holds(p, "ResolvedRefs") for p in parents)
+
+
+def _rules(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return objects_at(route, "spec", "rules")
+
+
+def _refs(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    return objects_at(rule, "backendRefs")
+
+
+def routes_to(route: dict[str, Any], services: set[str]) -> bool:
+    """Some rule of the route sends traffic to one of `services`."""
+    return any(r.get("name") in services for rule in _rules(route) for r in _refs(rule))
 
 
 def observe(route: dict[str, Any] | None, services: dict[str, str]) -> BackendState:
     if route is None:
         return BackendState()
-    refs = [r for rule in route["spec"].get("rules", []) for r in rule.get("backendRefs", [])]
+    refs = [r for rule in _rules(route) for r in _refs(rule)]
     by_service = {svc: version for version, svc in services.items()}
     present = {by_service[r["name"]] for r in refs if r.get("name") in by_service}
     live = {r["name"]: r.get("weight", 1) for r in refs if r.get("name") in by_service}
@@ -52,22 +71,21 @@ def patch_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, 
     wanted = {services[intent.stable]: 100 - intent.candidate_weight if intent.candidate else 100}
     if intent.candidate is not None:
         wanted[services[intent.candidate]] = intent.candidate_weight
-    rules, touched = [], False
-    for rule in route["spec"].get("rules", []):
-        refs = rule.get("backendRefs", [])
+    if not routes_to(route, ours):
+        raise BackendMisconfigured(f"HTTPRoute {dig(route, 'metadata', 'name')} has no rule routing to any of "
+                                   f"serving.gatewayAPI.services ({sorted(ours)})")
+    rules = []
+    for rule in _rules(route):
+        refs = _refs(rule)
         if not any(r.get("name") in ours for r in refs):
             rules.append(rule)
             continue
-        touched = True
         existing = {r["name"]: r for r in refs if r.get("name") in ours}
         kept = [r for r in refs if r.get("name") not in ours]
         mine = [{**existing.get(svc, {"name": svc, "port": port}), "weight": w} for svc, w in wanted.items()]
         rules.append({**rule, "backendRefs": kept + mine})
-    if not touched:
-        raise BackendMisconfigured(f"HTTPRoute {route['metadata']['name']} has no rule routing to any of "
-                                   f"serving.gatewayAPI.services ({sorted(ours)})")
     recorded = applied_weights(wanted)
-    if rules == route["spec"].get("rules") and route["metadata"].get("annotations", {}).get(APPLIED_WEIGHTS) == recorded:
+    if rules == dig(route, "spec", "rules") and annotations_of(route).get(APPLIED_WEIGHTS) == recorded:
         return None
     return {"metadata": {"resourceVersion": route["metadata"]["resourceVersion"], "annotations": {APPLIED_WEIGHTS: recorded}},
             "spec": {"rules": rules}}
@@ -94,20 +112,20 @@ class GatewayAPIRouter:
             raise BackendMisconfigured(f"serving.gatewayAPI.services names no Service for version(s) {missing}")
         return services
 
-    async def _route(self, target: Target) -> dict[str, Any]:
-        route = await self.kube.get(HTTP_ROUTE, target.namespace, self._config(target).route)
-        if route is None:
-            raise BackendMisconfigured(f"HTTPRoute {self._config(target).route} not found in {target.namespace}")
-        return route
-
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        return observe(await self._route(target), self._config(target).services)
+        route = await self.kube.get(HTTP_ROUTE, target.namespace, self._config(target).route)
+        return observe(route, self._config(target).services)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> bool:
-        services = self._services(target, intent.stable, intent.candidate)
-        patch = patch_for(await self._route(target), intent, services, self._config(target).port)
+                    state: BackendState, *, create: bool = True) -> bool:
+        config = self._config(target)
+        route = await self.kube.get(HTTP_ROUTE, target.namespace, config.route)
+        if not create and (route is None or not routes_to(route, set(config.services.values()))):
+            return True  # finalizing: a route that is gone, or no longer ours, is left as it is
+        if route is None:
+            raise BackendMisconfigured(f"HTTPRoute {config.route} not found in {target.namespace}")
+        patch = patch_for(route, intent, self._services(target, intent.stable, intent.candidate), config.port)
         if patch is not None:
-            await self.kube.patch(HTTP_ROUTE, target.namespace, self._config(target).route, patch)
+            await self.kube.patch(HTTP_ROUTE, target.namespace, config.route, patch)
         return patch is None

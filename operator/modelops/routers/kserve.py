@@ -5,7 +5,17 @@ makes a new revision that gets canaryTrafficPercent percent, while the last full
 out revision keeps the rest (tagged `prev`); removing the field sends everything to the
 latest revision; 0 sends everything back to the rolled-out one. Status lives under
 `status.components.predictor` (latestCreatedRevision, latestReadyRevision,
-latestRolledoutRevision, traffic[]).
+latestRolledoutRevision, traffic[]); status, and any of those, may be absent or null.
+
+Which version a revision serves is read from the spec's storageUri, so a version whose
+ModelVersion is gone is unknown in the spec. When the stable version's ModelVersion is gone
+and the spec holds another artifact, a rollback cannot rewrite stable's artifact: it sets
+canaryTrafficPercent to 0, which leaves all traffic on the rolled-out revision (stable's),
+and without such a revision it raises VersionUnavailable.
+
+The predictor is written with JSON merge patches, which keep every key they do not
+mention: a new artifact therefore sets `runtime` to null when it names none, and replaces
+`modelFormat` whole.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import BackendState, Target, artifact_version
+from .base import BackendState, Target, VersionUnavailable, annotations_of, artifact_version, dig, replacing, spec_of
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 
@@ -64,9 +74,14 @@ TEMPLATES = {
 
 
 def _predictor(isvc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    spec = isvc.get("spec", {}).get("predictor", {})
-    status = (isvc.get("status") or {}).get("components", {}).get("predictor", {})
-    return spec, status
+    return dig(isvc, "spec", "predictor") or {}, dig(isvc, "status", "components", "predictor") or {}
+
+
+def _integer(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # What the operator last wrote to canaryTrafficPercent, so that a change by anyone else shows.
@@ -81,15 +96,20 @@ def _percent_text(percent: int | None) -> str:
     return "unset" if percent is None else str(percent)
 
 
+def _generation(isvc: dict[str, Any]) -> int:
+    return _integer(dig(isvc, "metadata", "generation")) or 0
+
+
 def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], last: TrafficIntent | None) -> BackendState:
     """Readiness and drift, from the InferenceService alone (pure)."""
     if isvc is None:
         return BackendState()
     spec, status = _predictor(isvc)
-    in_spec = artifact_version(spec.get("model", {}).get("storageUri"), versions)
-    meta = isvc["metadata"]
-    since = int(meta.get("annotations", {}).get(ARTIFACT_GENERATION, meta.get("generation", 0)))
-    current = ((isvc.get("status") or {}).get("observedGeneration") or 0) >= since
+    in_spec = artifact_version(dig(spec, "model", "storageUri"), versions)
+    # An artifact generation that is absent or unreadable: trust only a status of the current generation.
+    since = _integer(annotations_of(isvc).get(ARTIFACT_GENERATION))
+    since = _generation(isvc) if since is None else since
+    current = (_integer(dig(isvc, "status", "observedGeneration")) or 0) >= since
     latest = status.get("latestCreatedRevision")
     ready: set[str] = set()
     units: dict[str, str] = {}
@@ -103,7 +123,7 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
         ready.add(last.stable)
         units[last.stable] = rolled_out
     drift = []
-    applied = meta.get("annotations", {}).get(APPLIED_PERCENT)
+    applied = annotations_of(isvc).get(APPLIED_PERCENT)
     live = _percent_text(spec.get("canaryTrafficPercent"))
     if applied is not None and live != applied:
         drift.append(f"spec.predictor.canaryTrafficPercent is {live}, the operator had set {applied}: "
@@ -111,26 +131,45 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     return BackendState(frozenset(ready), units, tuple(drift))
 
 
-def _model(version: ModelVersionSpec) -> dict[str, Any]:
+def _model(version: ModelVersionSpec, live: Any = None) -> dict[str, Any]:
+    """spec.predictor.model for `version`; over a `live` one, as a merge patch that drops its runtime and format."""
     model: dict[str, Any] = {"modelFormat": {"name": version.artifact.format}, "storageUri": version.artifact.uri}
     if version.artifact.runtime:
         model["runtime"] = version.artifact.runtime
+    if not isinstance(live, dict):
+        return model
+    model = replacing(live, model, ("runtime",))
+    model["modelFormat"] = replacing(live.get("modelFormat"), model["modelFormat"])
     return model
+
+
+def _rolled_out_elsewhere(status: dict[str, Any]) -> bool:
+    """A rolled-out revision other than the latest exists: canaryTrafficPercent 0 sends everything there."""
+    rolled_out = status.get("latestRolledoutRevision")
+    return bool(rolled_out) and rolled_out != status.get("latestCreatedRevision")
 
 
 def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
               state: BackendState) -> dict[str, Any] | None:
-    """The one merge patch that moves the InferenceService toward `intent` (pure); None when it is there."""
+    """The one merge patch that moves the InferenceService toward `intent` (pure); None when it is there.
+
+    VersionUnavailable when it would have to write the artifact of a version whose ModelVersion is gone."""
     spec, status = _predictor(isvc)
     wanted = intent.candidate or intent.stable
     predictor: dict[str, Any] = {}
     annotations: dict[str, str] = {}
-    if artifact_version(spec.get("model", {}).get("storageUri"), versions) != wanted:
-        # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
-        # everything. On a rollback this one write takes all traffic back to stable.
-        predictor["model"] = _model(versions[wanted])
-        annotations[ARTIFACT_GENERATION] = str(isvc["metadata"].get("generation", 0) + 1)
-        percent: int | None = 0
+    percent: int | None
+    if artifact_version(dig(spec, "model", "storageUri"), versions) != wanted:
+        if wanted in versions:
+            # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
+            # everything. On a rollback this one write takes all traffic back to stable.
+            predictor["model"] = _model(versions[wanted], spec.get("model"))
+            annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
+        elif intent.candidate is not None or not _rolled_out_elsewhere(status):
+            raise VersionUnavailable(wanted, f"InferenceService {dig(isvc, 'metadata', 'name')} predictor")
+        # else: stable's ModelVersion is gone, so its artifact cannot be restored; the rolled-out
+        # revision serves stable, and 0 % leaves it all the traffic.
+        percent = 0
     elif intent.candidate is not None:
         percent = intent.candidate_weight
     else:
@@ -139,8 +178,7 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
         percent = None if wanted in state.ready_versions and latest_serves_it else 0
     if spec.get("canaryTrafficPercent") != percent:
         predictor["canaryTrafficPercent"] = percent
-    applied = isvc["metadata"].get("annotations", {}).get(APPLIED_PERCENT)
-    if not predictor and applied == _percent_text(percent):
+    if not predictor and annotations_of(isvc).get(APPLIED_PERCENT) == _percent_text(percent):
         return None
     annotations[APPLIED_PERCENT] = _percent_text(percent)
     return {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}}
@@ -162,17 +200,22 @@ class KServeRouter:
         return observe(await self.kube.get(INFERENCE_SERVICE, target.namespace, self._name(target)), versions, last)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> bool:
+                    state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
         isvc = await self.kube.get(INFERENCE_SERVICE, target.namespace, name)
         if isvc is None:
+            if not create:
+                return True
+            model = _model(spec_of(versions, intent.stable, f"creating InferenceService {name}"))
             body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"}},
-                    "spec": {"predictor": {"model": _model(versions[intent.stable])}}}
+                    "spec": {"predictor": {"model": model}}}
             await self.kube.create(INFERENCE_SERVICE, target.namespace, body)
             return False
         patch = patch_for(isvc, intent, versions, state)
         if patch is not None:
             await self.kube.patch(INFERENCE_SERVICE, target.namespace, name, patch)
             return False
-        # Without a candidate, rest only once the canary field is gone (stable's own revision serves all).
-        return intent.candidate is not None or "canaryTrafficPercent" not in isvc["spec"].get("predictor", {})
+        # Without a candidate, rest only once the canary field is gone (stable's own revision serves all),
+        # or when stable's ModelVersion is gone and the rolled-out revision holds all traffic (no more to do).
+        wanted = intent.candidate or intent.stable
+        return intent.candidate is not None or "canaryTrafficPercent" not in _predictor(isvc)[0] or wanted not in versions

@@ -2,20 +2,30 @@
 
 Seldon's admission webhook rejects non-shadow predictors whose traffic does not sum to
 100, so both weights always change in the same patch. A predictor is named after its
-version (v1-2-0) and its readiness is read from `status.deploymentStatus` and `state`.
+version (v1-2-0) and found by that name alone: reusing an existing predictor needs no
+ModelVersion, only creating a missing one does (VersionUnavailable when it is gone).
+
+Readiness is read from `status.deploymentStatus`, keyed by Deployment name. Seldon names
+a predictor's Deployments `<sdep>-<predictor>-<componentSpecs index>-<container names>`
+(unless a componentSpec names its own, or the name exceeds 63 characters and is hashed:
+such Deployments are not attributed, and the predictor does not show ready). A key
+belongs to a predictor when what follows `<sdep>-<predictor>-` is a decimal index and `-`,
+and to the longest such predictor, since v1-0-0's keys also start with `<sdep>-v1-`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import re
+from typing import Any, Iterable
 
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import APPLIED_WEIGHTS, BackendState, Target, applied_weights, unit_name, weight_drift
+from .base import (APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, spec_of,
+                   unit_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
 # Seldon's prepackaged model servers, by artifact format; artifact.runtime names any other.
@@ -45,21 +55,47 @@ TEMPLATES = {
 }
 
 
-def observe(sdep: dict[str, Any] | None, versions: dict[str, ModelVersionSpec]) -> BackendState:
+_INDEX = re.compile(r"[0-9]+-")
+
+
+def _predictors(sdep: dict[str, Any]) -> list[dict[str, Any]]:
+    """spec.predictors, without entries that are not named objects; [] when absent."""
+    return [p for p in objects_at(sdep, "spec", "predictors") if p.get("name")]
+
+
+def _owner(key: str, sdep_name: str, predictors: list[str]) -> str | None:
+    """The predictor whose Deployment `key` is: `<sdep>-<predictor>-<index>-...`, the longest predictor name."""
+    owners = [p for p in predictors if key.startswith(f"{sdep_name}-{p}-")
+              and _INDEX.match(key, len(sdep_name) + len(p) + 2)]
+    return max(owners, key=len, default=None)
+
+
+def _available(deployment: Any) -> bool:
+    if not isinstance(deployment, dict):
+        return False
+    return (deployment.get("availableReplicas") or 0) >= max(1, deployment.get("replicas") or 1)
+
+
+def observe(sdep: dict[str, Any] | None, versions: Iterable[str]) -> BackendState:
+    """Readiness and drift (pure); `versions` are the names that may have predictors, ModelVersions or not."""
     if sdep is None:
         return BackendState()
-    name, status = sdep["metadata"]["name"], sdep.get("status") or {}
+    name = dig(sdep, "metadata", "name") or ""
+    predictors = _predictors(sdep)
+    live = {p["name"]: p.get("traffic") or 0 for p in predictors}
+    deployments: dict[str, list[Any]] = {p: [] for p in live}
+    for key, deployment in (dig(sdep, "status", "deploymentStatus") or {}).items():
+        owner = _owner(key, name, list(live))
+        if owner is not None:
+            deployments[owner].append(deployment)
     by_unit = {unit_name(v): v for v in versions}
-    ready, units, live = set(), {}, {}
-    for predictor in sdep["spec"].get("predictors", []):
-        version = by_unit.get(predictor["name"])
-        live[predictor["name"]] = predictor.get("traffic", 0)
+    ready, units = set(), {}
+    for predictor, mine in deployments.items():
+        version = by_unit.get(predictor)
         if version is None:
             continue
-        units[version] = predictor["name"]
-        deployments = [d for key, d in (status.get("deploymentStatus") or {}).items()
-                       if key.startswith(f"{name}-{predictor['name']}-")]
-        if deployments and all(d.get("availableReplicas", 0) >= max(1, d.get("replicas", 1)) for d in deployments):
+        units[version] = predictor
+        if mine and all(_available(d) for d in mine):
             ready.add(version)
     return BackendState(frozenset(ready), units, weight_drift(sdep, live, "SeldonDeployment predictor traffic"))
 
@@ -69,27 +105,33 @@ def _predictor(version: str, spec: ModelVersionSpec, template: dict[str, Any] | 
     predictor = copy.deepcopy(template) if template else {"replicas": 1, "graph": {"name": "model"}}
     predictor["name"] = unit_name(version)
     implementation = spec.artifact.runtime or IMPLEMENTATIONS.get(spec.artifact.format, spec.artifact.format.upper())
-    predictor["graph"] = {**predictor.get("graph", {"name": "model"}), "implementation": implementation,
+    predictor["graph"] = {**(predictor.get("graph") or {"name": "model"}), "implementation": implementation,
                           "modelUri": spec.artifact.uri}
     return predictor
 
 
 def desired_predictors(live: list[dict[str, Any]], intent: TrafficIntent,
                        versions: dict[str, ModelVersionSpec]) -> list[dict[str, Any]]:
+    """The predictors carrying `intent`: existing ones reused by name, a missing one made from its ModelVersion."""
     existing = {p["name"]: p for p in live}
     template = existing.get(unit_name(intent.stable)) or (live[0] if live else None)
     wanted = [(intent.stable, 100 - intent.candidate_weight if intent.candidate else 100)]
     if intent.candidate is not None:
         wanted.append((intent.candidate, intent.candidate_weight))
-    return [{**(existing.get(unit_name(v)) or _predictor(v, versions[v], template)), "traffic": weight}
-            for v, weight in wanted]
+    predictors = []
+    for version, weight in wanted:
+        predictor = existing.get(unit_name(version))
+        if predictor is None:
+            predictor = _predictor(version, spec_of(versions, version, f"SeldonDeployment predictor {unit_name(version)}"),
+                                   template)
+        predictors.append({**predictor, "traffic": weight})
+    return predictors
 
 
 def patch_for(sdep: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec]) -> dict[str, Any] | None:
-    live = sdep["spec"].get("predictors", [])
-    predictors = desired_predictors(live, intent, versions)
+    predictors = desired_predictors(_predictors(sdep), intent, versions)
     recorded = applied_weights({p["name"]: p["traffic"] for p in predictors})
-    if predictors == live and sdep["metadata"].get("annotations", {}).get(APPLIED_WEIGHTS) == recorded:
+    if predictors == dig(sdep, "spec", "predictors") and annotations_of(sdep).get(APPLIED_WEIGHTS) == recorded:
         return None
     # resourceVersion makes the write conditional: a concurrent edit of the predictors is not overwritten.
     return {"metadata": {"resourceVersion": sdep["metadata"]["resourceVersion"], "annotations": {APPLIED_WEIGHTS: recorded}},
@@ -109,13 +151,17 @@ class SeldonRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        return observe(await self.kube.get(SELDON_DEPLOYMENT, target.namespace, self._name(target)), versions)
+        # The versions last applied may have lost their ModelVersions; their predictors still serve.
+        known = set(versions) | ({v for v in (last.stable, last.candidate) if v is not None} if last else set())
+        return observe(await self.kube.get(SELDON_DEPLOYMENT, target.namespace, self._name(target)), known)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> bool:
+                    state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
         sdep = await self.kube.get(SELDON_DEPLOYMENT, target.namespace, name)
         if sdep is None:
+            if not create:
+                return True
             predictors = desired_predictors([], intent, versions)
             await self.kube.create(SELDON_DEPLOYMENT, target.namespace, {
                 "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"},

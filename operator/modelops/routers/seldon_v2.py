@@ -5,6 +5,12 @@ Model (name-v1-2-0); while it takes traffic, an Experiment with `default` the st
 Model weighs the two (weights are proportional). Promotion updates the stable Model to
 the candidate's artifact in place, then removes the Experiment and the candidate Model,
 as Seldon documents; a rollback removes them and leaves the stable Model untouched.
+
+Which version a Model serves is its `modelops.io/version` annotation: a Model already
+annotated with the wanted version is kept as it is, without its ModelVersion; only
+creating or updating one needs the version's artifact (VersionUnavailable when it is
+gone). An update is a merge patch, so a Model whose new artifact names no server gets
+`spec.server` set to null rather than keeping the old artifact's server.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import APPLIED_WEIGHTS, BackendState, Target, applied_weights, unit_name, weight_drift
+from .base import (APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, replacing,
+                   spec_of, unit_name, weight_drift)
 
 MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
 EXPERIMENT = Resource("mlops.seldon.io", "v1alpha1", "experiments", "Experiment")
@@ -39,10 +46,23 @@ TEMPLATES = {
 def _ready(obj: dict[str, Any] | None, condition: str) -> bool:
     if obj is None:
         return False
-    status = obj.get("status") or {}
-    if status.get("observedGeneration", 0) < obj["metadata"].get("generation", 0):
+    if (dig(obj, "status", "observedGeneration") or 0) < (dig(obj, "metadata", "generation") or 0):
         return False
-    return any(c.get("type") == condition and c.get("status") == "True" for c in status.get("conditions") or [])
+    return any(c.get("type") == condition and c.get("status") == "True" for c in objects_at(obj, "status", "conditions"))
+
+
+def version_of(model: dict[str, Any] | None) -> str | None:
+    """The version a Model serves, as the operator annotated it."""
+    return None if model is None else annotations_of(model).get(VERSION_ANNOTATION)
+
+
+def experiment_weights(experiment: dict[str, Any]) -> dict[str, Any]:
+    return {c.get("name"): c.get("weight") for c in objects_at(experiment, "spec", "candidates")}
+
+
+def model_patch(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that puts `body` (a new version's Model) over the `live` Model: the old server goes too."""
+    return {**body, "spec": replacing(live.get("spec"), body["spec"], ("server",))}
 
 
 def _model_body(name: str, deployment: str, version: str, spec: ModelVersionSpec) -> dict[str, Any]:
@@ -77,7 +97,7 @@ class SeldonV2Router:
         stable = await self.kube.get(MODEL, ns, target.deployment)
         ready, units = set(), {}
         if stable is not None:
-            version = stable["metadata"].get("annotations", {}).get(VERSION_ANNOTATION)
+            version = version_of(stable)
             if version is not None:
                 units[version] = target.deployment
                 if _ready(stable, "ModelReady"):
@@ -90,14 +110,13 @@ class SeldonV2Router:
                 ready.add(last.candidate)
             experiment = await self.kube.get(EXPERIMENT, ns, self.experiment_name(target))
             if experiment is not None:
-                live = {c["name"]: c["weight"] for c in experiment["spec"].get("candidates", [])}
-                drift = weight_drift(experiment, live, "Experiment candidate")
+                drift = weight_drift(experiment, experiment_weights(experiment), "Experiment candidate")
         return BackendState(frozenset(ready), units, drift)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-                    state: BackendState) -> bool:
+                    state: BackendState, *, create: bool = True) -> bool:
         ns, stable_name = target.namespace, target.deployment
-        changed = await self._ensure_model(target, stable_name, intent.stable, versions)
+        changed = await self._ensure_model(target, stable_name, intent.stable, versions, create)
         experiment = self.experiment_name(target)
         if intent.candidate is None:
             changed |= await self.kube.delete(EXPERIMENT, ns, experiment)
@@ -106,7 +125,7 @@ class SeldonV2Router:
                     changed |= await self.kube.delete(MODEL, ns, model["metadata"]["name"])
             return not changed
         candidate = self.candidate_model(target, intent.candidate)
-        changed |= await self._ensure_model(target, candidate, intent.candidate, versions)
+        changed |= await self._ensure_model(target, candidate, intent.candidate, versions, create)
         if intent.candidate_weight == 0:
             return not (await self.kube.delete(EXPERIMENT, ns, experiment) or changed)
         weights = {stable_name: 100 - intent.candidate_weight, candidate: intent.candidate_weight}
@@ -116,22 +135,28 @@ class SeldonV2Router:
                          "candidates": [{"name": n, "weight": w} for n, w in weights.items()]}}
         live = await self.kube.get(EXPERIMENT, ns, experiment)
         if live is None:
+            if not create:
+                return not changed
             await self.kube.create(EXPERIMENT, ns, body)
-        elif live["spec"].get("candidates") != body["spec"]["candidates"] or \
-                live["metadata"].get("annotations", {}).get(APPLIED_WEIGHTS) != applied_weights(weights):
+        elif dig(live, "spec", "candidates") != body["spec"]["candidates"] or \
+                annotations_of(live).get(APPLIED_WEIGHTS) != applied_weights(weights):
             await self.kube.patch(EXPERIMENT, ns, experiment, body)
         else:
             return not changed
         return False
 
-    async def _ensure_model(self, target: Target, name: str, version: str, versions: dict[str, ModelVersionSpec]) -> bool:
-        """True when it had to create or update the Model."""
-        body = _model_body(name, target.deployment, version, versions[version])
+    async def _ensure_model(self, target: Target, name: str, version: str, versions: dict[str, ModelVersionSpec],
+                            create: bool) -> bool:
+        """True when it had to create or update the Model; a Model already serving `version` needs no ModelVersion."""
         live = await self.kube.get(MODEL, target.namespace, name)
+        if live is None and not create:
+            return False
+        if live is not None and version_of(live) == version:
+            return False
+        spec = spec_of(versions, version, f"Model {name}")
+        body = _model_body(name, target.deployment, version, spec)
         if live is None:
             await self.kube.create(MODEL, target.namespace, body)
-        elif live["metadata"].get("annotations", {}).get(VERSION_ANNOTATION) != version:
-            await self.kube.patch(MODEL, target.namespace, name, body)  # promotion: updated in place
         else:
-            return False
+            await self.kube.patch(MODEL, target.namespace, name, model_patch(live, body))  # promotion: updated in place
         return True

@@ -1,0 +1,304 @@
+"""One round of one ModelDeployment: observe, measure, decide, persist, apply.
+
+Free of kopf, so the fault-simulation tier runs this very code against in-memory fakes of
+the Kubernetes API and Prometheus (`Shell` holds every part that does I/O).
+
+Write-ahead: the decision is persisted in status before the backend is touched, and the
+router then converges the backend to the traffic intent that status stands for. A round
+that dies after the status write is completed by the next one from status alone; one that
+dies before it leaves the backend on the last persisted intent. A rollback, once written,
+is never undone by a lost write or a restart.
+
+No fault stops the loop: an expected failure (API error, timeout, backend missing or
+misconfigured) is reported as `Synced=False` with an event and a counted reason, and the
+round is retried with capped backoff; an unexpected one (a bug, an input nobody foresaw)
+takes the safe side too: the candidate in flight goes back to stable (`fail_safe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from . import GROUP, VERSION, metrics
+from .analysis.evaluate import Measurement, evaluate
+from .analysis.measure import analyse
+from .analysis.promql import Subject
+from .analysis.provider import MetricProvider, ProviderError
+from .api.modeldeployment import Backend, ModelDeploymentSpec, ModelDeploymentStatus, PrometheusConfig
+from .api.types import duration_seconds
+from .kube import ApiNotInstalled, Resource, merge_patch
+from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
+from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
+from .rollout import seconds_to_next_analysis
+from .rollout.conditions import unsynced
+from .rollout.engine import rfc3339
+from .routers.base import BackendMisconfigured, BackendState, Router, Target
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
+VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
+IDLE_SECONDS = 30.0  # a settled deployment re-checks its backend this often; spec changes wake it at once
+CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
+BACKOFF_CAP_SECONDS = 30.0
+MAX_ANALYSIS_SECONDS = 30.0  # no analysis outlives this, nor its interval
+
+# Failures of the world around the operator: reported and retried, never a reason to give up.
+EXPECTED = (ApiException, ApiNotInstalled, BackendMisconfigured, asyncio.TimeoutError, aiohttp.ClientError, OSError)
+
+
+class KubeApi(Protocol):
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def patch_status(self, resource: Resource, namespace: str, name: str,
+                           patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
+ProviderFactory = Callable[[PrometheusConfig, str, float], Awaitable[MetricProvider]]
+"""(analysis.prometheus, namespace, timeout cap) -> a provider for one analysis."""
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+"""(the ModelDeployment, Normal|Warning, reason, message) -> posted as a Kubernetes Event."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Shell:
+    """Everything a round does I/O with."""
+
+    kube: KubeApi
+    routers: dict[Backend, Router]
+    providers: ProviderFactory
+    events: EventSink
+    clock: Callable[[], datetime] = _utcnow
+
+
+@dataclass
+class Memory:
+    """What one deployment's loop keeps between rounds (lost on restart, and that is fine)."""
+
+    written_status: dict[str, Any] | None = None
+    written_over: str | None = None
+    """resourceVersion the status was written over: while the watch still shows it, ours is newer."""
+    failures_in_a_row: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def classify(error: BaseException) -> Problem:
+    """A reason to count and show, and words without any response body in them."""
+    if isinstance(error, ApiNotInstalled):
+        return Problem("BackendNotInstalled", str(error))
+    if isinstance(error, BackendMisconfigured):
+        return Problem("BackendMisconfigured", str(error))
+    if isinstance(error, ApiException):
+        return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}")
+    if isinstance(error, asyncio.TimeoutError):
+        return Problem("Timeout", "a Kubernetes API call timed out")
+    if isinstance(error, (aiohttp.ClientError, OSError)):
+        return Problem("Unreachable", f"the Kubernetes API could not be reached ({type(error).__name__})")
+    return Problem("InternalError", f"{type(error).__name__}: {str(error)[:300]}")
+
+
+async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[VersionRecord], memory: Memory) -> float:
+    """One round, whatever happens in it; returns the seconds until the next one."""
+    try:
+        delay, problem = await reconcile(shell, obj, list(records), memory)
+    except EXPECTED as e:
+        delay, problem = CONVERGE_SECONDS, classify(e)  # the status write itself failed: nothing was applied
+        note_problem(shell, obj, problem)
+    except Exception as e:  # noqa: BLE001 - the loop must outlive any bug; the safe side is stable
+        log.exception("round of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
+        delay, problem = CONVERGE_SECONDS, classify(e)
+        note_problem(shell, obj, problem)
+        await recover(shell, obj, list(records), memory, problem)
+    if problem is None:
+        memory.failures_in_a_row = 0
+        return delay
+    memory.failures_in_a_row += 1
+    return min(BACKOFF_CAP_SECONDS, max(delay, CONVERGE_SECONDS * 2 ** (memory.failures_in_a_row - 1)))
+
+
+async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord],
+                    memory: Memory) -> tuple[float, Problem | None]:
+    """Observe the backend, measure if due, decide, persist the decision, then apply it."""
+    meta = obj["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    old = current_status(obj, memory)
+    status = ModelDeploymentStatus.model_validate(old)
+    try:
+        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
+    except ValidationError as e:
+        problem = Problem("InvalidSpec", f"spec is invalid: {e}")
+        await write_status(shell, obj, memory, old, unsynced(status, problem.reason, problem.message, rfc3339(shell.clock())))
+        note_problem(shell, obj, problem)
+        return IDLE_SECONDS, problem
+    versions = catalog(records)
+    router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
+    problem = None
+    try:
+        backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
+    except EXPECTED as e:
+        backend, problem = None, classify(e)
+    report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
+    observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
+                                frozenset(versions.specs))
+    decision = decide(spec, status, observations, shell.clock())
+    if problem is None and spec.version not in versions.specs:
+        problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
+    await persist(shell, obj, memory, old, decision, problem)
+    post(shell, obj, decision.events, backend.drift if backend else ())
+    await record_serving_roles(shell, namespace, name, versions, status, decision.status)
+    if decision.intent is None:
+        return IDLE_SECONDS, problem
+    try:
+        settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
+    except EXPECTED as e:
+        problem = classify(e)
+        await persist(shell, obj, memory, current_status(obj, memory), decision, problem)
+        return CONVERGE_SECONDS, problem
+    metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
+    if problem is not None:
+        return CONVERGE_SECONDS * 5, problem
+    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None
+
+
+async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: dict[str, Any], decision: Decision,
+                  problem: Problem | None) -> None:
+    status = decision.status
+    if problem is not None:
+        status = unsynced(status, problem.reason, problem.message, rfc3339(shell.clock()))
+        note_problem(shell, obj, problem)
+    await write_status(shell, obj, memory, old, status)
+
+
+async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
+                  problem: Problem) -> None:
+    """After an unexpected error: persist the safe decision, then try to apply it. Never raises."""
+    try:
+        old = current_status(obj, memory)
+        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
+        decision = fail_safe(spec, ModelDeploymentStatus.model_validate(old), problem.message, shell.clock())
+        await write_status(shell, obj, memory, old,
+                           unsynced(decision.status, problem.reason, problem.message, rfc3339(shell.clock())))
+        post(shell, obj, decision.events, ())
+        if decision.intent is not None:
+            versions = catalog(records)
+            target = Target(obj["metadata"]["namespace"], obj["metadata"]["name"], spec.serving)
+            await shell.routers[spec.serving.backend].apply(target, decision.intent, versions.specs, BackendState())
+    except Exception:  # noqa: BLE001 - retried by the next round, after backoff
+        log.exception("recovery of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
+async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+                         backend: BackendState, router: Router, target: Target,
+                         interrupted: asyncio.Event) -> AnalysisReport | None:
+    """The analysis when one is due; given up (None) when the spec changes meanwhile, so that a
+    request or a new version never waits for a slow metric provider."""
+    now = shell.clock()
+    if seconds_to_next_analysis(spec, status, now) != 0.0:
+        return None
+    assert status.canary_version is not None and status.stable_version is not None
+    budget = min(MAX_ANALYSIS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
+
+    def subject(version: str) -> Subject:
+        return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
+                       router.object_name(target), analysis_window(spec))
+
+    async def run() -> tuple:
+        provider = await shell.providers(spec.analysis.prometheus, target.namespace, budget)
+        return await analyse(provider, spec.analysis.checks, router.templates, subject(status.canary_version),
+                             subject(status.stable_version), now, rfc3339(now))
+
+    analysis = asyncio.ensure_future(asyncio.wait_for(run(), budget + 1.0))
+    spec_changed = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({analysis, spec_changed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        spec_changed.cancel()
+    if not analysis.done():
+        analysis.cancel()
+        return None
+    try:
+        results = analysis.result()
+    except (asyncio.TimeoutError, ProviderError) as e:
+        words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
+        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(now)) for c in spec.analysis.checks)
+    metrics.ANALYSES.labels(target.namespace, target.deployment).inc()
+    return AnalysisReport(now, tuple(results))
+
+
+def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:
+    assert decision.intent is not None
+    if backend is None or any(v not in backend.ready_versions for v in decision.intent.weights()):
+        return CONVERGE_SECONDS
+    until_analysis = seconds_to_next_analysis(spec, decision.status, now)
+    if until_analysis is not None:
+        return max(until_analysis, 0.05)
+    return CONVERGE_SECONDS if decision.status.canary_version is not None else IDLE_SECONDS
+
+
+def current_status(obj: Mapping[str, Any], memory: Memory) -> dict[str, Any]:
+    """The status as last written: the watch may not have delivered our own last write yet."""
+    if memory.written_status is not None and memory.written_over == obj["metadata"].get("resourceVersion"):
+        return dict(memory.written_status)
+    return {k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}
+
+
+async def write_status(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: dict[str, Any],
+                       new: ModelDeploymentStatus) -> None:
+    """One merge patch, and only when something changed."""
+    wire = new.to_wire()
+    json.dumps(wire, allow_nan=False)  # the API server rejects NaN/Infinity: fail here, before anything is sent
+    patch = merge_patch(old, wire)
+    if patch is None:
+        return
+    meta = obj["metadata"]
+    await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], {"status": patch})
+    memory.written_over, memory.written_status = meta.get("resourceVersion"), wire
+    metrics.STATUS_PATCHES.labels(meta["namespace"], meta["name"]).inc()
+
+
+def post(shell: Shell, obj: Mapping[str, Any], events: Iterable[Event], drift: Iterable[str]) -> None:
+    meta = obj["metadata"]
+    for event in events:
+        shell.events(obj, event.type, event.reason, event.message)
+        metrics.DECISIONS.labels(meta["namespace"], meta["name"], event.reason).inc()
+    for words in drift:
+        shell.events(obj, "Warning", "OutOfBandChange", words)
+
+
+def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
+    """Counted every time; an event only when the words change, so a long outage is one event."""
+    metrics.RECONCILE_ERRORS.labels(problem.reason).inc()
+    synced = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), {})
+    if synced.get("message") != problem.message[:1000]:
+        shell.events(obj, "Warning", problem.reason, problem.message[:1000])
+
+
+async def record_serving_roles(shell: Shell, namespace: str, deployment: str, versions: Catalog,
+                               before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
+    for version, role in served_by_changes(before, after).items():
+        if version not in versions.names:
+            continue
+        mv = await shell.kube.get(VERSIONS, namespace, versions.names[version])
+        if mv is None:
+            continue
+        entries = served_by(mv.get("status") or {}, deployment, role)
+        if entries != (mv.get("status") or {}).get("servedBy", []):
+            await shell.kube.patch_status(VERSIONS, namespace, versions.names[version], {"status": {"servedBy": entries}})

@@ -1,0 +1,300 @@
+"""Routers against a fake cluster: missing ModelVersions, finalizing without recreating, odd objects."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from modelops.api.modeldeployment import Serving
+from modelops.api.modelversion import ModelVersionSpec
+from modelops.rollout import TrafficIntent
+from modelops.routers.base import APPLIED_WEIGHTS, BackendMisconfigured, Target, VersionUnavailable, weight_drift
+from modelops.routers.gateway_api import HTTP_ROUTE, GatewayAPIRouter
+from modelops.routers.kserve import INFERENCE_SERVICE, KServeRouter
+from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
+from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
+
+from ..conftest import model_version_manifest
+
+VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
+ROLLBACK, CANARY = TrafficIntent("1.0.0"), TrafficIntent("1.0.0", "1.1.0", 20)
+
+
+def merge(live: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(live) if isinstance(live, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+class FakeKube:
+    """The Kube calls the routers make, on a dict of objects; every write is recorded."""
+
+    def __init__(self, *objects: tuple[Any, dict[str, Any]]):
+        self.objects = {(resource.plural, obj["metadata"]["name"]): copy.deepcopy(obj) for resource, obj in objects}
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def get(self, resource, namespace, name):
+        obj = self.objects.get((resource.plural, name))
+        return copy.deepcopy(obj)
+
+    async def create(self, resource, namespace, body):
+        self.calls.append(("create", resource.kind, body["metadata"]["name"]))
+        self.objects[(resource.plural, body["metadata"]["name"])] = copy.deepcopy(body)
+        return body
+
+    async def patch(self, resource, namespace, name, patch):
+        self.calls.append(("patch", resource.kind, name))
+        self.last_patch = patch
+        self.objects[(resource.plural, name)] = merge(self.objects[(resource.plural, name)], patch)
+        return self.objects[(resource.plural, name)]
+
+    async def list(self, resource, namespace, label_selector):
+        key, value = label_selector.split("=")
+        return [copy.deepcopy(o) for (plural, _), o in self.objects.items()
+                if plural == resource.plural and ((o["metadata"].get("labels") or {}).get(key) == value)]
+
+    async def delete(self, resource, namespace, name):
+        self.calls.append(("delete", resource.kind, name))
+        return self.objects.pop((resource.plural, name), None) is not None
+
+    def writes(self, verb: str) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[0] == verb]
+
+
+def target(serving: dict[str, Any]) -> Target:
+    return Target("ml", "churn", Serving.model_validate(serving))
+
+
+KSERVE = target({"backend": "kserve"})
+SELDON = target({"backend": "seldon"})
+SELDON_V2 = target({"backend": "seldonV2"})
+GATEWAY = target({"backend": "gatewayAPI",
+                  "gatewayAPI": {"route": "churn", "services": {"1.0.0": "churn-v1", "1.1.0": "churn-v2"}, "port": 8080}})
+
+
+def run(router, tgt: Target, intent: TrafficIntent, versions, *, create: bool = True) -> bool:
+    async def go() -> bool:
+        state = await router.observe(tgt, versions, intent)
+        return await router.apply(tgt, intent, versions, state, create=create)
+    return asyncio.run(go())
+
+
+def isvc(version: str, *, percent: int | None = None, latest="r2", rolled="r1", model: dict | None = None):
+    predictor: dict[str, Any] = {"model": model or {"modelFormat": {"name": "sklearn"},
+                                                   "storageUri": VERSIONS[version].artifact.uri}}
+    if percent is not None:
+        predictor["canaryTrafficPercent"] = percent
+    return {"metadata": {"name": "churn", "generation": 2}, "spec": {"predictor": predictor},
+            "status": {"observedGeneration": 2, "components": {"predictor": {
+                "latestCreatedRevision": latest, "latestReadyRevision": latest, "latestRolledoutRevision": rolled}}}}
+
+
+def sdep(*predictors: tuple[str, int]):
+    return {"metadata": {"name": "churn", "resourceVersion": "7"},
+            "spec": {"predictors": [{"name": name, "traffic": traffic, "replicas": 1,
+                                     "graph": {"name": "model", "implementation": "SKLEARN_SERVER",
+                                               "modelUri": f"s3://somewhere/{name}"}} for name, traffic in predictors]}}
+
+
+def model(name: str, version: str, server: str | None = None):
+    spec: dict[str, Any] = {"storageUri": f"s3://models/fraud/{version}", "requirements": ["sklearn"]}
+    if server:
+        spec["server"] = server
+    return {"metadata": {"name": name, "generation": 1, "labels": {OWNER_LABEL: "churn"},
+                         "annotations": {VERSION_ANNOTATION: version}}, "spec": spec}
+
+
+def experiment(weights: dict[str, int]):
+    return {"metadata": {"name": "churn-rollout", "labels": {OWNER_LABEL: "churn"}},
+            "spec": {"default": "churn", "candidates": [{"name": n, "weight": w} for n, w in weights.items()]}}
+
+
+def http_route(refs: list[dict[str, Any]]):
+    return {"metadata": {"name": "churn", "generation": 1, "resourceVersion": "3"},
+            "spec": {"rules": [{"backendRefs": refs}]}}
+
+
+# 1. A ModelVersion that is gone never raises KeyError.
+
+def test_version_unavailable_is_a_misconfiguration_that_names_the_version():
+    error = VersionUnavailable("1.0.0", "InferenceService churn predictor")
+    assert isinstance(error, BackendMisconfigured) and error.version == "1.0.0"
+    assert "the ModelVersion for 1.0.0 is gone and the backend has no unit serving it" in str(error)
+
+
+def test_kserve_rollback_without_stable_modelversion_holds_traffic_on_the_rolled_out_revision():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
+    only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
+    assert not run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)
+    assert kube.last_patch["spec"] == {"predictor": {"canaryTrafficPercent": 0}}  # the artifact stays
+    assert run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)  # nothing more to do: rest
+    assert run(KServeRouter(kube), KSERVE, ROLLBACK, {})  # candidate's ModelVersion gone too
+
+
+def test_kserve_rollback_without_stable_modelversion_or_rolled_out_revision_is_version_unavailable():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", latest="r2", rolled="r2")))
+    with pytest.raises(VersionUnavailable, match="1.0.0"):
+        run(KServeRouter(kube), KSERVE, ROLLBACK, {"1.1.0": VERSIONS["1.1.0"]})
+    assert not kube.calls
+
+
+def test_kserve_candidate_gone_while_the_intent_names_it_is_version_unavailable():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
+    with pytest.raises(VersionUnavailable, match="1.1.0"):
+        run(KServeRouter(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.0.0": VERSIONS["1.0.0"]})
+
+
+def test_kserve_weight_step_needs_no_stable_modelversion():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
+    run(KServeRouter(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.1.0": VERSIONS["1.1.0"]})
+    assert kube.last_patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
+
+
+def test_kserve_creating_without_stable_modelversion_is_version_unavailable():
+    with pytest.raises(VersionUnavailable, match="creating InferenceService churn"):
+        run(KServeRouter(FakeKube()), KSERVE, ROLLBACK, {})
+
+
+def test_seldon_reuses_existing_predictors_without_modelversions():
+    kube = FakeKube((SELDON_DEPLOYMENT, sdep(("v1-0-0", 80), ("v1-1-0", 20))))
+
+    def predictors():
+        return [(p["name"], p["traffic"]) for p in kube.objects[("seldondeployments", "churn")]["spec"]["predictors"]]
+
+    run(SeldonRouter(kube), SELDON, TrafficIntent("1.0.0", "1.1.0", 50), {})
+    assert predictors() == [("v1-0-0", 50), ("v1-1-0", 50)]
+    run(SeldonRouter(kube), SELDON, ROLLBACK, {})
+    assert predictors() == [("v1-0-0", 100)]
+
+
+def test_seldon_creating_a_missing_predictor_without_its_modelversion_is_version_unavailable():
+    kube = FakeKube((SELDON_DEPLOYMENT, sdep(("v1-0-0", 100))))
+    with pytest.raises(VersionUnavailable, match="1.1.0"):
+        run(SeldonRouter(kube), SELDON, CANARY, {"1.0.0": VERSIONS["1.0.0"]})
+    assert not kube.calls
+
+
+def test_seldon_observes_predictors_of_the_last_intent_without_modelversions():
+    live = sdep(("v1-0-0", 80), ("v1-1-0", 20))
+    live["status"] = {"deploymentStatus": {"churn-v1-0-0-0-model": {"replicas": 1, "availableReplicas": 1},
+                                           "churn-v1-1-0-0-model": {"replicas": 1, "availableReplicas": 1}}}
+    state = asyncio.run(SeldonRouter(FakeKube((SELDON_DEPLOYMENT, live))).observe(SELDON, {}, CANARY))
+    assert state.ready_versions == {"1.0.0", "1.1.0"} and state.units == {"1.0.0": "v1-0-0", "1.1.0": "v1-1-0"}
+
+
+def test_seldon_v2_existing_models_need_no_modelversions():
+    kube = FakeKube((MODEL, model("churn", "1.0.0")), (MODEL, model("churn-v1-1-0", "1.1.0")),
+                    (EXPERIMENT, experiment({"churn": 80, "churn-v1-1-0": 20})))
+    assert not run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.0.0", "1.1.0", 50), {})
+    assert kube.writes("patch") == [("patch", "Experiment", "churn-rollout")] and not kube.writes("create")
+    assert not run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, {})
+    assert set(kube.objects) == {("models", "churn")}
+
+
+def test_seldon_v2_creating_or_updating_a_model_without_its_modelversion_is_version_unavailable():
+    with pytest.raises(VersionUnavailable, match="1.0.0"):
+        run(SeldonV2Router(FakeKube()), SELDON_V2, ROLLBACK, {})
+    kube = FakeKube((MODEL, model("churn", "1.0.0")))
+    with pytest.raises(VersionUnavailable, match="Model churn-v1-1-0"):
+        run(SeldonV2Router(kube), SELDON_V2, CANARY, {"1.0.0": VERSIONS["1.0.0"]})
+    with pytest.raises(VersionUnavailable, match="Model churn\\b"):  # promotion rewrites the stable Model
+        run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.1.0"), {"1.0.0": VERSIONS["1.0.0"]})
+    assert not kube.calls
+
+
+def test_gateway_needs_no_modelversions():
+    kube = FakeKube((HTTP_ROUTE, http_route([{"name": "churn-v1", "port": 8080, "weight": 100}])))
+    run(GatewayAPIRouter(kube), GATEWAY, CANARY, {})
+    refs = kube.objects[("httproutes", "churn")]["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("churn-v1", 80), ("churn-v2", 20)]
+
+
+# 3. A new artifact does not inherit the old one's runtime or server.
+
+def test_seldon_v2_promotion_clears_the_old_server():
+    kube = FakeKube((MODEL, model("churn", "1.0.0", server="mlserver-custom")), (MODEL, model("churn-v1-1-0", "1.1.0")))
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.1.0"), VERSIONS)
+    stable = kube.objects[("models", "churn")]
+    assert stable["spec"] == {"storageUri": VERSIONS["1.1.0"].artifact.uri, "requirements": ["sklearn"]}
+    assert stable["metadata"]["annotations"][VERSION_ANNOTATION] == "1.1.0"
+
+
+def test_seldon_v2_promotion_sets_the_new_server():
+    with_runtime = ModelVersionSpec.model_validate(
+        model_version_manifest(version="1.1.0", artifact={"uri": "s3://m/1.1.0", "digest": "sha256:" + "cd" * 32,
+                                                          "format": "onnx", "runtime": "triton"})["spec"])
+    kube = FakeKube((MODEL, model("churn", "1.0.0", server="mlserver")))
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.1.0"), {"1.1.0": with_runtime})
+    assert kube.objects[("models", "churn")]["spec"]["server"] == "triton"
+
+
+# 4. Finalizing (create=False) never recreates a backend object.
+
+@pytest.mark.parametrize("router, tgt", [(KServeRouter, KSERVE), (SeldonRouter, SELDON),
+                                         (SeldonV2Router, SELDON_V2), (GatewayAPIRouter, GATEWAY)])
+def test_finalizing_leaves_a_gone_object_gone(router, tgt):
+    kube = FakeKube()
+    assert run(router(kube), tgt, ROLLBACK, VERSIONS, create=False)
+    assert run(router(kube), tgt, CANARY, VERSIONS, create=False)
+    assert not kube.writes("create") and not kube.writes("patch")
+
+
+@pytest.mark.parametrize("router, tgt", [(KServeRouter, KSERVE), (SeldonRouter, SELDON), (SeldonV2Router, SELDON_V2)])
+def test_creating_is_the_default(router, tgt):
+    kube = FakeKube()
+    assert not run(router(kube), tgt, ROLLBACK, VERSIONS)
+    assert kube.writes("create")
+
+
+def test_gateway_never_creates_its_route():
+    with pytest.raises(BackendMisconfigured, match="HTTPRoute churn not found"):
+        run(GatewayAPIRouter(FakeKube()), GATEWAY, ROLLBACK, VERSIONS)
+
+
+def test_gateway_finalizing_leaves_a_route_that_is_no_longer_ours():
+    kube = FakeKube((HTTP_ROUTE, http_route([{"name": "someone-else", "port": 80}])))
+    assert run(GatewayAPIRouter(kube), GATEWAY, ROLLBACK, VERSIONS, create=False)
+    assert not kube.calls
+
+
+def test_seldon_v2_finalizing_creates_no_model_and_still_removes_the_candidate():
+    kube = FakeKube((MODEL, model("churn-v1-1-0", "1.1.0")), (EXPERIMENT, experiment({"churn": 80, "churn-v1-1-0": 20})))
+    assert not run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, VERSIONS, create=False)
+    assert not kube.writes("create") and not kube.objects
+
+
+def test_finalizing_still_moves_traffic_off_the_candidate_of_a_live_object():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
+    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS, create=False)
+    assert kube.writes("patch") and kube.last_patch["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+# 5. Odd backend objects read as absent or unknown.
+
+def test_weight_drift_ignores_an_unreadable_record():
+    obj = {"metadata": {"annotations": {APPLIED_WEIGHTS: "not json"}}}
+    assert weight_drift(obj, {"a": 1}, "x") == ()
+    assert weight_drift({"metadata": {"annotations": None}}, {"a": 1}, "x") == ()
+    assert weight_drift({"metadata": {}}, {"a": 1}, "x") == ()
+
+
+def test_seldon_v2_odd_models_and_experiments():
+    stable = model("churn", "1.0.0")
+    stable["metadata"]["annotations"] = None
+    stable["status"] = None
+    odd = experiment({})
+    odd["spec"] = None
+    odd["metadata"]["annotations"] = {APPLIED_WEIGHTS: "{"}
+    kube = FakeKube((MODEL, stable), (EXPERIMENT, odd))
+    state = asyncio.run(SeldonV2Router(kube).observe(SELDON_V2, VERSIONS, CANARY))
+    assert state.ready_versions == frozenset() and state.drift == ()
