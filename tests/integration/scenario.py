@@ -23,7 +23,9 @@ ERRORS = {  # the built-in error-rate check where the backend has one; PromQL of
     "gatewayAPI": {"name": "errors", "max": 0.05, "minSamples": 5, "query":
                    '(sum(rate(http_request_duration_seconds_count{namespace="{{namespace}}", service="{{revision}}", '
                    'code=~"5.."}[{{window}}])) or vector(0)) / sum(rate(http_request_duration_seconds_count{'
-                   'namespace="{{namespace}}", service="{{revision}}"}[{{window}}]))'},
+                   'namespace="{{namespace}}", service="{{revision}}"}[{{window}}]))',
+                   "sampleQuery": 'sum(increase(http_request_duration_seconds_count{namespace="{{namespace}}", '
+                                  'service="{{revision}}"}[{{window}}]))'},
 }
 
 

@@ -36,8 +36,10 @@ def test_missing_backend_is_reported_and_others_keep_serving(kserve_only_cluster
     seldon.deploy("1.0.0", fast_spec(prometheus.url, "seldonV2"))
     status = seldon.wait(lambda st: st.get("phase") == "Failed", 20, "reported")
     assert "Model API (mlops.seldon.io/v1alpha1) is not installed" in status["message"]
-    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
-    assert (degraded["status"], degraded["reason"]) == ("True", "BackendNotInstalled")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["Degraded"] == ("True", "BackendNotInstalled")
+    assert conditions["Synced"] == ("False", "BackendNotInstalled")
+    assert not status.get("history")  # nothing was deployed, and nothing claims so
     assert "BackendNotInstalled" in seldon.events()
 
     fraud = Scenario(plane, "apps", standin)

@@ -55,7 +55,11 @@ def test_unsynced_keeps_the_rollout_fields_and_says_why():
     synced = [c for c in s.conditions if c.type == "Synced"]
     assert [(c.status, c.reason, c.last_transition_time) for c in synced] == [
         ("False", "BackendNotInstalled", "2026-01-01T00:00:05.000Z")]
-    assert [c.type for c in s.conditions if c.type != "Synced"] == ["Ready", "Progressing", "Degraded", "AnalysisHealthy"]
+    degraded = next(c for c in s.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "BackendNotInstalled")
+    assert sorted(c.type for c in s.conditions) == ["AnalysisHealthy", "Degraded", "Progressing", "Ready", "Synced"]
+    never_deployed = unsynced(ModelDeploymentStatus(), "ModelVersionMissing", "no version", NOW)
+    assert (never_deployed.phase, never_deployed.message) == (Phase.Failed, "no version")
 
 
 def test_ready_is_unknown_when_the_backend_cannot_be_read():

@@ -48,12 +48,16 @@ def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_ve
 
 
 def unsynced(status: ModelDeploymentStatus, reason: str, message: str, now: str) -> ModelDeploymentStatus:
-    """The status with `Synced=False`: what kept the operator from finishing its last round.
+    """The status with `Synced=False` and `Degraded=True`: what kept the operator from finishing its round.
 
-    Only the condition changes: the rollout's own fields say what was decided, and stay as they are.
+    The rollout's own fields keep saying what was decided; a deployment that never got a first
+    version deployed is Failed, with the reason as its message.
     """
     s = status.model_copy(deep=True)
+    if s.phase in (None, Phase.Failed):
+        s.phase, s.message = Phase.Failed, message
     before = {c.type: c for c in s.conditions}
-    synced = _condition("Synced", False, reason, message, before.get("Synced"), now, s.observed_generation)
-    s.conditions = [c for c in s.conditions if c.type != "Synced"] + [synced]
+    replaced = {t: _condition(t, state, reason, message, before.get(t), now, s.observed_generation)
+                for t, state in (("Degraded", True), ("Synced", False))}
+    s.conditions = [c for c in s.conditions if c.type not in replaced] + list(replaced.values())
     return s

@@ -190,9 +190,12 @@ class _Run:
     # --- the steps of one decision --------------------------------------------------------
 
     def bootstrap(self) -> None:
-        """The first version of a deployment has nothing to compare with: it becomes stable."""
+        """The first version of a deployment has nothing to compare with: it becomes stable
+        (once its ModelVersion exists and the backend can be read)."""
         if not self.available(self.spec.version):
             self.s.message = self.missing_version_message(self.spec.version)
+            return
+        if not self.backend_known:
             return
         self.s.stable_version, self.s.phase = self.spec.version, Phase.Stable
         self.record(self.spec.version, "Deployed", "first version of this deployment")
