@@ -88,6 +88,14 @@ INVALID_CASES = [
     ("bad digest", with_path(model_version_manifest(), "spec.artifact.digest", "md5:abc"), "digest"),
     ("short digest", with_path(model_version_manifest(), "spec.artifact.digest", "sha256:abc"), "digest"),
     ("bad semver on a version", with_path(model_version_manifest(), "spec.version", "v1"), "version"),
+    ("repeated check names", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "errors", "template": "errorRate", "max": 0.05},
+        {"name": "errors", "template": "latencyP95", "max": 0.3}]), "unique"),
+    ("minSamples without a sample query", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "accuracy", "query": "avg(accuracy)", "min": 0.9, "minSamples": 100}]), "sampleQuery"),
+    ("template the backend lacks", model_deployment_manifest(
+        serving={"backend": "seldonV2"}, analysis={"checks": [{"name": "p95", "template": "latencyP95", "max": 0.3}]}),
+     "template"),
 ]
 
 

@@ -213,7 +213,7 @@ def _templates_rule() -> dict[str, str]:
             names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
             clauses.append(f"(self.serving.backend != '{backend.value}' || "
                            f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
-    return {"rule": " && ".join(clauses),
+    return {"rule": " && ".join(clauses), "fieldPath": ".analysis.checks",
             "message": "a check uses a built-in template the serving backend has no metrics for "
                        "(seldonV2: errorRate, meanLatency; gatewayAPI: none, write a query)"}
 
