@@ -88,7 +88,7 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
     new = version_status(spec, status, meta.get("generation"), rfc3339(memo.shell.clock()), duplicate_of=holder)
     patch = merge_patch(status, {**status, **new})
     if patch:
-        await memo.shell.kube.patch_status(VERSIONS, meta["namespace"], meta["name"], patch)
+        await memo.shell.kube.patch_status(VERSIONS, meta["namespace"], meta["name"], {"status": patch})
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")

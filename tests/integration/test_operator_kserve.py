@@ -226,3 +226,29 @@ def test_kubectl_plugin_actions_are_recorded_with_the_user(scenario, prometheus)
     last = status["history"][-1]
     assert (last["action"], last["actor"]) == ("Promoted", "modelops-test-admin")
     assert "canary looks fine" in last["reason"]
+
+
+def test_a_second_model_version_claiming_a_version_is_refused_and_never_served(scenario, prometheus):
+    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    impostor = {"apiVersion": "modelops.io/v1alpha1", "kind": "ModelVersion",
+                "metadata": {"name": "fraud-1-1-0-retrained", "namespace": scenario.ns},
+                "spec": {"model": "fraud", "version": "1.1.0",
+                         "artifact": {"uri": "s3://models/fraud/elsewhere/1.1.0", "digest": "sha256:" + "1" * 64,
+                                      "format": "sklearn"}}}
+    scenario.cp.apply(impostor)
+    scenario.wait(lambda st: scenario.get("mv", "fraud-1-1-0-retrained").get("status", {}).get("phase") == "Invalid",
+                  15, "duplicate refused")
+    ready = next(c for c in scenario.get("mv", "fraud-1-1-0-retrained")["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "DuplicateVersion" and "fraud-1-1-0" in ready["message"]
+    original = scenario.get("mv", "fraud-1-1-0")["status"]
+    assert (original["phase"], original["servedBy"]) == ("Serving", [{"deployment": "fraud", "role": "canary"}])
+    # A round of the deployment after the impostor was seen, then one after the original is deleted:
+    # the candidate whose ModelVersion is gone is rolled back, and the impostor's artifact never serves.
+    scenario.patch({"paused": True})
+    scenario.wait(lambda st: st.get("phase") == "Paused", 10, "paused")
+    assert scenario.get("isvc")["spec"]["predictor"]["model"]["storageUri"].endswith(f"/{scenario.ns}/1.1.0")
+    scenario.cp.kubectl("delete", "mv", "fraud-1-1-0", "-n", scenario.ns)
+    status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 15, "candidate without its ModelVersion")
+    assert "ModelVersion is gone" in status["history"][-1]["reason"]
+    scenario.wait(lambda st: on_stable_artifact(scenario.get("isvc"), "1.0.0"), 20, "InferenceService back on stable")
+    assert "elsewhere" not in scenario.get("isvc")["spec"]["predictor"]["model"]["storageUri"]
