@@ -25,16 +25,57 @@ def write_crds(directory: Path) -> list[Path]:
     return written
 
 
-def run_operator(namespaces: list[str], metrics_port: int, verbose: bool) -> None:
+def run_operator(namespaces: list[str], metrics_port: int, verbose: bool, leader_election: bool = True,
+                 lease_name: str = "modelops-operator", lease_namespace: str | None = None,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0) -> int:
+    import asyncio
+    import logging
+
     import kopf
     import prometheus_client
 
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
+    from . import leader
 
+    # Served before the election, so that a standby answers /metrics too (modelops_leader 0).
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
     kopf.configure(verbose=verbose)
-    kopf.run(clusterwide=not namespaces, namespaces=namespaces, standalone=True)
+    # Its debug lines are whole response bodies: one per lease renewal.
+    logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
+
+    def operator():
+        return kopf.operator(clusterwide=not namespaces, namespaces=namespaces, standalone=True)
+
+    if not leader_election:
+        leader.LEADER.set(1)  # the only instance, by the user's word
+        asyncio.run(operator())
+        return 0
+
+    async def elected() -> None:
+        from kubernetes_asyncio.client import CoordinationV1Api
+
+        from .kube import api_client
+
+        api = await api_client()  # a client of its own: renewals never wait for the handlers' connections
+        try:
+            elector = leader.LeaderElector(CoordinationV1Api(api), lease_name, lease_namespace,
+                                           lease_duration=lease_duration, renew_deadline=renew_deadline,
+                                           retry_period=retry_period)
+            try:
+                await leader.run_elected(elector, operator)
+            except leader.LeadershipLost as lost:
+                # At once: no handler may act once a standby can have taken over, and an orderly
+                # shutdown (daemons, cleanup handlers) could outlast the margin the timings leave.
+                logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(1)
+        finally:
+            await api.close()
+
+    asyncio.run(elected())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +86,26 @@ def main(argv: list[str] | None = None) -> int:
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 disables it (default 8080)")
     run.add_argument("-v", "--verbose", action="store_true")
+    election = run.add_argument_group("leader election (one active replica; the others stand by)")
+    election.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                          help="run handlers only while holding the Lease (default: on)")
+    election.add_argument("--lease-name", default="modelops-operator", help="default: modelops-operator")
+    election.add_argument("--lease-namespace", default=None,
+                          help="default: $POD_NAMESPACE, else modelops-system")
+    election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                          help="how long standbys wait for a silent leader (default 15)")
+    election.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                          help="a leader that could not renew for this long exits with code 1 (default 10)")
+    election.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                          help="renewal and acquisition interval (default 2)")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run_operator(args.namespace, args.metrics_port, args.verbose)
+        if args.leader_election and not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
+            parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+        return run_operator(args.namespace, args.metrics_port, args.verbose, args.leader_election, args.lease_name,
+                            args.lease_namespace, args.lease_duration, args.renew_deadline, args.retry_period)
     elif args.command == "crds":
         for path in write_crds(args.out):
             print(path)
