@@ -29,6 +29,7 @@ def control_plane(tmp_path_factory):
         started = time.monotonic()
         plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(UPSTREAM_CRDS / f for f in UPSTREAM_CRD_FILES))
         TIMINGS["CRD install, ours and upstream (s)"] = time.monotonic() - started
+        plane.kubectl("apply", "-f", str(REPO / "deploy" / "admission.yaml"), "-f", str(REPO / "deploy" / "user-roles.yaml"))
         yield plane
     finally:
         plane.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..harness.controlplane import ADMIN_USER as ADMIN
 from .scenario import Scenario, fast_spec
 
 BACKENDS = ["kserve", "seldon", "seldonV2", "gatewayAPI"]
@@ -63,7 +64,7 @@ def test_bad_candidate_is_rolled_back(scenario, prometheus):
 
 def test_manual_abort(scenario, prometheus):
     start(scenario, prometheus, GOOD, **PATIENT)
-    scenario.patch({"request": {"id": "abort-1", "action": "Abort", "reason": "testing abort", "actor": "sre"}})
+    scenario.patch({"request": {"id": "abort-1", "action": "Abort", "reason": "testing abort", "actor": ADMIN}})
     status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 15, "aborted")
     assert status["history"][-1]["action"] == "Aborted"
     scenario.load.wait_for_split(lambda t, split: split and candidate_share(split) == 0,

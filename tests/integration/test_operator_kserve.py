@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from ..harness.controlplane import ADMIN_USER as ADMIN
 from .scenario import Scenario, fast_spec
 
 GOOD = {"error_rate": 0.0, "accuracy": 0.95}
@@ -146,16 +147,16 @@ def test_pause_and_resume(scenario, prometheus):
 
 def test_manual_promote(scenario, prometheus):
     rollout_started(scenario, prometheus, GOOD, **PATIENT)
-    scenario.patch({"request": {"id": "p1", "action": "Promote", "reason": "validated offline", "actor": "sre"}})
+    scenario.patch({"request": {"id": "p1", "action": "Promote", "reason": "validated offline", "actor": ADMIN}})
     status = scenario.wait(stable_on("1.1.0"), 15, "promoted by hand")
     entry = status["history"][-1]
-    assert (entry["action"], entry["actor"]) == ("Promoted", "sre") and "validated offline" in entry["reason"]
+    assert (entry["action"], entry["actor"]) == ("Promoted", ADMIN) and "validated offline" in entry["reason"]
     assert status["handledRequests"] == ["p1"]
 
 
 def test_manual_abort(scenario, prometheus):
     rollout_started(scenario, prometheus, GOOD, **PATIENT)
-    scenario.patch({"request": {"id": "a1", "action": "Abort", "reason": "wrong feature set", "actor": "sre"}})
+    scenario.patch({"request": {"id": "a1", "action": "Abort", "reason": "wrong feature set", "actor": ADMIN}})
     status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 15, "aborted")
     assert status["history"][-1]["action"] == "Aborted"
     # The backend is back on stable: its artifact restored and all traffic on one revision of it.
@@ -224,7 +225,7 @@ def test_kubectl_plugin_actions_are_recorded_with_the_user(scenario, prometheus)
                    env=env, check=True)
     status = scenario.wait(stable_on("1.1.0"), 15, "promoted by the plugin")
     last = status["history"][-1]
-    assert (last["action"], last["actor"]) == ("Promoted", "modelops-test-admin")
+    assert (last["action"], last["actor"]) == ("Promoted", ADMIN)
     assert "canary looks fine" in last["reason"]
 
 
