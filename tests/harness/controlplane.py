@@ -20,6 +20,7 @@ import yaml
 from .pki import CertificateAuthority, service_account_key
 from .processes import Process, free_port
 
+ADMIN_USER = "modelops-test-admin"  # the tests' kubectl user (system:masters)
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
 # The real upstream CRDs of the serving systems, shipped beside the repository.
@@ -55,7 +56,7 @@ class ControlPlane:
         self.ca = CertificateAuthority(self.dir)
         etcd_url = self._start_etcd(timeout)
         self._start_apiserver(etcd_url, timeout)
-        self.admin = self.ca.issue("admin", "modelops-test-admin", organizations=("system:masters",))
+        self.admin = self.ca.issue("admin", ADMIN_USER, organizations=("system:masters",))
         self.write_kubeconfig(self.kubeconfig, self.admin.cert, self.admin.key)
         self.startup_seconds = time.monotonic() - started
         return self
@@ -103,12 +104,41 @@ class ControlPlane:
             "-v", "1",
         ], self.dir)
         self.processes.append(apiserver)
-        admin = self.ca.issue("readyz-probe", "modelops-test-admin", organizations=("system:masters",))
+        admin = self.ca.issue("readyz-probe", ADMIN_USER, organizations=("system:masters",))
         context = ssl.create_default_context(cafile=str(self.ca.cert_path))
         context.load_cert_chain(str(admin.cert), str(admin.key))
         apiserver.wait_until(
             lambda: urllib.request.urlopen(f"{self.url}/readyz", context=context, timeout=2).status == 200,
             timeout, "ready kube-apiserver")
+
+    # --- faults (the chaos tier): the API server alone goes away and comes back ----------
+
+    def _apiserver(self) -> Process:
+        return next(p for p in reversed(self.processes) if p.name == "kube-apiserver")
+
+    def apiserver_ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        try:
+            return urllib.request.urlopen(f"{self.url}/readyz", context=context, timeout=2).status == 200
+        except OSError:
+            return False
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL kube-apiserver; etcd keeps running with everything in it."""
+        self._apiserver().kill()
+
+    def restart_apiserver(self, timeout: float = 60) -> float:
+        """kube-apiserver again, with the same command line (same port, certificates and etcd), so every
+        kubeconfig still works; returns the seconds until it was ready."""
+        started = time.monotonic()
+        old = self._apiserver()
+        if old.alive():
+            raise RuntimeError("kube-apiserver is still running")
+        apiserver = Process("kube-apiserver", list(old.proc.args), self.dir)
+        self.processes[self.processes.index(old)] = apiserver
+        apiserver.wait_until(self.apiserver_ready, timeout, "ready kube-apiserver after a restart")
+        return time.monotonic() - started
 
     # --- clients -----------------------------------------------------------------------
 

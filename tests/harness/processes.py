@@ -63,3 +63,55 @@ class Process:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+
+    # --- added for the chaos tier: freezing a process in place --------------------------
+
+    def suspend(self) -> None:
+        """SIGSTOP to its process group: frozen in place, sockets open, nothing lost."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+class SilentListener:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers a byte: a hung
+    server (a Prometheus stuck in a long query, a black-holed load balancer). Connections stay
+    open until `close()`. Port 0 picks a free one; a given port is taken over with SO_REUSEADDR
+    (the port of a server just killed)."""
+
+    def __init__(self, port: int = 0):
+        import threading
+
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", port))
+        self._socket.listen(1024)
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name=f"silent-listener-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._socket.close()
+        self._thread.join(5)
+        for connection in self.accepted:
+            connection.close()
+        self.accepted.clear()
