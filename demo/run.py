@@ -29,7 +29,7 @@ from .traffic import GradedTraffic
 NAMESPACE, MODEL = "demo", "digits"
 
 
-def deployment_spec(prometheus: str) -> dict[str, Any]:
+def deployment_spec() -> dict[str, Any]:
     accuracy = ('sum(rate(model_correct_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
                 ' / sum(rate(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))')
     graded = 'sum(increase(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
@@ -38,7 +38,6 @@ def deployment_spec(prometheus: str) -> dict[str, Any]:
         "strategy": {"steps": [{"weight": 20, "pause": "8s"}, {"weight": 50, "pause": "8s"}]},
         "analysis": {
             "interval": "2s", "window": "10s", "failureLimit": 2, "noDataLimit": 6,
-            "prometheus": {"address": prometheus, "timeout": "2s"},
             "checks": [
                 {"name": "error-rate", "template": "errorRate", "max": 0.02, "minSamples": 10},
                 {"name": "p95-latency", "template": "latencyP95", "maxIncreasePercent": 150, "minSamples": 20},
@@ -82,6 +81,11 @@ class Demo:
         self.say("starting Prometheus, the operator and the KServe stand-in")
         self.prometheus = Prometheus(self.work / "prometheus").start()
         self.parts.append(self.prometheus)
+        # What an administrator declares once: the Prometheus every namespace's analyses query.
+        self.plane.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ClusterMetricProvider",
+                          "metadata": {"name": "default"},
+                          "spec": {"prometheus": {"address": self.prometheus.url, "timeout": "2s"},
+                                   "namespaceSelector": {}}})
         self.operator = OperatorProcess(self.plane.kubeconfig_for("modelops-operator"), self.work).start()
         self.parts.append(self.operator)
         self.standin = ServingStandIn("kserve", self.plane.kubeconfig, self.prometheus, self.work / "standin")
@@ -141,7 +145,7 @@ def rollout_story(demo: Demo) -> dict[str, Any]:
     from .report import write_report
 
     plane = demo.plane
-    spec = deployment_spec(demo.prometheus.url)
+    spec = deployment_spec()
     plane.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
                  "metadata": {"name": MODEL, "namespace": NAMESPACE}, "spec": spec})
     demo.follow(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "1.0.0", 60, "v1 serving")

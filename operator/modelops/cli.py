@@ -25,29 +25,28 @@ def write_crds(directory: Path) -> list[Path]:
     return written
 
 
-def run_operator(namespaces: list[str], metrics_port: int, verbose: bool, leader_election: bool = True,
-                 lease_name: str = "modelops-operator", lease_namespace: str | None = None,
-                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0) -> int:
+def run_operator(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
     import kopf
     import prometheus_client
 
-    from . import handlers  # noqa: F401  (registers the handlers with kopf)
-    from . import leader
+    from . import handlers, leader
 
     # Served before the election, so that a standby answers /metrics too (modelops_leader 0).
-    if metrics_port:
-        prometheus_client.start_http_server(metrics_port)
-    kopf.configure(verbose=verbose)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
+    kopf.configure(verbose=args.verbose)
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
+    options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers)
 
     def operator():
-        return kopf.operator(clusterwide=not namespaces, namespaces=namespaces, standalone=True)
+        return kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
+                             memo=kopf.Memo(options=options))
 
-    if not leader_election:
+    if not args.leader_election:
         leader.LEADER.set(1)  # the only instance, by the user's word
         asyncio.run(operator())
         return 0
@@ -59,9 +58,10 @@ def run_operator(namespaces: list[str], metrics_port: int, verbose: bool, leader
 
         api = await api_client()  # a client of its own: renewals never wait for the handlers' connections
         try:
-            elector = leader.LeaderElector(CoordinationV1Api(api), lease_name, lease_namespace,
-                                           lease_duration=lease_duration, renew_deadline=renew_deadline,
-                                           retry_period=retry_period)
+            elector = leader.LeaderElector(CoordinationV1Api(api), args.lease_name,
+                                           args.lease_namespace or options.operator_namespace,
+                                           lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
+                                           retry_period=args.retry_period)
             try:
                 await leader.run_elected(elector, operator)
             except leader.LeadershipLost as lost:
@@ -86,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 disables it (default 8080)")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--operator-namespace", default=None,
+                     help="the operator's own namespace: ClusterMetricProviders' Secrets are read there and nowhere "
+                          "else (default: $POD_NAMESPACE, else modelops-system)")
+    run.add_argument("--allow-inline-providers", action="store_true",
+                     help="honour analysis.prometheus in ModelDeployments: lets every tenant choose where the operator "
+                          "sends queries and which of its namespace's Secrets it sends (default: off)")
     election = run.add_argument_group("leader election (one active replica; the others stand by)")
     election.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
                           help="run handlers only while holding the Lease (default: on)")
     election.add_argument("--lease-name", default="modelops-operator", help="default: modelops-operator")
     election.add_argument("--lease-namespace", default=None,
-                          help="default: $POD_NAMESPACE, else modelops-system")
+                          help="default: the operator's namespace")
     election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
                           help="how long standbys wait for a silent leader (default 15)")
     election.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
@@ -104,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         if args.leader_election and not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
             parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
-        return run_operator(args.namespace, args.metrics_port, args.verbose, args.leader_election, args.lease_name,
-                            args.lease_namespace, args.lease_duration, args.renew_deadline, args.retry_period)
+        return run_operator(args)
     elif args.command == "crds":
         for path in write_crds(args.out):
             print(path)

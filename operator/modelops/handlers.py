@@ -9,15 +9,18 @@ the backend objects the operator drives).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import kopf
 
 from . import GROUP, VERSION
 from .analysis.prometheus import close_sessions, provider_for
-from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from .analysis.provider import MetricProvider
+from .analysis.sources import resolve
+from .api.metricprovider import ClusterMetricProviderSpec
+from .api.modeldeployment import Analysis, ModelDeploymentSpec, ModelDeploymentStatus
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version_status
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
@@ -29,6 +32,30 @@ from .routers.registry import routers_for
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Options:
+    """What `modelops run` was told (passed in kopf's memo)."""
+
+    operator_namespace: str = "modelops-system"
+    """Where ClusterMetricProviders' Secrets are read, and nowhere else."""
+    allow_inline_providers: bool = False
+
+
+@dataclass
+class Sources:
+    """What the metric-source watches saw: ClusterMetricProviders and namespaces' labels."""
+
+    options: Options
+    secrets: Secrets
+    providers: dict[str, ClusterMetricProviderSpec] = field(default_factory=dict)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    async def provider(self, analysis: Analysis, namespace: str, cap: float) -> MetricProvider:
+        source = resolve(analysis, namespace, self.namespace_labels.get(namespace), self.providers,
+                         self.options.operator_namespace, self.options.allow_inline_providers)
+        return await provider_for(source.config, source.secrets_namespace, self.secrets, cap=cap, label=source.label)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = "modelops.io/finalizer"
@@ -37,11 +64,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     memo.client = await api_client()
     kube = Kube(memo.client)
-    memo.shell = Shell(kube, routers_for(kube), functools.partial(_provider, Secrets(memo.client)), _post_event)
-
-
-async def _provider(secrets: Secrets, config: Any, namespace: str, cap: float) -> Any:
-    return await provider_for(config, namespace, secrets, cap=cap)
+    memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
+    memo.shell = Shell(kube, routers_for(kube), memo.sources.provider, _post_event)
 
 
 def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -63,6 +87,26 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         pass
+
+
+@kopf.on.event(GROUP, VERSION, "clustermetricproviders")
+def track_provider(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
+    providers = memo.sources.providers
+    providers.pop(name, None)
+    if event["type"] == "DELETED":
+        return
+    try:
+        providers[name] = ClusterMetricProviderSpec.model_validate(event["object"].get("spec") or {})
+    except ValueError as e:
+        log.warning("ClusterMetricProvider %s is invalid and unused: %s", name, e)
+
+
+@kopf.on.event("", "v1", "namespaces")
+def track_namespace(event: kopf.RawEvent, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        memo.sources.namespace_labels.pop(name, None)
+    else:
+        memo.sources.namespace_labels[name] = dict(labels)
 
 
 @kopf.index(GROUP, VERSION, "modelversions")

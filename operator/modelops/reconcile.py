@@ -33,7 +33,7 @@ from .analysis.evaluate import Measurement, evaluate
 from .analysis.measure import analyse
 from .analysis.promql import Subject
 from .analysis.provider import MetricProvider, ProviderError
-from .api.modeldeployment import Backend, ModelDeploymentSpec, ModelDeploymentStatus, PrometheusConfig
+from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
@@ -62,8 +62,9 @@ class KubeApi(Protocol):
                            patch: dict[str, Any]) -> dict[str, Any]: ...
 
 
-ProviderFactory = Callable[[PrometheusConfig, str, float], Awaitable[MetricProvider]]
-"""(analysis.prometheus, namespace, timeout cap) -> a provider for one analysis."""
+ProviderFactory = Callable[[Analysis, str, float], Awaitable[MetricProvider]]
+"""(spec.analysis, the deployment's namespace, timeout cap) -> a provider for one analysis; raises
+ProviderError when there is none it may use."""
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(the ModelDeployment, Normal|Warning, reason, message) -> posted as a Kubernetes Event."""
 
@@ -221,7 +222,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
                        router.object_name(target), analysis_window(spec))
 
     async def run() -> tuple:
-        provider = await shell.providers(spec.analysis.prometheus, target.namespace, budget)
+        provider = await shell.providers(spec.analysis, target.namespace, budget)
         return await analyse(provider, spec.analysis.checks, router.templates, subject(status.canary_version),
                              subject(status.stable_version), now, rfc3339(now))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any, Callable
@@ -89,7 +90,21 @@ class Scenario:
         })
         return {"backend": "gatewayAPI", "gatewayAPI": {"route": self.name, "services": self.services, "port": 80}}
 
+    def provider(self, address: str, timeout: str = "2s") -> str:
+        """The ClusterMetricProvider an administrator would declare for `address` (every namespace may use it)."""
+        name = "prom-" + hashlib.sha256(f"{address} {timeout}".encode()).hexdigest()[:10]
+        self.cp.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ClusterMetricProvider", "metadata": {"name": name},
+                       "spec": {"prometheus": {"address": address, "timeout": timeout}, "namespaceSelector": {}}})
+        return name
+
     def deploy(self, version: str, spec: dict[str, Any]) -> None:
+        """Apply the ModelDeployment; a Prometheus given inline is declared as a ClusterMetricProvider first
+        (the operator honours no inline address by default)."""
+        inline = (spec.get("analysis") or {}).get("prometheus")
+        if inline is not None:
+            analysis = {k: v for k, v in spec["analysis"].items() if k != "prometheus"}
+            spec = {**spec, "analysis": {**analysis, "provider": self.provider(inline["address"],
+                                                                                inline.get("timeout", "2s"))}}
         self.cp.apply({
             "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": self.name, "namespace": self.ns},

@@ -119,11 +119,12 @@ def test_prometheus_down_never_promotes(scenario, prometheus):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     rollout_started(scenario, prometheus, GOOD,
                     strategy={"steps": [{"weight": 20, "pause": "1s"}]}, analysis={"noDataLimit": 5})
-    scenario.patch({"analysis": {"prometheus": {"address": dead}}})
+    provider = scenario.provider(dead)
+    scenario.patch({"analysis": {"provider": provider}})
     status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 40, "rollback after errors")
     assert ("Promoted", "1.1.0") not in scenario.actions()
     errors = [c for c in status["checks"] if c["verdict"] == "Error"]
-    assert errors and all("could not measure" in c["message"] and dead in c["message"] for c in errors)
+    assert errors and all(f"could not measure: provider {provider}: unreachable" in c["message"] for c in errors)
 
 
 PATIENT = {"strategy": {"steps": [{"weight": 20, "pause": "1h"}, {"weight": 50, "pause": "1h"}]}}

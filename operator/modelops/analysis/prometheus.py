@@ -51,12 +51,13 @@ class SecretReader(Protocol):
 
 class PrometheusProvider:
     def __init__(self, address: str, *, timeout: float, bearer_token: str | None = None, ca_pem: str | None = None,
-                 insecure_skip_verify: bool = False, max_concurrency: int = 4):
+                 insecure_skip_verify: bool = False, max_concurrency: int = 4, label: str | None = None):
+        """`label` names it in errors (e.g. `provider default`); by default its address does."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.address = address
         self.timeout = float(timeout)
-        self._where = f"Prometheus at {_display(address)}"
+        self._where = label or f"Prometheus at {_display(address)}"
         self._url = address.rstrip("/") + "/api/v1/query"
         self._semaphore = asyncio.Semaphore(max_concurrency)
         if insecure_skip_verify:
@@ -293,8 +294,8 @@ async def close_sessions() -> None:
 
 
 async def provider_for(config: PrometheusConfig, namespace: str, secrets: SecretReader, *,
-                       cap: float | None = None) -> PrometheusProvider:
-    """A provider for one ModelDeployment's analysis.prometheus, credentials read from its namespace.
+                       cap: float | None = None, label: str | None = None) -> PrometheusProvider:
+    """A provider for `config`, its credentials read from Secrets in `namespace`.
 
     The query timeout is the configured one, at most MAX_TIMEOUT_SECONDS and at most `cap` when given.
     """
@@ -318,7 +319,7 @@ async def provider_for(config: PrometheusConfig, namespace: str, secrets: Secret
     if cap is not None:
         timeout = min(timeout, cap)
     return PrometheusProvider(config.address, timeout=timeout, bearer_token=token, ca_pem=ca_pem,
-                              insecure_skip_verify=config.insecure_skip_verify)
+                              insecure_skip_verify=config.insecure_skip_verify, label=label)
 
 
 async def _secret_value(secrets: SecretReader, namespace: str, ref: SecretKeyRef) -> str:

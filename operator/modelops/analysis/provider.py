@@ -18,6 +18,7 @@ ErrorKind = Literal[
     "many_series",    # a vector of more than one series where one value is expected
     "credentials",    # the bearer token or CA Secret is missing, unreadable or invalid
     "unsupported",    # the check asks for something the backend does not provide
+    "forbidden",      # the deployment may not use that provider (or any inline one)
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 

@@ -19,11 +19,13 @@ from .modeldeployment import (
     CHECK_SAMPLES_RULE,
     CHECK_SOURCE_RULE,
     GATEWAY_NEEDS_ROUTE_RULE,
+    ONE_PROVIDER_RULE,
     STEPS_INCREASING_RULE,
     TEMPLATES_SUPPORTED_RULE,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
+from .metricprovider import ClusterMetricProviderSpec, ClusterMetricProviderStatus
 from .modelversion import ModelVersionSpec, ModelVersionStatus
 
 SPEC_IMMUTABLE_RULE = {"rule": "self == oldSelf", "message": "spec is immutable: publish a new ModelVersion instead"}
@@ -92,7 +94,8 @@ KOPF_STATUS_FIELD = {
 }
 
 
-def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict]) -> dict[str, Any]:
+def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict],
+         scope: str = "Namespaced") -> dict[str, Any]:
     status["properties"]["kopf"] = KOPF_STATUS_FIELD
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -100,7 +103,7 @@ def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: 
         "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
@@ -169,6 +172,7 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
     _add_rule(spec, ["analysis", "checks"], CHECK_NAMES_UNIQUE_RULE)
+    _add_rule(spec, ["analysis"], ONE_PROVIDER_RULE)
     spec.setdefault("x-kubernetes-validations", []).append(TEMPLATES_SUPPORTED_RULE)
     return _crd(
         "ModelDeployment",
@@ -188,9 +192,22 @@ def model_deployment_crd() -> dict[str, Any]:
     )
 
 
+def cluster_metric_provider_crd() -> dict[str, Any]:
+    return _crd(
+        "ClusterMetricProvider",
+        "clustermetricproviders",
+        "cmp",
+        _schema(ClusterMetricProviderSpec),
+        _schema(ClusterMetricProviderStatus),
+        [_column("Address", ".spec.prometheus.address"), AGE_COLUMN],
+        scope="Cluster",
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name → CRD, as written under crds/."""
     return {
+        "modelops.io_clustermetricproviders.yaml": cluster_metric_provider_crd(),
         "modelops.io_modelversions.yaml": model_version_crd(),
         "modelops.io_modeldeployments.yaml": model_deployment_crd(),
     }

@@ -227,15 +227,25 @@ class SecretKeyRef(ApiModel):
 
 
 class PrometheusConfig(ApiModel):
-    address: str = "http://prometheus.monitoring:9090"
+    """A Prometheus to query: what a ClusterMetricProvider declares, or an inline `analysis.prometheus`."""
+
+    address: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
     """Base URL of the Prometheus HTTP API."""
     bearer_token_secret: SecretKeyRef | None = None
-    """Secret key holding a bearer token sent as the Authorization header."""
+    """Secret key holding a bearer token sent as the Authorization header (in the operator's namespace for a
+    ClusterMetricProvider, in the deployment's for an inline one)."""
     ca_secret: SecretKeyRef | None = None
     """Secret key holding a PEM CA bundle to verify Prometheus' certificate."""
     insecure_skip_verify: bool = False
     timeout: Duration = "5s"
-    """Timeout of every query."""
+    """Timeout of every query (at most 30 s, and at most the analysis interval)."""
+
+
+DEFAULT_PROVIDER = "default"
+ONE_PROVIDER_RULE = {
+    "rule": "!(has(self.provider) && has(self.prometheus))",
+    "message": "analysis.provider and analysis.prometheus exclude each other",
+}
 
 
 class Analysis(ApiModel):
@@ -248,12 +258,18 @@ class Analysis(ApiModel):
     no_data_limit: int = Field(default=3, ge=1)
     """Consecutive analyses a Hold check may go without data before that counts as a failure."""
     checks: list[Check] = Field(default_factory=list, max_length=32)
-    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig, json_schema_extra=APPLY_NESTED_DEFAULTS)
+    provider: ObjectName | None = None
+    """ClusterMetricProvider to query; `default` when neither this nor prometheus is set."""
+    prometheus: PrometheusConfig | None = None
+    """An inline Prometheus instead of a provider: honoured only when the operator runs with
+    --allow-inline-providers (it lets a tenant choose where the operator sends requests)."""
 
     @model_validator(mode="after")
     def _positive_interval_and_unique_names(self) -> Analysis:
         if duration_seconds(self.interval) <= 0:
             raise ValueError("analysis.interval must be greater than zero")
+        if self.provider is not None and self.prometheus is not None:
+            raise ValueError("analysis.provider and analysis.prometheus exclude each other")
         names = [c.name for c in self.checks]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
