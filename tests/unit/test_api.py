@@ -4,13 +4,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from modelops.api.metricprovider import ClusterMetricProviderSpec
 from modelops.api.modeldeployment import ModelDeploymentSpec, RollbackMode, StrategyType
 from modelops.api.modelversion import ModelVersionSpec, content_id
 from modelops.api.types import duration_seconds
 
 from ..conftest import INVALID_CASES, model_deployment_manifest, model_version_manifest, with_path
 
-SPEC_MODELS = {"ModelDeployment": ModelDeploymentSpec, "ModelVersion": ModelVersionSpec}
+SPEC_MODELS = {"ModelDeployment": ModelDeploymentSpec, "ModelVersion": ModelVersionSpec,
+               "ClusterMetricProvider": ClusterMetricProviderSpec}
 
 
 @pytest.mark.parametrize("what, manifest, field", INVALID_CASES, ids=[c[0] for c in INVALID_CASES])

@@ -95,7 +95,7 @@ KOPF_STATUS_FIELD = {
 
 
 def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict],
-         scope: str = "Namespaced") -> dict[str, Any]:
+         scope: str = "Namespaced", categories: tuple[str, ...] = ("modelops",)) -> dict[str, Any]:
     status["properties"]["kopf"] = KOPF_STATUS_FIELD
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -110,7 +110,7 @@ def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: 
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": [short],
-                "categories": ["modelops"],
+                **({"categories": list(categories)} if categories else {}),
             },
             "versions": [
                 {
@@ -201,6 +201,7 @@ def cluster_metric_provider_crd() -> dict[str, Any]:
         _schema(ClusterMetricProviderStatus),
         [_column("Address", ".spec.prometheus.address"), AGE_COLUMN],
         scope="Cluster",
+        categories=(),  # an administrator's object: `kubectl get modelops` lists what tenants own
     )
 
 

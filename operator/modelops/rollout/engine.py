@@ -236,8 +236,10 @@ class _Run:
         assert previous is not None
         s.retained_versions = [v for v in s.retained_versions if v != target]
         self.retain(previous)
-        s.stable_version, s.phase = target, Phase.RolledBack
+        s.stable_version = target
+        # Rolled back away from spec.version, it stays so until spec.version changes; onto it, it is just stable.
         s.failed_version = self.spec.version if self.spec.version != target else None
+        s.phase = Phase.RolledBack if s.failed_version else Phase.Stable
         self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
 
     def ignore(self, request: Request, why: str) -> None:
