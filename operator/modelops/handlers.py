@@ -27,6 +27,7 @@ from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_stat
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
 from .routers.base import Target
+from .routers.base import BackendNotOwned
 from .routers.registry import routers_for
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
             state = await router.observe(target, versions.specs, None)
             await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state, create=False)
         await record_serving_roles(shell, meta["namespace"], meta["name"], versions, status, ModelDeploymentStatus())
+    except BackendNotOwned:
+        pass  # not ours to leave in any state
     except EXPECTED as e:
         problem = classify(e)
         if retry >= 2:

@@ -41,7 +41,7 @@ from .rollout import AnalysisReport, Decision, Event, Observations, analysis_win
 from .rollout import seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
-from .routers.base import BackendMisconfigured, BackendState, Router, Target
+from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def classify(error: BaseException) -> Problem:
     """A reason to count and show, and words without any response body in them."""
     if isinstance(error, ApiNotInstalled):
         return Problem("BackendNotInstalled", str(error))
+    if isinstance(error, BackendNotOwned):
+        return Problem("BackendNotOwned", str(error))
     if isinstance(error, BackendMisconfigured):
         return Problem("BackendMisconfigured", str(error))
     if isinstance(error, ApiException):

@@ -81,7 +81,8 @@ class Scenario:
         # The user's own route: a rule for the model and one the operator must leave alone.
         self.cp.apply({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": self.name, "namespace": self.ns},
+            # Handed to the ModelDeployment of the same name: the operator drives no route that does not name it.
+            "metadata": {"name": self.name, "namespace": self.ns, "annotations": {"modelops.io/deployment": self.name}},
             "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
                 {"backendRefs": [{"name": self.services[version], "port": 80, "weight": 100}]},
                 {"matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],

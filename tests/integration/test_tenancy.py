@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from ..conftest import model_deployment_manifest
+from ..conftest import model_deployment_manifest, model_version_manifest
 
 
 @pytest.fixture
@@ -59,3 +60,48 @@ def test_tenants_cannot_write_status(control_plane, namespace, tenant):
     forged = tenant("patch", "mdep", "fraud", "--subresource", "status", "--type", "merge",
                     "-p", '{"status": {"phase": "Stable", "stableVersion": "9.9.9"}}')
     assert forged.returncode != 0 and "forbidden" in forged.stderr.lower()
+
+
+def test_another_teams_inference_service_cannot_be_borrowed(control_plane, namespace, tenant, operator):
+    """Team B's InferenceService sits in the same namespace; team A's deployment names it."""
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "team-b-ranker", "namespace": namespace},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://team-b/ranker"}}}}
+    control_plane.apply(isvc)
+    before = control_plane.kubectl("get", "isvc", "team-b-ranker", "-n", namespace, "-o", "json").stdout
+    version = model_version_manifest()
+    version["metadata"]["namespace"] = namespace
+    control_plane.apply(version)
+    borrowing = model_deployment_manifest(serving={"backend": "kserve", "kserve": {"name": "team-b-ranker"}})
+    assert tenant("apply", "-f", "-", input=json.dumps(borrowing)).returncode == 0
+    status = wait_for_status(control_plane, namespace, "fraud", lambda st: synced(st) == ("False", "BackendNotOwned"))
+    assert "InferenceService team-b-ranker is not driven by any ModelDeployment" in condition(status, "Synced")["message"]
+    assert "BackendNotOwned" in events(control_plane, namespace)
+    after = control_plane.kubectl("get", "isvc", "team-b-ranker", "-n", namespace, "-o", "json").stdout
+    assert json.loads(after)["metadata"]["resourceVersion"] == json.loads(before)["metadata"]["resourceVersion"]
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def synced(status: dict) -> tuple[str, str] | None:
+    c = condition(status, "Synced")
+    return (c["status"], c["reason"]) if c else None
+
+
+def wait_for_status(control_plane, namespace: str, name: str, predicate, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        got = control_plane.kubectl("get", "mdep", name, "-n", namespace, "-o", "json", check=False)
+        status = (json.loads(got.stdout).get("status") or {}) if got.returncode == 0 else {}
+        if predicate(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"status of {namespace}/{name} never matched: {json.dumps(status)[:3000]}")
+
+
+def events(control_plane, namespace: str) -> list[str]:
+    items = json.loads(control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    return [e["reason"] for e in items]

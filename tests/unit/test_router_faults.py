@@ -11,7 +11,8 @@ import pytest
 from modelops.api.modeldeployment import Serving
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
-from modelops.routers.base import APPLIED_WEIGHTS, BackendMisconfigured, Target, VersionUnavailable, weight_drift
+from modelops.routers.base import (APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMisconfigured, BackendNotOwned, Target, VersionUnavailable,
+                                   weight_drift)
 from modelops.routers.gateway_api import HTTP_ROUTE, GatewayAPIRouter
 from modelops.routers.kserve import INFERENCE_SERVICE, KServeRouter
 from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
@@ -40,7 +41,8 @@ class FakeKube:
     """The Kube calls the routers make, on a dict of objects; every write is recorded."""
 
     def __init__(self, *objects: tuple[Any, dict[str, Any]]):
-        self.objects = {(resource.plural, obj["metadata"]["name"]): copy.deepcopy(obj) for resource, obj in objects}
+        """The objects given belong to the ModelDeployment `churn` (they carry its owner annotation)."""
+        self.objects = {(resource.plural, obj["metadata"]["name"]): owned_by_churn(obj) for resource, obj in objects}
         self.calls: list[tuple[str, str, str]] = []
 
     async def get(self, resource, namespace, name):
@@ -69,6 +71,12 @@ class FakeKube:
 
     def writes(self, verb: str) -> list[tuple[str, str, str]]:
         return [c for c in self.calls if c[0] == verb]
+
+
+def owned_by_churn(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}), OWNER_ANNOTATION: "churn"}
+    return obj
 
 
 def target(serving: dict[str, Any]) -> Target:
@@ -298,3 +306,41 @@ def test_seldon_v2_odd_models_and_experiments():
     kube = FakeKube((MODEL, stable), (EXPERIMENT, odd))
     state = asyncio.run(SeldonV2Router(kube).observe(SELDON_V2, VERSIONS, CANARY))
     assert state.ready_versions == frozenset() and state.drift == ()
+
+
+# --- ownership: a deployment drives only objects that name it ---------------------------------------------------
+
+
+def foreign(obj: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["annotations"] = {OWNER_ANNOTATION: owner} if owner else {}
+    return obj
+
+
+@pytest.mark.parametrize("owner, words", [(None, "not driven by any ModelDeployment"),
+                                          ("team-b-fraud", "driven by ModelDeployment team-b-fraud")])
+@pytest.mark.parametrize("router, tgt, resource, obj", [
+    (KServeRouter, KSERVE, INFERENCE_SERVICE, isvc("1.0.0")),
+    (SeldonRouter, SELDON, SELDON_DEPLOYMENT, sdep(("v1-0-0", 100))),
+    (GatewayAPIRouter, GATEWAY, HTTP_ROUTE, http_route([{"name": "churn-v1", "port": 8080, "weight": 100}])),
+    (SeldonV2Router, SELDON_V2, EXPERIMENT, experiment({"churn": 80, "churn-v1-1-0": 20})),
+])
+def test_an_object_that_does_not_name_the_deployment_is_never_written(router, tgt, resource, obj, owner, words):
+    kube = FakeKube((MODEL, model("churn", "1.0.0")))
+    kube.objects[(resource.plural, obj["metadata"]["name"])] = foreign(obj, owner)
+    with pytest.raises(BackendNotOwned, match=f"{resource.kind} .* is {words}: annotate it {OWNER_ANNOTATION}=churn"):
+        run(router(kube), tgt, ROLLBACK, VERSIONS)
+    assert not kube.calls  # nothing created, patched or deleted
+
+
+def test_objects_the_operator_creates_name_their_deployment():
+    kube = FakeKube()
+    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)
+    assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][OWNER_ANNOTATION] == "churn"
+
+
+def test_a_model_with_the_owner_label_but_not_the_annotation_is_not_deleted():
+    kube = FakeKube((MODEL, model("churn", "1.0.0")))
+    kube.objects[("models", "team-b-model")] = foreign(model("team-b-model", "3.0.0"), None)  # labelled churn's
+    run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, VERSIONS)
+    assert ("models", "team-b-model") in kube.objects and not kube.writes("delete")

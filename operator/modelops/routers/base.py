@@ -91,6 +91,52 @@ class VersionUnavailable(BackendMisconfigured):
                          f"({needed_for} needs its artifact): recreate the ModelVersion or change spec.version")
 
 
+class BackendNotOwned(BackendMisconfigured):
+    """The backend object exists but is not this ModelDeployment's to drive."""
+
+
+# Names the one ModelDeployment that drives a backend object: set on every object the operator
+# creates, and added by hand to hand over an existing one. Two deployments can never drive one object.
+OWNER_ANNOTATION = "modelops.io/deployment"
+
+
+class OwnedObjects:
+    """A ModelDeployment's view of backend objects: it reads, writes and deletes only those naming it."""
+
+    def __init__(self, kube: Any):
+        self.kube = kube
+
+    async def get(self, resource: Any, target: Target, name: str) -> dict[str, Any] | None:
+        obj = await self.kube.get(resource, target.namespace, name)
+        if obj is not None:
+            owner = annotations_of(obj).get(OWNER_ANNOTATION)
+            if owner != target.deployment:
+                whose = f"driven by ModelDeployment {owner}" if owner else "not driven by any ModelDeployment"
+                raise BackendNotOwned(f"{resource.kind} {name} is {whose}: annotate it {OWNER_ANNOTATION}="
+                                      f"{target.deployment} to hand it to this one")
+        return obj
+
+    async def create(self, resource: Any, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        owned = {**meta, "annotations": {**(meta.get("annotations") or {}), OWNER_ANNOTATION: target.deployment}}
+        return await self.kube.create(resource, target.namespace, {**body, "metadata": owned})
+
+    async def patch(self, resource: Any, target: Target, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Only after `get` of the same object in the same round has shown it is ours."""
+        return await self.kube.patch(resource, target.namespace, name, patch)
+
+    async def delete(self, resource: Any, target: Target, name: str) -> bool:
+        """True when there was something to delete."""
+        if await self.get(resource, target, name) is None:
+            return False
+        return await self.kube.delete(resource, target.namespace, name)
+
+    async def list(self, resource: Any, target: Target, label_selector: str) -> list[dict[str, Any]]:
+        """Those matching the selector that name this deployment (a label alone proves nothing)."""
+        return [o for o in await self.kube.list(resource, target.namespace, label_selector)
+                if annotations_of(o).get(OWNER_ANNOTATION) == target.deployment]
+
+
 def spec_of(versions: dict[str, ModelVersionSpec], version: str, needed_for: str) -> ModelVersionSpec:
     """The spec of a version whose artifact the router must write; VersionUnavailable when it is gone."""
     spec = versions.get(version)

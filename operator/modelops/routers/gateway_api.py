@@ -22,7 +22,7 @@ from ..api.modelversion import ModelVersionSpec
 from ..analysis.promql import TemplateQuery
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import (APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, annotations_of, applied_weights, dig,
+from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, annotations_of, applied_weights, dig,
                    objects_at, weight_drift)
 
 HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
@@ -95,7 +95,7 @@ class GatewayAPIRouter:
     templates = TEMPLATES
 
     def __init__(self, kube: Kube):
-        self.kube = kube
+        self.objects = OwnedObjects(kube)
 
     @staticmethod
     def _config(target: Target):
@@ -114,18 +114,18 @@ class GatewayAPIRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        route = await self.kube.get(HTTP_ROUTE, target.namespace, self._config(target).route)
+        route = await self.objects.get(HTTP_ROUTE, target, self._config(target).route)
         return observe(route, self._config(target).services)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         config = self._config(target)
-        route = await self.kube.get(HTTP_ROUTE, target.namespace, config.route)
+        route = await self.objects.get(HTTP_ROUTE, target, config.route)
         if not create and (route is None or not routes_to(route, set(config.services.values()))):
             return True  # finalizing: a route that is gone, or no longer ours, is left as it is
         if route is None:
             raise BackendMisconfigured(f"HTTPRoute {config.route} not found in {target.namespace}")
         patch = patch_for(route, intent, self._services(target, intent.stable, intent.candidate), config.port)
         if patch is not None:
-            await self.kube.patch(HTTP_ROUTE, target.namespace, config.route, patch)
+            await self.objects.patch(HTTP_ROUTE, target, config.route, patch)
         return patch is None

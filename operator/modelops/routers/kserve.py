@@ -27,7 +27,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import BackendState, Target, VersionUnavailable, annotations_of, artifact_version, dig, replacing, spec_of
+from .base import OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of, artifact_version, dig, replacing, spec_of
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 
@@ -188,7 +188,7 @@ class KServeRouter:
     templates = TEMPLATES
 
     def __init__(self, kube: Kube):
-        self.kube = kube
+        self.objects = OwnedObjects(kube)
 
     def _name(self, target: Target) -> str:
         return target.object_name(target.serving.kserve.name if target.serving.kserve else None)
@@ -197,23 +197,23 @@ class KServeRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        return observe(await self.kube.get(INFERENCE_SERVICE, target.namespace, self._name(target)), versions, last)
+        return observe(await self.objects.get(INFERENCE_SERVICE, target, self._name(target)), versions, last)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
-        isvc = await self.kube.get(INFERENCE_SERVICE, target.namespace, name)
+        isvc = await self.objects.get(INFERENCE_SERVICE, target, name)
         if isvc is None:
             if not create:
                 return True
             model = _model(spec_of(versions, intent.stable, f"creating InferenceService {name}"))
             body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"}},
                     "spec": {"predictor": {"model": model}}}
-            await self.kube.create(INFERENCE_SERVICE, target.namespace, body)
+            await self.objects.create(INFERENCE_SERVICE, target, body)
             return False
         patch = patch_for(isvc, intent, versions, state)
         if patch is not None:
-            await self.kube.patch(INFERENCE_SERVICE, target.namespace, name, patch)
+            await self.objects.patch(INFERENCE_SERVICE, target, name, patch)
             return False
         # Without a candidate, rest only once the canary field is gone (stable's own revision serves all),
         # or when stable's ModelVersion is gone and the rolled-out revision holds all traffic (no more to do).

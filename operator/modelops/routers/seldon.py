@@ -24,7 +24,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import (APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, spec_of,
+from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, spec_of,
                    unit_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
@@ -142,7 +142,7 @@ class SeldonRouter:
     templates = TEMPLATES
 
     def __init__(self, kube: Kube):
-        self.kube = kube
+        self.objects = OwnedObjects(kube)
 
     def _name(self, target: Target) -> str:
         return target.object_name(target.serving.seldon.name if target.serving.seldon else None)
@@ -153,22 +153,22 @@ class SeldonRouter:
                       last: TrafficIntent | None) -> BackendState:
         # The versions last applied may have lost their ModelVersions; their predictors still serve.
         known = set(versions) | ({v for v in (last.stable, last.candidate) if v is not None} if last else set())
-        return observe(await self.kube.get(SELDON_DEPLOYMENT, target.namespace, self._name(target)), known)
+        return observe(await self.objects.get(SELDON_DEPLOYMENT, target, self._name(target)), known)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
-        sdep = await self.kube.get(SELDON_DEPLOYMENT, target.namespace, name)
+        sdep = await self.objects.get(SELDON_DEPLOYMENT, target, name)
         if sdep is None:
             if not create:
                 return True
             predictors = desired_predictors([], intent, versions)
-            await self.kube.create(SELDON_DEPLOYMENT, target.namespace, {
+            await self.objects.create(SELDON_DEPLOYMENT, target, {
                 "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"},
                              "annotations": {APPLIED_WEIGHTS: applied_weights({p["name"]: p["traffic"] for p in predictors})}},
                 "spec": {"predictors": predictors}})
             return False
         patch = patch_for(sdep, intent, versions)
         if patch is not None:
-            await self.kube.patch(SELDON_DEPLOYMENT, target.namespace, name, patch)
+            await self.objects.patch(SELDON_DEPLOYMENT, target, name, patch)
         return patch is None

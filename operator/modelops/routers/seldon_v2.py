@@ -22,7 +22,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource
 from ..rollout import TrafficIntent
-from .base import (APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, replacing,
+from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, replacing,
                    spec_of, unit_name, weight_drift)
 
 MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
@@ -77,7 +77,7 @@ class SeldonV2Router:
     templates = TEMPLATES
 
     def __init__(self, kube: Kube):
-        self.kube = kube
+        self.objects = OwnedObjects(kube)
 
     @staticmethod
     def experiment_name(target: Target) -> str:
@@ -93,8 +93,7 @@ class SeldonV2Router:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        ns = target.namespace
-        stable = await self.kube.get(MODEL, ns, target.deployment)
+        stable = await self.objects.get(MODEL, target, target.deployment)
         ready, units = set(), {}
         if stable is not None:
             version = version_of(stable)
@@ -106,41 +105,41 @@ class SeldonV2Router:
         if last is not None and last.candidate is not None:
             name = self.candidate_model(target, last.candidate)
             units[last.candidate] = name
-            if _ready(await self.kube.get(MODEL, ns, name), "ModelReady"):
+            if _ready(await self.objects.get(MODEL, target, name), "ModelReady"):
                 ready.add(last.candidate)
-            experiment = await self.kube.get(EXPERIMENT, ns, self.experiment_name(target))
+            experiment = await self.objects.get(EXPERIMENT, target, self.experiment_name(target))
             if experiment is not None:
                 drift = weight_drift(experiment, experiment_weights(experiment), "Experiment candidate")
         return BackendState(frozenset(ready), units, drift)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
-        ns, stable_name = target.namespace, target.deployment
+        stable_name = target.deployment
         changed = await self._ensure_model(target, stable_name, intent.stable, versions, create)
         experiment = self.experiment_name(target)
         if intent.candidate is None:
-            changed |= await self.kube.delete(EXPERIMENT, ns, experiment)
-            for model in await self.kube.list(MODEL, ns, f"{OWNER_LABEL}={target.deployment}"):
+            changed |= await self.objects.delete(EXPERIMENT, target, experiment)
+            for model in await self.objects.list(MODEL, target, f"{OWNER_LABEL}={target.deployment}"):
                 if model["metadata"]["name"] != stable_name:
-                    changed |= await self.kube.delete(MODEL, ns, model["metadata"]["name"])
+                    changed |= await self.objects.delete(MODEL, target, model["metadata"]["name"])
             return not changed
         candidate = self.candidate_model(target, intent.candidate)
         changed |= await self._ensure_model(target, candidate, intent.candidate, versions, create)
         if intent.candidate_weight == 0:
-            return not (await self.kube.delete(EXPERIMENT, ns, experiment) or changed)
+            return not (await self.objects.delete(EXPERIMENT, target, experiment) or changed)
         weights = {stable_name: 100 - intent.candidate_weight, candidate: intent.candidate_weight}
         body = {"metadata": {"name": experiment, "labels": {OWNER_LABEL: target.deployment},
                              "annotations": {APPLIED_WEIGHTS: applied_weights(weights)}},
                 "spec": {"default": stable_name,
                          "candidates": [{"name": n, "weight": w} for n, w in weights.items()]}}
-        live = await self.kube.get(EXPERIMENT, ns, experiment)
+        live = await self.objects.get(EXPERIMENT, target, experiment)
         if live is None:
             if not create:
                 return not changed
-            await self.kube.create(EXPERIMENT, ns, body)
+            await self.objects.create(EXPERIMENT, target, body)
         elif dig(live, "spec", "candidates") != body["spec"]["candidates"] or \
                 annotations_of(live).get(APPLIED_WEIGHTS) != applied_weights(weights):
-            await self.kube.patch(EXPERIMENT, ns, experiment, body)
+            await self.objects.patch(EXPERIMENT, target, experiment, body)
         else:
             return not changed
         return False
@@ -148,7 +147,7 @@ class SeldonV2Router:
     async def _ensure_model(self, target: Target, name: str, version: str, versions: dict[str, ModelVersionSpec],
                             create: bool) -> bool:
         """True when it had to create or update the Model; a Model already serving `version` needs no ModelVersion."""
-        live = await self.kube.get(MODEL, target.namespace, name)
+        live = await self.objects.get(MODEL, target, name)
         if live is None and not create:
             return False
         if live is not None and version_of(live) == version:
@@ -156,7 +155,7 @@ class SeldonV2Router:
         spec = spec_of(versions, version, f"Model {name}")
         body = _model_body(name, target.deployment, version, spec)
         if live is None:
-            await self.kube.create(MODEL, target.namespace, body)
+            await self.objects.create(MODEL, target, body)
         else:
-            await self.kube.patch(MODEL, target.namespace, name, model_patch(live, body))  # promotion: updated in place
+            await self.objects.patch(MODEL, target, name, model_patch(live, body))  # promotion: updated in place
         return True
