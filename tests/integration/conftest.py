@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ..conftest import model_deployment_manifest
 from ..harness.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
 from ..harness.operator import OperatorProcess
 from ..harness.prometheus import Prometheus
@@ -30,9 +31,22 @@ def control_plane(tmp_path_factory):
         plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(UPSTREAM_CRDS / f for f in UPSTREAM_CRD_FILES))
         TIMINGS["CRD install, ours and upstream (s)"] = time.monotonic() - started
         plane.kubectl("apply", "-f", str(REPO / "deploy" / "admission.yaml"), "-f", str(REPO / "deploy" / "user-roles.yaml"))
+        wait_until_admission_policy_enforced(plane)
         yield plane
     finally:
         plane.stop()
+
+
+def wait_until_admission_policy_enforced(plane: ControlPlane, timeout: float = 30) -> None:
+    """A new ValidatingAdmissionPolicy takes effect once the API server has compiled it: probe with a dry run."""
+    forged = model_deployment_manifest()
+    forged["metadata"]["namespace"] = "default"
+    forged["spec"]["request"] = {"id": "probe", "action": "Abort", "reason": "probe", "actor": "nobody"}
+    deadline = time.monotonic() + timeout
+    while plane.apply(forged, "--dry-run=server", check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the request-actor admission policy was not enforced within {timeout}s")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

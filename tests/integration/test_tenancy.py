@@ -105,3 +105,37 @@ def wait_for_status(control_plane, namespace: str, name: str, predicate, timeout
 def events(control_plane, namespace: str) -> list[str]:
     items = json.loads(control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     return [e["reason"] for e in items]
+
+
+def oversized_cases() -> list[tuple[str, dict, str]]:
+    checks = [{"name": f"c{i}", "query": "up", "max": 1} for i in range(200)]
+    services = {f"1.0.{i}": f"svc-{i}" for i in range(10_000)}
+    parameters = {f"p{i}": "x" for i in range(10_000)}
+    version = model_version_manifest()
+    version["spec"]["lineage"]["parameters"] = parameters
+    return [
+        ("200 checks", model_deployment_manifest(analysis={"checks": checks}), "spec.analysis.checks"),
+        ("10,000 Services", model_deployment_manifest(serving={"backend": "gatewayAPI", "gatewayAPI": {
+            "route": "r", "services": services}}), "spec.serving.gatewayAPI.services"),
+        ("a 1 MB query", model_deployment_manifest(analysis={"checks": [
+            {"name": "big", "query": "up" + " " * 1_000_000, "max": 1}]}), "spec.analysis.checks[0].query"),
+        ("10,000 hyperparameters", version, "spec.lineage.parameters"),
+    ]
+
+
+@pytest.mark.parametrize("what, manifest, field", oversized_cases(), ids=[c[0] for c in oversized_cases()])
+def test_oversized_specs_are_refused_naming_the_field(control_plane, namespace, tenant, what, manifest, field):
+    refused = tenant("create", "-f", "-", input=json.dumps(manifest))
+    assert refused.returncode != 0 and field in refused.stderr, refused.stderr[:2000]
+
+
+def test_control_characters_and_unicode_in_free_text_stay_text(control_plane, namespace, tenant, operator):
+    """A reason is the user's own words: kept as given, and never able to reach anything but status text."""
+    version = model_version_manifest()
+    version["metadata"]["namespace"] = namespace
+    control_plane.apply(version)
+    weird = "pinned\n\x1b[31mred\x1b[0m \u202eevil\u202c 🚀 \" } ] {{namespace}}"
+    manifest = model_deployment_manifest(trafficOverride={"weight": 10, "reason": weird})
+    assert tenant("create", "-f", "-", input=json.dumps(manifest)).returncode == 0
+    status = wait_for_status(control_plane, namespace, "fraud", lambda st: bool(st.get("history")))
+    assert status["phase"] in ("Stable", "Failed")  # nothing else moved: no candidate, no rollout

@@ -31,7 +31,7 @@ def test_schemas_are_structural():
         root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         for path, node in _walk(root):
             assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{name} {path} has no type"
-            for banned in ("anyOf", "$ref", "allOf", "oneOf", "title", "const"):
+            for banned in ("anyOf", "$ref", "allOf", "oneOf", "title", "const", "patternProperties", "propertyNames"):
                 assert banned not in node, f"{name} {path} has {banned}"
             assert not ("properties" in node and "additionalProperties" in node), f"{name} {path}"
 

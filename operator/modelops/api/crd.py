@@ -8,6 +8,7 @@ null defaults, and adds the CEL rules that a per-field schema cannot say.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -53,8 +54,9 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             merged.update({k: v for k, v in node.items() if k not in ("title",)})
             node = merged
         out: dict[str, Any] = {}
+        _map_keys_as_cel(node, out, convert)
         for key, value in node.items():
-            if key in ("title", "$defs", "examples"):
+            if key in ("title", "$defs", "examples", "patternProperties", "propertyNames"):
                 continue
             if key == "default" and value is None:
                 continue
@@ -73,6 +75,21 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         return out
 
     return convert(schema)
+
+
+def _map_keys_as_cel(node: dict[str, Any], out: dict[str, Any], convert: Any) -> None:
+    """Constrained map keys: structural schemas have no patternProperties or propertyNames, so the
+    values' schema becomes additionalProperties and the keys' constraints become CEL rules."""
+    rules = out.setdefault("x-kubernetes-validations", [])
+    for pattern, values in node.get("patternProperties", {}).items():
+        out["additionalProperties"] = convert(values)
+        rules.append({"rule": f"self.all(k, k.matches({json.dumps(pattern)}))",
+                      "message": f"every key must match {pattern}"})
+    longest = node.get("propertyNames", {}).get("maxLength")
+    if longest is not None:
+        rules.append({"rule": f"self.all(k, size(k) <= {longest})", "message": f"keys are at most {longest} characters"})
+    if not rules:
+        del out["x-kubernetes-validations"]
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:

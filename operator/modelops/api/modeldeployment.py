@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
-from .types import Duration, ObjectName, SemVer, Weight, duration_seconds
+from .types import Duration, ObjectName, Reason, SemVer, Text, Weight, duration_seconds
 
 
 # An empty-object default makes the API server fill in the defaults of the fields inside.
@@ -42,7 +42,7 @@ class SeldonV2Serving(ApiModel):
 class GatewayAPIServing(ApiModel):
     route: ObjectName
     """HTTPRoute whose backendRefs carry the weights."""
-    services: dict[str, str] = Field(min_length=1)
+    services: dict[SemVer, ObjectName] = Field(min_length=1, max_length=64)
     """Service name of each model version, keyed by version."""
     port: int = Field(default=80, ge=1, le=65535)
     """Port of those Services."""
@@ -153,9 +153,9 @@ class Check(ApiModel):
     """Name shown in status and events."""
     template: CheckTemplate | None = None
     """A built-in query for the backend (error rate, latency quantiles)."""
-    query: str | None = Field(default=None, min_length=1)
+    query: Text(16384, min_length=1) | None = None
     """PromQL returning one value; may use {{namespace}}, {{model}}, {{version}}, {{revision}}, {{window}}."""
-    sample_query: str | None = None
+    sample_query: Text(16384, min_length=1) | None = None
     """PromQL returning the number of samples behind the value (e.g. requests in the window)."""
     min: float | None = None
     """Fail when the candidate's value is below this."""
@@ -223,7 +223,7 @@ TEMPLATES_SUPPORTED_RULE = _templates_rule()
 
 class SecretKeyRef(ApiModel):
     name: ObjectName
-    key: str
+    key: Text(253, min_length=1)
 
 
 class PrometheusConfig(ApiModel):
@@ -280,7 +280,7 @@ class Analysis(ApiModel):
 class TrafficOverride(ApiModel):
     weight: Weight
     """Candidate's pinned weight; steps and automatic rollback stop while it is set."""
-    reason: str = Field(min_length=1)
+    reason: Reason
     """Why the weight is pinned; recorded in history."""
 
 
@@ -299,8 +299,8 @@ class Request(ApiModel):
     action: Action
     version: SemVer | None = None
     """For Rollback: the retained version to go back to; defaults to the fallback version."""
-    reason: str = Field(min_length=1)
-    actor: str | None = None
+    reason: Reason
+    actor: Text(256) | None = None
     """Who asked; the plugin fills in the kubectl user."""
 
 

@@ -9,69 +9,69 @@ from enum import Enum
 from pydantic import Field
 
 from .base import ApiModel, StatusModel
-from .types import Digest, ObjectName, SemVer
+from .types import Digest, ObjectName, SemVer, Text, Label, Uri
 
 
 class Artifact(ApiModel):
-    uri: str = Field(min_length=1)
+    uri: Text(2048, min_length=1)
     """Where the serialized model lives (s3://, gs://, pvc://, file://, ...)."""
     digest: Digest
     """Content digest of the artifact, `sha256:` and 64 hex digits."""
-    format: str = Field(min_length=1)
+    format: Text(63, min_length=1)
     """Serialization format, e.g. sklearn, xgboost, onnx, pytorch, mlflow."""
-    runtime: str | None = None
+    runtime: Text(253) | None = None
     """Serving runtime that loads this format, when the backend needs it named."""
 
 
 class CodeLineage(ApiModel):
-    repository: str
+    repository: Uri
     """Source repository of the training code."""
-    commit: str
+    commit: Label
     """Commit of the training code."""
-    path: str | None = None
+    path: Text(1024) | None = None
     """Path of the training entry point inside the repository."""
 
 
 class DataLineage(ApiModel):
-    uri: str
+    uri: Uri
     """Where the training data lives."""
     digest: Digest | None = None
     """Content digest of the training data."""
-    snapshot: str | None = None
+    snapshot: Label | None = None
     """Snapshot id of the data (e.g. a lakeFS commit or a DVC revision), when there is no digest."""
-    version: str | None = None
+    version: Label | None = None
     """Human-readable data version."""
 
 
 class EnvironmentLineage(ApiModel):
-    image: str | None = None
+    image: Text(1024) | None = None
     """Training container image, ideally pinned by digest."""
-    python: str | None = None
+    python: Text(64) | None = None
     """Python version used in training."""
     requirements_digest: Digest | None = None
     """Digest of the locked requirements file."""
 
 
 class ExperimentLineage(ApiModel):
-    tracker: str
+    tracker: Text(64)
     """Experiment tracker, e.g. mlflow or wandb."""
-    run_id: str
+    run_id: Label
     """Run id in that tracker."""
-    uri: str | None = None
+    uri: Uri | None = None
     """Link to the run."""
 
 
 class Lineage(ApiModel):
     code: CodeLineage | None = None
     data: DataLineage | None = None
-    parameters: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[Text(253), Text(4096)] = Field(default_factory=dict, max_length=256)
     """Hyperparameters, as strings so that no precision is lost."""
     environment: EnvironmentLineage | None = None
     experiment: ExperimentLineage | None = None
 
 
 class ModelCard(ApiModel):
-    uri: str
+    uri: Uri
     """Where the model card lives."""
     digest: Digest | None = None
     """Content digest of the model card."""
@@ -84,7 +84,7 @@ class ModelVersionSpec(ApiModel):
     """Semantic version of this model version."""
     artifact: Artifact
     lineage: Lineage = Field(default_factory=Lineage)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[Text(253), float] = Field(default_factory=dict, max_length=256)
     """Offline validation results, e.g. accuracy: 0.93."""
     model_card: ModelCard | None = None
 

@@ -50,3 +50,13 @@ Digest = _matching(DIGEST_PATTERN, "a content digest: sha256: followed by 64 low
 ObjectName = _matching(NAME_PATTERN, "a Kubernetes object name (lowercase letters, digits and '-')", maxLength=63)
 Weight = Annotated[int, Field(ge=0, le=100)]
 
+
+
+def Text(max_length: int, min_length: int = 0) -> Any:
+    """Free text with a bound: no field lets a spec grow without limit (the API server checks the same)."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length)]
+
+
+Uri = Text(2048)
+Label = Text(256)
+Reason = Text(1024, min_length=1)
