@@ -139,3 +139,31 @@ def test_control_characters_and_unicode_in_free_text_stay_text(control_plane, na
     assert tenant("create", "-f", "-", input=json.dumps(manifest)).returncode == 0
     status = wait_for_status(control_plane, namespace, "fraud", lambda st: bool(st.get("history")))
     assert status["phase"] in ("Stable", "Failed")  # nothing else moved: no candidate, no rollout
+
+
+def test_an_inline_prometheus_is_never_contacted(control_plane, namespace, tenant, kserve, operator):
+    """A tenant points the analysis at an address of its choice (an internal endpoint, say), with a Secret
+    of its namespace as token: the operator, which honours no inline provider by default, sends nothing."""
+    from ..harness.processes import SilentListener
+    from .scenario import Scenario
+
+    internal = SilentListener()
+    try:
+        scenario = Scenario(control_plane, namespace, kserve)
+        for version in ("1.0.0", "1.1.0"):
+            scenario.version(version, error_rate=0.0, accuracy=0.95)
+        control_plane.kubectl("create", "secret", "generic", "token", "--from-literal=t=s3cr3t", "-n", namespace)
+        manifest = model_deployment_manifest(analysis={
+            "interval": "1s", "noDataLimit": 2, "prometheus": {"address": internal.url,
+                                                               "bearerTokenSecret": {"name": "token", "key": "t"}},
+            "checks": [{"name": "errors", "template": "errorRate", "max": 0.05}]},
+            strategy={"steps": [{"weight": 20, "pause": "1s"}]})
+        assert tenant("apply", "-f", "-", input=json.dumps(manifest)).returncode == 0
+        wait_for_status(control_plane, namespace, "fraud", lambda st: st.get("phase") == "Stable")
+        assert tenant("patch", "mdep", "fraud", "--type", "merge", "-p", '{"spec": {"version": "1.1.0"}}').returncode == 0
+        status = wait_for_status(control_plane, namespace, "fraud", lambda st: st.get("phase") == "RolledBack", 40)
+        assert all(c["verdict"] == "Error" and "analysis.prometheus is not allowed by this operator" in c["message"]
+                   for c in status["checks"])
+        assert internal.accepted == []  # not one connection
+    finally:
+        internal.close()
