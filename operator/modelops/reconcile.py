@@ -90,9 +90,22 @@ class Memory:
 
     written_status: dict[str, Any] | None = None
     written_over: str | None = None
-    """resourceVersion the status was written over: while the watch still shows it, ours is newer."""
+    """resourceVersion the watch showed when the status was written: while it still shows it, ours is newer."""
+    written_rv: str | None = None
+    """resourceVersion our last status write produced: the next write must be over it."""
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Base:
+    """The status a round starts from, and what the watch showed then."""
+
+    status: dict[str, Any]
+    resource_version: str | None
+    """What a status write over `status` is conditional on: a stale base gets a 409, never a lost update."""
+    seen: str | None
+    """The resourceVersion the watch showed."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ def classify(error: BaseException) -> Problem:
         return Problem("BackendNotOwned", str(error))
     if isinstance(error, BackendMisconfigured):
         return Problem("BackendMisconfigured", str(error))
+    if isinstance(error, ApiException) and error.status == 409:
+        return Problem("Conflict", "the ModelDeployment changed since this round read it; deciding again")
     if isinstance(error, ApiException):
         return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}")
     if isinstance(error, asyncio.TimeoutError):
@@ -142,8 +157,8 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     """Observe the backend, measure if due, decide, persist the decision, then apply it."""
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    old = current_status(obj, memory)
-    status = ModelDeploymentStatus.model_validate(old)
+    old = status_base(obj, memory)
+    status = ModelDeploymentStatus.model_validate(old.status)
     try:
         spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
     except ValidationError as e:
@@ -164,24 +179,25 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     decision = decide(spec, status, observations, shell.clock())
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
-    await persist(shell, obj, memory, old, decision, problem)
+    await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
     post(shell, obj, decision.events, backend.drift if backend else ())
-    await record_serving_roles(shell, namespace, name, versions, status, decision.status)
-    if decision.intent is None:
-        return IDLE_SECONDS, problem
+    settled, after = True, None
     try:
-        settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
+        if decision.intent is not None:
+            settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
+            metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
+        await record_serving_roles(shell, namespace, name, versions, status, decision.status)
     except EXPECTED as e:
-        problem = classify(e)
-        await persist(shell, obj, memory, current_status(obj, memory), decision, problem)
-        return CONVERGE_SECONDS, problem
-    metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
-    if problem is not None:
-        return CONVERGE_SECONDS * 5, problem
+        after = classify(e)
+        await persist(shell, obj, memory, status_base(obj, memory), decision, after)
+    if problem or after:
+        return CONVERGE_SECONDS * (1 if after else 5), problem or after
+    if decision.intent is None:
+        return IDLE_SECONDS, None
     return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None
 
 
-async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: dict[str, Any], decision: Decision,
+async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base, decision: Decision,
                   problem: Problem | None) -> None:
     status = decision.status
     if problem is not None:
@@ -194,9 +210,9 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
                   problem: Problem) -> None:
     """After an unexpected error: persist the safe decision, then try to apply it. Never raises."""
     try:
-        old = current_status(obj, memory)
+        old = status_base(obj, memory)
         spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
-        decision = fail_safe(spec, ModelDeploymentStatus.model_validate(old), problem.message, shell.clock())
+        decision = fail_safe(spec, ModelDeploymentStatus.model_validate(old.status), problem.message, shell.clock())
         await write_status(shell, obj, memory, old,
                            unsynced(decision.status, problem.reason, problem.message, rfc3339(shell.clock())))
         post(shell, obj, decision.events, ())
@@ -256,24 +272,33 @@ def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendSt
     return CONVERGE_SECONDS if decision.status.canary_version is not None else IDLE_SECONDS
 
 
-def current_status(obj: Mapping[str, Any], memory: Memory) -> dict[str, Any]:
+def status_base(obj: Mapping[str, Any], memory: Memory) -> Base:
     """The status as last written: the watch may not have delivered our own last write yet."""
-    if memory.written_status is not None and memory.written_over == obj["metadata"].get("resourceVersion"):
-        return dict(memory.written_status)
-    return {k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}
+    seen = obj["metadata"].get("resourceVersion")
+    if memory.written_status is not None and memory.written_over == seen:
+        return Base(dict(memory.written_status), memory.written_rv, seen)
+    return Base({k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}, seen, seen)
 
 
-async def write_status(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: dict[str, Any],
+def current_status(obj: Mapping[str, Any], memory: Memory) -> dict[str, Any]:
+    return status_base(obj, memory).status
+
+
+async def write_status(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base,
                        new: ModelDeploymentStatus) -> None:
-    """One merge patch, and only when something changed."""
+    """One merge patch, only when something changed, and only over the status it was computed from."""
     wire = new.to_wire()
     json.dumps(wire, allow_nan=False)  # the API server rejects NaN/Infinity: fail here, before anything is sent
-    patch = merge_patch(old, wire)
+    patch = merge_patch(old.status, wire)
     if patch is None:
         return
     meta = obj["metadata"]
-    await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], {"status": patch})
-    memory.written_over, memory.written_status = meta.get("resourceVersion"), wire
+    body: dict[str, Any] = {"status": patch}
+    if old.resource_version is not None:
+        body["metadata"] = {"resourceVersion": old.resource_version}
+    written = await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], body)
+    memory.written_over, memory.written_status = old.seen, wire
+    memory.written_rv = (written or {}).get("metadata", {}).get("resourceVersion")
     metrics.STATUS_PATCHES.labels(meta["namespace"], meta["name"]).inc()
 
 
@@ -289,6 +314,8 @@ def post(shell: Shell, obj: Mapping[str, Any], events: Iterable[Event], drift: I
 def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
     """Counted every time; an event only when the words change, so a long outage is one event."""
     metrics.RECONCILE_ERRORS.labels(problem.reason).inc()
+    if problem.reason == "Conflict":
+        return  # routine under concurrent edits: the next round decides again from the fresh object
     synced = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), {})
     if synced.get("message") != problem.message[:1000]:
         shell.events(obj, "Warning", problem.reason, problem.message[:1000])

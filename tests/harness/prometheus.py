@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .processes import Process, free_port
+from .processes import Process, SilentListener, free_port
 
 
 class Prometheus:
@@ -49,6 +49,35 @@ class Prometheus:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    # --- faults (the chaos tier) ---------------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown of the TSDB (its WAL is replayed on restart)."""
+        if self.process is not None:
+            self.process.kill()
+
+    def restart(self, timeout: float = 30) -> float:
+        """Prometheus again, same command line: same port (so `url` stays valid), config and data.
+        Whatever listened in its place (`hang`) is closed first. Returns the seconds until ready."""
+        started = time.monotonic()
+        silent = getattr(self, "silent", None)
+        if silent is not None:
+            silent.close()
+            self.silent = None
+        assert self.process is not None
+        if self.process.alive():
+            self.process.kill()
+        self.process = Process("prometheus", list(self.process.proc.args), self.dir)
+        self.process.wait_until(lambda: urllib.request.urlopen(f"{self.url}/-/ready", timeout=1).status == 200,
+                                timeout, "ready Prometheus after a restart")
+        return time.monotonic() - started
+
+    def hang(self) -> SilentListener:
+        """Kill Prometheus and put on its port a listener that accepts and never answers; `restart()` ends it."""
+        self.kill()
+        self.silent = SilentListener(self.port)
+        return self.silent
 
     def targets_file(self, owner: str) -> Path:
         """A file_sd file of its own for a process that registers its own targets."""

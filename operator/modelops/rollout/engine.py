@@ -211,6 +211,9 @@ class _Run:
         if request.action is Action.Promote and active and not self.backend_known:
             s.message = f"Promote ({request.id}) waits: the backend's readiness cannot be read"
             return
+        if request.action is Action.Retry and s.stable_version is not None and not self.ready(s.stable_version):
+            s.message = f"Retry ({request.id}) waits for stable {s.stable_version} to serve"
+            return
         s.handled_requests = (s.handled_requests + [request.id])[-HANDLED_REQUESTS_KEPT:]
         if s.stable_version is None:
             self.ignore(request, "nothing is deployed yet")
@@ -262,6 +265,10 @@ class _Run:
             s.phase = Phase.RolledBack  # stays rolled back until spec.version changes or a Retry
         elif not self.available(target):
             s.message = self.missing_version_message(target)
+        elif not self.ready(s.stable_version):
+            # A backend not yet serving stable has nothing to fall back on: on KServe the candidate
+            # would take everything (no rolled-out revision to keep the rest).
+            s.message = f"waiting for stable {s.stable_version} to serve before rolling out {target}"
         else:
             self.start_rollout(target, f"spec.version changed from {s.stable_version}")
 
