@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
@@ -93,6 +94,9 @@ class Memory:
     """resourceVersion the watch showed when the status was written: while it still shows it, ours is newer."""
     written_rv: str | None = None
     """resourceVersion our last status write produced: the next write must be over it."""
+    own_versions: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+    """resourceVersions our recent status writes produced: the watch delivering one of them is an echo,
+    older than (or equal to) what we last wrote."""
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -275,7 +279,7 @@ def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendSt
 def status_base(obj: Mapping[str, Any], memory: Memory) -> Base:
     """The status as last written: the watch may not have delivered our own last write yet."""
     seen = obj["metadata"].get("resourceVersion")
-    if memory.written_status is not None and memory.written_over == seen:
+    if memory.written_status is not None and (seen == memory.written_over or seen in memory.own_versions):
         return Base(dict(memory.written_status), memory.written_rv, seen)
     return Base({k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}, seen, seen)
 
@@ -299,6 +303,8 @@ async def write_status(shell: Shell, obj: Mapping[str, Any], memory: Memory, old
     written = await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], body)
     memory.written_over, memory.written_status = old.seen, wire
     memory.written_rv = (written or {}).get("metadata", {}).get("resourceVersion")
+    if memory.written_rv is not None:
+        memory.own_versions.append(memory.written_rv)
     metrics.STATUS_PATCHES.labels(meta["namespace"], meta["name"]).inc()
 
 

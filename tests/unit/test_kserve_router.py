@@ -1,23 +1,31 @@
 """The KServe router's pure halves: reading an InferenceService, and the one patch toward an intent."""
 
+import json
+
 import pytest
 
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
 from modelops.routers.base import VersionUnavailable
-from modelops.routers.kserve import APPLIED_PERCENT, ARTIFACT_GENERATION, observe, patch_for
+from modelops.routers.kserve import APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, observe, patch_for
 
 from ..conftest import model_version_manifest
 
 VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
 
 
-def isvc(version, *, percent=None, generation=2, observed=2, latest="r2", ready="r2", rolled="r1", annotations=None):
+def isvc(version, *, percent=None, generation=2, observed=2, latest="r2", ready="r2", rolled="r1", annotations=None,
+         revisions=None):
+    """By default the operator has learned that r1 serves 1.0.0, and that the latest revision, once ready, serves
+    `version` (what it records in REVISION_VERSIONS)."""
     predictor = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": VERSIONS[version].artifact.uri}}
     if percent is not None:
         predictor["canaryTrafficPercent"] = percent
+    if revisions is None:
+        revisions = {"r1": "1.0.0", **({latest: version} if ready == latest else {})}
+    annotations = {REVISION_VERSIONS: json.dumps(revisions), **(annotations or {})}
     return {
-        "metadata": {"name": "fraud", "generation": generation, "annotations": annotations or {}},
+        "metadata": {"name": "fraud", "generation": generation, "annotations": annotations},
         "spec": {"predictor": predictor},
         "status": {"observedGeneration": observed, "components": {"predictor": {
             "latestCreatedRevision": latest, "latestReadyRevision": ready, "latestRolledoutRevision": rolled}}},
@@ -147,6 +155,30 @@ def test_odd_inference_services_read_as_unknown():
     assert observe(bare, VERSIONS, TrafficIntent("1.0.0")).ready_versions == frozenset()
     garbled = isvc("1.1.0", percent=0, generation=3, observed=2, annotations={ARTIFACT_GENERATION: "three"})
     # an unreadable artifact generation is absent: only a status of the current generation is trusted
-    assert "1.1.0" not in observe(garbled, VERSIONS, None).ready_versions
+    canary = TrafficIntent("1.0.0", "1.1.0", 0)
+    assert "1.1.0" not in observe(garbled, VERSIONS, canary).ready_versions
     garbled["status"]["observedGeneration"] = 3
-    assert "1.1.0" in observe(garbled, VERSIONS, None).ready_versions
+    assert "1.1.0" in observe(garbled, VERSIONS, canary).ready_versions
+
+
+def test_stable_is_ready_only_as_the_rolled_out_revision():
+    """After a 100 % step KServe rolled the candidate out: stable's restored revision, ready but not yet rolled
+    out, is not where a canary's remainder would go, so stable is not ready (no rollout starts)."""
+    restored = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r2", revisions={"r1": "1.0.0", "r2": "1.1.0"})
+    state = observe(restored, VERSIONS, TrafficIntent("1.0.0"))
+    assert state.ready_versions == {"1.1.0"}  # r2, the failed candidate, is what KServe still falls back to
+    patch = patch_for(restored, TrafficIntent("1.0.0"), VERSIONS, state)
+    assert patch["spec"]["predictor"] == {"canaryTrafficPercent": None}  # all to stable's revision: it rolls out
+    assert json.loads(patch["metadata"]["annotations"][REVISION_VERSIONS])["r3"] == "1.0.0"
+    rolled = isvc("1.0.0", latest="r3", ready="r3", rolled="r3", revisions={"r2": "1.1.0", "r3": "1.0.0"})
+    assert observe(rolled, VERSIONS, TrafficIntent("1.0.0")).ready_versions == {"1.0.0"}
+
+
+def test_a_recorded_revision_serves_stable_without_its_modelversion():
+    only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
+    serving = isvc("1.0.0", latest="r1", ready="r1", rolled="r1")
+    assert observe(serving, only_candidate, TrafficIntent("1.0.0")).ready_versions == {"1.0.0"}
+    after_hot_swap = isvc("1.1.0", percent=100, latest="r2", ready="r2", rolled="r2")
+    with pytest.raises(VersionUnavailable):  # the rolled-out revision is the candidate's: 0 % would keep it there
+        patch_for(after_hot_swap, TrafficIntent("1.0.0"), only_candidate,
+                  observe(after_hot_swap, only_candidate, TrafficIntent("1.0.0")))

@@ -14,7 +14,7 @@ from modelops.rollout import TrafficIntent
 from modelops.routers.base import (APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMisconfigured, BackendNotOwned, Target, VersionUnavailable,
                                    weight_drift)
 from modelops.routers.gateway_api import HTTP_ROUTE, GatewayAPIRouter
-from modelops.routers.kserve import INFERENCE_SERVICE, KServeRouter
+from modelops.routers.kserve import INFERENCE_SERVICE, REVISION_VERSIONS, KServeRouter
 from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
 
@@ -102,7 +102,9 @@ def isvc(version: str, *, percent: int | None = None, latest="r2", rolled="r1", 
                                                    "storageUri": VERSIONS[version].artifact.uri}}
     if percent is not None:
         predictor["canaryTrafficPercent"] = percent
-    return {"metadata": {"name": "churn", "generation": 2}, "spec": {"predictor": predictor},
+    # r1 was learned to serve 1.0.0 when it was the latest revision (the router records it).
+    return {"metadata": {"name": "churn", "generation": 2, "annotations": {REVISION_VERSIONS: '{"r1": "1.0.0"}'}},
+            "spec": {"predictor": predictor},
             "status": {"observedGeneration": 2, "components": {"predictor": {
                 "latestCreatedRevision": latest, "latestReadyRevision": latest, "latestRolledoutRevision": rolled}}}}
 

@@ -7,11 +7,17 @@ latest revision; 0 sends everything back to the rolled-out one. Status lives und
 `status.components.predictor` (latestCreatedRevision, latestReadyRevision,
 latestRolledoutRevision, traffic[]); status, and any of those, may be absent or null.
 
-Which version a revision serves is read from the spec's storageUri, so a version whose
-ModelVersion is gone is unknown in the spec. When the stable version's ModelVersion is gone
-and the spec holds another artifact, a rollback cannot rewrite stable's artifact: it sets
-canaryTrafficPercent to 0, which leaves all traffic on the rolled-out revision (stable's),
-and without such a revision it raises VersionUnavailable.
+KServe marks a revision rolled out once it took 100 % (canaryTrafficPercent unset, or a
+100 % step), and only the rolled-out revision takes what the canary leaves. So which version
+each revision serves is recorded on the object (`modelops.io/revision-versions`), learned
+when the latest revision is ready for the artifact in the spec, and readiness follows it:
+a candidate is ready when the latest revision (its artifact's) is; any other version only
+when it is the rolled-out revision, the one KServe falls back to. A rollout therefore never
+starts while the rolled-out revision is not stable's (after a 100 % step it is the
+candidate's until stable's restored revision took over). The predictor model written for
+each version is recorded too (`modelops.io/version-models`): a rollback whose stable
+ModelVersion is gone restores stable's artifact from it, or sets canaryTrafficPercent to 0
+when the rolled-out revision is stable's; with neither it raises VersionUnavailable.
 
 The predictor is written with JSON merge patches, which keep every key they do not
 mention: a new artifact therefore sets `runtime` to null when it names none, and replaces
@@ -20,6 +26,7 @@ mention: a new artifact therefore sets `runtime` to null when it names none, and
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..analysis.promql import TemplateQuery
@@ -90,6 +97,44 @@ APPLIED_PERCENT = "modelops.io/applied-canary-traffic-percent"
 # after it names that revision; later generations (weight changes) make no new revision, so
 # they must not make the candidate look unready while KServe catches up.
 ARTIFACT_GENERATION = "modelops.io/artifact-generation"
+# Revision name -> the version whose artifact it serves; version -> the predictor model written for it
+# (so that stable can be restored after its ModelVersion is gone). The newest few of each.
+REVISION_VERSIONS = "modelops.io/revision-versions"
+VERSION_MODELS = "modelops.io/version-models"
+KEPT = 8
+
+
+def _recorded(isvc: dict[str, Any], annotation: str, kind: type) -> dict[str, Any]:
+    try:
+        recorded = json.loads(annotations_of(isvc).get(annotation) or "{}")
+    except ValueError:
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, kind)} if isinstance(recorded, dict) else {}
+
+
+def _revisions(isvc: dict[str, Any]) -> dict[str, str]:
+    return _recorded(isvc, REVISION_VERSIONS, str)
+
+
+def _with(recorded: dict[str, Any], key: str, value: Any) -> str:
+    """The annotation value with key -> value added as the newest, keeping the newest KEPT."""
+    entries = {**{k: v for k, v in recorded.items() if k != key}, key: value}
+    return json.dumps(dict(list(entries.items())[-KEPT:]))
+
+
+def _latest(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> tuple[str | None, str | None, bool]:
+    """(latest revision, the version of the artifact in the spec, whether that revision is ready and serves it)."""
+    spec, status = _predictor(isvc)
+    latest = status.get("latestCreatedRevision")
+    # An artifact generation that is absent or unreadable: trust only a status of the current generation.
+    since = _integer(annotations_of(isvc).get(ARTIFACT_GENERATION))
+    since = _generation(isvc) if since is None else since
+    current = bool(latest) and (_integer(dig(isvc, "status", "observedGeneration")) or 0) >= since
+    uri = dig(spec, "model", "storageUri")
+    recorded = [v for v, model in _recorded(isvc, VERSION_MODELS, dict).items() if model.get("storageUri") == uri]
+    in_spec = artifact_version(uri, versions) or (recorded[-1] if recorded else None) or \
+        (_revisions(isvc).get(latest) if current else None)
+    return latest, in_spec, current and in_spec is not None and status.get("latestReadyRevision") == latest
 
 
 def _percent_text(percent: int | None) -> str:
@@ -105,23 +150,18 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     if isvc is None:
         return BackendState()
     spec, status = _predictor(isvc)
-    in_spec = artifact_version(dig(spec, "model", "storageUri"), versions)
-    # An artifact generation that is absent or unreadable: trust only a status of the current generation.
-    since = _integer(annotations_of(isvc).get(ARTIFACT_GENERATION))
-    since = _generation(isvc) if since is None else since
-    current = (_integer(dig(isvc, "status", "observedGeneration")) or 0) >= since
-    latest = status.get("latestCreatedRevision")
+    latest, in_spec, latest_ready = _latest(isvc, versions)
     ready: set[str] = set()
     units: dict[str, str] = {}
-    if in_spec is not None and current and latest and status.get("latestReadyRevision") == latest:
-        ready.add(in_spec)
-        units[in_spec] = latest
     rolled_out = status.get("latestRolledoutRevision")
-    if last is not None and rolled_out and rolled_out != latest and last.stable not in ready:
-        # The latest revision is a candidate (or stable's restored artifact, not ready yet):
-        # the rolled-out revision still serves the stable version.
-        ready.add(last.stable)
-        units[last.stable] = rolled_out
+    rolled_version = in_spec if rolled_out and rolled_out == latest and latest_ready else _revisions(isvc).get(rolled_out)
+    if rolled_version is not None:
+        ready.add(rolled_version)
+        units[rolled_version] = rolled_out
+    if latest_ready and in_spec is not None:
+        units.setdefault(in_spec, latest)
+        if last is not None and in_spec == last.candidate:
+            ready.add(in_spec)
     drift = []
     applied = annotations_of(isvc).get(APPLIED_PERCENT)
     live = _percent_text(spec.get("canaryTrafficPercent"))
@@ -143,12 +183,6 @@ def _model(version: ModelVersionSpec, live: Any = None) -> dict[str, Any]:
     return model
 
 
-def _rolled_out_elsewhere(status: dict[str, Any]) -> bool:
-    """A rolled-out revision other than the latest exists: canaryTrafficPercent 0 sends everything there."""
-    rolled_out = status.get("latestRolledoutRevision")
-    return bool(rolled_out) and rolled_out != status.get("latestCreatedRevision")
-
-
 def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
               state: BackendState) -> dict[str, Any] | None:
     """The one merge patch that moves the InferenceService toward `intent` (pure); None when it is there.
@@ -158,27 +192,36 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
     wanted = intent.candidate or intent.stable
     predictor: dict[str, Any] = {}
     annotations: dict[str, str] = {}
+    latest, in_spec, latest_ready = _latest(isvc, versions)
+    revisions = _revisions(isvc)
+    if latest_ready and in_spec is not None and revisions.get(latest) != in_spec:
+        annotations[REVISION_VERSIONS] = _with(revisions, latest, in_spec)
+    models = _recorded(isvc, VERSION_MODELS, dict)
     percent: int | None
-    if artifact_version(dig(spec, "model", "storageUri"), versions) != wanted:
-        if wanted in versions:
+    if in_spec != wanted:
+        rolled_out_serves_it = revisions.get(status.get("latestRolledoutRevision")) == wanted
+        if wanted in versions or (wanted in models and not rolled_out_serves_it):
             # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
-            # everything. On a rollback this one write takes all traffic back to stable.
-            predictor["model"] = _model(versions[wanted], spec.get("model"))
+            # everything. On a rollback this one write takes all traffic back to stable (or, after a
+            # 100 % step, once stable's restored revision is ready: KServe rolled the candidate out).
+            model = _model(versions[wanted], spec.get("model")) if wanted in versions else \
+                replacing(spec.get("model"), models[wanted])
+            predictor["model"] = model
             annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
-        elif intent.candidate is not None or not _rolled_out_elsewhere(status):
+            annotations[VERSION_MODELS] = _with(models, wanted, _model(versions[wanted]) if wanted in versions
+                                                else models[wanted])
+        elif intent.candidate is not None or not rolled_out_serves_it:
             raise VersionUnavailable(wanted, f"InferenceService {dig(isvc, 'metadata', 'name')} predictor")
-        # else: stable's ModelVersion is gone, so its artifact cannot be restored; the rolled-out
-        # revision serves stable, and 0 % leaves it all the traffic.
+        # else: stable's ModelVersion is gone; the rolled-out revision is stable's, and 0 % leaves it everything.
         percent = 0
     elif intent.candidate is not None:
         percent = intent.candidate_weight
     else:
         # Stable's own artifact: all traffic to its latest revision, once that revision is ready.
-        latest_serves_it = state.units.get(wanted) == status.get("latestCreatedRevision")
-        percent = None if wanted in state.ready_versions and latest_serves_it else 0
+        percent = None if latest_ready else 0
     if spec.get("canaryTrafficPercent") != percent:
         predictor["canaryTrafficPercent"] = percent
-    if not predictor and annotations_of(isvc).get(APPLIED_PERCENT) == _percent_text(percent):
+    if not predictor and not annotations and annotations_of(isvc).get(APPLIED_PERCENT) == _percent_text(percent):
         return None
     annotations[APPLIED_PERCENT] = _percent_text(percent)
     return {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}}
@@ -207,7 +250,8 @@ class KServeRouter:
             if not create:
                 return True
             model = _model(spec_of(versions, intent.stable, f"creating InferenceService {name}"))
-            body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"}},
+            body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"},
+                                 "annotations": {VERSION_MODELS: _with({}, intent.stable, model)}},
                     "spec": {"predictor": {"model": model}}}
             await self.objects.create(INFERENCE_SERVICE, target, body)
             return False
@@ -215,7 +259,9 @@ class KServeRouter:
         if patch is not None:
             await self.objects.patch(INFERENCE_SERVICE, target, name, patch)
             return False
-        # Without a candidate, rest only once the canary field is gone (stable's own revision serves all),
-        # or when stable's ModelVersion is gone and the rolled-out revision holds all traffic (no more to do).
-        wanted = intent.candidate or intent.stable
-        return intent.candidate is not None or "canaryTrafficPercent" not in _predictor(isvc)[0] or wanted not in versions
+        # Without a candidate, rest only once stable's own revision is the rolled-out one and serves all
+        # (or, stable's ModelVersion gone, once the rolled-out revision holds all traffic: no more to do).
+        if intent.candidate is not None:
+            return True
+        return intent.stable in state.ready_versions and (
+            "canaryTrafficPercent" not in _predictor(isvc)[0] or intent.stable not in versions)

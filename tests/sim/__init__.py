@@ -1,0 +1,1 @@
+"""Deterministic fault simulation of the real control loop (see fakes.py, world.py, invariants.py)."""

@@ -1,0 +1,134 @@
+"""Hypothesis-generated schedules against the real round, on KServe and on Gateway API.
+
+A schedule is a starting configuration and up to ~40 operations (rounds, settles, time, metric
+changes, GitOps and SRE edits, ModelVersions deleted or claimed twice, faults for the next API
+calls - crashes included - and restarts), followed by a drain: faults cleared, a few ticks. The
+invariants (invariants.py) are checked after every operation; a failure prints the trace.
+
+Sizing: each backend runs `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py):
+3 x 300 = 900 per backend by default (1,800 schedules), 10 x 5,000 = 50,000 per backend with
+HYPOTHESIS_PROFILE=thorough (100,000 schedules).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .fakes import BEHAVIOURS, Fault
+from .world import STEP_SETS, VERSION_NAMES, Config, World
+
+SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 3
+
+
+def scaled() -> settings:
+    return settings(max_examples=settings().max_examples * SCALE, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+
+faults = st.one_of(
+    st.none(), st.none(),
+    st.builds(Fault, st.sampled_from([409, 429, 500, 503, "timeout"]), st.just("before")),
+    st.builds(Fault, st.sampled_from(["timeout", "crash"]), st.just("after")),
+    st.builds(Fault, st.just("crash"), st.just("before")),
+)
+
+tick = st.tuples(st.just("tick"), st.sampled_from([1, 10, 10, 30]), st.booleans(), st.booleans())
+operation = st.one_of(
+    tick, tick, tick, tick, tick,
+    st.tuples(st.just("round"), st.booleans()),
+    st.tuples(st.just("settle"), st.booleans()),
+    st.tuples(st.just("advance"), st.sampled_from([1, 5, 10, 30, 120])),
+    st.tuples(st.just("metric"), st.sampled_from(["candidate", "candidate", "stable"]),
+              st.sampled_from(("good", "good", "bad") + BEHAVIOURS)),
+    st.tuples(st.just("version"), st.sampled_from(VERSION_NAMES)),
+    st.tuples(st.just("strategy"), st.sampled_from(STEP_SETS), st.sampled_from(["Canary", "HotSwap"]),
+              st.sampled_from(["Immediate", "Progressive"])),
+    st.tuples(st.just("pause"), st.booleans()),
+    st.tuples(st.just("override"), st.sampled_from([None, None, 0, 30, 100])),
+    st.tuples(st.just("request"), st.sampled_from("ABCD"), st.sampled_from(["Abort", "Abort", "Promote", "Rollback",
+                                                                            "Retry"]),
+              st.sampled_from([None, None, "1.0.0", "1.1.0"])),
+    st.tuples(st.just("delete_mv"), st.sampled_from(VERSION_NAMES)),
+    st.tuples(st.just("restore_mv"), st.sampled_from(VERSION_NAMES)),
+    st.tuples(st.just("duplicate_mv"), st.sampled_from(VERSION_NAMES[1:])),
+    st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
+    st.tuples(st.just("restart")),
+)
+
+
+def configs(backend: str):
+    return st.builds(
+        Config, st.just(backend), st.sampled_from(STEP_SETS), st.sampled_from(["Canary", "Canary", "HotSwap"]),
+        st.sampled_from(["Immediate", "Progressive"]), st.integers(1, 3), st.integers(1, 4), st.booleans(),
+        st.booleans(), st.sampled_from(["Hold", "Hold", "Fail", "Pass"]))
+
+
+def run(world: World, op: tuple) -> None:
+    kind, args = op[0], op[1:]
+    if kind == "tick":
+        world.tick(args[0], ready=args[1], stale=args[2])
+    elif kind == "round":
+        world.round(stale=args[0])
+    elif kind == "settle":
+        world.settle(args[0])
+    elif kind == "advance":
+        world.advance(args[0])
+    elif kind == "metric":
+        world.metric(*args)
+    elif kind == "version":
+        world.set_version(args[0])
+    elif kind == "strategy":
+        world.set_strategy(*args)
+    elif kind == "pause":
+        world.pause(args[0])
+    elif kind == "override":
+        world.override(args[0])
+    elif kind == "request":
+        world.request(args[0], args[1], args[2] if args[1] == "Rollback" else None)
+    elif kind == "delete_mv":
+        world.delete_mv(args[0])
+    elif kind == "restore_mv":
+        world.restore_mv(args[0])
+    elif kind == "duplicate_mv":
+        world.duplicate_mv(args[0])
+    elif kind == "faults":
+        world.faults(args[0])
+    elif kind == "restart":
+        world.restart()
+    else:  # pragma: no cover
+        raise ValueError(kind)
+
+
+def simulate(config: Config, first: str, ops: list[tuple]) -> None:
+    world = World(config)
+    try:
+        world.round()
+        world.settle()
+        world.round()
+        world.set_version(first)
+        for op in ops:
+            run(world, op)
+        world.heal()
+        for _ in range(4):  # drain: no faults; a rollback persisted must now be complete
+            world.tick(10)
+    finally:
+        world.close()
+
+
+schedule = st.lists(operation, min_size=8, max_size=40)
+
+
+@scaled()
+@given(config=configs("kserve"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule)
+def test_kserve_schedules(config, first, ops):
+    simulate(config, first, ops)
+
+
+@scaled()
+@given(config=configs("gatewayAPI"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule)
+def test_gateway_api_schedules(config, first, ops):
+    simulate(config, first, ops)
