@@ -19,22 +19,10 @@ from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
 
 from ..conftest import model_version_manifest
+from ..sim.fakes import merge  # RFC 7386, as the API server applies a merge patch
 
 VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
 ROLLBACK, CANARY = TrafficIntent("1.0.0"), TrafficIntent("1.0.0", "1.1.0", 20)
-
-
-def merge(live: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(live) if isinstance(live, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge(out.get(key), value)
-    return out
 
 
 class FakeKube:
