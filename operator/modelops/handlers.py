@@ -26,8 +26,7 @@ from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
-from .routers.base import Target
-from .routers.base import BackendNotOwned
+from .routers.base import BackendNotOwned, Target
 from .routers.registry import routers_for
 
 log = logging.getLogger(__name__)
