@@ -78,7 +78,12 @@ def test_another_teams_inference_service_cannot_be_borrowed(control_plane, names
     assert "InferenceService team-b-ranker is not driven by any ModelDeployment" in condition(status, "Synced")["message"]
     assert "BackendNotOwned" in events(control_plane, namespace)
     after = control_plane.kubectl("get", "isvc", "team-b-ranker", "-n", namespace, "-o", "json").stdout
-    assert json.loads(after)["metadata"]["resourceVersion"] == json.loads(before)["metadata"]["resourceVersion"]
+
+    def written_by_a_driver(isvc: str) -> tuple:  # the serving stand-in may write status; the operator never may
+        obj = json.loads(isvc)
+        return obj["spec"], obj["metadata"].get("annotations"), obj["metadata"].get("labels")
+
+    assert written_by_a_driver(after) == written_by_a_driver(before)
 
 
 def condition(status: dict, type_: str) -> dict:
