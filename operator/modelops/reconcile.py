@@ -94,6 +94,9 @@ class Memory:
     """resourceVersion the watch showed when the status was written: while it still shows it, ours is newer."""
     written_rv: str | None = None
     """resourceVersion our last status write produced: the next write must be over it."""
+    unsure: bool = False
+    """The last status write failed without saying whether it landed: the next round writes (conditionally)
+    even when its decision equals what it read, so a status it never saw cannot stand."""
     own_versions: deque[str] = field(default_factory=lambda: deque(maxlen=16))
     """resourceVersions our recent status writes produced: the watch delivering one of them is an echo,
     older than (or equal to) what we last wrote."""
@@ -294,13 +297,18 @@ async def write_status(shell: Shell, obj: Mapping[str, Any], memory: Memory, old
     wire = new.to_wire()
     json.dumps(wire, allow_nan=False)  # the API server rejects NaN/Infinity: fail here, before anything is sent
     patch = merge_patch(old.status, wire)
-    if patch is None:
+    if patch is None and not memory.unsure:
         return
     meta = obj["metadata"]
-    body: dict[str, Any] = {"status": patch}
+    body: dict[str, Any] = {"status": patch or {}}
     if old.resource_version is not None:
         body["metadata"] = {"resourceVersion": old.resource_version}
-    written = await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], body)
+    try:
+        written = await shell.kube.patch_status(DEPLOYMENTS, meta["namespace"], meta["name"], body)
+    except BaseException:
+        memory.unsure = True
+        raise
+    memory.unsure = False
     memory.written_over, memory.written_status = old.seen, wire
     memory.written_rv = (written or {}).get("metadata", {}).get("resourceVersion")
     if memory.written_rv is not None:

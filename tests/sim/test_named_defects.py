@@ -478,3 +478,19 @@ def test_failed_serving_roles_bookkeeping_skips_apply_and_reports_synced(worlds)
         w.tick(10)
         assert w.status().phase is Phase.RolledBack
         assert w.live() == {"1.0.0": 100}, "the rollback was decided and persisted, but not applied"
+
+
+def test_a_lost_ack_of_an_unsynced_write_is_not_taken_for_synced(worlds):
+    """Found by the thorough profile: a round failed (409 on a read) and wrote Synced=False, but the write's
+    answer was lost; the next round, handed the object from before that write, decided "no change" and wrote
+    nothing, so Synced=False stood after a round that reported no problem. A write of unknown outcome now makes
+    the next round write (conditionally) even without a change."""
+    w = new_world(worlds)
+    w.set_version("1.1.0")
+    w.round()
+    w.faults([Fault(409, "before"), Fault("timeout", "after")])  # a failed read, then its Synced=False write's ack lost
+    w.tick(1, ready=False)
+    for stale in (True, False, False):
+        info = w.tick(1, ready=False, stale=stale)
+    assert info.failures_in_a_row == 0
+    assert next(c for c in w.status().conditions if c.type == "Synced").status == "True"
