@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -251,6 +252,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
         return await analyse(provider, spec.analysis.checks, router.templates, subject(status.canary_version),
                              subject(status.stable_version), now, rfc3339(now))
 
+    started = time.monotonic()
     analysis = asyncio.ensure_future(asyncio.wait_for(run(), budget + 1.0))
     spec_changed = asyncio.ensure_future(interrupted.wait())
     try:
@@ -265,6 +267,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     except (asyncio.TimeoutError, ProviderError) as e:
         words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
         results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(now)) for c in spec.analysis.checks)
+    metrics.ANALYSIS_SECONDS.labels(target.namespace, target.deployment).set(time.monotonic() - started)
     metrics.ANALYSES.labels(target.namespace, target.deployment).inc()
     return AnalysisReport(now, tuple(results))
 

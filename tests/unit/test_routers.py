@@ -135,3 +135,11 @@ def test_gateway_route_without_rules_or_status_is_nothing_served():
     assert gateway_api.observe(bare, SERVICES) == gateway_api.observe(None, SERVICES)
     with pytest.raises(BackendMisconfigured, match="no rule routing"):
         gateway_api.patch_for(bare, TrafficIntent("1.0.0"), SERVICES, 80)
+
+
+def test_the_api_knows_the_built_in_checks_each_router_has():
+    """BACKEND_TEMPLATES (what admission accepts) and each router's TEMPLATES (what it can query) say the same."""
+    from modelops.api.modeldeployment import BACKEND_TEMPLATES
+    from modelops.routers.registry import ROUTERS
+
+    assert {backend: frozenset(router.templates) for backend, router in ROUTERS.items()} == BACKEND_TEMPLATES
