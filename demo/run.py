@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
-from tests.harness.operator import OperatorProcess
-from tests.harness.prometheus import Prometheus
-from tests.harness.serving import ServingStandIn
+from playground.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
+from playground.operator import OperatorProcess
+from playground.prometheus import Prometheus
+from playground.serving import ServingStandIn
 
 from .models import model_version, train_all
 from .traffic import GradedTraffic

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from tests.harness.loadgen import LoadGenerator
-from tests.harness.processes import free_port
+from playground.loadgen import LoadGenerator
+from playground.processes import free_port
 
 from .models import dataset
 

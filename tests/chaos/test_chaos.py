@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from ..harness.controlplane import ControlPlane
-from ..harness.loadgen import LoadGenerator
-from ..harness.processes import Process, SilentListener
+from playground.controlplane import ControlPlane
+from playground.loadgen import LoadGenerator
+from playground.processes import Process, SilentListener
 from ..integration.scenario import DIGEST, Scenario, fast_spec
 from .conftest import figure
 from .traffic import Track, TrafficWatcher, TransitionWatch, breach_visible, version_of_uri

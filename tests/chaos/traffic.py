@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import kubernetes
 
-from ..harness.prometheus import Prometheus
+from playground.prometheus import Prometheus
 
 GROUP, VERSION = "modelops.io", "v1alpha1"
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")

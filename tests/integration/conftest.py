@@ -9,10 +9,10 @@ import time
 import pytest
 
 from ..conftest import model_deployment_manifest
-from ..harness.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
-from ..harness.operator import OperatorProcess
-from ..harness.prometheus import Prometheus
-from ..harness.serving import ServingStandIn
+from playground.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
+from playground.operator import OperatorProcess
+from playground.prometheus import Prometheus
+from playground.serving import ServingStandIn
 
 TIMINGS: dict[str, float] = {}
 _namespace_numbers = itertools.count(1)

@@ -7,10 +7,10 @@ import json
 import time
 from typing import Any, Callable
 
-from ..harness.controlplane import ControlPlane
-from ..harness.loadgen import LoadGenerator
-from ..harness.prometheus import Prometheus
-from ..harness.serving import ServingStandIn
+from playground.controlplane import ControlPlane
+from playground.loadgen import LoadGenerator
+from playground.prometheus import Prometheus
+from playground.serving import ServingStandIn
 
 ACCURACY = ('sum(rate(model_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))'
             ' / sum(rate(model_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}[{{window}}]))')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..harness.controlplane import ADMIN_USER as ADMIN
+from playground.controlplane import ADMIN_USER as ADMIN
 from .scenario import Scenario, fast_spec
 
 BACKENDS = ["kserve", "seldon", "seldonV2", "gatewayAPI"]

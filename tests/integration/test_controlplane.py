@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import INVALID_CASES, model_deployment_manifest, model_version_manifest
-from ..harness.processes import Process, free_port
+from playground.processes import Process, free_port
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -134,7 +134,7 @@ def test_prometheus_scrapes_a_real_process(prometheus, tmp_path):
     port = free_port()
     config = {"port": port, "namespace": "scrape", "object": "svc", "unit": "svc-v1", "flavour": "generic",
               "model": "m", "version": "1.0.0"}
-    server = Process("model-server", [sys.executable, "-m", "tests.harness.revision_server", json.dumps(config)],
+    server = Process("model-server", [sys.executable, "-m", "playground.revision_server", json.dumps(config)],
                      tmp_path, cwd=Path(__file__).resolve().parents[2])
     try:
         server.wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1).status == 200,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from ..harness.operator import OperatorProcess, lease, lease_holder
+from playground.operator import OperatorProcess, lease, lease_holder
 
 LEASE_DURATION = 3
 TIMINGS = ["--lease-duration", str(LEASE_DURATION), "--renew-deadline", "2", "--retry-period", "0.5"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..harness.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
-from ..harness.operator import OperatorProcess
-from ..harness.serving import ServingStandIn
+from playground.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
+from playground.operator import OperatorProcess
+from playground.serving import ServingStandIn
 from .scenario import Scenario, fast_spec
 
 

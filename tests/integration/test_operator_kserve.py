@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ..harness.controlplane import ADMIN_USER as ADMIN
+from playground.controlplane import ADMIN_USER as ADMIN
 from .scenario import Scenario, fast_spec
 
 GOOD = {"error_rate": 0.0, "accuracy": 0.95}
@@ -114,7 +114,7 @@ def test_no_data_holds_then_fails_after_its_bound(scenario, prometheus):
 
 
 def test_prometheus_down_never_promotes(scenario, prometheus):
-    from ..harness.processes import free_port
+    from playground.processes import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     rollout_started(scenario, prometheus, GOOD,

@@ -149,7 +149,7 @@ def test_control_characters_and_unicode_in_free_text_stay_text(control_plane, na
 def test_an_inline_prometheus_is_never_contacted(control_plane, namespace, tenant, kserve, operator):
     """A tenant points the analysis at an address of its choice (an internal endpoint, say), with a Secret
     of its namespace as token: the operator, which honours no inline provider by default, sends nothing."""
-    from ..harness.processes import SilentListener
+    from playground.processes import SilentListener
     from .scenario import Scenario
 
     internal = SilentListener()

@@ -21,7 +21,7 @@ from .pki import CertificateAuthority, service_account_key
 from .processes import Process, free_port
 
 ADMIN_USER = "modelops-test-admin"  # the tests' kubectl user (system:masters)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
 # The real upstream CRDs of the serving systems, shipped beside the repository.
 UPSTREAM_CRDS = Path(os.environ.get("MODELOPS_UPSTREAM_CRDS", REPO.parent / "shared" / "upstream-crds"))

@@ -6,7 +6,7 @@ status the way that controller does, and publishes the traffic split the object 
 (with each unit's URL) to a file the load generator follows. Units are registered with
 Prometheus through a file_sd file.
 
-    python -m tests.harness.standin BACKEND KUBECONFIG BEHAVIOURS_JSON WORKDIR TARGETS_JSON
+    python -m playground.standin BACKEND KUBECONFIG BEHAVIOURS_JSON WORKDIR TARGETS_JSON
 
 BEHAVIOURS_JSON maps an artifact URI (or svc://namespace/service) to
 {"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics}}
@@ -93,7 +93,7 @@ class StandIn:
             command = [part.replace("{port}", str(upstream_port)) for part in known["command"]]
             model_server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             config["upstream"] = f"http://127.0.0.1:{upstream_port}"
-        process = subprocess.Popen([sys.executable, "-m", "tests.harness.revision_server", json.dumps(config)],
+        process = subprocess.Popen([sys.executable, "-m", "playground.revision_server", json.dumps(config)],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.units[key] = Unit(name, artifact, port, process, replaced=current, version=config["version"],
                                model_server=model_server)

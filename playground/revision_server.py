@@ -7,7 +7,7 @@ deterministically: with error rate 0.2 exactly every fifth request fails. With a
 "upstream" it is the revision's queue-proxy instead: it forwards to a real model server
 and measures what that server does.
 
-    python -m tests.harness.revision_server '{"port": ..., "unit": ..., "flavour": ..., ...}'
+    python -m playground.revision_server '{"port": ..., "unit": ..., "flavour": ..., ...}'
 """
 
 from __future__ import annotations

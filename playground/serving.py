@@ -18,7 +18,7 @@ class ServingStandIn:
         self.behaviours = work_dir / "behaviours.json"
         self.behaviours.write_text("{}")
         self.process = Process(f"{backend}-standin", [
-            sys.executable, "-m", "tests.harness.standin", backend, str(kubeconfig), str(self.behaviours),
+            sys.executable, "-m", "playground.standin", backend, str(kubeconfig), str(self.behaviours),
             str(work_dir), str(prometheus.targets_file(backend)),
         ], work_dir, cwd=REPO)
 
