@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import uuid
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,13 @@ class OperatorProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
+
+    def probe(self, path: str) -> int:
+        """HTTP status of one of the operator's endpoints (/healthz, /readyz)."""
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2).status
+        except urllib.error.HTTPError as error:
+            return error.code
 
     def metric(self, name: str, **labels: str) -> float:
         """Current value of one of the operator's own metrics (0 when it has no such series yet)."""

@@ -30,13 +30,9 @@ def run_operator(args: argparse.Namespace) -> int:
     import logging
 
     import kopf
-    import prometheus_client
 
-    from . import handlers, leader
+    from . import handlers, health, leader
 
-    # Served before the election, so that a standby answers /metrics too (modelops_leader 0).
-    if args.metrics_port:
-        prometheus_client.start_http_server(args.metrics_port)
     kopf.configure(verbose=args.verbose)
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
@@ -45,11 +41,6 @@ def run_operator(args: argparse.Namespace) -> int:
     def operator():
         return kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
                              memo=kopf.Memo(options=options))
-
-    if not args.leader_election:
-        leader.LEADER.set(1)  # the only instance, by the user's word
-        asyncio.run(operator())
-        return 0
 
     async def elected() -> None:
         from kubernetes_asyncio.client import CoordinationV1Api
@@ -62,19 +53,35 @@ def run_operator(args: argparse.Namespace) -> int:
                                            args.lease_namespace or options.operator_namespace,
                                            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
                                            retry_period=args.retry_period)
-            try:
-                await leader.run_elected(elector, operator)
-            except leader.LeadershipLost as lost:
-                # At once: no handler may act once a standby can have taken over, and an orderly
-                # shutdown (daemons, cleanup handlers) could outlast the margin the timings leave.
-                logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
-                os._exit(1)
+            await serving(elector.ready, leading(elector))
         finally:
             await api.close()
 
-    asyncio.run(elected())
+    async def leading(elector: leader.LeaderElector) -> None:
+        try:
+            await leader.run_elected(elector, operator)
+        except leader.LeadershipLost as lost:
+            # At once: no handler may act once a standby can have taken over, and an orderly
+            # shutdown (daemons, cleanup handlers) could outlast the margin the timings leave.
+            logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(1)
+
+    async def serving(ready, work) -> None:
+        # Served before the election, so that a standby answers /metrics too (modelops_leader 0).
+        runner = await health.serve(args.metrics_port, ready) if args.metrics_port else None
+        try:
+            await work
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+    if args.leader_election:
+        asyncio.run(elected())
+    else:
+        leader.LEADER.set(1)  # the only instance, by the user's word
+        asyncio.run(serving(lambda: True, operator()))
     return 0
 
 
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the operator (kubeconfig from KUBECONFIG or ~/.kube, or in-cluster)")
     run.add_argument("-n", "--namespace", action="append", default=[],
                      help="watch only this namespace (repeatable); default: all namespaces")
-    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics; 0 disables it (default 8080)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz; 0 disables them (default 8080)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--operator-namespace", default=None,
                      help="the operator's own namespace: ClusterMetricProviders' Secrets are read there and nowhere "

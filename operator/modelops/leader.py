@@ -181,6 +181,7 @@ class LeaderElector:
         self.clock, self.wall_clock = clock, wall_clock
         self.leading = False
         self.renewed_at = 0.0  # when the request of the last successful write was sent
+        self.answered_at: float | None = None  # when the API server last answered a Lease call
         self._observation: Observation | None = None
         self._mine: LeaseRecord | None = None  # what we last wrote (its resourceVersion included)
         self._reported_holder: str | None = None
@@ -193,8 +194,20 @@ class LeaderElector:
 
     async def _call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         timeout = self.request_timeout if timeout is None else max(0.05, min(timeout, self.request_timeout))
-        return await asyncio.wait_for(getattr(self.leases, method)(*args, _request_timeout=timeout, **kwargs),
-                                      timeout)
+        try:
+            result = await asyncio.wait_for(getattr(self.leases, method)(*args, _request_timeout=timeout, **kwargs),
+                                            timeout)
+        except Exception as error:
+            if getattr(error, "status", None):  # an HTTP answer (404, 409) is contact too
+                self.answered_at = self.clock()
+            raise
+        self.answered_at = self.clock()
+        return result
+
+    def ready(self) -> bool:
+        """The leader, or a standby that heard from the API server within the lease duration."""
+        return self.leading or (self.answered_at is not None
+                                and self.clock() - self.answered_at < self.lease_duration)
 
     async def _read(self, timeout: float | None = None) -> LeaseRecord | None:
         try:

@@ -52,6 +52,8 @@ def test_one_leader_a_killed_leader_is_replaced_and_a_stopped_one_releases(contr
             assert one_leader() == holder
             time.sleep(0.5)
         assert standby.metric("modelops_leader") == 0
+        # Both alive and ready: the standby reads the Lease, the leader holds it.
+        assert [p.probe(path) for p in (leader, standby) for path in ("/healthz", "/readyz")] == [200] * 4
         assert "standing by" in standby.process.log.read_text()
 
         leader.kill()  # SIGKILL: no release, the standby must wait the lease out

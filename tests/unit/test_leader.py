@@ -469,3 +469,25 @@ def test_the_command_line_refuses_timings_that_could_let_two_leaders_overlap(fla
     with pytest.raises(SystemExit) as exit:
         main(["run", *flags])
     assert exit.value.code == 2 and "--renew-deadline" in capsys.readouterr().err
+
+
+def test_readiness_follows_contact_with_the_api_server():
+    now = [100.0]
+    api = FakeLeases()
+    api.put({"holderIdentity": "a", "leaseDurationSeconds": 1})
+    b = LeaderElector(api, namespace="modelops-system", identity="b", clock=lambda: now[0], **FAST)
+    assert not b.ready()  # has not heard from the API server yet
+    assert run(b.try_acquire()) is False
+    assert b.ready()  # a standby that reads the Lease
+    now[0] += 1.0
+    assert not b.ready()  # a lease duration without an answer
+    api.fail = lambda method: (_ for _ in ()).throw(ApiException(status=500, reason="Internal"))
+    with pytest.raises(ApiException):
+        run(b.try_acquire())
+    assert b.ready()  # an error status is an answer too
+    api.fail = lambda method: None
+    api.set_holder("")
+    now[0] += 5.0
+    assert run(b.try_acquire()) is True and b.ready()
+    now[0] += 50.0
+    assert b.ready()  # the leader: it exits when it cannot renew, so it is never unready
