@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
+
 from prometheus_client import Counter, Gauge
 
 CANARY_WEIGHT = Gauge("modelops_canary_weight_percent", "Traffic percent on the candidate version.",
@@ -16,3 +19,14 @@ ANALYSES = Counter("modelops_analyses_total", "Analyses run (all checks measured
 RECONCILE_ERRORS = Counter("modelops_reconcile_errors_total",
                            "Rounds that could not finish, by reason (ApiError, Timeout, BackendMisconfigured, InternalError, ...).",
                            ["reason"])
+PROGRESS_DEADLINE = Gauge("modelops_progress_deadline_timestamp_seconds",
+                          "When the rollout's current wait or step runs out of the time its spec allows (unix time);"
+                          " no series while no rollout moves on its own.", ["namespace", "deployment"])
+
+
+def show_progress_deadline(namespace: str, deployment: str, deadline: datetime | None) -> None:
+    if deadline is not None:
+        PROGRESS_DEADLINE.labels(namespace, deployment).set(deadline.timestamp())
+        return
+    with contextlib.suppress(KeyError):  # it had none
+        PROGRESS_DEADLINE.remove(namespace, deployment)

@@ -42,7 +42,7 @@ from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
 from .rollout import seconds_to_next_analysis
 from .rollout.conditions import unsynced
-from .rollout.engine import rfc3339
+from .rollout.engine import progress_deadline, rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
     await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
+    metrics.show_progress_deadline(namespace, name, progress_deadline(spec, decision.status))
     post(shell, obj, decision.events, backend.drift if backend else ())
     settled, after = True, None
     try:

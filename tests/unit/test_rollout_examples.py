@@ -1,6 +1,9 @@
 """The rollout semantics of DESIGN.md section 4, one scenario each."""
 
-from modelops.api.modeldeployment import Phase, Request, TrafficOverride
+from datetime import timedelta
+
+from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase, Request, TrafficOverride
+from modelops.rollout.engine import parse_rfc3339, progress_deadline
 
 from .rollout_sim import Sim, make_spec
 
@@ -246,3 +249,20 @@ def test_replayed_analysis_is_counted_once():
     report = sim.decisions[-1]
     again = sim.step(report=None)
     assert again.status.consecutive_failures == 1 and report.status == d.status
+
+
+def test_progress_deadline_allows_the_wait_or_the_step_and_its_analyses():
+    spec = ModelDeploymentSpec.model_validate({
+        "model": "m", "version": "2.0.0", "serving": {"backend": "kserve"},
+        "strategy": {"steps": [{"weight": 10, "pause": "2m"}, {"weight": 50, "pause": "5m"}], "readyTimeout": "10m"},
+        "analysis": {"interval": "1m", "window": "2m", "failureLimit": 2, "noDataLimit": 3}})
+    t0 = "2026-01-01T00:00:00.000Z"
+    waiting = ModelDeploymentStatus(phase=Phase.Progressing, stable_version="1.0.0", canary_version="2.0.0",
+                                    current_step=0, waiting_since=t0)
+    assert progress_deadline(spec, waiting) == parse_rfc3339(t0) + timedelta(minutes=10)
+    in_step_2 = waiting.model_copy(update={"waiting_since": None, "current_step": 1, "step_started_at": t0})
+    # pause 5m + first window 2m + (3 no-data + 2 failures + 1) analyses of 1m
+    assert progress_deadline(spec, in_step_2) == parse_rfc3339(t0) + timedelta(minutes=13)
+    for held in ({"phase": Phase.Paused}, {"pinned_weight": 30}, {"phase": Phase.Stable, "canary_version": None},
+                 {"phase": Phase.RollingBack}):
+        assert progress_deadline(spec, in_step_2.model_copy(update=held)) is None

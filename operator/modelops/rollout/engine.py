@@ -9,7 +9,7 @@ point), which is what makes a crash between "write traffic" and "write status" h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ..analysis.evaluate import outcome
 from ..api.modeldeployment import (
@@ -436,6 +436,29 @@ def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentS
     if status.last_analysis_at is not None:
         due = max(due, parse_rfc3339(status.last_analysis_at).timestamp() + duration_seconds(spec.analysis.interval))
     return max(0.0, due - now.timestamp())
+
+
+def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> datetime | None:
+    """When the candidate's current wait or step has run longer than the spec allows it; None when
+    no rollout is moving on its own (none in flight, paused, pinned, rolling back).
+
+    A wait for readiness is allowed `readyTimeout`; a step its pause, the first analysis window,
+    and one analysis more than the no-data and failure limits together can hold it. Past that,
+    the operator is not making progress (it cannot write, the backend does not converge): an
+    alert's business, not a rollback's.
+    """
+    if status.phase is not Phase.Progressing or status.canary_version is None or status.pinned_weight is not None:
+        return None
+    if status.waiting_since is not None:
+        return parse_rfc3339(status.waiting_since) + timedelta(seconds=duration_seconds(spec.strategy.ready_timeout))
+    if status.step_started_at is None or status.current_step is None:
+        return None
+    steps = spec.strategy.steps
+    hot_swap = spec.strategy.type is StrategyType.HotSwap or not steps
+    pause = 0 if hot_swap else duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
+    analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
+    allowed = pause + duration_seconds(analysis_window(spec)) + analyses * duration_seconds(spec.analysis.interval)
+    return parse_rfc3339(status.step_started_at) + timedelta(seconds=allowed)
 
 
 def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:
