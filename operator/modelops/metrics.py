@@ -19,6 +19,9 @@ ANALYSES = Counter("modelops_analyses_total", "Analyses run (all checks measured
 RECONCILE_ERRORS = Counter("modelops_reconcile_errors_total",
                            "Rounds that could not finish, by reason (ApiError, Timeout, BackendMisconfigured, InternalError, ...).",
                            ["reason"])
+CHECK_VERDICTS = Counter("modelops_check_verdicts_total",
+                         "Verdicts of each check (Pass, Fail, NoData, Error: the metric provider failed).",
+                         ["namespace", "deployment", "check", "verdict"])
 PROGRESS_DEADLINE = Gauge("modelops_progress_deadline_timestamp_seconds",
                           "When the rollout's current wait or step runs out of the time its spec allows (unix time);"
                           " no series while no rollout moves on its own.", ["namespace", "deployment"])

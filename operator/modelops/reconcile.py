@@ -270,6 +270,8 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
         results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(now)) for c in spec.analysis.checks)
     metrics.ANALYSIS_SECONDS.labels(target.namespace, target.deployment).set(time.monotonic() - started)
     metrics.ANALYSES.labels(target.namespace, target.deployment).inc()
+    for result in results:
+        metrics.CHECK_VERDICTS.labels(target.namespace, target.deployment, result.name, result.verdict.value).inc()
     return AnalysisReport(now, tuple(results))
 
 

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from modelops.rollout.engine import parse_rfc3339
 from playground.controlplane import ADMIN_USER as ADMIN
+
 from .scenario import Scenario, fast_spec
 
 GOOD = {"error_rate": 0.0, "accuracy": 0.95}
@@ -37,6 +39,11 @@ def test_healthy_candidate_walks_every_step_and_is_promoted(scenario, prometheus
     print(f"\nstatus patches during the rollout: {patches:.0f} for {analyses:.0f} analyses and {transitions} transitions")
     # One write per decision at most: never a second patch for the same tick.
     assert patches <= analyses + transitions
+    for check in status["checks"]:  # every check measured at every analysis, and never by a failing provider
+        counted = {v: operator.metric("modelops_check_verdicts_total", **labels, check=check["name"], verdict=v)
+                   for v in ("Pass", "Fail", "NoData", "Error")}
+        assert counted["Pass"] >= 2 and counted["Error"] == 0 and sum(counted.values()) == analyses, counted
+    assert operator.metric("modelops_progress_deadline_timestamp_seconds", **labels) == 0  # none once promoted
     assert status["fallbackVersion"] == "1.0.0"
     steps = [a for a in scenario.actions() if a[1] == "1.1.0"]
     assert steps == [("RolloutStarted", "1.1.0"), ("StepAdvanced", "1.1.0"), ("StepAdvanced", "1.1.0"),
@@ -146,8 +153,10 @@ def test_pause_and_resume(scenario, prometheus):
     assert actions.count("Paused") == 1 and actions.count("Resumed") == 1
 
 
-def test_manual_promote(scenario, prometheus):
-    rollout_started(scenario, prometheus, GOOD, **PATIENT)
+def test_manual_promote(scenario, prometheus, operator):
+    started = rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    deadline = operator.metric("modelops_progress_deadline_timestamp_seconds", namespace=scenario.ns, deployment="fraud")
+    assert deadline > parse_rfc3339(started["stepStartedAt"]).timestamp()  # a rollout in a step has a deadline
     scenario.patch({"request": {"id": "p1", "action": "Promote", "reason": "validated offline", "actor": ADMIN}})
     status = scenario.wait(stable_on("1.1.0"), 15, "promoted by hand")
     entry = status["history"][-1]
