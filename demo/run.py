@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playground.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
+from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
 from playground.prometheus import Prometheus
 from playground.serving import ServingStandIn
+from playground.upstream_crds import KSERVE, UpstreamCRDsUnavailable, upstream_crds
 
 from .models import model_version, train_all
 from .traffic import GradedTraffic
@@ -63,8 +64,8 @@ class Timeline:
 
 
 class Demo:
-    def __init__(self, out: Path, work: Path, live: bool):
-        self.out, self.work, self.live = out, work, live
+    def __init__(self, out: Path, work: Path, live: bool, kserve_crd: Path):
+        self.out, self.work, self.live, self.kserve_crd = out, work, live, kserve_crd
         self.timeline = Timeline()
         self.parts: list[Any] = []
 
@@ -76,7 +77,7 @@ class Demo:
         self.say("starting etcd and kube-apiserver")
         self.plane = ControlPlane(self.work / "controlplane").start()
         self.parts.append(self.plane)
-        self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), UPSTREAM_CRDS / "kserve-inferenceservices-full.yaml")
+        self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), self.kserve_crd)
         self.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
         self.say("starting Prometheus, the operator and the KServe stand-in")
         self.prometheus = Prometheus(self.work / "prometheus").start()
@@ -129,10 +130,13 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def run_demo(out: Path, live: bool = True) -> dict[str, Any]:
+def run_demo(out: Path, live: bool = True, upstream: Path | None = None) -> dict[str, Any]:
+    """`upstream`: a folder holding KServe's CRD; found or fetched first (before anything slow starts)
+    when not given, raising UpstreamCRDsUnavailable if it cannot be."""
+    kserve_crd = (upstream or upstream_crds([KSERVE])) / KSERVE
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelops-demo-") as tmp:
-        demo = Demo(out, Path(tmp), live)
+        demo = Demo(out, Path(tmp), live, kserve_crd)
         try:
             demo.start()
             demo.publish_models()
@@ -180,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where the PNG and report go")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    result = run_demo(args.out)
+    try:
+        upstream = upstream_crds([KSERVE])  # first: a missing CRD is one message, before anything starts
+    except UpstreamCRDsUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    result = run_demo(args.out, upstream=upstream)
     print(f"\nreport: {result['report']}\ntimeline: {result['png']}")
     return 0
 

@@ -8,7 +8,6 @@ production cluster, so the operator's own ClusterRole is exercised for real.
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
 import time
@@ -23,15 +22,6 @@ from .processes import Process, free_port
 ADMIN_USER = "modelops-test-admin"  # the tests' kubectl user (system:masters)
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
-# The real upstream CRDs of the serving systems, shipped beside the repository.
-UPSTREAM_CRDS = Path(os.environ.get("MODELOPS_UPSTREAM_CRDS", REPO.parent / "shared" / "upstream-crds"))
-UPSTREAM_CRD_FILES = [
-    "kserve-inferenceservices-full.yaml",  # 1.9 MB: too big for client-side apply's annotation
-    "seldon-v1-seldondeployments.yaml",
-    "seldon-v2-models.yaml",
-    "seldon-v2-experiments.yaml",
-    "gateway-api-v1.6.1-httproutes.yaml",
-]
 
 
 def control_plane_binaries() -> Path:

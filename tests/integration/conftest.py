@@ -5,36 +5,48 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from ..conftest import model_deployment_manifest
-from playground.controlplane import REPO, UPSTREAM_CRD_FILES, UPSTREAM_CRDS, ControlPlane
+from playground import upstream_crds as upstream
+from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
 from playground.prometheus import Prometheus
 from playground.serving import ServingStandIn
 
 TIMINGS: dict[str, float] = {}
+# The real upstream CRDs of the serving systems this tier installs (see playground/upstream_crds.py).
+UPSTREAM_CRD_FILES = [upstream.KSERVE, upstream.SELDON_V1, upstream.SELDON_V2_MODELS,
+                      upstream.SELDON_V2_EXPERIMENTS, upstream.GATEWAY_HTTPROUTES]
 _namespace_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
-    missing = [f for f in UPSTREAM_CRD_FILES if not (UPSTREAM_CRDS / f).is_file()]
-    if missing:
-        pytest.fail(f"upstream CRDs {missing} not found in {UPSTREAM_CRDS} (set MODELOPS_UPSTREAM_CRDS)")
+    upstream_crds = upstream_crd_folder(UPSTREAM_CRD_FILES)
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
     try:
         plane.start()
         TIMINGS["control plane start (s)"] = plane.startup_seconds
         started = time.monotonic()
-        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(UPSTREAM_CRDS / f for f in UPSTREAM_CRD_FILES))
+        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(upstream_crds / f for f in UPSTREAM_CRD_FILES))
         TIMINGS["CRD install, ours and upstream (s)"] = time.monotonic() - started
         plane.kubectl("apply", "-f", str(REPO / "deploy" / "admission.yaml"), "-f", str(REPO / "deploy" / "user-roles.yaml"))
         wait_until_admission_policy_enforced(plane)
         yield plane
     finally:
         plane.stop()
+
+
+def upstream_crd_folder(names: list[str]) -> Path:
+    """The folder holding these upstream CRDs (found or fetched); the test fails with the one clear message if none."""
+    try:
+        return upstream.upstream_crds(names)
+    except upstream.UpstreamCRDsUnavailable as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: the message once, without a chained traceback
 
 
 def wait_until_admission_policy_enforced(plane: ControlPlane, timeout: float = 30) -> None:

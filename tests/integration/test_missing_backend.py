@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from playground.controlplane import REPO, UPSTREAM_CRDS, ControlPlane
+from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
 from playground.serving import ServingStandIn
+from playground.upstream_crds import KSERVE
+from .conftest import upstream_crd_folder
 from .scenario import Scenario, fast_spec
 
 
 @pytest.fixture(scope="module")
 def kserve_only_cluster(tmp_path_factory, prometheus):
     """A second control plane with only our CRDs and KServe's: no Seldon, no Gateway API."""
+    kserve_crd = upstream_crd_folder([KSERVE]) / KSERVE
     plane = ControlPlane(tmp_path_factory.mktemp("kserve-only")).start()
     operator = standin = None
     try:
-        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), UPSTREAM_CRDS / "kserve-inferenceservices-full.yaml")
+        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), kserve_crd)
         plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
         operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), plane.dir).start()
         standin = ServingStandIn("kserve", plane.kubeconfig, prometheus, tmp_path_factory.mktemp("kserve-only-standin"))
