@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -223,3 +224,18 @@ def _download(pin: Pin, cache: Path, mirror: str | None, timeout: float) -> Path
         Path(temporary).unlink(missing_ok=True)
         raise
     return cache / pin.name
+
+
+def main(argv: list[str]) -> int:
+    """`python3 -m playground.upstream_crds [NAME...]`: the folder holding them (default: every pinned
+    file), or the one clear message and exit status 2. Standard library only: runs before any setup."""
+    try:
+        print(upstream_crds(argv or tuple(PINS)))
+    except UpstreamCRDsUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -221,6 +221,11 @@ def test_the_demo_without_upstream_crds_says_what_to_do(tmp_path):
         environment.update({upstream.ENV_MIRROR: nowhere, "MODELOPS_CACHE": str(tmp_path / "empty-cache")})
         result = subprocess.run([sys.executable, "-m", "demo.run", "--out", str(tmp_path / "out")],
                                 cwd=checkout, env=environment, capture_output=True, text=True, timeout=180)
+        # `make demo` and `make test` ask first, before installing or building anything.
+        made = subprocess.run(["make", "-s", "demo", f"PYTHON={sys.executable}"], cwd=checkout, env=environment,
+                              capture_output=True, text=True, timeout=180)
+    assert made.returncode != 0 and "Traceback" not in made.stderr
+    assert "or allow access to" in made.stderr and not (checkout / ".venv").exists(), made.stderr
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert (f"Set MODELOPS_UPSTREAM_CRDS=/path/to/a/folder holding {upstream.KSERVE}, "
