@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit setup system-deps controlplane crds clean
+.PHONY: demo test unit setup system-deps controlplane helm crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +15,34 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $@
 
-setup: $(VENV)/.installed system-deps controlplane
+setup: upstream-crds $(VENV)/.installed system-deps controlplane helm
+
+# First, and with the system's Python alone: without the serving systems' CRDs nothing else is
+# worth installing, and the message says what to do.
+upstream-crds:
+	@$(PYTHON) -m playground.upstream_crds >/dev/null
 
 system-deps:
 	@command -v prometheus >/dev/null || { \
 	  echo "installing Debian package prometheus"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  echo "installing Debian packages podman runc debootstrap"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null; }
 
 controlplane:
 	@tools/controlplane/build.sh >/dev/null
+
+helm:
+	@tools/helm/build.sh >/dev/null
+
+# The operator's container image (Dockerfile), built with podman on a locally made base.
+image: system-deps
+	@tools/image/build.sh
+
+# A real cluster on a machine with Docker and internet: kind, KServe (serverless), Prometheus, this chart.
+kind-up:
+	tools/kind/up.sh
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/modelops crds --out crds
