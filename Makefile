@@ -44,8 +44,10 @@ image: system-deps
 kind-up:
 	tools/kind/up.sh
 
+# The CRDs from the API models, into crds/ and the chart (a test holds the three equal).
 crds: $(VENV)/.installed
 	$(VENV)/bin/modelops crds --out crds
+	$(VENV)/bin/modelops crds --out charts/modelops/crds
 
 # The main job on a local default: a real rollout, an automatic rollback and a promotion.
 demo: setup

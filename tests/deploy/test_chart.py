@@ -322,6 +322,10 @@ def test_operator_as_the_charts_service_account_rolls_out_and_back(helms, deploy
             status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 60, "1.2.0 rolled back")
             assert status["stableVersion"] == "1.1.0" and status["failedVersion"] == "1.2.0"
             scenario.stop_load()
+            rss = next(int(line.split()[1]) for line in Path(f"/proc/{operator.process.proc.pid}/status").read_text()
+                       .splitlines() if line.startswith("VmRSS:"))
+            print(f"\noperator resident memory after a rollout and a rollback: {rss / 1024:.0f} MiB"
+                  f" (the chart requests {yaml.safe_load((CHART / 'values.yaml').read_text())['resources']['requests']['memory']})")
             log = operator.process.log.read_text()
             assert "Forbidden" not in log and " 403" not in log, "the chart's RBAC fell short"
             holder = deploy_plane.kubectl("get", "lease", release, "-n", namespace,
