@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import kopf
 
@@ -20,7 +20,7 @@ from .analysis.prometheus import close_sessions, provider_for
 from .analysis.provider import MetricProvider
 from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
-from .api.modeldeployment import Analysis, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, ModelDeploymentSpec, ModelDeploymentStatus
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version_status
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
@@ -43,15 +43,26 @@ class Options:
 
 @dataclass
 class Sources:
-    """What the metric-source watches saw: ClusterMetricProviders and namespaces' labels."""
+    """Where analyses may query: kopf's indexes of ClusterMetricProviders and namespaces' labels.
+
+    Indexes, not event handlers filling dicts: kopf starts no daemon before every index holds
+    the whole initial listing, so a restarted operator never analyses with a provider or a
+    namespace label it has not read yet (an Error verdict that counts toward noDataLimit)."""
 
     options: Options
     secrets: Secrets
-    providers: dict[str, ClusterMetricProviderSpec] = field(default_factory=dict)
-    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    providers: Mapping[str, Iterable[ClusterMetricProviderSpec | None]] = field(default_factory=dict)
+    namespace_labels: Mapping[str, Iterable[dict[str, str]]] = field(default_factory=dict)
+
+    def bind(self, providers: kopf.Index, namespace_labels: kopf.Index) -> None:
+        """kopf hands its indexes to handlers only; they are the same live mappings every time."""
+        self.providers, self.namespace_labels = providers, namespace_labels
 
     async def provider(self, analysis: Analysis, namespace: str, cap: float) -> MetricProvider:
-        source = resolve(analysis, namespace, self.namespace_labels.get(namespace), self.providers,
+        name = analysis.provider or DEFAULT_PROVIDER
+        declared = next(iter(self.providers.get(name, ())), None)
+        source = resolve(analysis, namespace, next(iter(self.namespace_labels.get(namespace, ())), None),
+                         {name: declared} if declared is not None else {},
                          self.options.operator_namespace, self.options.allow_inline_providers)
         return await provider_for(source.config, source.secrets_namespace, self.secrets, cap=cap, label=source.label)
 
@@ -89,24 +100,19 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
-@kopf.on.event(GROUP, VERSION, "clustermetricproviders")
-def track_provider(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
-    providers = memo.sources.providers
-    providers.pop(name, None)
-    if event["type"] == "DELETED":
-        return
+@kopf.index(GROUP, VERSION, "clustermetricproviders")
+def metric_providers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterMetricProviderSpec | None]:
+    """name -> its spec; None for an invalid one, which no analysis uses."""
     try:
-        providers[name] = ClusterMetricProviderSpec.model_validate(event["object"].get("spec") or {})
+        return {name: ClusterMetricProviderSpec.model_validate(dict(spec))}
     except ValueError as e:
         log.warning("ClusterMetricProvider %s is invalid and unused: %s", name, e)
+        return {name: None}
 
 
-@kopf.on.event("", "v1", "namespaces")
-def track_namespace(event: kopf.RawEvent, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    if event["type"] == "DELETED":
-        memo.sources.namespace_labels.pop(name, None)
-    else:
-        memo.sources.namespace_labels[name] = dict(labels)
+@kopf.index("", "v1", "namespaces")
+def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
@@ -145,7 +151,9 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10)
-async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
+async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
+                         namespace_labels: kopf.Index, **_: Any) -> None:
+    memo.sources.bind(metric_providers, namespace_labels)
     memo.memory = memory = Memory()
     while True:
         model = (body.get("spec") or {}).get("model")
