@@ -7,12 +7,13 @@ from pydantic import ValidationError
 from modelops.api.metricprovider import ClusterMetricProviderSpec
 from modelops.api.modeldeployment import ModelDeploymentSpec, RollbackMode, StrategyType
 from modelops.api.modelversion import ModelVersionSpec, content_id
+from modelops.api.notifier import ClusterNotifierSpec
 from modelops.api.types import duration_seconds
 
 from ..conftest import INVALID_CASES, model_deployment_manifest, model_version_manifest, with_path
 
 SPEC_MODELS = {"ModelDeployment": ModelDeploymentSpec, "ModelVersion": ModelVersionSpec,
-               "ClusterMetricProvider": ClusterMetricProviderSpec}
+               "ClusterMetricProvider": ClusterMetricProviderSpec, "ClusterNotifier": ClusterNotifierSpec}
 
 
 @pytest.mark.parametrize("what, manifest, field", INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
@@ -103,5 +104,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_examples_are_valid(path):
-    manifest = yaml.safe_load(path.read_text())
-    SPEC_MODELS[manifest["kind"]].model_validate(manifest["spec"])
+    manifests = [m for m in yaml.safe_load_all(path.read_text()) if m]
+    assert manifests
+    for manifest in manifests:
+        SPEC_MODELS[manifest["kind"]].model_validate(manifest["spec"])
