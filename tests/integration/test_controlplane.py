@@ -26,8 +26,9 @@ def test_examples_apply(control_plane, namespace):
     names = control_plane.kubectl("get", "modelops", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(names) == sorted([
         "modeldeployment.modelops.io/churn", "modeldeployment.modelops.io/embedder",
-        "modeldeployment.modelops.io/fraud", "modeldeployment.modelops.io/ranker",
-        "modelversion.modelops.io/fraud-1-0-0"])
+        "modeldeployment.modelops.io/fraud", "modeldeployment.modelops.io/iris", "modeldeployment.modelops.io/ranker",
+        "modelversion.modelops.io/fraud-1-0-0", "modelversion.modelops.io/iris-1-0-0",
+        "modelversion.modelops.io/iris-1-1-0"])
 
 
 @pytest.mark.parametrize("what, manifest, field", INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
