@@ -32,6 +32,7 @@ kubectl patch service/kourier -n kourier-system --type merge \
 kubectl -n knative-serving wait --for=condition=Available deployment --all --timeout=300s
 
 step "KServe $KSERVE_VERSION (serverless)"
+kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-crds.yaml"
 kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl -n kserve wait --for=condition=Available deployment --all --timeout=300s
 kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
