@@ -1,21 +1,48 @@
-"""Kubernetes API access for handlers and routers: native async, merge patches, clear errors.
+"""Kubernetes API access for handlers and routers: native async, server-side apply, clear errors.
 
 On kubernetes_asyncio (aiohttp): no worker threads, so a slow metric provider or a slow
 API call of one deployment never takes a thread another one needs. Every call has a
 timeout; one client (and its connection pool) serves the whole operator.
+
+Backend objects are written with server-side apply under the field manager `modelops`
+(`Kube.apply`): each apply carries the operator's complete configuration of the fields it
+drives, so the API server records exactly those as the operator's (`metadata.managedFields`,
+operation Apply) and removes a field the operator owned and no longer sends, unless another
+manager owns it too. GitOps tools can then leave those fields alone (Argo CD:
+`ignoreDifferences: managedFieldsManagers: [modelops]`). API server facts relied on:
+
+- An apply creates the object when it is absent (and then needs RBAC `create` as well as
+  `patch`); `metadata.resourceVersion` in an applied configuration is a precondition (409
+  when the object moved on), but not on creation.
+- A field another manager owns with a different value is a conflict: 409 naming the manager,
+  unless the apply is forced, which moves the field to the applier. Equal values are shared.
+- An Update (merge patch, kubectl edit) moves each field it changes to its own manager, and a
+  field it removes is gone from the object whoever owned it (the remover gains no entry for it).
+- An apply that changes neither a value nor an ownership writes nothing (same resourceVersion).
+- The managed set of an apply holds the applied leaves: an object's keys each, a list
+  without `x-kubernetes-list-type` (or `atomic`) whole, never apiVersion, kind,
+  metadata.name/namespace/resourceVersion and other system metadata.
+
+Status and the operator's own resources are written with JSON merge patches. kubernetes_asyncio
+deserializes only a 200 answer to a PATCH, so `apply` reads the answer itself (201: created).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import kubernetes_asyncio
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTResponse
 
 API_TIMEOUT_SECONDS = 10.0
 CONNECTIONS = 64
+FIELD_MANAGER = "modelops"
+"""The operator's field manager: Argo CD's `managedFieldsManagers` and kubectl's conflicts name it."""
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
 
 
 async def api_client() -> kubernetes_asyncio.client.ApiClient:
@@ -64,6 +91,80 @@ def merge_patch(old: Any, new: Any) -> Any:
     return patch or None
 
 
+FieldPath = tuple[str, ...]
+# What no manager owns: the managed set of an apply never holds these (the API server strips them).
+SYSTEM_FIELDS: frozenset[FieldPath] = frozenset({
+    ("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"), ("metadata", "uid"),
+    ("metadata", "resourceVersion"), ("metadata", "generation"), ("metadata", "creationTimestamp"),
+    ("metadata", "managedFields"), ("metadata", "selfLink"), ("metadata", "deletionTimestamp"),
+})
+
+
+def applied_fields(config: dict[str, Any]) -> dict[FieldPath, Any]:
+    """The fields an applied configuration makes its manager own, path -> value.
+
+    Objects are walked key by key (an empty one owns nothing) and lists are owned whole: true of
+    every list the operator applies (none of them declares an x-kubernetes-list-type)."""
+    out: dict[FieldPath, Any] = {}
+
+    def walk(value: Any, path: FieldPath) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, path + (key,))
+        elif path not in SYSTEM_FIELDS and path:
+            out[path] = value
+
+    walk(config, ())
+    return out
+
+
+def managed_fields(obj: dict[str, Any] | None, manager: str = FIELD_MANAGER, operation: str = "Apply") -> set[FieldPath]:
+    """The leaves `manager` owns on `obj` through `operation` on the main resource, from metadata.managedFields.
+
+    fieldsV1 nests `f:<key>` per object key; an element `.` marks the parent itself owned; list
+    elements (`k:`, `v:`, `i:`) are kept as they are written."""
+    owned: set[FieldPath] = set()
+
+    def walk(fields: Any, path: FieldPath) -> None:
+        if not isinstance(fields, dict) or not fields:
+            owned.add(path)
+            return
+        for key, sub in fields.items():
+            if key == ".":
+                owned.add(path)
+            else:
+                walk(sub, path + (key[2:] if key.startswith("f:") else key,))
+
+    for entry in ((obj or {}).get("metadata") or {}).get("managedFields") or []:
+        if isinstance(entry, dict) and entry.get("manager") == manager and entry.get("operation") == operation \
+                and not entry.get("subresource") and isinstance(entry.get("fieldsV1"), dict):
+            for key, sub in entry["fieldsV1"].items():
+                walk({key: sub}, ())
+    return owned
+
+
+def _at(obj: Any, path: FieldPath) -> tuple[bool, Any]:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def is_applied(live: dict[str, Any], config: dict[str, Any], absent: Iterable[FieldPath] = ()) -> bool:
+    """`live` holds every field of `config` with its value, owned by the operator's apply, and none of `absent`.
+
+    What an apply would change: a value, a field the operator does not own yet (after an upgrade,
+    on an object handed over, or taken by another manager), or a field that must go. Fields the
+    operator owns beyond `config` (e.g. set by a mutating webhook on its apply) do not count."""
+    owned = managed_fields(live)
+    for path, value in applied_fields(config).items():
+        present, current = _at(live, path)
+        if not present or current != value or path not in owned:
+            return False
+    return not any(_at(live, path)[0] for path in absent)
+
+
 class Kube:
     def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
         self._custom = kubernetes_asyncio.client.CustomObjectsApi(api_client)
@@ -93,13 +194,35 @@ class Kube:
                 return None
             raise
 
-    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
-        return await self._call(resource, "create_namespaced_custom_object", namespace, resource.plural, body)
-
     async def patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (an Update: the fields it changes become the operator's, those it removes are gone)."""
         return await self._call(resource, "patch_namespaced_custom_object", namespace, resource.plural, name, patch,
-                                _content_type="application/merge-patch+json")
+                                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+
+    async def apply(self, resource: Resource, namespace: str, name: str, config: dict[str, Any], *,
+                    force: bool = True) -> dict[str, Any]:
+        """Server-side apply of `config`, the operator's complete configuration of the fields it drives.
+
+        Creates the object when it is absent. `force` takes fields another manager holds with other
+        values (the operator is authoritative for what it drives); without it that is a 409 conflict.
+        apiVersion, kind and metadata.name are filled in. Returns the object as stored."""
+        meta = {**(config.get("metadata") or {}), "name": name}
+        body = {**config, "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}
+        # kubernetes_asyncio deserializes only a 200 answer to a patch: the 201 of an apply that created the
+        # object would come back as None. So the answer is read here, and an error raised as the client would.
+        response = await self._call(resource, "patch_namespaced_custom_object", namespace, resource.plural, name, body,
+                                    field_manager=FIELD_MANAGER, force="true" if force else None,
+                                    _content_type=APPLY_PATCH, _preload_content=False)
+        try:
+            answer = RESTResponse(response, await response.read())
+        finally:
+            response.release()
+        if not 200 <= answer.status <= 299:
+            error = ApiException(http_resp=answer)
+            if error.status == 404 and await self._api_missing(resource):
+                raise ApiNotInstalled(resource) from error
+            raise error
+        return json.loads(answer.data)
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self._call(resource, "patch_namespaced_custom_object_status", namespace, resource.plural, name,

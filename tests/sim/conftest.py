@@ -10,3 +10,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"fault simulation: {STATS['schedules']} schedules, {STATS['rounds']} rounds, "
             f"{STATS['crashes']} crashes injected, {STATS['checks']} invariant checks")
+    git = {k.removeprefix("git re-applies "): v for k, v in STATS.items() if k.startswith("git re-applies ")}
+    if git:
+        terminalreporter.write_line("GitOps re-applies of backend objects: " +
+                                    ", ".join(f"{n} {outcome}" for outcome, n in sorted(git.items())))

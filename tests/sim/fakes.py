@@ -3,17 +3,30 @@
 What is faked, and why:
 
 - FakeKube: the Kubernetes API calls the routers and the round make (get, create, patch,
-  patch_status, list, delete) on a dict keyed by (plural, namespace, name). It keeps the
-  API server's rules the operator relies on: RFC 7386 merge patches, a resourceVersion
+  apply, patch_status, list, delete) on a dict keyed by (plural, namespace, name). It keeps
+  the API server's rules the operator relies on: RFC 7386 merge patches, a resourceVersion
   bumped on every write, a conditional write (metadata.resourceVersion in the body) that
   loses a race is 409, generation bumped on spec changes only, create of an existing name
   is 409, the status subresource writes status only, the main resource ignores status, and
   a body holding NaN/Infinity is refused with 400 (the API server's JSON has none).
+  Field ownership as server-side apply keeps it, in metadata.managedFields (fieldsV1), one
+  entry per (manager, operation, subresource): an apply by manager M owns the leaves of its
+  configuration, removes the leaves M owned before and no longer sends unless another
+  manager owns them too, and, where another manager owns a leaf with another value, is a 409
+  naming that manager and the field, or with force takes the leaf from it; it creates the
+  object when absent (with RBAC `create`, for the operator's calls: deploy/rbac.yaml), and a
+  resourceVersion in it is a precondition on an existing object. An Update (create, merge
+  patch) gives its manager the leaves it changes, taking them from the others, and a leaf it
+  removes is nobody's. Not tracked, for speed, where nothing here reads it: status, and the
+  operator's own ModelDeployments and ModelVersions (`FakeKube.untracked`).
+  Objects are owned key by key and lists whole, as the backend CRDs'
+  lists the operator writes are atomic (Seldon's predictors, the HTTPRoute's rules, the
+  Experiment's candidates, a Model's requirements).
   A `hook` is consulted before and after every call and may raise: ApiException 409/429/
   500/503, asyncio.TimeoutError (a hung call that timed out), or `Crash` - the operator
   process died at that instruction, before the write or after it (written, never learned).
-  Calls made by the world (a user's kubectl, a serving controller) go through `world_*`
-  methods that no fault reaches.
+  Calls made by the world (a user's kubectl, a GitOps tool's apply, a serving controller) go
+  through `world_*` methods that no fault reaches.
 - KServeController / GatewayController: what KServe's serverless controller (with Knative's
   routing) and a Gateway API implementation write to status, small and named as stand-ins,
   plus `live_weights`: the traffic each version really receives from the backend object.
@@ -37,7 +50,7 @@ from typing import Any, Callable
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelops.analysis.provider import ProviderError
-from modelops.kube import Resource
+from modelops.kube import FIELD_MANAGER, Resource
 from modelops.rollout.engine import rfc3339
 
 
@@ -65,6 +78,191 @@ def merge(live: Any, patch: Any) -> Any:
     return out
 
 
+# --- field ownership (server-side apply) ------------------------------------------------------
+
+FieldPath = tuple[str, ...]
+NOBODYS: frozenset[FieldPath] = frozenset({
+    ("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace"), ("metadata", "uid"),
+    ("metadata", "resourceVersion"), ("metadata", "generation"), ("metadata", "creationTimestamp"),
+    ("metadata", "managedFields"), ("metadata", "selfLink"), ("metadata", "deletionTimestamp")})
+"""System fields: in no manager's set."""
+Owner = tuple[str, str, str]
+"""(manager, operation, subresource ("" for the main resource))."""
+
+
+def leaves(obj: Any, status: bool = False) -> dict[FieldPath, Any]:
+    """The fields an owner can hold, path -> value: the main resource's (all but status), or status's.
+    Objects key by key (an empty one holds none), lists and scalars whole."""
+    out: dict[FieldPath, Any] = {}
+
+    def walk(value: Any, path: FieldPath) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, path + (key,))
+        elif path not in NOBODYS:
+            out[path] = value
+
+    for key, value in (obj or {}).items():
+        if (key == "status") == status:
+            walk(value, (key,))
+    return out
+
+
+def fields_v1(paths: set[FieldPath]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = root
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    return root
+
+
+def _paths_of(fields: dict[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
+    out: set[FieldPath] = set()
+    for key, sub in fields.items():
+        path = prefix + (key[2:],)
+        out |= _paths_of(sub, path) if sub else {path}
+    return out
+
+
+def owners_of(obj: dict[str, Any] | None) -> dict[Owner, set[FieldPath]]:
+    return {(e["manager"], e["operation"], e.get("subresource", "")): _paths_of(e["fieldsV1"])
+            for e in (((obj or {}).get("metadata") or {}).get("managedFields") or [])}
+
+
+def _times(obj: dict[str, Any] | None) -> dict[Owner, str]:
+    return {(e["manager"], e["operation"], e.get("subresource", "")): e.get("time", "")
+            for e in (((obj or {}).get("metadata") or {}).get("managedFields") or [])}
+
+
+def _with_owners(obj: dict[str, Any], owners: dict[Owner, set[FieldPath]], times: dict[Owner, str]) -> dict[str, Any]:
+    entries = [{"manager": m, "operation": op, "apiVersion": obj.get("apiVersion", ""), "time": times[(m, op, sub)],
+                "fieldsType": "FieldsV1", "fieldsV1": fields_v1(paths), **({"subresource": sub} if sub else {})}
+               for (m, op, sub), paths in owners.items() if paths]
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    if entries:
+        meta["managedFields"] = entries
+    return {**obj, "metadata": meta}
+
+
+def _value_at(obj: Any, path: FieldPath) -> tuple[bool, Any]:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def _set(obj: dict[str, Any], path: FieldPath, value: Any) -> None:
+    for key in path[:-1]:
+        if not isinstance(obj.get(key), dict):
+            obj[key] = {}
+        obj = obj[key]
+    obj[path[-1]] = clone(value)
+
+
+def _remove(obj: dict[str, Any], path: FieldPath) -> None:
+    for key in path[:-1]:
+        obj = obj.get(key)
+        if not isinstance(obj, dict):
+            return
+    obj.pop(path[-1], None)
+
+
+def field_text(path: FieldPath) -> str:
+    return "".join(f".{key}" for key in path)
+
+
+def apply_conflict(conflicts: list[tuple[str, FieldPath]]) -> ApiException:
+    """409 as the API server words it: `Apply failed with 1 conflict: conflict with "m": .a.b`, or N conflicts
+    grouped by manager; an Update manager is named with its apiVersion and time. `conflicts`: (manager words, path)."""
+    if len(conflicts) == 1:
+        message = f"Apply failed with 1 conflict: conflict with {conflicts[0][0]}: {field_text(conflicts[0][1])}"
+    else:
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(
+            f"conflicts with {m}:\n" + "\n".join(f"- {field_text(p)}" for n, p in conflicts if n == m)
+            for m in sorted({m for m, _ in conflicts}))
+    error = api_error(409)
+    error.body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                             "code": 409, "message": message, "details": {"causes": [
+                                 {"reason": "FieldManagerConflict", "message": f"conflict with {m}",
+                                  "field": field_text(p)} for m, p in conflicts]}})
+    return error
+
+
+def _manager_words(owner: Owner, obj: dict[str, Any], times: dict[Owner, str]) -> str:
+    manager, operation, subresource = owner
+    words = f'"{manager}"' + (f' with subresource "{subresource}"' if subresource else "")
+    return words + (f" using {obj.get('apiVersion')} at {times.get(owner)}" if operation == "Update" else "")
+
+
+def server_side_apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, force: bool,
+                      time: str) -> dict[str, Any]:
+    """`live` after `manager` applied `config` (main resource); ApiException 409 on conflicts without force.
+    For an absent object (`live` None) the result is the created object, without system metadata."""
+    me: Owner = (manager, "Apply", "")
+    wanted = leaves(config)
+    owners = owners_of(live)
+    obj = {k: v for k, v in clone(live).items()} if live is not None else \
+        {"apiVersion": config.get("apiVersion"), "kind": config.get("kind"), "metadata": {}}
+    conflicts = []
+    for owner, paths in owners.items():
+        if owner == me:
+            continue
+        for path in sorted(paths & wanted.keys()):
+            if _value_at(obj, path) != (True, wanted[path]):
+                conflicts.append((owner, path))
+    if conflicts and not force:
+        raise apply_conflict([(_manager_words(o, obj, _times(live)), p) for o, p in conflicts])
+    for owner, paths in owners.items():
+        if owner != me:
+            owners[owner] = paths - {p for _, p in conflicts}
+    others = set().union(*(paths for owner, paths in owners.items() if owner != me))
+    for path in owners.get(me, set()) - wanted.keys() - others:
+        _remove(obj, path)  # the applier's no more, nobody else's: gone
+    for path, value in wanted.items():
+        _set(obj, path, value)
+    owners[me] = set(wanted)
+    times = _times(live)
+    if owners_of(live).get(me) != owners[me] or leaves(obj) != leaves(live):
+        times[me] = time
+    return _with_owners(obj, owners, times)
+
+
+def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str, status: bool, time: str) -> dict[str, Any]:
+    """`new` with the ownership an Update by `manager` leaves: the leaves it changed are its own (and no one
+    else's), those it removed nobody's."""
+    me: Owner = (manager, "Update", "status" if status else "")
+    before, after = leaves(old, status), leaves(new, status)
+    changed = {p for p, v in after.items() if p not in before or before[p] != v}
+    removed = before.keys() - after.keys()
+    owners = owners_of(old)
+    if not changed and not removed:
+        return _with_owners(new, owners, _times(old))
+    for owner in owners:
+        owners[owner] = owners[owner] - changed - removed
+    owners[me] = (owners.get(me, set()) | changed) - removed
+    times = {**_times(old), me: time}
+    return _with_owners(new, owners, times)
+
+
+def _operator_may_create() -> frozenset[str]:
+    """Plurals the operator's ClusterRole (deploy/rbac.yaml) lets it create: an apply creating anything else is 403."""
+    import pathlib
+
+    import yaml
+
+    rbac = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+    for doc in yaml.safe_load_all(rbac.read_text()):
+        if doc and doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == "modelops-operator":
+            return frozenset(r for rule in doc["rules"] if "create" in rule.get("verbs", [])
+                             for r in rule.get("resources", []))
+    raise AssertionError("deploy/rbac.yaml has no ClusterRole modelops-operator")
+
+
+OPERATOR_MAY_CREATE = _operator_may_create()
+
+
 # --- the Kubernetes API -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -80,7 +278,7 @@ FaultHook = Callable[[Call, str], None]
 """(call, "before"|"after") -> None, or raises the fault."""
 
 ERRORS = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 400: "BadRequest",
-          404: "NotFound"}
+          404: "NotFound", 403: "Forbidden"}
 
 
 def api_error(status: int) -> ApiException:
@@ -174,6 +372,8 @@ class FakeKube:
         self.status_writes: dict[Key, int] = {}
         """resourceVersion of the last status write on each object."""
         self.now: Callable[[], datetime] = lambda: datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.untracked: set[str] = {"modeldeployments", "modelversions"}
+        """Plurals whose field ownership is not kept (the apply calls are for backend objects)."""
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -211,8 +411,8 @@ class FakeKube:
 
     # --- the world's own writes: kubectl users and serving controllers (never faulted) ---------
 
-    def world_put(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Stores a copy of `obj`; returns the stored object (read-only)."""
+    def world_put(self, resource: Resource, namespace: str, obj: dict[str, Any], manager: str = "kubectl") -> dict[str, Any]:
+        """Stores a copy of `obj`, created by `manager`; returns the stored object (read-only)."""
         obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         meta.setdefault("namespace", namespace)
@@ -221,11 +421,19 @@ class FakeKube:
         meta.setdefault("uid", f"uid-{meta['name']}-{self._rv}")
         obj.setdefault("apiVersion", resource.api_version)
         obj.setdefault("kind", resource.kind)
+        if "managedFields" not in meta and resource.plural not in self.untracked:
+            obj = record_update(None, obj, manager, False, rfc3339(self.now()))
         return self._store((resource.plural, namespace, meta["name"]), obj)
 
     def world_patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any],
-                    status: bool = False) -> dict[str, Any]:
-        return self._patch(resource, namespace, name, patch, status)
+                    status: bool = False, manager: str | None = None) -> dict[str, Any]:
+        """A merge patch by `manager` (default: kubectl for the main resource, the controller for status)."""
+        return self._patch(resource, namespace, name, patch, status, manager or ("controller" if status else "kubectl"))
+
+    def world_apply(self, resource: Resource, namespace: str, name: str, config: dict[str, Any], manager: str,
+                    force: bool = False) -> dict[str, Any]:
+        """A server-side apply by `manager` (a GitOps tool, kubectl --server-side); 409 on conflicts without force."""
+        return self._apply(resource, namespace, name, config, manager, force, may_create=True)
 
     def world_delete(self, resource: Resource, namespace: str, name: str) -> None:
         self.objects.pop((resource.plural, namespace, name), None)
@@ -238,7 +446,8 @@ class FakeKube:
         """The stored object itself, read-only (for the world and the invariants)."""
         return self.objects.get((resource.plural, namespace, name))
 
-    def _patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any], status: bool) -> dict[str, Any]:
+    def _patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any], status: bool,
+               manager: str) -> dict[str, Any]:
         key = (resource.plural, namespace, name)
         live = self.objects.get(key)
         if live is None:
@@ -257,7 +466,7 @@ class FakeKube:
         else:
             body = {k: v for k, v in patch.items() if k != "status"}  # the main resource ignores status
             meta_patch = dict(body.get("metadata") or {})
-            for fixed in ("resourceVersion", "generation", "uid", "creationTimestamp", "name", "namespace"):
+            for fixed in ("resourceVersion", "generation", "uid", "creationTimestamp", "name", "namespace", "managedFields"):
                 meta_patch.pop(fixed, None)
             if "metadata" in body:
                 body["metadata"] = meta_patch
@@ -268,40 +477,66 @@ class FakeKube:
                 new["metadata"]["generation"] += 1
         if new == live:
             return live  # a no-op write does not bump resourceVersion
+        if not status and resource.plural not in self.untracked:
+            new = record_update(live, new, manager, False, rfc3339(self.now()))
         stored = self._store(key, new)  # shares unchanged parts with `live`: both are immutable once stored
         if status:
             self.status_writes[key] = int(stored["metadata"]["resourceVersion"])
         return stored
+
+    def _apply(self, resource: Resource, namespace: str, name: str, config: Any, manager: str, force: bool,
+               may_create: bool) -> dict[str, Any]:
+        key = (resource.plural, namespace, name)
+        live = self.objects.get(key)
+        meta = config.get("metadata") if isinstance(config, dict) else None
+        if not isinstance(meta, dict) or meta.get("name") != name or config.get("apiVersion") != resource.api_version \
+                or config.get("kind") != resource.kind or meta.get("namespace", namespace) != namespace:
+            raise api_error(400)  # an applied configuration names its object: apiVersion, kind, metadata.name
+        wanted_rv = meta.get("resourceVersion")
+        if live is not None and wanted_rv is not None and wanted_rv != live["metadata"]["resourceVersion"]:
+            raise api_error(409)
+        if live is None and not may_create:
+            raise api_error(403)
+        body = {k: v for k, v in config.items() if k != "status"}  # the main resource ignores status
+        new = server_side_apply(live, body, manager, force, rfc3339(self.now()))
+        if live is None:
+            new["metadata"] = {**new["metadata"], "name": name, "namespace": namespace, "generation": 1,
+                               "creationTimestamp": rfc3339(self.now()), "uid": f"uid-{name}-{self._rv}"}
+            return self._store(key, new)
+        if new.get("spec") != live.get("spec"):
+            new["metadata"] = {**new["metadata"], "generation": live["metadata"].get("generation", 1) + 1}
+        if new == live:
+            return live  # a no-op apply (nothing owned or valued differently) does not bump resourceVersion
+        return self._store(key, new)
 
     # --- the operator's calls (faultable) ----------------------------------------------------
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._do("get", resource, name, lambda call: self.peek(resource, namespace, name))
 
-    async def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-
-        def work(call: Call) -> dict[str, Any]:
-            self._checked(call, body)
-            if (resource.plural, namespace, name) in self.objects:
-                raise api_error(409)
-            obj = {k: v for k, v in clone(body).items() if k != "status"}
-            obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
-            return clone(self.world_put(resource, namespace, obj))
-
-        return await self._do("create", resource, name, work)
-
     async def patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         def work(call: Call) -> dict[str, Any]:
             self._checked(call, patch)
-            return clone(self._patch(resource, namespace, name, patch, status=False))
+            return clone(self._patch(resource, namespace, name, patch, False, FIELD_MANAGER))
 
         return await self._do("patch", resource, name, work)
+
+    async def apply(self, resource: Resource, namespace: str, name: str, config: dict[str, Any], *,
+                    force: bool = True) -> dict[str, Any]:
+        """Server-side apply as the operator's Kube.apply sends it: field manager `modelops`."""
+        def work(call: Call) -> dict[str, Any]:
+            self._checked(call, config)
+            body = {**config, "apiVersion": resource.api_version, "kind": resource.kind,
+                    "metadata": {**(config.get("metadata") or {}), "name": name}}
+            return clone(self._apply(resource, namespace, name, body, FIELD_MANAGER, force,
+                                     may_create=resource.plural in OPERATOR_MAY_CREATE))
+
+        return await self._do("apply", resource, name, work)
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         def work(call: Call) -> dict[str, Any]:
             self._checked(call, patch)
-            return clone(self._patch(resource, namespace, name, patch, status=True))
+            return clone(self._patch(resource, namespace, name, patch, True, FIELD_MANAGER))
 
         return await self._do("patch_status", resource, name, work)
 

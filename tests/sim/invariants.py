@@ -26,6 +26,10 @@ with the schedule's trace, so a failing Hypothesis example reads as a story.
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; the HTTPRoute's refs
   to the deployment's Services have integer weights in 0..100 summing to 100, and its other rule
   stays as the user wrote it.
+- GitOps (checked by World.git_apply): a re-apply of the backend object's Git manifest by the
+  GitOps tool's own field manager, unforced, never changes what decides traffic nor live traffic;
+  sent without the operator's fields (Argo CD's managedFieldsManagers) it is accepted, sent with
+  Git's values it is refused only by a 409 naming the `modelops` manager.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Hypothesis-generated schedules against the real round, on KServe and on Gateway API.
 
 A schedule is a starting configuration and up to ~40 operations (rounds, settles, time, metric
-changes, GitOps and SRE edits, ModelVersions deleted or claimed twice, faults for the next API
-calls - crashes included - and restarts), followed by a drain: faults cleared, a few ticks. The
+changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifest (respecting the
+operator's fields as Argo CD does, or Git's values unforced), ModelVersions deleted or claimed
+twice, faults for the next API calls - crashes included - and restarts), followed by a drain:
+faults cleared, a few ticks. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
 Sizing: each backend runs `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py):
@@ -57,6 +59,7 @@ operation = st.one_of(
     st.tuples(st.just("duplicate_mv"), st.sampled_from(VERSION_NAMES[1:])),
     st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
     st.tuples(st.just("restart")),
+    st.tuples(st.just("git_apply"), st.booleans()),
 )
 
 
@@ -99,6 +102,8 @@ def run(world: World, op: tuple) -> None:
         world.faults(args[0])
     elif kind == "restart":
         world.restart()
+    elif kind == "git_apply":
+        world.git_apply(respect_operator=args[0])
     else:  # pragma: no cover
         raise ValueError(kind)
 

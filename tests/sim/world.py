@@ -2,8 +2,9 @@
 
 Every operation of a schedule is a method here: a round of `reconcile.run_round` (with the
 object as the watch delivers it, sometimes one write behind), a settle of the serving
-controller, time passing, metrics changing, GitOps and SRE edits of the spec, ModelVersions
-deleted, restored or claimed twice, faults armed for the next API calls, and restarts.
+controller, time passing, metrics changing, GitOps and SRE edits of the spec, a GitOps
+re-apply of the backend object's Git manifest (as Argo CD does it), ModelVersions deleted,
+restored or claimed twice, faults armed for the next API calls, and restarts.
 
 What it stands in for, and why: kopf's daemon loop (handlers.run_deployment) is replaced by
 explicit rounds, so that time, watch delivery and faults are all in the schedule's hands and a
@@ -17,6 +18,7 @@ are checked after every operation.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +34,12 @@ from modelops.routers.kserve import INFERENCE_SERVICE
 from modelops.routers.registry import routers_for
 
 from ..conftest import model_version_manifest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from modelops.kube import FIELD_MANAGER
+
 from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController, KServeController, clone,
-                    merge, provider_factory)
+                    leaves, merge, owners_of, provider_factory)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -44,7 +50,9 @@ PAUSE = {1: "30s", 2: "20s", 3: "10s"}
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
 
 STATS: Counter = Counter()
-"""Figures over the whole test session: schedules, rounds, crashes, checks (printed by conftest)."""
+"""Figures over the whole test session: schedules, rounds, crashes, checks, Git re-applies (printed by conftest)."""
+GITOPS = "argocd-controller"
+"""The field manager of the GitOps tool that keeps the backend object's manifest in Git."""
 
 
 def mv_name(version: str) -> str:
@@ -147,14 +155,8 @@ class World:
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
-        if not self.kserve:  # the user's HTTPRoute: the model's rule, and another rule the operator must not touch
-            # handed to this ModelDeployment the documented way (routers.base.OWNER_ANNOTATION)
-            self.kube.world_put(HTTP_ROUTE, NS, {"metadata": {"name": NAME, "annotations": {OWNER: NAME}}, "spec": {
-                "parentRefs": [{"name": "gateway"}],
-                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/fraud"}}],
-                           "backendRefs": [{"name": f"{NAME}-{unit_name('1.0.0')}", "port": 8080, "weight": 100}]},
-                          {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
-                           "backendRefs": [{"name": "other-svc", "port": 80}]}]}})
+        if not self.kserve:  # the user's HTTPRoute, as Git holds it (git_manifest), created by the user
+            self.kube.world_put(HTTP_ROUTE, NS, self.git_manifest())
         self.checker = self.checker or Checker()
         self.checker.start(self)
         STATS["schedules"] += 1
@@ -354,6 +356,64 @@ class World:
         self._note(f"faults next calls: {[str(f) if f else '-' for f in faults]}")
         self.checker.after(self, "faults", None)
 
+    def git_manifest(self) -> dict[str, Any]:
+        """The backend object as the user keeps it in Git. The HTTPRoute: the model's rule, and another rule the
+        operator must not touch. The InferenceService: stable's first artifact, plus a label of the user's. Both
+        handed to this ModelDeployment the documented way (routers.base.OWNER_ANNOTATION)."""
+        meta = {"name": NAME, "annotations": {OWNER: NAME}}
+        if self.kserve:
+            return {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
+                    "metadata": {**meta, "labels": {"app.kubernetes.io/part-of": "fraud"}},
+                    "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri_of("1.0.0")}}}}
+        return {"apiVersion": HTTP_ROUTE.api_version, "kind": HTTP_ROUTE.kind, "metadata": meta, "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/fraud"}}],
+                       "backendRefs": [{"name": f"{NAME}-{unit_name('1.0.0')}", "port": 8080, "weight": 100}]},
+                      {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
+                       "backendRefs": [{"name": "other-svc", "port": 80}]}]}}
+
+    def traffic_fields(self) -> dict[str, Any]:
+        """What decides traffic on the backend object: the KServe predictor, or the HTTPRoute's rules."""
+        backend = self.backend() or {}
+        return clone((backend.get("spec") or {}).get("predictor" if self.kserve else "rules"))
+
+    def git_apply(self, respect_operator: bool = True, manifest: dict[str, Any] | None = None) -> str:
+        """The GitOps tool re-applies the Git manifest server-side as its own manager, without force.
+
+        respect_operator: as Argo CD with `ignoreDifferences: managedFieldsManagers: [modelops]` and
+        RespectIgnoreDifferences=true sends it: without each field the operator's manager owns where Git's value
+        differs from the live one. Otherwise Git's values as they are, which must be refused (409 naming the
+        operator's manager) wherever they would change what the operator drives. Either way nothing that decides
+        traffic moves. Returns "applied", "conflict" or "absent" (no object yet)."""
+        backend = self.backend()
+        if backend is None:
+            self._note("git apply: no backend object yet")
+            return "absent"
+        manifest = clone(manifest or self.git_manifest())
+        if respect_operator:
+            operators = set().union(*(paths for (manager, _, sub), paths in owners_of(backend).items()
+                                      if manager == FIELD_MANAGER and not sub))
+            live = leaves(backend)
+            for path, value in leaves(manifest).items():
+                if path in operators and live.get(path, object()) != value:
+                    _drop(manifest, path)
+        before = (self.traffic_fields(), self.live())
+        try:
+            self.kube.world_apply(self.backend_resource, NS, NAME, manifest, GITOPS)
+            outcome = "applied"
+        except ApiException as e:
+            message = json.loads(e.body or "{}").get("message", "") if e.status == 409 else ""
+            ok = not respect_operator and f'conflict with "{FIELD_MANAGER}"' in message
+            self.checker.check(self, ok, "GitOps", f"Git re-apply refused otherwise than by a conflict with the "
+                                                   f"operator: {e.status} {e.body}")
+            outcome = "conflict"
+        STATS[f"git re-applies {outcome}"] += 1
+        self._note(f"git apply{' (respecting the operator)' if respect_operator else ''} -> {outcome}")
+        self.checker.check(self, (self.traffic_fields(), self.live()) == before, "GitOps",
+                           f"a Git re-apply moved traffic: {before} -> {(self.traffic_fields(), self.live())}")
+        self.checker.after(self, "git_apply", None)
+        return outcome
+
     def heal(self) -> None:
         self.kube.hook = None
         self._note("faults cleared")
@@ -394,3 +454,14 @@ class World:
             # is now refused was served legitimately before: its artifact may still be in the backend).
             self.duplicate_uris.add(uri)
             self.uri_labels[uri] = f"{version}~duplicate"
+
+
+def _drop(obj: dict[str, Any], path: tuple[str, ...]) -> None:
+    """Removes the field at `path`, and the objects it leaves empty."""
+    parents = [obj]
+    for key in path[:-1]:
+        parents.append(parents[-1][key])
+    parents[-1].pop(path[-1], None)
+    for parent, key in zip(reversed(parents[:-1]), reversed(path[:-1])):
+        if parent[key] == {}:
+            parent.pop(key)

@@ -1,15 +1,26 @@
-"""The KServe router's pure halves: reading an InferenceService, and the one patch toward an intent."""
+"""The KServe router's pure halves: reading an InferenceService, and the one applied configuration toward an intent."""
 
 import json
 
 import pytest
 
 from modelops.api.modelversion import ModelVersionSpec
+from modelops.kube import applied_fields, is_applied
 from modelops.rollout import TrafficIntent
-from modelops.routers.base import VersionUnavailable
-from modelops.routers.kserve import APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, observe, patch_for
+from modelops.routers.base import OWNER_ANNOTATION, VersionUnavailable
+from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, VERSION_MODELS,
+                                     config_for, leftover_patch, observe)
 
 from ..conftest import model_version_manifest
+from ..sim.fakes import fields_v1, leaves
+
+
+def owned(obj, manager="modelops", operation="Apply", skip=()):
+    """`obj` with metadata.managedFields saying `manager` wrote its labels, annotations and spec (but `skip`)."""
+    paths = {p for p in leaves(obj) if p[0] in ("spec", "metadata") and p not in skip}
+    obj["metadata"]["managedFields"] = [{"manager": manager, "operation": operation, "apiVersion": "serving.kserve.io/v1beta1",
+                                         "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": fields_v1(paths)}]
+    return obj
 
 VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
 
@@ -24,12 +35,12 @@ def isvc(version, *, percent=None, generation=2, observed=2, latest="r2", ready=
     if revisions is None:
         revisions = {"r1": "1.0.0", **({latest: version} if ready == latest else {})}
     annotations = {REVISION_VERSIONS: json.dumps(revisions), **(annotations or {})}
-    return {
-        "metadata": {"name": "fraud", "generation": generation, "annotations": annotations},
+    return owned({
+        "metadata": {"name": "fraud", "generation": generation, "resourceVersion": "41", "annotations": annotations},
         "spec": {"predictor": predictor},
         "status": {"observedGeneration": observed, "components": {"predictor": {
             "latestCreatedRevision": latest, "latestReadyRevision": ready, "latestRolledoutRevision": rolled}}},
-    }
+    })
 
 
 def test_candidate_in_spec_and_ready_with_stable_on_the_rolled_out_revision():
@@ -67,81 +78,144 @@ def test_missing_service_is_nothing_ready():
 @pytest.mark.parametrize(
     "live, intent, expected",
     [
-        # a new candidate: its artifact at 0 %, in one patch
+        # a new candidate: its artifact at 0 %, in one write
         (isvc("1.0.0", latest="r1", ready="r1"), TrafficIntent("1.0.0", "1.1.0", 0),
          {"model": VERSIONS["1.1.0"].artifact.uri, "percent": 0, "generation": "3"}),
-        # the next step: only the weight
+        # the next step: only the weight changes; the model it owns is carried as it is
         (isvc("1.1.0", percent=0, annotations={APPLIED_PERCENT: "0"}), TrafficIntent("1.0.0", "1.1.0", 20),
          {"percent": 20}),
-        # promotion: the field removed
+        # promotion: the field left out, which removes it
         (isvc("1.1.0", percent=50, annotations={APPLIED_PERCENT: "50"}), TrafficIntent("1.1.0"), {"percent": None}),
         # rollback: stable's artifact back at 0 %, all traffic on the rolled-out revision at once
         (isvc("1.1.0", percent=50), TrafficIntent("1.0.0"),
          {"model": VERSIONS["1.0.0"].artifact.uri, "percent": 0, "generation": "3"}),
     ],
 )
-def test_patch_toward_intent(live, intent, expected):
+def test_config_toward_intent(live, intent, expected):
     state = observe(live, VERSIONS, intent)
-    patch = patch_for(live, intent, VERSIONS, state)
-    predictor = patch["spec"]["predictor"]
-    assert predictor["canaryTrafficPercent"] == expected["percent"]
-    assert patch["metadata"]["annotations"][APPLIED_PERCENT] == ("unset" if expected["percent"] is None
-                                                                 else str(expected["percent"]))
+    config = config_for(live, intent, VERSIONS, state)
+    predictor = config["spec"]["predictor"]
+    assert predictor.get("canaryTrafficPercent") == expected["percent"]
+    assert ("canaryTrafficPercent" in predictor) == (expected["percent"] is not None)
+    assert config["metadata"]["annotations"][APPLIED_PERCENT] == ("unset" if expected["percent"] is None
+                                                                  else str(expected["percent"]))
     if "model" in expected:
-        assert predictor["model"]["storageUri"] == expected["model"]
-        assert patch["metadata"]["annotations"][ARTIFACT_GENERATION] == expected["generation"]
+        assert predictor["model"] == {"modelFormat": {"name": "sklearn"}, "storageUri": expected["model"]}
+        assert config["metadata"]["annotations"][ARTIFACT_GENERATION] == expected["generation"]
     else:
-        assert "model" not in predictor
+        assert predictor["model"] == live["spec"]["predictor"]["model"]  # owned: carried, or the apply would remove it
+    # Every annotation the operator keeps is in every apply.
+    assert REVISION_VERSIONS in config["metadata"]["annotations"]
 
 
 def test_restored_stable_takes_traffic_only_once_its_new_revision_is_ready():
     restoring = isvc("1.0.0", percent=0, latest="r3", ready="r2", rolled="r1", annotations={APPLIED_PERCENT: "0"})
     intent = TrafficIntent("1.0.0")
-    assert patch_for(restoring, intent, VERSIONS, observe(restoring, VERSIONS, intent)) is None
+    assert config_for(restoring, intent, VERSIONS, observe(restoring, VERSIONS, intent)) is None
     restored = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r1", annotations={APPLIED_PERCENT: "0"})
-    patch = patch_for(restored, intent, VERSIONS, observe(restored, VERSIONS, intent))
-    assert patch["spec"]["predictor"] == {"canaryTrafficPercent": None}
+    config = config_for(restored, intent, VERSIONS, observe(restored, VERSIONS, intent))
+    assert "canaryTrafficPercent" not in config["spec"]["predictor"]
+    assert config["metadata"]["annotations"][APPLIED_PERCENT] == "unset"
 
 
-def test_nothing_to_do_is_no_patch():
+def test_nothing_to_do_is_no_write():
     settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
     intent = TrafficIntent("1.0.0", "1.1.0", 20)
-    assert patch_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None
+    assert config_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None
+
+
+def test_fields_held_by_another_manager_are_applied_once_to_own_them():
+    """An object handed over, or written by an older operator with merge patches: the same values, another owner.
+    One apply makes them the operator's (so that leaving one out later removes it); then there is nothing to do."""
+    settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
+    owned(settled, manager="OpenAPI-Generator", operation="Update")
+    intent = TrafficIntent("1.0.0", "1.1.0", 20)
+    config = config_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent))
+    assert config["spec"]["predictor"] == {"canaryTrafficPercent": 20}  # the model is not its own: not claimed
+    assert set(config["metadata"]["annotations"]) == {APPLIED_PERCENT, REVISION_VERSIONS}
+    assert OWNER_ANNOTATION not in config["metadata"]["annotations"] and "labels" not in config["metadata"]
+
+
+def test_an_object_the_operator_created_keeps_its_identity_in_every_apply():
+    live = isvc("1.1.0", percent=0, annotations={APPLIED_PERCENT: "0", OWNER_ANNOTATION: "fraud"})
+    live["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "modelops", "team": "risk"}
+    owned(live, skip={("metadata", "labels", "team")})  # a label someone else added stays theirs
+    config = config_for(live, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(live, VERSIONS, None))
+    assert config["metadata"]["annotations"][OWNER_ANNOTATION] == "fraud"
+    assert config["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "modelops"}
+
+
+def test_fields_the_operator_owns_beyond_its_config_are_no_reason_to_write():
+    """A mutating webhook's defaults on the operator's apply are attributed to it; they are not what it drives."""
+    settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
+    settled["spec"]["predictor"]["model"]["resources"] = {"limits": {"cpu": "1"}}
+    owned(settled)
+    intent = TrafficIntent("1.0.0", "1.1.0", 20)
+    assert config_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None
+
+
+def test_a_canary_percent_another_manager_holds_too_is_removed_by_a_conditional_merge_patch():
+    promoted = isvc("1.1.0", percent=50, annotations={APPLIED_PERCENT: "50"})
+    config = config_for(promoted, TrafficIntent("1.1.0"), VERSIONS, observe(promoted, VERSIONS, None))
+    # The apply left it out; the API server kept it, held by another manager: the leftover goes by merge patch.
+    assert leftover_patch(promoted, config) == {"metadata": {"resourceVersion": "41"},
+                                                "spec": {"predictor": {"canaryTrafficPercent": None}}}
+    gone = isvc("1.1.0")
+    assert leftover_patch(gone, config) is None
+    step = config_for(promoted, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(promoted, VERSIONS, None))
+    assert leftover_patch(promoted, step) is None
 
 
 def test_rollback_without_stable_modelversion_sets_zero_percent_not_the_artifact():
     only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
     live = isvc("1.1.0", percent=50, annotations={APPLIED_PERCENT: "50"})
     intent = TrafficIntent("1.0.0")
-    patch = patch_for(live, intent, only_candidate, observe(live, only_candidate, intent))
-    assert patch == {"metadata": {"annotations": {APPLIED_PERCENT: "0"}}, "spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    config = config_for(live, intent, only_candidate, observe(live, only_candidate, intent))
+    assert config["spec"]["predictor"] == {"model": live["spec"]["predictor"]["model"], "canaryTrafficPercent": 0}
+    assert config["metadata"]["annotations"][APPLIED_PERCENT] == "0"
     # the candidate's ModelVersion gone too: the artifact is unknown, the rolled-out revision still serves stable
-    assert patch_for(live, intent, {}, observe(live, {}, intent)) == patch
+    assert config_for(live, intent, {}, observe(live, {}, intent)) == config
 
 
 def test_rollback_without_stable_modelversion_nor_a_rolled_out_revision_is_version_unavailable():
     live = isvc("1.1.0", latest="r2", ready="r2", rolled="r2")
     with pytest.raises(VersionUnavailable, match="1.0.0"):
-        patch_for(live, TrafficIntent("1.0.0"), {"1.1.0": VERSIONS["1.1.0"]}, observe(live, {}, None))
+        config_for(live, TrafficIntent("1.0.0"), {"1.1.0": VERSIONS["1.1.0"]}, observe(live, {}, None))
 
 
 def test_vanished_candidate_named_by_the_intent_is_version_unavailable_not_key_error():
     live = isvc("1.0.0", latest="r1", ready="r1")
     with pytest.raises(VersionUnavailable, match="1.1.0"):
-        patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), {"1.0.0": VERSIONS["1.0.0"]}, observe(live, VERSIONS, None))
+        config_for(live, TrafficIntent("1.0.0", "1.1.0", 0), {"1.0.0": VERSIONS["1.0.0"]}, observe(live, VERSIONS, None))
 
 
-def test_a_new_artifact_clears_the_old_runtime_and_replaces_the_format_whole():
+def test_a_new_artifact_is_the_whole_model_the_operator_owns():
+    """The old runtime and format version the operator wrote are left out, so the apply removes them."""
     live = isvc("1.0.0", latest="r1", ready="r1")
     live["spec"]["predictor"]["model"].update(runtime="kserve-sklearnserver",
                                               modelFormat={"name": "sklearn", "version": "1"})
-    patch = patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS, observe(live, VERSIONS, None))
-    assert patch["spec"]["predictor"]["model"] == {"modelFormat": {"name": "sklearn", "version": None},
-                                                   "storageUri": VERSIONS["1.1.0"].artifact.uri, "runtime": None}
+    owned(live)
+    config = config_for(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS, observe(live, VERSIONS, None))
+    assert config["spec"]["predictor"]["model"] == {"modelFormat": {"name": "sklearn"},
+                                                    "storageUri": VERSIONS["1.1.0"].artifact.uri}
+    recorded = json.loads(config["metadata"]["annotations"][VERSION_MODELS])
+    assert recorded["1.1.0"] == config["spec"]["predictor"]["model"]
     with_runtime = dict(VERSIONS, **{"1.1.0": VERSIONS["1.1.0"].model_copy(update={
         "artifact": VERSIONS["1.1.0"].artifact.model_copy(update={"runtime": "triton"})})})
-    patch = patch_for(live, TrafficIntent("1.0.0", "1.1.0", 0), with_runtime, observe(live, with_runtime, None))
-    assert patch["spec"]["predictor"]["model"]["runtime"] == "triton"
+    config = config_for(live, TrafficIntent("1.0.0", "1.1.0", 0), with_runtime, observe(live, with_runtime, None))
+    assert config["spec"]["predictor"]["model"]["runtime"] == "triton"
+
+
+def test_applied_fields_and_is_applied_follow_the_api_servers_managed_set():
+    config = {"apiVersion": "v", "kind": "K", "metadata": {"name": "n", "resourceVersion": "3", "annotations": {"a": "1"}},
+              "spec": {"list": [1, 2], "empty": {}, "x": {"y": 0}}}
+    assert applied_fields(config) == {("metadata", "annotations", "a"): "1", ("spec", "list"): [1, 2],
+                                      ("spec", "x", "y"): 0}
+    live = owned({"metadata": {"name": "n", "annotations": {"a": "1"}}, "spec": {"list": [1, 2], "x": {"y": 0}}})
+    assert is_applied(live, config)
+    assert not is_applied(live, config, absent=[("spec", "list")])
+    live["spec"]["list"] = [2, 1]
+    assert not is_applied(live, config)
 
 
 def test_odd_inference_services_read_as_unknown():
@@ -149,8 +223,9 @@ def test_odd_inference_services_read_as_unknown():
     no_status["status"] = None
     no_status["metadata"]["annotations"] = None
     assert observe(no_status, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)) == observe(None, VERSIONS, None)
-    assert patch_for(no_status, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(no_status, VERSIONS, None)) == \
-        {"metadata": {"annotations": {APPLIED_PERCENT: "20"}}, "spec": {"predictor": {}}}
+    config = config_for(no_status, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(no_status, VERSIONS, None))
+    assert config == {"metadata": {"annotations": {APPLIED_PERCENT: "20"}},
+                      "spec": {"predictor": {"model": no_status["spec"]["predictor"]["model"], "canaryTrafficPercent": 20}}}
     bare = {"metadata": {"name": "fraud"}, "spec": {"predictor": {"model": None}}, "status": {"components": None}}
     assert observe(bare, VERSIONS, TrafficIntent("1.0.0")).ready_versions == frozenset()
     garbled = isvc("1.1.0", percent=0, generation=3, observed=2, annotations={ARTIFACT_GENERATION: "three"})
@@ -167,9 +242,9 @@ def test_stable_is_ready_only_as_the_rolled_out_revision():
     restored = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r2", revisions={"r1": "1.0.0", "r2": "1.1.0"})
     state = observe(restored, VERSIONS, TrafficIntent("1.0.0"))
     assert state.ready_versions == {"1.1.0"}  # r2, the failed candidate, is what KServe still falls back to
-    patch = patch_for(restored, TrafficIntent("1.0.0"), VERSIONS, state)
-    assert patch["spec"]["predictor"] == {"canaryTrafficPercent": None}  # all to stable's revision: it rolls out
-    assert json.loads(patch["metadata"]["annotations"][REVISION_VERSIONS])["r3"] == "1.0.0"
+    config = config_for(restored, TrafficIntent("1.0.0"), VERSIONS, state)
+    assert "canaryTrafficPercent" not in config["spec"]["predictor"]  # all to stable's revision: it rolls out
+    assert json.loads(config["metadata"]["annotations"][REVISION_VERSIONS])["r3"] == "1.0.0"
     rolled = isvc("1.0.0", latest="r3", ready="r3", rolled="r3", revisions={"r2": "1.1.0", "r3": "1.0.0"})
     assert observe(rolled, VERSIONS, TrafficIntent("1.0.0")).ready_versions == {"1.0.0"}
 
@@ -180,5 +255,5 @@ def test_a_recorded_revision_serves_stable_without_its_modelversion():
     assert observe(serving, only_candidate, TrafficIntent("1.0.0")).ready_versions == {"1.0.0"}
     after_hot_swap = isvc("1.1.0", percent=100, latest="r2", ready="r2", rolled="r2")
     with pytest.raises(VersionUnavailable):  # the rolled-out revision is the candidate's: 0 % would keep it there
-        patch_for(after_hot_swap, TrafficIntent("1.0.0"), only_candidate,
+        config_for(after_hot_swap, TrafficIntent("1.0.0"), only_candidate,
                   observe(after_hot_swap, only_candidate, TrafficIntent("1.0.0")))

@@ -1,4 +1,4 @@
-"""Routers against a fake cluster: missing ModelVersions, finalizing without recreating, odd objects."""
+"""Routers against a fake cluster: missing ModelVersions, finalizing without recreating, odd objects, field ownership."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelops.api.modeldeployment import Serving
 from modelops.api.modelversion import ModelVersionSpec
@@ -19,34 +20,72 @@ from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
 
 from ..conftest import model_version_manifest
-from ..sim.fakes import merge  # RFC 7386, as the API server applies a merge patch
+from ..sim.fakes import merge, record_update, server_side_apply  # as the API server (see tests/sim/fakes.py)
+from .test_kserve_router import owned
+
+TIME = "2026-01-01T00:00:00Z"
 
 VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
 ROLLBACK, CANARY = TrafficIntent("1.0.0"), TrafficIntent("1.0.0", "1.1.0", 20)
 
 
 class FakeKube:
-    """The Kube calls the routers make, on a dict of objects; every write is recorded."""
+    """The Kube calls the routers make, on a dict of objects; every write is recorded.
+
+    Field ownership as the API server keeps it: applies are server-side applies by `modelops`, merge patches
+    Updates (tests/sim/fakes.py has the rules)."""
 
     def __init__(self, *objects: tuple[Any, dict[str, Any]]):
-        """The objects given belong to the ModelDeployment `churn` (they carry its owner annotation)."""
-        self.objects = {(resource.plural, obj["metadata"]["name"]): owned_by_churn(obj) for resource, obj in objects}
+        """The objects given belong to the ModelDeployment `churn` (they carry its owner annotation) and were
+        written by the operator, except HTTPRoutes: those are the user's."""
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        for resource, obj in objects:
+            self.put(resource, owned_by_churn(obj), "kubectl" if resource is HTTP_ROUTE else "modelops")
         self.calls: list[tuple[str, str, str]] = []
+        self.applied: list[tuple[str, dict[str, Any], bool]] = []
+        """(name, configuration, force) of every apply."""
+
+    def put(self, resource, obj: dict[str, Any], manager: str = "modelops") -> None:
+        obj = {"apiVersion": resource.api_version, "kind": resource.kind, **copy.deepcopy(obj)}
+        obj["metadata"].setdefault("resourceVersion", "1")
+        obj = owned(obj) if manager == "modelops" else record_update(None, obj, manager, False, TIME)
+        self.objects[(resource.plural, obj["metadata"]["name"])] = obj
+
+    def _stored(self, key, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["resourceVersion"] = str(int(obj["metadata"].get("resourceVersion") or 0) + 1)
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
 
     async def get(self, resource, namespace, name):
         obj = self.objects.get((resource.plural, name))
         return copy.deepcopy(obj)
 
-    async def create(self, resource, namespace, body):
-        self.calls.append(("create", resource.kind, body["metadata"]["name"]))
-        self.objects[(resource.plural, body["metadata"]["name"])] = copy.deepcopy(body)
-        return body
+    async def apply(self, resource, namespace, name, config, *, force=True):
+        key = (resource.plural, name)
+        live = self.objects.get(key)
+        self.calls.append(("apply" if live is not None else "create", resource.kind, name))
+        self.applied.append((name, copy.deepcopy(config), force))
+        wanted_rv = (config.get("metadata") or {}).get("resourceVersion")
+        if live is not None and wanted_rv is not None and wanted_rv != live["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        body = {**config, "apiVersion": resource.api_version, "kind": resource.kind,
+                "metadata": {**(config.get("metadata") or {}), "name": name}}
+        new = server_side_apply(live, body, "modelops", force, TIME)
+        new["metadata"] = {**new["metadata"], "name": name,
+                           "resourceVersion": live["metadata"]["resourceVersion"] if live else "0"}
+        return self._stored(key, new)
 
     async def patch(self, resource, namespace, name, patch):
+        key = (resource.plural, name)
         self.calls.append(("patch", resource.kind, name))
         self.last_patch = patch
-        self.objects[(resource.plural, name)] = merge(self.objects[(resource.plural, name)], patch)
-        return self.objects[(resource.plural, name)]
+        live = self.objects[key]
+        wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv is not None and wanted_rv != live["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        new = merge(live, {**patch, "metadata": {k: v for k, v in (patch.get("metadata") or {}).items()
+                                                 if k != "resourceVersion"}})
+        return self._stored(key, record_update(live, new, "modelops", False, TIME))
 
     async def list(self, resource, namespace, label_selector):
         key, value = label_selector.split("=")
@@ -59,6 +98,9 @@ class FakeKube:
 
     def writes(self, verb: str) -> list[tuple[str, str, str]]:
         return [c for c in self.calls if c[0] == verb]
+
+    def spec(self, resource, name: str = "churn") -> dict[str, Any]:
+        return self.objects[(resource.plural, name)]["spec"]
 
 
 def owned_by_churn(obj: dict[str, Any]) -> dict[str, Any]:
@@ -133,8 +175,9 @@ def test_version_unavailable_is_a_misconfiguration_that_names_the_version():
 def test_kserve_rollback_without_stable_modelversion_holds_traffic_on_the_rolled_out_revision():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
     only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
+    before = kube.spec(INFERENCE_SERVICE)["predictor"]["model"]
     assert not run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)
-    assert kube.last_patch["spec"] == {"predictor": {"canaryTrafficPercent": 0}}  # the artifact stays
+    assert kube.spec(INFERENCE_SERVICE)["predictor"] == {"model": before, "canaryTrafficPercent": 0}  # the artifact stays
     assert run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)  # nothing more to do: rest
     assert run(KServeRouter(kube), KSERVE, ROLLBACK, {})  # candidate's ModelVersion gone too
 
@@ -155,7 +198,8 @@ def test_kserve_candidate_gone_while_the_intent_names_it_is_version_unavailable(
 def test_kserve_weight_step_needs_no_stable_modelversion():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
     run(KServeRouter(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.1.0": VERSIONS["1.1.0"]})
-    assert kube.last_patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
+    assert kube.spec(INFERENCE_SERVICE)["predictor"]["canaryTrafficPercent"] == 50
+    assert kube.writes("apply") == [("apply", "InferenceService", "churn")]
 
 
 def test_kserve_creating_without_stable_modelversion_is_version_unavailable():
@@ -194,7 +238,7 @@ def test_seldon_v2_existing_models_need_no_modelversions():
     kube = FakeKube((MODEL, model("churn", "1.0.0")), (MODEL, model("churn-v1-1-0", "1.1.0")),
                     (EXPERIMENT, experiment({"churn": 80, "churn-v1-1-0": 20})))
     assert not run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.0.0", "1.1.0", 50), {})
-    assert kube.writes("patch") == [("patch", "Experiment", "churn-rollout")] and not kube.writes("create")
+    assert kube.writes("apply") == [("apply", "Experiment", "churn-rollout")] and not kube.writes("create")
     assert not run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, {})
     assert set(kube.objects) == {("models", "churn")}
 
@@ -244,14 +288,14 @@ def test_finalizing_leaves_a_gone_object_gone(router, tgt):
     kube = FakeKube()
     assert run(router(kube), tgt, ROLLBACK, VERSIONS, create=False)
     assert run(router(kube), tgt, CANARY, VERSIONS, create=False)
-    assert not kube.writes("create") and not kube.writes("patch")
+    assert not kube.calls
 
 
 @pytest.mark.parametrize("router, tgt", [(KServeRouter, KSERVE), (SeldonRouter, SELDON), (SeldonV2Router, SELDON_V2)])
-def test_creating_is_the_default(router, tgt):
+def test_creating_is_the_default_and_is_an_apply_without_force(router, tgt):
     kube = FakeKube()
     assert not run(router(kube), tgt, ROLLBACK, VERSIONS)
-    assert kube.writes("create")
+    assert kube.writes("create") and all(not force for _, _, force in kube.applied)
 
 
 def test_gateway_never_creates_its_route():
@@ -274,7 +318,7 @@ def test_seldon_v2_finalizing_creates_no_model_and_still_removes_the_candidate()
 def test_finalizing_still_moves_traffic_off_the_candidate_of_a_live_object():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
     run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS, create=False)
-    assert kube.writes("patch") and kube.last_patch["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert kube.writes("apply") and kube.spec(INFERENCE_SERVICE)["predictor"]["canaryTrafficPercent"] == 0
 
 
 # 5. Odd backend objects read as absent or unknown.
@@ -334,3 +378,104 @@ def test_a_model_with_the_owner_label_but_not_the_annotation_is_not_deleted():
     kube.objects[("models", "team-b-model")] = foreign(model("team-b-model", "3.0.0"), None)  # labelled churn's
     run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, VERSIONS)
     assert ("models", "team-b-model") in kube.objects and not kube.writes("delete")
+
+
+# --- field ownership: creation is an apply without force; an apply carries all the operator keeps ------------------
+
+
+def test_an_object_created_by_someone_else_between_the_read_and_the_create_is_refused_not_taken():
+    """The read showed nothing; meanwhile another writer created it with other values: the apply without force is a
+    409 conflict (as a POST's AlreadyExists was), never a silent takeover."""
+    theirs = isvc("1.0.0")
+    theirs["metadata"]["annotations"] = {OWNER_ANNOTATION: "team-b-fraud"}
+
+    class Racing(FakeKube):
+        reads = 0
+
+        async def get(self, resource, namespace, name):
+            obj = await super().get(resource, namespace, name)
+            self.reads += 1
+            if self.reads == 2:  # the router's read before it creates: absent, and created right after
+                self.put(resource, theirs, "kubectl")
+            return obj
+
+    kube = Racing()
+    with pytest.raises(ApiException) as refused:
+        run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)
+    assert refused.value.status == 409
+    assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][OWNER_ANNOTATION] == "team-b-fraud"
+
+
+def test_every_apply_carries_the_identity_and_bookkeeping_the_operator_keeps():
+    kube = FakeKube()
+    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)  # created
+    for intent in (ROLLBACK, CANARY, TrafficIntent("1.0.0", "1.1.0", 50), TrafficIntent("1.1.0")):
+        run(KServeRouter(kube), KSERVE, intent, VERSIONS)
+        live = kube.objects[("inferenceservices", "churn")]
+        assert live["metadata"]["annotations"][OWNER_ANNOTATION] == "churn"
+        assert live["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "modelops"}
+    assert [force for _, _, force in kube.applied] == [False] + [True] * (len(kube.applied) - 1)
+
+
+def test_seldon_v2_promotion_keeps_a_server_another_manager_wrote():
+    kube = FakeKube((MODEL, model("churn-v1-1-0", "1.1.0")))
+    kube.put(MODEL, owned_by_churn(model("churn", "1.0.0", server="mlserver-custom")), "kubectl")
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.1.0"), VERSIONS)
+    stable = kube.objects[("models", "churn")]
+    assert stable["spec"]["storageUri"] == VERSIONS["1.1.0"].artifact.uri
+    assert stable["spec"]["server"] == "mlserver-custom"  # theirs: the operator owns only what it wrote
+
+
+def test_gateway_rules_of_others_keep_their_values_and_the_write_is_conditional():
+    other = {"matches": [{"path": {"value": "/docs"}}], "backendRefs": [{"name": "docs", "port": 80}]}
+    route = http_route([{"name": "churn-v1", "port": 8080, "weight": 100}])
+    route["spec"]["rules"].append(other)
+    kube = FakeKube((HTTP_ROUTE, route))
+    run(GatewayAPIRouter(kube), GATEWAY, CANARY, {})
+    rules = kube.objects[("httproutes", "churn")]["spec"]["rules"]
+    assert rules[1] == other
+    name, config, force = kube.applied[-1]
+    assert force and config["metadata"]["resourceVersion"] == route["metadata"]["resourceVersion"]
+    assert set(config["metadata"]) == {"annotations", "resourceVersion"} and set(config["spec"]) == {"rules"}
+
+
+def test_kube_apply_is_a_server_side_apply_as_modelops_and_returns_what_it_created():
+    import json as _json
+
+    from modelops.kube import Kube
+
+    sent, answers = [], [(201, {"metadata": {"name": "churn"}}), (200, {"metadata": {"name": "churn", "x": 1}}),
+                         (409, {"message": 'Apply failed with 1 conflict: conflict with "kubectl": .spec.x'})]
+
+    class Response:
+        def __init__(self, status, body):
+            self.status, self.reason, self.headers, self.body = status, "Conflict" if status == 409 else "OK", {}, body
+            self.released = False
+
+        async def read(self):
+            return _json.dumps(self.body).encode()
+
+        def release(self):
+            self.released = True
+
+    class Custom:
+        async def patch_namespaced_custom_object(self, *args, **kwargs):
+            sent.append((args, kwargs, Response(*answers[len(sent)])))
+            return sent[-1][2]
+
+    kube = Kube.__new__(Kube)
+    kube._custom = Custom()
+    # an apply that creates answers 201: the object comes back all the same
+    assert asyncio.run(kube.apply(INFERENCE_SERVICE, "ml", "churn", {"metadata": {"annotations": {"a": "1"}}},
+                                  force=False)) == {"metadata": {"name": "churn"}}
+    assert asyncio.run(kube.apply(INFERENCE_SERVICE, "ml", "churn", {"spec": {}}))["metadata"]["x"] == 1
+    with pytest.raises(ApiException) as conflict:
+        asyncio.run(kube.apply(INFERENCE_SERVICE, "ml", "churn", {"spec": {}}))
+    assert conflict.value.status == 409 and "kubectl" in conflict.value.body.decode()
+    (args, unforced, _), (_, forced, _), _ = sent
+    assert args == ("serving.kserve.io", "v1beta1", "ml", "inferenceservices", "churn",
+                    {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                     "metadata": {"annotations": {"a": "1"}, "name": "churn"}})
+    assert forced["_content_type"] == "application/apply-patch+yaml"
+    assert (forced["field_manager"], forced["force"], unforced["force"]) == ("modelops", "true", None)
+    assert all(response.released for _, _, response in sent)

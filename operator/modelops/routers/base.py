@@ -12,6 +12,17 @@ Taking traffic off a candidate must always be possible, even once ModelVersions 
 deleted: a router works from what the backend already has and needs a version's
 ModelVersion only to write that version's artifact into a unit that does not carry it
 yet. When that ModelVersion is gone it raises VersionUnavailable, never KeyError.
+
+Writes are server-side applies under the field manager `modelops` (see `kube`): a router
+computes, purely, the operator's complete applied configuration of the fields it drives on
+an object (None when the live object already holds it, owned by the operator), and applies
+it. Every apply carries every field the operator means to keep owning, since one it owned
+and leaves out is removed: the identity it set when it created the object (owner annotation,
+labels) and its bookkeeping annotations included. Fields other managers own (a GitOps
+manifest's, a user's) are left alone, except those a router must drive: those it forces.
+An object is created by an apply without force (a conflict, where another writer created it
+meanwhile with other values, is a 409 as a POST's AlreadyExists was), and only after a read
+showed it absent and the caller allows creating.
 """
 
 from __future__ import annotations
@@ -19,11 +30,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate, Serving
 from ..api.modelversion import ModelVersionSpec
+from ..kube import FieldPath, managed_fields
 from ..rollout import TrafficIntent
 
 
@@ -116,13 +128,22 @@ class OwnedObjects:
                                       f"{target.deployment} to hand it to this one")
         return obj
 
-    async def create(self, resource: Any, target: Target, body: dict[str, Any]) -> dict[str, Any]:
-        meta = body["metadata"]
+    async def create(self, resource: Any, target: Target, config: dict[str, Any]) -> dict[str, Any]:
+        """Only after `get` in the same round has shown the object absent: an apply without force that names
+        this deployment, so that a writer who created it meanwhile with other values gets it refused (409)."""
+        meta = config["metadata"]
         owned = {**meta, "annotations": {**(meta.get("annotations") or {}), OWNER_ANNOTATION: target.deployment}}
-        return await self.kube.create(resource, target.namespace, {**body, "metadata": owned})
+        return await self.kube.apply(resource, target.namespace, meta["name"], {**config, "metadata": owned},
+                                     force=False)
+
+    async def apply(self, resource: Any, target: Target, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """The operator's complete configuration of the fields it drives, forced; only after `get` of the same
+        object in the same round has shown it is ours."""
+        return await self.kube.apply(resource, target.namespace, name, config, force=True)
 
     async def patch(self, resource: Any, target: Target, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Only after `get` of the same object in the same round has shown it is ours."""
+        """A merge patch, for what an apply cannot do: removing a field another manager owns too. Only after
+        `get` or `apply` of the same object in the same round has shown it is ours."""
         return await self.kube.patch(resource, target.namespace, name, patch)
 
     async def delete(self, resource: Any, target: Target, name: str) -> bool:
@@ -180,15 +201,44 @@ def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
     return dig(obj, "metadata", "annotations") or {}
 
 
-def replacing(live: Any, new: dict[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
-    """`new` as a JSON merge patch over `live` that also removes `keys` (default: all) `live` has and `new` lacks.
+# What the operator sets on an object it creates, and keeps on it while it owns it (see `kept`).
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelops"}
+IDENTITY: tuple[FieldPath, ...] = (("metadata", "labels"), ("metadata", "annotations", OWNER_ANNOTATION))
 
-    A merge patch keeps every key it does not mention, so a field of the old artifact (a
-    runtime, a server) would otherwise survive into the new one."""
-    if not isinstance(live, dict):
-        return dict(new)
-    stale = live.keys() if keys is None else [k for k in keys if k in live]
-    return {**{k: None for k in stale if k not in new and live[k] is not None}, **new}
+
+def kept(live: dict[str, Any] | None, *prefixes: FieldPath) -> dict[str, Any]:
+    """The fields under `prefixes` the operator owns on `live` (its apply), with their live values, nested.
+
+    What an apply that does not set them anew must carry to keep them: a field the operator owned
+    and leaves out of its next apply is removed from the object."""
+    out: dict[str, Any] = {}
+    for path in managed_fields(live):
+        if not any(path[:len(p)] == p for p in prefixes) or any(k.startswith(("k:", "v:", "i:")) for k in path):
+            continue
+        value: Any = live
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def merged(*configs: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merged, later ones winning; empty objects dropped (an applied `{}` owns nothing)."""
+    out: dict[str, Any] = {}
+    for config in configs:
+        for key, value in config.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            elif isinstance(value, dict):
+                out[key] = merged(value)
+            else:
+                out[key] = value
+    return {k: v for k, v in out.items() if v != {}}
 
 
 def weight_drift(obj: dict[str, Any], live: dict[str, int], where: str) -> tuple[str, ...]:

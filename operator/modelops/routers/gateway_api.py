@@ -11,6 +11,20 @@ that are gone do not matter here. The HTTPRoute is the user's: the operator neve
 creates it. A missing route is nothing served (observe) and misconfigured (apply), except
 when finalizing, where a route that is gone, or no longer routes to any of those
 Services, is left as it is. A rule without backendRefs routes nowhere (it may redirect).
+
+Field ownership (server-side apply, manager `modelops`; see `kube` and `base`). Gateway API's
+CRD declares `spec.rules` and each rule's `backendRefs` `x-kubernetes-list-type: atomic`: a
+weight cannot be owned alone, and whoever writes one (by apply or by merge patch alike) holds
+the whole rules list. The operator applies `spec.rules` whole, with every rule it does not
+route copied verbatim from the route it read, and `metadata.annotations`
+`modelops.io/applied-weights`; nothing else (the owner annotation and parentRefs stay the
+user's). The apply carries that read's resourceVersion as a precondition, so another
+writer's concurrent change of any rule is a 409 and is never lost: other rules keep their
+values, and their ownership moves to the operator only as the list's does. For GitOps this
+means Argo CD's managedFieldsManagers leaves the whole rules list alone once the operator
+drove it (edit other rules by hand, or route the model from an HTTPRoute of its own). An
+apply to a route deleted after the read would create it: the operator's RBAC has no
+`create` on HTTPRoutes, so that is refused (403) and the next read finds it gone.
 """
 
 from __future__ import annotations
@@ -20,10 +34,10 @@ from typing import Any
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..analysis.promql import TemplateQuery
-from ..kube import Kube, Resource
+from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, annotations_of, applied_weights, dig,
-                   objects_at, weight_drift)
+from .base import (IDENTITY, OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, applied_weights, dig, kept,
+                   merged, objects_at, weight_drift)
 
 HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 # Gateway API standardises no metrics: checks are the user's own PromQL, {{revision}} being the Service.
@@ -66,7 +80,8 @@ def observe(route: dict[str, Any] | None, services: dict[str, str]) -> BackendSt
     return BackendState(frozenset(ready), units, weight_drift(route, live, "HTTPRoute backendRef"))
 
 
-def patch_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
+def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
+    """The operator's complete applied configuration carrying `intent` (pure); None when the route holds it."""
     ours = set(services.values())
     wanted = {services[intent.stable]: 100 - intent.candidate_weight if intent.candidate else 100}
     if intent.candidate is not None:
@@ -81,14 +96,15 @@ def patch_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, 
             rules.append(rule)
             continue
         existing = {r["name"]: r for r in refs if r.get("name") in ours}
-        kept = [r for r in refs if r.get("name") not in ours]
+        others = [r for r in refs if r.get("name") not in ours]
         mine = [{**existing.get(svc, {"name": svc, "port": port}), "weight": w} for svc, w in wanted.items()]
-        rules.append({**rule, "backendRefs": kept + mine})
-    recorded = applied_weights(wanted)
-    if rules == dig(route, "spec", "rules") and annotations_of(route).get(APPLIED_WEIGHTS) == recorded:
+        rules.append({**rule, "backendRefs": others + mine})
+    config = merged(kept(route, *IDENTITY),
+                    {"metadata": {"annotations": {APPLIED_WEIGHTS: applied_weights(wanted)}}, "spec": {"rules": rules}})
+    if is_applied(route, config):
         return None
-    return {"metadata": {"resourceVersion": route["metadata"]["resourceVersion"], "annotations": {APPLIED_WEIGHTS: recorded}},
-            "spec": {"rules": rules}}
+    config["metadata"]["resourceVersion"] = route["metadata"]["resourceVersion"]
+    return config
 
 
 class GatewayAPIRouter:
@@ -125,7 +141,7 @@ class GatewayAPIRouter:
             return True  # finalizing: a route that is gone, or no longer ours, is left as it is
         if route is None:
             raise BackendMisconfigured(f"HTTPRoute {config.route} not found in {target.namespace}")
-        patch = patch_for(route, intent, self._services(target, intent.stable, intent.candidate), config.port)
-        if patch is not None:
-            await self.objects.patch(HTTP_ROUTE, target, config.route, patch)
-        return patch is None
+        applied = config_for(route, intent, self._services(target, intent.stable, intent.candidate), config.port)
+        if applied is not None:
+            await self.objects.apply(HTTP_ROUTE, target, config.route, applied)
+        return applied is None

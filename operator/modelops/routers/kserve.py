@@ -19,9 +19,24 @@ each version is recorded too (`modelops.io/version-models`): a rollback whose st
 ModelVersion is gone restores stable's artifact from it, or sets canaryTrafficPercent to 0
 when the rolled-out revision is stable's; with neither it raises VersionUnavailable.
 
-The predictor is written with JSON merge patches, which keep every key they do not
-mention: a new artifact therefore sets `runtime` to null when it names none, and replaces
-`modelFormat` whole.
+Field ownership (server-side apply, manager `modelops`; see `kube` and `base`). The operator
+owns on the InferenceService exactly:
+
+- metadata.annotations: its bookkeeping (`modelops.io/applied-canary-traffic-percent`,
+  `artifact-generation`, `revision-versions`, `version-models`) and, on an object it created,
+  `modelops.io/deployment`; metadata.labels `app.kubernetes.io/managed-by` when it created it;
+- spec.predictor.model.modelFormat.name, .storageUri and .runtime (when the ModelVersion names
+  one), once it wrote an artifact there (it creates the object with stable's);
+- spec.predictor.canaryTrafficPercent while it is set.
+
+"All traffic to the latest revision" is the field left out of the apply, which removes it.
+Where another manager holds it too (a GitOps tool that applied the same value, an edit), an
+apply cannot remove it: the router then removes it with a merge patch conditional on the
+resourceVersion its apply produced. A new artifact removes a `runtime` the operator wrote
+for the previous one; a runtime or `modelFormat.version` another manager wrote stays theirs.
+KServe facts relied on for this: `canaryTrafficPercent`, `model` and its keys have no
+list-type or map-type markers in the CRD (objects are per key), and only a predictor change
+other than canaryTrafficPercent makes a new revision (labels and annotations do not).
 """
 
 from __future__ import annotations
@@ -32,9 +47,10 @@ from typing import Any
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
-from ..kube import Kube, Resource
+from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of, artifact_version, dig, replacing, spec_of
+from .base import (IDENTITY, MANAGED_BY, OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of,
+                   artifact_version, dig, kept, merged, spec_of)
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 
@@ -102,6 +118,9 @@ ARTIFACT_GENERATION = "modelops.io/artifact-generation"
 REVISION_VERSIONS = "modelops.io/revision-versions"
 VERSION_MODELS = "modelops.io/version-models"
 KEPT = 8
+BOOKKEEPING = (APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, VERSION_MODELS)
+CANARY_PERCENT: FieldPath = ("spec", "predictor", "canaryTrafficPercent")
+MODEL: FieldPath = ("spec", "predictor", "model")
 
 
 def _recorded(isvc: dict[str, Any], annotation: str, kind: type) -> dict[str, Any]:
@@ -171,27 +190,25 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     return BackendState(frozenset(ready), units, tuple(drift))
 
 
-def _model(version: ModelVersionSpec, live: Any = None) -> dict[str, Any]:
-    """spec.predictor.model for `version`; over a `live` one, as a merge patch that drops its runtime and format."""
+def _model(version: ModelVersionSpec) -> dict[str, Any]:
+    """spec.predictor.model for `version`: the whole of what the operator owns there."""
     model: dict[str, Any] = {"modelFormat": {"name": version.artifact.format}, "storageUri": version.artifact.uri}
     if version.artifact.runtime:
         model["runtime"] = version.artifact.runtime
-    if not isinstance(live, dict):
-        return model
-    model = replacing(live, model, ("runtime",))
-    model["modelFormat"] = replacing(live.get("modelFormat"), model["modelFormat"])
     return model
 
 
-def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
-              state: BackendState) -> dict[str, Any] | None:
-    """The one merge patch that moves the InferenceService toward `intent` (pure); None when it is there.
+def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
+               state: BackendState) -> dict[str, Any] | None:
+    """The operator's complete applied configuration that moves the InferenceService toward `intent` (pure);
+    None when the object already holds it, owned by the operator.
 
     VersionUnavailable when it would have to write the artifact of a version whose ModelVersion is gone."""
     spec, status = _predictor(isvc)
     wanted = intent.candidate or intent.stable
-    predictor: dict[str, Any] = {}
-    annotations: dict[str, str] = {}
+    model: dict[str, Any] | None = None
+    live_annotations = annotations_of(isvc)
+    annotations = {k: live_annotations[k] for k in BOOKKEEPING if isinstance(live_annotations.get(k), str)}
     latest, in_spec, latest_ready = _latest(isvc, versions)
     revisions = _revisions(isvc)
     if latest_ready and in_spec is not None and revisions.get(latest) != in_spec:
@@ -204,12 +221,9 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
             # A new revision for `wanted`, at 0 % until it is ready; the rolled-out revision keeps
             # everything. On a rollback this one write takes all traffic back to stable (or, after a
             # 100 % step, once stable's restored revision is ready: KServe rolled the candidate out).
-            model = _model(versions[wanted], spec.get("model")) if wanted in versions else \
-                replacing(spec.get("model"), models[wanted])
-            predictor["model"] = model
+            model = _model(versions[wanted]) if wanted in versions else models[wanted]
             annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
-            annotations[VERSION_MODELS] = _with(models, wanted, _model(versions[wanted]) if wanted in versions
-                                                else models[wanted])
+            annotations[VERSION_MODELS] = _with(models, wanted, model)
         elif intent.candidate is not None or not rolled_out_serves_it:
             raise VersionUnavailable(wanted, f"InferenceService {dig(isvc, 'metadata', 'name')} predictor")
         # else: stable's ModelVersion is gone; the rolled-out revision is stable's, and 0 % leaves it everything.
@@ -219,12 +233,34 @@ def patch_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, M
     else:
         # Stable's own artifact: all traffic to its latest revision, once that revision is ready.
         percent = None if latest_ready else 0
-    if spec.get("canaryTrafficPercent") != percent:
-        predictor["canaryTrafficPercent"] = percent
-    if not predictor and not annotations and annotations_of(isvc).get(APPLIED_PERCENT) == _percent_text(percent):
-        return None
     annotations[APPLIED_PERCENT] = _percent_text(percent)
-    return {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}}
+    predictor: dict[str, Any] = {"model": model} if model is not None else kept(isvc, MODEL).get("spec", {}).get(
+        "predictor", {})
+    if percent is not None:
+        predictor["canaryTrafficPercent"] = percent
+    config = merged(kept(isvc, *IDENTITY), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
+    return None if is_applied(isvc, config, absent=_absent(percent)) else config
+
+
+def _absent(percent: int | None) -> tuple[FieldPath, ...]:
+    return (CANARY_PERCENT,) if percent is None else ()
+
+
+def leftover_patch(isvc: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
+    """After applying `config`: the merge patch removing canaryTrafficPercent where the config leaves it out
+    but another manager still holds it (pure); conditional on the object the apply returned."""
+    if "canaryTrafficPercent" in (dig(config, "spec", "predictor") or {}) or dig(isvc, *CANARY_PERCENT) is None:
+        return None
+    return {"metadata": {"resourceVersion": isvc["metadata"]["resourceVersion"]},
+            "spec": {"predictor": {"canaryTrafficPercent": None}}}
+
+
+def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec]) -> dict[str, Any]:
+    """The InferenceService the operator creates: stable's artifact, all traffic to it (the owner annotation
+    is added on creation)."""
+    model = _model(spec_of(versions, stable, f"creating InferenceService {name}"))
+    return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": {VERSION_MODELS: _with({}, stable, model)}},
+            "spec": {"predictor": {"model": model}}}
 
 
 class KServeRouter:
@@ -249,15 +285,14 @@ class KServeRouter:
         if isvc is None:
             if not create:
                 return True
-            model = _model(spec_of(versions, intent.stable, f"creating InferenceService {name}"))
-            body = {"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"},
-                                 "annotations": {VERSION_MODELS: _with({}, intent.stable, model)}},
-                    "spec": {"predictor": {"model": model}}}
-            await self.objects.create(INFERENCE_SERVICE, target, body)
+            await self.objects.create(INFERENCE_SERVICE, target, creation_config(name, intent.stable, versions))
             return False
-        patch = patch_for(isvc, intent, versions, state)
-        if patch is not None:
-            await self.objects.patch(INFERENCE_SERVICE, target, name, patch)
+        config = config_for(isvc, intent, versions, state)
+        if config is not None:
+            applied = await self.objects.apply(INFERENCE_SERVICE, target, name, config)
+            leftover = leftover_patch(applied, config)
+            if leftover is not None:
+                await self.objects.patch(INFERENCE_SERVICE, target, name, leftover)
             return False
         # Without a candidate, rest only once stable's own revision is the rolled-out one and serves all
         # (or, stable's ModelVersion gone, once the rolled-out revision holds all traffic: no more to do).

@@ -11,6 +11,18 @@ a predictor's Deployments `<sdep>-<predictor>-<componentSpecs index>-<container 
 such Deployments are not attributed, and the predictor does not show ready). A key
 belongs to a predictor when what follows `<sdep>-<predictor>-` is a decimal index and `-`,
 and to the longest such predictor, since v1-0-0's keys also start with `<sdep>-v1-`.
+
+Field ownership (server-side apply, manager `modelops`; see `kube` and `base`). Seldon's CRD
+declares no x-kubernetes-list-type on `spec.predictors`, so the list is atomic: whoever applies
+it owns all of it, each predictor's every field included. The operator drives the predictor
+set and its weights, so it owns `spec.predictors` whole, with `metadata.annotations`
+`modelops.io/applied-weights` (and, on an object it created, the owner annotation and the
+`app.kubernetes.io/managed-by` label). It builds the list from the predictors it read
+(replicas, componentSpecs... as they are), and the apply carries that read's resourceVersion
+as a precondition: a concurrent edit of the predictors is a 409 and the next round starts
+from it, never overwritten. For GitOps this means: once the operator drives a
+SeldonDeployment, its predictors are the operator's (Argo CD's managedFieldsManagers leaves
+them alone); shape them (replicas, resources) before handing it over, or with an edit.
 """
 
 from __future__ import annotations
@@ -22,10 +34,10 @@ from typing import Any, Iterable
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
-from ..kube import Kube, Resource
+from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, spec_of,
-                   unit_name, weight_drift)
+from .base import (IDENTITY, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
+                   merged, dig, objects_at, spec_of, unit_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
 # Seldon's prepackaged model servers, by artifact format; artifact.runtime names any other.
@@ -128,14 +140,17 @@ def desired_predictors(live: list[dict[str, Any]], intent: TrafficIntent,
     return predictors
 
 
-def patch_for(sdep: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec]) -> dict[str, Any] | None:
+def config_for(sdep: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec]) -> dict[str, Any] | None:
+    """The operator's complete applied configuration carrying `intent` (pure); None when the object holds it."""
     predictors = desired_predictors(_predictors(sdep), intent, versions)
     recorded = applied_weights({p["name"]: p["traffic"] for p in predictors})
-    if predictors == dig(sdep, "spec", "predictors") and annotations_of(sdep).get(APPLIED_WEIGHTS) == recorded:
+    config = merged(kept(sdep, *IDENTITY), {"metadata": {"annotations": {APPLIED_WEIGHTS: recorded}},
+                                            "spec": {"predictors": predictors}})
+    if is_applied(sdep, config):
         return None
     # resourceVersion makes the write conditional: a concurrent edit of the predictors is not overwritten.
-    return {"metadata": {"resourceVersion": sdep["metadata"]["resourceVersion"], "annotations": {APPLIED_WEIGHTS: recorded}},
-            "spec": {"predictors": predictors}}
+    config["metadata"]["resourceVersion"] = sdep["metadata"]["resourceVersion"]
+    return config
 
 
 class SeldonRouter:
@@ -164,11 +179,11 @@ class SeldonRouter:
                 return True
             predictors = desired_predictors([], intent, versions)
             await self.objects.create(SELDON_DEPLOYMENT, target, {
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "modelops"},
+                "metadata": {"name": name, "labels": dict(MANAGED_BY),
                              "annotations": {APPLIED_WEIGHTS: applied_weights({p["name"]: p["traffic"] for p in predictors})}},
                 "spec": {"predictors": predictors}})
             return False
-        patch = patch_for(sdep, intent, versions)
-        if patch is not None:
-            await self.objects.patch(SELDON_DEPLOYMENT, target, name, patch)
-        return patch is None
+        config = config_for(sdep, intent, versions)
+        if config is not None:
+            await self.objects.apply(SELDON_DEPLOYMENT, target, name, config)
+        return config is None

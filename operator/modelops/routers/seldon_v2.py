@@ -9,8 +9,17 @@ as Seldon documents; a rollback removes them and leaves the stable Model untouch
 Which version a Model serves is its `modelops.io/version` annotation: a Model already
 annotated with the wanted version is kept as it is, without its ModelVersion; only
 creating or updating one needs the version's artifact (VersionUnavailable when it is
-gone). An update is a merge patch, so a Model whose new artifact names no server gets
-`spec.server` set to null rather than keeping the old artifact's server.
+gone).
+
+Field ownership (server-side apply, manager `modelops`; see `kube` and `base`). The operator
+creates the Models and the Experiment whole, and owns what it wrote: on a Model
+metadata.labels `modelops.io/deployment` and `app.kubernetes.io/managed-by`, annotations
+`modelops.io/version` and (created by it) `modelops.io/deployment`, spec.storageUri,
+spec.requirements (a list without list-type: owned whole) and spec.server when the version
+names one; on the Experiment its label, annotations `modelops.io/applied-weights` and the
+owner's, spec.default and spec.candidates (atomic: the operator's whole). Promotion applies
+the new version's Model over the stable one: a server the operator wrote for the old
+artifact goes with it; one another manager wrote (a Model handed over) stays theirs.
 """
 
 from __future__ import annotations
@@ -20,10 +29,10 @@ from typing import Any
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
-from ..kube import Kube, Resource
+from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of, applied_weights, dig, objects_at, replacing,
-                   spec_of, unit_name, weight_drift)
+from .base import (IDENTITY, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
+                   applied_weights, dig, kept, merged, objects_at, spec_of, unit_name, weight_drift)
 
 MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
 EXPERIMENT = Resource("mlops.seldon.io", "v1alpha1", "experiments", "Experiment")
@@ -60,17 +69,20 @@ def experiment_weights(experiment: dict[str, Any]) -> dict[str, Any]:
     return {c.get("name"): c.get("weight") for c in objects_at(experiment, "spec", "candidates")}
 
 
-def model_patch(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that puts `body` (a new version's Model) over the `live` Model: the old server goes too."""
-    return {**body, "spec": replacing(live.get("spec"), body["spec"], ("server",))}
-
-
 def _model_body(name: str, deployment: str, version: str, spec: ModelVersionSpec) -> dict[str, Any]:
+    """A Model serving `version`: everything the operator writes on one."""
     body: dict[str, Any] = {"storageUri": spec.artifact.uri, "requirements": [spec.artifact.format]}
     if spec.artifact.runtime:
         body["server"] = spec.artifact.runtime
-    return {"metadata": {"name": name, "labels": {OWNER_LABEL: deployment, "app.kubernetes.io/managed-by": "modelops"},
+    return {"metadata": {"name": name, "labels": {OWNER_LABEL: deployment, **MANAGED_BY},
                          "annotations": {VERSION_ANNOTATION: version}}, "spec": body}
+
+
+def update_config(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+    """The applied configuration putting `body` (a Model or the Experiment, whole) over `live` (pure): with the
+    identity the operator owns there kept; None when `live` holds it."""
+    config = merged(kept(live, *IDENTITY), body)
+    return None if is_applied(live, config) else config
 
 
 class SeldonV2Router:
@@ -137,11 +149,11 @@ class SeldonV2Router:
             if not create:
                 return not changed
             await self.objects.create(EXPERIMENT, target, body)
-        elif dig(live, "spec", "candidates") != body["spec"]["candidates"] or \
-                annotations_of(live).get(APPLIED_WEIGHTS) != applied_weights(weights):
-            await self.objects.patch(EXPERIMENT, target, experiment, body)
-        else:
+            return False
+        config = update_config(live, body)
+        if config is None:
             return not changed
+        await self.objects.apply(EXPERIMENT, target, experiment, config)
         return False
 
     async def _ensure_model(self, target: Target, name: str, version: str, versions: dict[str, ModelVersionSpec],
@@ -156,6 +168,9 @@ class SeldonV2Router:
         body = _model_body(name, target.deployment, version, spec)
         if live is None:
             await self.objects.create(MODEL, target, body)
-        else:
-            await self.objects.patch(MODEL, target, name, model_patch(live, body))  # promotion: updated in place
+            return True
+        config = update_config(live, body)  # promotion: updated in place
+        if config is None:
+            return False
+        await self.objects.apply(MODEL, target, name, config)
         return True
