@@ -60,6 +60,18 @@ def _limits(check: Check, baseline: float | None) -> list[tuple[str, float, str]
     return bounds
 
 
+def limit_bounds(check: Check, baseline: float | None) -> dict[str, float]:
+    """The limits `evaluate` holds a value against, as numbers: "min" and "max" -> the tightest bound of
+    that kind, a relative one computed from stable's `baseline` (taken as `evaluate` takes it: only a
+    finite one counts). A kind the check does not bound, or bounds only relative to a missing baseline,
+    has no entry."""
+    effective: dict[str, float] = {}
+    for kind, bound, _ in _limits(check, _finite(baseline)):
+        tightest = max if kind == "min" else min
+        effective[kind] = tightest(effective.get(kind, bound), bound)
+    return effective
+
+
 def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     """Judge one check. `at` is the end of the measured window, as RFC 3339."""
     baseline = _finite(measured.baseline)
