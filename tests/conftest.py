@@ -96,6 +96,9 @@ INVALID_CASES = [
     ("template the backend lacks", model_deployment_manifest(
         serving={"backend": "seldonV2"}, analysis={"checks": [{"name": "p95", "template": "latencyP95", "max": 0.3}]}),
      "template"),
+    ("too many notifiers", model_deployment_manifest(notifications=[f"n{i}" for i in range(9)]), "notifications"),
+    ("a notifier named twice", model_deployment_manifest(notifications=["oncall", "oncall"]), "notifications"),
+    ("a notifier that is no object name", model_deployment_manifest(notifications=["On Call"]), "notifications"),
 ]
 
 

@@ -15,14 +15,16 @@ from typing import Any, Iterable, Mapping
 
 import kopf
 
-from . import GROUP, VERSION
+from . import GROUP, VERSION, metrics
 from .analysis.prometheus import close_sessions, provider_for
 from .analysis.provider import MetricProvider
 from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
 from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version_status
+from .notifications import Notifications
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
@@ -37,7 +39,7 @@ class Options:
     """What `modelops run` was told (passed in kopf's memo)."""
 
     operator_namespace: str = "modelops-system"
-    """Where ClusterMetricProviders' Secrets are read, and nowhere else."""
+    """Where the Secrets of ClusterMetricProviders and ClusterNotifiers are read, and nowhere else."""
     allow_inline_providers: bool = False
 
 
@@ -76,7 +78,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.client = await api_client()
     kube = Kube(memo.client)
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
-    memo.shell = Shell(kube, routers_for(kube), memo.sources.provider, _post_event)
+    memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
+    memo.shell = Shell(kube, routers_for(kube), memo.sources.provider, _post_event,
+                       notify=memo.notifications.notify)
 
 
 def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -85,6 +89,7 @@ def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.notifications.close()  # what is queued gets a moment to go out; then the senders stop
     await close_sessions()
     await memo.client.close()
 
@@ -107,6 +112,16 @@ def metric_providers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterM
         return {name: ClusterMetricProviderSpec.model_validate(dict(spec))}
     except ValueError as e:
         log.warning("ClusterMetricProvider %s is invalid and unused: %s", name, e)
+        return {name: None}
+
+
+@kopf.index(GROUP, VERSION, "clusternotifiers")
+def cluster_notifiers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterNotifierSpec | None]:
+    """name -> its spec; None for an invalid one, to which nothing is sent."""
+    try:
+        return {name: ClusterNotifierSpec.model_validate(dict(spec))}
+    except ValueError as e:
+        log.warning("ClusterNotifier %s is invalid and unused: %s", name, e)
         return {name: None}
 
 
@@ -152,18 +167,22 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
-                         namespace_labels: kopf.Index, **_: Any) -> None:
+                         namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, **_: Any) -> None:
     memo.sources.bind(metric_providers, namespace_labels)
+    memo.notifications.bind(cluster_notifiers, namespace_labels)
     memo.memory = memory = Memory()
-    while True:
-        model = (body.get("spec") or {}).get("model")
-        delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
-                                memory)
-        try:
-            await asyncio.wait_for(memory.wake.wait(), timeout=delay)
-        except asyncio.TimeoutError:
-            pass
-        memory.wake.clear()
+    try:
+        while True:
+            model = (body.get("spec") or {}).get("model")
+            delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
+                                    memory)
+            try:
+                await asyncio.wait_for(memory.wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            memory.wake.clear()
+    finally:  # stopped on deletion, after `release` maybe: its last rounds must not leave series behind
+        metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments")
@@ -171,6 +190,7 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
     """Leave the backend on the stable version (never creating anything), and the versions no
     longer marked as served by it. Best effort, a few tries: deletion must never hang on it."""
     meta, shell = body["metadata"], memo.shell
+    metrics.forget(meta["namespace"], meta["name"])
     status = ModelDeploymentStatus.model_validate(current_status(body, memo.get("memory") or Memory()))
     try:
         spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))

@@ -42,7 +42,7 @@ from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
 from .rollout import seconds_to_next_analysis
 from .rollout.conditions import unsynced
-from .rollout.engine import progress_deadline, rfc3339
+from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ ProviderFactory = Callable[[Analysis, str, float], Awaitable[MetricProvider]]
 ProviderError when there is none it may use."""
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(the ModelDeployment, Normal|Warning, reason, message) -> posted as a Kubernetes Event."""
+Notify = Callable[[Mapping[str, Any], ModelDeploymentSpec, ModelDeploymentStatus, tuple[Event, ...]], None]
+"""(the ModelDeployment, its spec, the status just persisted, that decision's events) -> queued for the webhooks the
+spec opted into; returns at once, sends nothing itself (notifications.py)."""
+
+
+def no_notifications(obj: Mapping[str, Any], spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+                     events: tuple[Event, ...]) -> None:
+    return None
 
 
 def _utcnow() -> datetime:
@@ -84,6 +92,7 @@ class Shell:
     providers: ProviderFactory
     events: EventSink
     clock: Callable[[], datetime] = _utcnow
+    notify: Notify = no_notifications
 
 
 @dataclass
@@ -131,7 +140,8 @@ def classify(error: BaseException) -> Problem:
     if isinstance(error, BackendMisconfigured):
         return Problem("BackendMisconfigured", str(error))
     if isinstance(error, ApiException) and error.status == 409:
-        return Problem("Conflict", "the ModelDeployment changed since this round read it; deciding again")
+        return Problem("Conflict", "the ModelDeployment or its backend object changed since this round read it;"
+                                   " deciding again")
     if isinstance(error, ApiException):
         return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}")
     if isinstance(error, asyncio.TimeoutError):
@@ -188,13 +198,15 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
     await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
-    metrics.show_progress_deadline(namespace, name, progress_deadline(spec, decision.status))
+    metrics.show_decision(namespace, name, spec, status, decision.status)
     post(shell, obj, decision.events, backend.drift if backend else ())
+    notify(shell, obj, spec, decision)
     settled, after = True, None
     try:
         if decision.intent is not None:
             settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
             metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
+            metrics.show_traffic(namespace, name, decision.intent.weights())
         await record_serving_roles(shell, namespace, name, versions, status, decision.status)
     except EXPECTED as e:
         after = classify(e)
@@ -221,10 +233,13 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
     try:
         old = status_base(obj, memory)
         spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
-        decision = fail_safe(spec, ModelDeploymentStatus.model_validate(old.status), problem.message, shell.clock())
+        before = ModelDeploymentStatus.model_validate(old.status)
+        decision = fail_safe(spec, before, problem.message, shell.clock())
         await write_status(shell, obj, memory, old,
                            unsynced(decision.status, problem.reason, problem.message, rfc3339(shell.clock())))
+        metrics.count_outcomes(obj["metadata"]["namespace"], obj["metadata"]["name"], before, decision.status)
         post(shell, obj, decision.events, ())
+        notify(shell, obj, spec, decision)
         if decision.intent is not None:
             versions = catalog(records)
             target = Target(obj["metadata"]["namespace"], obj["metadata"]["name"], spec.serving)
@@ -268,10 +283,8 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     except (asyncio.TimeoutError, ProviderError) as e:
         words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
         results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(now)) for c in spec.analysis.checks)
-    metrics.ANALYSIS_SECONDS.labels(target.namespace, target.deployment).set(time.monotonic() - started)
-    metrics.ANALYSES.labels(target.namespace, target.deployment).inc()
-    for result in results:
-        metrics.CHECK_VERDICTS.labels(target.namespace, target.deployment, result.name, result.verdict.value).inc()
+    metrics.show_analysis(target.namespace, target.deployment, status.canary_version, spec.analysis.checks, results,
+                          time.monotonic() - started)
     return AnalysisReport(now, tuple(results))
 
 
@@ -331,9 +344,17 @@ def post(shell: Shell, obj: Mapping[str, Any], events: Iterable[Event], drift: I
         shell.events(obj, "Warning", "OutOfBandChange", words)
 
 
+def notify(shell: Shell, obj: Mapping[str, Any], spec: ModelDeploymentSpec, decision: Decision) -> None:
+    """Hand a persisted decision to the notifications; whatever goes wrong there never costs a round (G2)."""
+    try:
+        shell.notify(obj, spec, decision.status, decision.events)
+    except Exception:  # noqa: BLE001 - a notification is never worth a rollback (fail_safe)
+        log.exception("notifications of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
 def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
     """Counted every time; an event only when the words change, so a long outage is one event."""
-    metrics.RECONCILE_ERRORS.labels(problem.reason).inc()
+    metrics.count_error(obj["metadata"]["namespace"], obj["metadata"]["name"], problem.reason)
     if problem.reason == "Conflict":
         return  # routine under concurrent edits: the next round decides again from the fresh object
     synced = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), {})

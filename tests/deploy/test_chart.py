@@ -30,15 +30,19 @@ pytestmark = pytest.mark.integration
 HELMS = ["helm3", "helm4"]
 PROVIDER = {"name": "team-prometheus", "prometheus": {"address": "http://prometheus.monitoring.svc:9090", "timeout": "5s"},
             "namespaceSelector": {"matchLabels": {"modelops.io/tenant": "a"}}}
+NOTIFIER = {"name": "ml-oncall", "webhook": {"format": "slack", "urlSecret": {"name": "slack-webhook", "key": "url"}},
+            "events": ["RolledBack", "Aborted"], "namespaceSelector": {}}
 VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namespace, values)
     "defaults": ("modelops-system", {}),
     "ha-off": ("modelops-system", {"replicaCount": 1, "leaderElection": {"enabled": False}}),
     "monitoring": ("modelops-system", {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
-                                       "prometheusRule": {"enabled": True}}),
+                                       "prometheusRule": {"enabled": True},
+                                       "dashboard": {"enabled": True, "annotations": {"grafana_folder": "ML"}}}),
     "custom": ("ml-platform", {"fullnameOverride": "mlops", "serviceAccount": {"name": "mlops-operator"},
                                "image": {"repository": "registry.example/mlops/modelops", "tag": "0.1.0"},
                                "watchNamespaces": ["team-a", "team-b"], "allowInlineProviders": True,
-                               "metricProviders": [PROVIDER], "admissionPolicy": {"enabled": False},
+                               "metricProviders": [PROVIDER], "notifiers": [NOTIFIER],
+                               "admissionPolicy": {"enabled": False},
                                "podLabels": {"team": "ml-platform"}}),
 }
 
@@ -84,12 +88,19 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
     assert ("--no-leader-election" in args) == (value_set == "ha-off")
     assert ("PodDisruptionBudget" in kinds) == (value_set != "ha-off")  # one replica may always be evicted
     assert ("ServiceMonitor" in kinds) == ("PrometheusRule" in kinds) == (value_set == "monitoring")
-    assert kinds.count("CustomResourceDefinition") == 3
+    assert kinds.count("CustomResourceDefinition") == 4
+    dashboards = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    assert len(dashboards) == (value_set == "monitoring")
+    for dashboard in dashboards:  # the chart's dashboard JSON, whole, where Grafana's sidecar finds it
+        assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert dashboard["metadata"]["annotations"] == {"grafana_folder": "ML"}
+        assert json.loads(dashboard["data"]["modelops.json"]) == json.loads((CHART / "dashboards" / "modelops.json").read_text())
     if value_set == "custom":
         assert pod["serviceAccountName"] == "mlops-operator" and find(objects, "ServiceAccount", "mlops-operator")
         assert {"--namespace=team-a", "--namespace=team-b", "--allow-inline-providers",
                 "--operator-namespace=ml-platform", "--lease-namespace=ml-platform"} <= set(args)
         assert find(objects, "ClusterMetricProvider", "team-prometheus")["spec"]["namespaceSelector"]
+        assert find(objects, "ClusterNotifier", "ml-oncall")["spec"] == {k: v for k, v in NOTIFIER.items() if k != "name"}
         assert "ValidatingAdmissionPolicy" not in kinds and find(objects, "ClusterRole", "mlops-inline-providers")
         assert pod["containers"][0]["image"] == "registry.example/mlops/modelops:0.1.0"
 
@@ -137,6 +148,7 @@ BAD_VALUES = [
     ({"metrics": {"port": 80}}, "port"),
     ({"watchNamespaces": ["Team A"]}, "watchNamespaces"),
     ({"metricProviders": [{"name": "p"}]}, "prometheus"),
+    ({"notifiers": [{"name": "n", "namespaceSelector": {}}]}, "webhook"),
 ]
 
 

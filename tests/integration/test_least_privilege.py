@@ -15,6 +15,7 @@ EVERYWHERE = {
     "modeldeployments.modelops.io/status": {"patch"},
     "modelversions.modelops.io/status": {"patch"},
     "clustermetricproviders.modelops.io": {"list", "watch"},
+    "clusternotifiers.modelops.io": {"list", "watch"},
     "inferenceservices.serving.kserve.io": {"get", "create", "patch"},
     "seldondeployments.machinelearning.seldon.io": {"get", "create", "patch"},
     "models.mlops.seldon.io": {"get", "list", "create", "patch", "delete"},
@@ -28,7 +29,7 @@ EVERYWHERE = {
     "selfsubjectaccessreviews.authorization.k8s.io": {"create"},
     "selfsubjectrulesreviews.authorization.k8s.io": {"create"},
 }
-# Only in its own namespace: its Lease, and the Secrets ClusterMetricProviders name.
+# Only in its own namespace: its Lease, and the Secrets ClusterMetricProviders and ClusterNotifiers name.
 OWN_NAMESPACE = {"leases.coordination.k8s.io": {"get", "create", "update"}, "secrets": {"get"}}
 
 

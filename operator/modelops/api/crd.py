@@ -27,6 +27,13 @@ from .modeldeployment import (
     ModelDeploymentStatus,
 )
 from .metricprovider import ClusterMetricProviderSpec, ClusterMetricProviderStatus
+from .notifier import (
+    HEADER_NOT_RESERVED_RULE,
+    ONE_URL_RULE,
+    TIMEOUT_RULE,
+    ClusterNotifierSpec,
+    ClusterNotifierStatus,
+)
 from .modelversion import ModelVersionSpec, ModelVersionStatus
 
 SPEC_IMMUTABLE_RULE = {"rule": "self == oldSelf", "message": "spec is immutable: publish a new ModelVersion instead"}
@@ -222,10 +229,28 @@ def cluster_metric_provider_crd() -> dict[str, Any]:
     )
 
 
+def cluster_notifier_crd() -> dict[str, Any]:
+    spec = _schema(ClusterNotifierSpec)
+    _add_rule(spec, ["webhook"], ONE_URL_RULE)
+    _add_rule(spec, ["webhook", "timeout"], TIMEOUT_RULE)
+    _add_rule(spec, ["webhook", "secretHeader"], HEADER_NOT_RESERVED_RULE)
+    return _crd(
+        "ClusterNotifier",
+        "clusternotifiers",
+        "cnotif",
+        spec,
+        _schema(ClusterNotifierStatus),
+        [_column("Format", ".spec.webhook.format"), AGE_COLUMN],
+        scope="Cluster",
+        categories=(),  # an administrator's object, like ClusterMetricProvider
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name → CRD, as written under crds/."""
     return {
         "modelops.io_clustermetricproviders.yaml": cluster_metric_provider_crd(),
+        "modelops.io_clusternotifiers.yaml": cluster_notifier_crd(),
         "modelops.io_modelversions.yaml": model_version_crd(),
         "modelops.io_modeldeployments.yaml": model_deployment_crd(),
     }

@@ -320,6 +320,16 @@ class ModelDeploymentSpec(ApiModel):
     """Previous versions kept ready for instant rollback."""
     history_limit: int = Field(default=20, ge=1, le=200)
     """History entries kept in status."""
+    notifications: list[ObjectName] = Field(default_factory=list, max_length=8,
+                                            json_schema_extra={"x-kubernetes-list-type": "set"})
+    """ClusterNotifiers told about this deployment's rollouts and manual actions (none by default); each must
+    admit this namespace."""
+
+    @model_validator(mode="after")
+    def _notifiers_named_once(self) -> ModelDeploymentSpec:
+        if len(set(self.notifications)) != len(self.notifications):
+            raise ValueError("notifications: each ClusterNotifier is named once")
+        return self
 
     @model_validator(mode="after")
     def _templates_supported(self) -> ModelDeploymentSpec:

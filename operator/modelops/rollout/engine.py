@@ -67,6 +67,10 @@ class Event:
     type: str  # Normal or Warning, as Kubernetes Events have it
     reason: str
     message: str
+    version: str | None = None
+    """The version the event is about (what its history entry names), for notifications."""
+    actor: str | None = None
+    """Who acted, as history records it (`modelops` for the operator's own decisions)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class _Run:
     def record(self, version: str, action: str, reason: str, *, actor: str = "modelops", warning: bool = False) -> None:
         self.s.history.append(HistoryEntry(version=version, action=action, reason=reason, actor=actor, time=rfc3339(self.now)))
         self.s.message = f"{action} {version}: {reason}"
-        self.events.append(Event("Warning" if warning else "Normal", action, f"{version}: {reason}"))
+        self.events.append(Event("Warning" if warning else "Normal", action, f"{version}: {reason}", version, actor))
 
     @property
     def backend_known(self) -> bool:
@@ -246,7 +250,8 @@ class _Run:
         self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
 
     def ignore(self, request: Request, why: str) -> None:
-        self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}"))
+        self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}",
+                                 request.version, request.actor or "unknown"))
 
     def follow_spec_version(self) -> None:
         s, target = self.s, self.spec.version
@@ -287,7 +292,7 @@ class _Run:
             s.consecutive_no_data = 0
         if result is Outcome.Failed:
             s.consecutive_failures += 1
-            self.events.append(Event("Warning", "AnalysisFailed", self.explain(result)))
+            self.events.append(Event("Warning", "AnalysisFailed", self.explain(result), s.canary_version))
         elif result is Outcome.Passed:
             s.consecutive_failures = 0
         s.last_outcome = result
@@ -395,7 +400,7 @@ class _Run:
             return
         s.canary_weight = lower[-1]
         s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
-        self.events.append(Event("Normal", "StepBack", s.message))
+        self.events.append(Event("Normal", "StepBack", s.message, s.canary_version))
 
     def finish(self, before: ModelDeploymentStatus) -> Decision:
         s = self.s
