@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit setup system-deps controlplane helm crds clean image kind-up upstream-crds
+.PHONY: demo test unit setup system-deps controlplane helm argocd-lua crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $@
 
-setup: upstream-crds $(VENV)/.installed system-deps controlplane helm
+setup: upstream-crds $(VENV)/.installed system-deps controlplane helm argocd-lua
 
 # First, and with the system's Python alone: without the serving systems' CRDs nothing else is
 # worth installing, and the message says what to do.
@@ -29,12 +29,19 @@ system-deps:
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
 	  echo "installing Debian packages podman runc debootstrap"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null; }
+	@command -v tmux >/dev/null || { \
+	  echo "installing Debian package tmux"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null; }
 
 controlplane:
 	@tools/controlplane/build.sh >/dev/null
 
 helm:
 	@tools/helm/build.sh >/dev/null
+
+# Argo CD's way of running Lua customizations (deploy/argocd/), on gopher-lua: their tests run on it.
+argocd-lua:
+	@tools/argocd-lua/build.sh >/dev/null
 
 # The operator's container image (Dockerfile), built with podman on a locally made base.
 image: system-deps

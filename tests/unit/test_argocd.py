@@ -1,0 +1,173 @@
+"""Argo CD's health and actions (deploy/argocd/): generated from actions.py, run on gopher-lua as Argo CD
+runs them, on the objects the integration tier captured from real rollouts (no control plane here)."""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelops.actions import DEFINITIONS, enabled, merge_patch, spec_patch
+from modelops.argocd import ARGOCD_ACTIONS, DEFAULT_ACTOR, DEFAULT_REASON, action_lua, lua_string
+from modelops.cli import main, plugin_parser, plugin_patch
+from playground.argocd_lua import CUSTOMIZATIONS, ArgoCDLua, argocd_lua_binary, run_tests
+
+ARGOCD = CUSTOMIZATIONS.parents[1]
+MD_TESTDATA = sorted((CUSTOMIZATIONS / "ModelDeployment" / "testdata").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def md():
+    return ArgoCDLua("ModelDeployment", binary=argocd_lua_binary())
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_committed_files_match_the_generator(tmp_path):
+    """actions/*.lua and argocd-cm.yaml are generated: a change of actions.py without `modelops argocd` fails here."""
+    copy_ = tmp_path / "argocd"
+    shutil.copytree(ARGOCD, copy_)
+    assert main(["argocd", "--out", str(copy_)]) == 0
+    assert tree(copy_) == tree(ARGOCD), "run `modelops argocd` (generated files added or removed)"
+    stale = [name for name in tree(ARGOCD) if not filecmp.cmp(ARGOCD / name, copy_ / name, shallow=False)]
+    assert not stale, f"stale generated files {stale}: run `modelops argocd`"
+
+
+def test_committed_lua_tests_pass_as_argo_cd_runs_them():
+    """Every health_test.yaml and action_test.yaml, on the captured objects (argocd-lua test)."""
+    done = run_tests(ARGOCD / "resource_customizations")
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout + done.stderr + (
+        "\nAfter a deliberate change of a script, capture anew: MODELOPS_CAPTURE_ARGOCD_TESTDATA=1 "
+        ".venv/bin/python -m pytest tests/integration/test_argocd.py")
+    passed = int(re.search(r"^(\d+) passed, 0 failed$", done.stdout, re.M).group(1))
+    health = sum(len(load(CUSTOMIZATIONS / k / "health_test.yaml")["tests"]) for k in ("ModelDeployment", "ModelVersion"))
+    actions = load(CUSTOMIZATIONS / "ModelDeployment" / "actions" / "action_test.yaml")
+    assert passed == health + len(actions["discoveryTests"]) + len(actions["actionTests"])
+    assert {t["action"] for t in actions["actionTests"]} == set(ARGOCD_ACTIONS)
+
+
+@pytest.mark.parametrize("kind, statuses", [("ModelDeployment", {"Healthy", "Progressing", "Suspended", "Degraded"}),
+                                            ("ModelVersion", {"Healthy", "Progressing", "Degraded"})])
+def test_captured_objects_cover_every_health(kind, statuses):
+    tests = load(CUSTOMIZATIONS / kind / "health_test.yaml")["tests"]
+    assert {t["healthStatus"]["status"] for t in tests} == statuses
+    for t in tests:  # the file name says the status it shows, as in Argo CD's own testdata
+        assert Path(t["inputPath"]).name.startswith(t["healthStatus"]["status"].lower() + "_"), t
+        obj = load(CUSTOMIZATIONS / kind / t["inputPath"])
+        assert not {"uid", "resourceVersion", "managedFields"} & obj["metadata"].keys()
+
+
+@pytest.mark.parametrize("path", MD_TESTDATA, ids=lambda p: p.stem)
+def test_discovery_is_enabled_when_the_operator_would_act(md, path):
+    obj = load(path)
+    discovered = md.discovery(obj)
+    assert sorted(discovered) == sorted(ARGOCD_ACTIONS)
+    for name, action in discovered.items():
+        assert bool(action.get("disabled")) == (not enabled(name, obj)), name
+        assert action["displayName"] == DEFINITIONS[name].title
+
+
+@pytest.mark.parametrize("path", MD_TESTDATA, ids=lambda p: p.stem)
+@pytest.mark.parametrize("action", ARGOCD_ACTIONS)
+def test_each_action_makes_the_plugins_change(md, path, action):
+    """The Lua action's result is the live object with `kubectl modelops ACTION`'s merge patch applied, and
+    the merge patch Argo CD then sends touches spec alone."""
+    obj = load(path)
+    params = {"reason": "canary looks fine"} if DEFINITIONS[action].takes_reason else {}
+    argv = [action, "fraud"] + (["--reason", "canary looks fine"] if params else [])
+    for extra_params, extra_argv in [({}, []), ({"version": "1.0.0"}, ["--to", "1.0.0"])] if action == "rollback" \
+            else [({}, [])]:
+        result = md.action(action, obj, {**params, **extra_params}, now=1767225600)
+        request_id = (result["object"]["spec"].get("request") or {}).get("id")
+        if DEFINITIONS[action].request is not None:
+            assert request_id == f"argocd-{action}-1767225600-{obj['metadata']['generation']}"
+        patch = plugin_patch(plugin_parser().parse_args(argv + extra_argv), request_id, DEFAULT_ACTOR)
+        assert result["object"] == merge_patch(obj, patch)
+        assert set(result["mergePatch"]) <= {"spec"}
+
+
+def test_request_ids_differ_by_time_and_generation(md):
+    obj = load(MD_TESTDATA[0])
+    ids = set()
+    for now, generation in [(100, 1), (101, 1), (100, 2)]:
+        obj["metadata"]["generation"] = generation
+        ids.add(md.action("promote", obj, now=now)["object"]["spec"]["request"]["id"])
+    assert len(ids) == 3
+
+
+def test_actions_work_without_action_parameters(md, tmp_path):
+    """Argo CD before 3.1 has no actionParams global: the default reason, and the fallback for a rollback."""
+    obj = load(MD_TESTDATA[0])
+    obj["spec"]["request"] = {"id": "old", "action": "Rollback", "version": "0.9.0", "reason": "x", "actor": "y"}
+    script = tmp_path / "action.lua"
+    script.write_text(action_lua("rollback", DEFAULT_ACTOR).replace("type(actionParams)", "type(nil)"))
+    result = md.run("action", script, obj)[0]
+    request = result["object"]["spec"]["request"]
+    assert request["reason"] == DEFAULT_REASON and "version" not in request  # the old request's version is gone
+    assert result["mergePatch"]["spec"]["request"]["version"] is None
+
+
+def test_generator_takes_the_actor(tmp_path):
+    assert main(["argocd", "--out", str(tmp_path), "--actor", "system:serviceaccount:gitops:argocd-server"]) == 0
+    promote = (tmp_path / "resource_customizations/modelops.io/ModelDeployment/actions/promote/action.lua").read_text()
+    assert '"system:serviceaccount:gitops:argocd-server"' in promote and DEFAULT_ACTOR not in promote
+    cm = load(tmp_path / "argocd-cm.yaml")
+    definitions = yaml.safe_load(cm["data"]["resource.customizations.actions.modelops.io_ModelDeployment"])
+    assert sorted(d["name"] for d in definitions["definitions"]) == sorted(ARGOCD_ACTIONS)
+
+
+def test_argocd_cm_installs_the_committed_scripts():
+    cm = load(ARGOCD / "argocd-cm.yaml")
+    for kind in ("ModelDeployment", "ModelVersion"):
+        assert cm["data"][f"resource.customizations.health.modelops.io_{kind}"] == \
+            (CUSTOMIZATIONS / kind / "health.lua").read_text()
+    actions = yaml.safe_load(cm["data"]["resource.customizations.actions.modelops.io_ModelDeployment"])
+    folder = CUSTOMIZATIONS / "ModelDeployment" / "actions"
+    assert actions["discovery.lua"] == (folder / "discovery.lua").read_text()
+    for d in actions["definitions"]:
+        assert d["action.lua"] == (folder / d["name"] / "action.lua").read_text()
+
+
+def test_lua_strings_are_escaped():
+    assert lua_string('a "b" \\ c\n\x01') == '"a \\"b\\" \\\\ c\\010\\001"'
+
+
+def test_rollback_always_names_its_version():
+    """A rollback without --to clears a version an earlier request left, so it goes to the fallback."""
+    assert spec_patch("rollback", request_id="r", actor="a", reason="x")["spec"]["request"]["version"] is None
+    assert "version" not in spec_patch("promote", request_id="r", actor="a", reason="x")["spec"]["request"]
+    left = {"spec": {"request": {"id": "1", "action": "Rollback", "version": "1.0.0", "reason": "x", "actor": "a"}}}
+    assert "version" not in merge_patch(left, spec_patch("rollback", request_id="2", actor="a", reason="x"))["spec"]["request"]
+
+
+# What a live run cannot reach without a hand-edited CRD or operator, made from a captured object.
+
+def variant(name: str, **status) -> dict:
+    obj = load(CUSTOMIZATIONS / "ModelDeployment" / "testdata" / f"{name}.yaml")
+    obj = copy.deepcopy(obj)
+    obj["status"].update(status)
+    return obj
+
+
+def test_an_invalid_spec_is_degraded_though_never_observed(md):
+    obj = variant("progressing_newGeneration")
+    obj["status"]["conditions"] = [c if c["type"] != "Synced" else {**c, "status": "False", "reason": "InvalidSpec",
+                                                                     "message": "spec is invalid: ..."}
+                                   for c in obj["status"]["conditions"]]
+    assert md.health(obj) == {"status": "Degraded", "message": "InvalidSpec: spec is invalid: ..."}
+
+
+def test_an_unknown_phase_is_unknown(md):
+    assert md.health(variant("healthy_stable", phase="Exploded"))["status"] == "Unknown"
