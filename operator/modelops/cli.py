@@ -113,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                           help="renewal and acquisition interval (default 2)")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
+    from .argocd import DEFAULT_ACTOR
+    argocd = commands.add_parser("argocd", help="write Argo CD's actions for ModelDeployments (Lua, generated from "
+                                                "the plugin's actions) and the argocd-cm entries")
+    argocd.add_argument("--out", type=Path, default=Path("deploy/argocd"),
+                        help="directory holding resource_customizations/ (default: deploy/argocd)")
+    argocd.add_argument("--actor", default=DEFAULT_ACTOR,
+                        help="the user Argo CD writes as: its server's ServiceAccount, which the request-actor "
+                             f"admission policy checks (default: {DEFAULT_ACTOR})")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.leader_election and not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
@@ -121,55 +129,60 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "crds":
         for path in write_crds(args.out):
             print(path)
+    elif args.command == "argocd":
+        from .argocd import write_argocd
+        for path in write_argocd(args.out, args.actor):
+            print(path)
     return 0
 
 
-REQUESTS = {"promote": "Promote", "abort": "Abort", "rollback": "Rollback", "retry": "Retry"}
-
-
 def plugin_patch(args: argparse.Namespace, request_id: str, actor: str) -> dict:
-    """The merge patch of spec that one `kubectl modelops` command stands for."""
-    if args.action in REQUESTS:
-        request = {"id": request_id, "action": REQUESTS[args.action], "reason": args.reason, "actor": actor}
-        if getattr(args, "to", None):
-            request["version"] = args.to
-        return {"spec": {"request": request}}
-    if args.action in ("pause", "resume"):
-        return {"spec": {"paused": args.action == "pause"}}
-    if args.action == "pin":
-        return {"spec": {"trafficOverride": {"weight": args.weight, "reason": args.reason}}}
-    return {"spec": {"trafficOverride": None}}  # unpin
+    """The merge patch of spec that one `kubectl modelops` command stands for (see actions.py:
+    Argo CD's actions are generated from the same definitions)."""
+    from .actions import spec_patch
+
+    return spec_patch(args.action, request_id=request_id, actor=actor, reason=getattr(args, "reason", None),
+                      version=getattr(args, "to", None) or None, weight=getattr(args, "weight", None))
 
 
 def plugin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modelops",
-                                     description="Manual actions on a ModelDeployment; each lands in its status history.")
+                                     description="Manual actions on a ModelDeployment (each lands in its status history), "
+                                                 "and views of where it stands (get, list, history).")
     parser.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
     actions = parser.add_subparsers(dest="action", required=True)
-    for name, text in [("promote", "promote the candidate now"), ("abort", "send all traffic back to stable now"),
-                       ("rollback", "make a retained previous version stable"),
-                       ("retry", "roll out a rolled-back spec.version again")]:
-        sub = actions.add_parser(name, help=text)
+    from .actions import DEFINITIONS  # the actions' help, and what each writes (plugin_patch)
+    for name in ("promote", "abort", "rollback", "retry"):
+        sub = actions.add_parser(name, help=DEFINITIONS[name].help)
         sub.add_argument("name")
         sub.add_argument("--reason", required=True, help="why; recorded in status.history")
         if name == "rollback":
             sub.add_argument("--to", help="the version to go back to (default: the fallback version)")
-    for name, text in [("pause", "stop advancing steps (automatic rollback stays armed)"), ("resume", "advance again"),
-                       ("unpin", "remove a pinned weight")]:
-        actions.add_parser(name, help=text).add_argument("name")
-    pin = actions.add_parser("pin", help="pin the candidate's weight (steps and automatic rollback stop)")
+    for name in ("pause", "resume", "unpin"):
+        actions.add_parser(name, help=DEFINITIONS[name].help).add_argument("name")
+    pin = actions.add_parser("pin", help=DEFINITIONS["pin"].help)
     pin.add_argument("name")
     pin.add_argument("weight", type=int, choices=range(0, 101), metavar="WEIGHT")
     pin.add_argument("--reason", required=True)
+    from .view_commands import add_parsers as add_view_parsers  # get, list, history (read-only)
+    add_view_parsers(actions)
     return parser
+
+
+PLUGIN_FIELD_MANAGER = "kubectl-modelops"
 
 
 def kubectl_plugin(argv: list[str] | None = None) -> int:
     args = plugin_parser().parse_args(argv)
+    from . import view_commands
+    if args.action in view_commands.COMMANDS:
+        return view_commands.run(args)
     scope = ["-n", args.namespace] if args.namespace else []
     who = subprocess.run(["kubectl", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
                          capture_output=True, text=True)
     actor = who.stdout.strip() if who.returncode == 0 and who.stdout.strip() else os.environ.get("USER", "unknown")
     patch = plugin_patch(args, f"{args.action}-{int(time.time() * 1000)}", actor)
+    # Under a field manager of its own, so that a GitOps tool told to ignore its fields
+    # (Argo CD: ignoreDifferences managedFieldsManagers) never reverts a pause, a pin or a request.
     return subprocess.run(["kubectl", "patch", "modeldeployment", args.name, *scope, "--type", "merge",
-                           "-p", json.dumps(patch)]).returncode
+                           f"--field-manager={PLUGIN_FIELD_MANAGER}", "-p", json.dumps(patch)]).returncode

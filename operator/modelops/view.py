@@ -1,0 +1,435 @@
+"""What `kubectl modelops get | list | history` show: pure functions of a ModelDeployment and a time.
+
+`view(obj, now)` turns a ModelDeployment as `kubectl get -o json` prints it into one plain
+dict, the JSON that `-o json` prints; `plain_lines`/`plain_list`/`plain_history` draw text
+without colour codes from it (pipes, files), and `renderable`/`rich_list`/`rich_history`
+the same for a terminal with rich. Nothing here reads a clock, the cluster or the terminal.
+
+The JSON shape (`"kind": "ModelDeploymentView"`, `"schemaVersion": 1`; fields are only
+added within one schemaVersion). Times are RFC 3339 as status holds them, durations are
+seconds (float) computed against `at`; a value that does not apply is null:
+
+    {"kind": "ModelDeploymentView", "schemaVersion": 1, "at": time,
+     "namespace": str|null, "name": str, "model": str|null,
+     "phase": "Stable"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null, "message": str|null,
+     "versions": {"desired": str|null, "stable": str|null, "candidate": str|null,
+                  "fallback": str|null, "failed": str|null, "retained": [str]},
+     "traffic": [{"version": str, "role": "stable"|"candidate", "weight": int}],   # weights sum to 100
+     "step": null | {"number": int (from 1), "of": int, "weight": int, "pause": str|null,
+                     "startedAt": time, "elapsedSeconds": float},
+     "waiting": null | {"since": time, "elapsedSeconds": float},      # candidate not ready on the backend yet
+     "analysis": {"lastAt": time|null, "lastOutcome": "Passed"|"Failed"|"Inconclusive"|null,
+                  "nextInSeconds": float|null, "consecutiveFailures": int, "failureLimit": int|null,
+                  "consecutiveNoData": int, "noDataLimit": int|null},
+     "paused": bool, "pinnedWeight": int|null,
+     "progressDeadline": time|null, "overdue": bool,
+     "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Error", "value": float|null,
+                 "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time}],
+     "problems": [{"type": str, "status": str, "reason": str, "message": str, "since": time|null}],
+     "history": [{"time": time, "ageSeconds": float|null, "action": str, "version": str,
+                  "actor": str, "reason": str}]}                          # oldest first, all of status.history
+
+`problems` lists the conditions that are not fine (Synced or Ready not True, Degraded True; Synced
+first), and a spec or status this version of the plugin cannot read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, StrategyType
+from .rollout.engine import parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis
+
+KIND = "ModelDeploymentView"
+SCHEMA_VERSION = 1
+BAR_WIDTH = 20
+HISTORY_SHOWN = 5
+MESSAGE_WIDTH = 60
+
+PHASE_STYLES = {"Stable": "bold green", "Progressing": "bold cyan", "Paused": "bold yellow",
+                "RollingBack": "bold magenta", "RolledBack": "bold red", "Failed": "bold red"}
+VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "bold magenta"}
+ROLE_STYLES = {"stable": "green", "candidate": "cyan"}
+WARNING_ACTIONS = ("RolledBack", "Aborted")
+# Conditions whose healthy status is True (False or Unknown is a problem) and the one whose healthy status is
+# False. AnalysisHealthy is left out: the checks table and the failure count say the same, check by check.
+HEALTHY_WHEN_TRUE = ("Synced", "Ready")
+HEALTHY_WHEN_FALSE = ("Degraded",)
+
+
+# --- small formatting helpers ---------------------------------------------------------------
+
+def duration(seconds: float | None) -> str:
+    """41s, 3m05s, 2h04m, 3d04h; '-' for None."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def bar(weight: int, width: int = BAR_WIDTH) -> str:
+    """A weight as a bar of `width` cells; any traffic shows at least one cell, any traffic missing one gap."""
+    weight = max(0, min(100, weight))
+    filled = round(weight * width / 100)
+    if weight > 0:
+        filled = max(1, filled)
+    if weight < 100:
+        filled = min(width - 1, filled)
+    return "█" * filled + "░" * (width - filled)
+
+
+def number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def truncate(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _since(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return round((now - parse_rfc3339(stamp)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+# --- the view ---------------------------------------------------------------------------------
+
+def _read(obj: dict[str, Any]) -> tuple[ModelDeploymentSpec | None, ModelDeploymentStatus, list[dict[str, Any]]]:
+    """Spec and status as models; what cannot be read becomes a problem, never an exception."""
+    problems: list[dict[str, Any]] = []
+    try:
+        spec: ModelDeploymentSpec | None = ModelDeploymentSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        spec = None
+        problems.append({"type": "Spec", "status": "Unreadable", "reason": "NotUnderstood",
+                         "message": f"this plugin cannot read the spec ({exc.error_count()} errors): steps and "
+                                    "analysis timing are not shown", "since": None})
+    try:
+        status = ModelDeploymentStatus.model_validate(obj.get("status") or {})
+    except ValidationError as exc:
+        status = ModelDeploymentStatus()
+        problems.append({"type": "Status", "status": "Unreadable", "reason": "NotUnderstood",
+                         "message": f"this plugin cannot read the status ({exc.error_count()} errors)", "since": None})
+    return spec, status, problems
+
+
+def _problems(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
+    out = []
+    for c in status.conditions:
+        bad = (c.type in HEALTHY_WHEN_TRUE and c.status != "True") \
+            or (c.type in HEALTHY_WHEN_FALSE and c.status == "True")
+        if bad:
+            out.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                        "since": c.last_transition_time})
+    # Synced first: when the operator cannot finish its rounds, everything else may be stale.
+    return sorted(out, key=lambda p: (p["type"] != "Synced", p["type"]))
+
+
+def _traffic(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
+    if status.stable_version is None:
+        return []
+    weight = status.canary_weight if status.canary_version is not None else 0
+    out = [{"version": status.stable_version, "role": "stable", "weight": 100 - weight}]
+    if status.canary_version is not None:
+        out.append({"version": status.canary_version, "role": "candidate", "weight": weight})
+    return out
+
+
+def _step(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, now: datetime) -> dict[str, Any] | None:
+    if status.canary_version is None or status.current_step is None or status.step_started_at is None:
+        return None
+    index, weight, pause, of = status.current_step, status.canary_weight, None, None
+    if spec is not None:
+        hot_swap = spec.strategy.type is StrategyType.HotSwap
+        steps = [(100, None)] if hot_swap else [(s.weight, s.pause) for s in spec.strategy.steps]
+        index = min(index, len(steps) - 1)
+        of, (weight, pause) = len(steps), steps[index]
+    return {"number": index + 1, "of": of, "weight": weight, "pause": pause, "startedAt": status.step_started_at,
+            "elapsedSeconds": _since(status.step_started_at, now)}
+
+
+def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The whole view of one ModelDeployment (the JSON of `-o json`; see the module's docstring)."""
+    meta = obj.get("metadata") or {}
+    spec, status, problems = _read(obj)
+    raw_spec = obj.get("spec") or {}
+    next_analysis = deadline = None
+    if spec is not None:
+        try:
+            next_analysis = seconds_to_next_analysis(spec, status, now)
+            next_analysis = None if next_analysis is None else round(next_analysis, 3)
+            deadline = progress_deadline(spec, status)
+        except ValueError:  # a timestamp that is not RFC 3339
+            pass
+    return {
+        "kind": KIND,
+        "schemaVersion": SCHEMA_VERSION,
+        "at": rfc3339(now),
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name", ""),
+        "model": raw_spec.get("model"),
+        "phase": status.phase.value if status.phase else None,
+        "message": status.message,
+        "versions": {"desired": raw_spec.get("version"), "stable": status.stable_version,
+                     "candidate": status.canary_version, "fallback": status.fallback_version,
+                     "failed": status.failed_version, "retained": list(status.retained_versions)},
+        "traffic": _traffic(status),
+        "step": _step(spec, status, now),
+        "waiting": None if status.waiting_since is None or status.canary_version is None else
+        {"since": status.waiting_since, "elapsedSeconds": _since(status.waiting_since, now)},
+        "analysis": {"lastAt": status.last_analysis_at,
+                     "lastOutcome": status.last_outcome.value if status.last_outcome else None,
+                     "nextInSeconds": next_analysis,
+                     "consecutiveFailures": status.consecutive_failures,
+                     "failureLimit": spec.analysis.failure_limit if spec else None,
+                     "consecutiveNoData": status.consecutive_no_data,
+                     "noDataLimit": spec.analysis.no_data_limit if spec else None},
+        "paused": status.paused,
+        "pinnedWeight": status.pinned_weight,
+        "progressDeadline": rfc3339(deadline) if deadline else None,
+        "overdue": deadline is not None and deadline < now,
+        "checks": [{"name": c.name, "verdict": c.verdict.value, "value": c.value, "limit": c.limit,
+                    "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time}
+                   for c in status.checks],
+        "problems": problems + _problems(status),
+        "history": [{"time": h.time, "ageSeconds": _since(h.time, now), "action": h.action, "version": h.version,
+                     "actor": h.actor, "reason": h.reason} for h in status.history],
+    }
+
+
+def unchanging(v: dict[str, Any]) -> dict[str, Any]:
+    """The view without what moves with the clock alone: two equal ones show the same object state."""
+    out = {k: val for k, val in v.items() if k not in ("at", "overdue")}
+    for key in ("step", "waiting"):
+        if out[key] is not None:
+            out[key] = {k: val for k, val in out[key].items() if k != "elapsedSeconds"}
+    out["analysis"] = {k: val for k, val in out["analysis"].items() if k != "nextInSeconds"}
+    out["history"] = [{k: val for k, val in h.items() if k != "ageSeconds"} for h in out["history"]]
+    return out
+
+
+# --- words shared by both renderings ---------------------------------------------------------
+
+def title(v: dict[str, Any]) -> str:
+    where = f"{v['namespace']}/" if v["namespace"] else ""
+    model = f"  model {v['model']}" if v["model"] and v["model"] != v["name"] else ""
+    return f"{where}{v['name']}{model}"
+
+
+def versions_line(v: dict[str, Any]) -> str:
+    versions = v["versions"]
+    words = [f"stable {versions['stable'] or '-'}", f"candidate {versions['candidate'] or '-'}",
+             f"fallback {versions['fallback'] or '-'}"]
+    if versions["failed"]:
+        words.append(f"failed {versions['failed']}")
+    if versions["desired"] and versions["desired"] not in (versions["stable"], versions["candidate"],
+                                                            versions["failed"]):
+        words.append(f"spec.version {versions['desired']} (not acted on yet)")
+    return ", ".join(words)
+
+
+def progress_lines(v: dict[str, Any]) -> list[str]:
+    """'in step 2/3 (50%, pause 5s) for 41s, next analysis in 3s' and the analysis counters, while a
+    candidate is in flight; the progress deadline when it has passed."""
+    parts = []
+    step, waiting, analysis = v["step"], v["waiting"], v["analysis"]
+    if waiting is not None:
+        parts.append(f"waiting {duration(waiting['elapsedSeconds'])} for {v['versions']['candidate']} "
+                     "to be ready on the backend")
+    elif step is not None:
+        of = f"/{step['of']}" if step["of"] else ""
+        pause = f", pause {step['pause']}" if step["pause"] else ""
+        parts.append(f"in step {step['number']}{of} ({step['weight']}%{pause}) for {duration(step['elapsedSeconds'])}")
+    if v["pinnedWeight"] is not None:
+        parts.append(f"weight pinned at {v['pinnedWeight']}%")
+    elif v["paused"]:
+        parts.append("paused")
+    if analysis["nextInSeconds"] is not None:
+        due = analysis["nextInSeconds"]
+        parts.append("next analysis due now" if due <= 0 else f"next analysis in {duration(max(1.0, due))}")
+    lines = [", ".join(parts)] if parts else []
+    if v["versions"]["candidate"] is not None:
+        last = analysis["lastOutcome"] or "none yet"
+        if analysis["lastAt"] and analysis["lastOutcome"]:
+            last += f" {duration(_since(analysis['lastAt'], parse_rfc3339(v['at'])))} ago"
+        lines.append(f"last analysis {last}, failures {analysis['consecutiveFailures']}/{analysis['failureLimit'] or '?'}"
+                     f", no data {analysis['consecutiveNoData']}/{analysis['noDataLimit'] or '?'}")
+    if v["overdue"]:
+        lines.append(f"! past its progress deadline {v['progressDeadline']}: the rollout is not moving")
+    return lines
+
+
+def message(v: dict[str, Any]) -> str | None:
+    """status.message, or what an empty status means."""
+    if v["message"] is None and v["phase"] is None and not v["history"]:
+        return "no status yet: the operator has not acted on this ModelDeployment (is it running?)"
+    return v["message"]
+
+
+def problem_line(p: dict[str, Any]) -> str:
+    return f"{p['type']}={p['status']} {p['reason']}: {p['message']}"
+
+
+def history_row(h: dict[str, Any]) -> list[str]:
+    return [h["time"], duration(h["ageSeconds"]), h["action"], h["version"], h["actor"], h["reason"]]
+
+
+def check_row(c: dict[str, Any]) -> list[str]:
+    samples = "-" if c["samples"] is None else str(c["samples"])
+    return [c["name"], number(c["value"]), c["limit"], number(c["baseline"]), samples, c["verdict"]]
+
+
+CHECK_HEADER = ["CHECK", "VALUE", "LIMIT", "BASELINE", "SAMPLES", "VERDICT"]
+HISTORY_HEADER = ["TIME", "AGE", "ACTION", "VERSION", "ACTOR", "REASON"]
+
+
+def columns(rows: Iterable[list[str]], indent: str = "") -> list[str]:
+    """Rows as left-aligned columns, two spaces apart (the last column is not padded)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [indent + "  ".join([cell.ljust(w) for cell, w in zip(r, widths)] + [r[-1]]).rstrip() for r in rows]
+
+
+# --- plain text ---------------------------------------------------------------------------------
+
+def plain_lines(v: dict[str, Any], history: int = HISTORY_SHOWN) -> list[str]:
+    """`get` as text without colour codes."""
+    lines = [f"{title(v)}  {v['phase'] or 'Unknown'}"]
+    for p in v["problems"]:
+        lines.append(f"  ! {problem_line(p)}")
+    if message(v):
+        lines.append(f"  {message(v)}")
+    lines.append(f"  {versions_line(v)}")
+    lines += columns(([t["role"], t["version"], f"{bar(t['weight'])} {t['weight']:>3}%"] for t in v["traffic"]),
+                     indent="  ")
+    lines += [f"  {line}" for line in progress_lines(v)]
+    if v["checks"]:
+        lines.append("")
+        lines += columns([CHECK_HEADER] + [check_row(c) for c in v["checks"]], indent="  ")
+    if v["history"] and history > 0:
+        lines.append("")
+        lines += columns([HISTORY_HEADER] + [history_row(h) for h in v["history"][-history:]], indent="  ")
+    return lines
+
+
+def list_row(v: dict[str, Any], all_namespaces: bool) -> list[str]:
+    step = v["step"]
+    candidate = v["versions"]["candidate"]
+    weight = next((t["weight"] for t in v["traffic"] if t["role"] == "candidate"), 0)
+    row = [v["name"], v["phase"] or "Unknown", v["versions"]["stable"] or "-",
+           f"{candidate}@{weight}%" if candidate else "-",
+           (f"{step['number']}/{step['of'] or '?'}" if step else "-"),
+           truncate(problem_line(v["problems"][0]) if v["problems"] else v["message"], MESSAGE_WIDTH) or "-"]
+    return [v["namespace"] or "-"] + row if all_namespaces else row
+
+
+def list_header(all_namespaces: bool) -> list[str]:
+    header = ["NAME", "PHASE", "STABLE", "CANDIDATE", "STEP", "MESSAGE"]
+    return ["NAMESPACE"] + header if all_namespaces else header
+
+
+def plain_list(views: list[dict[str, Any]], all_namespaces: bool) -> list[str]:
+    return columns([list_header(all_namespaces)] + [list_row(v, all_namespaces) for v in views])
+
+
+def plain_history(v: dict[str, Any]) -> list[str]:
+    return columns([HISTORY_HEADER] + [history_row(h) for h in v["history"]])
+
+
+def history_json(v: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "ModelDeploymentHistory", "schemaVersion": SCHEMA_VERSION, "at": v["at"],
+            "namespace": v["namespace"], "name": v["name"], "history": v["history"]}
+
+
+def list_json(views: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": "ModelDeploymentViewList", "schemaVersion": SCHEMA_VERSION, "items": views}
+
+
+# --- rich ---------------------------------------------------------------------------------------
+
+def _table(header: list[str], **kwargs: Any) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", **kwargs)
+    for name in header:
+        table.add_column(name, overflow="fold")
+    return table
+
+
+def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | None = None) -> RenderableType:
+    """`get` for a terminal: the same content as `plain_lines`, coloured."""
+    parts: list[RenderableType] = []
+    head = Text(title(v), style="bold")
+    head.append("  ")
+    head.append(v["phase"] or "Unknown", style=PHASE_STYLES.get(v["phase"] or "", "bold"))
+    head.append(f"   at {v['at'][:19]}Z", style="dim")
+    parts.append(head)
+    if error:
+        parts.append(Text(f"! {error}", style="bold red"))
+    for p in v["problems"]:
+        parts.append(Text(f"! {problem_line(p)}", style="bold red reverse" if p["type"] == "Synced" else "bold red"))
+    if message(v):
+        parts.append(Text(message(v), style="italic"))
+    parts.append(Text(versions_line(v)))
+    if v["traffic"]:
+        weights = Table.grid(padding=(0, 2))
+        for t in v["traffic"]:
+            style = ROLE_STYLES[t["role"]]
+            filled = bar(t["weight"])
+            cells = Text(filled.rstrip("░"), style=style)
+            cells.append(filled[len(filled.rstrip("░")):], style="dim")
+            cells.append(f" {t['weight']:>3}%", style="bold")
+            weights.add_row(Text(t["role"], style=style), Text(t["version"], style="bold"), cells)
+        parts.append(weights)
+    for line in progress_lines(v):
+        parts.append(Text(line, style="bold yellow" if line.startswith("!") else ""))
+    if v["checks"]:
+        parts.append(Text())
+        checks = _table(CHECK_HEADER, title="checks", title_justify="left", title_style="bold")
+        for c in v["checks"]:
+            row = check_row(c)
+            checks.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(c["verdict"], "")))
+        parts.append(checks)
+    if v["history"] and history > 0:
+        parts.append(Text())
+        parts.append(rich_history(v, last=history))
+    return Group(*parts)
+
+
+def rich_history(v: dict[str, Any], last: int | None = None) -> Table:
+    entries = v["history"] if last is None else v["history"][-last:]
+    table = _table(HISTORY_HEADER, title="history" if last is not None else None, title_justify="left",
+                   title_style="bold")
+    for h in entries:
+        row = history_row(h)
+        table.add_row(*row[:2], Text(row[2], style="red" if h["action"] in WARNING_ACTIONS else ""), *row[3:])
+    return table
+
+
+def rich_list(views: list[dict[str, Any]], all_namespaces: bool) -> Table:
+    table = _table(list_header(all_namespaces))
+    for v in views:
+        row = list_row(v, all_namespaces)
+        phase_at = 2 if all_namespaces else 1
+        cells: list[Any] = list(row)
+        cells[phase_at] = Text(row[phase_at], style=PHASE_STYLES.get(v["phase"] or "", ""))
+        if v["problems"]:
+            cells[-1] = Text(row[-1], style="red")
+        table.add_row(*cells)
+    return table

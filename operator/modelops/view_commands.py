@@ -1,0 +1,199 @@
+"""`kubectl modelops get | list | history`: read ModelDeployments with kubectl, show them with `view`.
+
+Objects are read with `kubectl get ... -o json`, so the current context, KUBECONFIG, `-n` and
+`--context` mean what they mean to kubectl. On a terminal the output is drawn with rich
+(`get --watch` redraws every second until Ctrl-C); otherwise it is plain text, or JSON with
+`-o json` (`get --watch` then prints a new block, or JSON line, whenever what is shown changes).
+Times ("for 41s", "next analysis in 3s") are computed against this machine's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+COMMANDS = ("get", "list", "history")
+RESOURCE = "modeldeployments.modelops.io"
+POLL_SECONDS = 1.0
+
+
+class ReadError(Exception):
+    """kubectl could not read what was asked (its own words)."""
+
+
+def add_parsers(actions: argparse._SubParsersAction) -> None:
+    """Add the read-only commands to the plugin's sub-command parsers."""
+    get = actions.add_parser("get", help="show a ModelDeployment: phase, versions and weights, checks, step timing, "
+                                         "recent history")
+    get.add_argument("name")
+    get.add_argument("-w", "--watch", action="store_true", help="keep showing it, redrawn every second, until Ctrl-C")
+    get.add_argument("--history", type=int, default=5, metavar="N", help="history entries shown (default 5)")
+    listing = actions.add_parser("list", help="one line per ModelDeployment")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
+    history = actions.add_parser("history", help="the whole status.history of a ModelDeployment")
+    history.add_argument("name")
+    for sub in (get, listing, history):
+        # SUPPRESS: without -n here, the plugin's own `-n` (before the command) is kept.
+        sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: kubectl's)")
+        sub.add_argument("--context", help="kubeconfig context (default: the current one)")
+        sub.add_argument("-o", "--output", choices=["json", "plain"],
+                         help="json, or plain text; default: coloured on a terminal, plain otherwise")
+
+
+def kubectl_get(args: argparse.Namespace, *what: str) -> dict[str, Any]:
+    context = ["--context", args.context] if getattr(args, "context", None) else []
+    if getattr(args, "all_namespaces", False):
+        scope = ["--all-namespaces"]
+    else:
+        scope = ["-n", args.namespace] if getattr(args, "namespace", None) else []
+    try:
+        done = subprocess.run(["kubectl", *context, "get", RESOURCE, *what, *scope, "-o", "json"],
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise ReadError("kubectl get did not answer within 30s") from None
+    except FileNotFoundError:
+        raise ReadError("kubectl is not on PATH") from None
+    if done.returncode != 0:
+        raise ReadError(done.stderr.strip() or f"kubectl get exited with {done.returncode}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise ReadError("kubectl get printed something that is not JSON") from None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if args.output:
+        return args.output
+    return "rich" if sys.stdout.isatty() else "plain"
+
+
+def run(args: argparse.Namespace, read: Callable[..., dict[str, Any]] = kubectl_get,
+        clock: Callable[[], datetime] = utcnow) -> int:
+    """Carry out one read-only command; Ctrl-C ends it with status 0."""
+    command = {"get": _get, "list": _list, "history": _history}[args.action]
+    try:
+        return command(args, read, clock)
+    except ReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _print_lines(lines: list[str]) -> None:
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def _get(args: argparse.Namespace, read, clock) -> int:
+    from . import view
+
+    mode = _mode(args)
+    obj = read(args, args.name)
+    if not args.watch:
+        shown = view.view(obj, clock())
+        if mode == "json":
+            _print_lines([json.dumps(shown, indent=2)])
+        elif mode == "plain":
+            _print_lines(view.plain_lines(shown, history=args.history))
+        else:
+            _console().print(view.renderable(shown, history=args.history))
+        return 0
+    if mode == "rich":
+        return _watch_live(args, read, clock, obj)
+    return _watch_plain(args, read, clock, obj, mode)
+
+
+def _next_read(read, args, obj: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The object anew, or the last one and why it could not be read."""
+    try:
+        return read(args, args.name), None
+    except ReadError as exc:
+        return obj, str(exc)
+
+
+def _sleep_to_next_tick(started: float) -> None:
+    time.sleep(max(0.05, POLL_SECONDS - (time.monotonic() - started)))
+
+
+def _watch_live(args: argparse.Namespace, read, clock, obj: dict[str, Any]) -> int:
+    from rich.live import Live
+
+    from . import view
+
+    error: str | None = None
+    with Live(console=_console(), auto_refresh=False, redirect_stderr=False, transient=False) as live:
+        while True:
+            started = time.monotonic()
+            live.update(view.renderable(view.view(obj, clock()), history=args.history, error=error), refresh=True)
+            _sleep_to_next_tick(started)
+            obj, error = _next_read(read, args, obj)
+
+
+def _watch_plain(args: argparse.Namespace, read, clock, obj: dict[str, Any], mode: str) -> int:
+    from . import view
+
+    last_key = last_error = None
+    while True:
+        started = time.monotonic()
+        shown = view.view(obj, clock())
+        key = view.unchanging(shown)
+        if key != last_key:
+            last_key = key
+            if mode == "json":
+                _print_lines([json.dumps(shown)])  # one JSON document per line
+            else:
+                _print_lines([f"--- {shown['at']}", *view.plain_lines(shown, history=args.history), ""])
+        _sleep_to_next_tick(started)
+        obj, error = _next_read(read, args, obj)
+        if error is not None and error != last_error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        last_error = error
+
+
+def _list(args: argparse.Namespace, read, clock) -> int:
+    from . import view
+
+    now = clock()
+    items = read(args).get("items", [])
+    views = sorted((view.view(obj, now) for obj in items), key=lambda v: (v["namespace"] or "", v["name"]))
+    mode = _mode(args)
+    if mode == "json":
+        _print_lines([json.dumps(view.list_json(views), indent=2)])
+    elif mode == "plain":
+        _print_lines(view.plain_list(views, args.all_namespaces) if views else ["No ModelDeployments found."])
+    else:
+        _console().print(view.rich_list(views, args.all_namespaces) if views else "No ModelDeployments found.")
+    return 0
+
+
+def _history(args: argparse.Namespace, read, clock) -> int:
+    from . import view
+
+    shown = view.view(read(args, args.name), clock())
+    mode = _mode(args)
+    if mode == "json":
+        _print_lines([json.dumps(view.history_json(shown), indent=2)])
+    elif mode == "plain":
+        _print_lines(view.plain_history(shown))
+    else:
+        _console().print(view.rich_history(shown))
+    return 0
