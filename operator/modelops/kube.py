@@ -226,7 +226,7 @@ class Kube:
 
     async def patch_status(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self._call(resource, "patch_namespaced_custom_object_status", namespace, resource.plural, name,
-                                patch, _content_type="application/merge-patch+json")
+                                patch, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
 
     async def list(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = await self._call(resource, "list_namespaced_custom_object", namespace, resource.plural,
