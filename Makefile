@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit setup system-deps controlplane helm argocd-lua crds clean image kind-up upstream-crds
+.PHONY: demo test unit bench setup system-deps controlplane helm argocd-lua crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest --cov=modelops --cov-branch --cov-report= tests
 	$(PY) -m coverage report --include='$(CORE)' --fail-under=90
+
+# The benchmark (not part of `make test`): N ModelDeployments (default 1,000) on the local control plane with
+# Prometheus and the operator; figures.json and bench.png in bench-output/. COMPARE=old/figures.json: the change.
+N ?= 1000
+bench: upstream-crds $(VENV)/.installed system-deps controlplane
+	$(PY) -m bench.run --deployments $(N) --out bench-output $(if $(COMPARE),--compare $(COMPARE))
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

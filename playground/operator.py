@@ -20,8 +20,10 @@ class OperatorProcess:
     """`identity` is the leader-election identity (POD_NAME), kept across restarts like a pod's name:
     a restarted process finds the Lease its own and leads again at once. `args` go after `run`."""
 
-    def __init__(self, kubeconfig: Path, work_dir: Path, identity: str | None = None, args: Sequence[str] = ()):
+    def __init__(self, kubeconfig: Path, work_dir: Path, identity: str | None = None, args: Sequence[str] = (),
+                 verbose: bool = True):
         self.kubeconfig, self.dir = kubeconfig, work_dir
+        self.verbose = verbose  # debug logs, as the tests want them; off for the benchmark, as in production
         self.identity = identity or f"operator-{uuid.uuid4().hex[:8]}"
         self.args = list(args)
         self.process: Process | None = None
@@ -34,7 +36,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAME": self.identity}
         env.pop("POD_NAMESPACE", None)
         name = f"operator-{self.starts}" if self.identity.startswith("operator-") else f"{self.identity}-{self.starts}"
-        self.process = Process(name, [sys.executable, "-m", "modelops", "run", "--verbose",
+        self.process = Process(name, [sys.executable, "-m", "modelops", "run", *(["--verbose"] if self.verbose else []),
                                       "--metrics-port", str(self.port), *self.args], self.dir, env=env)
         self.process.wait_until(lambda: urllib.request.urlopen(self.metrics_url, timeout=1).status == 200, 30,
                                 "metrics endpoint")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from .analysis.evaluate import limit_bounds
 from .api.modeldeployment import Check, CheckStatus, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Verdict
-from .rollout.engine import progress_deadline
+from .rollout.engine import progress_deadline, seconds_to_next_analysis
 
 _PER_DEPLOYMENT: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
 """Every metric with namespace and deployment labels, with its label names: what `forget` clears."""
@@ -53,6 +53,10 @@ PROMOTIONS = _per_deployment(Counter, "modelops_promotions_total",
 ANALYSIS_SECONDS = _per_deployment(Histogram, "modelops_analysis_duration_seconds",
                                    "Wall time of analyses (all checks' queries), including those given up.",
                                    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30))
+ANALYSIS_LAG = _per_deployment(Histogram, "modelops_analysis_lag_seconds",
+                               "How late analyses are taken: from falling due (the time to the next analysis"
+                               " reaching 0) to being started.",
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ANALYSES = _per_deployment(Counter, "modelops_analyses_total", "Analyses run (all checks measured once).")
 CHECK_VERDICTS = _per_deployment(Counter, "modelops_check_verdicts_total",
                                  "Verdicts of each check (Pass, Fail, NoData, Error: the metric provider failed).",
@@ -129,6 +133,18 @@ def show_analysis(namespace: str, deployment: str, version: str, checks: Iterabl
                 limits[(result.name, bound)] = number
     _show(CHECK_VALUE, namespace, deployment, values)
     _show(CHECK_LIMIT, namespace, deployment, limits)
+
+
+_EPOCH = datetime.fromtimestamp(0, timezone.utc)
+
+
+def show_analysis_lag(namespace: str, deployment: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+                      now: datetime) -> None:
+    """An analysis due by `status` is taken at `now`: how long after it fell due. Clock only: the time to it
+    counted from the epoch is the moment it falls due."""
+    due = seconds_to_next_analysis(spec, status, _EPOCH)
+    if due is not None:
+        ANALYSIS_LAG.labels(namespace, deployment).observe(max(0.0, now.timestamp() - due))
 
 
 def forget_checks(namespace: str, deployment: str) -> None:

@@ -256,6 +256,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     now = shell.clock()
     if seconds_to_next_analysis(spec, status, now) != 0.0:
         return None
+    metrics.show_analysis_lag(target.namespace, target.deployment, spec, status, now)
     assert status.canary_version is not None and status.stable_version is not None
     budget = min(MAX_ANALYSIS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
 

@@ -304,3 +304,21 @@ def test_forget_removes_every_series_of_the_deployment_and_no_other(ns):
     c = check(name="errors", max=0.05)
     metrics.show_analysis(ns, "fraud", "2.0.0", [c], [raw("errors", 0.01)], 0.1)
     assert {(s[1]["check"], s[1]["version"]) for s in series(ns) if s[0] == "modelops_check_value"} == {("errors", "2.0.0")}
+
+
+def test_analysis_lag_is_the_time_since_the_analysis_fell_due(ns):
+    """Due 10 s (the window) after the candidate took traffic, or an interval after the last analysis."""
+    from modelops.api.modeldeployment import ModelDeploymentStatus
+
+    spec = make_spec()
+    started = ModelDeploymentStatus(canary_version="1.1.0", stable_version="1.0.0", canary_weight=10,
+                                    analysis_since="2026-01-01T00:00:00Z")
+    metrics.show_analysis_lag(ns, "fraud", spec, started, datetime(2026, 1, 1, 0, 0, 10, 300000, tzinfo=timezone.utc))
+    later = started.model_copy(update={"last_analysis_at": "2026-01-01T00:00:30Z"})
+    metrics.show_analysis_lag(ns, "fraud", spec, later, datetime(2026, 1, 1, 0, 0, 42, tzinfo=timezone.utc))
+    assert value("modelops_analysis_lag_seconds_count", namespace=ns, deployment="fraud") == 2
+    assert value("modelops_analysis_lag_seconds_sum", namespace=ns, deployment="fraud") == pytest.approx(2.3)
+    assert value("modelops_analysis_lag_seconds_bucket", namespace=ns, deployment="fraud", le="0.5") == 1
+    metrics.show_analysis_lag(ns, "fraud", spec, ModelDeploymentStatus(stable_version="1.0.0"),
+                              datetime(2026, 1, 1, tzinfo=timezone.utc))  # nothing running: nothing observed
+    assert value("modelops_analysis_lag_seconds_count", namespace=ns, deployment="fraud") == 2
