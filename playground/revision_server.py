@@ -3,7 +3,8 @@ Model, the pods behind a Service), exporting the metrics that serving system exp
 
 It plays the served model and its sidecar, so that Prometheus scrapes real per-unit
 series. Its behaviour (error rate, latency, accuracy) is set per artifact by the test,
-deterministically: with error rate 0.2 exactly every fifth request fails. With an
+deterministically: with error rate 0.2 exactly every fifth request fails; with never_ready
+its readiness probe (/ready) never passes. With an
 "upstream" it is the revision's queue-proxy instead: it forwards to a real model server
 and measures what that server does.
 
@@ -25,9 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 class Behaviour:
     def __init__(self, error_rate: float = 0.0, latency: float = 0.005, accuracy: float = 0.95,
-                 accuracy_metrics: bool = True):
+                 accuracy_metrics: bool = True, never_ready: bool = False):
         self.error_rate, self.latency, self.accuracy = error_rate, latency, accuracy
         self.accuracy_metrics = accuracy_metrics
+        self.never_ready = never_ready
+        """The process runs but its readiness probe (/ready) never passes: a model that never loads."""
         self._n = 0
         self._lock = threading.Lock()
 
@@ -99,7 +102,7 @@ def serve(config: dict) -> None:
             if self.path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/ready":
-                ready = upstream is None or forward("GET", "/v1/models/model", None)[0] == 200
+                ready = not behaviour.never_ready and (upstream is None or forward("GET", "/v1/models/model", None)[0] == 200)
                 self._send(200 if ready else 503, b"ready\n" if ready else b"loading\n", "text/plain")
             else:
                 self._send(404, b"", "text/plain")

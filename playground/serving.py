@@ -40,5 +40,17 @@ class ServingStandIn:
     def split_file(self, namespace: str, obj: str) -> Path:
         return self.dir / f"split-{namespace}-{obj}.json"
 
+    def route(self, namespace: str, obj: str, path: str = "/", headers: dict[str, str] | None = None) -> list[dict]:
+        """Gateway API only: where the data plane sends a request on `path` with `headers` now, as the split
+        ({unit, version, percent, url} per Service) of the HTTPRoute rule it reaches; [] when none."""
+        from .standin_backends import route_for
+
+        try:
+            table = json.loads((self.dir / f"routes-{namespace}-{obj}.json").read_text())
+        except (OSError, ValueError):
+            return []
+        rule = route_for(table, path, headers or {})
+        return rule["split"] if rule else []
+
     def stop(self) -> None:
         self.process.stop()

@@ -9,7 +9,7 @@ Prometheus through a file_sd file.
     python -m playground.standin BACKEND KUBECONFIG BEHAVIOURS_JSON WORKDIR TARGETS_JSON
 
 BEHAVIOURS_JSON maps an artifact URI (or svc://namespace/service) to
-{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics}}
+{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics, never_ready}}
 or, for a real model server, {"model": ..., "version": ..., "command": [..., "{port}", ...]}.
 """
 
@@ -160,7 +160,7 @@ class StandIn:
                 self._refresh_readiness()
                 self.reconcile_all()
             except kubernetes.client.ApiException as e:
-                print(f"{type(self).__name__}: {e.status} {e.reason}", flush=True)
+                print(f"{type(self).__name__}: {e.status} {e.reason} {(e.body or '')[:500]}", flush=True)
             time.sleep(0.1)
 
     def stop(self, *_: Any) -> None:

@@ -114,34 +114,126 @@ class SeldonV2(StandIn):
 
 
 class Gateway(StandIn):
-    """A Gateway API implementation: accepts routes, resolves backendRefs to Services,
-    splits requests by backendRef weight; the pods behind each Service are one unit."""
+    """A Gateway API implementation with the EndpointSlice controller of its Services: accepts routes,
+    resolves backendRefs to Services (ResolvedRefs: every Service exists), routes each request to the rule
+    that matches it best (Gateway API precedence) and splits it by that rule's backendRef weights among the
+    Services with a ready endpoint; the pods behind each Service are one unit.
+
+    Each Service a route refers to gets the EndpointSlice `<service>-standin` (labelled
+    kubernetes.io/service-name) with one endpoint, the unit's process on loopback: ready while the process
+    is up and its readiness probe passes, not ready otherwise (never_ready, exited, or the stand-in stopped).
+    The API server refuses loopback addresses in IPv4 slices (they may not be in 127.0.0.0/8), so the slice
+    is of addressType FQDN (deprecated, still served by discovery.k8s.io/v1), the address written as
+    `127.0.0.1` (which every resolver maps to itself).
+    The split a request on `/` without headers gets is published for the load generator, every rule's in
+    `routes-<namespace>-<route>.json` (see `route_for`)."""
 
     group, version, plural, flavour = "gateway.networking.k8s.io", "v1", "httproutes", "generic"
+    MANAGED_BY = "test-gateway-stand-in.modelops.io"
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.discovery = kubernetes.client.DiscoveryV1Api(self.core.api_client)
+        self.slices: dict[tuple[str, str], str] = {}  # (namespace, service) -> what was written last
 
     def reconcile(self, route: dict[str, Any]) -> None:
         meta = route["metadata"]
         key = (meta["namespace"], meta["name"])
-        resolved, split = True, []
-        for rule in route["spec"].get("rules", []):
-            for ref in rule.get("backendRefs", []):
+        resolved, table = True, []
+        for rule in route["spec"].get("rules") or []:
+            split = []
+            for ref in rule.get("backendRefs") or []:
                 try:
-                    self.core.read_namespaced_service(ref["name"], meta["namespace"])
+                    service = self.core.read_namespaced_service(ref["name"], meta["namespace"])
                 except kubernetes.client.ApiException:
                     resolved = False
                     continue
                 unit = self.unit(*key, ref["name"], f"svc://{meta['namespace']}/{ref['name']}")
-                resolved = resolved and unit.ready
+                self.endpoint_slice(meta["namespace"], ref["name"], service, unit)
                 split.append((unit, ref.get("weight", 1)))
-            break  # the first rule is the model's; the others are not under test
-        total = sum(w for _, w in split) or 1
-        self.publish_split(*key, [(u, round(100 * w / total)) for u, w in split if u.ready])
+            total = sum(w for u, w in split if self.up(u)) or 1
+            serving = [(u, round(100 * w / total)) for u, w in split if self.up(u)]
+            table.append({"matches": rule.get("matches") or [{}], "split": [
+                {"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in serving if p > 0]})
+        self._write(self.dir / f"routes-{key[0]}-{key[1]}.json", table)
+        chosen = route_for(table, "/", {})
+        self._write(self.dir / f"split-{key[0]}-{key[1]}.json", chosen["split"] if chosen else [])
         generation = meta.get("generation")
         parents = route["spec"].get("parentRefs") or [{"name": "gateway"}]
         self.write_status(*key, {"parents": [{
             "parentRef": p, "controllerName": "modelops.io/test-gateway-stand-in",
             "conditions": [condition("Accepted", True, generation), condition("ResolvedRefs", resolved, generation)],
         } for p in parents]})
+
+    @staticmethod
+    def up(unit: Unit) -> bool:
+        return unit.ready and unit.process.poll() is None
+
+    def endpoint_slice(self, namespace: str, service: str, svc: Any, unit: Unit | None) -> None:
+        """The Service's EndpointSlice as the unit's process stands now (written when that changes)."""
+        ready = unit is not None and self.up(unit)
+        port = {"port": unit.port if unit else 1, "protocol": "TCP"}
+        name = (svc.spec.ports or [None])[0].name if svc is not None and svc.spec else None
+        if name:
+            port["name"] = name
+        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": f"{service}-standin", "namespace": namespace,
+                             "labels": {"kubernetes.io/service-name": service,
+                                        "endpointslice.kubernetes.io/managed-by": self.MANAGED_BY}},
+                "addressType": "FQDN", "ports": [port],
+                "endpoints": [{"addresses": ["127.0.0.1"],
+                               "conditions": {"ready": ready, "serving": ready, "terminating": False}}]}
+        text = json.dumps(body, sort_keys=True)
+        if self.slices.get((namespace, service)) == text:
+            return
+        try:
+            self.discovery.replace_namespaced_endpoint_slice(f"{service}-standin", namespace, body)
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+            self.discovery.create_namespaced_endpoint_slice(namespace, body)
+        self.slices[(namespace, service)] = text
+
+    def stop(self, *args: Any) -> None:
+        """The processes stop: every endpoint is not ready any more."""
+        for namespace, service in list(self.slices):
+            try:
+                self.endpoint_slice(namespace, service, None, None)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        super().stop(*args)
+
+
+def _path_matches(match: dict[str, Any], path: str) -> tuple[bool, int, int]:
+    """(matches, exact, length) of a match's path (default PathPrefix /)."""
+    spec = match.get("path") or {}
+    kind, value = spec.get("type", "PathPrefix"), spec.get("value", "/")
+    if kind == "Exact":
+        return path == value, 1, len(value)
+    prefix = value.rstrip("/")
+    return path == value or not prefix or path == prefix or path.startswith(prefix + "/"), 0, len(value)
+
+
+def route_for(table: list[dict[str, Any]], path: str, headers: dict[str, str], method: str = "POST",
+              query: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The rule of `table` (as the Gateway stand-in publishes it) a request reaches, by Gateway API's precedence:
+    an Exact path, the longest path, a method match, the most header matches, the most query matches, then the
+    first rule. Headers and query parameters match exactly (header names case-insensitively)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    best: tuple[tuple[int, ...], int] | None = None
+    for index, rule in enumerate(table):
+        for match in rule["matches"]:
+            ok, exact, length = _path_matches(match, path)
+            ok = ok and all(lowered.get(h["name"].lower()) == h["value"] for h in match.get("headers") or [])
+            ok = ok and all((query or {}).get(q["name"]) == q["value"] for q in match.get("queryParams") or [])
+            ok = ok and match.get("method") in (None, method)
+            if not ok:
+                continue
+            score = (exact, length, int("method" in match), len(match.get("headers") or []),
+                     len(match.get("queryParams") or []))
+            if best is None or score > best[0]:
+                best = (score, index)
+    return table[best[1]] if best is not None else None
 
 
 STAND_INS = {"kserve": KServe, "seldon": SeldonV1, "seldonV2": SeldonV2, "gatewayAPI": Gateway}

@@ -58,6 +58,8 @@ class Scenario:
         self.backend = standin.backend
         self.load: LoadGenerator | None = None
         self.services: dict[str, str] = {}
+        self.pins: list[dict[str, Any]] = []
+        """Gateway API: the user's own rules that pin requests to a version, before the model's rule."""
 
     def version(self, version: str, **behaviour: Any) -> None:
         uri = f"s3://models/{self.name}/{self.ns}/{version}"
@@ -78,12 +80,15 @@ class Scenario:
     def serving(self, version: str) -> dict[str, Any]:
         if self.backend != "gatewayAPI":
             return {"backend": self.backend}
-        # The user's own route: a rule for the model and one the operator must leave alone.
+        # The user's own route: a rule for the model and one the operator must leave alone (and its Service).
+        self.cp.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "docs", "namespace": self.ns},
+                       "spec": {"ports": [{"port": 80, "targetPort": 8080}]}})
         self.cp.apply({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             # Handed to the ModelDeployment of the same name: the operator drives no route that does not name it.
             "metadata": {"name": self.name, "namespace": self.ns, "annotations": {"modelops.io/deployment": self.name}},
             "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
+                *self.pins,
                 {"backendRefs": [{"name": self.services[version], "port": 80, "weight": 100}]},
                 {"matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
                  "backendRefs": [{"name": "docs", "port": 80}]},

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from playground.controlplane import ADMIN_USER as ADMIN
+from playground.loadgen import LoadGenerator
 from .scenario import Scenario, fast_spec
 
 BACKENDS = ["kserve", "seldon", "seldonV2", "gatewayAPI"]
@@ -87,3 +91,75 @@ def test_operator_restart_mid_rollout(scenario, prometheus, operator):
     scenario.wait(stable_on("1.1.0"), 60, "promoted after the restart")
     steps = [h["reason"] for h in scenario.status()["history"] if h["action"] == "StepAdvanced"]
     assert steps == ["step 1/3 at 20%", "step 2/3 at 40%", "step 3/3 at 60%"]
+
+
+# --- Gateway API only -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def gateway(control_plane, namespace, stand_ins, operator):
+    s = Scenario(control_plane, namespace, stand_ins("gatewayAPI"))
+    yield s
+    s.stop_load()
+
+
+def route_conditions(scenario) -> dict[str, str]:
+    parents = (scenario.get("httproute").get("status") or {}).get("parents") or []
+    return {c["type"]: c["status"] for p in parents for c in p.get("conditions", [])}
+
+
+def test_gateway_header_pin_stays_on_its_version_through_a_rollout_and_its_promotion(gateway, prometheus):
+    """Testers (`x-cohort: testers`) are pinned to 1.0.0's Service by a rule of the user's: the rollout to 1.1.0
+    and its promotion drive the model's default rule only, and the data plane keeps sending testers to 1.0.0."""
+    gateway.version("1.0.0", **GOOD)
+    gateway.version("1.1.0", **GOOD)
+    pin = {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                        "headers": [{"type": "Exact", "name": "x-cohort", "value": "testers"}]}],
+           "backendRefs": [{"group": "", "kind": "Service", "name": gateway.services["1.0.0"], "port": 80}]}
+    gateway.pins = [pin]
+    gateway.serve("1.0.0", fast_spec(prometheus.url, "gatewayAPI"), prometheus)
+    written = gateway.get("httproute")["spec"]["rules"][0]
+    assert written["backendRefs"] == [{**pin["backendRefs"][0], "weight": 1}]  # the API server's defaults
+    gateway.patch({"version": "1.1.0"})
+    status = gateway.wait(lambda st: st.get("canaryWeight", 0) > 0, 30, "1.1.0 taking traffic")
+    assert status["canaryVersion"] == "1.1.0"
+    assert gateway.get("httproute")["spec"]["rules"][0] == written
+    gateway.wait(stable_on("1.1.0"), 60, "1.1.0 promoted")
+    rules = gateway.get("httproute")["spec"]["rules"]
+    assert rules[0] == written  # untouched: its match, its one ref, its weight
+    assert [r["name"] for r in rules[1]["backendRefs"]] == ["fraud-v1-1-0"]
+    assert rules[2]["backendRefs"] == [{"group": "", "kind": "Service", "name": "docs", "port": 80, "weight": 1}]
+    # the data plane, asked: testers still reach 1.0.0, everyone else 1.1.0
+    deadline = time.monotonic() + 10
+    while [t["version"] for t in gateway.standin.route(gateway.ns, gateway.name)] != ["1.1.0"]:
+        assert time.monotonic() < deadline, gateway.standin.route(gateway.ns, gateway.name)
+        time.sleep(0.1)
+    testers = gateway.standin.route(gateway.ns, gateway.name, "/", {"X-Cohort": "testers"})
+    assert [(t["version"], t["percent"]) for t in testers] == [("1.0.0", 100)]
+    code, body = LoadGenerator.post(testers[0]["url"], b'{"instances": [[1, 2, 3, 4]]}')
+    assert code == 200 and json.loads(body)["version"] == "1.0.0"
+    assert all(p["version"] == "1.1.0" for p in gateway.standin.route(gateway.ns, gateway.name, "/", {"x-cohort": "x"}))
+
+
+def test_gateway_candidate_whose_pods_never_become_ready_gets_no_traffic_and_is_rolled_back(gateway, prometheus):
+    """The route is Accepted with every ref resolved, but 1.1.0's Service never has a ready endpoint: no traffic,
+    and rolled back after strategy.readyTimeout."""
+    gateway.version("1.0.0", **GOOD)
+    gateway.version("1.1.0", never_ready=True, **GOOD)
+    gateway.serve("1.0.0", fast_spec(prometheus.url, "gatewayAPI", strategy={"readyTimeout": "6s"}), prometheus)
+    gateway.patch({"version": "1.1.0"})
+    gateway.wait(lambda st: "waiting for 1.1.0 to become ready" in (st.get("message") or ""), 15, "waiting for 1.1.0")
+    deadline = time.monotonic() + 15
+    while not (route_conditions(gateway) == {"Accepted": "True", "ResolvedRefs": "True"}
+               and "fraud-v1-1-0" in json.dumps(gateway.get("httproute")["spec"]["rules"][0])):
+        assert time.monotonic() < deadline, f"the route is not Accepted with 1.1.0's ref resolved: {route_conditions(gateway)}"
+        time.sleep(0.1)
+    slices = json.loads(gateway.cp.kubectl("get", "endpointslices", "-n", gateway.ns, "-l",
+                                           "kubernetes.io/service-name=fraud-v1-1-0", "-o", "json").stdout)["items"]
+    assert slices and all(e["conditions"]["ready"] is False for s in slices for e in s["endpoints"])
+    status = gateway.wait(lambda st: st.get("phase") == "RolledBack", 30, "rolled back after readyTimeout")
+    assert status["stableVersion"] == "1.0.0" and "readyTimeout" in status["history"][-1]["reason"]
+    assert route_conditions(gateway) == {"Accepted": "True", "ResolvedRefs": "True"}
+    assert all(candidate_share(split) == 0 for _, split in gateway.load.splits_seen)
+    assert not [unit for unit, _ in gateway.load.results if is_candidate(unit)]
+    refs = gateway.get("httproute")["spec"]["rules"][0]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("fraud-v1-0-0", 100)]

@@ -21,6 +21,7 @@ EVERYWHERE = {
     "models.mlops.seldon.io": {"get", "list", "create", "patch", "delete"},
     "experiments.mlops.seldon.io": {"get", "create", "patch", "delete"},
     "httproutes.gateway.networking.k8s.io": {"get", "patch"},
+    "endpointslices.discovery.k8s.io": {"list"},
     "events": {"create", "patch"},
     "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
     "namespaces": {"list", "watch"},

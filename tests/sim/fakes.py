@@ -28,7 +28,8 @@ What is faked, and why:
   Calls made by the world (a user's kubectl, a GitOps tool's apply, a serving controller) go
   through `world_*` methods that no fault reaches.
 - KServeController / GatewayController: what KServe's serverless controller (with Knative's
-  routing) and a Gateway API implementation write to status, small and named as stand-ins,
+  routing) and a Gateway API implementation write to status (and the Services' EndpointSlices
+  the Gateway reads readiness from), small and named as stand-ins,
   plus `live_weights`: the traffic each version really receives from the backend object.
 - FakeProvider and `provider_factory`: the Prometheus provider, answering each PromQL text by
   the version label rendered into it, with the values and the ProviderErrors the real
@@ -372,7 +373,7 @@ class FakeKube:
         self.status_writes: dict[Key, int] = {}
         """resourceVersion of the last status write on each object."""
         self.now: Callable[[], datetime] = lambda: datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self.untracked: set[str] = {"modeldeployments", "modelversions"}
+        self.untracked: set[str] = {"modeldeployments", "modelversions", "endpointslices"}
         """Plurals whose field ownership is not kept (the apply calls are for backend objects)."""
 
     # --- plumbing ------------------------------------------------------------------------
@@ -667,9 +668,17 @@ def merge_replace(old: Any, new: dict[str, Any]) -> dict[str, Any]:
 
 
 class GatewayController:
-    """Stand-in for a Gateway API implementation: for each HTTPRoute it reports one parent with
-    Accepted=True and ResolvedRefs (True when `ready`: the Services behind its refs answer), both
-    for the route's current generation. Traffic follows backendRefs weights as written."""
+    """Stand-in for a Gateway API implementation and the EndpointSlice controller: for each HTTPRoute it
+    reports one parent with Accepted=True and ResolvedRefs (True when `ready`: the Services behind its refs
+    answer), both for the route's current generation, and on a `ready` settle gives every Service the route
+    refers to an EndpointSlice (discovery.k8s.io/v1, labelled kubernetes.io/service-name) with one endpoint,
+    ready unless the Service is in `unready` (its pods never become ready). Traffic follows backendRefs weights
+    as written."""
+
+    SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+
+    def __init__(self, unready: set[str] | None = None) -> None:
+        self.unready: set[str] = set(unready or ())
 
     def settle(self, kube: FakeKube, resource: Resource, namespace: str, name: str, ready: bool = True) -> None:
         route = kube.peek(resource, namespace, name)
@@ -684,12 +693,35 @@ class GatewayController:
         status = {"parents": [{"parentRef": {"name": "gateway"}, "controllerName": "sim.example/gateway",
                                "conditions": [condition("Accepted", True), condition("ResolvedRefs", ready)]}]}
         kube.world_patch(resource, namespace, name, {"status": merge_replace(route.get("status"), status)}, status=True)
+        if ready:
+            for service in sorted({ref["name"] for rule in dig(route, "spec", "rules") or []
+                                   for ref in (rule or {}).get("backendRefs") or []}):
+                self.endpoints(kube, namespace, service, service not in self.unready)
+
+    def endpoints(self, kube: FakeKube, namespace: str, service: str, ready: bool) -> None:
+        """The Service's EndpointSlice, one endpoint ready or not (created on first use)."""
+        endpoints = [{"addresses": ["10.0.0.1"], "conditions": {"ready": ready, "serving": ready, "terminating": False}}]
+        if kube.view(self.SLICES, namespace, f"{service}-sim") is None:
+            kube.world_put(self.SLICES, namespace, {
+                "metadata": {"name": f"{service}-sim", "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": endpoints, "ports": [{"port": 8080, "protocol": "TCP"}]},
+                manager="endpointslice-controller")
+        else:
+            kube.world_patch(self.SLICES, namespace, f"{service}-sim", {"endpoints": endpoints},
+                             manager="endpointslice-controller")
 
     @staticmethod
-    def live_services(kube: FakeKube, resource: Resource, namespace: str, name: str) -> dict[str, int]:
+    def plain_rules(route: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The rules a request selected by its path alone reaches: those with no match on headers, query
+        parameters or method (a user's pin, e.g. `x-cohort: testers`, takes only the requests it selects)."""
+        return [rule for rule in dig(route, "spec", "rules") or []
+                if not any(m.get(k) for m in (rule or {}).get("matches") or [] for k in ("headers", "queryParams", "method"))]
+
+    @classmethod
+    def live_services(cls, kube: FakeKube, resource: Resource, namespace: str, name: str) -> dict[str, int]:
         route = kube.view(resource, namespace, name)
         out: dict[str, int] = {}
-        for rule in dig(route, "spec", "rules") or []:
+        for rule in cls.plain_rules(route):
             for ref in (rule or {}).get("backendRefs") or []:
                 out[ref["name"]] = out.get(ref["name"], 0) + int(ref.get("weight", 1))
         return out

@@ -24,8 +24,9 @@ with the schedule's trace, so a failing Hypothesis example reads as a story.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
   the backend object.
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; the HTTPRoute's refs
-  to the deployment's Services have integer weights in 0..100 summing to 100, and its other rule
-  stays as the user wrote it.
+  to the deployment's Services in its rules without header, query or method matches (a pin's
+  are the user's) have integer weights in 0..100 summing to 100, and its other rule stays as
+  the user wrote it.
 - GitOps (checked by World.git_apply): a re-apply of the backend object's Git manifest by the
   GitOps tool's own field manager, unforced, never changes what decides traffic nor live traffic;
   sent without the operator's fields (Argo CD's managedFieldsManagers) it is accepted, sent with
@@ -220,7 +221,7 @@ class Checker:
             self.check(world, percent is None or (type(percent) is int and 0 <= percent <= 100), "W",
                        f"canaryTrafficPercent is {percent!r}")
             return
-        ours = [r for rule in backend["spec"]["rules"] for r in rule.get("backendRefs") or []
+        ours = [r for rule in world.controller.plain_rules(backend) for r in rule.get("backendRefs") or []
                 if r.get("name") in world.services]
         weights = [r.get("weight", 1) for r in ours]
         self.check(world, all(type(w) is int and 0 <= w <= 100 for w in weights) and (not ours or sum(weights) == 100),

@@ -309,6 +309,43 @@ def test_crash_at_every_call_of_a_rollback_round_then_restart_completes_it(world
             assert w.live() == {"1.0.0": 100}, (index, when)
 
 
+def test_gateway_candidate_without_ready_endpoints_gets_no_traffic_and_is_rolled_back_after_ready_timeout(worlds):
+    """The route is Accepted with its refs resolved, but no pod behind the candidate's Service ever becomes ready."""
+    w = new_world(worlds, "gatewayAPI", ready_timeout="1m")
+    w.controller.unready.add("fraud-v1-1-0")
+    w.set_version("1.1.0")
+    for _ in range(5):
+        w.tick(10)
+        assert w.live() == {"1.0.0": 100} and w.status().canary_weight == 0
+        assert "waiting for 1.1.0 to become ready" in (w.status().message or "")
+    conditions = w.backend()["status"]["parents"][0]["conditions"]
+    assert all(c["status"] == "True" for c in conditions)  # Accepted, ResolvedRefs: not what readiness stops at
+    for _ in range(3):
+        w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and "readyTimeout" in s.history[-1].reason
+    assert w.live() == {"1.0.0": 100}
+
+
+def test_gateway_header_pin_stays_on_its_version_through_a_rollout_and_a_promotion(worlds):
+    w = new_world(worlds, "gatewayAPI")
+    pin = {"matches": [{"path": {"type": "PathPrefix", "value": "/fraud"},
+                        "headers": [{"name": "x-cohort", "value": "testers"}]}],
+           "backendRefs": [{"name": "fraud-v1-0-0", "port": 8080}]}
+    rules = w.traffic_fields() + [pin]
+    w.kube.world_patch(w.backend_resource, "ml", "fraud", {"spec": {"rules": rules}})
+    start(w)
+    assert w.traffic_fields()[2] == pin
+    for _ in range(20):
+        w.tick(10)
+        assert w.traffic_fields()[2] == pin
+        if w.status().phase is Phase.Stable:
+            break
+    assert w.status().stable_version == "1.1.0"
+    assert [(r["name"], r["weight"]) for r in w.traffic_fields()[0]["backendRefs"]] == [("fraud-v1-1-0", 100)]
+    assert w.traffic_fields()[2] == pin
+
+
 # --- operator bugs found by this tier: xfail(strict=True) ones fail today; the others are fixed ---
 
 def test_kserve_rollback_after_a_100_percent_step_without_stable_modelversion_restores_stable(worlds):

@@ -14,7 +14,7 @@ from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
 from modelops.routers.base import (APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMisconfigured, BackendNotOwned, Target, VersionUnavailable,
                                    weight_drift)
-from modelops.routers.gateway_api import HTTP_ROUTE, GatewayAPIRouter
+from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, GatewayAPIRouter
 from modelops.routers.kserve import INFERENCE_SERVICE, REVISION_VERSIONS, KServeRouter
 from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
@@ -259,6 +259,31 @@ def test_gateway_needs_no_modelversions():
     run(GatewayAPIRouter(kube), GATEWAY, CANARY, {})
     refs = kube.objects[("httproutes", "churn")]["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [("churn-v1", 80), ("churn-v2", 20)]
+
+
+def test_gateway_readiness_lists_the_endpoint_slices_of_each_service_of_the_models_rules_once():
+    route = http_route([{"name": "churn-v1", "port": 8080, "weight": 80}, {"name": "churn-v2", "port": 8080, "weight": 20}])
+    pin = {"matches": [{"headers": [{"name": "x-cohort", "value": "testers"}]}], "backendRefs": [{"name": "churn-v1"}]}
+    route["spec"]["rules"] = [pin, *route["spec"]["rules"], copy.deepcopy(route["spec"]["rules"][0])]
+    route["status"] = {"parents": [{"conditions": [{"type": t, "status": "True", "observedGeneration": 1}
+                                                   for t in ("Accepted", "ResolvedRefs")]}]}
+    kube = FakeKube((HTTP_ROUTE, route))
+    kube.put(ENDPOINT_SLICES, {"metadata": {"name": "churn-v1-x", "labels": {"kubernetes.io/service-name": "churn-v1"}},
+                               "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]})
+    kube.put(ENDPOINT_SLICES, {"metadata": {"name": "churn-v2-x", "labels": {"kubernetes.io/service-name": "churn-v2"}},
+                               "endpoints": [{"addresses": ["10.0.0.2"], "conditions": {"ready": False}}]})
+    listed = []
+    plain_list = kube.list
+
+    async def counting_list(resource, namespace, label_selector):
+        listed.append((resource.plural, namespace, label_selector))
+        return await plain_list(resource, namespace, label_selector)
+
+    kube.list = counting_list
+    state = asyncio.run(GatewayAPIRouter(kube).observe(GATEWAY, VERSIONS, CANARY))
+    assert state.ready_versions == {"1.0.0"}  # 1.1.0's Service has an endpoint, not a ready one
+    assert listed == [("endpointslices", "ml", "kubernetes.io/service-name=churn-v1"),
+                      ("endpointslices", "ml", "kubernetes.io/service-name=churn-v2")]
 
 
 # 3. A new artifact does not inherit the old one's runtime or server.

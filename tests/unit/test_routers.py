@@ -97,15 +97,102 @@ def test_gateway_route_without_our_services_is_misconfigured():
         gateway_api.config_for(route([OTHER_RULE]), TrafficIntent("1.0.0"), SERVICES, 80)
 
 
+def parents(generation):
+    return [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": generation},
+                            {"type": "ResolvedRefs", "status": "True", "observedGeneration": generation}]}]
+
+
+def endpoint_slice(service, *ready):
+    """An EndpointSlice of `service` with one endpoint per entry of `ready` (None: no ready field at all)."""
+    return {"metadata": {"name": f"{service}-abcde", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"port": 8080}],
+            "endpoints": [{"addresses": [f"10.0.0.{i + 1}"], **({} if r is None else {"conditions": {"ready": r}})}
+                          for i, r in enumerate(ready)]}
+
+
+SERVING = {"emb-v1": [endpoint_slice("emb-v1", True)], "emb-v2": [endpoint_slice("emb-v2", True)]}
+
+
 def test_gateway_readiness_follows_the_implementation_for_this_generation():
     refs = [{"backendRefs": [{"name": "emb-v1", "weight": 90}, {"name": "emb-v2", "weight": 10}]}]
+    assert gateway_api.observe(route(refs, parents(3)), SERVICES, SERVING).ready_versions == {"1.0.0", "1.1.0"}
+    assert gateway_api.observe(route(refs, parents(2)), SERVICES, SERVING).ready_versions == frozenset()
 
-    def parents(generation):
-        return [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": generation},
-                                {"type": "ResolvedRefs", "status": "True", "observedGeneration": generation}]}]
 
-    assert gateway_api.observe(route(refs, parents(3)), SERVICES).ready_versions == {"1.0.0", "1.1.0"}
-    assert gateway_api.observe(route(refs, parents(2)), SERVICES).ready_versions == frozenset()
+def test_gateway_version_is_ready_only_with_a_ready_endpoint_behind_its_service():
+    refs = [{"backendRefs": [{"name": "emb-v1", "weight": 100}, {"name": "emb-v2", "weight": 0}]}]
+    live = route(refs, parents(3))  # Accepted and ResolvedRefs for this generation: both Services exist
+
+    def ready(v2_slices):
+        return gateway_api.observe(live, SERVICES, {"emb-v1": SERVING["emb-v1"], "emb-v2": v2_slices}).ready_versions
+
+    assert ready([]) == {"1.0.0"}  # no EndpointSlice: no pod behind the Service
+    assert ready([endpoint_slice("emb-v2")]) == {"1.0.0"}  # a slice without endpoints
+    assert ready([endpoint_slice("emb-v2", False, False)]) == {"1.0.0"}  # pods there, none ready
+    assert ready([endpoint_slice("emb-v2", False), endpoint_slice("emb-v2", True)]) == {"1.0.0", "1.1.0"}
+    assert ready([endpoint_slice("emb-v2", None)]) == {"1.0.0", "1.1.0"}  # nil ready is "true" (discovery/v1)
+    assert ready([endpoint_slice("emb-v1", True)]) == {"1.0.0"}  # another Service's slice says nothing of emb-v2
+    # a ready endpoint does not make a route that is not resolved for its generation ready
+    assert gateway_api.observe(route(refs, parents(2)), SERVICES, SERVING).ready_versions == frozenset()
+
+
+TESTERS = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [{"name": "x-cohort", "value": "testers"}]}],
+           "backendRefs": [{"name": "emb-v1", "port": 8080}]}
+DEFAULT = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+           "backendRefs": [{"name": "emb-v1", "port": 8080, "weight": 100}]}
+
+
+def test_gateway_pinned_rule_is_left_alone_through_a_rollout_and_a_promotion():
+    live = route([TESTERS, DEFAULT, OTHER_RULE], parents(3))
+    for intent in (TrafficIntent("1.0.0", "1.1.0", 10), TrafficIntent("1.0.0", "1.1.0", 50), TrafficIntent("1.1.0")):
+        rules = gateway_api.config_for(live, intent, SERVICES, 8080)["spec"]["rules"]
+        assert rules[0] == TESTERS and rules[2] == OTHER_RULE  # refs and weights as the user wrote them
+        live = route(rules, parents(3))
+    assert live["spec"]["rules"][1]["backendRefs"] == [{"name": "emb-v2", "port": 8080, "weight": 100}]
+    # the pin is not the model's: neither its readiness nor its weight counts
+    live["metadata"]["annotations"] = {APPLIED_WEIGHTS: '{"emb-v2":100}'}
+    state = gateway_api.observe(live, SERVICES, SERVING)
+    assert state.ready_versions == {"1.1.0"} and state.units == {"1.1.0": "emb-v2"} and state.drift == ()
+    assert gateway_api.served_services(live, {"emb-v1", "emb-v2"}) == {"emb-v2"}
+
+
+def test_gateway_pins_by_query_parameter_or_method_are_left_alone_and_no_matches_is_the_default():
+    by_query = {"matches": [{"queryParams": [{"name": "cohort", "value": "a"}]}], "backendRefs": [{"name": "emb-v2"}]}
+    by_method = {"matches": [{"method": "PUT"}], "backendRefs": [{"name": "emb-v1", "weight": 3}]}
+    default = {"backendRefs": [{"name": "emb-v1", "weight": 100}]}
+    live = route([by_query, by_method, default])
+    assert gateway_api.model_rules(live, {"emb-v1", "emb-v2"}) == [2]
+    rules = gateway_api.config_for(live, TrafficIntent("1.0.0", "1.1.0", 20), SERVICES, 80)["spec"]["rules"]
+    assert rules[:2] == [by_query, by_method]
+    assert rules[2]["backendRefs"] == [{"name": "emb-v1", "weight": 80}, {"name": "emb-v2", "port": 80, "weight": 20}]
+
+
+def test_gateway_every_path_only_rule_of_the_model_carries_the_split():
+    api = {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "backendRefs": [{"name": "emb-v1"}]}
+    rules = gateway_api.config_for(route([DEFAULT, api]), TrafficIntent("1.0.0", "1.1.0", 30), SERVICES, 80)["spec"]["rules"]
+    assert [[(r["name"], r["weight"]) for r in rule["backendRefs"]] for rule in rules] == \
+        [[("emb-v1", 70), ("emb-v2", 30)]] * 2
+
+
+@pytest.mark.parametrize("rule, words", [
+    ({"name": "testers", "matches": [{"headers": [{"name": "x-cohort", "value": "testers"}]}],
+      "backendRefs": [{"name": "emb-v1", "weight": 50}, {"name": "emb-v2", "weight": 50}]},
+     r"HTTPRoute embedder rule 0 \(testers\) selects by headers/queryParams/method and routes to several"),
+    ({"matches": [{"path": {"value": "/"}}, {"headers": [{"name": "x-cohort", "value": "testers"}]}],
+      "backendRefs": [{"name": "emb-v2"}]},
+     r"HTTPRoute embedder rule 0 routes to \['emb-v2'\] with matches that select by path alone and others"),
+])
+def test_gateway_ambiguous_rule_is_refused_naming_it(rule, words):
+    live = route([rule, DEFAULT], parents(3))
+    with pytest.raises(BackendMisconfigured, match=words):
+        gateway_api.config_for(live, TrafficIntent("1.0.0", "1.1.0", 10), SERVICES, 80)
+    with pytest.raises(BackendMisconfigured, match=words):
+        gateway_api.observe(live, SERVICES, SERVING)
+
+
+def test_gateway_route_with_pins_only_is_misconfigured():
+    with pytest.raises(BackendMisconfigured, match="no rule routing .* by path alone"):
+        gateway_api.config_for(route([TESTERS, OTHER_RULE]), TrafficIntent("1.0.0"), SERVICES, 80)
 
 
 def test_seldon_readiness_matches_a_predictors_own_deployments_only():

@@ -1,22 +1,47 @@
 """Gateway API HTTPRoute: each version is a Service, the weights are `backendRefs[].weight`.
 
-Only rules that already route to one of the ModelDeployment's Services are touched, and
-within them only those Services' refs; every other rule and backend stays as it is. The
-write is conditional on the route's resourceVersion, so a concurrent edit is never lost.
-Readiness is what the Gateway implementation reports: the route Accepted with its
-references resolved, for the generation that carries the version's ref.
+The model's rules. The operator drives only the rules that route the model's traffic as a
+split, and leaves every other rule as it is, refs and weights included. A rule's kind follows
+from its `matches` (each entry of a rule is an alternative; no `matches` is a match on `/`):
+
+- path-only: no `matches`, or every entry selects by `path` alone (no `headers`, `queryParams`
+  or `method`). Such a rule is the default route for its path. When it names at least one of
+  serving.gatewayAPI.services it is one of THE MODEL'S RULES: its refs to those Services are
+  replaced by the split (stable alone, or stable and candidate), its other refs are kept.
+- conditional: every entry selects by `headers`, `queryParams` or `method`. When it names
+  exactly one of those Services it is a user's PIN (e.g. `x-cohort: testers` to 1.0.0's
+  Service): never written, and not read for readiness, units or drift either.
+- Refused (BackendMisconfigured naming the rule by index and `name`, nothing written): a
+  conditional rule that names several of those Services (a split of its own, or one the
+  operator cannot tell from the model's), a rule mixing path-only and conditional entries
+  that names any of them, and a route where no path-only rule names any of them.
+
+Every rule without a ref to those Services (another model, a redirect) is left alone, and a
+rule without backendRefs routes nowhere. The write is conditional on the route's
+resourceVersion, so a concurrent edit is never lost.
+
+Readiness. A version is ready when (1) it has a ref in the model's rules, (2) the Gateway
+implementation reports the route Accepted with its references resolved (ResolvedRefs) by
+every parent, for the generation that carries that ref, and (3) its Service has at least
+one ready endpoint: an endpoint of a discovery.k8s.io/v1 EndpointSlice labelled
+`kubernetes.io/service-name=<Service>` in the route's namespace whose `conditions.ready` is
+true or absent (the API documents a nil `ready` as "true"). Accepted and ResolvedRefs say
+that the route and its Services exist, not that anything answers behind them: a Service
+whose pods never become ready stays unready, gets no traffic, and is rolled back after
+strategy.readyTimeout. EndpointSlices are read with one list per Service (label selector)
+of the model's rules per round (RBAC: `list` on endpointslices).
 
 Versions map to Services through serving.gatewayAPI.services alone, so ModelVersions
 that are gone do not matter here. The HTTPRoute is the user's: the operator never
 creates it. A missing route is nothing served (observe) and misconfigured (apply), except
 when finalizing, where a route that is gone, or no longer routes to any of those
-Services, is left as it is. A rule without backendRefs routes nowhere (it may redirect).
+Services, is left as it is.
 
 Field ownership (server-side apply, manager `modelops`; see `kube` and `base`). Gateway API's
 CRD declares `spec.rules` and each rule's `backendRefs` `x-kubernetes-list-type: atomic`: a
 weight cannot be owned alone, and whoever writes one (by apply or by merge patch alike) holds
 the whole rules list. The operator applies `spec.rules` whole, with every rule it does not
-route copied verbatim from the route it read, and `metadata.annotations`
+route (pins included) copied verbatim from the route it read, and `metadata.annotations`
 `modelops.io/applied-weights`; nothing else (the owner annotation and parentRefs stay the
 user's). The apply carries that read's resourceVersion as a precondition, so another
 writer's concurrent change of any rule is a 409 and is never lost: other rules keep their
@@ -40,8 +65,13 @@ from .base import (IDENTITY, OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured
                    merged, objects_at, weight_drift)
 
 HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label that ties an EndpointSlice to its Service (set by the EndpointSlice controller and other managers)."""
 # Gateway API standardises no metrics: checks are the user's own PromQL, {{revision}} being the Service.
 TEMPLATES: dict[CheckTemplate, TemplateQuery] = {}
+CONDITIONAL = ("headers", "queryParams", "method")
+"""What makes a match entry select requests by more than their path."""
 
 
 def _resolved(route: dict[str, Any]) -> bool:
@@ -63,21 +93,80 @@ def _refs(rule: dict[str, Any]) -> list[dict[str, Any]]:
     return objects_at(rule, "backendRefs")
 
 
+def _rule_words(route: dict[str, Any], index: int, rule: dict[str, Any]) -> str:
+    name = rule.get("name")
+    return f"HTTPRoute {dig(route, 'metadata', 'name')} rule {index}{f' ({name})' if name else ''}"
+
+
+def model_rules(route: dict[str, Any], services: set[str]) -> list[int]:
+    """Indexes of the model's rules among the route's (see the module's docstring); the pins are not among them.
+
+    BackendMisconfigured, naming the rule, for a rule that cannot be told a pin from the model's."""
+    out = []
+    for index, rule in enumerate(_rules(route)):
+        ours = {r.get("name") for r in _refs(rule)} & services
+        if not ours:
+            continue
+        conditional = [any(m.get(k) for k in CONDITIONAL) for m in objects_at(rule, "matches")]
+        if not any(conditional):
+            out.append(index)
+        elif not all(conditional):
+            raise BackendMisconfigured(
+                f"{_rule_words(route, index, rule)} routes to {sorted(ours)} with matches that select by path alone "
+                f"and others by {'/'.join(CONDITIONAL)}: split it into a rule for the model (path only) and a pin")
+        elif len(ours) > 1:
+            raise BackendMisconfigured(
+                f"{_rule_words(route, index, rule)} selects by {'/'.join(CONDITIONAL)} and routes to several of "
+                f"serving.gatewayAPI.services ({sorted(ours)}): a pin routes to one version's Service only; "
+                "the model's split is driven on its path-only rule(s)")
+    return out
+
+
+def served_services(route: dict[str, Any] | None, services: set[str]) -> set[str]:
+    """Which of `services` the model's rules route to (the ones whose EndpointSlices readiness reads)."""
+    if route is None:
+        return set()
+    rules = _rules(route)
+    return {r["name"] for i in model_rules(route, services) for r in _refs(rules[i]) if r.get("name") in services}
+
+
 def routes_to(route: dict[str, Any], services: set[str]) -> bool:
-    """Some rule of the route sends traffic to one of `services`."""
-    return any(r.get("name") in services for rule in _rules(route) for r in _refs(rule))
+    """Some path-only rule of the route sends traffic to one of `services` (never raises)."""
+    try:
+        return bool(model_rules(route, services))
+    except BackendMisconfigured:
+        return True  # ambiguous, but routing to them: config_for says what is wrong
 
 
-def observe(route: dict[str, Any] | None, services: dict[str, str]) -> BackendState:
+def has_ready_endpoint(service: str, slices: list[dict[str, Any]]) -> bool:
+    """An endpoint of one of `service`'s EndpointSlices is ready (`conditions.ready` true or absent: nil means true)."""
+    for item in slices:
+        if (dig(item, "metadata", "labels") or {}).get(SERVICE_NAME_LABEL) != service:
+            continue
+        for endpoint in objects_at(item, "endpoints"):
+            if (endpoint.get("conditions") or {}).get("ready") is not False:
+                return True
+    return False
+
+
+def observe(route: dict[str, Any] | None, services: dict[str, str],
+            slices: dict[str, list[dict[str, Any]]] | None = None) -> BackendState:
+    """What the route serves: `slices` maps each Service of the model's rules to its EndpointSlices."""
     if route is None:
         return BackendState()
-    refs = [r for rule in _rules(route) for r in _refs(rule)]
+    rules = _rules(route)
     by_service = {svc: version for version, svc in services.items()}
-    present = {by_service[r["name"]] for r in refs if r.get("name") in by_service}
-    live = {r["name"]: r.get("weight", 1) for r in refs if r.get("name") in by_service}
-    ready = present if _resolved(route) else set()
+    mine = [[r for r in _refs(rules[i]) if r.get("name") in by_service] for i in model_rules(route, set(by_service))]
+    present = {by_service[r["name"]] for refs in mine for r in refs}
+    resolved = _resolved(route)
+    ready = {v for v in present if resolved and has_ready_endpoint(services[v], (slices or {}).get(services[v], []))}
     units = {version: services[version] for version in present}
-    return BackendState(frozenset(ready), units, weight_drift(route, live, "HTTPRoute backendRef"))
+    drift: list[str] = []
+    for refs in mine:
+        for words in weight_drift(route, {r["name"]: r.get("weight", 1) for r in refs}, "HTTPRoute backendRef"):
+            if words not in drift:
+                drift.append(words)
+    return BackendState(frozenset(ready), units, tuple(drift))
 
 
 def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
@@ -86,15 +175,17 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
     wanted = {services[intent.stable]: 100 - intent.candidate_weight if intent.candidate else 100}
     if intent.candidate is not None:
         wanted[services[intent.candidate]] = intent.candidate_weight
-    if not routes_to(route, ours):
+    driven = set(model_rules(route, ours))
+    if not driven:
         raise BackendMisconfigured(f"HTTPRoute {dig(route, 'metadata', 'name')} has no rule routing to any of "
-                                   f"serving.gatewayAPI.services ({sorted(ours)})")
+                                   f"serving.gatewayAPI.services ({sorted(ours)}) by path alone (rules matching "
+                                   f"{'/'.join(CONDITIONAL)} are pins, left alone)")
     rules = []
-    for rule in _rules(route):
-        refs = _refs(rule)
-        if not any(r.get("name") in ours for r in refs):
+    for index, rule in enumerate(_rules(route)):
+        if index not in driven:
             rules.append(rule)
             continue
+        refs = _refs(rule)
         existing = {r["name"]: r for r in refs if r.get("name") in ours}
         others = [r for r in refs if r.get("name") not in ours]
         mine = [{**existing.get(svc, {"name": svc, "port": port}), "weight": w} for svc, w in wanted.items()]
@@ -111,6 +202,7 @@ class GatewayAPIRouter:
     templates = TEMPLATES
 
     def __init__(self, kube: Kube):
+        self.kube = kube
         self.objects = OwnedObjects(kube)
 
     @staticmethod
@@ -130,8 +222,12 @@ class GatewayAPIRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        route = await self.objects.get(HTTP_ROUTE, target, self._config(target).route)
-        return observe(route, self._config(target).services)
+        config = self._config(target)
+        route = await self.objects.get(HTTP_ROUTE, target, config.route)
+        slices = {}
+        for service in sorted(served_services(route, set(config.services.values()))):  # one list per Service
+            slices[service] = await self.kube.list(ENDPOINT_SLICES, target.namespace, f"{SERVICE_NAME_LABEL}={service}")
+        return observe(route, config.services, slices)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
