@@ -1,8 +1,19 @@
-"""Prints the fault simulation's figures at the end of the run (schedules, rounds, crashes, checks)."""
+"""The worlds fixture, and the fault simulation's figures printed at the end of the run (schedules, rounds, crashes, checks)."""
 
 from __future__ import annotations
 
-from .world import STATS
+import pytest
+
+from .world import STATS, World
+
+
+@pytest.fixture
+def worlds():
+    """Worlds a test makes (world.new_world); closed after it."""
+    made: list[World] = []
+    yield made
+    for w in made:
+        w.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

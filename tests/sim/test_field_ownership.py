@@ -16,7 +16,7 @@ from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, INFER
                                      VERSION_MODELS)
 
 from .fakes import FailOn, Fault, dig, owners_of
-from .world import GITOPS, NAME, NS, Config, World, uri_of
+from .world import GITOPS, NAME, NS, World, new_world, uri_of
 
 KSERVE_FIELDS = {
     ("metadata", "labels", "app.kubernetes.io/managed-by"),
@@ -30,23 +30,6 @@ KSERVE_FIELDS = {
 }
 """What the operator owns on an InferenceService it created, with no canary in flight."""
 PERCENT = ("spec", "predictor", "canaryTrafficPercent")
-
-
-@pytest.fixture
-def worlds():
-    made: list[World] = []
-    yield made
-    for w in made:
-        w.close()
-
-
-def new_world(worlds, backend: str = "kserve", **config) -> World:
-    w = World(Config(backend=backend, **config))
-    worlds.append(w)
-    w.round()
-    w.settle()
-    w.round()
-    return w
 
 
 def start(w: World, version: str = "1.1.0") -> None:

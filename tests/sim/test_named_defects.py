@@ -19,26 +19,9 @@ from modelops.reconcile import DEPLOYMENTS
 
 from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig
-from .world import Config, World, deployment_spec
+from .world import Config, World, deployment_spec, new_world
 
 BACKENDS = ["kserve", "gatewayAPI"]
-
-
-@pytest.fixture
-def worlds():
-    made: list[World] = []
-    yield made
-    for w in made:
-        w.close()
-
-
-def new_world(worlds, backend: str = "kserve", **config) -> World:
-    w = World(Config(backend=backend, **config))
-    worlds.append(w)
-    w.round()
-    w.settle()
-    w.round()
-    return w
 
 
 def start(w: World, version: str = "1.1.0", until_weight: int | None = None) -> None:

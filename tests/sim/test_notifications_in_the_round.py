@@ -9,24 +9,7 @@ from modelops.api.modeldeployment import Phase
 from modelops.reconcile import DEPLOYMENTS
 
 from .fakes import FailOn, Fault
-from .world import Config, World
-
-
-@pytest.fixture
-def worlds():
-    made: list[World] = []
-    yield made
-    for w in made:
-        w.close()
-
-
-def new_world(worlds, **config) -> World:
-    w = World(Config(**config))
-    worlds.append(w)
-    w.round()
-    w.settle()
-    w.round()
-    return w
+from .world import World, new_world
 
 
 class Recorder:

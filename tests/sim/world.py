@@ -465,3 +465,13 @@ def _drop(obj: dict[str, Any], path: tuple[str, ...]) -> None:
     for parent, key in zip(reversed(parents[:-1]), reversed(path[:-1])):
         if parent[key] == {}:
             parent.pop(key)
+
+
+def new_world(worlds: list[World], backend: str = "kserve", **config) -> World:
+    """A world with its first version deployed and settled; closed by the `worlds` fixture."""
+    w = World(Config(backend=backend, **config))
+    worlds.append(w)
+    w.round()
+    w.settle()
+    w.round()
+    return w
