@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
+
+from playground import upstream_crds as upstream
 
 # `HYPOTHESIS_PROFILE=thorough make unit` searches much harder than the default run.
 settings.register_profile("default", max_examples=300)
@@ -105,3 +107,12 @@ INVALID_CASES = [
 @pytest.fixture
 def deployment_manifest():
     return model_deployment_manifest()
+
+
+def upstream_crd_folder(names: list[str]) -> Path:
+    """The folder holding these upstream CRDs (found or fetched); the test fails with the one clear message if none."""
+    try:
+        return upstream.upstream_crds(names)
+    except upstream.UpstreamCRDsUnavailable as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: the message once, without a chained traceback

@@ -108,21 +108,21 @@ class NoDiffBase(kopf.DiffBaseStorage):
 @kopf.index(GROUP, VERSION, "clustermetricproviders")
 def metric_providers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterMetricProviderSpec | None]:
     """name -> its spec; None for an invalid one, which no analysis uses."""
-    try:
-        return {name: ClusterMetricProviderSpec.model_validate(dict(spec))}
-    except ValueError as e:
-        log.warning("ClusterMetricProvider %s is invalid and unused: %s", name, e)
-        return {name: None}
+    return {name: _valid_or_none(ClusterMetricProviderSpec, "ClusterMetricProvider", name, spec)}
 
 
 @kopf.index(GROUP, VERSION, "clusternotifiers")
 def cluster_notifiers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterNotifierSpec | None]:
     """name -> its spec; None for an invalid one, to which nothing is sent."""
+    return {name: _valid_or_none(ClusterNotifierSpec, "ClusterNotifier", name, spec)}
+
+
+def _valid_or_none(model: Any, kind: str, name: str, spec: kopf.Spec) -> Any:
     try:
-        return {name: ClusterNotifierSpec.model_validate(dict(spec))}
+        return model.model_validate(dict(spec))
     except ValueError as e:
-        log.warning("ClusterNotifier %s is invalid and unused: %s", name, e)
-        return {name: None}
+        log.warning("%s %s is invalid and unused: %s", kind, name, e)
+        return None
 
 
 @kopf.index("", "v1", "namespaces")

@@ -23,6 +23,8 @@ from playground.helm import helm_binaries
 from playground.prometheus import Prometheus
 from playground.serving import ServingStandIn
 
+from ..conftest import upstream_crd_folder
+
 UPSTREAM_CRD_FILES = [upstream.KSERVE, upstream.PROMETHEUS_OPERATOR]
 CHART = REPO / "charts" / "modelops"
 _numbers = itertools.count(1)
@@ -30,14 +32,7 @@ _numbers = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def deploy_plane(tmp_path_factory):
-    try:
-        folder = upstream.upstream_crds(UPSTREAM_CRD_FILES)
-    except upstream.UpstreamCRDsUnavailable as exc:
-        message = str(exc)
-    else:
-        message = None
-    if message:
-        pytest.fail(message, pytrace=False)
+    folder = upstream_crd_folder(UPSTREAM_CRD_FILES)
     plane = ControlPlane(tmp_path_factory.mktemp("deploy-plane"))
     try:
         plane.start()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from ..conftest import model_deployment_manifest
+from ..conftest import model_deployment_manifest, upstream_crd_folder
 from playground import upstream_crds as upstream
 from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
@@ -38,15 +37,6 @@ def control_plane(tmp_path_factory):
         yield plane
     finally:
         plane.stop()
-
-
-def upstream_crd_folder(names: list[str]) -> Path:
-    """The folder holding these upstream CRDs (found or fetched); the test fails with the one clear message if none."""
-    try:
-        return upstream.upstream_crds(names)
-    except upstream.UpstreamCRDsUnavailable as exc:
-        message = str(exc)
-    pytest.fail(message, pytrace=False)  # outside the except: the message once, without a chained traceback
 
 
 def wait_until_admission_policy_enforced(plane: ControlPlane, timeout: float = 30) -> None:

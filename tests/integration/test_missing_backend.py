@@ -8,7 +8,7 @@ from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
 from playground.serving import ServingStandIn
 from playground.upstream_crds import KSERVE
-from .conftest import upstream_crd_folder
+from ..conftest import upstream_crd_folder
 from .scenario import Scenario, fast_spec
 
 
