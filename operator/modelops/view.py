@@ -14,9 +14,10 @@ seconds (float) computed against `at`; a value that does not apply is null:
      "phase": "Stable"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null, "message": str|null,
      "versions": {"desired": str|null, "stable": str|null, "candidate": str|null,
                   "fallback": str|null, "failed": str|null, "retained": [str]},
-     "traffic": [{"version": str, "role": "stable"|"candidate", "weight": int}],   # weights sum to 100
-     "step": null | {"number": int (from 1), "of": int, "weight": int, "pause": str|null,
-                     "startedAt": time, "elapsedSeconds": float},
+     "traffic": [{"version": str, "role": "stable"|"candidate", "weight": int,     # weights sum to 100
+                  "mirror": int, "cohort": [{"name": str, "value": str}]}],  # the candidate's copies, its cohort
+     "step": null | {"number": int (from 1), "of": int|null, "kind": "weight"|"mirror"|"match", "what": str,
+                     "weight": int, "pause": str|null, "startedAt": time, "elapsedSeconds": float},
      "waiting": null | {"since": time, "elapsedSeconds": float},      # candidate not ready on the backend yet
      "analysis": {"lastAt": time|null, "lastOutcome": "Passed"|"Failed"|"Inconclusive"|null,
                   "nextInSeconds": float|null, "consecutiveFailures": int, "failureLimit": int|null,
@@ -43,8 +44,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, StrategyType
-from .rollout.engine import parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis
+from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
+from .rollout.engine import (parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis, sent_to_candidate,
+                             step_words, steps_of)
 
 KIND = "ModelDeploymentView"
 SCHEMA_VERSION = 1
@@ -145,22 +147,26 @@ def _traffic(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
     if status.stable_version is None:
         return []
     weight = status.canary_weight if status.canary_version is not None else 0
-    out = [{"version": status.stable_version, "role": "stable", "weight": 100 - weight}]
+    out = [{"version": status.stable_version, "role": "stable", "weight": 100 - weight, "mirror": 0, "cohort": []}]
     if status.canary_version is not None:
-        out.append({"version": status.canary_version, "role": "candidate", "weight": weight})
+        out.append({"version": status.canary_version, "role": "candidate", "weight": weight,
+                    "mirror": status.canary_mirror, "cohort": [h.to_wire() for h in status.canary_match]})
     return out
 
 
 def _step(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, now: datetime) -> dict[str, Any] | None:
     if status.canary_version is None or status.current_step is None or status.step_started_at is None:
         return None
-    index, weight, pause, of = status.current_step, status.canary_weight, None, None
+    index, pause, of, step = status.current_step, None, None, None
     if spec is not None:
-        hot_swap = spec.strategy.type is StrategyType.HotSwap
-        steps = [(100, None)] if hot_swap else [(s.weight, s.pause) for s in spec.strategy.steps]
+        steps = steps_of(spec)
         index = min(index, len(steps) - 1)
-        of, (weight, pause) = len(steps), steps[index]
-    return {"number": index + 1, "of": of, "weight": weight, "pause": pause, "startedAt": status.step_started_at,
+        of, step = len(steps), steps[index]
+        pause = step.pause if spec.strategy.type is StrategyType.Canary else None
+    # What the candidate is sent now, else (not ready yet) the step's: an override or an edit may differ from it.
+    shown = sent_to_candidate(status) or step or Step(weight=status.canary_weight or 100)
+    return {"number": index + 1, "of": of, "kind": shown.kind.value, "what": step_words(shown),
+            "weight": shown.weight or 0, "pause": pause, "startedAt": status.step_started_at,
             "elapsedSeconds": _since(status.step_started_at, now)}
 
 
@@ -244,6 +250,18 @@ def versions_line(v: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
+def candidate_route_lines(v: dict[str, Any]) -> list[str]:
+    """What reaches the candidate besides its weight: copies of stable's requests, a header cohort."""
+    lines = []
+    for t in v["traffic"]:
+        if t["mirror"]:
+            lines.append(f"{t['version']} gets copies of {t['mirror']}% of stable's requests (its answers discarded)")
+        if t["cohort"]:
+            cohort = ", ".join(f"{h['name']}: {h['value']}" for h in t["cohort"])
+            lines.append(f"{t['version']} serves the cohort {cohort}; everyone else stays on stable")
+    return lines
+
+
 def progress_lines(v: dict[str, Any]) -> list[str]:
     """'in step 2/3 (50%, pause 5s) for 41s, next analysis in 3s' and the analysis counters, while a
     candidate is in flight; the progress deadline when it has passed."""
@@ -255,7 +273,8 @@ def progress_lines(v: dict[str, Any]) -> list[str]:
     elif step is not None:
         of = f"/{step['of']}" if step["of"] else ""
         pause = f", pause {step['pause']}" if step["pause"] else ""
-        parts.append(f"in step {step['number']}{of} ({step['weight']}%{pause}) for {duration(step['elapsedSeconds'])}")
+        what = f"{step['weight']}%" if step["kind"] == "weight" else step["what"]
+        parts.append(f"in step {step['number']}{of} ({what}{pause}) for {duration(step['elapsedSeconds'])}")
     if v["pinnedWeight"] is not None:
         parts.append(f"weight pinned at {v['pinnedWeight']}%")
     elif v["paused"]:
@@ -320,7 +339,7 @@ def plain_lines(v: dict[str, Any], history: int = HISTORY_SHOWN) -> list[str]:
     lines.append(f"  {versions_line(v)}")
     lines += columns(([t["role"], t["version"], f"{bar(t['weight'])} {t['weight']:>3}%"] for t in v["traffic"]),
                      indent="  ")
-    lines += [f"  {line}" for line in progress_lines(v)]
+    lines += [f"  {line}" for line in candidate_route_lines(v) + progress_lines(v)]
     if v["checks"]:
         lines.append("")
         lines += columns([CHECK_HEADER] + [check_row(c) for c in v["checks"]], indent="  ")
@@ -397,6 +416,8 @@ def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | Non
             cells.append(f" {t['weight']:>3}%", style="bold")
             weights.add_row(Text(t["role"], style=style), Text(t["version"], style="bold"), cells)
         parts.append(weights)
+    for line in candidate_route_lines(v):
+        parts.append(Text(line, style=ROLE_STYLES["candidate"]))
     for line in progress_lines(v):
         parts.append(Text(line, style="bold yellow" if line.startswith("!") else ""))
     if v["checks"]:

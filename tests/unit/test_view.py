@@ -80,9 +80,10 @@ def test_mid_rollout_weights_step_time_and_next_analysis():
     assert v["phase"] == "Progressing"
     assert v["versions"] == {"desired": "1.1.0", "stable": "1.0.0", "candidate": "1.1.0", "fallback": None,
                              "failed": None, "retained": []}
-    assert v["traffic"] == [{"version": "1.0.0", "role": "stable", "weight": 50},
-                            {"version": "1.1.0", "role": "candidate", "weight": 50}]
-    assert v["step"] == {"number": 2, "of": 3, "weight": 50, "pause": "30s", "startedAt": r.status.step_started_at,
+    assert v["traffic"] == [{"version": "1.0.0", "role": "stable", "weight": 50, "mirror": 0, "cohort": []},
+                            {"version": "1.1.0", "role": "candidate", "weight": 50, "mirror": 0, "cohort": []}]
+    assert v["step"] == {"number": 2, "of": 3, "kind": "weight", "what": "at 50%", "weight": 50, "pause": "30s",
+                         "startedAt": r.status.step_started_at,
                          "elapsedSeconds": 13.0}
     assert v["analysis"]["nextInSeconds"] == 7.0 and v["analysis"]["lastOutcome"] == "Passed"
     assert (v["analysis"]["failureLimit"], v["analysis"]["noDataLimit"]) == (2, 3)
@@ -117,7 +118,7 @@ def test_rolled_back_shows_all_traffic_on_stable_and_the_failed_version():
     r.analyse(BAD_ACCURACY)
     v = view.view(r.obj(), r.now)
     assert v["phase"] == "RolledBack" and v["versions"]["failed"] == "1.1.0" and v["versions"]["candidate"] is None
-    assert v["traffic"] == [{"version": "1.0.0", "role": "stable", "weight": 100}]
+    assert v["traffic"] == [{"version": "1.0.0", "role": "stable", "weight": 100, "mirror": 0, "cohort": []}]
     assert v["step"] is None and v["analysis"]["nextInSeconds"] is None
     assert [p["type"] for p in v["problems"]] == ["Degraded"]  # the engine's own condition
     last = v["history"][-1]

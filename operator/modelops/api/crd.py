@@ -20,8 +20,11 @@ from .modeldeployment import (
     CHECK_SAMPLES_RULE,
     CHECK_SOURCE_RULE,
     GATEWAY_NEEDS_ROUTE_RULE,
+    HEADER_NAMES_ONCE_RULE,
     ONE_PROVIDER_RULE,
+    STEP_KIND_RULE,
     STEPS_INCREASING_RULE,
+    STEPS_SUPPORTED_RULE,
     TEMPLATES_SUPPORTED_RULE,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
@@ -192,12 +195,14 @@ def model_deployment_crd() -> dict[str, Any]:
     spec = _schema(ModelDeploymentSpec)
     _add_rule(spec, ["serving"], GATEWAY_NEEDS_ROUTE_RULE)
     _add_rule(spec, ["strategy", "steps"], STEPS_INCREASING_RULE)
+    _add_rule(spec, ["strategy", "steps", "[]"], STEP_KIND_RULE)
+    _add_rule(spec, ["strategy", "steps", "[]", "match", "headers"], HEADER_NAMES_ONCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SOURCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
     _add_rule(spec, ["analysis", "checks"], CHECK_NAMES_UNIQUE_RULE)
     _add_rule(spec, ["analysis"], ONE_PROVIDER_RULE)
-    spec.setdefault("x-kubernetes-validations", []).append(TEMPLATES_SUPPORTED_RULE)
+    spec.setdefault("x-kubernetes-validations", []).extend([TEMPLATES_SUPPORTED_RULE, STEPS_SUPPORTED_RULE])
     return _crd(
         "ModelDeployment",
         "modeldeployments",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated
 
@@ -69,11 +70,71 @@ GATEWAY_NEEDS_ROUTE_RULE = {
 }
 
 
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+"""An HTTP header name (RFC 9110 token), as Gateway API's HTTPHeaderName has it."""
+
+
+class HeaderMatch(ApiModel):
+    name: str = Field(pattern=HEADER_NAME_PATTERN, min_length=1, max_length=256)
+    """Header name, matched case-insensitively."""
+    value: Text(4096, min_length=1)
+    """Exact value the header must have."""
+
+
+class CohortMatch(ApiModel):
+    headers: list[HeaderMatch] = Field(min_length=1, max_length=16)
+    """A request goes to the candidate when it carries every one of these headers with its value."""
+
+    @model_validator(mode="after")
+    def _names_once(self) -> CohortMatch:
+        names = [h.name.lower() for h in self.headers]
+        if len(set(names)) != len(names):
+            raise ValueError("match.headers: each header is named once (names are case-insensitive)")
+        return self
+
+
+class StepKind(str, Enum):
+    """What a step sends to the candidate."""
+
+    weight = "weight"
+    """A share of everyone's requests."""
+    mirror = "mirror"
+    """Copies of a share of stable's requests; the candidate's answers are discarded."""
+    match = "match"
+    """The requests of a cohort that matches headers; everyone else stays on stable."""
+
+
 class Step(ApiModel):
-    weight: int = Field(ge=1, le=100)
+    weight: int | None = Field(default=None, ge=1, le=100)
     """Percent of traffic the candidate gets during this step."""
+    mirror: int | None = Field(default=None, ge=1, le=100)
+    """Percent of stable's requests copied to the candidate, whose answers nobody sees (a shadow step)."""
+    match: CohortMatch | None = None
+    """Requests matching these headers go to the candidate; everyone else stays on stable."""
     pause: Duration = "1m"
     """How long the step lasts at least; it ends once analysis has passed after that."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        if sum(x is not None for x in (self.weight, self.mirror, self.match)) != 1:
+            raise ValueError("a step has exactly one of weight, mirror or match")
+        return self
+
+    @property
+    def kind(self) -> StepKind:
+        if self.mirror is not None:
+            return StepKind.mirror
+        return StepKind.match if self.match is not None else StepKind.weight
+
+
+STEP_KIND_RULE = {
+    "rule": "(has(self.weight) ? 1 : 0) + (has(self.mirror) ? 1 : 0) + (has(self.match) ? 1 : 0) == 1",
+    "message": "a step has exactly one of weight, mirror or match",
+}
+HEADER_NAMES_ONCE_RULE = {
+    "rule": "self.all(a, self.exists_one(b, b.name.lowerAscii() == a.name.lowerAscii()))",
+    "message": "each header is named once (names are case-insensitive)",
+}
 
 
 class StrategyType(str, Enum):
@@ -91,8 +152,9 @@ def _default_steps() -> list[Step]:
 
 
 STEPS_INCREASING_RULE = {
-    "rule": "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
-    "message": "step weights must be strictly increasing",
+    "rule": "self.filter(s, has(s.weight)).map(s, s.weight).isSorted() && "
+            "self.filter(s, has(s.weight)).all(a, self.filter(s, has(s.weight)).exists_one(b, b.weight == a.weight))",
+    "message": "the weights of weighted steps must be strictly increasing",
 }
 
 
@@ -106,7 +168,8 @@ class Strategy(ApiModel):
         max_length=20,
         json_schema_extra={"default": [s.to_wire() for s in _default_steps()]},
     )
-    """Canary steps; weights strictly increasing, within 1..100. After the last step the candidate is promoted."""
+    """Canary steps, each a weight, a mirror or a match, in any order; the weights of weighted steps strictly
+    increasing, within 1..100. After the last step the candidate is promoted."""
     rollback: RollbackMode = RollbackMode.Immediate
     """Immediate: all traffic back to stable in one write. Progressive: back down the steps, still watched."""
     ready_timeout: Duration = "10m"
@@ -114,9 +177,9 @@ class Strategy(ApiModel):
 
     @model_validator(mode="after")
     def _steps_increase(self) -> Strategy:
-        weights = [s.weight for s in self.steps]
+        weights = [s.weight for s in self.steps if s.weight is not None]
         if any(b <= a for a, b in zip(weights, weights[1:])):
-            raise ValueError(f"strategy.steps: weights must be strictly increasing, got {weights}")
+            raise ValueError(f"strategy.steps: the weights of weighted steps must be strictly increasing, got {weights}")
         return self
 
 
@@ -132,6 +195,8 @@ class CheckTemplate(str, Enum):
     latencyP95 = "latencyP95"
     latencyP99 = "latencyP99"
     meanLatency = "meanLatency"
+    shadowAgreement = "shadowAgreement"
+    """Share of mirrored requests on which the candidate's prediction agrees with stable's (see SHADOW_AGREEMENT)."""
 
 
 CHECK_SOURCE_RULE = {
@@ -169,6 +234,9 @@ class Check(ApiModel):
     """What a missing value means: Hold (wait, fail after analysis.noDataLimit), Fail, or Pass."""
     min_samples: int = Field(default=0, ge=0)
     """Samples the candidate needs in the window before this check gives a verdict."""
+    step_kinds: list[StepKind] | None = Field(default=None, min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
+    """The kinds of step (weight, mirror, match) whose analyses this check takes part in; by default every kind,
+    except for the shadowAgreement template: mirror steps only, the only ones with mirrored requests to compare."""
 
     @model_validator(mode="after")
     def _source_and_limits(self) -> Check:
@@ -181,6 +249,11 @@ class Check(ApiModel):
                 f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
             )
         return self
+
+    def applies_to(self, kind: StepKind) -> bool:
+        if self.step_kinds is not None:
+            return kind in self.step_kinds
+        return kind is StepKind.mirror or self.template is not CheckTemplate.shadowAgreement
 
     @property
     def limits_missing(self) -> bool:
@@ -198,11 +271,13 @@ CHECK_NAMES_UNIQUE_RULE = {
 
 
 # The built-in checks each backend has metrics for (the routers' TEMPLATES must say the same; a test holds them equal).
+# shadowAgreement reads the serving side's comparison counters (a contract, not a backend's metric): every backend
+# that can mirror has it.
 BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
-    Backend.kserve: frozenset(CheckTemplate),
+    Backend.kserve: frozenset(CheckTemplate) - {CheckTemplate.shadowAgreement},
     Backend.seldon: frozenset(CheckTemplate),
-    Backend.seldonV2: frozenset({CheckTemplate.errorRate, CheckTemplate.meanLatency}),
-    Backend.gatewayAPI: frozenset(),
+    Backend.seldonV2: frozenset({CheckTemplate.errorRate, CheckTemplate.meanLatency, CheckTemplate.shadowAgreement}),
+    Backend.gatewayAPI: frozenset({CheckTemplate.shadowAgreement}),
 }
 
 
@@ -213,12 +288,62 @@ def _templates_rule() -> dict[str, str]:
             names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
             clauses.append(f"(self.serving.backend != '{backend.value}' || "
                            f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
+    words = "; ".join(f"{b.value}: {', '.join(sorted(t.value for t in allowed)) or 'none, write a query'}"
+                      for b, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate))
     return {"rule": " && ".join(clauses), "fieldPath": ".analysis.checks",
-            "message": "a check uses a built-in template the serving backend has no metrics for "
-                       "(seldonV2: errorRate, meanLatency; gatewayAPI: none, write a query)"}
+            "message": f"a check uses a built-in template the serving backend has no metrics for ({words})"}
 
 
 TEMPLATES_SUPPORTED_RULE = _templates_rule()
+
+
+@dataclass(frozen=True)
+class StepSupport:
+    """Which step kinds a backend can carry; a step it cannot is refused, never carried as something else."""
+
+    mirror_percents: frozenset[int]
+    match: bool
+    limits: str
+    """What the backend cannot do, in words, for the refusal."""
+
+    def refuses(self, step: Step) -> bool:
+        return (step.mirror is not None and step.mirror not in self.mirror_percents) or (step.match is not None and not self.match)
+
+
+ANY_PERCENT = frozenset(range(1, 101))
+BACKEND_STEPS: dict[Backend, StepSupport] = {
+    Backend.kserve: StepSupport(frozenset(), False, (
+        "KServe (serverless, on Knative) has no request mirroring and no header routing: mirror and match steps "
+        "cannot be carried (with the annotation serving.kserve.io/enable-tag-routing the candidate's revision gets a "
+        "URL of its own, for testers to call directly)")),
+    Backend.seldon: StepSupport(frozenset({100}), False, (
+        "Seldon Core v1 copies every request to a shadow predictor (mirror: 100 only) and has no header routing "
+        "(no match steps)")),
+    Backend.seldonV2: StepSupport(ANY_PERCENT, False, (
+        "Seldon Core v2 Experiments mirror any percent but route no header cohort: no match steps (testers can "
+        "call the candidate Model by name with the Seldon-Model header)")),
+    Backend.gatewayAPI: StepSupport(ANY_PERCENT, True, ""),
+}
+
+
+def _steps_rule() -> dict[str, str]:
+    clauses = []
+    for backend, support in BACKEND_STEPS.items():
+        allowed = []
+        if support.mirror_percents != ANY_PERCENT:
+            allowed.append("!has(s.mirror)" if not support.mirror_percents else
+                           f"(!has(s.mirror) || s.mirror in {sorted(support.mirror_percents)})")
+        if not support.match:
+            allowed.append("!has(s.match)")
+        if allowed:
+            clauses.append(f"(self.serving.backend != '{backend.value}' || "
+                           f"self.strategy.steps.all(s, {' && '.join(allowed)}))")
+    words = "; ".join(f"{b.value}: {s.limits}" for b, s in BACKEND_STEPS.items() if s.limits)
+    return {"rule": "!has(self.strategy) || !has(self.strategy.steps) || (" + " && ".join(clauses) + ")",
+            "fieldPath": ".strategy.steps", "message": f"a step the serving backend cannot carry ({words})"}
+
+
+STEPS_SUPPORTED_RULE = _steps_rule()
 
 
 class SecretKeyRef(ApiModel):
@@ -332,6 +457,15 @@ class ModelDeploymentSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
+    def _steps_supported(self) -> ModelDeploymentSpec:
+        support = BACKEND_STEPS[self.serving.backend]
+        refused = [i for i, step in enumerate(self.strategy.steps) if support.refuses(step)]
+        if refused:
+            raise ValueError(f"strategy.steps {refused}: the {self.serving.backend.value} backend cannot carry them: "
+                             f"{support.limits}")
+        return self
+
+    @model_validator(mode="after")
     def _templates_supported(self) -> ModelDeploymentSpec:
         allowed = BACKEND_TEMPLATES[self.serving.backend]
         unsupported = [c.name for c in self.analysis.checks if c.template is not None and c.template not in allowed]
@@ -411,6 +545,10 @@ class ModelDeploymentStatus(StatusModel):
     failed_version: str | None = None
     """Candidate that was rolled back; not retried until spec.version changes or a Retry request."""
     canary_weight: int = Field(default=0, ge=0, le=100)
+    canary_mirror: int = Field(default=0, ge=0, le=100)
+    """Percent of stable's requests copied to the candidate (a mirror step)."""
+    canary_match: list[HeaderMatch] = Field(default_factory=list)
+    """Requests carrying these headers go to the candidate (a match step)."""
     current_step: int | None = None
     """Index of the current canary step, from 0."""
     step_started_at: str | None = None

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from ..analysis.evaluate import outcome
 from ..api.modeldeployment import (
     Action,
+    Check,
     CheckStatus,
     HistoryEntry,
     ModelDeploymentSpec,
@@ -22,6 +23,8 @@ from ..api.modeldeployment import (
     Phase,
     Request,
     RollbackMode,
+    Step,
+    StepKind,
     StrategyType,
 )
 from ..api.types import duration_seconds
@@ -53,6 +56,10 @@ class TrafficIntent:
     stable: str
     candidate: str | None = None
     candidate_weight: int = 0
+    mirror: int = 0
+    """Percent of stable's requests copied to the candidate, its answers discarded."""
+    match: tuple[tuple[str, str], ...] = ()
+    """(header, value) pairs: a request carrying all of them goes to the candidate."""
 
     def weights(self) -> dict[str, int]:
         if self.candidate is None or self.candidate_weight == 0:
@@ -121,21 +128,27 @@ class _Run:
     def available(self, version: str) -> bool:
         return self.obs.available_versions is None or version in self.obs.available_versions
 
-    def canary_steps(self) -> list[int]:
-        if self.spec.strategy.type is StrategyType.HotSwap:
-            return [100]
-        return [step.weight for step in self.spec.strategy.steps]
+    def canary_steps(self) -> list[Step]:
+        return steps_of(self.spec)
 
     def step_index(self) -> int:
         """The current step, within the steps the spec has now (they may have been edited mid-rollout)."""
         return min(self.s.current_step or 0, len(self.canary_steps()) - 1)
+
+    def route_to_candidate(self, step: Step | None) -> None:
+        """What the candidate gets: the step's share, mirror or cohort; None: nothing at all."""
+        s = self.s
+        s.canary_weight = (step.weight or 0) if step else 0
+        s.canary_mirror = (step.mirror or 0) if step else 0
+        s.canary_match = list(step.match.headers) if step and step.match else []
 
     # --- transitions -------------------------------------------------------------------
 
     def clear_candidate(self) -> None:
         """No candidate any more: everything that described the one in flight goes."""
         s = self.s
-        s.canary_version, s.canary_weight, s.current_step = None, 0, None
+        self.route_to_candidate(None)
+        s.canary_version, s.current_step = None, None
         s.step_started_at = s.analysis_since = s.waiting_since = None
 
     def reset_analysis(self) -> None:
@@ -152,10 +165,10 @@ class _Run:
     def enter_step(self, index: int) -> None:
         s, steps = self.s, self.canary_steps()
         s.current_step, s.step_started_at, s.last_outcome = index, rfc3339(self.now), None
-        s.canary_weight = steps[index]
+        self.route_to_candidate(steps[index])
         s.analysis_since = s.analysis_since or s.step_started_at
         assert s.canary_version is not None
-        self.record(s.canary_version, "StepAdvanced", f"step {index + 1}/{len(steps)} at {s.canary_weight}%")
+        self.record(s.canary_version, "StepAdvanced", f"step {index + 1}/{len(steps)} {step_words(steps[index])}")
 
     def promote(self, reason: str, actor: str = "modelops") -> None:
         s = self.s
@@ -283,7 +296,7 @@ class _Run:
         if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
             return None
         s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
-        result = outcome(self.spec.analysis.checks, report.results)
+        result = outcome(checks_in_effect(self.spec, s), report.results)
         if result is Outcome.Inconclusive:
             s.consecutive_no_data += 1
             if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
@@ -335,7 +348,7 @@ class _Run:
             # The SRE holds the wheel: no steps, no automatic rollback, the analysis is reported only.
             s.phase = Phase.Paused
             if self.backend_known:
-                s.canary_weight = s.pinned_weight if self.ready(candidate) else 0
+                self.route_to_candidate(Step(weight=s.pinned_weight) if s.pinned_weight and self.ready(candidate) else None)
             if s.canary_weight > 0:
                 s.analysis_since = s.analysis_since or rfc3339(self.now)
             return
@@ -354,13 +367,13 @@ class _Run:
             self.enter_step(self.step_index())
             return
         s.current_step = self.step_index()
-        s.canary_weight = self.canary_steps()[s.current_step]
+        self.route_to_candidate(self.canary_steps()[s.current_step])
         if not s.paused and self.step_done():
             self.advance()
 
     def wait_for_ready(self, candidate: str) -> None:
         s, timeout = self.s, self.spec.strategy.ready_timeout
-        s.canary_weight = 0
+        self.route_to_candidate(None)
         s.waiting_since = s.waiting_since or rfc3339(self.now)
         if (self.now - parse_rfc3339(s.waiting_since)).total_seconds() >= duration_seconds(timeout):
             s.waiting_since = None
@@ -371,9 +384,7 @@ class _Run:
     def step_done(self) -> bool:
         s = self.s
         assert s.step_started_at is not None and s.current_step is not None
-        # HotSwap's one step at 100% has no pause: the first passed analysis promotes.
-        hot_swap = self.spec.strategy.type is StrategyType.HotSwap
-        pause = 0 if hot_swap else duration_seconds(self.spec.strategy.steps[self.step_index()].pause)
+        pause = duration_seconds(self.canary_steps()[self.step_index()].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
         return elapsed >= pause and s.last_outcome is Outcome.Passed
 
@@ -382,7 +393,8 @@ class _Run:
         assert s.current_step is not None
         steps = self.canary_steps()
         if s.current_step + 1 >= len(steps):
-            self.promote(f"analysis passed at every step up to {s.canary_weight}%")
+            last = steps[s.current_step]
+            self.promote(f"analysis passed at every step up to {f'{last.weight}%' if last.weight else step_words(last)}")
             return
         self.enter_step(s.current_step + 1)
 
@@ -394,11 +406,11 @@ class _Run:
             return
         if result is None:
             return
-        lower = [w for w in self.canary_steps() if w < s.canary_weight]
+        lower = [step for step in self.canary_steps() if step.weight is not None and step.weight < s.canary_weight]
         if result is Outcome.Failed or not lower:
             self.finish_rollback("RolledBack", "progressive rollback finished" if result is not Outcome.Failed else self.explain(result))
             return
-        s.canary_weight = lower[-1]
+        self.route_to_candidate(lower[-1])
         s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
         self.events.append(Event("Normal", "StepBack", s.message, s.canary_version))
 
@@ -416,7 +428,44 @@ def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
         return None
     if status.canary_version is None:
         return TrafficIntent(status.stable_version)
-    return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight)
+    return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight, status.canary_mirror,
+                         tuple((h.name, h.value) for h in status.canary_match))
+
+
+HOT_SWAP = Step(weight=100, pause="0s")
+"""HotSwap's one step: everything to the candidate, no pause (the first passed analysis promotes)."""
+
+
+def steps_of(spec: ModelDeploymentSpec) -> list[Step]:
+    return [HOT_SWAP] if spec.strategy.type is StrategyType.HotSwap else spec.strategy.steps
+
+
+def step_words(step: Step) -> str:
+    if step.mirror is not None:
+        return f"mirroring {step.mirror}% of stable's requests"
+    if step.match is not None:
+        return "for the cohort " + ", ".join(f"{h.name}: {h.value}" for h in step.match.headers)
+    return f"at {step.weight}%"
+
+
+def sent_to_candidate(status: ModelDeploymentStatus) -> Step | None:
+    """What the candidate is sent now, as a step (None: nothing)."""
+    if status.canary_weight:
+        return Step(weight=status.canary_weight)
+    if status.canary_mirror:
+        return Step(mirror=status.canary_mirror)
+    return Step(match={"headers": status.canary_match}) if status.canary_match else None
+
+
+def step_kind(status: ModelDeploymentStatus) -> StepKind:
+    sent = sent_to_candidate(status)
+    return sent.kind if sent else StepKind.weight
+
+
+def checks_in_effect(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> list[Check]:
+    """The checks an analysis of the current step measures and judges (see Check.step_kinds)."""
+    kind = step_kind(status)
+    return [c for c in spec.analysis.checks if c.applies_to(kind)]
 
 
 def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
@@ -458,9 +507,8 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
         return parse_rfc3339(status.waiting_since) + timedelta(seconds=duration_seconds(spec.strategy.ready_timeout))
     if status.step_started_at is None or status.current_step is None:
         return None
-    steps = spec.strategy.steps
-    hot_swap = spec.strategy.type is StrategyType.HotSwap or not steps
-    pause = 0 if hot_swap else duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
+    steps = steps_of(spec)
+    pause = duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
     analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
     allowed = pause + duration_seconds(analysis_window(spec)) + analyses * duration_seconds(spec.analysis.interval)
     return parse_rfc3339(status.step_started_at) + timedelta(seconds=allowed)

@@ -39,6 +39,17 @@ from ..kube import FieldPath, managed_fields
 from ..rollout import TrafficIntent
 
 
+# The shadow-comparison contract (README, "Shadow and A/B steps"): whatever compares a mirrored request's
+# answers (a comparator beside the candidate, a job joining prediction logs) counts each compared request in
+#   model_shadow_comparisons_total{namespace, model, version, outcome="agree"|"disagree"}
+# with `version` the candidate's. Not a serving system's metric: the same query on every backend that mirrors.
+_COMPARED = 'model_shadow_comparisons_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"'
+SHADOW_AGREEMENT = TemplateQuery(
+    f'(sum(rate({_COMPARED}, outcome="agree"}}[{{{{window}}}}])) or vector(0))'
+    f" / sum(rate({_COMPARED}}}[{{{{window}}}}]))",
+    f"sum(increase({_COMPARED}}}[{{{{window}}}}]))")
+
+
 @dataclass(frozen=True)
 class Target:
     """The backend object one ModelDeployment drives."""

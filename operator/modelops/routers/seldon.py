@@ -36,7 +36,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
+from .base import (IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
                    merged, dig, objects_at, spec_of, unit_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
@@ -64,6 +64,7 @@ TEMPLATES = {
     CheckTemplate.meanLatency: TemplateQuery(
         f"sum(rate({_METRIC}_sum{{{_SERIES}}}[{{{{window}}}}])) / sum(rate({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))",
         _SAMPLES),
+    CheckTemplate.shadowAgreement: SHADOW_AGREEMENT,
 }
 
 

@@ -31,7 +31,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
+from .base import (IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
                    applied_weights, dig, kept, merged, objects_at, spec_of, unit_name, weight_drift)
 
 MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
@@ -49,6 +49,7 @@ TEMPLATES = {
     CheckTemplate.meanLatency: TemplateQuery(
         f"sum(rate(seldon_model_infer_seconds_total{{{_SERIES}}}[{{{{window}}}}]))"
         f" / sum(rate(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),
+    CheckTemplate.shadowAgreement: SHADOW_AGREEMENT,
 }
 
 
