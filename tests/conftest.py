@@ -101,6 +101,19 @@ INVALID_CASES = [
     ("too many notifiers", model_deployment_manifest(notifications=[f"n{i}" for i in range(9)]), "notifications"),
     ("a notifier named twice", model_deployment_manifest(notifications=["oncall", "oncall"]), "notifications"),
     ("a notifier that is no object name", model_deployment_manifest(notifications=["On Call"]), "notifications"),
+    ("a step of two kinds", with_path(model_deployment_manifest(), "spec.strategy.steps.0", {"weight": 10, "mirror": 10}),
+     "exactly one of weight, mirror or match"),
+    ("a mirror step on KServe", with_path(model_deployment_manifest(), "spec.strategy.steps.0", {"mirror": 100}),
+     "KServe (serverless, on Knative) has no request mirroring"),
+    ("a partial mirror on Seldon v1", with_path(model_deployment_manifest(serving={"backend": "seldon"}),
+                                                "spec.strategy.steps.0", {"mirror": 50}), "mirror: 100 only"),
+    ("a header cohort on Seldon v2", with_path(model_deployment_manifest(
+        serving={"backend": "seldonV2"}, analysis={"checks": []}), "spec.strategy.steps.0",
+        {"match": {"headers": [{"name": "x-cohort", "value": "testers"}]}}), "no match steps"),
+    ("a header named twice", with_path(model_deployment_manifest(serving={
+        "backend": "gatewayAPI", "gatewayAPI": {"route": "fraud", "services": {"1.0.0": "fraud-v1"}}}, analysis={"checks": []}),
+        "spec.strategy.steps.0", {"match": {"headers": [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]}}),
+     "named once"),
 ]
 
 

@@ -18,11 +18,12 @@ MEASURED = {"Pass": Measurement(0.01), "Fail": Measurement(0.5), "NoData": Measu
 
 
 def make_spec(version: str = "1.0.0", *, steps=(10, 50), pause: str = "30s", checks=None, **spec) -> ModelDeploymentSpec:
+    """A spec whose steps are weights (ints) or whole steps (dicts, e.g. {"mirror": 100})."""
     body = {
         "model": "fraud",
         "version": version,
         "serving": {"backend": "kserve"},
-        "strategy": {"steps": [{"weight": w, "pause": pause} for w in steps]},
+        "strategy": {"steps": [{"weight": s, "pause": pause} if isinstance(s, int) else {"pause": pause, **s} for s in steps]},
         "analysis": {
             "interval": "10s",
             "checks": checks if checks is not None else [{"name": "c", "query": "up", "max": 0.05}],

@@ -243,6 +243,21 @@ def test_seldon_v2_existing_models_need_no_modelversions():
     assert set(kube.objects) == {("models", "churn")}
 
 
+def test_seldon_v2_mirror_step_keeps_all_traffic_on_stable_and_mirrors_to_the_candidate_until_the_next_step():
+    kube = FakeKube((MODEL, model("churn", "1.0.0")), (MODEL, model("churn-v1-1-0", "1.1.0")))
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.0.0", "1.1.0", 0, mirror=40), {})
+    spec = kube.objects[("experiments", "churn-rollout")]["spec"]
+    assert spec == {"default": "churn", "candidates": [{"name": "churn", "weight": 100}],
+                    "mirror": {"name": "churn-v1-1-0", "percent": 40}}
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.0.0", "1.1.0", 10), {})
+    spec = kube.objects[("experiments", "churn-rollout")]["spec"]
+    assert not spec.get("mirror") and spec["candidates"] == [{"name": "churn", "weight": 90},
+                                                            {"name": "churn-v1-1-0", "weight": 10}]
+    run(SeldonV2Router(kube), SELDON_V2, TrafficIntent("1.0.0", "1.1.0", 0, mirror=40), {})
+    run(SeldonV2Router(kube), SELDON_V2, ROLLBACK, {})  # one delete takes the mirror and the split away
+    assert set(kube.objects) == {("models", "churn")}
+
+
 def test_seldon_v2_creating_or_updating_a_model_without_its_modelversion_is_version_unavailable():
     with pytest.raises(VersionUnavailable, match="1.0.0"):
         run(SeldonV2Router(FakeKube()), SELDON_V2, ROLLBACK, {})

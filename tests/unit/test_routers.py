@@ -252,3 +252,54 @@ def test_the_api_knows_the_built_in_checks_each_router_has():
     from modelops.routers.registry import ROUTERS
 
     assert {backend: frozenset(router.templates) for backend, router in ROUTERS.items()} == BACKEND_TEMPLATES
+
+
+AUDIT = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "audit-log", "port": 9000}}}
+REWRITE = {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}}
+
+
+def test_gateway_mirror_step_copies_the_model_rules_requests_to_the_candidate_and_keeps_other_filters():
+    live = route([TESTERS, dict(DEFAULT, filters=[AUDIT, REWRITE]), OTHER_RULE], parents(3))
+    rules = gateway_api.config_for(live, TrafficIntent("1.0.0", "1.1.0", 0, mirror=30), SERVICES, 8080)["spec"]["rules"]
+    assert rules[0] == TESTERS and rules[2] == OTHER_RULE and len(rules) == 3
+    model = rules[1]
+    assert [(r["name"], r["weight"]) for r in model["backendRefs"]] == [("emb-v1", 100), ("emb-v2", 0)]
+    assert model["filters"] == [AUDIT, REWRITE, {"type": "RequestMirror", "requestMirror": {
+        "backendRef": {"name": "emb-v2", "port": 8080}, "percent": 30}}]
+    # the next step's apply (and a rollback's) takes the candidate's mirror away and leaves the audit sink
+    for intent in (TrafficIntent("1.0.0", "1.1.0", 10), TrafficIntent("1.0.0")):
+        after = gateway_api.config_for(route(rules, parents(3)), intent, SERVICES, 8080)["spec"]["rules"]
+        assert after[1]["filters"] == [AUDIT, REWRITE]
+
+
+def test_gateway_match_step_adds_a_cohort_rule_per_model_rule_that_outranks_it_and_goes_with_the_step():
+    api = {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "backendRefs": [{"name": "emb-v1"}],
+           "filters": [REWRITE]}
+    live = route([TESTERS, DEFAULT, api], parents(3))
+    cohort = (("x-user-group", "beta"), ("x-region", "eu"))
+    rules = gateway_api.config_for(live, TrafficIntent("1.0.0", "1.1.0", 0, match=cohort), SERVICES, 8080)["spec"]["rules"]
+    assert [r.get("name") for r in rules] == [None, None, "modelops-cohort-0", None, "modelops-cohort-1"]
+    headers = [{"type": "Exact", "name": "x-user-group", "value": "beta"}, {"type": "Exact", "name": "x-region", "value": "eu"}]
+    assert rules[2]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}, "headers": headers}]
+    assert rules[2]["backendRefs"] == [{"name": "emb-v2", "port": 8080}] and "filters" not in rules[2]
+    assert rules[4]["matches"] == [{"path": {"type": "PathPrefix", "value": "/v1"}, "headers": headers}]
+    assert rules[4]["filters"] == [REWRITE]  # the cohort's requests are rewritten as everyone's are
+    assert [(r["name"], r["weight"]) for r in rules[1]["backendRefs"]] == [("emb-v1", 100), ("emb-v2", 0)]
+    # the cohort rules are the operator's: neither pins nor model rules, and gone with the step
+    applied = route(rules, parents(3))
+    assert gateway_api.model_rules(applied, {"emb-v1", "emb-v2"}) == [1, 3]
+    for intent in (TrafficIntent("1.0.0", "1.1.0", 10), TrafficIntent("1.0.0"), TrafficIntent("1.1.0")):
+        after = gateway_api.config_for(applied, intent, SERVICES, 8080)["spec"]["rules"]
+        assert [r.get("name") for r in after] == [None, None, None] and after[0] == TESTERS
+
+
+def test_seldon_mirror_step_makes_the_candidate_a_shadow_and_any_other_step_makes_it_a_predictor_again():
+    config = seldon.config_for(sdep([STABLE]), TrafficIntent("1.0.0", "1.1.0", 0, mirror=100), VERSIONS)
+    stable, shadow = config["spec"]["predictors"]
+    assert (stable["traffic"], stable.get("shadow")) == (100, None)
+    assert (shadow["name"], shadow["traffic"], shadow["shadow"]) == ("v1-1-0", 0, True)
+    live = sdep(config["spec"]["predictors"])
+    weighted = seldon.config_for(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)["spec"]["predictors"]
+    assert [(p["name"], p["traffic"], "shadow" in p) for p in weighted] == [("v1-0-0", 90, False), ("v1-1-0", 10, False)]
+    rolled_back = seldon.config_for(live, TrafficIntent("1.0.0"), VERSIONS)["spec"]["predictors"]
+    assert [p["name"] for p in rolled_back] == ["v1-0-0"]

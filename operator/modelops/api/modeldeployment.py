@@ -290,7 +290,8 @@ def _templates_rule() -> dict[str, str]:
                            f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
     words = "; ".join(f"{b.value}: {', '.join(sorted(t.value for t in allowed)) or 'none, write a query'}"
                       for b, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate))
-    return {"rule": " && ".join(clauses), "fieldPath": ".analysis.checks",
+    return {"rule": "!has(self.analysis) || !has(self.analysis.checks) || (" + " && ".join(clauses) + ")",
+            "fieldPath": ".analysis.checks",
             "message": f"a check uses a built-in template the serving backend has no metrics for ({words})"}
 
 

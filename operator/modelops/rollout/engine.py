@@ -296,7 +296,9 @@ class _Run:
         if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
             return None
         s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
-        result = outcome(checks_in_effect(self.spec, s), report.results)
+        in_effect = checks_in_effect(self.spec, s)
+        names = {c.name for c in in_effect}
+        result = outcome(in_effect, [r for r in report.results if r.name in names])
         if result is Outcome.Inconclusive:
             s.consecutive_no_data += 1
             if s.consecutive_no_data >= self.spec.analysis.no_data_limit:

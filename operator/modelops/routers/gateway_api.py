@@ -17,7 +17,19 @@ from its `matches` (each entry of a rule is an alternative; no `matches` is a ma
   that names any of them, and a route where no path-only rule names any of them.
 
 Every rule without a ref to those Services (another model, a redirect) is left alone, and a
-rule without backendRefs routes nowhere. The write is conditional on the route's
+rule without backendRefs routes nowhere.
+
+Mirror and match steps. A mirror step adds to each of the model's rules a `RequestMirror`
+filter to the candidate's Service with `percent` (Gateway API v1.6 standard, Extended
+support: the Gateway copies that share of the rule's requests to the Service and discards
+its answers). A match step adds, after each of the model's rules, a rule named
+`modelops-cohort-<n>`: the model rule's path matches, each with the step's header matches
+(type Exact) added, routing to the candidate's Service alone, with the model rule's other
+filters. Header matches outrank a path-only match of the same path in Gateway API's
+precedence, so the cohort reaches the candidate and nobody else does. Rules named
+`modelops-cohort-*` are the operator's: rewritten on every apply, dropped when no match
+step runs. Mirror filters to another Service (an audit sink) stay the user's. A rollback or
+promotion applies the rules without either, in the same write that sets the weights. The write is conditional on the route's
 resourceVersion, so a concurrent edit is never lost.
 
 Readiness. A version is ready when (1) it has a ref in the model's rules, (2) the Gateway
@@ -73,6 +85,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.shadowAgreement: SHADOW_AGREEMENT}
 CONDITIONAL = ("headers", "queryParams", "method")
 """What makes a match entry select requests by more than their path."""
+COHORT_RULE = "modelops-cohort-"
+"""Name prefix of the rules the operator adds for a match step."""
 
 
 def _resolved(route: dict[str, Any]) -> bool:
@@ -106,7 +120,7 @@ def model_rules(route: dict[str, Any], services: set[str]) -> list[int]:
     out = []
     for index, rule in enumerate(_rules(route)):
         ours = {r.get("name") for r in _refs(rule)} & services
-        if not ours:
+        if not ours or _is_cohort_rule(rule):
             continue
         conditional = [any(m.get(k) for k in CONDITIONAL) for m in objects_at(rule, "matches")]
         if not any(conditional):
@@ -121,6 +135,26 @@ def model_rules(route: dict[str, Any], services: set[str]) -> list[int]:
                 f"serving.gatewayAPI.services ({sorted(ours)}): a pin routes to one version's Service only; "
                 "the model's split is driven on its path-only rule(s)")
     return out
+
+
+def _is_cohort_rule(rule: dict[str, Any]) -> bool:
+    return str(rule.get("name") or "").startswith(COHORT_RULE)
+
+
+def _mirrors_to(flt: dict[str, Any], services: set[str]) -> bool:
+    return flt.get("type") == "RequestMirror" and dig(flt, "requestMirror", "backendRef", "name") in services
+
+
+def _cohort_rule(number: int, rule: dict[str, Any], filters: list[dict[str, Any]], headers: tuple[tuple[str, str], ...],
+                 ref: dict[str, Any]) -> dict[str, Any]:
+    """The rule sending the model rule's requests that carry `headers` to `ref` alone."""
+    exact = [{"type": "Exact", "name": name, "value": value} for name, value in headers]
+    matches = [{**m, "headers": exact} for m in objects_at(rule, "matches") or [{}]]
+    cohort = {k: v for k, v in rule.items() if k != "filters"}
+    cohort.update({"name": f"{COHORT_RULE}{number}", "matches": matches, "backendRefs": [ref]})
+    if filters:
+        cohort["filters"] = filters
+    return cohort
 
 
 def served_services(route: dict[str, Any] | None, services: set[str]) -> set[str]:
@@ -181,8 +215,11 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
         raise BackendMisconfigured(f"HTTPRoute {dig(route, 'metadata', 'name')} has no rule routing to any of "
                                    f"serving.gatewayAPI.services ({sorted(ours)}) by path alone (rules matching "
                                    f"{'/'.join(CONDITIONAL)} are pins, left alone)")
-    rules = []
+    rules: list[dict[str, Any]] = []
+    cohorts = 0
     for index, rule in enumerate(_rules(route)):
+        if _is_cohort_rule(rule):
+            continue  # the operator's own, made anew below while a match step runs
         if index not in driven:
             rules.append(rule)
             continue
@@ -190,7 +227,21 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
         existing = {r["name"]: r for r in refs if r.get("name") in ours}
         others = [r for r in refs if r.get("name") not in ours]
         mine = [{**existing.get(svc, {"name": svc, "port": port}), "weight": w} for svc, w in wanted.items()]
-        rules.append({**rule, "backendRefs": others + mine})
+        filters = [f for f in objects_at(rule, "filters") if not _mirrors_to(f, ours)]
+        driven_rule = {k: v for k, v in rule.items() if k != "filters"}
+        driven_rule["backendRefs"] = others + mine
+        candidate_ref = None
+        if intent.candidate is not None:
+            service = services[intent.candidate]
+            candidate_ref = {k: v for k, v in existing.get(service, {"name": service, "port": port}).items() if k != "weight"}
+        mirror = [{"type": "RequestMirror", "requestMirror": {"backendRef": candidate_ref, "percent": intent.mirror}}] \
+            if candidate_ref and intent.mirror else []
+        if filters + mirror:
+            driven_rule["filters"] = filters + mirror
+        rules.append(driven_rule)
+        if candidate_ref and intent.match:
+            rules.append(_cohort_rule(cohorts, rule, filters, intent.match, candidate_ref))
+            cohorts += 1
     config = merged(kept(route, *IDENTITY),
                     {"metadata": {"annotations": {APPLIED_WEIGHTS: applied_weights(wanted)}}, "spec": {"rules": rules}})
     if is_applied(route, config):

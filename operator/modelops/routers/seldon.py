@@ -5,6 +5,11 @@ Seldon's admission webhook rejects non-shadow predictors whose traffic does not 
 version (v1-2-0) and found by that name alone: reusing an existing predictor needs no
 ModelVersion, only creating a missing one does (VersionUnavailable when it is gone).
 
+A mirror step makes the candidate's predictor a shadow (`shadow: true`, traffic 0): Seldon
+copies every request to a shadow predictor and discards its answers (through Istio's mirror
+or Ambassador's shadow), so mirror: 100 is all it can carry; it routes no header cohort
+(the API refuses other steps). Any other step writes the predictor without `shadow`.
+
 Readiness is read from `status.deploymentStatus`, keyed by Deployment name. Seldon names
 a predictor's Deployments `<sdep>-<predictor>-<componentSpecs index>-<container names>`
 (unless a componentSpec names its own, or the name exceeds 63 characters and is hashed:
@@ -137,7 +142,10 @@ def desired_predictors(live: list[dict[str, Any]], intent: TrafficIntent,
         if predictor is None:
             predictor = _predictor(version, spec_of(versions, version, f"SeldonDeployment predictor {unit_name(version)}"),
                                    template)
-        predictors.append({**predictor, "traffic": weight})
+        predictor = {**{k: v for k, v in predictor.items() if k != "shadow"}, "traffic": weight}
+        if version == intent.candidate and intent.mirror:
+            predictor["shadow"] = True
+        predictors.append(predictor)
     return predictors
 
 

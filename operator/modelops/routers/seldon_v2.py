@@ -2,7 +2,10 @@
 
 Clients call the stable Model by the ModelDeployment's name. A candidate is a second
 Model (name-v1-2-0); while it takes traffic, an Experiment with `default` the stable
-Model weighs the two (weights are proportional). Promotion updates the stable Model to
+Model weighs the two (weights are proportional). In a mirror step the Experiment keeps all
+traffic on the stable Model (its one candidate, weight 100) and `mirror`s `percent` of it to
+the candidate Model, whose answers Seldon discards. Experiments route no header cohort (the
+API refuses match steps here). Promotion updates the stable Model to
 the candidate's artifact in place, then removes the Experiment and the candidate Model,
 as Seldon documents; a rollback removes them and leaves the stable Model untouched.
 
@@ -17,7 +20,7 @@ metadata.labels `modelops.io/deployment` and `app.kubernetes.io/managed-by`, ann
 `modelops.io/version` and (created by it) `modelops.io/deployment`, spec.storageUri,
 spec.requirements (a list without list-type: owned whole) and spec.server when the version
 names one; on the Experiment its label, annotations `modelops.io/applied-weights` and the
-owner's, spec.default and spec.candidates (atomic: the operator's whole). Promotion applies
+owner's, spec.default, spec.candidates (atomic: the operator's whole) and spec.mirror. Promotion applies
 the new version's Model over the stable one: a server the operator wrote for the old
 artifact goes with it; one another manager wrote (a Model handed over) stays theirs.
 """
@@ -29,7 +32,7 @@ from typing import Any
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
-from ..kube import Kube, Resource, is_applied
+from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
 from .base import (IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
                    applied_weights, dig, kept, merged, objects_at, spec_of, unit_name, weight_drift)
@@ -79,11 +82,11 @@ def _model_body(name: str, deployment: str, version: str, spec: ModelVersionSpec
                          "annotations": {VERSION_ANNOTATION: version}}, "spec": body}
 
 
-def update_config(live: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+def update_config(live: dict[str, Any], body: dict[str, Any], absent: tuple[FieldPath, ...] = ()) -> dict[str, Any] | None:
     """The applied configuration putting `body` (a Model or the Experiment, whole) over `live` (pure): with the
-    identity the operator owns there kept; None when `live` holds it."""
+    identity the operator owns there kept; None when `live` holds it and none of `absent`."""
     config = merged(kept(live, *IDENTITY), body)
-    return None if is_applied(live, config) else config
+    return None if is_applied(live, config, absent) else config
 
 
 class SeldonV2Router:
@@ -138,20 +141,24 @@ class SeldonV2Router:
             return not changed
         candidate = self.candidate_model(target, intent.candidate)
         changed |= await self._ensure_model(target, candidate, intent.candidate, versions, create)
-        if intent.candidate_weight == 0:
+        if intent.candidate_weight == 0 and intent.mirror == 0:
             return not (await self.objects.delete(EXPERIMENT, target, experiment) or changed)
-        weights = {stable_name: 100 - intent.candidate_weight, candidate: intent.candidate_weight}
+        weights = {stable_name: 100 - intent.candidate_weight}
+        if intent.candidate_weight:
+            weights[candidate] = intent.candidate_weight
         body = {"metadata": {"name": experiment, "labels": {OWNER_LABEL: target.deployment},
                              "annotations": {APPLIED_WEIGHTS: applied_weights(weights)}},
                 "spec": {"default": stable_name,
                          "candidates": [{"name": n, "weight": w} for n, w in weights.items()]}}
+        if intent.mirror:
+            body["spec"]["mirror"] = {"name": candidate, "percent": intent.mirror}
         live = await self.objects.get(EXPERIMENT, target, experiment)
         if live is None:
             if not create:
                 return not changed
             await self.objects.create(EXPERIMENT, target, body)
             return False
-        config = update_config(live, body)
+        config = update_config(live, body, () if intent.mirror else (("spec", "mirror"),))
         if config is None:
             return not changed
         await self.objects.apply(EXPERIMENT, target, experiment, config)
