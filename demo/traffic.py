@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from playground.loadgen import LoadGenerator
+from playground.loadgen import Exchange, LoadGenerator
 from playground.processes import free_port
 
 from .models import dataset
@@ -29,12 +29,13 @@ class GradedTraffic(LoadGenerator):
         self.metrics_port = free_port()
         start_http_server(self.metrics_port, "127.0.0.1", registry=registry)
 
-    def send(self, target: dict) -> int:
+    def send(self, target: dict) -> Exchange:
         i, self.n = self.n % len(self.y), self.n + 1
-        code, body = self.post(target["url"], json.dumps({"instances": [self.x[i].tolist()]}).encode())
+        request = json.dumps({"instances": [self.x[i].tolist()]}).encode()
+        code, answer = self.post(target["url"], request, self.headers)
         if code == 200:
             labels = (self.namespace, self.model, target["version"])
             self.graded.labels(*labels).inc()
-            if json.loads(body)["predictions"][0] == int(self.y[i]):
+            if json.loads(answer)["predictions"][0] == int(self.y[i]):
                 self.correct.labels(*labels).inc()
-        return code
+        return Exchange(request, code, answer)

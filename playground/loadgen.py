@@ -5,6 +5,19 @@ versions; here the stand-in publishes the split it computed from the object's sp
 percent, URL) to a file, re-read every 100 ms in a thread of its own, and each request
 goes straight to the chosen unit. Smooth weighted round-robin keeps the split exact over
 any window, so metric ratios do not depend on luck.
+
+Mirroring: the stand-in also publishes the units that get a copy of a share of the requests
+(`mirror-<namespace>-<object>.json` next to the split file). For each target the same smooth
+credit decides which requests are copied, so 30% is exactly 3 requests in 10. A real data
+plane copies a request as it forwards it; this one sends the copy after the primary answered,
+from a small thread pool (primaries keep their pace), with the same body and, when the primary
+answered 200 with "predictions", those in `X-Modelops-Shadow-Of` (JSON), so the candidate's
+server can count agreement itself (in a cluster a comparator joins the two predictions). Users never see a copy's answer: `results` counts primaries only, `mirrored`
+the copies.
+
+With `headers` the generator is a client that sends them on every request: it follows the
+Gateway stand-in's routes file (`routes-...` next to the split file) and takes the split and
+mirrors of the rule `route_for` gives a request on "/" with those headers.
 """
 
 from __future__ import annotations
@@ -15,31 +28,72 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
+
+from .revision_server import SHADOW_HEADER, predictions_of
+from .standin_backends import route_for
+
+REQUEST = b'{"instances": [[1, 2, 3, 4]]}'
+
+
+class Exchange(NamedTuple):
+    """One request and its answer: what a mirror target gets a copy of."""
+
+    body: bytes
+    code: int
+    """The HTTP status, 0 when the request got no answer at all."""
+    answer: bytes
 
 
 class LoadGenerator(threading.Thread):
-    def __init__(self, split_file: Path, rps: float = 50):
+    def __init__(self, split_file: Path, rps: float = 50, headers: dict[str, str] | None = None):
         super().__init__(daemon=True)
         self.split_file, self.period = split_file, 1 / rps
+        self.headers = dict(headers or {})
         self.results: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.mirrored: collections.Counter[tuple[str, int]] = collections.Counter()
+        """(unit, status) of every copy sent to a mirror target, 0 for a copy that got no answer."""
         self.split: list[dict] = []
+        self.mirror: list[dict] = []
         self.splits_seen: list[tuple[float, dict[str, int]]] = []
+        self.mirrors_seen: list[tuple[float, dict[str, float]]] = []
         self.unit_versions: dict[str, str] = {}
         self.lost: list[tuple[float, str, str]] = []
         """(when, unit, URL) of every request that got no answer at all."""
         self._halt = threading.Event()
         self._credit: dict[str, float] = {}
+        self._mirror_credit: dict[str, float] = {}
+        self._copier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mirror-copy")
+        self._mirrored_lock = threading.Lock()
+
+    def sibling(self, kind: str) -> Path:
+        """The stand-in's `kind` file (routes, mirror) for the object whose split this generator follows."""
+        return self.split_file.with_name(self.split_file.name.replace("split-", f"{kind}-", 1))
+
+    def published(self) -> tuple[list[dict], list[dict]]:
+        """The split and mirror targets requests follow now (raises OSError or ValueError while unpublished)."""
+        if self.headers:
+            rule = route_for(json.loads(self.sibling("routes").read_text()), "/", self.headers)
+            return (rule["split"], rule["mirror"]) if rule else ([], [])
+        split = json.loads(self.split_file.read_text())
+        try:
+            mirror = json.loads(self.sibling("mirror").read_text())
+        except FileNotFoundError:  # written just after the split file
+            mirror = []
+        return split, mirror
 
     def refresh(self) -> None:
         try:
-            self.split = json.loads(self.split_file.read_text())
+            self.split, self.mirror = self.published()
         except (OSError, ValueError):
             return
-        self.unit_versions.update({t["unit"]: t.get("version", "") for t in self.split})
-        weights = {t["unit"]: t["percent"] for t in self.split}
-        if not self.splits_seen or self.splits_seen[-1][1] != weights:
-            self.splits_seen.append((time.time(), weights))
+        self.unit_versions.update({t["unit"]: t.get("version", "") for t in self.split + self.mirror})
+        for seen, targets in ((self.splits_seen, self.split), (self.mirrors_seen, self.mirror)):
+            percents = {t["unit"]: t["percent"] for t in targets}
+            if not seen or seen[-1][1] != percents:
+                seen.append((time.time(), percents))
 
     def pick(self) -> dict | None:
         if not self.split:
@@ -52,6 +106,18 @@ class LoadGenerator(threading.Thread):
         self._credit[chosen["unit"]] -= total
         return chosen
 
+    def copies_due(self) -> list[dict]:
+        """The mirror targets the current request is copied to: each target's credit grows by its percent per
+        request, and a copy is due whenever it reaches 100, so after n requests floor(n * percent / 100) were."""
+        due = []
+        for t in self.mirror:
+            credit = self._mirror_credit.get(t["unit"], 0) + t["percent"]
+            if credit >= 100 - 1e-9:  # a fractional percent such as 100/3 sums to 99.999...
+                credit -= 100
+                due.append(t)
+            self._mirror_credit[t["unit"]] = credit
+        return due
+
     def follow_split(self) -> None:
         while not self._halt.is_set():
             self.refresh()
@@ -63,28 +129,43 @@ class LoadGenerator(threading.Thread):
         while not self._halt.is_set():
             target = self.pick()
             if target is not None:
-                code = self.send(target)
-                self.results[(target["unit"], code)] += 1
-                if code == 0:
-                    self.lost.append((time.time(), target["unit"], target["url"]))
+                self.request(target)
             next_send += self.period
             self._halt.wait(max(0.0, next_send - time.monotonic()))
 
-    def send(self, target: dict) -> int:
-        """One inference request to the chosen unit; its HTTP status, or 0 when the request was lost."""
-        return self.post(target["url"], b'{"instances": [[1, 2, 3, 4]]}')[0]
+    def request(self, target: dict) -> None:
+        """One user request to `target`, then its copies to the mirror targets due."""
+        exchange = self.send(target)
+        self.results[(target["unit"], exchange.code)] += 1
+        if exchange.code == 0:
+            self.lost.append((time.time(), target["unit"], target["url"]))
+        served = predictions_of(exchange.code, exchange.answer)
+        copy_headers = self.headers if served is None else {**self.headers, SHADOW_HEADER: json.dumps(served)}
+        for mirror in self.copies_due():
+            self._copier.submit(self.copy, mirror, exchange.body, copy_headers)
+
+    def copy(self, target: dict, body: bytes, headers: dict[str, str]) -> None:
+        """A mirrored copy: its answer is discarded, only its status counted."""
+        code = self.post(target["url"], body, headers)[0]
+        with self._mirrored_lock:
+            self.mirrored[(target["unit"], code)] += 1
+
+    def send(self, target: dict) -> Exchange:
+        """One inference request to the chosen unit."""
+        return Exchange(REQUEST, *self.post(target["url"], REQUEST, self.headers))
 
     @staticmethod
-    def post(url: str, body: bytes) -> tuple[int, bytes]:
+    def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(f"{url}/v1/models/model:predict", data=body,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read()
+                code, answer = response.status, response.read()
         except urllib.error.HTTPError as e:
-            return e.code, b""
+            code, answer = e.code, b""
         except OSError:
-            return 0, b""  # connection failed: a request lost
+            code, answer = 0, b""  # connection failed: a request lost
+        return code, answer
 
     def wait_for_split(self, predicate, timeout: float) -> float:
         """When the published split first satisfied `predicate` (polling what this generator saw)."""
@@ -97,5 +178,9 @@ class LoadGenerator(threading.Thread):
         raise AssertionError(f"no such traffic split within {timeout}s: {self.splits_seen}")
 
     def stop(self) -> None:
+        """Stop sending; returns once the copies already due are sent, so `mirrored` is complete."""
         self._halt.set()
-        self.join(5)
+        if self.ident is not None:
+            self.join(5)
+        self._copier.shutdown(wait=True)
+

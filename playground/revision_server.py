@@ -2,11 +2,23 @@
 Model, the pods behind a Service), exporting the metrics that serving system exports.
 
 It plays the served model and its sidecar, so that Prometheus scrapes real per-unit
-series. Its behaviour (error rate, latency, accuracy) is set per artifact by the test,
-deterministically: with error rate 0.2 exactly every fifth request fails; with never_ready
-its readiness probe (/ready) never passes. With an
-"upstream" it is the revision's queue-proxy instead: it forwards to a real model server
-and measures what that server does.
+series. Its behaviour is set per artifact by the test, deterministically (exact
+proportions, no randomness):
+
+- error_rate: the share of requests answered 500 (0.2: exactly every fifth request);
+- latency: seconds each request takes;
+- accuracy, accuracy_metrics: the share of answers graded correct in model_graded_total and
+  model_correct_total (not exported with accuracy_metrics false);
+- agreement: the share of answers whose prediction equals the reference model's ("a");
+  the others predict "b" (answers follow KServe's v1 protocol: {"predictions": [...]});
+- never_ready: its readiness probe (/ready) never passes.
+
+A request carrying `X-Modelops-Shadow-Of: <predictions as JSON>` is a mirrored copy of one
+another version answered with those predictions; once answered 200 it counts in
+model_shadow_comparisons_total{outcome="agree"|"disagree"} (agree: the same predictions), and
+is otherwise an ordinary request. With an "upstream" it is the revision's queue-proxy
+instead: it forwards to a real model server, measures what that server does, and compares
+that server's predictions the same way.
 
     python -m playground.revision_server '{"port": ..., "unit": ..., "flavour": ..., ...}'
 """
@@ -20,27 +32,63 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 
+SHADOW_HEADER = "X-Modelops-Shadow-Of"
+"""On a mirrored copy of a request: the predictions (JSON) the version that served it answered."""
+REFERENCE_PREDICTION, OTHER_PREDICTION = "a", "b"
+
+
+def _in_share(n: int, share: float) -> bool:
+    """Whether event n (counting from 0) is one of `share` of the events, spread so that after any k events
+    exactly floor(k * share) were (up to float noise, as in 1 - 0.9 = 0.0999...)."""
+    return int((n + 1) * share + 1e-9) > int(n * share + 1e-9)
+
+
+class Outcome(NamedTuple):
+    fails: bool
+    correct: bool
+    agrees: bool
+    """The prediction equals the reference model's."""
+
+    @property
+    def prediction(self) -> str:
+        return REFERENCE_PREDICTION if self.agrees else OTHER_PREDICTION
+
+
 class Behaviour:
     def __init__(self, error_rate: float = 0.0, latency: float = 0.005, accuracy: float = 0.95,
-                 accuracy_metrics: bool = True, never_ready: bool = False):
+                 accuracy_metrics: bool = True, never_ready: bool = False, agreement: float = 1.0):
         self.error_rate, self.latency, self.accuracy = error_rate, latency, accuracy
         self.accuracy_metrics = accuracy_metrics
+        self.agreement = agreement
+        """The share of requests on which this version predicts what the reference model predicts."""
         self.never_ready = never_ready
         """The process runs but its readiness probe (/ready) never passes: a model that never loads."""
         self._n = 0
         self._lock = threading.Lock()
 
-    def next(self) -> tuple[bool, bool]:
-        """(fails, correct) for the next request: exact proportions, no randomness."""
+    def next(self) -> Outcome:
+        """The next request's outcome: exact proportions, no randomness."""
         with self._lock:
             n, self._n = self._n, self._n + 1
-        fails = int((n + 1) * self.error_rate) > int(n * self.error_rate)
-        wrong = int((n + 1) * (1 - self.accuracy)) > int(n * (1 - self.accuracy))
-        return fails, not wrong
+        return Outcome(fails=_in_share(n, self.error_rate), correct=not _in_share(n, 1 - self.accuracy),
+                       agrees=not _in_share(n, 1 - self.agreement))
+
+
+def predictions_of(code: int, answer: bytes) -> list | None:
+    """The "predictions" of a 200 JSON answer (KServe's v1 protocol), None for any other answer."""
+    if code != 200:
+        return None
+    try:
+        value = json.loads(answer)
+    except ValueError:
+        return None
+    predictions = value.get("predictions") if isinstance(value, dict) else None
+    return predictions if isinstance(predictions, list) else None
 
 
 def request_metrics(config: dict, registry: CollectorRegistry):
@@ -81,6 +129,8 @@ def serve(config: dict) -> None:
     model_labels = {"namespace": config["namespace"], "model": config["model"], "version": config["version"]}
     graded = Counter("model_graded", "Predictions with ground truth.", list(model_labels), registry=registry)
     correct = Counter("model_correct", "Predictions that matched ground truth.", list(model_labels), registry=registry)
+    comparisons = Counter("model_shadow_comparisons", "Mirrored requests whose prediction was compared with the "
+                          "served version's.", [*model_labels, "outcome"], registry=registry)
     behaviour = Behaviour(**config.get("behaviour", {}))
     upstream = config.get("upstream")
 
@@ -114,17 +164,32 @@ def serve(config: dict) -> None:
                 code, body = forward("POST", self.path, request)
                 self._send(code, body, "application/json")
                 observe(time.perf_counter() - started, code)
+                self._compare(predictions_of(code, body))
                 return
-            fails, right = behaviour.next()
+            outcome = behaviour.next()
             time.sleep(behaviour.latency)
-            code = 500 if fails else 200
-            if not fails and behaviour.accuracy_metrics:
-                graded.labels(**model_labels).inc()
-                if right:
-                    correct.labels(**model_labels).inc()
-            body = json.dumps({"version": config["version"], "unit": config["unit"]}).encode()
-            self._send(code, body, "application/json")
+            answer: dict = {"version": config["version"], "unit": config["unit"]}
+            if not outcome.fails:
+                answer["predictions"] = [outcome.prediction]
+                if behaviour.accuracy_metrics:
+                    graded.labels(**model_labels).inc()
+                    if outcome.correct:
+                        correct.labels(**model_labels).inc()
+            code = 500 if outcome.fails else 200
+            self._send(code, json.dumps(answer).encode(), "application/json")
             observe(time.perf_counter() - started, code)
+            self._compare(answer.get("predictions"))
+
+        def _compare(self, own: list | None) -> None:
+            """A mirrored copy answered: do its predictions agree with those the serving version answered?"""
+            served = self.headers.get(SHADOW_HEADER)
+            if served is None or own is None:
+                return
+            try:
+                agreed = json.loads(served) == own
+            except ValueError:
+                return  # not a copy this stand-in's data plane made
+            comparisons.labels(**model_labels, outcome="agree" if agreed else "disagree").inc()
 
         def _send(self, code: int, body: bytes, kind: str) -> None:
             self.send_response(code)

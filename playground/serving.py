@@ -40,17 +40,31 @@ class ServingStandIn:
     def split_file(self, namespace: str, obj: str) -> Path:
         return self.dir / f"split-{namespace}-{obj}.json"
 
+    def mirror_file(self, namespace: str, obj: str) -> Path:
+        """The units that get a copy of a share of the requests of `obj`'s default route: a list of
+        {unit, version, url, percent}, [] when none."""
+        return self.dir / f"mirror-{namespace}-{obj}.json"
+
     def route(self, namespace: str, obj: str, path: str = "/", headers: dict[str, str] | None = None) -> list[dict]:
         """Gateway API only: where the data plane sends a request on `path` with `headers` now, as the split
         ({unit, version, percent, url} per Service) of the HTTPRoute rule it reaches; [] when none."""
+        return self._rule(namespace, obj, path, headers).get("split", [])
+
+    def route_mirror(self, namespace: str, obj: str, path: str = "/",
+                     headers: dict[str, str] | None = None) -> list[dict]:
+        """Gateway API only: where the data plane copies a request on `path` with `headers` now, as the mirrors
+        ({unit, version, url, percent} per Service) of the HTTPRoute rule it reaches; [] when none."""
+        return self._rule(namespace, obj, path, headers).get("mirror", [])
+
+    def _rule(self, namespace: str, obj: str, path: str, headers: dict[str, str] | None) -> dict:
+        """The published HTTPRoute rule a request on `path` with `headers` reaches; {} when none."""
         from .standin_backends import route_for
 
         try:
             table = json.loads((self.dir / f"routes-{namespace}-{obj}.json").read_text())
         except (OSError, ValueError):
-            return []
-        rule = route_for(table, path, headers or {})
-        return rule["split"] if rule else []
+            return {}
+        return route_for(table, path, headers or {}) or {}
 
     def stop(self) -> None:
         self.process.stop()

@@ -3,13 +3,17 @@ API implementation), which cannot run here. Each does to its objects what the re
 controller does, and nothing of the operator's: it starts one model-server process per
 serving unit (revision, predictor, Model, Service), reports readiness in the object's
 status the way that controller does, and publishes the traffic split the object asks for
-(with each unit's URL) to a file the load generator follows. Units are registered with
-Prometheus through a file_sd file.
+(with each unit's URL) to a file the load generator follows, `split-<namespace>-<object>.json`
+(a list of {unit, version, percent, url}), and next to it the units that get a copy of a
+share of those requests, `mirror-<namespace>-<object>.json` (a list of {unit, version, url,
+percent}; [] when nothing is mirrored). Units are registered with Prometheus through a
+file_sd file.
 
     python -m playground.standin BACKEND KUBECONFIG BEHAVIOURS_JSON WORKDIR TARGETS_JSON
 
 BEHAVIOURS_JSON maps an artifact URI (or svc://namespace/service) to
-{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics, never_ready}}
+{"model": ..., "version": ..., "behaviour": {error_rate, latency, accuracy, accuracy_metrics, agreement,
+never_ready}}
 or, for a real model server, {"model": ..., "version": ..., "command": [..., "{port}", ...]}.
 """
 
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,11 +139,19 @@ class StandIn:
 
     # --- what every controller does --------------------------------------------------------
 
-    def publish_split(self, namespace: str, obj: str, split: list[tuple[Unit, int]]) -> None:
-        """The load generator's view of the data plane: which URL gets which share."""
-        serving = [(u, p) for u, p in split if p > 0 and (u.ready or u.replaced is not None)]
-        entries = [{"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in serving]
-        self._write(self.dir / f"split-{namespace}-{obj}.json", entries)
+    def publish_split(self, namespace: str, obj: str, split: Sequence[tuple[Unit, int]],
+                      mirror: Sequence[tuple[Unit, float]] = ()) -> None:
+        """The load generator's view of the data plane: which URL gets which share of the requests, and which
+        URL gets a copy of which share (a unit not serving gets neither)."""
+        def entries(shares: Sequence[tuple[Unit, float]]) -> list[dict[str, Any]]:
+            return [traffic_entry(u, p) for u, p in shares if p > 0 and (u.ready or u.replaced is not None)]
+
+        self.publish(namespace, obj, entries(split), entries(mirror))
+
+    def publish(self, namespace: str, obj: str, split: list[dict[str, Any]], mirror: list[dict[str, Any]]) -> None:
+        """The split and mirror files of `obj`, as `traffic_entry` lists."""
+        self._write(self.dir / f"split-{namespace}-{obj}.json", split)
+        self._write(self.dir / f"mirror-{namespace}-{obj}.json", mirror)
 
     def write_status(self, namespace: str, name: str, status: dict[str, Any], plural: str | None = None) -> None:
         key, text = (namespace, f"{plural or self.plural}/{name}"), json.dumps(status, sort_keys=True)
@@ -171,6 +184,11 @@ class StandIn:
         for _, unit in self.draining:
             unit.kill()
         sys.exit(0)
+
+
+def traffic_entry(unit: Unit, percent: float) -> dict[str, Any]:
+    """A unit's entry in a published split or mirror list."""
+    return {"unit": unit.name, "version": unit.version, "percent": percent, "url": unit.url}
 
 
 def condition(kind: str, ready: bool, generation: int | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes
 
-from .standin import StandIn, Unit, condition
+from .standin import StandIn, Unit, condition, traffic_entry
 
 
 class KServe(StandIn):
@@ -59,29 +59,34 @@ class KServe(StandIn):
 
 
 class SeldonV1(StandIn):
-    """Seldon Core v1: one Deployment per predictor; status.deploymentStatus and state."""
+    """Seldon Core v1: one Deployment per predictor; status.deploymentStatus and state. A shadow predictor
+    gets a copy of every request and no share of them (see `predictor_shares`)."""
 
     group, version, plural, flavour = "machinelearning.seldon.io", "v1", "seldondeployments", "seldon"
 
     def reconcile(self, sdep: dict[str, Any]) -> None:
         meta = sdep["metadata"]
         key = (meta["namespace"], meta["name"])
-        split, deployments = [], {}
+        served, copied, deployments = [], [], {}
         for predictor in sdep["spec"].get("predictors", []):
             graph = predictor.get("graph", {})
             unit = self.unit(*key, predictor["name"], graph.get("modelUri", ""))
-            split.append((unit, predictor.get("traffic", 0)))
+            if unit.ready:
+                share, copy = predictor_shares(predictor)
+                served.append((unit, share))
+                copied.append((unit, copy))
             deployment = f"{meta['name']}-{predictor['name']}-0-{graph.get('name', 'model')}"
             deployments[deployment] = {"name": deployment, "replicas": 1, "availableReplicas": int(unit.ready),
                                        "status": "Available" if unit.ready else "Creating"}
-        self.publish_split(*key, [(u, p) for u, p in split if u.ready])
+        self.publish_split(*key, served, copied)
         available = all(d["availableReplicas"] for d in deployments.values())
         self.write_status(*key, {"state": "Available" if available else "Creating", "deploymentStatus": deployments})
 
 
 class SeldonV2(StandIn):
     """Seldon Core v2: a Model loads its artifact (in place on change), an Experiment weighs
-    its candidates in proportion for requests to its default model."""
+    its candidates in proportion for requests to its default model and copies `mirror.percent`
+    of them to its `mirror.name` model; it is ready when its candidates and its mirror are."""
 
     group, version, plural, flavour = "mlops.seldon.io", "v1alpha1", "models", "seldonV2"
 
@@ -98,19 +103,29 @@ class SeldonV2(StandIn):
             self.write_status(meta["namespace"], meta["name"], {
                 "observedGeneration": meta.get("generation"), "replicas": 1, "availableReplicas": int(ready),
                 "conditions": [condition("ModelReady", ready), condition("Ready", ready)]}, "models")
-        routed = {}
+        routed, mirrored = {}, {}
         for experiment in experiments:
             meta, spec = experiment["metadata"], experiment["spec"]
             members = [(units.get((meta["namespace"], c["name"])), c["weight"]) for c in spec["candidates"]]
-            ready = all(u is not None and u.ready for u, _ in members)
+            mirror = spec.get("mirror")
+            mirror_unit = units.get((meta["namespace"], mirror["name"])) if mirror else None
+            candidates_ready = all(u is not None and u.ready for u, _ in members)
+            mirror_ready = mirror is None or (mirror_unit is not None and mirror_unit.ready)
+            ready = candidates_ready and mirror_ready
             self.write_status(meta["namespace"], meta["name"], {
                 "observedGeneration": meta.get("generation"),
-                "conditions": [condition("ExperimentReady", ready), condition("Ready", ready)]}, "experiments")
+                "conditions": [condition("CandidatesReady", candidates_ready), condition("MirrorReady", mirror_ready),
+                               condition("ExperimentReady", ready), condition("Ready", ready)]}, "experiments")
             if ready and spec.get("default"):
+                default = (meta["namespace"], spec["default"])
                 total = sum(w for _, w in members) or 1
-                routed[(meta["namespace"], spec["default"])] = [(u, round(100 * w / total)) for u, w in members]
+                routed[default] = [(u, round(100 * w / total)) for u, w in members]
+                if mirror:
+                    # the CRD's percent is a uint32 without default: an unset one mirrors nothing
+                    mirrored[default] = [(mirror_unit, mirror.get("percent", 0))]
         for (namespace, name), unit in units.items():
-            self.publish_split(namespace, name, routed.get((namespace, name), [(unit, 100)]))
+            key = (namespace, name)
+            self.publish_split(namespace, name, routed.get(key, [(unit, 100)]), mirrored.get(key, []))
 
 
 class Gateway(StandIn):
@@ -125,8 +140,10 @@ class Gateway(StandIn):
     The API server refuses loopback addresses in IPv4 slices (they may not be in 127.0.0.0/8), so the slice
     is of addressType FQDN (deprecated, still served by discovery.k8s.io/v1), the address written as
     `127.0.0.1` (which every resolver maps to itself).
-    The split a request on `/` without headers gets is published for the load generator, every rule's in
-    `routes-<namespace>-<route>.json` (see `route_for`)."""
+    A rule's RequestMirror filters (see `requested_mirrors`) copy their share of the rule's requests to their
+    Service, if it has a ready endpoint; a mirrored Service that does not exist leaves ResolvedRefs False.
+    The split and mirrors a request on `/` without headers gets are published for the load generator, every
+    rule's in `routes-<namespace>-<route>.json`, a list of {matches, split, mirror} (see `route_for`)."""
 
     group, version, plural, flavour = "gateway.networking.k8s.io", "v1", "httproutes", "generic"
     MANAGED_BY = "test-gateway-stand-in.modelops.io"
@@ -141,29 +158,41 @@ class Gateway(StandIn):
         key = (meta["namespace"], meta["name"])
         resolved, table = True, []
         for rule in route["spec"].get("rules") or []:
-            split = []
+            split, mirror = [], []
             for ref in rule.get("backendRefs") or []:
-                try:
-                    service = self.core.read_namespaced_service(ref["name"], meta["namespace"])
-                except kubernetes.client.ApiException:
-                    resolved = False
-                    continue
-                unit = self.unit(*key, ref["name"], f"svc://{meta['namespace']}/{ref['name']}")
-                self.endpoint_slice(meta["namespace"], ref["name"], service, unit)
-                split.append((unit, ref.get("weight", 1)))
+                unit = self.service_unit(*key, ref["name"])
+                resolved = resolved and unit is not None
+                if unit is not None:
+                    split.append((unit, ref.get("weight", 1)))
+            for service, percent in requested_mirrors(rule):
+                unit = self.service_unit(*key, service)
+                resolved = resolved and unit is not None
+                if unit is not None and self.up(unit) and percent > 0:
+                    mirror.append(traffic_entry(unit, percent))
             total = sum(w for u, w in split if self.up(u)) or 1
             serving = [(u, round(100 * w / total)) for u, w in split if self.up(u)]
-            table.append({"matches": rule.get("matches") or [{}], "split": [
-                {"unit": u.name, "version": u.version, "percent": p, "url": u.url} for u, p in serving if p > 0]})
+            table.append({"matches": rule.get("matches") or [{}],
+                          "split": [traffic_entry(u, p) for u, p in serving if p > 0], "mirror": mirror})
         self._write(self.dir / f"routes-{key[0]}-{key[1]}.json", table)
         chosen = route_for(table, "/", {})
-        self._write(self.dir / f"split-{key[0]}-{key[1]}.json", chosen["split"] if chosen else [])
+        self.publish(*key, chosen["split"] if chosen else [], chosen["mirror"] if chosen else [])
         generation = meta.get("generation")
         parents = route["spec"].get("parentRefs") or [{"name": "gateway"}]
         self.write_status(*key, {"parents": [{
             "parentRef": p, "controllerName": "modelops.io/test-gateway-stand-in",
             "conditions": [condition("Accepted", True, generation), condition("ResolvedRefs", resolved, generation)],
         } for p in parents]})
+
+    def service_unit(self, namespace: str, route: str, service: str) -> Unit | None:
+        """The unit of the pods behind `service` with its EndpointSlice brought up to date; None when there is
+        no such Service."""
+        try:
+            svc = self.core.read_namespaced_service(service, namespace)
+        except kubernetes.client.ApiException:
+            return None
+        unit = self.unit(namespace, route, service, f"svc://{namespace}/{service}")
+        self.endpoint_slice(namespace, service, svc, unit)
+        return unit
 
     @staticmethod
     def up(unit: Unit) -> bool:
@@ -202,6 +231,32 @@ class Gateway(StandIn):
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
         super().stop(*args)
+
+
+def predictor_shares(predictor: dict[str, Any]) -> tuple[int, int]:
+    """(percent of the requests it serves, percent it gets a copy of) for a Seldon Core v1 predictor: a shadow
+    serves none whatever its `traffic` says (its answers are discarded) and gets a copy of every request."""
+    return (0, 100) if predictor.get("shadow") else (predictor.get("traffic", 0), 0)
+
+
+def requested_mirrors(rule: dict[str, Any]) -> list[tuple[str, float]]:
+    """(Service, percent of the rule's requests copied to it) per RequestMirror filter of an HTTPRoute rule, as
+    Gateway API v1.6 reads one: `percent`, else `fraction` (numerator / denominator, denominator 100 unless
+    set), else every request."""
+    mirrors = []
+    for rule_filter in rule.get("filters") or []:
+        if rule_filter.get("type") != "RequestMirror":
+            continue
+        spec = rule_filter["requestMirror"]
+        fraction = spec.get("fraction")
+        if "percent" in spec:
+            percent = spec["percent"]
+        elif fraction:
+            percent = 100 * fraction["numerator"] / fraction.get("denominator", 100)
+        else:
+            percent = 100
+        mirrors.append((spec["backendRef"]["name"], percent))
+    return mirrors
 
 
 def _path_matches(match: dict[str, Any], path: str) -> tuple[bool, int, int]:

@@ -18,7 +18,7 @@ from playground.serving import ServingStandIn
 TIMINGS: dict[str, float] = {}
 # The real upstream CRDs of the serving systems this tier installs (see playground/upstream_crds.py).
 UPSTREAM_CRD_FILES = [upstream.KSERVE, upstream.SELDON_V1, upstream.SELDON_V2_MODELS,
-                      upstream.SELDON_V2_EXPERIMENTS, upstream.GATEWAY_HTTPROUTES]
+                      upstream.SELDON_V2_EXPERIMENTS, upstream.GATEWAY_STANDARD]
 _namespace_numbers = itertools.count(1)
 
 
