@@ -1,6 +1,10 @@
 """kopf wiring: each ModelDeployment gets a daemon that runs `reconcile.run_round` in a loop.
 
-The daemon sleeps until the next analysis is due and wakes at once when the spec changes.
+The daemon sleeps until the next analysis is due and wakes at once when the spec changes, or
+when the watch shows a change of a backend object it drives (the owner annotation, or the
+owner label of Seldon v2's Models, names it) or of an EndpointSlice of a Service its
+HTTPRoute routes to: a settled deployment reads nothing until something changes, and
+re-checks on its own only every `reconcile.IDLE_SECONDS` (a resync, in case an event was lost).
 Storage is GitOps-clean: kopf keeps its progress in `status.kopf`, the finalizer is
 `modelops.io/finalizer`, and no annotation is written on the resources users own (only on
 the backend objects the operator drives).
@@ -28,10 +32,59 @@ from .notifications import Notifications
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
-from .routers.base import BackendNotOwned, Target
+from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
+from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
+from .routers.kserve import INFERENCE_SERVICE as KSERVE
 from .routers.registry import routers_for
+from .routers.seldon import SELDON_DEPLOYMENT
+from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
 
 log = logging.getLogger(__name__)
+
+BACKEND_RESOURCES = (KSERVE, SELDON_DEPLOYMENT, SELDON_MODEL, SELDON_EXPERIMENT, HTTP_ROUTE)
+
+
+@dataclass
+class Wakeups:
+    """Which deployment loops a watched change concerns: each loop's wake event by (namespace, name), and the
+    loops whose spec names a topic by (namespace, topic): ("model", its model), whose ModelVersions it needs,
+    and ("service", a Service of its HTTPRoute), whose EndpointSlices its readiness reads."""
+
+    loops: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    topics: dict[tuple[str, tuple[str, str]], set[str]] = field(default_factory=dict)
+    followed: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
+    """The topics each loop is registered under, so that a round changes only what its spec changed."""
+
+    def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> None:
+        self.loops[(namespace, name)] = wake
+        gateway = (spec.get("serving") or {}).get("gatewayAPI") or {}
+        topics = frozenset({("model", str(spec.get("model")))} |
+                           {("service", service) for service in (gateway.get("services") or {}).values()})
+        if topics != self.followed.get((namespace, name)):
+            self._unregister(namespace, name)
+            for topic in topics:
+                self.topics.setdefault((namespace, topic), set()).add(name)
+            self.followed[(namespace, name)] = topics
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.loops.pop((namespace, name), None)
+        self._unregister(namespace, name)
+
+    def _unregister(self, namespace: str, name: str) -> None:
+        for topic in self.followed.pop((namespace, name), frozenset()):
+            names = self.topics.get((namespace, topic), set())
+            names.discard(name)
+            if not names:
+                self.topics.pop((namespace, topic), None)
+
+    def wake(self, namespace: str, *names: str) -> None:
+        for name in names:
+            event = self.loops.get((namespace, name))
+            if event is not None:
+                event.set()
+
+    def wake_followers(self, namespace: str, topic: tuple[str, str]) -> None:
+        self.wake(namespace, *self.topics.get((namespace, topic), ()))
 
 
 @dataclass
@@ -76,6 +129,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     memo.client = await api_client()
+    memo.wakeups = Wakeups()
     kube = Kube(memo.client)
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
@@ -145,6 +199,8 @@ def records_of(index: kopf.Index, namespace: str, model: str) -> Iterable[Versio
 @kopf.on.event(GROUP, VERSION, "modelversions")
 async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
     meta = body["metadata"]
+    # A version appeared, changed or went: the deployments of its model look at once (the index is updated first).
+    memo.wakeups.wake_followers(meta["namespace"], ("model", str((body.get("spec") or {}).get("model"))))
     if meta.get("deletionTimestamp"):
         return
     spec, status = dict(body["spec"]), {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -165,14 +221,35 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             memo.memory.wake.set()
 
 
+def wake_the_driver(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A backend object changed: its driver's loop looks at once (its own writes echo here too, which is how
+    it sees the backend converge)."""
+    owner = (meta.get("annotations") or {}).get(OWNER_ANNOTATION) or (meta.get("labels") or {}).get(OWNER_LABEL)
+    if owner:
+        memo.wakeups.wake(namespace, owner)
+
+
+for _backend in BACKEND_RESOURCES:
+    kopf.on.event(_backend.group, _backend.version, _backend.plural)(wake_the_driver)
+
+
+@kopf.on.event(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural)
+def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    service = labels.get(SERVICE_NAME_LABEL)
+    if service:
+        memo.wakeups.wake_followers(namespace, ("service", service))
+
+
 @kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
                          namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, **_: Any) -> None:
     memo.sources.bind(metric_providers, namespace_labels)
     memo.notifications.bind(cluster_notifiers, namespace_labels)
     memo.memory = memory = Memory()
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         while True:
+            memo.wakeups.follow(namespace, name, memory.wake, body.get("spec") or {})
             model = (body.get("spec") or {}).get("model")
             delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
                                     memory)
@@ -182,7 +259,8 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
                 pass
             memory.wake.clear()
     finally:  # stopped on deletion, after `release` maybe: its last rounds must not leave series behind
-        metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        memo.wakeups.forget(namespace, name)
+        metrics.forget(namespace, name)
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments")

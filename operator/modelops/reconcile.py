@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
 VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
-IDLE_SECONDS = 30.0  # a settled deployment re-checks its backend this often; spec changes wake it at once
+IDLE_SECONDS = 300.0
+"""A settled deployment re-checks its backend this often, a resync in case a watch event was lost: changes of
+its spec and of its backend objects wake it at once (see handlers)."""
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 BACKOFF_CAP_SECONDS = 30.0
 MAX_ANALYSIS_SECONDS = 30.0  # no analysis outlives this, nor its interval

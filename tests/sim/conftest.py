@@ -21,6 +21,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"fault simulation: {STATS['schedules']} schedules, {STATS['rounds']} rounds, "
             f"{STATS['crashes']} crashes injected, {STATS['checks']} invariant checks")
+    side = {k.removeprefix("rounds ending with "): v for k, v in STATS.items() if k.startswith("rounds ending with ")}
+    if side:
+        terminalreporter.write_line("rounds ending with a candidate exposed by mirror/match: " +
+                                    ", ".join(f"{n} with {kind}" for kind, n in sorted(side.items())))
     git = {k.removeprefix("git re-applies "): v for k, v in STATS.items() if k.startswith("git re-applies ")}
     if git:
         terminalreporter.write_line("GitOps re-applies of backend objects: " +

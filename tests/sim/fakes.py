@@ -717,6 +717,37 @@ class GatewayController:
         return [rule for rule in dig(route, "spec", "rules") or []
                 if not any(m.get(k) for m in (rule or {}).get("matches") or [] for k in ("headers", "queryParams", "method"))]
 
+    COHORT_PREFIX = "modelops-cohort-"
+
+    @staticmethod
+    def mirrors(route: dict[str, Any] | None) -> dict[str, int]:
+        """Service -> percent of a rule's requests the Gateway copies to it (a RequestMirror filter on any rule;
+        without percent or fraction Gateway API copies all of them; the highest over the rules)."""
+        out: dict[str, int] = {}
+        for rule in dig(route, "spec", "rules") or []:
+            for flt in (rule or {}).get("filters") or []:
+                if flt.get("type") != "RequestMirror":
+                    continue
+                mirror = flt.get("requestMirror") or {}
+                service = dig(mirror, "backendRef", "name")
+                fraction = mirror.get("fraction")
+                percent = mirror.get("percent")
+                if percent is None:
+                    percent = 100 if not fraction else int(100 * fraction["numerator"] / fraction.get("denominator", 100))
+                out[service] = max(out.get(service, 0), int(percent))
+        return out
+
+    @classmethod
+    def cohorts(cls, route: dict[str, Any] | None) -> dict[str, int]:
+        """Service -> how many rules named modelops-cohort-* (the operator's, for a match step) route to it."""
+        out: dict[str, int] = {}
+        for rule in dig(route, "spec", "rules") or []:
+            if not str((rule or {}).get("name") or "").startswith(cls.COHORT_PREFIX):
+                continue
+            for service in {ref.get("name") for ref in rule.get("backendRefs") or [] if ref.get("weight", 1)}:
+                out[service] = out.get(service, 0) + 1
+        return out
+
     @classmethod
     def live_services(cls, kube: FakeKube, resource: Resource, namespace: str, name: str) -> dict[str, int]:
         route = kube.view(resource, namespace, name)

@@ -3,16 +3,40 @@
 Each check has a name (G1, G2, G4, G5, W); a violation raises `Violation` whose message ends
 with the schedule's trace, so a failing Hypothesis example reads as a story.
 
+Exposure. A version is EXPOSED when the backend objects, as stored now, send it requests in any of
+three ways (World.exposure, read from the objects alone, never from the operator's status):
+- weight: a share of the model's live traffic (KServe's revision split; on Gateway API the weights
+  of its Service's refs in the route's path-only rules; Seldon v1 a non-shadow predictor's traffic;
+  Seldon v2 the Experiment's candidate weights, or the stable Model without an Experiment);
+- copies: a share of stable's requests copied to it, its answers discarded: on Gateway API a
+  RequestMirror filter to its Service on any rule of the route (percent; all requests without
+  percent or fraction); on Seldon v1 its predictor with `shadow: true` (100 %); on Seldon v2 the
+  Experiment's spec.mirror naming its Model (spec.mirror.percent);
+- cohort: a header cohort sent to it: on Gateway API a rule named `modelops-cohort-*` with a ref to
+  its Service (rules the user wrote with header matches, pins, are the user's and not counted).
+"No traffic" below means none of the three: weight 0, no copies, no cohort. (The world simulates
+KServe, which has only weights, and Gateway API today; the Seldon readings are the definition for
+when it simulates those backends: World._side_exposure reads Gateway API's only.)
+
 - G1 rollback sticks. Once a status with phase RolledBack and failedVersion X is in the store,
   the first round after it that runs without injected faults on the newest object (a round handed
   a stale watch event may lose its conditional status write and decide again) leaves X with 0 % of the live
-  traffic, and X never gets traffic again, nor appears as canary again, unless a new rollout of
-  X was started for a reason (a round saw spec.version away from X since, or a Retry was issued).
+  traffic (no weight, no copies, no cohort), and X never gets any of them again, nor appears as
+  canary again, unless a new rollout of X was started for a reason (a round saw spec.version away
+  from X since, or a Retry was issued).
   KServe exception, stated precisely: when X's revision had been rolled out (a 100 % step), the
   rolled-out revision keeps serving X while stable's re-created revision is not ready; this may
   last only until a settle that makes the latest revision ready, followed by a fault-free round.
   Write-ahead: a version's live weight never rises unless the persisted status names it as stable
-  or as the canary (and a canary's live weight never rises above the persisted canaryWeight).
+  or as the canary (and a canary's live weight never rises above the persisted canaryWeight). A
+  version gains copies (its percent rises) only while the persisted status names it stable, or
+  canary with canaryMirror set (and then to at most canaryMirror); it gains a cohort (one more
+  cohort rule) only while the persisted status names it stable, or canary with canaryMatch set.
+  Exposure may linger after the status moved on (status is written first, the backend second: a
+  crash between the two leaves the old exposure), so it is only ever judged on a rise; after a
+  round without injected faults or reported problems on the newest object the backend carries
+  copies/cohorts exactly as the persisted status says (canaryMirror to the canary, or none;
+  cohort rules to the canary only while canaryMatch is set) - G3 below.
 - G2 the loop survives: run_round raises nothing but the injected Crash; no status holding
   NaN/Infinity is ever sent; no round ends in InternalError (an unexpected exception); after a
   round that reported no problem, status has Synced=True; after one that reported a problem and
@@ -23,14 +47,21 @@ with the schedule's trace, so a failing Hypothesis example reads as a story.
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
   the backend object.
+- G3 exposure follows the status: after a round that ran without injected faults on the newest
+  object and reported no problem, a version has copies only when the persisted status names it
+  canary with canaryMirror (and then exactly that percent), and a cohort only when it names it
+  canary with canaryMatch set.
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; the HTTPRoute's refs
   to the deployment's Services in its rules without header, query or method matches (a pin's
-  are the user's) have integer weights in 0..100 summing to 100, and its other rule stays as
-  the user wrote it.
+  are the user's) have integer weights in 0..100 summing to 100 (cohort rules do not take part),
+  and its other rule stays as the user wrote it. Cohort rules (`modelops-cohort-*`): at most one
+  per model rule, each with exactly one ref, to one of the deployment's Services; a model rule
+  carries at most one RequestMirror filter to those Services; and after a round as in G3 cohort
+  rules exist only while a match step is persisted (canaryMatch set).
 - GitOps (checked by World.git_apply): a re-apply of the backend object's Git manifest by the
-  GitOps tool's own field manager, unforced, never changes what decides traffic nor live traffic;
-  sent without the operator's fields (Argo CD's managedFieldsManagers) it is accepted, sent with
-  Git's values it is refused only by a 409 naming the `modelops` manager.
+  GitOps tool's own field manager, unforced, never changes what decides traffic nor any exposure
+  (weights, copies, cohorts); sent without the operator's fields (Argo CD's managedFieldsManagers) it
+  is accepted, sent with Git's values it is refused only by a 409 naming the `modelops` manager.
 """
 
 from __future__ import annotations
@@ -86,6 +117,7 @@ class Checker:
         self.history: set[tuple] = set()
         self.request_entries: dict[str, set[tuple]] = {}
         self.prev_live: dict[str, int] = {}
+        self.prev_side: dict[str, dict[str, int]] = {"copies": {}, "cohort": {}}
         self.other_rule: Any = None
         self.checks = 0
         self.seen_status_rv: str | None = None
@@ -108,14 +140,16 @@ class Checker:
     def start(self, world: Any) -> None:
         route = world.backend()
         if route is not None and not world.kserve:
-            self.other_rule = route["spec"]["rules"][1]
+            self.other_rule = other_rule(route)
         self.prev_live = world.live()
+        self.prev_side = side_of(world)
 
     # --- after every operation ----------------------------------------------------------------------
 
     def after(self, world: Any, op: str, info: Any, **details: Any) -> None:
         status = world.status()
         live = world.live()
+        side = side_of(world)
         self.check_store(world, status)
         self.check_history(world, status)
         if op == "round":
@@ -125,10 +159,12 @@ class Checker:
         if op == "settle" and details.get("ready"):
             for ban in self.bans.values():
                 ban.settled_ready = ban.settled_ready or ban.armed
-        self.check_bans(world, status, live)
+        self.check_bans(world, status, live, side)
         self.check_write_ahead(world, status, live)
+        self.check_side_write_ahead(world, status, side)
         self.check_backend(world)
         self.prev_live = live
+        self.prev_side = side
 
     def check_store(self, world: Any, status: ModelDeploymentStatus) -> None:
         self.check(world, not world.kube.nan_rejections, "G2",
@@ -164,11 +200,19 @@ class Checker:
                 self.check(world, ban.justified or retried, "G1",
                            f"rolled-back {entry.version} started again without a version change or Retry: {key}")
 
-    def check_bans(self, world: Any, status: ModelDeploymentStatus, live: dict[str, int]) -> None:
+    def check_bans(self, world: Any, status: ModelDeploymentStatus, live: dict[str, int],
+                   side: dict[str, dict[str, int]]) -> None:
         for version, ban in self.bans.items():
             if status.canary_version == version:
                 self.check(world, ban.justified, "G1",
                            f"rolled-back {version} is the canary again (phase {status.phase}) without a new rollout")
+            if ban.armed:
+                for kind, per in side.items():
+                    if per.get(version):
+                        self.check(world, False, "G1", f"rolled-back {version} still gets {kind} ({per[version]}) "
+                                                       f"after a fault-free round: {side}")
+                    else:
+                        self.check(world, True, "G1", "")
             if not ban.armed or not live.get(version):
                 continue
             self.check(world, self.kserve_exempt(world, version, ban), "G1",
@@ -208,6 +252,39 @@ class Checker:
                 self.check(world, percent <= status.canary_weight, "G1",
                            f"canary {version} has {percent}% live, above the persisted canaryWeight {status.canary_weight}")
 
+    def check_side_write_ahead(self, world: Any, status: ModelDeploymentStatus,
+                               side: dict[str, dict[str, int]]) -> None:
+        for version, percent in side["copies"].items():
+            if percent <= self.prev_side["copies"].get(version, 0) or version == status.stable_version:
+                continue
+            self.check(world, version == status.canary_version and 0 < percent <= status.canary_mirror, "G1",
+                       f"{version} gained copies of {percent}% that the persisted status does not name (canary "
+                       f"{status.canary_version} canaryMirror {status.canary_mirror})")
+        for version, count in side["cohort"].items():
+            if count <= self.prev_side["cohort"].get(version, 0) or version == status.stable_version:
+                continue
+            self.check(world, version == status.canary_version and bool(status.canary_match), "G1",
+                       f"{version} gained a cohort that the persisted status does not name (canary "
+                       f"{status.canary_version} canaryMatch {status.canary_match})")
+
+    def check_follows_status(self, world: Any, status: ModelDeploymentStatus) -> None:
+        """G3 (and W's cohort rule), after a fault-free round on the newest object that reported no problem."""
+        side = side_of(world)
+        canary = status.canary_version
+        wanted_copies = {canary: status.canary_mirror} if canary and status.canary_mirror else {}
+        self.check(world, side["copies"] == wanted_copies, "G3",
+                   f"copies {side['copies']} after a fault-free round; the persisted status says {wanted_copies}")
+        cohort_to = set(side["cohort"])
+        wanted_cohort = {canary} if canary and status.canary_match else set()
+        self.check(world, cohort_to <= wanted_cohort, "G3",
+                   f"cohort rules to {sorted(cohort_to)} after a fault-free round; the persisted status says "
+                   f"canary {canary} canaryMatch {status.canary_match}")
+        if not world.kserve and world.backend() is not None and "seldon" not in world.config.backend.lower():
+            rules = world.backend()["spec"]["rules"]
+            cohorts = [r for r in rules if str(r.get("name") or "").startswith("modelops-cohort-")]
+            self.check(world, not cohorts or bool(status.canary_match), "W",
+                       f"cohort rules {[r['name'] for r in cohorts]} while no match step is persisted")
+
     def check_backend(self, world: Any) -> None:
         backend = world.backend()
         if backend is None or backend["metadata"]["resourceVersion"] == self.seen_backend_rv:
@@ -226,7 +303,20 @@ class Checker:
         weights = [r.get("weight", 1) for r in ours]
         self.check(world, all(type(w) is int and 0 <= w <= 100 for w in weights) and (not ours or sum(weights) == 100),
                    "W", f"HTTPRoute weights {weights}")
-        self.check(world, backend["spec"]["rules"][1] == self.other_rule, "W", "the HTTPRoute's other rule changed")
+        self.check(world, other_rule(backend) == self.other_rule, "W", "the HTTPRoute's other rule changed")
+        rules = backend["spec"]["rules"]
+        cohorts = [r for r in rules if str(r.get("name") or "").startswith("modelops-cohort-")]
+        model_rules = [r for r in world.controller.plain_rules(backend)
+                       if any(ref.get("name") in world.services for ref in r.get("backendRefs") or [])]
+        self.check(world, len(cohorts) <= len(model_rules), "W",
+                   f"{len(cohorts)} cohort rules for {len(model_rules)} model rules")
+        self.check(world, all(len(r.get("backendRefs") or []) == 1 and r["backendRefs"][0].get("name") in world.services
+                              for r in cohorts), "W", f"a cohort rule routes elsewhere than to one version: {cohorts}")
+        self.check(world, len({r["name"] for r in cohorts}) == len(cohorts), "W", "two cohort rules share a name")
+        for rule in model_rules:
+            mirrors = [f for f in rule.get("filters") or [] if f.get("type") == "RequestMirror"
+                       and dig(f, "requestMirror", "backendRef", "name") in world.services]
+            self.check(world, len(mirrors) <= 1, "W", f"a model rule mirrors to several versions: {mirrors}")
 
     # --- edits and rounds ---------------------------------------------------------------------------------
 
@@ -260,6 +350,8 @@ class Checker:
                            f"a round that reported a problem left Synced={synced and synced.status}")
         if info.faulted or not info.fresh:
             return  # on a stale object a round may lose its conditional status write (409) and decide again
+        if info.failures_in_a_row == 0:
+            self.check_follows_status(world, status)
         self.check_abort(world, info, status)
         for ban in self.bans.values():
             if ban.armed and ban.settled_ready:
@@ -278,3 +370,14 @@ class Checker:
                    and status.canary_version is None and request["id"] in status.handled_requests, "G4",
                    f"Abort {request['id']} of {candidate} left phase {status.phase} canary {status.canary_version}")
         self.bans.setdefault(candidate, Ban())
+
+
+def side_of(world: Any) -> dict[str, dict[str, int]]:
+    """The copies and cohorts of the world's exposure (weights are `world.live()`)."""
+    return {k: v for k, v in world.exposure().items() if k != "weight"}
+
+
+def other_rule(route: dict[str, Any]) -> Any:
+    """The HTTPRoute's rule the operator must not touch (the user's, to other-svc)."""
+    return next((r for r in dig(route, "spec", "rules") or []
+                 if any(ref.get("name") == "other-svc" for ref in r.get("backendRefs") or [])), None)

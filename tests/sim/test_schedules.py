@@ -1,6 +1,7 @@
 """Hypothesis-generated schedules against the real round, on KServe and on Gateway API.
 
-A schedule is a starting configuration and up to ~40 operations (rounds, settles, time, metric
+A schedule is a starting configuration (its steps weighted only, or with mirror and match steps where
+the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time there) and up to ~40 operations (rounds, settles, time, metric
 changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifest (respecting the
 operator's fields as Argo CD does, or Git's values unforced), ModelVersions deleted or claimed
 twice, faults for the next API calls - crashes included - and restarts), followed by a drain:
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .fakes import BEHAVIOURS, Fault
-from .world import STEP_SETS, VERSION_NAMES, Config, World
+from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, step_sets
 
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 3
 
@@ -39,33 +40,38 @@ faults = st.one_of(
 )
 
 tick = st.tuples(st.just("tick"), st.sampled_from([1, 10, 10, 30]), st.booleans(), st.booleans())
-operation = st.one_of(
-    tick, tick, tick, tick, tick,
-    st.tuples(st.just("round"), st.booleans()),
-    st.tuples(st.just("settle"), st.booleans()),
-    st.tuples(st.just("advance"), st.sampled_from([1, 5, 10, 30, 120])),
-    st.tuples(st.just("metric"), st.sampled_from(["candidate", "candidate", "stable"]),
-              st.sampled_from(("good", "good", "bad") + BEHAVIOURS)),
-    st.tuples(st.just("version"), st.sampled_from(VERSION_NAMES)),
-    st.tuples(st.just("strategy"), st.sampled_from(STEP_SETS), st.sampled_from(["Canary", "HotSwap"]),
-              st.sampled_from(["Immediate", "Progressive"])),
-    st.tuples(st.just("pause"), st.booleans()),
-    st.tuples(st.just("override"), st.sampled_from([None, None, 0, 30, 100])),
-    st.tuples(st.just("request"), st.sampled_from("ABCD"), st.sampled_from(["Abort", "Abort", "Promote", "Rollback",
-                                                                            "Retry"]),
-              st.sampled_from([None, None, "1.0.0", "1.1.0"])),
-    st.tuples(st.just("delete_mv"), st.sampled_from(VERSION_NAMES)),
-    st.tuples(st.just("restore_mv"), st.sampled_from(VERSION_NAMES)),
-    st.tuples(st.just("duplicate_mv"), st.sampled_from(VERSION_NAMES[1:])),
-    st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
-    st.tuples(st.just("restart")),
-    st.tuples(st.just("git_apply"), st.booleans()),
-)
+
+
+def operations(backend: str):
+    """One operation of a schedule on `backend` (strategy edits draw the step sets it carries)."""
+    return st.one_of(
+        tick, tick, tick, tick, tick,
+        st.tuples(st.just("round"), st.booleans()),
+        st.tuples(st.just("settle"), st.booleans()),
+        st.tuples(st.just("advance"), st.sampled_from([1, 5, 10, 30, 120])),
+        st.tuples(st.just("metric"), st.sampled_from(["candidate", "candidate", "stable"]),
+                  st.sampled_from(("good", "good", "bad") + BEHAVIOURS)),
+        st.tuples(st.just("version"), st.sampled_from(VERSION_NAMES)),
+        st.tuples(st.just("strategy"), st.sampled_from(step_sets(backend)), st.sampled_from(["Canary", "HotSwap"]),
+                  st.sampled_from(["Immediate", "Progressive"])),
+        st.tuples(st.just("pause"), st.booleans()),
+        st.tuples(st.just("override"), st.sampled_from([None, None, 0, 30, 100])),
+        st.tuples(st.just("request"), st.sampled_from("ABCD"), st.sampled_from(["Abort", "Abort", "Promote", "Rollback",
+                                                                                "Retry"]),
+                  st.sampled_from([None, None, "1.0.0", "1.1.0"])),
+        st.tuples(st.just("delete_mv"), st.sampled_from(VERSION_NAMES)),
+        st.tuples(st.just("restore_mv"), st.sampled_from(VERSION_NAMES)),
+        st.tuples(st.just("duplicate_mv"), st.sampled_from(VERSION_NAMES[1:])),
+        st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
+        st.tuples(st.just("restart")),
+        st.tuples(st.just("git_apply"), st.booleans()),
+    )
 
 
 def configs(backend: str):
     return st.builds(
-        Config, st.just(backend), st.sampled_from(STEP_SETS), st.sampled_from(["Canary", "Canary", "HotSwap"]),
+        Config, st.just(backend), st.sampled_from(step_sets(backend) + EXPOSURE_STEP_SETS[backend]),
+        st.sampled_from(["Canary", "Canary", "HotSwap"]),
         st.sampled_from(["Immediate", "Progressive"]), st.integers(1, 3), st.integers(1, 4), st.booleans(),
         st.booleans(), st.sampled_from(["Hold", "Hold", "Fail", "Pass"]))
 
@@ -124,16 +130,17 @@ def simulate(config: Config, first: str, ops: list[tuple]) -> None:
         world.close()
 
 
-schedule = st.lists(operation, min_size=8, max_size=40)
+def schedule(backend: str):
+    return st.lists(operations(backend), min_size=8, max_size=40)
 
 
 @scaled()
-@given(config=configs("kserve"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule)
+@given(config=configs("kserve"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule("kserve"))
 def test_kserve_schedules(config, first, ops):
     simulate(config, first, ops)
 
 
 @scaled()
-@given(config=configs("gatewayAPI"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule)
+@given(config=configs("gatewayAPI"), first=st.sampled_from(VERSION_NAMES[1:]), ops=schedule("gatewayAPI"))
 def test_gateway_api_schedules(config, first, ops):
     simulate(config, first, ops)

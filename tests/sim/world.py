@@ -43,8 +43,31 @@ from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, Gatew
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
-STEP_SETS = ((10, 50), (10, 25, 50), (50,), (20, 100))
+STEP_SETS: tuple[tuple, ...] = ((10, 50), (10, 25, 50), (50,), (20, 100))
 """Canary step weights a schedule may choose; (20, 100) makes KServe roll the candidate's revision out."""
+COHORT = {"name": "x-canary", "value": "yes"}
+"""The header a match step's cohort carries."""
+EXPOSURE_STEP_SETS: dict[str, tuple[tuple, ...]] = {
+    "kserve": (),
+    "gatewayAPI": (("m50", "match", 10, 50), ("match", 50), ("m30", 20, 100), (10, "m100", "match", 50)),
+    "seldon": (("m100", 10, 50), (10, "m100", 50)),
+    "seldonV2": (("m30", 20), ("m100", 10, 50), (10, "m50")),
+}
+"""Step sets with mirror ("m<percent>") and match ("match": the COHORT header) steps, where the backend carries
+them (api.modeldeployment.BACKEND_STEPS); an int is a weighted step."""
+
+
+def step_sets(backend: str) -> tuple[tuple, ...]:
+    """The step sets a schedule on `backend` may choose: the weighted ones and those with mirror/match steps."""
+    return STEP_SETS + EXPOSURE_STEP_SETS.get(backend, ())
+
+
+def step_body(item: int | str, pause: str) -> dict[str, Any]:
+    if isinstance(item, int):
+        return {"weight": item, "pause": pause}
+    if item == "match":
+        return {"match": {"headers": [dict(COHORT)]}, "pause": pause}
+    return {"mirror": int(item.removeprefix("m")), "pause": pause}
 PAUSE = {1: "30s", 2: "20s", 3: "10s"}
 
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
@@ -66,7 +89,7 @@ def uri_of(version: str) -> str:
 @dataclass(frozen=True)
 class Config:
     backend: str = "kserve"
-    steps: tuple[int, ...] = (10, 50)
+    steps: tuple[int | str, ...] = (10, 50)
     strategy: str = "Canary"
     rollback: str = "Immediate"
     failure_limit: int = 1
@@ -77,9 +100,9 @@ class Config:
     ready_timeout: str = "2m"
 
 
-def strategy_body(steps: tuple[int, ...], strategy: str, rollback: str, ready_timeout: str = "2m") -> dict[str, Any]:
+def strategy_body(steps: tuple[int | str, ...], strategy: str, rollback: str, ready_timeout: str = "2m") -> dict[str, Any]:
     pause = PAUSE.get(len(steps), "10s")
-    return {"type": strategy, "steps": [{"weight": w, "pause": pause} for w in steps], "rollback": rollback,
+    return {"type": strategy, "steps": [step_body(w, pause) for w in steps], "rollback": rollback,
             "readyTimeout": ready_timeout}
 
 
@@ -187,12 +210,31 @@ class World:
 
     def live(self) -> dict[str, int]:
         """Live traffic percent per version (label), as the serving system routes it now."""
-        backend = self.backend()
-        rv = backend["metadata"]["resourceVersion"] if backend else None
+        return dict(self.exposure()["weight"])
+
+    def exposure(self) -> dict[str, dict[str, int]]:
+        """Everything that sends a version requests now, per kind (see invariants.py, "Exposure"):
+        "weight": percent of the model's live traffic; "copies": percent of stable's requests copied to it
+        (answers discarded); "cohort": number of operator rules sending a header cohort to it."""
+        key = (self.kube._rv, len(self.kube.objects))
         cached = getattr(self, "_live_cache", None)
-        if cached is None or cached[0] != rv:
-            self._live_cache = cached = (rv, self._live())
-        return dict(cached[1])
+        if cached is None or cached[0] != key:
+            self._live_cache = cached = (key, {"weight": self._live(), **self._side_exposure()})
+        return {kind: dict(per) for kind, per in cached[1].items()}
+
+    def _side_exposure(self) -> dict[str, dict[str, int]]:
+        copies: dict[str, int] = {}
+        cohorts: dict[str, int] = {}
+        if not self.kserve:
+            route = self.backend()
+            for service, percent in self.controller.mirrors(route).items():
+                label = self.services.get(service, f"unknown:{service}")
+                if service != "other-svc":
+                    copies[label] = max(copies.get(label, 0), percent)
+            for service, count in self.controller.cohorts(route).items():
+                label = self.services.get(service, f"unknown:{service}")
+                cohorts[label] = cohorts.get(label, 0) + count
+        return {"copies": {k: v for k, v in copies.items() if v}, "cohort": {k: v for k, v in cohorts.items() if v}}
 
     def _live(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -274,6 +316,9 @@ class World:
         self._note(f"round{' stale' if stale else ''} rv={obj['metadata']['resourceVersion']}"
                    f"{' CRASH' if crashed else ''}{' faulted' if info.faulted and not crashed else ''}"
                    f" -> {self._summary()}")
+        for kind, per in self.exposure().items():
+            if kind != "weight" and per:
+                STATS[f"rounds ending with {kind}"] += 1
         if crashed:
             STATS["crashes"] += 1
             self._restart()
@@ -286,11 +331,16 @@ class World:
     def _summary(self) -> str:
         s = self.status()
         return (f"{s.phase.value if s.phase else None} stable={s.stable_version} canary={s.canary_version}"
-                f"@{s.canary_weight} failed={s.failed_version} live={self.live()}")
+                f"@{s.canary_weight}{f' mirror={s.canary_mirror}' if s.canary_mirror else ''}"
+                f"{' match' if s.canary_match else ''} failed={s.failed_version} live={self.live()}{self._side_words()}")
+
+    def _side_words(self) -> str:
+        side = {k: v for k, v in self.exposure().items() if k != "weight" and v}
+        return f" {side}" if side else ""
 
     def settle(self, ready: bool = True) -> None:
         self.controller.settle(self.kube, self.backend_resource, NS, NAME, ready)
-        self._note(f"settle ready={ready} -> live={self.live()}")
+        self._note(f"settle ready={ready} -> live={self.live()}{self._side_words()}")
         self.checker.after(self, "settle", None, ready=ready)
 
     def advance(self, seconds: float) -> None:
@@ -313,7 +363,7 @@ class World:
     def set_version(self, version: str) -> None:
         self.edit({"version": version}, f"version={version}")
 
-    def set_strategy(self, steps: tuple[int, ...], strategy: str, rollback: str) -> None:
+    def set_strategy(self, steps: tuple[int | str, ...], strategy: str, rollback: str) -> None:
         self.edit({"strategy": strategy_body(steps, strategy, rollback, self.config.ready_timeout)},
                   f"strategy {strategy} {list(steps)} {rollback}")
 
@@ -397,7 +447,7 @@ class World:
             for path, value in leaves(manifest).items():
                 if path in operators and live.get(path, object()) != value:
                     _drop(manifest, path)
-        before = (self.traffic_fields(), self.live())
+        before = (self.traffic_fields(), self.exposure())
         try:
             self.kube.world_apply(self.backend_resource, NS, NAME, manifest, GITOPS)
             outcome = "applied"
@@ -409,8 +459,8 @@ class World:
             outcome = "conflict"
         STATS[f"git re-applies {outcome}"] += 1
         self._note(f"git apply{' (respecting the operator)' if respect_operator else ''} -> {outcome}")
-        self.checker.check(self, (self.traffic_fields(), self.live()) == before, "GitOps",
-                           f"a Git re-apply moved traffic: {before} -> {(self.traffic_fields(), self.live())}")
+        self.checker.check(self, (self.traffic_fields(), self.exposure()) == before, "GitOps",
+                           f"a Git re-apply moved traffic: {before} -> {(self.traffic_fields(), self.exposure())}")
         self.checker.after(self, "git_apply", None)
         return outcome
 

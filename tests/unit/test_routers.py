@@ -113,10 +113,17 @@ def endpoint_slice(service, *ready):
 SERVING = {"emb-v1": [endpoint_slice("emb-v1", True)], "emb-v2": [endpoint_slice("emb-v2", True)]}
 
 
-def test_gateway_readiness_follows_the_implementation_for_this_generation():
+def test_gateway_readiness_follows_the_implementations_verdict_and_a_step_does_not_flap_it():
     refs = [{"backendRefs": [{"name": "emb-v1", "weight": 90}, {"name": "emb-v2", "weight": 10}]}]
     assert gateway_api.observe(route(refs, parents(3)), SERVICES, SERVING).ready_versions == {"1.0.0", "1.1.0"}
-    assert gateway_api.observe(route(refs, parents(2)), SERVICES, SERVING).ready_versions == frozenset()
+    # the operator's own write made generation 3; the Gateway still routes by its verdict on 2 until it catches up
+    assert gateway_api.observe(route(refs, parents(2)), SERVICES, SERVING).ready_versions == {"1.0.0", "1.1.0"}
+    # a ref new in generation 3 whose Service has no endpoint is not ready, whatever generation 2 said
+    assert gateway_api.observe(route(refs, parents(2)), SERVICES, {"emb-v1": SERVING["emb-v1"]}).ready_versions == {"1.0.0"}
+    refused = [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 3},
+                               {"type": "ResolvedRefs", "status": "False", "observedGeneration": 3}]}]
+    assert gateway_api.observe(route(refs, refused), SERVICES, SERVING).ready_versions == frozenset()
+    assert gateway_api.observe(route(refs, []), SERVICES, SERVING).ready_versions == frozenset()  # no verdict yet
 
 
 def test_gateway_version_is_ready_only_with_a_ready_endpoint_behind_its_service():
@@ -132,8 +139,10 @@ def test_gateway_version_is_ready_only_with_a_ready_endpoint_behind_its_service(
     assert ready([endpoint_slice("emb-v2", False), endpoint_slice("emb-v2", True)]) == {"1.0.0", "1.1.0"}
     assert ready([endpoint_slice("emb-v2", None)]) == {"1.0.0", "1.1.0"}  # nil ready is "true" (discovery/v1)
     assert ready([endpoint_slice("emb-v1", True)]) == {"1.0.0"}  # another Service's slice says nothing of emb-v2
-    # a ready endpoint does not make a route that is not resolved for its generation ready
-    assert gateway_api.observe(route(refs, parents(2)), SERVICES, SERVING).ready_versions == frozenset()
+    # a ready endpoint does not make a route the Gateway has not resolved ready
+    unresolved = [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 3},
+                                  {"type": "ResolvedRefs", "status": "False", "observedGeneration": 3}]}]
+    assert gateway_api.observe(route(refs, unresolved), SERVICES, SERVING).ready_versions == frozenset()
 
 
 TESTERS = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [{"name": "x-cohort", "value": "testers"}]}],

@@ -34,10 +34,14 @@ resourceVersion, so a concurrent edit is never lost.
 
 Readiness. A version is ready when (1) it has a ref in the model's rules, (2) the Gateway
 implementation reports the route Accepted with its references resolved (ResolvedRefs) by
-every parent, for the generation that carries that ref, and (3) its Service has at least
-one ready endpoint: an endpoint of a discovery.k8s.io/v1 EndpointSlice labelled
+every parent, and (3) its Service has at least one ready endpoint: an endpoint of a discovery.k8s.io/v1 EndpointSlice labelled
 `kubernetes.io/service-name=<Service>` in the route's namespace whose `conditions.ready` is
-true or absent (the API documents a nil `ready` as "true"). Accepted and ResolvedRefs say
+true or absent (the API documents a nil `ready` as "true"). For (2) a verdict on an older
+generation of the route counts while it is True: every write of the operator's (a step)
+makes a new generation, and until the implementation has caught up it keeps routing as it
+did; requiring the newest generation's verdict made each step drop the candidate to 0 and
+back. A ref new in that generation is still held by (3), its Service's own endpoints, and a
+False verdict of any generation makes nothing ready. Accepted and ResolvedRefs say
 that the route and its Services exist, not that anything answers behind them: a Service
 whose pods never become ready stays unready, gets no traffic, and is rolled back after
 strategy.readyTimeout. EndpointSlices are read with one list per Service (label selector)
@@ -90,12 +94,11 @@ COHORT_RULE = "modelops-cohort-"
 
 
 def _resolved(route: dict[str, Any]) -> bool:
-    generation = dig(route, "metadata", "generation") or 0
     parents = objects_at(route, "status", "parents")
 
     def holds(parent: dict[str, Any], kind: str) -> bool:
-        return any(c.get("type") == kind and c.get("status") == "True" and (c.get("observedGeneration") or 0) >= generation
-                   for c in objects_at(parent, "conditions"))
+        verdicts = [c.get("status") for c in objects_at(parent, "conditions") if c.get("type") == kind]
+        return bool(verdicts) and all(v == "True" for v in verdicts)
 
     return bool(parents) and all(holds(p, "Accepted") and holds(p, "ResolvedRefs") for p in parents)
 
