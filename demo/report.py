@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .run import AGREEMENT_MIN  # noqa: E402
 
 WINDOW = "10s"
 
@@ -23,16 +27,52 @@ def operator_usage(pid: int, wall_seconds: float) -> dict[str, float]:
 
 
 def breach_to_stable(demo, traffic) -> tuple[float, str] | None:
-    """Seconds from the first scrape showing a failed request of the candidate to all traffic off it."""
-    failed = ('kn_serving_invocation_duration_seconds_count{k8s_namespace_name="demo", '
-              'http_response_status_code="500"}')
-    series = demo.prometheus.query(f"{failed}[30m]")
+    """Seconds from the first scrape showing a failed request of the candidate (a user's or a copy's) to all
+    traffic off it for good: no share of the requests and no copies of them from then on."""
+    series = demo.prometheus.query('http_request_duration_seconds_count{namespace="demo", code="500"}[30m]')
     if not series:
         return None
-    revision = series[0]["metric"]["kn_revision_name"]
+    service = series[0]["metric"]["service"]
     breach = min(float(t) for s in series for t, v in s["values"] if float(v) > 0)
-    back = next((t for t, split in traffic.splits_seen if t > breach and split and revision not in split), None)
-    return (back - breach, revision) if back is not None else None
+    published = (traffic.splits_seen, traffic.mirrors_seen)
+    back = None
+    for t in sorted((t for seen in published for t, _ in seen), reverse=True):
+        if any(service in published_at(seen, t) for seen in published):
+            break
+        back = t
+    return (back - breach, service) if back is not None and back > breach else None
+
+
+def published_at(seen: list[tuple[float, dict[str, float]]], when: float) -> dict[str, float]:
+    """The split or mirror (unit -> percent) the traffic followed at `when`, {} before any was published."""
+    return next((percents for t, percents in reversed(seen) if t <= when), {})
+
+
+def shadow_agreement(demo, version: str, since: float) -> tuple[int, int]:
+    """(agreed, compared) mirrored requests of `version` since `since`, as its queue-proxy counted them. A version
+    gets copies only while it is the candidate, so these are the ones of its shadow step."""
+    seconds = math.ceil(time.time() - since)
+    counted = demo.prometheus.query(
+        f'sum by (outcome) (max_over_time(model_shadow_comparisons_total{{namespace="demo", version="{version}"}}[{seconds}s]))')
+    by_outcome = {s["metric"]["outcome"]: int(float(s["value"][1])) for s in counted}
+    return by_outcome.get("agree", 0), sum(by_outcome.values())
+
+
+def phase_figures(demo, traffic, version: str, phase: dict[str, Any]) -> dict[str, Any]:
+    """What users and the candidate `version` saw while it was rolled out. A version gets copies only while it is
+    the candidate, so all the copies it ever got are its rollout's (complete once the traffic stopped)."""
+    units = {unit for unit, v in traffic.unit_versions.items() if v == version}
+    requests, copies = phase["requests"], traffic.mirrored
+    agreed, compared = shadow_agreement(demo, version, phase["started"])
+    return {
+        "user_requests": sum(requests.values()),
+        "candidate_answers": sum(n for (unit, code), n in requests.items() if unit in units and code == 200),
+        "candidate_errors": sum(n for (unit, code), n in requests.items() if unit in units and code != 200),
+        "copies": sum(n for (unit, code), n in copies.items() if unit in units),
+        "copies_failed": sum(n for (unit, code), n in copies.items() if unit in units and code != 200),
+        "compared": compared, "agreement": agreed / compared if compared else None,
+        "lost": sum(n for (unit, code), n in requests.items() if code == 0),
+    }
 
 
 def series_by_version(demo, traffic, promql: str, label: str, start: float, end: float) -> dict[str, list]:
@@ -47,25 +87,29 @@ def series_by_version(demo, traffic, promql: str, label: str, start: float, end:
 
 def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
     start, end = demo.timeline.start, demo.timeline.points[-1]["t"]
-    ns = 'k8s_namespace_name="demo"'
+    requests = 'http_request_duration_seconds_count{namespace="demo"'
     panels = [
-        ("error rate", series_by_version(demo, traffic,
-            # A revision without any 5xx has no such series: its error rate is 0, not missing.
-            f'(sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{ns}, http_response_status_code=~"5.."}}[{WINDOW}]))'
-            f' or 0 * sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{ns}}}[{WINDOW}])))'
-            f' / sum by (kn_revision_name) (rate(kn_serving_invocation_duration_seconds_count{{{ns}}}[{WINDOW}]))',
-            "kn_revision_name", start, end)),
+        ("error rate (users' and copies')", series_by_version(demo, traffic,
+            # A Service without any 5xx has no such series: its error rate is 0, not missing.
+            f'(sum by (service) (rate({requests}, code=~"5.."}}[{WINDOW}]))'
+            f' or 0 * sum by (service) (rate({requests}}}[{WINDOW}])))'
+            f' / sum by (service) (rate({requests}}}[{WINDOW}]))',
+            "service", start, end)),
         ("p95 latency (s)", series_by_version(demo, traffic,
-            f'histogram_quantile(0.95, sum by (le, kn_revision_name) (rate(kn_serving_invocation_duration_seconds_bucket{{{ns}}}[{WINDOW}])))',
-            "kn_revision_name", start, end)),
+            f'histogram_quantile(0.95, sum by (le, service) (rate(http_request_duration_seconds_bucket{{namespace="demo"}}[{WINDOW}])))',
+            "service", start, end)),
         ("accuracy", series_by_version(demo, traffic,
             f'sum by (version) (rate(model_correct_total{{namespace="demo"}}[{WINDOW}]))'
             f' / sum by (version) (rate(model_graded_total{{namespace="demo"}}[{WINDOW}]))', "version", start, end)),
     ]
     fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
     times = [p["t"] - start for p in demo.timeline.points]
-    axes[0].step(times, [p["weight"] for p in demo.timeline.points], where="post", color="tab:blue")
-    axes[0].set_ylabel("candidate weight %")
+    axes[0].step(times, [p["weight"] for p in demo.timeline.points], where="post", color="tab:blue",
+                 label="weight (users' requests)")
+    axes[0].step(times, [p["mirror"] for p in demo.timeline.points], where="post", color="tab:orange",
+                 linestyle=":", label="mirror (copies, answers discarded)")
+    axes[0].set_ylabel("candidate %")
+    axes[0].legend(loc="center left", fontsize=8)
     axes[0].set_ylim(-5, 105)
     for ax, (title, by_version) in zip(axes[1:], panels):
         for version, points in sorted(by_version.items()):
@@ -83,7 +127,7 @@ def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
             axes[0].annotate(f"{entry['action']} {entry['version']}", (when, 100), rotation=90, fontsize=7,
                              va="top", ha="right")
     axes[-1].set_xlabel("seconds")
-    fig.suptitle("modelops demo: v2 rolled back by the operator, v3 promoted")
+    fig.suptitle("modelops demo: v2 rolled back in its shadow step, unseen by users; v3 shadow -> 20% -> 50% -> promoted")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -101,20 +145,30 @@ def write_report(demo, traffic, phases: dict[str, Any]) -> dict[str, Any]:
     breach = breach_to_stable(demo, traffic)
     png = demo.out / "timeline.png"
     plot(demo, traffic, phases, png)
+    figures = {version: phase_figures(demo, traffic, version, p) for version, p in phases.items()}
     lines = ["# modelops demo report", "",
-             "v1 serves; v2 is rolled back by the operator on its own; v3 walks every step and is promoted.", "",
-             "| change | outcome | requests served | failed by the model (5xx) | lost to switching |", "|---|---|---|---|---|"]
-    lost_total = 0
+             "v1 serves behind a Gateway API HTTPRoute. Each new version starts in a shadow step: the Gateway copies "
+             "every user request to it and discards its answers, while its side counts how often its prediction "
+             "agrees with the one the user got. v2 is rolled back by the operator on its own during that step, "
+             "before any user got an answer from it; v3 walks shadow -> 20 % -> 50 % and is promoted.", "",
+             "| change | outcome | user requests | requests mirrored to the candidate | copies the candidate failed "
+             "| agreement with stable (shadow step) | user-visible answers from the candidate "
+             "| user-visible errors from the candidate | lost to switching |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for version, p in phases.items():
-        served = sum(n for (unit, code), n in p["requests"].items() if code == 200)
-        model_failed = sum(n for (unit, code), n in p["requests"].items() if code == 500)
-        lost = sum(n for (unit, code), n in p["requests"].items() if code not in (200, 500))
-        lost_total += lost
-        lines.append(f"| spec.version -> {version} | {p['phase']} (stable {p['stable']}) | {served} | {model_failed} | {lost} |")
-    lines += ["", "## Figures", ""]
+        f = figures[version]
+        agreement = "-" if f["agreement"] is None else f"{f['agreement']:.1%} of {f['compared']}"
+        lines.append(f"| spec.version -> {version} | {p['phase']} (stable {p['stable']}) | {f['user_requests']} "
+                     f"| {f['copies']} | {f['copies_failed']} | {agreement} | {f['candidate_answers']} "
+                     f"| {f['candidate_errors']} | {f['lost']} |")
+    lines += ["", "Agreement: the share of mirrored requests, among those the candidate answered, on which its "
+              "prediction equals the one stable answered (model_shadow_comparisons_total); the analysis requires "
+              f"at least {AGREEMENT_MIN:.0%}.", "", "## Figures", ""]
     if breach is not None:
-        lines.append(f"- first failed request of {breach[1]} visible in Prometheus -> 100 % stable: **{breach[0]:.2f} s** "
-                     "(analysis interval 2 s, scrape interval 1 s, failureLimit 2; goal <= 2 x 2 s + 1 s = 5 s)")
+        lines.append(f"- first failed answer of {breach[1]} visible in Prometheus -> 100 % stable (no share, no copies): "
+                     f"**{breach[0]:.2f} s** "
+                     "(the first verdict waits for a full 10 s window of the candidate's traffic, then failureLimit 2 "
+                     "at a 2 s interval, scrape interval 1 s: goal <= 10 s + 2 x 2 s + 1 s = 15 s)")
     lines += [f"- operator CPU: {usage['cpu_seconds']:.1f} s over {wall:.0f} s of demo ({usage['cpu_percent']:.1f} % of one core)",
               f"- operator peak memory (VmHWM): {usage['peak_rss_mib']:.0f} MiB",
               "", "## Decisions (status.history)", ""]
@@ -123,5 +177,6 @@ def write_report(demo, traffic, phases: dict[str, Any]) -> dict[str, Any]:
     lines += ["", "![timeline](timeline.png)", ""]
     report = demo.out / "report.md"
     report.write_text("\n".join(lines))
-    return {"report": report, "png": png, "phases": phases, "breach_seconds": breach[0] if breach else None,
-            "lost": lost_total, "operator": usage}
+    return {"report": report, "png": png, "phases": phases, "figures": figures, "timeline": demo.timeline.points,
+            "breach_seconds": breach[0] if breach else None,
+            "lost": sum(f["lost"] for f in figures.values()), "operator": usage}

@@ -36,6 +36,8 @@ from .revision_server import SHADOW_HEADER, predictions_of
 from .standin_backends import route_for
 
 REQUEST = b'{"instances": [[1, 2, 3, 4]]}'
+MAX_COPIES_PENDING = 64
+"""Copies waiting for a sender beyond this are dropped, as a data plane drops mirrored requests it cannot keep up with."""
 
 
 class Exchange(NamedTuple):
@@ -67,6 +69,9 @@ class LoadGenerator(threading.Thread):
         self._mirror_credit: dict[str, float] = {}
         self._copier = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mirror-copy")
         self._mirrored_lock = threading.Lock()
+        self._copies_pending = 0
+        self.copies_dropped = 0
+        """Copies never sent: too many already waiting, or their target no longer mirrored when their turn came."""
 
     def sibling(self, kind: str) -> Path:
         """The stand-in's `kind` file (routes, mirror) for the object whose split this generator follows."""
@@ -142,13 +147,27 @@ class LoadGenerator(threading.Thread):
         served = predictions_of(exchange.code, exchange.answer)
         copy_headers = self.headers if served is None else {**self.headers, SHADOW_HEADER: json.dumps(served)}
         for mirror in self.copies_due():
+            with self._mirrored_lock:
+                if self._copies_pending >= MAX_COPIES_PENDING:
+                    self.copies_dropped += 1
+                    continue
+                self._copies_pending += 1
             self._copier.submit(self.copy, mirror, exchange.body, copy_headers)
 
     def copy(self, target: dict, body: bytes, headers: dict[str, str]) -> None:
-        """A mirrored copy: its answer is discarded, only its status counted."""
-        code = self.post(target["url"], body, headers)[0]
-        with self._mirrored_lock:
-            self.mirrored[(target["unit"], code)] += 1
+        """A mirrored copy: its answer is discarded, only its status counted. Like a data plane's mirror it is
+        fire-and-forget: one whose target is no longer mirrored by the time its turn comes is dropped."""
+        try:
+            if not any(t["unit"] == target["unit"] for t in self.mirror):
+                with self._mirrored_lock:
+                    self.copies_dropped += 1
+                return
+            code = self.post(target["url"], body, headers)[0]
+            with self._mirrored_lock:
+                self.mirrored[(target["unit"], code)] += 1
+        finally:
+            with self._mirrored_lock:
+                self._copies_pending -= 1
 
     def send(self, target: dict) -> Exchange:
         """One inference request to the chosen unit."""

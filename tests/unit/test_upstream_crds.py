@@ -228,7 +228,7 @@ def test_the_demo_without_upstream_crds_says_what_to_do(tmp_path):
     assert "or allow access to" in made.stderr and not (checkout / ".venv").exists(), made.stderr
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert (f"Set MODELOPS_UPSTREAM_CRDS=/path/to/a/folder holding {upstream.KSERVE}, "
+    assert (f"Set MODELOPS_UPSTREAM_CRDS=/path/to/a/folder holding {upstream.GATEWAY_STANDARD}, "
             f"or allow access to {nowhere.removeprefix('http://')}.") in result.stderr
     assert str(checkout.parent / "shared" / "upstream-crds") in result.stderr  # the copy's, not this checkout's
     assert not (tmp_path / "out").exists()  # it stopped before starting anything
