@@ -97,6 +97,26 @@ def test_mid_rollout_weights_step_time_and_next_analysis():
     assert "\x1b" not in text  # plain: no colour codes
 
 
+def test_a_shadow_step_and_a_cohort_step_say_what_reaches_the_candidate():
+    gateway = {"backend": "gatewayAPI", "gatewayAPI": {"route": "fraud", "services": {"1.0.0": "a", "1.1.0": "b"}}}
+    cohort = {"match": {"headers": [{"name": "x-cohort", "value": "testers"}]}}
+    checks = [{**CHECKS[0], "template": None, "query": "errors", "sampleQuery": "requests"}, CHECKS[1]]
+    r = Rollout(make_spec(steps=({"mirror": 50}, cohort, 80), pause="30s", checks=checks, serving=gateway))
+    r.step()
+    r.set(version="1.1.0")
+    v = view.view(r.obj(), r.now)
+    assert v["traffic"][1] == {"version": "1.1.0", "role": "candidate", "weight": 0, "mirror": 50, "cohort": []}
+    assert (v["step"]["kind"], v["step"]["what"]) == ("mirror", "mirroring 50% of stable's requests")
+    text = "\n".join(view.plain_lines(v))
+    assert "1.1.0 gets copies of 50% of stable's requests (its answers discarded)" in text
+    assert "in step 1/3 (mirroring 50% of stable's requests, pause 30s)" in text
+    while r.status.current_step == 0:
+        r.analyse()
+    v = view.view(r.obj(), r.now)
+    assert v["traffic"][1]["cohort"] == [{"name": "x-cohort", "value": "testers"}]
+    assert "1.1.0 serves the cohort x-cohort: testers; everyone else stays on stable" in "\n".join(view.plain_lines(v))
+
+
 def test_checks_show_value_limit_baseline_samples_and_verdict():
     r = in_step_two()
     r.analyse(BAD_ACCURACY)
