@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,17 @@ def write_crds(directory: Path) -> list[Path]:
     return written
 
 
+def lease_name(shard: str | None) -> str:
+    return "modelops-operator" if shard is None else f"modelops-operator-{shard}"
+
+
+def shard_name(text: str) -> str:
+    """A label value that also makes a Lease name (a DNS label, at most 40 characters)."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a shard is a DNS label of at most 40 characters")
+    return text
+
+
 def run_operator(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -36,7 +48,8 @@ def run_operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose)
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
-    options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers)
+    options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers,
+                               args.shard)
 
     def operator():
         return kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
@@ -49,7 +62,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
         api = await api_client()  # a client of its own: renewals never wait for the handlers' connections
         try:
-            elector = leader.LeaderElector(CoordinationV1Api(api), args.lease_name,
+            elector = leader.LeaderElector(CoordinationV1Api(api), args.lease_name or lease_name(args.shard),
                                            args.lease_namespace or options.operator_namespace,
                                            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
                                            retry_period=args.retry_period)
@@ -96,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--operator-namespace", default=None,
                      help="the operator's own namespace: ClusterMetricProviders' Secrets are read there and nowhere "
                           "else (default: $POD_NAMESPACE, else modelops-system)")
+    run.add_argument("--shard", default=None, type=shard_name, metavar="NAME",
+                     help="drive only the ModelDeployments labelled modelops.io/shard=NAME (default: those without "
+                          "the label); each shard elects its own leader")
     run.add_argument("--allow-inline-providers", action="store_true",
                      help="honour analysis.prometheus in ModelDeployments: lets every tenant choose where the operator "
                           "sends queries and which of its namespace's Secrets it sends (default: off)")
     election = run.add_argument_group("leader election (one active replica; the others stand by)")
     election.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
                           help="run handlers only while holding the Lease (default: on)")
-    election.add_argument("--lease-name", default="modelops-operator", help="default: modelops-operator")
+    election.add_argument("--lease-name", default=None,
+                          help="default: modelops-operator, or modelops-operator-SHARD with --shard")
     election.add_argument("--lease-namespace", default=None,
                           help="default: the operator's namespace")
     election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",

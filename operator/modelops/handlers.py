@@ -94,6 +94,18 @@ class Options:
     operator_namespace: str = "modelops-system"
     """Where the Secrets of ClusterMetricProviders and ClusterNotifiers are read, and nowhere else."""
     allow_inline_providers: bool = False
+    shard: str | None = None
+    """The ModelDeployments (and ModelVersion statuses) this operator drives: those labelled SHARD_LABEL=shard;
+    None: those without the label. Each shard is a replica group with a Lease of its own."""
+
+
+SHARD_LABEL = "modelops.io/shard"
+
+
+def in_my_shard(labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> bool:
+    """kopf's filter: an object's label names exactly one shard (absent or empty: the unlabelled one), so no two
+    shards drive one object and a shard running for every label in use drops none."""
+    return (labels.get(SHARD_LABEL) or None) == memo.options.shard
 
 
 @dataclass
@@ -124,7 +136,10 @@ class Sources:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = "modelops.io/finalizer"
+    shard = (memo.get("options") or Options()).shard
+    # One finalizer per shard: kopf removes its finalizer from the objects its handlers do not match, so shards
+    # sharing one would take each other's off in turn.
+    settings.persistence.finalizer = "modelops.io/finalizer" + (f"-{shard}" if shard else "")
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
@@ -201,7 +216,7 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
     meta = body["metadata"]
     # A version appeared, changed or went: the deployments of its model look at once (the index is updated first).
     memo.wakeups.wake_followers(meta["namespace"], ("model", str((body.get("spec") or {}).get("model"))))
-    if meta.get("deletionTimestamp"):
+    if meta.get("deletionTimestamp") or not in_my_shard(meta.get("labels") or {}, memo):
         return
     spec, status = dict(body["spec"]), {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
     mine = VersionRecord(meta["name"], meta.get("creationTimestamp") or "", spec)
@@ -212,7 +227,7 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
         await memo.shell.kube.patch_status(VERSIONS, meta["namespace"], meta["name"], {"status": patch})
 
 
-@kopf.on.event(GROUP, VERSION, "modeldeployments")
+@kopf.on.event(GROUP, VERSION, "modeldeployments", when=in_my_shard)
 def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     generation = body.get("metadata", {}).get("generation")
     if generation != memo.get("seen_generation"):
@@ -240,7 +255,7 @@ def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_:
         memo.wakeups.wake_followers(namespace, ("service", service))
 
 
-@kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10, when=in_my_shard)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
                          namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, **_: Any) -> None:
     memo.sources.bind(metric_providers, namespace_labels)
@@ -263,7 +278,7 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
         metrics.forget(namespace, name)
 
 
-@kopf.on.delete(GROUP, VERSION, "modeldeployments")
+@kopf.on.delete(GROUP, VERSION, "modeldeployments", when=in_my_shard)
 async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, retry: int, **_: Any) -> None:
     """Leave the backend on the stable version (never creating anything), and the versions no
     longer marked as served by it. Best effort, a few tries: deletion must never hang on it."""

@@ -60,6 +60,8 @@ class Scenario:
         self.services: dict[str, str] = {}
         self.pins: list[dict[str, Any]] = []
         """Gateway API: the user's own rules that pin requests to a version, before the model's rule."""
+        self.labels: dict[str, str] = {}
+        """The ModelDeployment's labels (a shard's, say)."""
 
     def version(self, version: str, **behaviour: Any) -> None:
         uri = f"s3://models/{self.name}/{self.ns}/{version}"
@@ -113,7 +115,7 @@ class Scenario:
                                                                                 inline.get("timeout", "2s"))}}
         self.cp.apply({
             "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": self.name, "namespace": self.ns},
+            "metadata": {"name": self.name, "namespace": self.ns, "labels": self.labels},
             "spec": {"model": self.name, "version": version, "serving": self.serving(version), **spec},
         })
 

@@ -82,3 +82,31 @@ def test_analysis_timing():
     assert seconds_to_next_analysis(spec, measured, later) == 6.0
     wide = make_spec(analysis={"interval": "10s", "window": "25s"})
     assert seconds_to_next_analysis(wide, taking, now + timedelta(seconds=11)) == 14.0
+
+
+def test_a_deployment_belongs_to_exactly_one_shard():
+    import kopf
+
+    from modelops.handlers import SHARD_LABEL, Options, in_my_shard
+
+    def shards_driving(labels):
+        return [shard for shard in (None, "a", "b") if in_my_shard(labels, kopf.Memo(options=Options(shard=shard)))]
+
+    assert shards_driving({}) == [None]
+    assert shards_driving({SHARD_LABEL: ""}) == [None]  # empty is unlabelled
+    assert shards_driving({SHARD_LABEL: "a"}) == ["a"]
+    assert shards_driving({SHARD_LABEL: "c"}) == []  # nobody runs shard c: it waits for one
+
+
+def test_a_shard_name_must_make_a_label_value_and_a_lease_name():
+    import argparse
+
+    import pytest
+
+    from modelops.cli import lease_name, shard_name
+
+    assert (shard_name("eu-1"), lease_name("eu-1"), lease_name(None)) == ("eu-1", "modelops-operator-eu-1",
+                                                                          "modelops-operator")
+    for bad in ("EU", "-a", "a" * 41, "a_b", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="DNS label"):
+            shard_name(bad)
