@@ -6,7 +6,8 @@ seconds); the answer is JSON `{"status": "success", "data": {"resultType": ..., 
 `scalar` (`[t, "v"]`), `string` or `matrix`; sample values are strings that may be "NaN", "+Inf" or "-Inf".
 
 No threads: the operator's shared thread pool never waits on Prometheus. Every query is bounded by its timeout, has
-no retries, and at most `max_concurrency` queries of one provider are in flight. Whatever the server answers, the
+no retries, and at most `max_concurrency` queries to one Prometheus (address and credentials) are in flight, whichever
+deployment's analysis asks: a thousand analyses due at once queue here instead of flooding it. Whatever the server answers, the
 result is a number, None (no data) or a ProviderError whose message never quotes the response body.
 """
 
@@ -51,7 +52,7 @@ class SecretReader(Protocol):
 
 class PrometheusProvider:
     def __init__(self, address: str, *, timeout: float, bearer_token: str | None = None, ca_pem: str | None = None,
-                 insecure_skip_verify: bool = False, max_concurrency: int = 4, label: str | None = None):
+                 insecure_skip_verify: bool = False, max_concurrency: int = 16, label: str | None = None):
         """`label` names it in errors (e.g. `provider default`); by default its address does."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -59,7 +60,7 @@ class PrometheusProvider:
         self.timeout = float(timeout)
         self._where = label or f"Prometheus at {_display(address)}"
         self._url = address.rstrip("/") + "/api/v1/query"
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
         if insecure_skip_verify:
             self._ssl: ssl.SSLContext | bool = False
         elif ca_pem is not None:
@@ -77,15 +78,15 @@ class PrometheusProvider:
 
     async def query(self, promql: str, at: datetime) -> float | None:
         params = {"query": promql, "time": f"{at.timestamp():.3f}"}
-        async with self._semaphore:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    async with _lease(self._key, self._ssl, self._headers) as session:
-                        status, body = await self._send(session, params)
-            except TimeoutError:  # before OSError, its base class; aiohttp's own timeouts are TimeoutErrors too
-                raise self._error("timeout", f"timed out after {self.timeout:g}s") from None
-            except (aiohttp.ClientError, OSError, ValueError) as e:
-                raise self._error("unreachable", f"unreachable: {_unreachable(e)}") from e
+        async with _lease(self._key, self._ssl, self._headers, self._max_concurrency) as pooled:
+            async with pooled.gate:  # the wait for a turn is not part of the query's timeout
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        status, body = await self._send(pooled.session, params)
+                except TimeoutError:  # before OSError, its base class; aiohttp's own timeouts are TimeoutErrors too
+                    raise self._error("timeout", f"timed out after {self.timeout:g}s") from None
+                except (aiohttp.ClientError, OSError, ValueError) as e:
+                    raise self._error("unreachable", f"unreachable: {_unreachable(e)}") from e
         return self._judge(status, body)
 
     async def _send(self, session: aiohttp.ClientSession, params: dict[str, str]) -> tuple[int, bytes | None]:
@@ -234,14 +235,16 @@ def _ssl_context(ca_pem: str) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem)
 
 
-# Sessions (so connections) are shared by every provider with the same address and credentials. A session belongs to
-# the event loop that created it; one from another loop is replaced. Least recently used ones beyond the cap are
-# closed once no query uses them.
+# Sessions (so connections) and the bound on queries in flight are shared by every provider with the same address and
+# credentials. A session belongs to the event loop that created it; one from another loop is replaced. Least recently
+# used ones beyond the cap are closed once no query uses them.
 
 @dataclass(eq=False)
 class _Pooled:
     session: aiohttp.ClientSession
     loop: asyncio.AbstractEventLoop
+    gate: asyncio.Semaphore
+    """At most this many queries in flight to this Prometheus."""
     users: int = 0
     retired: bool = False
 
@@ -250,14 +253,14 @@ _SESSIONS: OrderedDict[tuple[Any, ...], _Pooled] = OrderedDict()
 
 
 @contextlib.asynccontextmanager
-async def _lease(key: tuple[Any, ...], ssl_option: ssl.SSLContext | bool,
-                 headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+async def _lease(key: tuple[Any, ...], ssl_option: ssl.SSLContext | bool, headers: dict[str, str],
+                 max_concurrency: int) -> AsyncIterator[_Pooled]:
     loop = asyncio.get_running_loop()
     pooled = _SESSIONS.get(key)
     if pooled is None or pooled.loop is not loop or pooled.session.closed:
         if pooled is not None:
             pooled.retired = True
-        pooled = _SESSIONS[key] = _Pooled(_new_session(ssl_option, headers), loop)
+        pooled = _SESSIONS[key] = _Pooled(_new_session(ssl_option, headers), loop, asyncio.Semaphore(max_concurrency))
         _SESSIONS.move_to_end(key)
         while len(_SESSIONS) > _MAX_SESSIONS:
             _, old = _SESSIONS.popitem(last=False)
@@ -268,7 +271,7 @@ async def _lease(key: tuple[Any, ...], ssl_option: ssl.SSLContext | bool,
         _SESSIONS.move_to_end(key)
     pooled.users += 1
     try:
-        yield pooled.session
+        yield pooled
     finally:
         pooled.users -= 1
         if pooled.retired and pooled.users == 0 and not pooled.session.closed:
