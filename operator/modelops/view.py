@@ -25,7 +25,8 @@ seconds (float) computed against `at`; a value that does not apply is null:
      "paused": bool, "pinnedWeight": int|null,
      "progressDeadline": time|null, "overdue": bool,
      "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Error", "value": float|null,
-                 "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time}],
+                 "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time,
+                 "dryRun": bool}],
      "problems": [{"type": str, "status": str, "reason": str, "message": str, "since": time|null}],
      "history": [{"time": time, "ageSeconds": float|null, "action": str, "version": str,
                   "actor": str, "reason": str}]}                          # oldest first, all of status.history
@@ -211,7 +212,8 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "progressDeadline": rfc3339(deadline) if deadline else None,
         "overdue": deadline is not None and deadline < now,
         "checks": [{"name": c.name, "verdict": c.verdict.value, "value": c.value, "limit": c.limit,
-                    "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time}
+                    "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time,
+                    "dryRun": c.dry_run}
                    for c in status.checks],
         "problems": problems + _problems(status),
         "history": [{"time": h.time, "ageSeconds": _since(h.time, now), "action": h.action, "version": h.version,
@@ -311,7 +313,8 @@ def history_row(h: dict[str, Any]) -> list[str]:
 
 def check_row(c: dict[str, Any]) -> list[str]:
     samples = "-" if c["samples"] is None else str(c["samples"])
-    return [c["name"], number(c["value"]), c["limit"], number(c["baseline"]), samples, c["verdict"]]
+    verdict = c["verdict"] + (" (dry run)" if c["dryRun"] else "")
+    return [c["name"], number(c["value"]), c["limit"], number(c["baseline"]), samples, verdict]
 
 
 CHECK_HEADER = ["CHECK", "VALUE", "LIMIT", "BASELINE", "SAMPLES", "VERDICT"]

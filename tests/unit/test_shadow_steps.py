@@ -1,13 +1,16 @@
-"""Mirror and match steps: what the engine sends the candidate, what a rollback takes away, which checks count,
-and which backends refuse which steps."""
+"""Mirror and match steps: what the engine sends the candidate, what a rollback takes away, which checks count
+(step kinds, dry runs), and which backends refuse which steps."""
+
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, TrafficOverride
-from modelops.rollout import TrafficIntent, checks_in_effect
+from modelops.analysis.evaluate import evaluate
+from modelops.api.modeldeployment import ModelDeploymentSpec, Outcome, Phase, TrafficOverride
+from modelops.rollout import AnalysisReport, TrafficIntent, checks_in_effect
 
-from .rollout_sim import Sim, make_spec
+from .rollout_sim import MEASURED, Sim, make_spec
 
 COHORT = {"match": {"headers": [{"name": "x-cohort", "value": "testers"}]}}
 GATEWAY = {"backend": "gatewayAPI", "gatewayAPI": {"route": "fraud", "services": {"1.0.0": "fraud-v1", "1.1.0": "fraud-v2"}}}
@@ -139,3 +142,26 @@ def test_malformed_steps_are_refused(step, words):
 def test_weighted_steps_increase_among_themselves_whatever_lies_between():
     with pytest.raises(ValidationError, match="weights of weighted steps must be strictly increasing, got \\[50, 10\\]"):
         ModelDeploymentSpec.model_validate(spec("gatewayAPI", {"weight": 50}, {"mirror": 100}, {"weight": 10}))
+
+
+def test_a_dry_run_check_is_measured_and_shown_but_never_decides():
+    trial = dict(ERRORS, name="trial", dryRun=True)
+    sim = Sim(make_spec(checks=[ERRORS, trial], analysis={"failureLimit": 1}))
+    sim.step()
+    sim.set(version="1.1.0")
+    results = (evaluate(sim.spec.analysis.checks[0], MEASURED["Pass"], "t"),
+               evaluate(sim.spec.analysis.checks[1], MEASURED["Fail"], "t"))
+    sim.now += timedelta(seconds=10)
+    d = sim.step(AnalysisReport(sim.now, results))
+    assert d.status.phase is Phase.Progressing and d.status.last_outcome is Outcome.Passed  # the trial decided nothing
+    assert [(c.name, c.verdict.value, c.dry_run) for c in d.status.checks] == [("errors", "Pass", False),
+                                                                             ("trial", "Fail", True)]
+    assert [e.reason for e in d.events if e.type == "Warning"] == ["DryRunCheckFailed"]
+    # the control: the same measurement without dryRun rolls back
+    sim = Sim(make_spec(checks=[ERRORS, dict(trial, dryRun=False)], analysis={"failureLimit": 1}))
+    sim.step()
+    sim.set(version="1.1.0")
+    sim.now += timedelta(seconds=10)
+    results = (evaluate(sim.spec.analysis.checks[0], MEASURED["Pass"], "t"),
+               evaluate(sim.spec.analysis.checks[1], MEASURED["Fail"], "t"))
+    assert sim.step(AnalysisReport(sim.now, results)).status.phase is Phase.RolledBack

@@ -195,7 +195,7 @@ def test_json_shape_is_stable_and_serialisable():
     assert list(v) == ["kind", "schemaVersion", "at", "namespace", "name", "model", "phase", "message", "versions",
                        "traffic", "step", "waiting", "analysis", "paused", "pinnedWeight", "progressDeadline",
                        "overdue", "checks", "problems", "history"]
-    assert set(v["checks"][0]) == {"name", "verdict", "value", "limit", "baseline", "samples", "message", "time"}
+    assert set(v["checks"][0]) == {"name", "verdict", "value", "limit", "baseline", "samples", "message", "time", "dryRun"}
     assert set(v["history"][0]) == {"time", "ageSeconds", "action", "version", "actor", "reason"}
     assert [h["action"] for h in v["history"]] == ["Deployed", "RolloutStarted", "StepAdvanced", "StepAdvanced"]
     assert view.list_json([v])["items"] == [v]

@@ -88,6 +88,7 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
             limit=limit,
             message=message,
             time=at,
+            dry_run=check.dry_run,
         )
 
     if measured.error is not None:

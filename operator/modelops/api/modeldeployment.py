@@ -234,6 +234,9 @@ class Check(ApiModel):
     """What a missing value means: Hold (wait, fail after analysis.noDataLimit), Fail, or Pass."""
     min_samples: int = Field(default=0, ge=0)
     """Samples the candidate needs in the window before this check gives a verdict."""
+    dry_run: bool = False
+    """Measured and shown (status.checks, metrics, a DryRunCheckFailed event) but never part of a decision: a new
+    check tried on live rollouts before it may roll anything back."""
     step_kinds: list[StepKind] | None = Field(default=None, min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     """The kinds of step (weight, mirror, match) whose analyses this check takes part in; by default every kind,
     except for the shadowAgreement template: mirror steps only, the only ones with mirrored requests to compare."""
@@ -524,6 +527,8 @@ class CheckStatus(StatusModel):
     """The limit the value was held against, in words."""
     message: str
     time: str
+    dry_run: bool = False
+    """The check is a dry run: its verdict decided nothing."""
 
 
 class HistoryEntry(StatusModel):

@@ -26,6 +26,7 @@ from ..api.modeldeployment import (
     Step,
     StepKind,
     StrategyType,
+    Verdict,
 )
 from ..api.types import duration_seconds
 from .conditions import conditions_for
@@ -296,9 +297,13 @@ class _Run:
         if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
             return None
         s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
-        in_effect = checks_in_effect(self.spec, s)
-        names = {c.name for c in in_effect}
-        result = outcome(in_effect, [r for r in report.results if r.name in names])
+        deciding = [c for c in checks_in_effect(self.spec, s) if not c.dry_run]
+        names = {c.name for c in deciding}
+        result = outcome(deciding, [r for r in report.results if r.name in names])
+        for r in report.results:
+            if r.dry_run and r.verdict is Verdict.Fail:
+                self.events.append(Event("Warning", "DryRunCheckFailed",
+                                         f"{r.name} would have failed the analysis (dry run): {r.message}", s.canary_version))
         if result is Outcome.Inconclusive:
             s.consecutive_no_data += 1
             if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
@@ -315,7 +320,7 @@ class _Run:
 
     def explain(self, result: Outcome) -> str:
         s = self.s
-        failing = [f"{c.name}: {c.message}" for c in s.checks if c.verdict.value != "Pass"]
+        failing = [f"{c.name}: {c.message}" for c in s.checks if c.verdict is not Verdict.Pass and not c.dry_run]
         detail = "; ".join(failing) or "all checks passed"
         if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
             detail = f"inconclusive {s.consecutive_no_data} times in a row ({detail})"
