@@ -29,8 +29,10 @@ deserializes only a 200 answer to a PATCH, so `apply` reads the answer itself (2
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -244,15 +246,37 @@ class Kube:
         return True
 
 
-class Secrets:
-    """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only."""
+SECRET_TTL_SECONDS = 30.0
+"""A Secret read is used this long: a thousand analyses a minute read each credential twice, and a rotated token
+is in use within half a minute."""
 
-    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
+
+class Secrets:
+    """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only.
+
+    Reads are shared: concurrent askers wait for one GET, and its answer serves for SECRET_TTL_SECONDS. A failed
+    read is not kept (the next asker reads again)."""
+
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = SECRET_TTL_SECONDS,
+                 clock: Any = time.monotonic):
         self._core = kubernetes_asyncio.client.CoreV1Api(api_client)
+        self._ttl, self._clock = ttl, clock
+        self._reads: dict[tuple[str, str], tuple[float, asyncio.Future[dict[str, str]]]] = {}
 
     async def value(self, namespace: str, name: str, key: str) -> str:
-        secret = await self._core.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
-        data = secret.data or {}
+        data = await self._data(namespace, name)
         if key not in data:
             raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key]).decode()
+
+    async def _data(self, namespace: str, name: str) -> dict[str, str]:
+        now, key = self._clock(), (namespace, name)
+        read = self._reads.get(key)
+        failed = read is not None and read[1].done() and (read[1].cancelled() or read[1].exception() is not None)
+        if read is None or failed or now - read[0] >= self._ttl:
+            read = self._reads[key] = (now, asyncio.ensure_future(self._read(namespace, name)))
+        return await asyncio.shield(read[1])
+
+    async def _read(self, namespace: str, name: str) -> dict[str, str]:
+        secret = await self._core.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
+        return secret.data or {}

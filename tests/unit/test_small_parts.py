@@ -110,3 +110,47 @@ def test_a_shard_name_must_make_a_label_value_and_a_lease_name():
     for bad in ("EU", "-a", "a" * 41, "a_b", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="DNS label"):
             shard_name(bad)
+
+
+def test_secret_reads_are_shared_for_a_while_and_a_failed_one_is_not_kept():
+    import asyncio
+    import base64
+    from types import SimpleNamespace
+
+    import kubernetes_asyncio
+    import pytest
+
+    from modelops.kube import Secrets
+
+    class Core:
+        def __init__(self):
+            self.reads, self.fail = 0, False
+
+        async def read_namespaced_secret(self, name, namespace, **_):
+            self.reads += 1
+            await asyncio.sleep(0.01)
+            if self.fail:
+                raise RuntimeError("API server unreachable")
+            return SimpleNamespace(data={"token": base64.b64encode(f"t{self.reads}".encode()).decode()})
+
+    async def scenario():
+        now = [0.0]
+        client = kubernetes_asyncio.client.ApiClient()
+        secrets = Secrets(client, ttl=30.0, clock=lambda: now[0])
+        secrets._core = core = Core()  # the API server's side
+        values = await asyncio.gather(*(secrets.value("ops", "prom", "token") for _ in range(50)))
+        assert set(values) == {"t1"} and core.reads == 1  # fifty analyses at once: one GET
+        now[0] = 29.0
+        assert await secrets.value("ops", "prom", "token") == "t1" and core.reads == 1
+        now[0] = 30.0
+        assert await secrets.value("ops", "prom", "token") == "t2" and core.reads == 2  # a rotated token, in time
+        now[0], core.fail = 61.0, True
+        with pytest.raises(RuntimeError):
+            await secrets.value("ops", "prom", "token")
+        core.fail = False
+        assert await secrets.value("ops", "prom", "token") == "t4"  # the failure was not kept
+        with pytest.raises(KeyError, match="has no key 'ca.crt'"):
+            await secrets.value("ops", "prom", "ca.crt")
+        await client.close()
+
+    asyncio.run(scenario())
