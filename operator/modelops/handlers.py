@@ -24,7 +24,7 @@ from .analysis.prometheus import close_sessions, provider_for
 from .analysis.provider import MetricProvider
 from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
-from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version_status
@@ -33,7 +33,7 @@ from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_stat
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
-from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
+from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
 from .routers.kserve import INFERENCE_SERVICE as KSERVE
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
@@ -134,6 +134,19 @@ class Sources:
         return await provider_for(source.config, source.secrets_namespace, self.secrets, cap=cap, label=source.label)
 
 
+@dataclass
+class IndexedEndpointSlices:
+    """EndpointSlices as the watch keeps them (kopf's index, bound like Sources'): no list per round."""
+
+    index: Mapping[tuple[str, str], Iterable[dict[str, Any]]] = field(default_factory=dict)
+
+    def bind(self, index: kopf.Index) -> None:
+        self.index = index
+
+    async def of(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        return list(self.index.get((namespace, service), ()))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     shard = (memo.get("options") or Options()).shard
@@ -148,8 +161,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube = Kube(memo.client)
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
-    memo.shell = Shell(kube, routers_for(kube), memo.sources.provider, _post_event,
-                       notify=memo.notifications.notify)
+    memo.endpoint_slices = IndexedEndpointSlices()
+    routers = {**routers_for(kube), Backend.gatewayAPI: GatewayAPIRouter(kube, memo.endpoint_slices)}
+    memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify)
 
 
 def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -248,6 +262,13 @@ for _backend in BACKEND_RESOURCES:
     kopf.on.event(_backend.group, _backend.version, _backend.plural)(wake_the_driver)
 
 
+@kopf.index(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural,
+            labels={SERVICE_NAME_LABEL: kopf.PRESENT})
+def endpoint_slices(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict]:
+    """(namespace, Service) -> what readiness reads of each of its EndpointSlices; kept current by the watch."""
+    return {(namespace, labels[SERVICE_NAME_LABEL]): readiness_view(dict(body))}
+
+
 @kopf.on.event(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural)
 def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     service = labels.get(SERVICE_NAME_LABEL)
@@ -257,8 +278,10 @@ def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_:
 
 @kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10, when=in_my_shard)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
-                         namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, **_: Any) -> None:
+                         namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, endpoint_slices: kopf.Index,
+                         **_: Any) -> None:
     memo.sources.bind(metric_providers, namespace_labels)
+    memo.endpoint_slices.bind(endpoint_slices)
     memo.notifications.bind(cluster_notifiers, namespace_labels)
     memo.memory = memory = Memory()
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -279,9 +302,11 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", when=in_my_shard)
-async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, retry: int, **_: Any) -> None:
+async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, endpoint_slices: kopf.Index,
+                  retry: int, **_: Any) -> None:
     """Leave the backend on the stable version (never creating anything), and the versions no
     longer marked as served by it. Best effort, a few tries: deletion must never hang on it."""
+    memo.endpoint_slices.bind(endpoint_slices)
     meta, shell = body["metadata"], memo.shell
     metrics.forget(meta["namespace"], meta["name"])
     status = ModelDeploymentStatus.model_validate(current_status(body, memo.get("memory") or Memory()))

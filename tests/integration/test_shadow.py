@@ -128,9 +128,12 @@ def test_the_gateway_cohort_rule_is_the_operators_and_goes_with_a_rollback(contr
         assert rules[1]["backendRefs"] == [{"group": "", "kind": "Service", "name": "fraud-v1-1-0", "port": 80,
                                             "weight": 1}]
         assert [h["name"] for m in rules[1]["matches"] for h in m["headers"]] == ["x-cohort"]
-        routed = scenario.standin.route(scenario.ns, scenario.name, "/", {"X-Cohort": "testers"})
-        assert [(t["version"], t["percent"]) for t in routed] == [("1.1.0", 100)]
-        assert [t["version"] for t in scenario.standin.route(scenario.ns, scenario.name)] == ["1.0.0"]
+        # the data plane follows the route (the stand-in's next pass): the cohort to 1.1.0, everyone else on 1.0.0
+        def routed(headers=None):
+            return [(t["version"], t["percent"]) for t in scenario.standin.route(scenario.ns, scenario.name, "/", headers)]
+
+        wait_until(lambda: routed({"X-Cohort": "testers"}) == [("1.1.0", 100)], 10, lambda: routed({"X-Cohort": "testers"}))
+        assert routed() == [("1.0.0", 100)]
         scenario.patch({"request": {"id": "abort-1", "action": "Abort", "reason": "testing", "actor": ADMIN}})
         scenario.wait(lambda st: st.get("phase") == "RolledBack", 15, "aborted")
         rules = scenario.get("httproute")["spec"]["rules"]

@@ -70,6 +70,9 @@ class BackendState:
     """Version -> the backend's serving unit for it (KServe revision, Seldon predictor, Service): {{revision}}."""
     drift: tuple[str, ...] = ()
     """Out-of-band changes of what the operator had set, in words."""
+    read: dict[str, Any] | None = field(default=None, compare=False)
+    """The backend object as this round's observe read it, for the round's apply to start from (its write is
+    conditional on that read's resourceVersion); None: apply reads it."""
 
 
 class Router(Protocol):

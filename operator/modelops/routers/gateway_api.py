@@ -44,8 +44,9 @@ back. A ref new in that generation is still held by (3), its Service's own endpo
 False verdict of any generation makes nothing ready. Accepted and ResolvedRefs say
 that the route and its Services exist, not that anything answers behind them: a Service
 whose pods never become ready stays unready, gets no traffic, and is rolled back after
-strategy.readyTimeout. EndpointSlices are read with one list per Service (label selector)
-of the model's rules per round (RBAC: `list` on endpointslices).
+strategy.readyTimeout. EndpointSlices come from an `EndpointSlices` source: in the operator
+a watch-fed index (RBAC: `list` and `watch` on endpointslices), elsewhere one list per
+Service (label selector) of the model's rules per round.
 
 Versions map to Services through serving.gatewayAPI.services alone, so ModelVersions
 that are gone do not matter here. The HTTPRoute is the user's: the operator never
@@ -70,7 +71,8 @@ apply to a route deleted after the read would create it: the operator's RBAC has
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
@@ -187,6 +189,30 @@ def has_ready_endpoint(service: str, slices: list[dict[str, Any]]) -> bool:
     return False
 
 
+def readiness_view(endpoint_slice: dict[str, Any]) -> dict[str, Any]:
+    """What `has_ready_endpoint` reads of an EndpointSlice, and nothing else (what an index keeps of one)."""
+    labels = dig(endpoint_slice, "metadata", "labels") or {}
+    endpoints = [{"conditions": {"ready": (e.get("conditions") or {}).get("ready")}}
+                 for e in objects_at(endpoint_slice, "endpoints")]
+    return {"metadata": {"labels": {SERVICE_NAME_LABEL: labels.get(SERVICE_NAME_LABEL)}}, "endpoints": endpoints}
+
+
+class EndpointSlices(Protocol):
+    async def of(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The EndpointSlices of a Service (at least what `readiness_view` keeps of each)."""
+        ...
+
+
+class ListedEndpointSlices:
+    """One list per Service and call."""
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+
+    async def of(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        return await self.kube.list(ENDPOINT_SLICES, namespace, f"{SERVICE_NAME_LABEL}={service}")
+
+
 def observe(route: dict[str, Any] | None, services: dict[str, str],
             slices: dict[str, list[dict[str, Any]]] | None = None) -> BackendState:
     """What the route serves: `slices` maps each Service of the model's rules to its EndpointSlices."""
@@ -256,9 +282,9 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
 class GatewayAPIRouter:
     templates = TEMPLATES
 
-    def __init__(self, kube: Kube):
-        self.kube = kube
+    def __init__(self, kube: Kube, endpoint_slices: EndpointSlices | None = None):
         self.objects = OwnedObjects(kube)
+        self.endpoint_slices = endpoint_slices or ListedEndpointSlices(kube)
 
     @staticmethod
     def _config(target: Target):
@@ -280,14 +306,14 @@ class GatewayAPIRouter:
         config = self._config(target)
         route = await self.objects.get(HTTP_ROUTE, target, config.route)
         slices = {}
-        for service in sorted(served_services(route, set(config.services.values()))):  # one list per Service
-            slices[service] = await self.kube.list(ENDPOINT_SLICES, target.namespace, f"{SERVICE_NAME_LABEL}={service}")
-        return observe(route, config.services, slices)
+        for service in sorted(served_services(route, set(config.services.values()))):
+            slices[service] = await self.endpoint_slices.of(target.namespace, service)
+        return replace(observe(route, config.services, slices), read=route)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         config = self._config(target)
-        route = await self.objects.get(HTTP_ROUTE, target, config.route)
+        route = state.read or await self.objects.get(HTTP_ROUTE, target, config.route)
         if not create and (route is None or not routes_to(route, set(config.services.values()))):
             return True  # finalizing: a route that is gone, or no longer ours, is left as it is
         if route is None:
