@@ -273,8 +273,12 @@ class Bench:
             list(pool.map(one, self.models))
         return done
 
-    def wait_all(self, reached: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
-        """Until every deployment's status satisfies `reached` (or has rolled back); when each first did."""
+    def wait_all(self, reached: Callable[[dict[str, Any]], bool], timeout: float, what: str,
+                 final: Callable[[dict[str, Any]], bool] = lambda status: False) -> dict[str, Any]:
+        """Until every deployment's status satisfies `reached` or `final` (e.g. rolled back); when each first did.
+
+        A first version is never rolled back: a deployment that is Failed before it (a round that could not
+        finish, e.g. an API server under load answering 429) is retried by the operator, so it is waited for."""
         at: dict[str, float] = {}
         failed: set[str] = set()
         deadline, last_said = time.monotonic() + timeout, time.monotonic()
@@ -289,7 +293,7 @@ class Bench:
                     continue
                 if reached(status):
                     at[name] = now
-                elif rolled_back(status):
+                elif final(status):
                     failed.add(name)
             if len(at) + len(failed) >= self.n:
                 break
@@ -377,7 +381,7 @@ class Bench:
         patched = self.create_all(lambda m: kube.merge_patch(
             f"{PATHS['modeldeployments']}/{m}",
             {"spec": {"version": NEW, "serving": {"gatewayAPI": {"services": {NEW: service(m, NEW)}}}}}))
-        result = self.wait_all(stable_on(NEW), 180 + 0.5 * self.n, f"Stable on {NEW}")
+        result = self.wait_all(stable_on(NEW), 180 + 0.5 * self.n, f"Stable on {NEW}", final=rolled_back)
         after = self.snapshot(opening=False)
         at = result["at"]
         self.durations["rollout"] = time.monotonic() - started
@@ -433,7 +437,7 @@ class Bench:
 
 
 def run(deployments: int, out: Path, idle_seconds: float, gateway_crd: Path,
-        previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        previous: dict[str, Any] | None = None, rollout: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
         bench = Bench(deployments, idle_seconds, Path(tmp), gateway_crd)
@@ -441,7 +445,8 @@ def run(deployments: int, out: Path, idle_seconds: float, gateway_crd: Path,
             bench.start()
             bench.create()
             bench.idle()
-            bench.rollout()
+            if rollout:
+                bench.rollout()
         finally:
             bench.stop()
             bench.durations["total"] = time.monotonic() - bench.began
@@ -463,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-output"), help="where figures.json and bench.png go")
     parser.add_argument("--compare", type=Path, help="a previous run's figures.json: print the change per figure")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle period measured (default 60)")
+    parser.add_argument("--no-rollout", dest="rollout", action="store_false",
+                        help="creation and the idle period only: memory and idle load at a size whose rollout is long")
     args = parser.parse_args(argv)
     if args.deployments < 1:
         parser.error("--deployments must be at least 1")
@@ -478,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        result = run(args.deployments, args.out, args.idle_seconds, gateway_crd, previous)
+        result = run(args.deployments, args.out, args.idle_seconds, gateway_crd, previous, args.rollout)
     except (ApiError, TimeoutError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
