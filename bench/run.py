@@ -23,6 +23,7 @@ change per figure. Everything listens on loopback; nothing is left running.
 from __future__ import annotations
 
 import argparse
+import shlex
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
@@ -162,8 +163,10 @@ class ProcessSampler:
 
 
 class Bench:
-    def __init__(self, deployments: int, idle_seconds: float, work: Path, gateway_crd: Path):
+    def __init__(self, deployments: int, idle_seconds: float, work: Path, gateway_crd: Path,
+                 operator_args: Sequence[str] = ()):
         self.n, self.idle_seconds, self.work, self.gateway_crd = deployments, idle_seconds, work, gateway_crd
+        self.operator_args = list(operator_args)
         width = max(4, len(str(deployments - 1)))
         self.models = [f"m{i:0{width}d}" for i in range(deployments)]
         self.number = {m: i for i, m in enumerate(self.models)}
@@ -204,7 +207,7 @@ class Bench:
         self.parts.append(self.writer)
         self.say("starting the operator")
         self.operator = OperatorProcess(self.plane.kubeconfig_for("modelops-operator"), self.work,
-                                        verbose=False).start()
+                                        args=self.operator_args, verbose=False).start()
         self.parts.append(self.operator)
         deadline = time.monotonic() + 60
         while not self.operator.is_leader():
@@ -437,10 +440,11 @@ class Bench:
 
 
 def run(deployments: int, out: Path, idle_seconds: float, gateway_crd: Path,
-        previous: dict[str, Any] | None = None, rollout: bool = True) -> dict[str, Any]:
+        previous: dict[str, Any] | None = None, rollout: bool = True,
+        operator_args: Sequence[str] = ()) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
-        bench = Bench(deployments, idle_seconds, Path(tmp), gateway_crd)
+        bench = Bench(deployments, idle_seconds, Path(tmp), gateway_crd, operator_args)
         try:
             bench.start()
             bench.create()
@@ -470,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle period measured (default 60)")
     parser.add_argument("--no-rollout", dest="rollout", action="store_false",
                         help="creation and the idle period only: memory and idle load at a size whose rollout is long")
+    parser.add_argument("--operator-args", default="", metavar="ARGS",
+                        help="more arguments for `modelops run`, e.g. \"--lease-duration 60 --renew-deadline 45\"")
     args = parser.parse_args(argv)
     if args.deployments < 1:
         parser.error("--deployments must be at least 1")
@@ -485,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        result = run(args.deployments, args.out, args.idle_seconds, gateway_crd, previous, args.rollout)
+        result = run(args.deployments, args.out, args.idle_seconds, gateway_crd, previous, args.rollout,
+                     shlex.split(args.operator_args))
     except (ApiError, TimeoutError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
