@@ -109,6 +109,11 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
         started = time.monotonic()
         terminal.wait_for(lambda s: weight_row("stable", "1.0.0", 100).search(s) and "fraud  Stable" in s, 20,
                           "1.0.0 stable with all traffic")
+        # the piped watch too has shown the stable state before the rollout starts (it starts on its own clock)
+        deadline = time.monotonic() + 20
+        while "fraud  Stable" not in (tmp_path / "watch.out").read_text():
+            assert time.monotonic() < deadline, "the piped watch printed no first block"
+            time.sleep(0.1)
         scenario.patch({"version": "1.1.0"})
         mid = terminal.wait_for(lambda s: weight_row("candidate", "1.1.0", 20).search(s)
                                 and weight_row("stable", "1.0.0", 80).search(s)
@@ -157,7 +162,7 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
     assert weight_row("  stable", "1.1.0", 100).search(got), got
     shown = json.loads(plugin(plugin_env, "-n", ns, "get", "fraud", "-o", "json"))
     assert (shown["kind"], shown["schemaVersion"], shown["phase"]) == ("ModelDeploymentView", 1, "Stable")
-    assert shown["traffic"] == [{"version": "1.1.0", "role": "stable", "weight": 100}]
+    assert shown["traffic"] == [{"version": "1.1.0", "role": "stable", "weight": 100, "mirror": 0, "cohort": []}]
     assert shown["versions"]["fallback"] == "1.0.0" and shown["step"] is None
     assert all(c["verdict"] == "Pass" for c in shown["checks"])  # the analysis that promoted it
     assert shown["history"][-1]["action"] == "Promoted" and shown["history"][-1]["actor"] == "modelops"
