@@ -32,7 +32,7 @@ def test_two_shards_each_drive_their_own_deployments_and_none_is_dropped(control
             s = Scenario(control_plane, namespace, standin, name)
             s.labels = {"modelops.io/shard": shard}
             scenarios[shard].append(s)
-    unlabelled = Scenario(control_plane, namespace, standin, "orphan")  # the unlabelled shard's, not run here
+    unlabelled = Scenario(control_plane, namespace, standin, "orphan")  # the unlabelled shard's
     # Each shard is a replica group of its own: it watches this test's namespace only, elects on its own Lease.
     operators = {shard: OperatorProcess(operator_kubeconfig, tmp_path, identity=f"shard-{shard}",
                                         args=["-n", namespace, "--shard", shard, *TIMINGS])
@@ -58,8 +58,9 @@ def test_two_shards_each_drive_their_own_deployments_and_none_is_dropped(control
             # driven once: one Deployed, one rollout walked once (a second driver would repeat entries)
             assert actions == ["Deployed", "RolloutStarted", "StepAdvanced", "StepAdvanced", "Promoted"], actions
         for shard, process in operators.items():
+            # its own and nothing else: not the other shard's, not the unlabelled one (the unlabelled shard's, which
+            # the session's operator drives when it runs)
             assert driven_by(process, namespace) == set(SHARDS[shard])
-        assert unlabelled.status() == {}  # no shard here drives the unlabelled one
     finally:
         for s in [s for group in scenarios.values() for s in group]:
             s.stop_load()
