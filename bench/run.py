@@ -309,17 +309,20 @@ class Bench:
             time.sleep(0.2)
         return {"at": at, "failed": sorted(failed)}
 
-    def create(self) -> None:
-        kube, exporter = self.kube, self.exporter
+    def publish(self, model: str, version: str, address: int) -> None:
+        """One version of a model: its ModelVersion, Service and EndpointSlice (endpoint number `address`), and
+        the Service's series in the exporter."""
+        svc = service(model, version)
+        self.kube.create(PATHS["modelversions"], model_version(model, version))
+        self.kube.create(PATHS["services"], headless_service(svc))
+        self.kube.create(PATHS["endpointslices"], endpoint_slice(svc, address))
+        self.exporter.add(NAMESPACE, svc)
 
+    def create(self) -> None:
         def everything(model: str) -> None:
-            svc = service(model, OLD)
-            kube.create(PATHS["modelversions"], model_version(model, OLD))
-            kube.create(PATHS["services"], headless_service(svc))
-            kube.create(PATHS["endpointslices"], endpoint_slice(svc, 2 * self.number[model] + 1))
-            exporter.add(NAMESPACE, svc)
-            kube.create(PATHS["httproutes"], http_route(model))
-            kube.create(PATHS["modeldeployments"], model_deployment(model))
+            self.publish(model, OLD, 2 * self.number[model] + 1)
+            self.kube.create(PATHS["httproutes"], http_route(model))
+            self.kube.create(PATHS["modeldeployments"], model_deployment(model))
 
         self.say(f"creating {self.n} ModelVersions, Services, EndpointSlices, HTTPRoutes and ModelDeployments")
         started = time.monotonic()
@@ -356,22 +359,17 @@ class Bench:
         self.durations["idle"] = after["t"] - before["t"]
 
     def rollout(self) -> None:
-        kube, exporter = self.kube, self.exporter
         started = time.monotonic()
 
         def prepare(model: str) -> None:
-            svc = service(model, NEW)
-            kube.create(PATHS["modelversions"], model_version(model, NEW))
-            kube.create(PATHS["services"], headless_service(svc))
-            kube.create(PATHS["endpointslices"], endpoint_slice(svc, 2 * self.number[model] + 2))
-            exporter.add(NAMESPACE, svc)
+            self.publish(model, NEW, 2 * self.number[model] + 2)
 
         self.say(f"publishing {NEW} of every model (ModelVersion, Service, EndpointSlice)")
         self.create_all(prepare)
         names = {f"{m}-{NEW.replace('.', '-')}" for m in self.models}
         deadline = time.monotonic() + 60 + 0.1 * self.n
         while time.monotonic() < deadline:  # the operator has seen them all (and written their status)
-            listed = kube.list(PATHS["modelversions"])["items"]
+            listed = self.kube.list(PATHS["modelversions"])["items"]
             if sum(1 for v in listed if v["metadata"]["name"] in names and (v.get("status") or {}).get("phase")) == len(names):
                 break
             time.sleep(1)
@@ -381,7 +379,7 @@ class Bench:
         self.say(f"rollout: every ModelDeployment to {NEW} at once")
         before = self.snapshot(opening=True)
         started = time.monotonic()
-        patched = self.create_all(lambda m: kube.merge_patch(
+        patched = self.create_all(lambda m: self.kube.merge_patch(
             f"{PATHS['modeldeployments']}/{m}",
             {"spec": {"version": NEW, "serving": {"gatewayAPI": {"services": {NEW: service(m, NEW)}}}}}))
         result = self.wait_all(stable_on(NEW), 180 + 0.5 * self.n, f"Stable on {NEW}", final=rolled_back)
