@@ -40,7 +40,7 @@ from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
-from .rollout import checks_in_effect, seconds_to_next_analysis
+from .rollout import analysis_instant, checks_in_effect, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
@@ -263,6 +263,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     assert status.canary_version is not None and status.stable_version is not None
     budget = min(MAX_ANALYSIS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
     checks = checks_in_effect(spec, status)
+    at = analysis_instant(now)
 
     def subject(version: str) -> Subject:
         return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
@@ -271,7 +272,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     async def run() -> tuple:
         provider = await shell.providers(spec.analysis, target.namespace, budget)
         return await analyse(provider, checks, router.templates, subject(status.canary_version),
-                             subject(status.stable_version), now, rfc3339(now))
+                             subject(status.stable_version), at, rfc3339(at))
 
     started = time.monotonic()
     analysis = asyncio.ensure_future(asyncio.wait_for(run(), budget + 1.0))
@@ -287,10 +288,10 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
         results = analysis.result()
     except (asyncio.TimeoutError, ProviderError) as e:
         words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
-        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(now)) for c in checks)
+        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at)) for c in checks)
     metrics.show_analysis(target.namespace, target.deployment, status.canary_version, checks, results,
                           time.monotonic() - started)
-    return AnalysisReport(now, tuple(results))
+    return AnalysisReport(at, tuple(results))
 
 
 def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:

@@ -780,7 +780,7 @@ class FakeProvider:
         self.behaviour, self.role = behaviour, role
         self.queries: list[str] = []
 
-    async def query(self, promql: str, at: datetime) -> float | None:
+    async def query(self, promql: str, at: datetime, *, batch: str | None = None) -> float | None:
         self.queries.append(promql)
         metric = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", promql)
         version = re.search(r'version="([^"]*)"', promql)

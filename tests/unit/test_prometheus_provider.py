@@ -18,8 +18,8 @@ from modelops.analysis import prometheus
 from modelops.analysis.evaluate import Measurement
 from modelops.analysis.measure import analyse, measure, sample_count
 from modelops.analysis.prometheus import PrometheusProvider, close_sessions, provider_for
-from modelops.analysis.promql import Subject
-from modelops.api.modeldeployment import Check, PrometheusConfig, Verdict
+from modelops.analysis.promql import Subject, TemplateQuery
+from modelops.api.modeldeployment import Check, CheckTemplate, PrometheusConfig, Verdict
 
 AT = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=timezone.utc)
 SECRET_BODY = "password=hunter2 token=sk-live-0123456789abcdef"
@@ -427,7 +427,7 @@ class FakeProvider:
     def __init__(self, answers):
         self.answers = answers
 
-    async def query(self, promql, at):
+    async def query(self, promql, at, batch=None):
         answer = self.answers[promql.split("{")[0]]
         if isinstance(answer, Exception):
             raise answer
@@ -471,7 +471,7 @@ async def test_measure_turns_every_failure_into_an_error(answers, check, expecte
 async def test_infinities_reach_evaluate_as_they_are():
     """evaluate judges +Inf and -Inf (never a pass); measure passes them on."""
     class Provider:
-        async def query(self, promql, at):
+        async def query(self, promql, at, batch=None):
             return math.inf if 'version="v1"' in promql else -math.inf
 
     check = Check.model_validate({"name": "c", "query": 'x{version="{{version}}"}', "maxDropPercent": 5})
@@ -488,3 +488,22 @@ async def test_one_checks_failure_is_only_its_own():
     assert [r.verdict for r in results] == [Verdict.Pass, Verdict.Error, Verdict.Error]
     assert "HTTP 500" in results[1].message
     assert "no built-in errorRate check" in results[2].message
+
+
+@pytest.mark.asyncio
+async def test_template_queries_batch_across_namespaces_and_a_users_only_within_its_own():
+    asked: list[tuple[str, str | None]] = []
+
+    class Provider:
+        async def query(self, promql, at, batch=None):
+            asked.append((promql.split("{")[0], batch))
+            return 1.0
+
+    templates = {CheckTemplate.errorRate: TemplateQuery('errors{ns="{{namespace}}"}', 'requests{ns="{{namespace}}"}')}
+    checks = [Check.model_validate({"name": "tpl", "template": "errorRate", "max": 1}),
+              Check.model_validate({"name": "own-count", "template": "errorRate", "max": 1,
+                                    "sampleQuery": 'mine{ns="{{namespace}}"}'}),
+              a_check(name="user", query='users{ns="{{namespace}}"}', maxDropPercent=5)]
+    await analyse(Provider(), checks, templates, SUBJECT, SUBJECT, AT, "2026-01-01T00:00:00Z")
+    assert sorted(asked) == sorted([("errors", ""), ("requests", ""), ("errors", ""), ("mine", "namespace/ns"),
+                                    ("users", "namespace/ns"), ("users", "namespace/ns")])

@@ -2,11 +2,15 @@
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ServingRole
+from modelops.api.types import duration_seconds
 from modelops.kube import merge_patch
 from modelops.modelversions import served_by, served_by_changes, version_status
-from modelops.rollout import seconds_to_next_analysis
+from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
 from modelops.rollout.conditions import conditions_for, unsynced
 from modelops.rollout.engine import rfc3339
 
@@ -82,6 +86,29 @@ def test_analysis_timing():
     assert seconds_to_next_analysis(spec, measured, later) == 6.0
     wide = make_spec(analysis={"interval": "10s", "window": "25s"})
     assert seconds_to_next_analysis(wide, taking, now + timedelta(seconds=11)) == 14.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(began_ms=st.integers(0, 5_000), last_ms=st.none() | st.integers(0, 60_000), late_ms=st.integers(0, 3_000),
+       interval=st.sampled_from(["1s", "1500ms", "10s", "1m"]))
+def test_analyses_fall_due_on_whole_seconds_and_never_measure_before_they_are_due(began_ms, last_ms, late_ms, interval):
+    """Many deployments' analyses then share an instant (so Prometheus requests), yet none measures a window
+    that starts before the candidate took traffic, nor comes sooner than an interval after the last."""
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    spec = make_spec(analysis={"interval": interval})
+    began = start + timedelta(milliseconds=began_ms)
+    status = ModelDeploymentStatus(stable_version="1.0.0", canary_version="1.1.0", phase=Phase.Progressing,
+                                   step_started_at=rfc3339(began), analysis_since=rfc3339(began))
+    earliest = began + timedelta(seconds=duration_seconds(analysis_window(spec)))
+    if last_ms is not None:
+        last = analysis_instant(began + timedelta(milliseconds=last_ms))
+        status = status.model_copy(update={"last_analysis_at": rfc3339(last)})
+        earliest = max(earliest, last + timedelta(seconds=duration_seconds(spec.analysis.interval)))
+    first = start + timedelta(seconds=seconds_to_next_analysis(spec, status, start))
+    assert first.microsecond == 0 and first >= earliest > first - timedelta(seconds=1)
+    now = first + timedelta(milliseconds=late_ms)
+    assert seconds_to_next_analysis(spec, status, now) == 0.0
+    assert earliest <= analysis_instant(now) <= now
 
 
 def test_a_deployment_belongs_to_exactly_one_shard():

@@ -9,6 +9,13 @@ No threads: the operator's shared thread pool never waits on Prometheus. Every q
 no retries, and at most `max_concurrency` queries to one Prometheus (address and credentials) are in flight, whichever
 deployment's analysis asks: a thousand analyses due at once queue here instead of flooding it. Whatever the server answers, the
 result is a number, None (no data) or a ProviderError whose message never quotes the response body.
+
+Batching: queries for the same instant and batch key that wait for a turn together are sent as one request,
+`label_replace(q0, "modelops_batch_query", "0", "", "") or label_replace(q1, ...)`, and each is handed the series
+carrying its index. `label_replace` takes only an instant vector, so a query answering a scalar (or not parsing, or
+timing out) fails its whole batch: every query of a failed batch is then asked on its own, and the ones that fail
+alone too are never batched again. The caller chooses the key: queries of one tenant share a key, so one tenant's
+query never spoils another's batch. A query alone at its turn is sent as it is.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import re
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -42,6 +49,10 @@ _MAX_ERROR_BODY_BYTES = 64 * 1024
 _POST_ABOVE_CHARS = 2000
 """Longer queries go in a POST form, which no URL length limit cuts."""
 _MAX_SESSIONS = 16
+BATCH_LIMIT = 64
+"""At most this many queries answered by one request: its answer stays small, and a failed batch costs few retries."""
+_BATCH_LABEL = "modelops_batch_query"
+_MAX_LONERS = 4096
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())  # aiohttp >= 3.10
 _BAD_URL: Any = tuple(getattr(aiohttp, n) for n in ("InvalidURL", "NonHttpUrlClientError") if hasattr(aiohttp, n))
 
@@ -76,79 +87,116 @@ class PrometheusProvider:
         self._headers = headers
         self._key = (address, bearer_token, ca_pem, insecure_skip_verify)
 
-    async def query(self, promql: str, at: datetime) -> float | None:
-        params = {"query": promql, "time": f"{at.timestamp():.3f}"}
+    async def query(self, promql: str, at: datetime, *, batch: str | None = None) -> float | None:
+        at_text = f"{at.timestamp():.3f}"
         async with _lease(self._key, self._ssl, self._headers, self._max_concurrency) as pooled:
-            async with pooled.gate:  # the wait for a turn is not part of the query's timeout
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        status, body = await self._send(pooled.session, params)
-                except TimeoutError:  # before OSError, its base class; aiohttp's own timeouts are TimeoutErrors too
-                    raise self._error("timeout", f"timed out after {self.timeout:g}s") from None
-                except (aiohttp.ClientError, OSError, ValueError) as e:
-                    raise self._error("unreachable", f"unreachable: {_unreachable(e)}") from e
-        return self._judge(status, body)
+            try:
+                if batch is None or promql in pooled.loners:
+                    return _value(*_answer(*await self._send(pooled, promql, at_text)))
+                outcome = await pooled.join((batch, at_text), promql, self)
+                if isinstance(outcome, _Failure):
+                    raise outcome
+                if outcome is _ALONE:
+                    outcome = await pooled.ask_alone(promql, self._send(pooled, promql, at_text))
+                return _value(*outcome)
+            except _Failure as e:
+                raise self._error(e.kind, e.detail) from None
 
-    async def _send(self, session: aiohttp.ClientSession, params: dict[str, str]) -> tuple[int, bytes | None]:
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        if len(params["query"]) > _POST_ABOVE_CHARS:
-            request = session.post(self._url, data=params, timeout=timeout, allow_redirects=False)
-        else:
-            request = session.get(self._url, params=params, timeout=timeout, allow_redirects=False)
-        async with request as response:
-            limit = MAX_BODY_BYTES if 200 <= response.status < 300 else _MAX_ERROR_BODY_BYTES
-            return response.status, await _read_at_most(response, limit)
+    async def _send(self, pooled: _Pooled, promql: str, at_text: str) -> tuple[int, bytes | None]:
+        """Wait for a turn (not part of the query's timeout), then ask."""
+        async with pooled.gate:
+            return await self._request(pooled.session, promql, at_text, self.timeout)
 
-    def _judge(self, status: int, body: bytes | None) -> float | None:
-        answer = _json(body)
-        if not 200 <= status < 300:
-            error_type = _error_type(answer)
-            if error_type is not None and status in (400, 422):
-                raise self._error("rejected", f"query rejected: {error_type} (HTTP {status})")
-            raise self._error("http", f"HTTP {status}" + (f" ({error_type})" if error_type else ""))
-        if body is None:
-            raise self._error("bad_response", f"answer larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-        if not isinstance(answer, dict) or "status" not in answer:
-            raise self._bad()
-        if answer["status"] == "error":
-            raise self._error("rejected", f"query rejected: {_error_type(answer) or 'unknown'}")
-        data = answer.get("data")
-        if answer["status"] != "success" or not isinstance(data, dict):
-            raise self._bad()
-        kind, result = data.get("resultType"), data.get("result")
-        if kind == "vector" and isinstance(result, list):
-            if not result:
-                return None
-            if len(result) > 1:
-                raise self._error("many_series", _many_series(result))
-            series = result[0]
-            if isinstance(series, dict) and "value" not in series and "histogram" in series:
-                raise self._error("bad_response", "returned a native histogram, one value expected")
-            return self._sample(series.get("value") if isinstance(series, dict) else None)
-        if kind == "scalar":
-            return self._sample(result)
-        if kind in ("string", "matrix"):
-            raise self._error("bad_response", f"returned a {kind}, one value expected")
-        raise self._bad()
-
-    def _sample(self, pair: Any) -> float | None:
-        """A `[time, "value"]` pair's value; NaN is no data, infinities are values."""
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise self._bad()
-        raw = pair[1]
-        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-            raise self._bad()
+    async def _request(self, session: aiohttp.ClientSession, promql: str, at_text: str,
+                       timeout: float) -> tuple[int, bytes | None]:
+        """One request: its status and body (None when too large to read)."""
+        params = {"query": promql, "time": at_text}
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
         try:
-            value = float(raw)
-        except (ValueError, OverflowError):
-            raise self._bad() from None
-        return None if math.isnan(value) else value
+            async with asyncio.timeout(timeout):
+                if len(promql) > _POST_ABOVE_CHARS:
+                    request = session.post(self._url, data=params, timeout=client_timeout, allow_redirects=False)
+                else:
+                    request = session.get(self._url, params=params, timeout=client_timeout, allow_redirects=False)
+                async with request as response:
+                    limit = MAX_BODY_BYTES if 200 <= response.status < 300 else _MAX_ERROR_BODY_BYTES
+                    return response.status, await _read_at_most(response, limit)
+        except TimeoutError:  # before OSError, its base class; aiohttp's own timeouts are TimeoutErrors too
+            raise _Failure("timeout", f"timed out after {timeout:g}s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            raise _Failure("unreachable", f"unreachable: {_unreachable(e)}") from e
 
     def _error(self, kind: ErrorKind, detail: str) -> ProviderError:
         return ProviderError(kind, f"{self._where}: {detail}")
 
-    def _bad(self) -> ProviderError:
-        return self._error("bad_response", "not a Prometheus API answer")
+
+class _Failure(Exception):
+    """What went wrong, before a provider names itself in it."""
+
+    def __init__(self, kind: ErrorKind, detail: str):
+        super().__init__(kind, detail)
+        self.kind: ErrorKind = kind
+        self.detail = detail
+
+
+def _bad() -> _Failure:
+    return _Failure("bad_response", "not a Prometheus API answer")
+
+
+def _answer(status: int, body: bytes | None) -> tuple[str, Any]:
+    """A successful answer's resultType and result."""
+    answer = _json(body)
+    if not 200 <= status < 300:
+        error_type = _error_type(answer)
+        if error_type is not None and status in (400, 422):
+            raise _Failure("rejected", f"query rejected: {error_type} (HTTP {status})")
+        raise _Failure("http", f"HTTP {status}" + (f" ({error_type})" if error_type else ""))
+    if body is None:
+        raise _Failure("bad_response", f"answer larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    if not isinstance(answer, dict) or "status" not in answer:
+        raise _bad()
+    if answer["status"] == "error":
+        raise _Failure("rejected", f"query rejected: {_error_type(answer) or 'unknown'}")
+    data = answer.get("data")
+    if answer["status"] != "success" or not isinstance(data, dict):
+        raise _bad()
+    return data.get("resultType"), data.get("result")
+
+
+def _value(kind: str, result: Any) -> float | None:
+    """The one value of an answer."""
+    if kind == "vector" and isinstance(result, list):
+        return _vector_value(result)
+    if kind == "scalar":
+        return _sample(result)
+    if kind in ("string", "matrix"):
+        raise _Failure("bad_response", f"returned a {kind}, one value expected")
+    raise _bad()
+
+
+def _vector_value(result: list[Any]) -> float | None:
+    if not result:
+        return None
+    if len(result) > 1:
+        raise _Failure("many_series", _many_series(result))
+    series = result[0]
+    if isinstance(series, dict) and "value" not in series and "histogram" in series:
+        raise _Failure("bad_response", "returned a native histogram, one value expected")
+    return _sample(series.get("value") if isinstance(series, dict) else None)
+
+
+def _sample(pair: Any) -> float | None:
+    """A `[time, "value"]` pair's value; NaN is no data, infinities are values."""
+    if not isinstance(pair, list) or len(pair) != 2:
+        raise _bad()
+    raw = pair[1]
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise _bad()
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):
+        raise _bad() from None
+    return None if math.isnan(value) else value
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -239,6 +287,23 @@ def _ssl_context(ca_pem: str) -> ssl.SSLContext:
 # credentials. A session belongs to the event loop that created it; one from another loop is replaced. Least recently
 # used ones beyond the cap are closed once no query uses them.
 
+_Outcome = Any
+"""What a batch hands each of its queries: (resultType, result) of its own, a _Failure, or _ALONE."""
+_ALONE = object()
+"""The batch failed as a whole (rejected, timed out, unreadable): ask on your own."""
+_BATCH_SPOILERS = ("rejected", "bad_response", "timeout")
+"""Failures of one query that would fail a whole batch; transport failures would fail the query alone too."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Queries for one instant that one request answers; the first asker's provider sends it."""
+
+    provider: PrometheusProvider
+    queries: list[tuple[str, asyncio.Future[_Outcome]]] = field(default_factory=list)
+    timeout: float = 0.0
+
+
 @dataclass(eq=False)
 class _Pooled:
     session: aiohttp.ClientSession
@@ -247,6 +312,90 @@ class _Pooled:
     """At most this many queries in flight to this Prometheus."""
     users: int = 0
     retired: bool = False
+    open: dict[tuple[str, str], _Batch] = field(default_factory=dict)
+    """(batch key, instant) -> the batch still taking queries: it does until it gets its turn at the gate."""
+    loners: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Queries that spoil batches (a scalar, a parse error, a slow one): always asked on their own."""
+
+    async def join(self, key: tuple[str, str], promql: str, provider: PrometheusProvider) -> _Outcome:
+        batch = self.open.get(key)
+        if batch is None or len(batch.queries) >= BATCH_LIMIT:
+            batch = self.open[key] = _Batch(provider)
+            asyncio.ensure_future(self._flush(key, batch))
+        answer: asyncio.Future[_Outcome] = self.loop.create_future()
+        batch.queries.append((promql, answer))
+        batch.timeout = max(batch.timeout, provider.timeout)
+        return await answer
+
+    def _keep_alone(self, promql: str) -> None:
+        self.loners[promql] = None
+        self.loners.move_to_end(promql)
+        while len(self.loners) > _MAX_LONERS:
+            self.loners.popitem(last=False)
+
+    async def _flush(self, key: tuple[str, str], batch: _Batch) -> None:
+        self.users += 1
+        try:
+            await asyncio.sleep(0)  # the other queries of this tick (one analysis' checks) join first
+            async with self.gate:
+                if self.open.get(key) is batch:
+                    del self.open[key]
+                waiting = [(q, a) for q, a in batch.queries if not a.done()]
+                outcomes = await self._ask(batch, key[1], [q for q, _ in waiting])
+            for (_, answer), outcome in zip(waiting, outcomes):
+                if not answer.done():
+                    answer.set_result(outcome)
+        except BaseException as e:  # noqa: BLE001 - nobody waits forever, whatever happened
+            for _, answer in batch.queries:
+                if not answer.done():
+                    answer.set_result(_Failure("unreachable", f"unreachable: {type(e).__name__}"))
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self.users -= 1
+            if self.retired and self.users == 0 and not self.session.closed:
+                await self.session.close()
+
+    async def _ask(self, batch: _Batch, at_text: str, queries: list[str]) -> list[_Outcome]:
+        """One request for all `queries`: each wrapped to carry its index in a label, joined with `or` (their
+        label sets then never collide, so `or` keeps every series). One query alone is sent as it is."""
+        if len(queries) <= 1:
+            return [await self._ask_one(batch, at_text, q) for q in queries]
+        joined = " or ".join(f'label_replace({q}, "{_BATCH_LABEL}", "{i}", "", "")' for i, q in enumerate(queries))
+        try:
+            kind, result = _answer(*await batch.provider._request(self.session, joined, at_text, batch.timeout))
+        except _Failure as e:
+            return [_ALONE if e.kind in _BATCH_SPOILERS else e] * len(queries)
+        if kind != "vector" or not isinstance(result, list):
+            return [_ALONE] * len(queries)
+        series: list[list[Any]] = [[] for _ in queries]
+        for one in result:
+            labels = one.get("metric") if isinstance(one, dict) else None
+            index = labels.pop(_BATCH_LABEL, None) if isinstance(labels, dict) else None
+            if not (isinstance(index, str) and index.isdigit() and int(index) < len(queries)):
+                return [_ALONE] * len(queries)
+            series[int(index)].append(one)
+        return [("vector", found) for found in series]
+
+    async def _ask_one(self, batch: _Batch, at_text: str, promql: str) -> _Outcome:
+        try:
+            return await self.ask_alone(promql, batch.provider._request(self.session, promql, at_text, batch.timeout))
+        except _Failure as e:
+            return e
+
+    async def ask_alone(self, promql: str, sent: Awaitable[tuple[int, bytes | None]]) -> tuple[str, Any]:
+        """The answer to a query asked on its own. One that fails or answers other than a vector on its own would
+        fail any batch it is in: it is never batched again, so it cannot spoil the batches of others twice."""
+        try:
+            kind, result = _answer(*await sent)
+        except _Failure as e:
+            if e.kind in _BATCH_SPOILERS:
+                self._keep_alone(promql)
+            raise
+        if kind != "vector":
+            self._keep_alone(promql)
+        return kind, result
+
 
 
 _SESSIONS: OrderedDict[tuple[Any, ...], _Pooled] = OrderedDict()

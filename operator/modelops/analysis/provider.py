@@ -42,6 +42,10 @@ class ProviderError(Exception):
 
 
 class MetricProvider(Protocol):
-    async def query(self, promql: str, at: datetime) -> float | None:
-        """The query's single value evaluated at `at`; None when it returns no series (or NaN)."""
+    async def query(self, promql: str, at: datetime, *, batch: str | None = None) -> float | None:
+        """The query's single value evaluated at `at`; None when it returns no series (or NaN).
+
+        Queries for the same `at` and `batch` key may be answered together (None: never batched). Each answer is
+        the one the query would get alone; a batch-mate that fails the batch costs it a second request.
+        """
         ...

@@ -8,6 +8,7 @@ point), which is what makes a crash between "write traffic" and "write status" h
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -488,7 +489,8 @@ def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentS
     """0 when an analysis is due now, None when none is running (the candidate takes no traffic).
 
     The first window of a rollout starts when the candidate began taking traffic, so no verdict
-    is ever taken on time before it had any; later ones follow every interval.
+    is ever taken on time before it had any; later ones follow every interval. Analyses fall due
+    on whole seconds (see `analysis_instant`).
     """
     if not candidate_takes_traffic(status):
         return None
@@ -496,7 +498,14 @@ def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentS
     due = parse_rfc3339(status.analysis_since).timestamp() + duration_seconds(analysis_window(spec))
     if status.last_analysis_at is not None:
         due = max(due, parse_rfc3339(status.last_analysis_at).timestamp() + duration_seconds(spec.analysis.interval))
-    return max(0.0, due - now.timestamp())
+    return max(0.0, math.ceil(due) - now.timestamp())
+
+
+def analysis_instant(now: datetime) -> datetime:
+    """The instant an analysis due by `now` measures: `now` to the whole second below. Analyses of many
+    deployments taken within one second then ask Prometheus about the same instant, so their queries can
+    share requests; and since they fall due on whole seconds, the instant is never before the due time."""
+    return now.replace(microsecond=0)
 
 
 def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> datetime | None:
