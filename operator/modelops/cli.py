@@ -39,6 +39,7 @@ def shard_name(text: str) -> str:
 
 def run_operator(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
     import logging
 
     import kopf
@@ -56,30 +57,36 @@ def run_operator(args: argparse.Namespace) -> int:
                              memo=kopf.Memo(options=options))
 
     async def elected() -> None:
+        # The Lease API client is made on the lease keeper's own thread and loop (see leader.run_elected), so
+        # renewals never wait for the handlers' loop or connections.
+        elector = leader.LeaderElector(None, args.lease_name or lease_name(args.shard),
+                                       args.lease_namespace or options.operator_namespace,
+                                       lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
+                                       retry_period=args.retry_period)
+        try:
+            await serving(elector.ready, leader.run_elected(elector, operator, connect=lease_api, on_lost=exit_now))
+        except leader.LeadershipLost as lost:
+            exit_now(lost)
+
+    @contextlib.asynccontextmanager
+    async def lease_api():
         from kubernetes_asyncio.client import CoordinationV1Api
 
         from .kube import api_client
 
-        api = await api_client()  # a client of its own: renewals never wait for the handlers' connections
+        api = await api_client()
         try:
-            elector = leader.LeaderElector(CoordinationV1Api(api), args.lease_name or lease_name(args.shard),
-                                           args.lease_namespace or options.operator_namespace,
-                                           lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
-                                           retry_period=args.retry_period)
-            await serving(elector.ready, leading(elector))
+            yield CoordinationV1Api(api)
         finally:
             await api.close()
 
-    async def leading(elector: leader.LeaderElector) -> None:
-        try:
-            await leader.run_elected(elector, operator)
-        except leader.LeadershipLost as lost:
-            # At once: no handler may act once a standby can have taken over, and an orderly
-            # shutdown (daemons, cleanup handlers) could outlast the margin the timings leave.
-            logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            os._exit(1)
+    def exit_now(lost: leader.LeadershipLost) -> None:
+        # At once: no handler may act once a standby can have taken over, and an orderly shutdown (daemons,
+        # cleanup handlers) could outlast the margin the timings leave.
+        logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
 
     async def serving(ready, work) -> None:
         # Served before the election, so that a standby answers /metrics too (modelops_leader 0).

@@ -18,6 +18,7 @@ The decision is the pure function `decide`; `LeaderElector` does the I/O around 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import logging
@@ -25,7 +26,9 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -163,7 +166,8 @@ def _describe(error: BaseException) -> str:
 
 
 class LeaderElector:
-    """Acquires, renews and releases one Lease. `leases` is a CoordinationV1Api (or a fake of one)."""
+    """Acquires, renews and releases one Lease. `leases` is a CoordinationV1Api (or a fake of one), or None until
+    `run_elected` connects one on the keeper's own loop."""
 
     def __init__(self, leases: Any, name: str = LEASE_NAME, namespace: str | None = None,
                  identity: str | None = None, lease_duration: float = LEASE_DURATION,
@@ -347,14 +351,21 @@ class LeaderElector:
         return False
 
 
-async def run_elected(elector: LeaderElector, work: Callable[[], Awaitable[Any]],
+async def run_elected(elector: LeaderElector, work: Callable[[], Awaitable[Any]], *,
+                      connect: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+                      on_lost: Callable[[LeadershipLost], None] | None = None,
                       stop_grace: float = STOP_GRACE) -> None:
     """Acquire the Lease, then run `work()` (the operator) while renewing it.
 
+    The Lease is kept by a thread of its own, on its own event loop, with its own API client (`connect()` yields
+    the Lease API for that loop; without it, `elector.leases` is used as it is). So a busy or blocked operator loop
+    neither delays a renewal nor hides a loss: a leader must stop before a standby may take over, whatever its
+    handlers are doing.
     - `work` returns (kopf stopped on SIGTERM, say): stop renewing, release, return.
     - SIGTERM/SIGINT while standing by: return without ever running `work`.
-    - The Lease is lost: cancel `work`, give it at most `stop_grace` seconds, raise LeadershipLost.
-      The caller must then end the process at once.
+    - The Lease is lost: `on_lost(error)` is called at once, on the keeper's thread (it should end the process);
+      then `work` is cancelled, given at most `stop_grace` seconds, and LeadershipLost raised. The caller must then
+      end the process at once.
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -364,57 +375,127 @@ async def run_elected(elector: LeaderElector, work: Callable[[], Awaitable[Any]]
             loop.add_signal_handler(signum, stopping.set)
             signals.append(signum)
     LEADER.set(0)
+    keeper = _LeaseKeeper(elector, connect, on_lost, loop)
     try:
-        acquiring = asyncio.create_task(elector.acquire(), name="lease acquisition")
+        # The stop watcher exists before `work` starts: kopf treats the tasks that existed before it as not its
+        # own, and leaves them alone when it stops.
         stopped = asyncio.create_task(stopping.wait(), name="stop signal")
         try:
-            await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            acquiring.cancel()
-            raise
+            await asyncio.wait({keeper.acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not keeper.acquired.done():
+                logger.info("Stopped while standing by for lease %s.", elector.where)
+                return  # the keeper releases the Lease in case its acquisition had just won
+            keeper.acquired.result()
+            working = asyncio.create_task(_run(work), name="elected work")
+            try:
+                await asyncio.wait({keeper.lost, working, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                working.cancel()
+                raise
+            if keeper.lost.done():
+                error = keeper.lost.result()
+                logger.error("Leadership lost: %s. Stopping now.", error)
+                working.cancel()
+                await asyncio.wait({working}, timeout=stop_grace)
+                raise error
+            if not working.done():  # a stop signal before kopf installed its own handlers
+                working.cancel()
+                await asyncio.wait({working})
+            if not working.cancelled():
+                working.result()  # re-raise the operator's own failure, after releasing (below)
         finally:
             stopped.cancel()
-        if not acquiring.done():
-            acquiring.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquiring
-            logger.info("Stopped while standing by for lease %s.", elector.where)
-            await elector.release()  # in case the acquisition had just won
-            return
-        acquiring.result()
-        # The renewal task and the stop watcher exist before `work` starts: kopf treats the tasks
-        # that existed before it as not its own, and leaves them alone when it stops.
-        holding = asyncio.create_task(elector.hold(), name="lease renewal")
-        stopped = asyncio.create_task(stopping.wait(), name="stop signal")
-        working = asyncio.create_task(_run(work), name="elected work")
-        try:
-            await asyncio.wait({holding, working, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            for task in (holding, working, stopped):
-                task.cancel()
-            raise
-        stopped.cancel()
-        if holding.done():
-            error = holding.exception() or LeadershipLost(f"lease {elector.where}: renewal ended")
-            logger.error("Leadership lost: %s. Stopping now.", error)
-            working.cancel()
-            await asyncio.wait({working}, timeout=stop_grace)
-            raise error if isinstance(error, LeadershipLost) else LeadershipLost(str(error)) from error
-        if not working.done():  # a stop signal before kopf installed its own handlers
-            working.cancel()
-            await asyncio.wait({working})
-        holding.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await holding
-        try:
-            if not working.cancelled():
-                working.result()  # re-raise the operator's own failure, after releasing below
-        finally:
-            await elector.release()
+            await keeper.stop()
+        if keeper.lost.done():  # lost while the work was ending
+            raise keeper.lost.result()
     finally:
         for signum in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+
+
+class _LeaseKeeper:
+    """The elector on a thread and event loop of its own: acquires, then renews until told to stop (then
+    releases) or until the Lease is lost. Reports to the operator's loop through `acquired` and `lost`."""
+
+    def __init__(self, elector: LeaderElector, connect: Callable[[], AbstractAsyncContextManager[Any]] | None,
+                 on_lost: Callable[[LeadershipLost], None] | None, main: asyncio.AbstractEventLoop):
+        self.elector, self.connect, self.on_lost, self.main = elector, connect, on_lost, main
+        self.acquired: asyncio.Future[None] = main.create_future()
+        self.lost: asyncio.Future[LeadershipLost] = main.create_future()
+        self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"lease {elector.where}", daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    async def stop(self) -> None:
+        """Stop acquiring or renewing, release the Lease if held, and wait for the thread to end."""
+        assert self._loop is not None and self._stop is not None
+        with contextlib.suppress(RuntimeError):  # its loop has already ended
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.wrap_future(self.finished)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._keep())
+        except BaseException as error:  # noqa: BLE001 - e.g. no API client: the operator's loop must hear of it
+            self._report(self.acquired, error=error)
+            self._report(self.lost, LeadershipLost(f"lease {self.elector.where}: {_describe(error)}"))
+        finally:
+            self.finished.set_result(None)
+
+    def _report(self, future: asyncio.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+        with contextlib.suppress(RuntimeError):  # the operator's loop has ended
+            self.main.call_soon_threadsafe(settle)
+
+    async def _keep(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._started.set()
+        async with self.connect() if self.connect is not None else contextlib.nullcontext(self.elector.leases) as leases:
+            self.elector.leases = leases
+            if not await self._until_stopped(self.elector.acquire()):
+                await self.elector.release()  # in case the acquisition had just won
+                return
+            self._report(self.acquired)
+            try:
+                if await self._until_stopped(self.elector.hold()):
+                    raise LeadershipLost(f"lease {self.elector.where}: renewal ended")
+            except LeadershipLost as error:
+                if self.on_lost is not None:
+                    self.on_lost(error)
+                self._report(self.lost, error)
+                return
+            except Exception as error:  # noqa: BLE001 - any end of renewal is the end of leadership
+                self._report(self.lost, LeadershipLost(f"lease {self.elector.where}: {_describe(error)}"))
+                return
+            await self.elector.release()
+
+    async def _until_stopped(self, step: Awaitable[Any]) -> bool:
+        """True when `step` ended first (its exception raised), False when told to stop first (it is cancelled)."""
+        assert self._stop is not None
+        task = asyncio.ensure_future(step)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
 
 async def _run(work: Callable[[], Awaitable[Any]]) -> Any:

@@ -4,6 +4,7 @@ against an in-memory Lease API with optimistic concurrency."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -459,6 +460,40 @@ def test_run_elected_releases_and_reraises_when_the_work_fails():
     with pytest.raises(RuntimeError, match="login failed"):
         run(run_elected(a, work))
     assert api.spec()["holderIdentity"] == ""
+
+
+def test_renewals_go_on_while_the_operators_loop_is_blocked():
+    """The keeper renews on a thread of its own: an operator loop busy for longer than the renew deadline (here
+    blocked outright) neither loses the Lease nor lets a standby take it over."""
+    api = FakeLeases()
+    a = elector(api, "a")
+    seen = {}
+
+    async def work():
+        before = api.calls.count("replace")
+        time.sleep(3 * FAST["renew_deadline"])  # blocks the operator's loop, not the keeper's
+        seen["renewals while blocked"] = api.calls.count("replace") - before
+        seen["holder"] = api.spec()["holderIdentity"]
+
+    run(run_elected(a, work))
+    assert seen["holder"] == "a" and seen["renewals while blocked"] >= 5
+    assert api.spec()["holderIdentity"] == ""  # released at the end, as usual
+
+
+def test_a_lost_lease_is_reported_at_once_even_while_the_operators_loop_is_blocked():
+    """`on_lost` runs on the keeper's thread (the operator exits there), not when the busy loop gets to it."""
+    api = FakeLeases()
+    a = elector(api, "a")
+    lost = threading.Event()
+    seen = {}
+
+    async def work():
+        api.set_holder("intruder")
+        seen["reported while blocked"] = lost.wait(timeout=5)  # blocks the operator's loop
+
+    with pytest.raises(LeadershipLost, match="intruder"):
+        run(run_elected(a, work, on_lost=lambda error: lost.set()))
+    assert seen == {"reported while blocked": True}
 
 
 @pytest.mark.parametrize("flags", [["--lease-duration", "5", "--renew-deadline", "10"],
