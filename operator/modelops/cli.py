@@ -47,6 +47,8 @@ def run_operator(args: argparse.Namespace) -> int:
     from . import handlers, health, leader
 
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:  # kopf logs each event handler's success at INFO: a line per watched change, at any scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
     options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers,

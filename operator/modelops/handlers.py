@@ -190,13 +190,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.index(GROUP, VERSION, "clustermetricproviders")
-def metric_providers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterMetricProviderSpec | None]:
+async def metric_providers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterMetricProviderSpec | None]:
     """name -> its spec; None for an invalid one, which no analysis uses."""
     return {name: _valid_or_none(ClusterMetricProviderSpec, "ClusterMetricProvider", name, spec)}
 
 
 @kopf.index(GROUP, VERSION, "clusternotifiers")
-def cluster_notifiers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterNotifierSpec | None]:
+async def cluster_notifiers(name: str, spec: kopf.Spec, **_: Any) -> dict[str, ClusterNotifierSpec | None]:
     """name -> its spec; None for an invalid one, to which nothing is sent."""
     return {name: _valid_or_none(ClusterNotifierSpec, "ClusterNotifier", name, spec)}
 
@@ -210,12 +210,12 @@ def _valid_or_none(model: Any, kind: str, name: str, spec: kopf.Spec) -> Any:
 
 
 @kopf.index("", "v1", "namespaces")
-def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
     return {name: dict(labels)}
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
-def model_versions(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status,
+async def model_versions(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status,
                    **_: Any) -> dict[tuple[str, str], VersionRecord]:
     """(namespace, model) -> every ModelVersion object of it; kept current by the watch."""
     refused = any(c.get("type") == "Ready" and c.get("reason") == DUPLICATE for c in status.get("conditions") or [])
@@ -243,7 +243,7 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments", when=in_my_shard)
-def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     generation = body.get("metadata", {}).get("generation")
     if generation != memo.get("seen_generation"):
         memo.seen_generation = generation
@@ -251,7 +251,7 @@ def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             memo.memory.wake.set()
 
 
-def wake_the_driver(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def wake_the_driver(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """A backend object changed: its driver's loop looks at once (its own writes echo here too, which is how
     it sees the backend converge)."""
     owner = (meta.get("annotations") or {}).get(OWNER_ANNOTATION) or (meta.get("labels") or {}).get(OWNER_LABEL)
@@ -265,13 +265,13 @@ for _backend in BACKEND_RESOURCES:
 
 @kopf.index(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural,
             labels={SERVICE_NAME_LABEL: kopf.PRESENT})
-def endpoint_slices(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict]:
+async def endpoint_slices(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict]:
     """(namespace, Service) -> what readiness reads of each of its EndpointSlices; kept current by the watch."""
     return {(namespace, labels[SERVICE_NAME_LABEL]): readiness_view(dict(body))}
 
 
 @kopf.on.event(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural)
-def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     service = labels.get(SERVICE_NAME_LABEL)
     if service:
         memo.wakeups.wake_followers(namespace, ("service", service))

@@ -55,7 +55,12 @@ async def api_client() -> kubernetes_asyncio.client.ApiClient:
     except kubernetes_asyncio.config.ConfigException:
         kubernetes_asyncio.config.load_incluster_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = CONNECTIONS
-    return kubernetes_asyncio.client.ApiClient(configuration)
+    client = kubernetes_asyncio.client.ApiClient(configuration)
+    # kubernetes_asyncio opens its aiohttp session with trust_env=True, which looks for a netrc file and proxy
+    # variables on every request: a tenth of the operator's CPU in a 1,000-deployment rollout. The API server is
+    # reached directly, as kopf does by default (a proxy, if wanted, is the kubeconfig's `proxy-url`).
+    client.rest_client.pool_manager._trust_env = False
+    return client
 
 
 @dataclass(frozen=True)

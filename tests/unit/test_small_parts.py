@@ -2,6 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -181,3 +183,22 @@ def test_secret_reads_are_shared_for_a_while_and_a_failed_one_is_not_kept():
         await client.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.asyncio
+async def test_the_api_client_reaches_the_api_server_directly(tmp_path, monkeypatch):
+    """No netrc lookup and no proxy variables per request (kubernetes_asyncio trusts the environment by default)."""
+    from modelops.kube import api_client
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.setattr("kubernetes_asyncio.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    client = await api_client()
+    try:
+        assert client.rest_client.pool_manager.trust_env is False
+    finally:
+        await client.close()
