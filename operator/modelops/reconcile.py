@@ -31,7 +31,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import GROUP, VERSION, metrics
-from .analysis.evaluate import Measurement, evaluate
+from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse
 from .analysis.promql import Subject
 from .analysis.provider import MetricProvider, ProviderError
@@ -40,7 +40,7 @@ from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
-from .rollout import analysis_instant, checks_in_effect, seconds_to_next_analysis
+from .rollout import analysis_instant, checks_in_effect, grading_until, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
@@ -262,8 +262,11 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     metrics.show_analysis_lag(target.namespace, target.deployment, spec, status, now)
     assert status.canary_version is not None and status.stable_version is not None
     budget = min(MAX_ANALYSIS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
-    checks = checks_in_effect(spec, status)
     at = analysis_instant(now)
+    in_effect = checks_in_effect(spec, status)
+    until = {c.name: grading_until(spec, status, c, at) for c in in_effect}
+    checks = [c for c in in_effect if until[c.name] is None]
+    grading = tuple(awaiting_labels(c, rfc3339(t), rfc3339(at)) for c in in_effect if (t := until[c.name]) is not None)
 
     def subject(version: str) -> Subject:
         return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
@@ -291,7 +294,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
         results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at)) for c in checks)
     metrics.show_analysis(target.namespace, target.deployment, status.canary_version, checks, results,
                           time.monotonic() - started)
-    return AnalysisReport(at, tuple(results))
+    return AnalysisReport(at, tuple(results) + grading)
 
 
 def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:

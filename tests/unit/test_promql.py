@@ -1,6 +1,7 @@
 import pytest
 
 from modelops.analysis.promql import Subject, escape, render
+from modelops.routers.base import CONTRACT_TEMPLATES
 from modelops.routers.kserve import TEMPLATES
 
 SUBJECT = Subject("prod", "fraud", "1.2.0", "fraud-predictor-00002", "fraud", "5m")
@@ -25,10 +26,17 @@ def test_unknown_variables_and_bad_windows_are_errors():
         render("up", Subject("n", "m", "1.0.0", "r", "o", "5m] or up[1m"))
 
 
-@pytest.mark.parametrize("template", list(TEMPLATES))
+@pytest.mark.parametrize("template", sorted(set(TEMPLATES) - set(CONTRACT_TEMPLATES)))
 def test_kserve_templates_cover_both_knative_metric_schemes(template):
     query = render(TEMPLATES[template].value, SUBJECT)
     assert "kn_serving_invocation_duration_seconds" in query and "revision_app_request" in query
     assert 'kn_revision_name="fraud-predictor-00002"' in query and 'revision_name="fraud-predictor-00002"' in query
     assert "[5m]" in query and "{{" not in query
     assert TEMPLATES[template].samples is not None
+
+
+@pytest.mark.parametrize("template", sorted(CONTRACT_TEMPLATES))
+def test_contract_templates_select_the_version_by_namespace_model_and_version(template):
+    for query in (CONTRACT_TEMPLATES[template].value, CONTRACT_TEMPLATES[template].samples):
+        rendered = render(query, SUBJECT)
+        assert 'namespace="prod", model="fraud", version="1.2.0"' in rendered and "[5m]" in rendered

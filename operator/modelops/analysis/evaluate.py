@@ -112,6 +112,17 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
 
 
+def awaiting_labels(check: Check, first_verdict: str, at: str) -> CheckStatus:
+    """A check with a grading delay before its first verdict: not measured, shown as waiting (see Check.grading_delay)."""
+    return CheckStatus(name=check.name, verdict=Verdict.NoData, limit=_limit_words(check), time=at,
+                       dry_run=check.dry_run,
+                       message=f"waiting for graded labels (gradingDelay {check.grading_delay}): judges from {first_verdict}")
+
+
+def _limit_words(check: Check) -> str:
+    return "; ".join(words for _, _, words in _limits(check, None)) or _relative_words(check)
+
+
 def _relative_words(check: Check) -> str:
     parts = []
     if check.max_drop_percent is not None:

@@ -197,6 +197,11 @@ class CheckTemplate(str, Enum):
     meanLatency = "meanLatency"
     shadowAgreement = "shadowAgreement"
     """Share of mirrored requests on which the candidate's prediction agrees with stable's (see SHADOW_AGREEMENT)."""
+    accuracy = "accuracy"
+    """Share of graded predictions that were correct, from labels that arrive late (see ACCURACY); pair it with
+    gradingDelay."""
+    driftScore = "driftScore"
+    """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE)."""
 
 
 CHECK_SOURCE_RULE = {
@@ -237,6 +242,10 @@ class Check(ApiModel):
     dry_run: bool = False
     """Measured and shown (status.checks, metrics, a DryRunCheckFailed event) but never part of a decision: a new
     check tried on live rollouts before it may roll anything back."""
+    grading_delay: Duration | None = None
+    """How long after a prediction its label (ground truth) is in: the check gives its first verdict of a rollout only
+    once the candidate has served for the window and this delay, so that its window holds graded predictions of
+    the candidate's own. Until then it waits: the step cannot pass, and the wait is not counted as missing data."""
     step_kinds: list[StepKind] | None = Field(default=None, min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     """The kinds of step (weight, mirror, match) whose analyses this check takes part in; by default every kind,
     except for the shadowAgreement template: mirror steps only, the only ones with mirrored requests to compare."""
@@ -275,12 +284,14 @@ CHECK_NAMES_UNIQUE_RULE = {
 
 # The built-in checks each backend has metrics for (the routers' TEMPLATES must say the same; a test holds them equal).
 # shadowAgreement reads the serving side's comparison counters (a contract, not a backend's metric): every backend
-# that can mirror has it.
+# that can mirror has it. accuracy and driftScore read contracts too (graded predictions, a drift detector's
+# score), so every backend has them; on Seldon v1, accuracy reads Seldon's own feedback counters instead.
+_CONTRACTS = frozenset({CheckTemplate.accuracy, CheckTemplate.driftScore})
 BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
     Backend.kserve: frozenset(CheckTemplate) - {CheckTemplate.shadowAgreement},
     Backend.seldon: frozenset(CheckTemplate),
-    Backend.seldonV2: frozenset({CheckTemplate.errorRate, CheckTemplate.meanLatency, CheckTemplate.shadowAgreement}),
-    Backend.gatewayAPI: frozenset({CheckTemplate.shadowAgreement}),
+    Backend.seldonV2: _CONTRACTS | {CheckTemplate.errorRate, CheckTemplate.meanLatency, CheckTemplate.shadowAgreement},
+    Backend.gatewayAPI: _CONTRACTS | {CheckTemplate.shadowAgreement},
 }
 
 

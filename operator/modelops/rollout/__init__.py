@@ -11,6 +11,7 @@ from .engine import (
     checks_in_effect,
     decide,
     fail_safe,
+    grading_until,
     intent_of,
     seconds_to_next_analysis,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "checks_in_effect",
     "decide",
     "fail_safe",
+    "grading_until",
     "intent_of",
     "seconds_to_next_analysis",
 ]

@@ -299,13 +299,18 @@ class _Run:
             return None
         s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
         deciding = [c for c in checks_in_effect(self.spec, s) if not c.dry_run]
-        names = {c.name for c in deciding}
-        result = outcome(deciding, [r for r in report.results if r.name in names])
+        judged = [c for c in deciding if grading_until(self.spec, s, c, report.at) is None]
+        names = {c.name for c in judged}
+        result = outcome(judged, [r for r in report.results if r.name in names])
+        # A check still waiting for its labels is no missing data; but nothing passes before it has judged.
+        waiting = len(judged) < len(deciding) and result is Outcome.Passed
         for r in report.results:
             if r.dry_run and r.verdict is Verdict.Fail:
                 self.events.append(Event("Warning", "DryRunCheckFailed",
                                          f"{r.name} would have failed the analysis (dry run): {r.message}", s.canary_version))
-        if result is Outcome.Inconclusive:
+        if waiting:
+            result = Outcome.Inconclusive
+        elif result is Outcome.Inconclusive:
             s.consecutive_no_data += 1
             if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
                 result = Outcome.Failed
@@ -476,6 +481,17 @@ def checks_in_effect(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -
     return [c for c in spec.analysis.checks if c.applies_to(kind)]
 
 
+def grading_until(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> datetime | None:
+    """When a check with a grading delay judges first in this rollout, if it is still waiting for labels at `at`;
+    None when it judges at `at`. It judges once the candidate has served for a window and the delay: its window
+    then holds labels of the candidate's own predictions."""
+    if check.grading_delay is None or status.analysis_since is None:
+        return None
+    delay = duration_seconds(analysis_window(spec)) + duration_seconds(check.grading_delay)
+    first = parse_rfc3339(status.analysis_since) + timedelta(seconds=delay)
+    return first if at < first else None
+
+
 def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
     """Analyses count only then: waiting for a candidate to become ready is no verdict."""
     return status.canary_version is not None and status.analysis_since is not None
@@ -513,7 +529,8 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     no rollout is moving on its own (none in flight, paused, pinned, rolling back).
 
     A wait for readiness is allowed `readyTimeout`; a step its pause, the first analysis window,
-    and one analysis more than the no-data and failure limits together can hold it. Past that,
+    the longest grading delay, and one analysis more than the no-data and failure limits together
+    can hold it. Past that,
     the operator is not making progress (it cannot write, the backend does not converge): an
     alert's business, not a rollback's.
     """
@@ -526,7 +543,9 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     steps = steps_of(spec)
     pause = duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
     analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
-    allowed = pause + duration_seconds(analysis_window(spec)) + analyses * duration_seconds(spec.analysis.interval)
+    grading = max((duration_seconds(c.grading_delay) for c in spec.analysis.checks if c.grading_delay), default=0.0)
+    allowed = (pause + duration_seconds(analysis_window(spec)) + grading
+               + analyses * duration_seconds(spec.analysis.interval))
     return parse_rfc3339(status.step_started_at) + timedelta(seconds=allowed)
 
 

@@ -49,6 +49,28 @@ SHADOW_AGREEMENT = TemplateQuery(
     f" / sum(rate({_COMPARED}}}[{{{{window}}}}]))",
     f"sum(increase({_COMPARED}}}[{{{{window}}}}]))")
 
+# The delayed ground truth contract (README, "Metric contracts"): whatever joins labels to predictions (a
+# feedback endpoint, a job reading prediction logs) counts, when a prediction's label arrives,
+#   model_predictions_graded_total{namespace, model, version}   and, when it was right,
+#   model_predictions_correct_total{namespace, model, version}
+# with `version` the version that made the prediction. A window's counts are the labels that arrived in it, so
+# a check on them waits for its gradingDelay before its first verdict; its samples are the graded predictions.
+_GRADED = 'model_predictions_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+_CORRECT = 'model_predictions_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+ACCURACY = TemplateQuery(
+    f"(sum(increase({_CORRECT}[{{{{window}}}}])) or vector(0)) / sum(increase({_GRADED}[{{{{window}}}}]))",
+    f"sum(increase({_GRADED}[{{{{window}}}}]))")
+
+# The drift contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its latest
+# score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per evaluation.
+# The check takes the highest score of the window; its samples are the scores reported in it.
+_DRIFT = 'model_drift_score{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
+                            f"sum(count_over_time({_DRIFT}[{{{{window}}}}]))")
+CONTRACT_TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.accuracy: ACCURACY,
+                                                          CheckTemplate.driftScore: DRIFT_SCORE}
+"""The templates over the documented contracts rather than a backend's own metrics: every backend has them."""
+
 
 @dataclass(frozen=True)
 class Target:

@@ -79,7 +79,7 @@ from ..api.modelversion import ModelVersionSpec
 from ..analysis.promql import TemplateQuery
 from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, SHADOW_AGREEMENT, OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, applied_weights, dig, kept,
+from .base import (CONTRACT_TEMPLATES, IDENTITY, SHADOW_AGREEMENT, OwnedObjects, APPLIED_WEIGHTS, BackendMisconfigured, BackendState, Target, applied_weights, dig, kept,
                    merged, objects_at, weight_drift)
 
 HTTP_ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
@@ -88,7 +88,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label that ties an EndpointSlice to its Service (set by the EndpointSlice controller and other managers)."""
 # Gateway API standardises no metrics: checks are the user's own PromQL, {{revision}} being the Service; only the
 # shadow-comparison contract is built in.
-TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.shadowAgreement: SHADOW_AGREEMENT}
+TEMPLATES: dict[CheckTemplate, TemplateQuery] = {**CONTRACT_TEMPLATES, CheckTemplate.shadowAgreement: SHADOW_AGREEMENT}
 CONDITIONAL = ("headers", "queryParams", "method")
 """What makes a match entry select requests by more than their path."""
 COHORT_RULE = "modelops-cohort-"

@@ -49,7 +49,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, MANAGED_BY, OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of,
+from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of,
                    artifact_version, dig, kept, merged, spec_of)
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
@@ -77,6 +77,7 @@ _SAMPLES = _either(
 )
 
 TEMPLATES = {
+    **CONTRACT_TEMPLATES,
     # A revision with traffic but no 5xx has no 5xx series: count that as zero errors, not as no data.
     CheckTemplate.errorRate: TemplateQuery(_either(
         f'(sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}, http_response_status_code=~"5.."}}[{{{{window}}}}])) or vector(0))'

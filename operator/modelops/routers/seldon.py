@@ -41,7 +41,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
+from .base import (CONTRACT_TEMPLATES, IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
                    merged, dig, objects_at, spec_of, unit_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
@@ -59,7 +59,15 @@ def _quantile(q: float) -> TemplateQuery:
 
 
 _SAMPLES = f"sum(increase({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))"
+# Seldon's Feedback API counts each feedback and adds up its reward, per predictor: with a reward of 1 for a right
+# prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy.
+_FEEDBACK = f"seldon_api_model_feedback_total{{{_SERIES}}}"
+_REWARD = f"seldon_api_model_feedback_reward_total{{{_SERIES}}}"
 TEMPLATES = {
+    **CONTRACT_TEMPLATES,
+    CheckTemplate.accuracy: TemplateQuery(
+        f"(sum(increase({_REWARD}[{{{{window}}}}])) or vector(0)) / sum(increase({_FEEDBACK}[{{{{window}}}}]))",
+        f"sum(increase({_FEEDBACK}[{{{{window}}}}]))"),
     CheckTemplate.errorRate: TemplateQuery(
         f'(sum(rate({_METRIC}_count{{{_SERIES}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
         f" / sum(rate({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),

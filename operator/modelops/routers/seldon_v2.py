@@ -34,7 +34,7 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
+from .base import (CONTRACT_TEMPLATES, IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, annotations_of,
                    applied_weights, dig, kept, merged, objects_at, spec_of, unit_name, weight_drift)
 
 MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
@@ -46,6 +46,7 @@ _SERIES = 'namespace="{{namespace}}", model="{{revision}}"'
 _SAMPLES = f"sum(increase(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))"
 # Seldon v2 exports no per-model latency histogram: mean latency is what there is.
 TEMPLATES = {
+    **CONTRACT_TEMPLATES,
     CheckTemplate.errorRate: TemplateQuery(
         f'(sum(rate(seldon_model_infer_total{{{_SERIES}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
         f" / sum(rate(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),
