@@ -30,6 +30,16 @@ def lease_name(shard: str | None) -> str:
     return "modelops-operator" if shard is None else f"modelops-operator-{shard}"
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def shard_name(text: str) -> str:
     """A label value that also makes a Lease name (a DNS label, at most 40 characters)."""
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", text):
@@ -52,7 +62,7 @@ def run_operator(args: argparse.Namespace) -> int:
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
     options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers,
-                               args.shard)
+                               args.shard, args.max_rollouts, args.max_rollouts_per_model)
 
     def operator():
         return kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
@@ -121,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--shard", default=None, type=shard_name, metavar="NAME",
                      help="drive only the ModelDeployments labelled modelops.io/shard=NAME (default: those without "
                           "the label); each shard elects its own leader")
+    run.add_argument("--max-rollouts", type=positive, default=None, metavar="N",
+                     help="at most N rollouts in flight at once; deployments whose spec.version moves meanwhile wait, "
+                          "Queued, first come first served (default: no limit)")
+    run.add_argument("--max-rollouts-per-model", type=positive, default=None, metavar="N",
+                     help="at most N rollouts in flight at once per model (spec.model in a namespace)")
     run.add_argument("--allow-inline-providers", action="store_true",
                      help="honour analysis.prometheus in ModelDeployments: lets every tenant choose where the operator "
                           "sends queries and which of its namespace's Secrets it sends (default: off)")

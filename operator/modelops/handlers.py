@@ -39,6 +39,7 @@ from .routers.kserve import INFERENCE_SERVICE as KSERVE
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
+from .slots import IN_FLIGHT, RolloutSlots
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ class Options:
     shard: str | None = None
     """The ModelDeployments (and ModelVersion statuses) this operator drives: those labelled SHARD_LABEL=shard;
     None: those without the label. Each shard is a replica group with a Lease of its own."""
+    max_rollouts: int | None = None
+    """Rollouts in flight at once, over all the deployments it drives; None: no limit (see slots.py)."""
+    max_rollouts_per_model: int | None = None
+    """Rollouts in flight at once per model (spec.model in a namespace); None: no limit."""
 
 
 SHARD_LABEL = "modelops.io/shard"
@@ -164,7 +169,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
     memo.endpoint_slices = IndexedEndpointSlices()
     routers = {**routers_for(kube), Backend.gatewayAPI: GatewayAPIRouter(kube, memo.endpoint_slices)}
-    memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify)
+    options = memo.sources.options
+    slots = RolloutSlots(options.max_rollouts, options.max_rollouts_per_model, memo.wakeups.wake)
+    memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify, slots=slots)
 
 
 def _post_event(obj: Any, type_: str, reason: str, message: str) -> None:
@@ -277,11 +284,19 @@ async def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo
         memo.wakeups.wake_followers(namespace, ("service", service))
 
 
+@kopf.index(GROUP, VERSION, "modeldeployments", when=in_my_shard)
+async def rollouts_in_flight(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status,
+                             **_: Any) -> dict[str, tuple[str, str, str]]:
+    """The deployments whose status has a candidate, as the watch shows them (see slots.py)."""
+    return {IN_FLIGHT: (namespace, name, str(spec.get("model")))} if status.get("canaryVersion") else {}
+
+
 @kopf.daemon(GROUP, VERSION, "modeldeployments", cancellation_timeout=10, when=in_my_shard)
 async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, metric_providers: kopf.Index,
                          namespace_labels: kopf.Index, cluster_notifiers: kopf.Index, endpoint_slices: kopf.Index,
-                         **_: Any) -> None:
+                         rollouts_in_flight: kopf.Index, **_: Any) -> None:
     memo.sources.bind(metric_providers, namespace_labels)
+    memo.shell.slots.bind(rollouts_in_flight)
     memo.endpoint_slices.bind(endpoint_slices)
     memo.notifications.bind(cluster_notifiers, namespace_labels)
     memo.memory = memory = Memory()
@@ -299,6 +314,7 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
             memory.wake.clear()
     finally:  # stopped on deletion, after `release` maybe: its last rounds must not leave series behind
         memo.wakeups.forget(namespace, name)
+        memo.shell.slots.forget(namespace, name)
         metrics.forget(namespace, name)
 
 

@@ -35,13 +35,14 @@ from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse
 from .analysis.promql import Subject
 from .analysis.provider import MetricProvider, ProviderError
-from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
 from .rollout import analysis_instant, checks_in_effect, grading_until, seconds_to_next_analysis
 from .rollout.conditions import unsynced
+from .slots import RolloutSlots
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
 VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
+QUEUED_SECONDS = 30.0
 IDLE_SECONDS = 1800.0
 """A settled deployment re-reads its backend this often, a resync in case a watch event was lost: changes of
 its spec, its backend objects, their EndpointSlices and its ModelVersions wake it at once (see handlers). Every
@@ -96,6 +98,8 @@ class Shell:
     events: EventSink
     clock: Callable[[], datetime] = _utcnow
     notify: Notify = no_notifications
+    slots: RolloutSlots = field(default_factory=RolloutSlots)
+    """The operator's limits of rollouts in flight (none by default)."""
 
 
 @dataclass
@@ -195,9 +199,12 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         backend, problem = None, classify(e)
     report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
+    wants_rollout = status.stable_version is not None and spec.version not in (status.stable_version, status.canary_version)
+    queued = shell.slots.ask(namespace, name, spec.model) if wants_rollout else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
-                                frozenset(versions.specs))
+                                frozenset(versions.specs), queued)
     decision = decide(spec, status, observations, shell.clock())
+    shell.slots.settle(namespace, name, spec.model, decision.status)
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
     await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
@@ -216,6 +223,8 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
     if problem or after:
         return CONVERGE_SECONDS * (1 if after else 5), problem or after
+    if decision.status.phase is Phase.Queued:
+        return QUEUED_SECONDS, None  # woken at once when a rollout ends; this only backs the wake-up up
     if decision.intent is None:
         return IDLE_SECONDS, None
     return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None

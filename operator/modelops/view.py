@@ -11,7 +11,7 @@ seconds (float) computed against `at`; a value that does not apply is null:
 
     {"kind": "ModelDeploymentView", "schemaVersion": 1, "at": time,
      "namespace": str|null, "name": str, "model": str|null,
-     "phase": "Stable"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null, "message": str|null,
+     "phase": "Stable"|"Queued"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null, "message": str|null,
      "versions": {"desired": str|null, "stable": str|null, "candidate": str|null,
                   "fallback": str|null, "failed": str|null, "retained": [str]},
      "traffic": [{"version": str, "role": "stable"|"candidate", "weight": int,     # weights sum to 100
@@ -55,7 +55,7 @@ BAR_WIDTH = 20
 HISTORY_SHOWN = 5
 MESSAGE_WIDTH = 60
 
-PHASE_STYLES = {"Stable": "bold green", "Progressing": "bold cyan", "Paused": "bold yellow",
+PHASE_STYLES = {"Stable": "bold green", "Queued": "bold blue", "Progressing": "bold cyan", "Paused": "bold yellow",
                 "RollingBack": "bold magenta", "RolledBack": "bold red", "Failed": "bold red"}
 VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "bold magenta"}
 ROLE_STYLES = {"stable": "green", "candidate": "cyan"}

@@ -493,6 +493,8 @@ class ModelDeploymentSpec(ApiModel):
 
 class Phase(str, Enum):
     Stable = "Stable"
+    Queued = "Queued"
+    """spec.version moved, but the operator's limit of rollouts in flight is reached: stable serves meanwhile."""
     Progressing = "Progressing"
     Paused = "Paused"
     RollingBack = "RollingBack"

@@ -14,10 +14,11 @@ def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> 
     """(type, status, reason, message); a status of None means Unknown."""
     phase = s.phase.value if s.phase else "Unknown"
     stable_ready = None if ready_versions is None else s.stable_version in ready_versions
-    progressing = s.phase in (Phase.Progressing, Phase.Paused, Phase.RollingBack)
+    rolling = s.phase in (Phase.Progressing, Phase.Paused, Phase.RollingBack)
+    progressing = rolling or s.phase is Phase.Queued  # a queued rollout is a change still to come
     degraded = s.phase in (Phase.RolledBack, Phase.Failed)
     analysis = {Outcome.Passed: True, Outcome.Failed: False, Outcome.Inconclusive: None}.get(s.last_outcome, True) \
-        if progressing else True
+        if rolling else True
     message = s.message or ""
     ready_words = {True: ("StableServing", "serving"), False: ("BackendNotReady", "not ready on the backend"),
                    None: ("BackendUnknown", "of unknown readiness: the backend could not be read")}[stable_ready]
@@ -25,8 +26,8 @@ def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> 
         ("Ready", stable_ready, ready_words[0], f"stable {s.stable_version} is {ready_words[1]}"),
         ("Progressing", progressing, phase, message if progressing else f"no rollout in progress ({phase})"),
         ("Degraded", degraded, phase, message if degraded else "not degraded"),
-        ("AnalysisHealthy", analysis, (s.last_outcome.value if s.last_outcome and progressing else "NoRollout"),
-         "; ".join(f"{c.name}={c.value} ({c.verdict.value}, limit {c.limit})" for c in s.checks) if progressing else "no analysis running"),
+        ("AnalysisHealthy", analysis, (s.last_outcome.value if s.last_outcome and rolling else "NoRollout"),
+         "; ".join(f"{c.name}={c.value} ({c.verdict.value}, limit {c.limit})" for c in s.checks) if rolling else "no analysis running"),
     ]
 
 

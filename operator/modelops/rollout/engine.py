@@ -51,6 +51,8 @@ class Observations:
     available_versions: frozenset[str] | None = None
     """Versions that have one valid ModelVersion; None counts every version as available. A rollout
     never starts toward a version that has none, and a candidate that loses it is rolled back."""
+    queued: str | None = None
+    """Why no rollout may start now (the operator's limit of rollouts in flight is reached); None: one may."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,10 @@ class _Run:
             # A backend not yet serving stable has nothing to fall back on: on KServe the candidate
             # would take everything (no rolled-out revision to keep the rest).
             s.message = f"waiting for stable {s.stable_version} to serve before rolling out {target}"
+        elif self.obs.queued is not None:
+            if s.phase is not Phase.Queued:
+                self.events.append(Event("Normal", "Queued", f"{target}: {self.obs.queued}", target))
+            s.phase, s.message = Phase.Queued, f"{target} {self.obs.queued}"
         else:
             self.start_rollout(target, f"spec.version changed from {s.stable_version}")
 

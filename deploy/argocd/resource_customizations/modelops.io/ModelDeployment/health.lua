@@ -81,6 +81,10 @@ if phase == "Stable" then
 elseif phase == "Progressing" then
   hs.status = "Progressing"
   hs.message = with("Rolling out " .. candidate .. " (" .. weight .. "% of traffic)", status.message)
+elseif phase == "Queued" then
+  -- Waiting for the operator's limit of rollouts in flight: a change still to come, stable serving meanwhile.
+  hs.status = "Progressing"
+  hs.message = with("Queued; stable " .. (status.stableVersion or "") .. " serves", status.message)
 elseif phase == "Paused" then
   -- Held by a person: Suspended, as Argo CD marks paused workloads (see the README for what it blocks).
   hs.status = "Suspended"

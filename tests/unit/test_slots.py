@@ -1,0 +1,106 @@
+"""The limit of rollouts in flight: slots held from the ask to the decision, a first-come queue, the index of a
+restarted operator, and the engine's Queued phase."""
+
+from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
+from modelops.rollout import Observations, decide
+from modelops.slots import IN_FLIGHT, RolloutSlots
+
+from .rollout_sim import START, make_spec
+
+ROLLING = ModelDeploymentStatus(phase=Phase.Progressing, stable_version="1.0.0", canary_version="1.1.0")
+QUEUED = ModelDeploymentStatus(phase=Phase.Queued, stable_version="1.0.0")
+DONE = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.1.0")
+
+
+def slots(**limits) -> tuple[RolloutSlots, list[str]]:
+    woken: list[str] = []
+    return RolloutSlots(wake=lambda namespace, name: woken.append(name), **limits), woken
+
+
+def test_without_a_limit_every_rollout_may_start():
+    s, _ = slots()
+    for name in "abc":
+        assert s.ask("ns", name, "m") is None
+        s.settle("ns", name, "m", ROLLING)
+    assert s.in_flight() == {}  # nothing is even tracked
+
+
+def test_one_at_a_time_first_come_first_served():
+    s, woken = slots(max_rollouts=1)
+    assert s.ask("ns", "a", "m") is None
+    assert "at most 1" in s.ask("ns", "b", "m")  # a holds the slot from its ask on, before its decision lands
+    s.settle("ns", "a", "m", ROLLING)
+    s.settle("ns", "b", "m", QUEUED)
+    assert "1 queued before it" in s.ask("ns", "c", "m")
+    s.settle("ns", "c", "m", QUEUED)
+    assert s.ask("ns", "a", "m") is None  # a rollout in flight keeps its slot
+    s.settle("ns", "a", "m", DONE)
+    assert woken == ["b", "c"]  # a rollout's end wakes the queue
+    assert s.ask("ns", "c", "m") is not None  # b queued first
+    assert s.ask("ns", "b", "m") is None
+    s.settle("ns", "b", "m", ROLLING)
+    assert s.ask("ns", "c", "m") is not None
+
+
+def test_a_decision_that_starts_nothing_gives_the_slot_back_without_waking_anyone():
+    s, woken = slots(max_rollouts=1)
+    s.settle("ns", "b", "m", QUEUED)
+    assert s.ask("ns", "b", "m") is None
+    s.settle("ns", "b", "m", ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0"))  # e.g. stable not ready
+    assert s.in_flight() == {} and woken == []
+    assert s.ask("ns", "c", "m") is None
+
+
+def test_a_restarted_operator_counts_the_rollouts_its_index_shows():
+    s, _ = slots(max_rollouts=1)
+    s.bind({IN_FLIGHT: [("ns", "a", "m")]})
+    assert s.ask("ns", "b", "m") is not None
+
+
+def test_our_decision_counts_until_the_index_shows_it():
+    s, woken = slots(max_rollouts=1)
+    index = {IN_FLIGHT: [("ns", "a", "m")]}
+    s.bind(index)
+    s.settle("ns", "b", "m", QUEUED)
+    s.settle("ns", "a", "m", DONE)  # promoted: the index still shows a in flight
+    assert woken == ["b"] and s.ask("ns", "b", "m") is None
+    s.settle("ns", "b", "m", ROLLING)  # b's start is not in the index yet
+    index[IN_FLIGHT] = []
+    assert s.ask("ns", "c", "m") is not None
+    index[IN_FLIGHT] = [("ns", "b", "m")]
+    assert s.in_flight() == {("ns", "b"): "m"} and s.decided == {}
+
+
+def test_per_model_limits_and_no_head_of_line_blocking():
+    s, _ = slots(max_rollouts=2, max_per_model=1)
+    assert s.ask("ns", "a", "fraud") is None
+    s.settle("ns", "a", "fraud", ROLLING)
+    assert "model fraud" in s.ask("ns", "b", "fraud")
+    s.settle("ns", "b", "fraud", QUEUED)
+    assert s.ask("other", "b", "fraud") is None  # a model is per namespace
+    s.settle("other", "b", "fraud", ROLLING)
+    s.settle("other", "b", "fraud", DONE)
+    assert s.ask("ns", "c", "churn") is None  # b waits for its model, not for a global slot: c goes ahead
+
+
+def test_a_deleted_deployment_frees_its_slot():
+    s, woken = slots(max_rollouts=1)
+    s.ask("ns", "a", "m")
+    s.settle("ns", "a", "m", ROLLING)
+    s.settle("ns", "b", "m", QUEUED)
+    s.forget("ns", "a")
+    assert woken == ["b"] and s.ask("ns", "b", "m") is None
+
+
+def test_the_engine_queues_instead_of_starting_and_starts_once_allowed():
+    spec = make_spec(version="1.1.0")
+    status = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0")
+    ready = frozenset({"1.0.0", "1.1.0"})
+    queued = decide(spec, status, Observations(ready, queued="queued: 1 rollouts in flight"), START)
+    assert (queued.status.phase, queued.status.canary_version) == (Phase.Queued, None)
+    assert queued.intent.weights() == {"1.0.0": 100}
+    assert [e.reason for e in queued.events] == ["Queued"] and "1.1.0 queued" in queued.status.message
+    again = decide(spec, queued.status, Observations(ready, queued="queued: 1 rollouts in flight"), START)
+    assert not again.events  # one event per wait, not one per round
+    started = decide(spec, again.status, Observations(ready), START)
+    assert (started.status.phase, started.status.canary_version) == (Phase.Progressing, "1.1.0")
