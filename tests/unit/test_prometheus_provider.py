@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import socket
 import ssl
 import threading
@@ -94,6 +95,8 @@ class Server:
                 await response.write(b" " * 65536)
             await response.write_eof()
             return response
+        if case == "batching":
+            return await self.batching(request)
         if case == "hang":
             self.in_flight += 1
             try:
@@ -102,6 +105,20 @@ class Server:
                 self.in_flight -= 1
             return web.json_response(ANSWERS["one"])
         raise web.HTTPNotFound()
+
+
+    async def batching(self, request: web.Request) -> web.StreamResponse:
+        """`vector(N)` answers N; a query naming `slow` takes 2 s; a batch (label_replace(q, "modelops_batch_query",
+        "i", "", "") or ...) answers each part tagged with its index, and is as slow as its slowest part."""
+        query = self.forms[-1]["query"]
+        parts = re.findall(r'label_replace\((.*?), "modelops_batch_query", "(\d+)", "", ""\)', query) or [(query, None)]
+        if any("slow" in q for q, _ in parts):
+            await asyncio.sleep(2)
+        result = []
+        for q, index in parts:
+            labels = {"modelops_batch_query": index} if index is not None else {}
+            result.append({"metric": labels, "value": [1767225600, re.search(r"vector\((\d+)\)", q).group(1)]})
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
 @pytest_asyncio.fixture
@@ -507,3 +524,24 @@ async def test_template_queries_batch_across_namespaces_and_a_users_only_within_
     await analyse(Provider(), checks, templates, SUBJECT, SUBJECT, AT, "2026-01-01T00:00:00Z")
     assert sorted(asked) == sorted([("errors", ""), ("requests", ""), ("errors", ""), ("mine", "namespace/ns"),
                                     ("users", "namespace/ns"), ("users", "namespace/ns")])
+
+
+@pytest.mark.asyncio
+async def test_a_slow_query_costs_its_batch_one_retry_and_is_then_asked_alone(server):
+    """A tenant's query that times out makes its batch time out: each query of it is asked alone (the others are
+    answered), and the slow one, timing out alone too, never joins a batch again."""
+    slow = provider(server, "batching", timeout=0.5)
+    queries = ["vector(1)", "vector(2)", "slow(vector(3))"]
+
+    async def ask_all():
+        return await asyncio.gather(*(slow.query(q, AT, batch="ns/tenant") for q in queries), return_exceptions=True)
+
+    first = await ask_all()
+    assert first[:2] == [1.0, 2.0] and isinstance(first[2], prometheus.ProviderError) and first[2].kind == "timeout"
+    assert len(server.forms) == 1 + 3  # the batch, then each query alone
+    second = await ask_all()
+    assert second[:2] == [1.0, 2.0] and second[2].kind == "timeout"
+    assert len(server.forms) == 4 + 2  # the two others share a request; the slow one goes alone
+    batch = 'label_replace(vector(1), "modelops_batch_query", "0", "", "") or ' \
+            'label_replace(vector(2), "modelops_batch_query", "1", "", "")'
+    assert sorted(f["query"] for f in server.forms[-2:]) == sorted([batch, "slow(vector(3))"])
