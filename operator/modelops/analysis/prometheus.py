@@ -316,12 +316,16 @@ class _Pooled:
     """(batch key, instant) -> the batch still taking queries: it does until it gets its turn at the gate."""
     loners: OrderedDict[str, None] = field(default_factory=OrderedDict)
     """Queries that spoil batches (a scalar, a parse error, a slow one): always asked on their own."""
+    flushes: set[asyncio.Task[None]] = field(default_factory=set)
+    """The batches on their way (the loop keeps only weak references to tasks)."""
 
     async def join(self, key: tuple[str, str], promql: str, provider: PrometheusProvider) -> _Outcome:
         batch = self.open.get(key)
         if batch is None or len(batch.queries) >= BATCH_LIMIT:
             batch = self.open[key] = _Batch(provider)
-            asyncio.ensure_future(self._flush(key, batch))
+            flush = asyncio.ensure_future(self._flush(key, batch))
+            self.flushes.add(flush)
+            flush.add_done_callback(self.flushes.discard)
         answer: asyncio.Future[_Outcome] = self.loop.create_future()
         batch.queries.append((promql, answer))
         batch.timeout = max(batch.timeout, provider.timeout)
@@ -395,7 +399,6 @@ class _Pooled:
         if kind != "vector":
             self._keep_alone(promql)
         return kind, result
-
 
 
 _SESSIONS: OrderedDict[tuple[Any, ...], _Pooled] = OrderedDict()
