@@ -95,7 +95,7 @@ def run_operator(args: argparse.Namespace) -> int:
     def exit_now(lost: leader.LeadershipLost) -> None:
         # At once: no handler may act once a standby can have taken over, and an orderly shutdown (daemons,
         # cleanup handlers) could outlast the margin the timings leave.
-        logging.getLogger("modelops.leader").critical("Exiting (1): %s", lost)
+        logging.getLogger("modelops.leader").critical("Leadership lost; exiting (1) at once: %s", lost)
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(1)
