@@ -40,7 +40,7 @@ from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
-from .rollout import analysis_instant, checks_in_effect, grading_until, seconds_to_next_analysis
+from .rollout import analysis_instant, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .slots import RolloutSlots
 from .rollout.engine import rfc3339
@@ -199,8 +199,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         backend, problem = None, classify(e)
     report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
-    wants_rollout = status.stable_version is not None and spec.version not in (status.stable_version, status.canary_version)
-    queued = shell.slots.ask(namespace, name, spec.model) if wants_rollout else None
+    queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
                                 frozenset(versions.specs), queued)
     decision = decide(spec, status, observations, shell.clock())

@@ -13,6 +13,7 @@ from .engine import (
     fail_safe,
     grading_until,
     intent_of,
+    rollout_wanted,
     seconds_to_next_analysis,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "fail_safe",
     "grading_until",
     "intent_of",
+    "rollout_wanted",
     "seconds_to_next_analysis",
 ]

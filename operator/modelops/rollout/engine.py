@@ -498,6 +498,12 @@ def grading_until(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, chec
     return first if at < first else None
 
 
+def rollout_wanted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
+    """spec.version names a version that is neither stable nor the candidate: a round may start a rollout to it
+    (so it needs a slot when the operator limits rollouts in flight)."""
+    return status.stable_version is not None and spec.version not in (status.stable_version, status.canary_version)
+
+
 def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
     """Analyses count only then: waiting for a candidate to become ready is no verdict."""
     return status.canary_version is not None and status.analysis_since is not None
