@@ -12,10 +12,12 @@ result is a number, None (no data) or a ProviderError whose message never quotes
 
 Batching: queries for the same instant and batch key that wait for a turn together are sent as one request,
 `label_replace(q0, "modelops_batch_query", "0", "", "") or label_replace(q1, ...)`, and each is handed the series
-carrying its index. `label_replace` takes only an instant vector, so a query answering a scalar (or not parsing, or
-timing out) fails its whole batch: every query of a failed batch is then asked on its own, and the ones that fail
-alone too are never batched again. The caller chooses the key: queries of one tenant share a key, so one tenant's
-query never spoils another's batch. A query alone at its turn is sent as it is.
+carrying its index. `label_replace` takes only an instant vector, so a query answering a scalar (or not parsing)
+fails its whole batch at once: every query of it is then asked on its own, and the ones that fail alone too are
+never batched again. A batch that times out is a timeout for all its queries (a second wait would double the time
+to notice a hung Prometheus); they are asked on their own from then on, each until it answers in time. The caller
+chooses the key: queries of one tenant share a key, so one tenant's query never spoils another's batch. A query
+alone at its turn is sent as it is.
 """
 
 from __future__ import annotations
@@ -91,14 +93,15 @@ class PrometheusProvider:
         at_text = f"{at.timestamp():.3f}"
         async with _lease(self._key, self._ssl, self._headers, self._max_concurrency) as pooled:
             try:
-                if batch is None or promql in pooled.loners:
+                if batch is None:
                     return _value(*_answer(*await self._send(pooled, promql, at_text)))
-                outcome = await pooled.join((batch, at_text), promql, self)
-                if isinstance(outcome, _Failure):
-                    raise outcome
-                if outcome is _ALONE:
-                    outcome = await pooled.ask_alone(promql, self._send(pooled, promql, at_text))
-                return _value(*outcome)
+                if promql not in pooled.loners:
+                    outcome = await pooled.join((batch, at_text), promql, self)
+                    if isinstance(outcome, _Failure):
+                        raise outcome
+                    if outcome is not _ALONE:
+                        return _value(*outcome)
+                return _value(*await pooled.ask_alone(promql, self._send(pooled, promql, at_text)))
             except _Failure as e:
                 raise self._error(e.kind, e.detail) from None
 
@@ -291,8 +294,8 @@ _Outcome = Any
 """What a batch hands each of its queries: (resultType, result) of its own, a _Failure, or _ALONE."""
 _ALONE = object()
 """The batch failed as a whole (rejected, timed out, unreadable): ask on your own."""
-_BATCH_SPOILERS = ("rejected", "bad_response", "timeout")
-"""Failures of one query that would fail a whole batch; transport failures would fail the query alone too."""
+_BATCH_SPOILERS = ("rejected", "bad_response")
+"""Failures of one query that fail a whole batch at once: its queries are asked again alone, straight away."""
 
 
 @dataclass(eq=False)
@@ -314,8 +317,9 @@ class _Pooled:
     retired: bool = False
     open: dict[tuple[str, str], _Batch] = field(default_factory=dict)
     """(batch key, instant) -> the batch still taking queries: it does until it gets its turn at the gate."""
-    loners: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    """Queries that spoil batches (a scalar, a parse error, a slow one): always asked on their own."""
+    loners: OrderedDict[str, bool] = field(default_factory=OrderedDict)
+    """Queries asked on their own: True for those that spoil any batch (a scalar, a parse error), for good; False
+    for those of a batch that timed out, until they answer in time on their own."""
     flushes: set[asyncio.Task[None]] = field(default_factory=set)
     """The batches on their way (the loop keeps only weak references to tasks)."""
 
@@ -331,8 +335,8 @@ class _Pooled:
         batch.timeout = max(batch.timeout, provider.timeout)
         return await answer
 
-    def _keep_alone(self, promql: str) -> None:
-        self.loners[promql] = None
+    def _keep_alone(self, promql: str, for_good: bool) -> None:
+        self.loners[promql] = for_good or self.loners.get(promql, False)
         self.loners.move_to_end(promql)
         while len(self.loners) > _MAX_LONERS:
             self.loners.popitem(last=False)
@@ -369,6 +373,9 @@ class _Pooled:
         try:
             kind, result = _answer(*await batch.provider._request(self.session, joined, at_text, batch.timeout))
         except _Failure as e:
+            if e.kind == "timeout":  # which query was slow is unknown: each is asked alone next time, not now
+                for promql in queries:
+                    self._keep_alone(promql, for_good=False)
             return [_ALONE if e.kind in _BATCH_SPOILERS else e] * len(queries)
         if kind != "vector" or not isinstance(result, list):
             return [_ALONE] * len(queries)
@@ -388,16 +395,19 @@ class _Pooled:
             return e
 
     async def ask_alone(self, promql: str, sent: Awaitable[tuple[int, bytes | None]]) -> tuple[str, Any]:
-        """The answer to a query asked on its own. One that fails or answers other than a vector on its own would
-        fail any batch it is in: it is never batched again, so it cannot spoil the batches of others twice."""
+        """The answer to a query asked on its own. One rejected, unreadable or answering other than a vector would
+        fail any batch it is in: it is never batched again, so it cannot spoil the batches of others twice. One
+        that times out stays alone; one that answers a vector in time may join batches again."""
         try:
             kind, result = _answer(*await sent)
         except _Failure as e:
-            if e.kind in _BATCH_SPOILERS:
-                self._keep_alone(promql)
+            if e.kind in _BATCH_SPOILERS or e.kind == "timeout":
+                self._keep_alone(promql, for_good=e.kind != "timeout")
             raise
         if kind != "vector":
-            self._keep_alone(promql)
+            self._keep_alone(promql, for_good=True)
+        elif self.loners.get(promql) is False:
+            del self.loners[promql]
         return kind, result
 
 
