@@ -1,7 +1,8 @@
 """Batched queries against the real Prometheus: fewer requests, and each query answered as if asked alone.
 
 Requests are counted by Prometheus itself (`prometheus_http_requests_total` of the query handler, read from its own
-/metrics), not by the provider. The queries need no scraped series: `vector(n)` answers n.
+/metrics), not by the provider: a Prometheus of this module's own, which no operator queries meanwhile. The queries
+need no scraped series: `vector(n)` answers n.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from modelops.analysis.prometheus import BATCH_LIMIT, PrometheusProvider, close_sessions
 from modelops.analysis.provider import ProviderError
+from playground.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +54,15 @@ async def outcome(provider: PrometheusProvider, query: str, at: datetime, batch:
 
 async def ask(provider, queries, at, batch):
     return await asyncio.gather(*(outcome(provider, q, at, batch) for q in queries))
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    server = Prometheus(tmp_path_factory.mktemp("batching-prometheus"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
