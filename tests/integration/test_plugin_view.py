@@ -102,8 +102,11 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
     ns = scenario.ns
     # The same watch without a terminal: plain text, a new block whenever what it shows changes.
     piped_out = (tmp_path / "watch.out").open("w")  # a file, not a pipe: nobody reads it until the end
+    # SIGINT as a terminal's Ctrl-C sends it, whatever the test runner inherited (a shell's background job
+    # ignores SIGINT, and so would the plugin, since Python keeps an ignored SIGINT ignored).
     piped = subprocess.Popen([str(PLUGIN), "get", "fraud", "-n", ns, "--watch"], env=plugin_env,
-                             stdout=piped_out, stderr=subprocess.PIPE, text=True)
+                             stdout=piped_out, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     terminal = Terminal([str(PLUGIN), "get", "fraud", "-n", ns, "--watch"], plugin_env, tmp_path)
     try:
         started = time.monotonic()
