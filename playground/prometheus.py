@@ -50,6 +50,17 @@ class Prometheus:
         if self.process is not None:
             self.process.stop()
 
+    def __enter__(self) -> Prometheus:
+        """Started; stopped on leaving, and if it does not get ready."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     # --- faults (the chaos tier) ---------------------------------------------------------
 
     def kill(self) -> None:

@@ -44,11 +44,8 @@ def deploy_plane(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def deploy_prometheus(tmp_path_factory):
-    server = Prometheus(tmp_path_factory.mktemp("deploy-prometheus"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with Prometheus(tmp_path_factory.mktemp("deploy-prometheus")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

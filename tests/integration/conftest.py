@@ -53,11 +53,8 @@ def wait_until_admission_policy_enforced(plane: ControlPlane, timeout: float = 3
 
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory):
-    server = Prometheus(tmp_path_factory.mktemp("prometheus"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with Prometheus(tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
 
 
 @pytest.fixture

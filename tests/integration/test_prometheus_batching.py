@@ -58,11 +58,8 @@ async def ask(provider, queries, at, batch):
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    server = Prometheus(tmp_path_factory.mktemp("batching-prometheus"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with Prometheus(tmp_path_factory.mktemp("batching-prometheus")) as server:
+        yield server
 
 
 @pytest.fixture
