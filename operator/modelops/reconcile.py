@@ -42,9 +42,9 @@ from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by
 from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
 from .rollout import analysis_instant, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
-from .slots import RolloutSlots
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
+from .slots import RolloutSlots
 
 log = logging.getLogger(__name__)
 

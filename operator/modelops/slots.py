@@ -51,10 +51,12 @@ class RolloutSlots:
     def ask(self, namespace: str, name: str, model: str) -> str | None:
         """None when the deployment may start a rollout (a slot is held for it until `settle`); otherwise why
         it waits."""
-        key = (namespace, name)
-        if not self.limited or key in self.in_flight():
+        if not self.limited:
             return None
-        taken = {**self.in_flight(), **self.reserved}
+        key, flying = (namespace, name), self.in_flight()
+        if key in flying:
+            return None
+        taken = {**flying, **self.reserved}
         queued = list(self.queue)
         before = [k for k in queued[:queued.index(key) if key in self.queue else len(queued)]
                   if self._room_for(taken, k[0], self.queue[k])]

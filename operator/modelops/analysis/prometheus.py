@@ -293,7 +293,8 @@ def _ssl_context(ca_pem: str) -> ssl.SSLContext:
 _Outcome = Any
 """What a batch hands each of its queries: (resultType, result) of its own, a _Failure, or _ALONE."""
 _ALONE = object()
-"""The batch failed as a whole (rejected, timed out, unreadable): ask on your own."""
+"""The batch failed at once as a whole (rejected, or an answer that is no vector of tagged series): ask again
+on your own, now."""
 _BATCH_SPOILERS = ("rejected", "bad_response")
 """Failures of one query that fail a whole batch at once: its queries are asked again alone, straight away."""
 

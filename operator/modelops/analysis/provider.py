@@ -46,6 +46,7 @@ class MetricProvider(Protocol):
         """The query's single value evaluated at `at`; None when it returns no series (or NaN).
 
         Queries for the same `at` and `batch` key may be answered together (None: never batched). Each answer is
-        the one the query would get alone; a batch-mate that fails the batch costs it a second request.
+        the one the query would get alone, except that a batch-mate that fails the batch costs it a second request,
+        and one that makes the batch time out costs it that timeout (once: it is then asked alone).
         """
         ...
