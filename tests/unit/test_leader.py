@@ -4,6 +4,7 @@ against an in-memory Lease API with optimistic concurrency."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -494,6 +495,23 @@ def test_a_lost_lease_is_reported_at_once_even_while_the_operators_loop_is_block
     with pytest.raises(LeadershipLost, match="intruder"):
         run(run_elected(a, work, on_lost=lambda error: lost.set()))
     assert seen == {"reported while blocked": True}
+
+
+def test_a_lease_api_that_cannot_be_connected_ends_run_elected_instead_of_hanging():
+    """The keeper's failure before it ever acquired (no kubeconfig, say) reaches the operator's loop."""
+    @contextlib.asynccontextmanager
+    async def unreachable():
+        raise RuntimeError("no kubeconfig")
+        yield
+
+    ran = []
+
+    async def work():
+        ran.append(True)
+
+    with pytest.raises(RuntimeError, match="no kubeconfig"):
+        run(run_elected(elector(FakeLeases(), "a"), work, connect=unreachable))
+    assert ran == []
 
 
 @pytest.mark.parametrize("flags", [["--lease-duration", "5", "--renew-deadline", "10"],

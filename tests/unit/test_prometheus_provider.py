@@ -116,7 +116,7 @@ class Server:
             await asyncio.sleep(2)
         result = []
         for q, index in parts:
-            labels = {"modelops_batch_query": index} if index is not None else {}
+            labels = {"modelops_batch_query": index} if index is not None and "untagged" not in q else {}
             result.append({"metric": labels, "value": [1767225600, re.search(r"vector\((\d+)\)", q).group(1)]})
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
@@ -549,3 +549,14 @@ async def test_a_slow_query_times_out_its_batch_once_then_only_itself(server):
     batch = 'label_replace(vector(1), "modelops_batch_query", "0", "", "") or ' \
             'label_replace(vector(2), "modelops_batch_query", "1", "", "")'
     assert sorted(f["query"] for f in server.forms[-2:]) == sorted([batch, "slow(vector(3))"])
+
+
+@pytest.mark.asyncio
+async def test_a_batch_answer_with_a_series_of_no_query_is_not_trusted(server):
+    """A series without the batch label (an odd server, or a query that drops labels): nobody can tell whose it
+    is, so each query is asked again alone, and each gets its own answer."""
+    odd = provider(server, "batching")
+    queries = ["vector(1)", "untagged(vector(2))"]
+    answers = await asyncio.gather(*(odd.query(q, AT, batch="ns/tenant") for q in queries))
+    assert answers == [1.0, 2.0]
+    assert [f["query"] for f in server.forms[1:]] == queries  # the batch, then each alone
