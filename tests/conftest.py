@@ -98,6 +98,22 @@ INVALID_CASES = [
     ("template the backend lacks", model_deployment_manifest(
         serving={"backend": "seldonV2"}, analysis={"checks": [{"name": "p95", "template": "latencyP95", "max": 0.3}]}),
      "template"),
+    ("a sequential check with an absolute limit", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "accuracy", "template": "accuracy", "maxDropPercent": 1, "min": 0.8, "sequential": {}}]),
+     "exactly one of maxDropPercent or maxIncreasePercent"),
+    ("a sequential check on a drift score", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "drift", "template": "driftScore", "maxIncreasePercent": 10, "sequential": {}}]), "needs counts"),
+    ("a sequential query without counts", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "ctr", "query": "avg(ctr)", "maxDropPercent": 5, "sequential": {"confidence": 0.95}}]), "sampleQuery"),
+    ("a sequential latency check tolerating a drop", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "p95", "template": "latencyP95", "maxDropPercent": 5, "sequential": {}}]), "maxIncreasePercent"),
+    ("a sequential confidence of 0.5", with_path(model_deployment_manifest(), "spec.analysis.checks", [
+        {"name": "errors", "template": "errorRate", "maxIncreasePercent": 5, "sequential": {"confidence": 0.5}}]),
+     "confidence"),
+    ("a sequential latency check without histograms", model_deployment_manifest(
+        serving={"backend": "seldonV2"}, analysis={"checks": [
+            {"name": "latency", "template": "meanLatency", "maxIncreasePercent": 10, "sequential": {}}]}),
+     "latency histograms"),
     ("too many notifiers", model_deployment_manifest(notifications=[f"n{i}" for i in range(9)]), "notifications"),
     ("a notifier named twice", model_deployment_manifest(notifications=["oncall", "oncall"]), "notifications"),
     ("a notifier that is no object name", model_deployment_manifest(notifications=["On Call"]), "notifications"),

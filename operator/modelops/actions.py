@@ -121,6 +121,11 @@ DEFINITIONS: dict[str, Definition] = {d.name: d for d in [
     Definition("retry", "Retry version", "roll out a rolled-back spec.version again", request=Action.Retry,
                enabled_when=(Equals(("status", "phase"), Phase.RolledBack.value),
                              SameAs(("status", "failedVersion"), ("spec", "version")))),
+    Definition("drill", "Rollback drill", "rehearse a rollback: all traffic to the fallback version for a moment, "
+               "then back to stable, timed (status.lastDrill)", request=Action.Drill,
+               enabled_when=(Equals(("status", "phase"), Phase.Stable.value), Present(("status", "fallbackVersion")),
+                             SameAs(("spec", "version"), ("status", "stableVersion")),
+                             Not(Present(("spec", "trafficOverride"))), Not(PAUSED))),
     Definition("pause", "Pause rollout", "stop advancing steps (automatic rollback stays armed)",
                sets={"paused": True}, enabled_when=(Not(PAUSED),)),
     Definition("resume", "Resume rollout", "advance again", sets={"paused": False}, enabled_when=(PAUSED,)),

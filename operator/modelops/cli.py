@@ -193,10 +193,14 @@ def plugin_parser() -> argparse.ArgumentParser:
     parser.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
     actions = parser.add_subparsers(dest="action", required=True)
     from .actions import DEFINITIONS  # the actions' help, and what each writes (plugin_patch)
-    for name in ("promote", "abort", "rollback", "retry"):
+    for name in ("promote", "abort", "rollback", "retry", "drill"):
         sub = actions.add_parser(name, help=DEFINITIONS[name].help)
         sub.add_argument("name")
-        sub.add_argument("--reason", required=True, help="why; recorded in status.history")
+        if name == "drill":  # a routine rehearsal: a reason is welcome, not required
+            sub.add_argument("--reason", default="rollback drill", help="why; recorded in status.history "
+                                                                        "(default: rollback drill)")
+        else:
+            sub.add_argument("--reason", required=True, help="why; recorded in status.history")
         if name == "rollback":
             sub.add_argument("--to", help="the version to go back to (default: the fallback version)")
     for name in ("pause", "resume", "unpin"):

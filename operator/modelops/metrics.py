@@ -75,6 +75,9 @@ RECONCILE_ERRORS = _per_deployment(Counter, "modelops_reconcile_errors_total",
 PROGRESS_DEADLINE = _per_deployment(Gauge, "modelops_progress_deadline_timestamp_seconds",
                                     "When the rollout's current wait or step runs out of the time its spec allows"
                                     " (unix time); no series while no rollout moves on its own.")
+DRILL_SECONDS_TO_FALLBACK = _per_deployment(Gauge, "modelops_drill_seconds_to_fallback",
+                                            "Seconds the last rollback drill took from the request to all traffic on"
+                                            " the fallback version (to about 1 s); no series when it never got there.")
 
 _shown: dict[tuple[Gauge, str, str], set[tuple[str, ...]]] = {}
 """(metric, namespace, deployment) -> the label values past those two that `_show` exported."""
@@ -180,6 +183,8 @@ def show_decision(namespace: str, deployment: str, spec: ModelDeploymentSpec, be
     show_progress_deadline(namespace, deployment, progress_deadline(spec, after))
     show_phase(namespace, deployment, after.phase)
     count_outcomes(namespace, deployment, before, after)
+    drill = after.last_drill
+    _show(DRILL_SECONDS_TO_FALLBACK, namespace, deployment, {(): drill.seconds_to_fallback if drill else None})
     if not after.checks:  # a new rollout, none measured yet
         forget_checks(namespace, deployment)
 

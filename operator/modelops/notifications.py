@@ -134,6 +134,11 @@ _PHRASES = {
     "Superseded": "{v} superseded",
     "Deployed": "{v} deployed",
     "RequestIgnored": "request ignored",
+    "DrillStarted": "rollback drill to {v} started",
+    "DrillOnFallback": "rollback drill: all traffic on {v}",
+    "DrillCompleted": "rollback drill to {v} completed",
+    "DrillInterrupted": "rollback drill to {v} interrupted",
+    "DrillRequestsLost": "rollback drill to {v} measured",
 }
 
 

@@ -30,7 +30,7 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from . import GROUP, VERSION, metrics
+from . import GROUP, VERSION, drills, metrics
 from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse
 from .analysis.promql import Subject
@@ -39,8 +39,8 @@ from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDe
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
-from .rollout import AnalysisReport, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
-from .rollout import analysis_instant, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
+from .rollout import AnalysisReport, Carried, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
+from .rollout import analysis_instant, check_window, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
@@ -119,6 +119,11 @@ class Memory:
     older than (or equal to) what we last wrote."""
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    carried: Carried | None = None
+    """The intent the last round's apply found the backend already carrying (nothing to write), and when: a
+    rollback drill's timings come from it."""
+    drill_units: drills.DrillUnits | None = None
+    """The serving units the last drill's versions were seen on, for its requests lost."""
 
 
 @dataclass(frozen=True)
@@ -199,10 +204,12 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         backend, problem = None, classify(e)
     report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
+    loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock())
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
-                                frozenset(versions.specs), queued)
+                                frozenset(versions.specs), queued, memory.carried, loss)
     decision = decide(spec, status, observations, shell.clock())
+    memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
@@ -211,14 +218,17 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     post(shell, obj, decision.events, backend.drift if backend else ())
     notify(shell, obj, spec, decision)
     settled, after = True, None
+    memory.carried = None
     try:
         if decision.intent is not None:
+            applied_at = shell.clock()
             settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
+            memory.carried = Carried(decision.intent, applied_at) if settled else None
             metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
             metrics.show_traffic(namespace, name, decision.intent.weights())
         await record_serving_roles(shell, namespace, name, versions, status, decision.status)
     except EXPECTED as e:
-        after = classify(e)
+        after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
     if problem or after:
         return CONVERGE_SECONDS * (1 if after else 5), problem or after
@@ -241,6 +251,7 @@ async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Bas
 async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
                   problem: Problem) -> None:
     """After an unexpected error: persist the safe decision, then try to apply it. Never raises."""
+    memory.carried = None
     try:
         old = status_base(obj, memory)
         spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
@@ -283,7 +294,8 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     async def run() -> tuple:
         provider = await shell.providers(spec.analysis, target.namespace, budget)
         return await analyse(provider, checks, router.templates, subject(status.canary_version),
-                             subject(status.stable_version), at, rfc3339(at))
+                             subject(status.stable_version), at, rfc3339(at),
+                             {c.name: check_window(spec, status, c, at) for c in checks})
 
     started = time.monotonic()
     analysis = asyncio.ensure_future(asyncio.wait_for(run(), budget + 1.0))
@@ -306,6 +318,14 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
 
 
 def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:
+    assert decision.intent is not None
+    if decision.status.drill is not None:
+        return CONVERGE_SECONDS  # a drill is timed by the rounds that see the backend carry it: one a second
+    loss = drills.seconds_to_loss(decision.status, now)
+    return min(_next_delay(spec, decision, backend, now), IDLE_SECONDS if loss is None else max(loss, 0.05))
+
+
+def _next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:
     assert decision.intent is not None
     if backend is None or any(v not in backend.ready_versions for v in decision.intent.weights()):
         return CONVERGE_SECONDS

@@ -11,10 +11,11 @@ seconds (float) computed against `at`; a value that does not apply is null:
 
     {"kind": "ModelDeploymentView", "schemaVersion": 1, "at": time,
      "namespace": str|null, "name": str, "model": str|null,
-     "phase": "Stable"|"Queued"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null, "message": str|null,
+     "phase": "Stable"|"Queued"|"Drilling"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null,
+     "message": str|null,
      "versions": {"desired": str|null, "stable": str|null, "candidate": str|null,
                   "fallback": str|null, "failed": str|null, "retained": [str]},
-     "traffic": [{"version": str, "role": "stable"|"candidate", "weight": int,     # weights sum to 100
+     "traffic": [{"version": str, "role": "stable"|"candidate"|"fallback", "weight": int,  # weights sum to 100
                   "mirror": int, "cohort": [{"name": str, "value": str}]}],  # the candidate's copies, its cohort
      "step": null | {"number": int (from 1), "of": int|null, "kind": "weight"|"mirror"|"match", "what": str,
                      "weight": int, "pause": str|null, "startedAt": time, "elapsedSeconds": float},
@@ -24,6 +25,15 @@ seconds (float) computed against `at`; a value that does not apply is null:
                   "consecutiveNoData": int, "noDataLimit": int|null},
      "paused": bool, "pinnedWeight": int|null,
      "progressDeadline": time|null, "overdue": bool,
+     "drill": null | {"fallback": str, "returnsTo": str,                 # a rollback drill in flight
+                      "stage": "waitingForFallback"|"toFallback"|"onFallback"|"returning",
+                      "startedAt": time, "elapsedSeconds": float, "onFallbackAt": time|null,
+                      "secondsToFallback": float|null, "actor": str, "reason": str},
+     "lastDrill": null | {"result": "Completed"|"Interrupted", "fallback": str, "returnedTo": str,
+                          "startedAt": time, "endedAt": time, "ageSeconds": float|null,
+                          "secondsToFallback": float|null, "secondsBack": float|null,
+                          "requestsLost": int|null, "requestsLostNote": str|null, "requestsLostDue": time|null,
+                          "message": str, "actor": str, "reason": str},
      "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Error", "value": float|null,
                  "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time,
                  "dryRun": bool}],
@@ -46,8 +56,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
-from .rollout.engine import (parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis, sent_to_candidate,
-                             step_words, steps_of)
+from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis,
+                             sent_to_candidate, step_words, steps_of)
 
 KIND = "ModelDeploymentView"
 SCHEMA_VERSION = 1
@@ -55,11 +65,12 @@ BAR_WIDTH = 20
 HISTORY_SHOWN = 5
 MESSAGE_WIDTH = 60
 
-PHASE_STYLES = {"Stable": "bold green", "Queued": "bold blue", "Progressing": "bold cyan", "Paused": "bold yellow",
+PHASE_STYLES = {"Stable": "bold green", "Queued": "bold blue", "Drilling": "bold magenta", "Progressing": "bold cyan",
+                "Paused": "bold yellow",
                 "RollingBack": "bold magenta", "RolledBack": "bold red", "Failed": "bold red"}
 VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "bold magenta"}
-ROLE_STYLES = {"stable": "green", "candidate": "cyan"}
-WARNING_ACTIONS = ("RolledBack", "Aborted")
+ROLE_STYLES = {"stable": "green", "candidate": "cyan", "fallback": "magenta"}
+WARNING_ACTIONS = ("RolledBack", "Aborted", "DrillInterrupted")
 # Conditions whose healthy status is True (False or Unknown is a problem) and the one whose healthy status is
 # False. AnalysisHealthy is left out: the checks table and the failure count say the same, check by check.
 HEALTHY_WHEN_TRUE = ("Synced", "Ready")
@@ -147,6 +158,12 @@ def _problems(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
 def _traffic(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
     if status.stable_version is None:
         return []
+    drill, intent = status.drill, intent_of(status)
+    if drill is not None and intent is not None and intent.candidate == drill.fallback_version:
+        on_fallback = intent.candidate_weight
+        return [{"version": status.stable_version, "role": "stable", "weight": 100 - on_fallback, "mirror": 0,
+                 "cohort": []},
+                {"version": drill.fallback_version, "role": "fallback", "weight": on_fallback, "mirror": 0, "cohort": []}]
     weight = status.canary_weight if status.canary_version is not None else 0
     out = [{"version": status.stable_version, "role": "stable", "weight": 100 - weight, "mirror": 0, "cohort": []}]
     if status.canary_version is not None:
@@ -169,6 +186,37 @@ def _step(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, now: 
     return {"number": index + 1, "of": of, "kind": shown.kind.value, "what": step_words(shown),
             "weight": shown.weight or 0, "pause": pause, "startedAt": status.step_started_at,
             "elapsedSeconds": _since(status.step_started_at, now)}
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        return round((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+def _drill(status: ModelDeploymentStatus, now: datetime) -> dict[str, Any] | None:
+    d = status.drill
+    if d is None:
+        return None
+    stage = "returning" if d.returning_at else "onFallback" if d.on_fallback_at else \
+        "toFallback" if d.routed_at else "waitingForFallback"
+    return {"fallback": d.fallback_version, "returnsTo": d.returns_to, "stage": stage, "startedAt": d.started_at,
+            "elapsedSeconds": _since(d.started_at, now), "onFallbackAt": d.on_fallback_at,
+            "secondsToFallback": _seconds_between(d.started_at, d.on_fallback_at), "actor": d.actor, "reason": d.reason}
+
+
+def _last_drill(status: ModelDeploymentStatus, now: datetime) -> dict[str, Any] | None:
+    d = status.last_drill
+    if d is None:
+        return None
+    return {"result": d.result.value, "fallback": d.fallback_version, "returnedTo": d.returned_to,
+            "startedAt": d.started_at, "endedAt": d.ended_at, "ageSeconds": _since(d.ended_at, now),
+            "secondsToFallback": d.seconds_to_fallback, "secondsBack": d.seconds_back,
+            "requestsLost": d.requests_lost, "requestsLostNote": d.requests_lost_note,
+            "requestsLostDue": d.requests_lost_due, "message": d.message, "actor": d.actor, "reason": d.reason}
 
 
 def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -211,6 +259,8 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "pinnedWeight": status.pinned_weight,
         "progressDeadline": rfc3339(deadline) if deadline else None,
         "overdue": deadline is not None and deadline < now,
+        "drill": _drill(status, now),
+        "lastDrill": _last_drill(status, now),
         "checks": [{"name": c.name, "verdict": c.verdict.value, "value": c.value, "limit": c.limit,
                     "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time,
                     "dryRun": c.dry_run}
@@ -224,9 +274,9 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
 def unchanging(v: dict[str, Any]) -> dict[str, Any]:
     """The view without what moves with the clock alone: two equal ones show the same object state."""
     out = {k: val for k, val in v.items() if k not in ("at", "overdue")}
-    for key in ("step", "waiting"):
-        if out[key] is not None:
-            out[key] = {k: val for k, val in out[key].items() if k != "elapsedSeconds"}
+    for key in ("step", "waiting", "drill", "lastDrill"):
+        if out.get(key) is not None:
+            out[key] = {k: val for k, val in out[key].items() if k not in ("elapsedSeconds", "ageSeconds")}
     out["analysis"] = {k: val for k, val in out["analysis"].items() if k != "nextInSeconds"}
     out["history"] = [{k: val for k, val in h.items() if k != "ageSeconds"} for h in out["history"]]
     return out
@@ -296,6 +346,37 @@ def progress_lines(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+DRILL_STAGES = {"waitingForFallback": "waiting for the fallback to be ready", "toFallback": "moving traffic to it",
+                "onFallback": "all traffic on it", "returning": "moving traffic back"}
+
+
+def seconds_words(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
+def drill_lines(v: dict[str, Any]) -> list[str]:
+    """The rollback drill in flight, and the last one's figures."""
+    lines = []
+    d, last = v.get("drill"), v.get("lastDrill")
+    if d is not None:
+        reached = f", on it after {seconds_words(d['secondsToFallback'])}" if d["secondsToFallback"] is not None else ""
+        lines.append(f"rollback drill to fallback {d['fallback']} for {duration(d['elapsedSeconds'])} "
+                     f"({DRILL_STAGES.get(d['stage'], d['stage'])}{reached}), then back to {d['returnsTo']}")
+    if last is not None:
+        if last["requestsLost"] is not None:
+            lost = f"{last['requestsLost']} requests lost"
+        elif last["requestsLostDue"] is not None:
+            lost = f"requests lost measured after {last['requestsLostDue']}"
+        else:
+            lost = last["requestsLostNote"] or "requests lost not measured"
+        ago = f" {duration(last['ageSeconds'])} ago" if last["ageSeconds"] is not None else ""
+        figures = f"{seconds_words(last['secondsToFallback'])} to fallback {last['fallback']}, " \
+                  f"{seconds_words(last['secondsBack'])} back to {last['returnedTo']}, {lost}"
+        lines.append(f"last drill {last['result']}{ago}: {figures}"
+                     + ("" if last["result"] == "Completed" else f" ({last['message']})"))
+    return lines
+
+
 def message(v: dict[str, Any]) -> str | None:
     """status.message, or what an empty status means."""
     if v["message"] is None and v["phase"] is None and not v["history"]:
@@ -342,7 +423,7 @@ def plain_lines(v: dict[str, Any], history: int = HISTORY_SHOWN) -> list[str]:
     lines.append(f"  {versions_line(v)}")
     lines += columns(([t["role"], t["version"], f"{bar(t['weight'])} {t['weight']:>3}%"] for t in v["traffic"]),
                      indent="  ")
-    lines += [f"  {line}" for line in candidate_route_lines(v) + progress_lines(v)]
+    lines += [f"  {line}" for line in candidate_route_lines(v) + progress_lines(v) + drill_lines(v)]
     if v["checks"]:
         lines.append("")
         lines += columns([CHECK_HEADER] + [check_row(c) for c in v["checks"]], indent="  ")
@@ -423,6 +504,8 @@ def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | Non
         parts.append(Text(line, style=ROLE_STYLES["candidate"]))
     for line in progress_lines(v):
         parts.append(Text(line, style="bold yellow" if line.startswith("!") else ""))
+    for line in drill_lines(v):
+        parts.append(Text(line, style=ROLE_STYLES["fallback"] if line.startswith("rollback drill") else ""))
     if v["checks"]:
         parts.append(Text())
         checks = _table(CHECK_HEADER, title="checks", title_justify="left", title_style="bold")

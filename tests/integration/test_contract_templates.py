@@ -5,6 +5,7 @@ version's series alone."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -12,17 +13,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from modelops.analysis.evaluate import evaluate
 from modelops.analysis.measure import measure
 from modelops.analysis.prometheus import PrometheusProvider, close_sessions
 from modelops.analysis.promql import Subject
-from modelops.api.modeldeployment import Check
-from modelops.routers import gateway_api, seldon
+from modelops.api.modeldeployment import Check, Verdict
+from modelops.routers import gateway_api, kserve, seldon
 
 pytestmark = pytest.mark.integration
 
-RATE = 20.0  # graded predictions (or feedbacks) per second
+RATE = 20.0  # graded predictions (or feedbacks, or requests) per second
 # version -> (share correct, drift score)
 VERSIONS = {"1.0.0": (0.95, 0.05), "1.1.0": (0.80, 0.42)}
+# version -> cumulative share of requests per latency bucket (KServe's Knative histogram): 1.1.0 is slower.
+LATENCY_SHARES = {"1.0.0": {"0.05": 0.1, "0.1": 0.5, "0.25": 0.95, "0.5": 1.0, "+Inf": 1.0},
+                  "1.1.0": {"0.05": 0.02, "0.1": 0.2, "0.25": 0.8, "0.5": 1.0, "+Inf": 1.0}}
 
 
 class ContractExporter:
@@ -59,6 +64,10 @@ class ContractExporter:
                       f"model_drift_score{{{labels}}} {drift}",
                       f"seldon_api_model_feedback_total{{{predictor}}} {graded:.3f}",
                       f"seldon_api_model_feedback_reward_total{{{predictor}}} {graded * correct:.3f}"]
+            revision = f'k8s_namespace_name="prod",kn_revision_name="v{version.replace(".", "-")}"'
+            lines += [f'kn_serving_invocation_duration_seconds_bucket{{{revision},le="{le}"}} {graded * share:.3f}'
+                      for le, share in LATENCY_SHARES[version].items()]
+            lines.append(f"kn_serving_invocation_duration_seconds_count{{{revision}}} {graded:.3f}")
         return "\n".join(lines) + "\n"
 
 
@@ -73,8 +82,8 @@ def contract_series(prometheus):
         exporter.server.shutdown()
 
 
-def subject(version: str) -> Subject:
-    return Subject("prod", "fraud", version, f"v{version.replace('.', '-')}", "fraud", "10s")
+def subject(version: str, window: str = "10s") -> Subject:
+    return Subject("prod", "fraud", version, f"v{version.replace('.', '-')}", "fraud", window)
 
 
 async def measured_when_ready(provider, check, templates, version):
@@ -115,3 +124,40 @@ async def test_drift_is_the_versions_highest_score_and_compares_with_stable(prom
         await close_sessions()
     assert result.error is None and result.samples >= 3
     assert (result.value, result.baseline) == (pytest.approx(0.42), pytest.approx(0.05))
+
+
+async def judged_sequentially(provider, check, templates, series, candidate):
+    """The check's first verdict other than "not enough evidence yet", over everything since the series began, as
+    the operator's window since the candidate began serving: at most 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        at = datetime.now(timezone.utc)
+        window = f"{math.ceil(time.monotonic() - series.started)}s"
+        measured = await measure(provider, check, templates, subject(candidate, window), subject("1.0.0", window), at)
+        status = evaluate(check, measured, at.isoformat())
+        if status.verdict is not Verdict.NoData or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.5)
+
+
+SEQUENTIAL = {
+    "accuracy": ({"name": "accuracy", "template": "accuracy", "maxDropPercent": 5, "sequential": {"confidence": 0.95}},
+                 gateway_api.TEMPLATES, "vs stable 0.9"),
+    "latency": ({"name": "p95", "template": "latencyP95", "maxIncreasePercent": 10, "sequential": {}},
+                kserve.TEMPLATES, "with probability"),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", list(SEQUENTIAL))
+@pytest.mark.parametrize("candidate, verdict", [("1.1.0", Verdict.Fail), ("1.0.0", Verdict.Pass)])
+async def test_a_sequential_check_weighs_both_versions_counts(prometheus, contract_series, kind, candidate, verdict):
+    """Accuracy: the graded and correct counts of both versions; latency: both revisions' real histograms."""
+    spec, templates, words = SEQUENTIAL[kind]
+    provider = PrometheusProvider(prometheus.url, timeout=5)
+    try:
+        status = await judged_sequentially(provider, Check.model_validate(spec), templates, contract_series, candidate)
+    finally:
+        await close_sessions()
+    assert status.verdict is verdict, status.message
+    assert words in status.message and status.samples >= 30

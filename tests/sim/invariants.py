@@ -23,7 +23,7 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   a stale watch event may lose its conditional status write and decide again) leaves X with 0 % of the live
   traffic (no weight, no copies, no cohort), and X never gets any of them again, nor appears as
   canary again, unless a new rollout of X was started for a reason (a round saw spec.version away
-  from X since, or a Retry was issued).
+  from X since, or a Retry was issued), or a person's Rollback request made X stable again.
   KServe exception, stated precisely: when X's revision had been rolled out (a 100 % step), the
   rolled-out revision keeps serving X while stable's re-created revision is not ready; this may
   last only until a settle that makes the latest revision ready, followed by a fault-free round.
@@ -193,6 +193,9 @@ class Checker:
                 seen.add(key)
                 self.check(world, len(seen) <= 1, "G4", f"request {request} acted on more than once: {sorted(seen)}")
             rolled_back_now = status.phase is Phase.RolledBack and status.failed_version == entry.version
+            if entry.action == "RolledBack" and entry.actor != "modelops" and entry.version in self.bans \
+                    and entry.reason.startswith("manual rollback from "):
+                self.bans.pop(entry.version)  # a person's Rollback request made it stable again, by name or as fallback
             if entry.action == "RolloutStarted" and entry.version in self.bans and not rolled_back_now:
                 ban = self.bans.pop(entry.version)
                 retried = entry.reason.startswith("manual retry:") and "#" in entry.reason \
@@ -235,6 +238,9 @@ class Checker:
 
     def check_write_ahead(self, world: Any, status: ModelDeploymentStatus, live: dict[str, int]) -> None:
         named = {status.stable_version: 100, status.canary_version: status.canary_weight}
+        drill = status.drill
+        if drill is not None and drill.routed_at is not None and drill.returning_at is None:
+            named[drill.fallback_version] = 100  # a rollback drill: all traffic to the fallback, persisted first
         rolled = None
         if world.kserve and "kserve-rolled-out-candidate" in TOLERATED:
             from .world import INFERENCE_SERVICE, NAME, NS
@@ -248,7 +254,7 @@ class Checker:
             self.check(world, version in named, "G1",
                        f"{version} gained live traffic ({self.prev_live.get(version, 0)}% -> {percent}%) that the "
                        f"persisted status does not name (stable {status.stable_version}, canary {status.canary_version})")
-            if version != status.stable_version:
+            if version != status.stable_version and version == status.canary_version:
                 self.check(world, percent <= status.canary_weight, "G1",
                            f"canary {version} has {percent}% live, above the persisted canaryWeight {status.canary_weight}")
 

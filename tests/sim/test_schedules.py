@@ -57,7 +57,7 @@ def operations(backend: str):
         st.tuples(st.just("pause"), st.booleans()),
         st.tuples(st.just("override"), st.sampled_from([None, None, 0, 30, 100])),
         st.tuples(st.just("request"), st.sampled_from("ABCD"), st.sampled_from(["Abort", "Abort", "Promote", "Rollback",
-                                                                                "Retry"]),
+                                                                                "Retry", "Drill"]),
                   st.sampled_from([None, None, "1.0.0", "1.1.0"])),
         st.tuples(st.just("delete_mv"), st.sampled_from(VERSION_NAMES)),
         st.tuples(st.just("restore_mv"), st.sampled_from(VERSION_NAMES)),

@@ -171,3 +171,34 @@ def test_an_invalid_spec_is_degraded_though_never_observed(md):
 
 def test_an_unknown_phase_is_unknown(md):
     assert md.health(variant("healthy_stable", phase="Exploded"))["status"] == "Unknown"
+
+
+def test_a_rollback_drill_is_progressing_and_names_the_fallback(md):
+    """A drill's status as the engine writes it, on a captured promoted object: Progressing, naming the fallback and
+    the stable version it returns to; then Healthy again once it is over."""
+    from datetime import timedelta
+
+    from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Request
+    from modelops.rollout import Observations, decide
+
+    obj = load(CUSTOMIZATIONS / "ModelDeployment" / "testdata" / "healthy_promoted.yaml")
+    spec = ModelDeploymentSpec.model_validate(obj["spec"]).model_copy(
+        update={"request": Request(id="d1", action="Drill", reason="game day", actor="sre")})
+    status = ModelDeploymentStatus.model_validate(obj["status"])
+    now = parse_time(status.history[-1].time) + timedelta(seconds=30)
+    decision = decide(spec, status, Observations(frozenset({"1.0.0", "1.1.0"}), generation=obj["metadata"]["generation"]),
+                      now)
+    drilling = {**obj, "spec": spec.to_wire(), "status": decision.status.to_wire()}
+    assert drilling["status"]["phase"] == "Drilling"
+    health = md.health(drilling)
+    assert health["status"] == "Progressing"
+    assert health["message"].startswith("Rollback drill: all traffic to fallback 1.0.0, then back to stable 1.1.0: ")
+    without_drill = {**drilling, "status": {k: v for k, v in drilling["status"].items() if k != "drill"}}
+    assert "fallback 1.0.0" in md.health(without_drill)["message"]  # status.fallbackVersion, should drill be absent
+    assert md.health(obj)["status"] == "Healthy"
+
+
+def parse_time(text: str):
+    from modelops.rollout.engine import parse_rfc3339
+
+    return parse_rfc3339(text)

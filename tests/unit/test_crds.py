@@ -48,7 +48,7 @@ def test_crd_carries_validation_and_presentation():
     assert spec["properties"]["serving"]["properties"]["backend"]["enum"] == ["kserve", "seldon", "seldonV2", "gatewayAPI"]
     assert spec["properties"]["analysis"]["properties"]["failureLimit"]["default"] == 2
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Model", "Stable", "Canary", "Weight", "Phase", "Message", "Age"]
+        "Model", "Stable", "Canary", "Weight", "Phase", "Message", "Drill", "Age"]
     assert mdep["spec"]["names"]["shortNames"] == ["mdep"] and mdep["spec"]["names"]["categories"] == ["modelops"]
     mv = all_crds()["modelops.io_modelversions.yaml"]
     mv_spec = mv["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

@@ -322,3 +322,18 @@ def test_analysis_lag_is_the_time_since_the_analysis_fell_due(ns):
     metrics.show_analysis_lag(ns, "fraud", spec, ModelDeploymentStatus(stable_version="1.0.0"),
                               datetime(2026, 1, 1, tzinfo=timezone.utc))  # nothing running: nothing observed
     assert value("modelops_analysis_lag_seconds_count", namespace=ns, deployment="fraud") == 2
+
+
+def test_the_last_drills_seconds_to_fallback_is_a_gauge_and_goes_with_the_deployment(ns):
+    from .test_drill import drilling
+
+    world = drilling()
+    spec = world.spec
+    metrics.show_decision(ns, "fraud", spec, world.status, world.status)
+    assert value("modelops_drill_seconds_to_fallback", namespace=ns, deployment="fraud") is None  # none finished
+    done = world.until(lambda d: d.status.drill is None)
+    metrics.show_decision(ns, "fraud", spec, world.inputs[-1][1], done.status)
+    assert value("modelops_drill_seconds_to_fallback", namespace=ns, deployment="fraud") == 1.0
+    assert value("modelops_phase", namespace=ns, deployment="fraud", phase="Drilling") == 0
+    metrics.forget(ns, "fraud")
+    assert value("modelops_drill_seconds_to_fallback", namespace=ns, deployment="fraud") is None

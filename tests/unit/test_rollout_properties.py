@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from modelops.api.modeldeployment import Phase, Request, TrafficOverride
 from modelops.rollout import Observations, decide
+from modelops.rollout.engine import MAX_DRILL_SECONDS, parse_rfc3339
 
 from .rollout_sim import Sim, make_spec
 
@@ -34,7 +35,7 @@ actions = st.one_of(
     st.tuples(st.just("version"), st.sampled_from(VERSIONS)),
     st.tuples(st.just("pause"), st.booleans()),
     st.tuples(st.just("pin"), st.one_of(st.none(), st.integers(0, 100))),
-    st.tuples(st.just("request"), st.sampled_from(["Promote", "Abort", "Rollback", "Retry"]),
+    st.tuples(st.just("request"), st.sampled_from(["Promote", "Abort", "Rollback", "Retry", "Drill", "Drill"]),
               st.one_of(st.none(), st.sampled_from(VERSIONS))),
     st.tuples(st.just("ready"), st.sampled_from(VERSIONS), st.booleans()),
 )
@@ -62,6 +63,10 @@ def apply(sim: Sim, action: tuple, counter: list[int]):
 def run(spec, script):
     sim = Sim(spec)
     sim.step()
+    yield from play(sim, script)
+
+
+def play(sim, script):
     counter = [0]
     for action in script:
         yield sim, action, apply(sim, action, counter)
@@ -154,3 +159,60 @@ def test_steps_are_neither_skipped_nor_repeated(spec, script):
             assert after.current_step == 0  # a new candidate starts at the first step
         elif advanced and before.step_started_at is None:
             assert after.current_step == (before.current_step or 0)  # became ready: enters its step
+
+
+@settings(deadline=None)
+@given(spec=specs(), script=st.lists(actions, max_size=40))
+def test_a_drill_ends_within_its_limit_and_leaves_the_fallback_without_traffic(spec, script):
+    for sim, _, decision in run(spec, script):
+        status = decision.status
+        assert (status.phase is Phase.Drilling) == (status.drill is not None)
+        if status.drill is not None:
+            assert (sim.now - parse_rfc3339(status.drill.started_at)).total_seconds() < MAX_DRILL_SECONDS
+            assert status.canary_version is None and status.drill.returns_to == status.stable_version
+        ended = any(e.reason in ("DrillCompleted", "DrillInterrupted") for e in decision.events)
+        if ended:
+            assert status.last_drill is not None
+        if ended and status.drill is None:  # (a Drill request may start the next one in the same decision)
+            fallback = status.last_drill.fallback_version
+            if fallback not in (status.stable_version, status.canary_version):
+                assert fallback not in decision.intent.weights()
+
+
+def run_from_a_drill(spec, script):
+    """Promote 1.1.0 (so 1.0.0 is the fallback), ask for a drill, then play the script."""
+    sim = Sim(spec.model_copy(update={"retention": max(1, spec.retention)}))
+    sim.step()
+    sim.set(version="1.1.0")
+    for _ in range(30):
+        if sim.status.phase is Phase.Stable:
+            break
+        sim.tick("Pass", 60)
+    sim.set(request=Request(id="drill", action="Drill", reason="game day"))
+    assert sim.status.phase is Phase.Drilling
+    yield from play(sim, script)
+
+
+@settings(deadline=None)
+@given(spec=specs(), script=st.lists(actions, max_size=30))
+def test_every_property_holds_through_a_drill(spec, script):
+    """The properties above, from a drill in flight: whatever happens, it ends within its limit, the fallback keeps
+    no traffic after it, only ready versions get any, and each decision is a fixed point."""
+    for sim, _, decision in run_from_a_drill(spec, script):
+        weights = decision.intent.weights()
+        assert sum(weights.values()) == 100 and all(0 <= w <= 100 for w in weights.values())
+        intent = decision.intent
+        if intent.candidate is not None and intent.candidate_weight > 0 and sim.status.pinned_weight is None:
+            assert intent.candidate in sim.ready
+        spec_in, status_in, observations, now = sim.last_inputs
+        replay = decide(spec_in, decision.status, observations, now)
+        assert (replay.status, replay.intent, replay.events) == (decision.status, decision.intent, ())
+        status = decision.status
+        assert (status.phase is Phase.Drilling) == (status.drill is not None)
+        if status.drill is not None:
+            assert (sim.now - parse_rfc3339(status.drill.started_at)).total_seconds() < MAX_DRILL_SECONDS
+        ended = any(e.reason in ("DrillCompleted", "DrillInterrupted") for e in decision.events)
+        if ended and status.drill is None:  # (a Drill request may start the next one in the same decision)
+            fallback = status.last_drill.fallback_version
+            if fallback not in (status.stable_version, status.canary_version):
+                assert fallback not in weights

@@ -194,7 +194,7 @@ def test_json_shape_is_stable_and_serialisable():
     assert (v["kind"], v["schemaVersion"]) == ("ModelDeploymentView", 1)
     assert list(v) == ["kind", "schemaVersion", "at", "namespace", "name", "model", "phase", "message", "versions",
                        "traffic", "step", "waiting", "analysis", "paused", "pinnedWeight", "progressDeadline",
-                       "overdue", "checks", "problems", "history"]
+                       "overdue", "drill", "lastDrill", "checks", "problems", "history"]
     assert set(v["checks"][0]) == {"name", "verdict", "value", "limit", "baseline", "samples", "message", "time", "dryRun"}
     assert set(v["history"][0]) == {"time", "ageSeconds", "action", "version", "actor", "reason"}
     assert [h["action"] for h in v["history"]] == ["Deployed", "RolloutStarted", "StepAdvanced", "StepAdvanced"]
@@ -369,3 +369,34 @@ def test_kubectl_arguments(monkeypatch):
         ["kubectl", "get", "modeldeployments.modelops.io", "--all-namespaces", "-o", "json"],
         ["kubectl", "get", "modeldeployments.modelops.io", "fraud", "-o", "json"],
     ]
+
+
+def test_a_drill_in_flight_and_the_last_drills_figures():
+    from .test_drill import FALLBACK, STABLE, drilling
+
+    world = drilling()
+    world.until(lambda d: d.status.drill.on_fallback_at is not None)
+    obj = {"metadata": {"name": "fraud", "namespace": "prod"}, "spec": world.spec.to_wire(),
+           "status": world.status.to_wire()}
+    v = view.view(obj, world.now)
+    assert v["phase"] == "Drilling" and v["drill"]["stage"] == "onFallback" and v["drill"]["secondsToFallback"] == 1.0
+    assert [(t["role"], t["version"], t["weight"]) for t in v["traffic"]] == [("stable", STABLE, 0),
+                                                                             ("fallback", FALLBACK, 100)]
+    text = "\n".join(view.plain_lines(v))
+    assert f"rollback drill to fallback {FALLBACK} for 2s (all traffic on it, on it after 1.0s), then back to " \
+           f"{STABLE}" in text
+    done = world.until(lambda d: d.status.drill is None)
+    obj["status"] = done.status.to_wire()
+    v = view.view(obj, world.now)
+    assert v["drill"] is None and v["lastDrill"]["result"] == "Completed"
+    assert [(t["role"], t["weight"]) for t in v["traffic"]] == [("stable", 100)]
+    line = next(line for line in view.plain_lines(v) if "last drill" in line)
+    assert line.strip().startswith(f"last drill Completed 1s ago: 1.0s to fallback {FALLBACK}, 1.0s back to {STABLE}, "
+                                   "requests lost measured after")
+    measured = done.status.last_drill.model_copy(update={"requests_lost": 3, "requests_lost_due": None})
+    obj["status"] = done.status.model_copy(update={"last_drill": measured}).to_wire()
+    assert any(line.endswith("1.0s back to 1.1.0, 3 requests lost") for line in view.plain_lines(view.view(obj, world.now)))
+    assert view.unchanging(view.view(obj, world.now)) == view.unchanging(view.view(obj, world.now + timedelta(hours=1)))
+    console = Console(file=io.StringIO(), width=200)
+    console.print(view.renderable(view.view(obj, world.now)))
+    assert "3 requests lost" in console.file.getvalue()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..api.modeldeployment import Check, CheckStatus, NoDataPolicy, Outcome, Verdict
+from .sequential import MIN_SAMPLES, Buckets, Finding, Proportion, bucket_total, compare_latencies, compare_proportions
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Measurement:
     """Samples behind the candidate's value; None when the check does not count them."""
     error: str | None = None
     """Why the provider could not measure (unreachable, timeout, bad query)."""
+    baseline_samples: int | None = None
+    """Samples behind stable's value (sequential checks)."""
+    buckets: Buckets = ()
+    baseline_buckets: Buckets = ()
+    """The two versions' latency histograms (sequential latency checks)."""
 
 
 def _fmt(x: float) -> str:
@@ -60,13 +66,18 @@ def _limits(check: Check, baseline: float | None) -> list[tuple[str, float, str]
     return bounds
 
 
+def _bounds(check: Check, baseline: float | None) -> list[tuple[str, float, str]]:
+    """The thresholds a value is held against: none for a sequential check, which weighs evidence instead."""
+    return [] if check.sequential is not None else _limits(check, baseline)
+
+
 def limit_bounds(check: Check, baseline: float | None) -> dict[str, float]:
     """The limits `evaluate` holds a value against, as numbers: "min" and "max" -> the tightest bound of
     that kind, a relative one computed from stable's `baseline` (taken as `evaluate` takes it: only a
     finite one counts). A kind the check does not bound, or bounds only relative to a missing baseline,
     has no entry."""
     effective: dict[str, float] = {}
-    for kind, bound, _ in _limits(check, _finite(baseline)):
+    for kind, bound, _ in _bounds(check, _finite(baseline)):
         tightest = max if kind == "min" else min
         effective[kind] = tightest(effective.get(kind, bound), bound)
     return effective
@@ -75,7 +86,7 @@ def limit_bounds(check: Check, baseline: float | None) -> dict[str, float]:
 def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     """Judge one check. `at` is the end of the measured window, as RFC 3339."""
     baseline = _finite(measured.baseline)
-    bounds = _limits(check, baseline)
+    bounds = _bounds(check, baseline)
     limit = "; ".join(words for _, _, words in bounds) or _relative_words(check)
 
     def result(verdict: Verdict, message: str) -> CheckStatus:
@@ -103,6 +114,8 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
         return result(Verdict.NoData, "no data for the stable version to compare with")
     value = measured.value
     assert value is not None
+    if check.sequential is not None:
+        return result(*_weigh(check, measured))
     for kind, bound, words in bounds:
         if (kind == "min" and value < bound) or (kind == "max" and value > bound):
             return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
@@ -110,6 +123,46 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
         # Typically x / 0: not a measurement, so never a pass (it fails above when it breaks a bound).
         return result(Verdict.NoData, f"{_fmt(value)} is not a measurement (a division by zero?)")
     return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
+
+
+def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
+    """A sequential check's verdict: the evidence so far on the candidate against stable (see sequential)."""
+    assert check.sequential is not None and measured.value is not None and measured.baseline is not None
+    confidence = check.sequential.confidence
+    higher_is_better = check.max_drop_percent is not None
+    percent = check.max_drop_percent if higher_is_better else check.max_increase_percent
+    assert percent is not None
+    edge = f"{_fmt(percent)}% {'below' if higher_is_better else 'above'} stable"
+    values = f"{_fmt(measured.value)} vs stable {_fmt(measured.baseline)}"
+    if check.compares_latencies:
+        counts = (bucket_total(measured.buckets), bucket_total(measured.baseline_buckets))
+    else:
+        counts = (measured.samples or 0, measured.baseline_samples or 0)
+    sizes = f"{_fmt(counts[0])} and {_fmt(counts[1])} samples"
+    if not all(math.isfinite(n) for n in counts):
+        return Verdict.Error, f"{values}: {sizes}, a count that is no number"
+    if min(counts) < MIN_SAMPLES:
+        return Verdict.NoData, f"not enough evidence yet: {values}, {sizes} ({MIN_SAMPLES} each needed)"
+    if check.compares_latencies:
+        evidence = compare_latencies(measured.buckets, measured.baseline_buckets, tolerance=percent / 100,
+                                     confidence=confidence)
+        # The estimate is 0.5 minus P(slower than stable's latencies scaled to the edge): say it as that probability.
+        found = (f"a request is slower than stable's latency +{_fmt(percent)}% with probability "
+                 f"{_fmt(0.5 - evidence.estimate)} (between {_fmt(0.5 - evidence.high)} and {_fmt(0.5 - evidence.low)})")
+    else:
+        if not (0 <= measured.value <= 1 and 0 <= measured.baseline <= 1):
+            return Verdict.Error, f"{values}: a sequential check's value must be a proportion between 0 and 1"
+        evidence = compare_proportions(Proportion(measured.value * counts[0], counts[0]),
+                                       Proportion(measured.baseline * counts[1], counts[1]),
+                                       tolerance=percent / 100, higher_is_better=higher_is_better,
+                                       confidence=confidence)
+        found = values
+    sure = f"with {_fmt(confidence * 100)}% confidence, {sizes}"
+    return {
+        Finding.worse: (Verdict.Fail, f"{found}: more than {edge}, {sure}"),
+        Finding.within: (Verdict.Pass, f"{found}: within {edge}, {sure}"),
+        Finding.undecided: (Verdict.NoData, f"not enough evidence yet: {found}, {sizes}"),
+    }[evidence.finding]
 
 
 def awaiting_labels(check: Check, first_verdict: str, at: str) -> CheckStatus:
@@ -120,7 +173,7 @@ def awaiting_labels(check: Check, first_verdict: str, at: str) -> CheckStatus:
 
 
 def _limit_words(check: Check) -> str:
-    return "; ".join(words for _, _, words in _limits(check, None)) or _relative_words(check)
+    return "; ".join(words for _, _, words in _bounds(check, None)) or _relative_words(check)
 
 
 def _relative_words(check: Check) -> str:
@@ -129,6 +182,8 @@ def _relative_words(check: Check) -> str:
         parts.append(f"at most {_fmt(check.max_drop_percent)}% below stable")
     if check.max_increase_percent is not None:
         parts.append(f"at most {_fmt(check.max_increase_percent)}% above stable")
+    if check.sequential is not None:
+        parts.append(f"sequential test, {_fmt(check.sequential.confidence * 100)}% confidence")
     return "; ".join(parts)
 
 

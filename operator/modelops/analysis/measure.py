@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from ..api.modeldeployment import Check, CheckStatus, CheckTemplate
 from .evaluate import Measurement, evaluate
 from .promql import Subject, TemplateQuery, render
 from .provider import MetricProvider, ProviderError
+from .sequential import Buckets
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def queries_for(check: Check, templates: dict[CheckTemplate, TemplateQuery]) -> 
     if check.template not in templates:
         raise ProviderError("unsupported", f"the backend has no built-in {check.template.value} check")
     template = templates[check.template]
-    return TemplateQuery(template.value, check.sample_query or template.samples)
+    return TemplateQuery(template.value, check.sample_query or template.samples, template.buckets)
 
 
 def batch_key(query: str, templates: dict[CheckTemplate, TemplateQuery], namespace: str) -> str:
@@ -51,29 +54,49 @@ def sample_count(counted: float | None) -> int:
 async def measure(provider: MetricProvider, check: Check, templates: dict[CheckTemplate, TemplateQuery],
                   candidate: Subject, stable: Subject, at: datetime) -> Measurement:
     """Candidate and stable are evaluated at the same instant, so over the same window. The queries are asked
-    at once, so that they can share a request."""
-    async def value_of(query: str, subject: Subject) -> float | None:
+    at once, so that they can share a request. A sequential check also counts stable's samples, and a sequential
+    latency check reads both versions' histograms."""
+    async def value_of(query: str | None, subject: Subject) -> float | None:
+        if query is None:
+            return None
         return await provider.query(render(query, subject), at, batch=batch_key(query, templates, subject.namespace))
 
-    async def nothing() -> None:
-        return None
+    async def buckets_of(query: str | None, subject: Subject) -> Buckets:
+        return await provider.buckets(render(query, subject), at) if query is not None else ()
 
     try:
         queries = queries_for(check, templates)
-        value, baseline, counted = await asyncio.gather(
+        sequential = check.sequential is not None
+        histograms = queries.buckets if sequential and check.compares_latencies else None
+        if sequential and check.compares_latencies and histograms is None:
+            raise ProviderError("unsupported", "the backend exports no latency histogram to compare")
+        value, baseline, counted, baseline_counted, buckets, baseline_buckets = await asyncio.gather(
             value_of(queries.value, candidate),
-            value_of(queries.value, stable) if check.relative else nothing(),
-            value_of(queries.samples, candidate) if queries.samples is not None else nothing())
-        samples = sample_count(counted) if queries.samples is not None else None
+            value_of(queries.value if check.relative else None, stable),
+            value_of(queries.samples, candidate),
+            value_of(queries.samples if sequential else None, stable),
+            buckets_of(histograms, candidate),
+            buckets_of(histograms, stable))
+        has_samples = queries.samples is not None
+        samples = sample_count(counted) if has_samples else None
+        baseline_samples = sample_count(baseline_counted) if has_samples and sequential else None
     except (ProviderError, ValueError) as e:
         return Measurement(None, error=str(e))
     except Exception as e:  # a bug must cost this check's verdict, not the whole analysis
         logger.exception("measuring check %s failed", check.name)
         return Measurement(None, error=f"internal error ({type(e).__name__})")
-    return Measurement(value, baseline, samples)
+    return Measurement(value, baseline, samples, baseline_samples=baseline_samples, buckets=buckets,
+                       baseline_buckets=baseline_buckets)
 
 
 async def analyse(provider: MetricProvider, checks: list[Check], templates: dict[CheckTemplate, TemplateQuery],
-                  candidate: Subject, stable: Subject, at: datetime, at_text: str) -> tuple[CheckStatus, ...]:
-    measured = await asyncio.gather(*(measure(provider, c, templates, candidate, stable, at) for c in checks))
+                  candidate: Subject, stable: Subject, at: datetime, at_text: str,
+                  windows: Mapping[str, str] | None = None) -> tuple[CheckStatus, ...]:
+    """`windows`: check name -> its query window where it is not the subjects' own."""
+    def window(check: Check, subject: Subject) -> Subject:
+        own = (windows or {}).get(check.name)
+        return replace(subject, window=own) if own else subject
+
+    measured = await asyncio.gather(*(measure(provider, c, templates, window(c, candidate), window(c, stable), at)
+                                      for c in checks))
     return tuple(evaluate(c, m, at_text) for c, m in zip(checks, measured))

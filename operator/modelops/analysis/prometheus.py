@@ -42,6 +42,7 @@ import aiohttp
 from ..api.modeldeployment import PrometheusConfig, SecretKeyRef
 from ..api.types import duration_seconds
 from .provider import ErrorKind, ProviderError
+from .sequential import Buckets
 
 MAX_TIMEOUT_SECONDS = 30.0
 """No query waits longer than this, whatever the ModelDeployment asks."""
@@ -55,6 +56,8 @@ BATCH_LIMIT = 64
 """At most this many queries answered by one request: its answer stays small, and a failed batch costs few retries."""
 _BATCH_LABEL = "modelops_batch_query"
 _MAX_LONERS = 4096
+MAX_BUCKETS = 256
+"""A latency histogram has a few dozen buckets at most; more series are a query that is not one histogram."""
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())  # aiohttp >= 3.10
 _BAD_URL: Any = tuple(getattr(aiohttp, n) for n in ("InvalidURL", "NonHttpUrlClientError") if hasattr(aiohttp, n))
 
@@ -102,6 +105,13 @@ class PrometheusProvider:
                     if outcome is not _ALONE:
                         return _value(*outcome)
                 return _value(*await pooled.ask_alone(promql, self._send(pooled, promql, at_text)))
+            except _Failure as e:
+                raise self._error(e.kind, e.detail) from None
+
+    async def buckets(self, promql: str, at: datetime) -> Buckets:
+        async with _lease(self._key, self._ssl, self._headers, self._max_concurrency) as pooled:
+            try:
+                return _buckets(*_answer(*await self._send(pooled, promql, f"{at.timestamp():.3f}")))
             except _Failure as e:
                 raise self._error(e.kind, e.detail) from None
 
@@ -175,6 +185,25 @@ def _value(kind: str, result: Any) -> float | None:
     if kind in ("string", "matrix"):
         raise _Failure("bad_response", f"returned a {kind}, one value expected")
     raise _bad()
+
+
+def _buckets(kind: str, result: Any) -> Buckets:
+    """A histogram's series by `le`; a series without a number for `le` is not a histogram's."""
+    if kind != "vector" or not isinstance(result, list):
+        raise _Failure("bad_response", "a histogram's buckets by le expected")
+    if len(result) > MAX_BUCKETS:
+        raise _Failure("many_series", f"{len(result)} series, at most {MAX_BUCKETS} buckets expected")
+    buckets = []
+    for series in result:
+        labels = series.get("metric") if isinstance(series, dict) else None
+        try:
+            le = float(labels["le"])
+        except (TypeError, KeyError, ValueError):
+            raise _Failure("bad_response", "a series without a numeric le label: not a histogram's buckets") from None
+        count = _sample(series.get("value"))
+        if count is not None and not math.isnan(le):
+            buckets.append((le, count))
+    return tuple(sorted(buckets))
 
 
 def _vector_value(result: list[Any]) -> float | None:

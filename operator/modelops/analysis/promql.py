@@ -35,6 +35,8 @@ class TemplateQuery:
 
     value: str
     samples: str | None = None
+    buckets: str | None = None
+    """A latency template's histogram: cumulative counts by `le` in the window (for sequential comparisons)."""
 
 
 def escape(value: str) -> str:

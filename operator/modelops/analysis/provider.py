@@ -1,4 +1,4 @@
-"""The metric provider interface: one query in, one number (or no data) out.
+"""The metric provider interface: one query in, one number (or no data) out; or a histogram's buckets.
 
 Shaped like Flagger's metrics provider. A provider never turns a failure into a value: it raises ProviderError, and
 the analysis reports that as an Error verdict, which is never a pass.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal, Protocol, get_args
+
+from .sequential import Buckets
 
 ErrorKind = Literal[
     "timeout",        # no answer within the query timeout
@@ -49,4 +51,9 @@ class MetricProvider(Protocol):
         the one the query would get alone, except that a batch-mate that fails the batch costs it a second request,
         and one that makes the batch time out costs it that timeout (once: it is then asked alone).
         """
+        ...
+
+    async def buckets(self, promql: str, at: datetime) -> Buckets:
+        """A histogram's cumulative counts by `le` evaluated at `at`, sorted by `le`; () when it has none. Asked on
+        its own: it answers one series per bucket."""
         ...

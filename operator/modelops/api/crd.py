@@ -18,10 +18,14 @@ from .modeldeployment import (
     CHECK_LIMIT_RULE,
     CHECK_NAMES_UNIQUE_RULE,
     CHECK_SAMPLES_RULE,
+    CHECK_SEQUENTIAL_LATENCY_LIMIT_RULE,
+    CHECK_SEQUENTIAL_LIMIT_RULE,
+    CHECK_SEQUENTIAL_SOURCE_RULE,
     CHECK_SOURCE_RULE,
     GATEWAY_NEEDS_ROUTE_RULE,
     HEADER_NAMES_ONCE_RULE,
     ONE_PROVIDER_RULE,
+    SEQUENTIAL_LATENCY_RULE,
     STEP_KIND_RULE,
     STEPS_INCREASING_RULE,
     STEPS_SUPPORTED_RULE,
@@ -200,9 +204,12 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SOURCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_LIMIT_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_SOURCE_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_LATENCY_LIMIT_RULE)
     _add_rule(spec, ["analysis", "checks"], CHECK_NAMES_UNIQUE_RULE)
     _add_rule(spec, ["analysis"], ONE_PROVIDER_RULE)
-    spec.setdefault("x-kubernetes-validations", []).extend([TEMPLATES_SUPPORTED_RULE, STEPS_SUPPORTED_RULE])
+    spec.setdefault("x-kubernetes-validations", []).extend([TEMPLATES_SUPPORTED_RULE, STEPS_SUPPORTED_RULE, SEQUENTIAL_LATENCY_RULE])
     return _crd(
         "ModelDeployment",
         "modeldeployments",
@@ -216,6 +223,8 @@ def model_deployment_crd() -> dict[str, Any]:
             _column("Weight", ".status.canaryWeight", "integer"),
             _column("Phase", ".status.phase"),
             _column("Message", ".status.message", priority=1),
+            _column("Drill", ".status.lastDrill.secondsToFallback", "number", priority=1,
+                    description="Seconds the last rollback drill took to put all traffic on the fallback"),
             AGE_COLUMN,
         ],
     )

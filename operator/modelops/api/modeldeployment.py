@@ -217,6 +217,41 @@ CHECK_LIMIT_RULE = {
     "message": "a check needs at least one limit: min, max, maxDropPercent or maxIncreasePercent",
 }
 
+# Templates a sequential test can judge: counts behind a proportion, or a latency histogram's buckets.
+PROPORTION_TEMPLATES = frozenset({CheckTemplate.errorRate, CheckTemplate.accuracy})
+LATENCY_TEMPLATES = frozenset({CheckTemplate.latencyP50, CheckTemplate.latencyP95, CheckTemplate.latencyP99,
+                               CheckTemplate.meanLatency})
+_SEQUENTIAL_TEMPLATES = ", ".join(f"'{t.value}'" for t in sorted(PROPORTION_TEMPLATES | LATENCY_TEMPLATES,
+                                                                  key=lambda t: t.value))
+CHECK_SEQUENTIAL_LIMIT_RULE = {
+    "rule": "!has(self.sequential) || (has(self.maxDropPercent) != has(self.maxIncreasePercent)"
+            " && !has(self.min) && !has(self.max))",
+    "message": "a sequential check compares with stable: it needs exactly one of maxDropPercent or "
+               "maxIncreasePercent (the degradation it tolerates) and no min or max (put those in a check of their own)",
+}
+_LATENCY_NAMES = ", ".join(f"'{t.value}'" for t in sorted(LATENCY_TEMPLATES, key=lambda t: t.value))
+CHECK_SEQUENTIAL_LATENCY_LIMIT_RULE = {
+    "rule": f"!has(self.sequential) || !has(self.template) || !(self.template in [{_LATENCY_NAMES}])"
+            " || has(self.maxIncreasePercent)",
+    "message": "a sequential latency check tolerates a slower candidate: it takes maxIncreasePercent",
+}
+CHECK_SEQUENTIAL_SOURCE_RULE = {
+    "rule": f"!has(self.sequential) || (has(self.template) ? self.template in [{_SEQUENTIAL_TEMPLATES}]"
+            " : has(self.sampleQuery))",
+    "message": f"a sequential check needs counts: a template among {_SEQUENTIAL_TEMPLATES.replace(chr(39), '')}, "
+               "or a query whose value is a proportion of what its sampleQuery counts",
+}
+
+
+class SequentialTest(ApiModel):
+    """Judge the check's relative limit with a sequential test against stable over everything measured since the
+    candidate began serving, rather than with a threshold on one window: valid however often it is looked at."""
+
+    confidence: float = Field(default=0.95, ge=0.8, le=0.999)
+    """How sure the test must be before a verdict: a healthy candidate fails at most 1 - confidence of its
+    rollouts, whatever their length. Until it is that sure either way, the check has no data ("not enough
+    evidence yet"), which its noData policy judges."""
+
 
 class Check(ApiModel):
     name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$", max_length=63)
@@ -246,6 +281,10 @@ class Check(ApiModel):
     """How long after a prediction its label (ground truth) is in: the check gives its first verdict of a rollout only
     once the candidate has served for the window and this delay, so that its window holds graded predictions of
     the candidate's own. Until then it waits: the step cannot pass, and the wait is not counted as missing data."""
+    sequential: SequentialTest | None = None
+    """Test maxDropPercent or maxIncreasePercent sequentially (see SequentialTest): for accuracy, errorRate or a
+    query whose value is a proportion of its sampleQuery's count, a two-proportion test; for the latency templates,
+    a comparison of the two versions' latency histograms."""
     step_kinds: list[StepKind] | None = Field(default=None, min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     """The kinds of step (weight, mirror, match) whose analyses this check takes part in; by default every kind,
     except for the shadowAgreement template: mirror steps only, the only ones with mirrored requests to compare."""
@@ -260,7 +299,21 @@ class Check(ApiModel):
             raise ValueError(
                 f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
             )
+        if self.sequential is not None:
+            if (self.max_drop_percent is None) == (self.max_increase_percent is None) or not (
+                    self.min is None and self.max is None):
+                raise ValueError(f"check {self.name!r}: {CHECK_SEQUENTIAL_LIMIT_RULE['message']}")
+            if self.template is not None and self.template not in PROPORTION_TEMPLATES | LATENCY_TEMPLATES or (
+                    self.template is None and self.sample_query is None):
+                raise ValueError(f"check {self.name!r}: {CHECK_SEQUENTIAL_SOURCE_RULE['message']}")
+            if self.compares_latencies and self.max_increase_percent is None:
+                raise ValueError(f"check {self.name!r}: {CHECK_SEQUENTIAL_LATENCY_LIMIT_RULE['message']}")
         return self
+
+    @property
+    def compares_latencies(self) -> bool:
+        """A sequential check on latency histograms (otherwise on proportions)."""
+        return self.template in LATENCY_TEMPLATES
 
     def applies_to(self, kind: StepKind) -> bool:
         if self.step_kinds is not None:
@@ -310,6 +363,17 @@ def _templates_rule() -> dict[str, str]:
 
 
 TEMPLATES_SUPPORTED_RULE = _templates_rule()
+
+# Backends whose latency templates read a histogram, whose buckets a sequential latency check compares.
+LATENCY_HISTOGRAM_BACKENDS = frozenset({Backend.kserve, Backend.seldon})
+SEQUENTIAL_LATENCY_RULE = {
+    "rule": "!has(self.analysis) || !has(self.analysis.checks) || self.serving.backend in ["
+            + ", ".join(f"'{b.value}'" for b in sorted(LATENCY_HISTOGRAM_BACKENDS, key=lambda b: b.value)) + "]"
+            f" || self.analysis.checks.all(c, !has(c.sequential) || !has(c.template) || !(c.template in [{_LATENCY_NAMES}]))",
+    "fieldPath": ".analysis.checks",
+    "message": "a sequential latency check compares latency histograms, which only the "
+               + " and ".join(sorted(b.value for b in LATENCY_HISTOGRAM_BACKENDS)) + " backends export",
+}
 
 
 @dataclass(frozen=True)
@@ -429,6 +493,8 @@ class Action(str, Enum):
     Abort = "Abort"
     Rollback = "Rollback"
     Retry = "Retry"
+    Drill = "Drill"
+    """A rollback drill: all traffic to the fallback version for a moment, then back to stable, timed."""
 
 
 class Request(ApiModel):
@@ -438,7 +504,8 @@ class Request(ApiModel):
     """Unique per request (the plugin uses a timestamp); a request whose id was seen is not repeated."""
     action: Action
     version: SemVer | None = None
-    """For Rollback: the retained version to go back to; defaults to the fallback version."""
+    """For Rollback: the retained version to go back to; defaults to the fallback version (a Drill always uses the
+    fallback version)."""
     reason: Reason
     actor: Text(256) | None = None
     """Who asked; the plugin fills in the kubectl user."""
@@ -481,6 +548,14 @@ class ModelDeploymentSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
+    def _latency_histograms_exported(self) -> ModelDeploymentSpec:
+        if self.serving.backend not in LATENCY_HISTOGRAM_BACKENDS:
+            refused = [c.name for c in self.analysis.checks if c.sequential is not None and c.compares_latencies]
+            if refused:
+                raise ValueError(f"analysis.checks {refused}: {SEQUENTIAL_LATENCY_RULE['message']}")
+        return self
+
+    @model_validator(mode="after")
     def _templates_supported(self) -> ModelDeploymentSpec:
         allowed = BACKEND_TEMPLATES[self.serving.backend]
         unsupported = [c.name for c in self.analysis.checks if c.template is not None and c.template not in allowed]
@@ -495,6 +570,8 @@ class Phase(str, Enum):
     Stable = "Stable"
     Queued = "Queued"
     """spec.version moved, but the operator's limit of rollouts in flight is reached: stable serves meanwhile."""
+    Drilling = "Drilling"
+    """A rollback drill: the fallback version carries all traffic for a moment, then stable again (status.drill)."""
     Progressing = "Progressing"
     Paused = "Paused"
     RollingBack = "RollingBack"
@@ -552,6 +629,61 @@ class HistoryEntry(StatusModel):
     time: str
 
 
+class DrillStatus(StatusModel):
+    """A rollback drill in flight. Times are RFC 3339, those of the operator's rounds: it runs one a second
+    during a drill, so they are to about 1 s."""
+
+    fallback_version: str
+    """The version that carries all traffic during the drill."""
+    returns_to: str
+    """Stable: the version traffic goes back to."""
+    started_at: str
+    """When the Drill request was acted on."""
+    routed_at: str | None = None
+    """When the fallback was seen ready on the backend and all traffic was sent to it (until then it is deployed
+    beside stable with no traffic)."""
+    on_fallback_at: str | None = None
+    """The first round that saw the backend carry all traffic on the fallback."""
+    returning_at: str | None = None
+    """When the drill sent all traffic back to stable (after holding it on the fallback)."""
+    actor: str = "unknown"
+    reason: str = ""
+
+
+class DrillResult(str, Enum):
+    Completed = "Completed"
+    """All traffic went to the fallback and back to stable."""
+    Interrupted = "Interrupted"
+    """Ended early (a spec change, a request, the fallback not ready, the time limit, an operator error): all
+    traffic back on stable at once."""
+
+
+class LastDrill(StatusModel):
+    """The last rollback drill, completed or interrupted."""
+
+    fallback_version: str
+    returned_to: str
+    started_at: str
+    ended_at: str
+    seconds_to_fallback: FiniteOrNone = None
+    """From the request being acted on to the first round that saw the backend carry all traffic on the
+    fallback (to about 1 s: rounds run one a second during a drill); null when it never did."""
+    seconds_back: FiniteOrNone = None
+    """From sending all traffic back to the first round that saw the backend carry all of it on stable again;
+    null for an interrupted drill."""
+    requests_lost: int | None = None
+    """Requests that failed (5xx) on the fallback and stable from the drill's start until its window was scraped,
+    from the backend's error-rate metrics; null when not measured (see requestsLostNote)."""
+    requests_lost_note: str | None = None
+    """Why requestsLost is not measured."""
+    requests_lost_due: str | None = None
+    """When requestsLost is measured (the drill's end plus the analysis window); null once it was."""
+    result: DrillResult
+    message: str
+    actor: str = "unknown"
+    reason: str = ""
+
+
 class ModelDeploymentStatus(StatusModel):
     phase: Phase | None = None
     message: str | None = None
@@ -590,5 +722,9 @@ class ModelDeploymentStatus(StatusModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     handled_requests: list[str] = Field(default_factory=list)
     """Ids of the last requests carried out or refused, newest last; an id in here is never run again."""
+    drill: DrillStatus | None = None
+    """The rollback drill in flight (phase Drilling)."""
+    last_drill: LastDrill | None = None
+    """The last rollback drill and its figures."""
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -43,6 +43,11 @@ class NotificationEvent(str, Enum):
     Superseded = "Superseded"
     Deployed = "Deployed"
     RequestIgnored = "RequestIgnored"
+    DrillStarted = "DrillStarted"
+    DrillOnFallback = "DrillOnFallback"
+    DrillCompleted = "DrillCompleted"
+    DrillInterrupted = "DrillInterrupted"
+    DrillRequestsLost = "DrillRequestsLost"
 
 
 DEFAULT_EVENTS = [NotificationEvent.RolloutStarted, NotificationEvent.StepAdvanced, NotificationEvent.AnalysisFailed,

@@ -2,12 +2,15 @@
 
 from .engine import (
     AnalysisReport,
+    Carried,
     Decision,
+    DrillLoss,
     Event,
     Observations,
     TrafficIntent,
     analysis_instant,
     analysis_window,
+    check_window,
     checks_in_effect,
     decide,
     fail_safe,
@@ -19,12 +22,15 @@ from .engine import (
 
 __all__ = [
     "AnalysisReport",
+    "Carried",
     "Decision",
+    "DrillLoss",
     "Event",
     "Observations",
     "TrafficIntent",
     "analysis_instant",
     "analysis_window",
+    "check_window",
     "checks_in_effect",
     "decide",
     "fail_safe",

@@ -13,9 +13,14 @@ from ..api.modelversion import Condition
 def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> list[tuple[str, bool | None, str, str]]:
     """(type, status, reason, message); a status of None means Unknown."""
     phase = s.phase.value if s.phase else "Unknown"
-    stable_ready = None if ready_versions is None else s.stable_version in ready_versions
+    serving = s.stable_version
+    if s.drill is not None and ready_versions is not None and s.stable_version not in ready_versions \
+            and s.drill.fallback_version in ready_versions:
+        serving = s.drill.fallback_version  # a rollback drill: the fallback serves (KServe: stable's revision waits)
+    stable_ready = None if ready_versions is None else serving in ready_versions
     rolling = s.phase in (Phase.Progressing, Phase.Paused, Phase.RollingBack)
-    progressing = rolling or s.phase is Phase.Queued  # a queued rollout is a change still to come
+    # A queued rollout is a change still to come; a drill is one under way.
+    progressing = rolling or s.phase in (Phase.Queued, Phase.Drilling)
     degraded = s.phase in (Phase.RolledBack, Phase.Failed)
     analysis = {Outcome.Passed: True, Outcome.Failed: False, Outcome.Inconclusive: None}.get(s.last_outcome, True) \
         if rolling else True
@@ -23,7 +28,8 @@ def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> 
     ready_words = {True: ("StableServing", "serving"), False: ("BackendNotReady", "not ready on the backend"),
                    None: ("BackendUnknown", "of unknown readiness: the backend could not be read")}[stable_ready]
     return [
-        ("Ready", stable_ready, ready_words[0], f"stable {s.stable_version} is {ready_words[1]}"),
+        ("Ready", stable_ready, ready_words[0], (f"stable {s.stable_version}" if serving == s.stable_version else
+                                                 f"fallback {serving} (rollback drill)") + f" is {ready_words[1]}"),
         ("Progressing", progressing, phase, message if progressing else f"no rollout in progress ({phase})"),
         ("Degraded", degraded, phase, message if degraded else "not degraded"),
         ("AnalysisHealthy", analysis, (s.last_outcome.value if s.last_outcome and rolling else "NoRollout"),

@@ -17,7 +17,10 @@ from ..api.modeldeployment import (
     Action,
     Check,
     CheckStatus,
+    DrillResult,
+    DrillStatus,
     HistoryEntry,
+    LastDrill,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Outcome,
@@ -53,6 +56,10 @@ class Observations:
     never starts toward a version that has none, and a candidate that loses it is rolled back."""
     queued: str | None = None
     """Why no rollout may start now (the operator's limit of rollouts in flight is reached); None: one may."""
+    carried: Carried | None = None
+    """The intent a round's apply last found the backend already carrying, and when (None: unknown)."""
+    drill_loss: DrillLoss | None = None
+    """The requests the last drill lost, once measured (or why they cannot be)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,24 @@ class TrafficIntent:
         if self.candidate_weight == 100:
             return {self.candidate: 100}
         return {self.stable: 100 - self.candidate_weight, self.candidate: self.candidate_weight}
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The backend carried `intent` at `at`: the clock of the round whose apply found nothing to write for it.
+    The operator's rounds run one a second during a drill, so drill timings are to about 1 s."""
+
+    intent: TrafficIntent
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DrillLoss:
+    """The requests the drill that started at `started_at` lost: a number, or None and why not."""
+
+    started_at: str
+    lost: int | None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,10 @@ class Decision:
 
 ACTIVE = (Phase.Progressing, Phase.Paused, Phase.RollingBack)
 HANDLED_REQUESTS_KEPT = 32
+MAX_DRILL_SECONDS = 300.0
+"""A rollback drill not back on stable within this is interrupted: all traffic on stable at once."""
+DRILL_HOLD_CAP_SECONDS = 60.0
+"""A drill holds all traffic on the fallback for one analysis interval, at most this long."""
 
 
 def rfc3339(t: datetime) -> str:
@@ -242,8 +271,14 @@ class _Run:
             self.promote(f"manual promotion: {request.reason}", actor)
         elif request.action is Action.Abort and active:
             self.roll_back("Aborted", f"manual abort: {request.reason}", actor=actor)
+        elif request.action is Action.Abort and s.drill is not None:
+            self.end_drill(DrillResult.Interrupted, f"manual abort: {request.reason}", actor=actor)
         elif request.action is Action.Rollback:
+            if s.drill is not None:
+                self.end_drill(DrillResult.Interrupted, "a manual rollback was requested", actor=actor)
             self.rollback_to(request, actor)
+        elif request.action is Action.Drill:
+            self.start_drill(request, actor)
         elif request.action is Action.Retry and s.phase is Phase.RolledBack and s.failed_version == self.spec.version:
             self.start_rollout(self.spec.version, f"manual retry: {request.reason}", actor)
         else:
@@ -266,6 +301,160 @@ class _Run:
         s.phase = Phase.RolledBack if s.failed_version else Phase.Stable
         self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
 
+    # --- rollback drills ---------------------------------------------------------------------
+
+    def drill_refusal(self) -> str | None:
+        """Why a Drill request cannot run now; None: it can."""
+        s, spec = self.s, self.spec
+        fallback = s.fallback_version
+        if s.drill is not None:
+            return f"a drill to {s.drill.fallback_version} is already in progress"
+        if s.phase is not Phase.Stable:
+            return f"a drill runs only in phase Stable (phase is {s.phase.value if s.phase else 'none'})"
+        if spec.version != s.stable_version:
+            return f"spec.version {spec.version} is not stable {s.stable_version}: a rollout is pending"
+        if spec.traffic_override is not None:
+            return "spec.trafficOverride is set"
+        if spec.paused:
+            return "spec.paused is set"
+        if fallback is None or fallback not in s.retained_versions:
+            return f"no fallback version is retained (retained: {s.retained_versions})"
+        if not self.available(fallback):
+            return f"fallback {fallback} has no valid ModelVersion"
+        if not self.backend_known:
+            return "the backend's readiness cannot be read"
+        if not self.ready(s.stable_version):
+            return f"stable {s.stable_version} is not serving on the backend"
+        return None
+
+    def start_drill(self, request: Request, actor: str) -> None:
+        """The one place a drill begins: the fallback is deployed beside stable, at 0 % until the backend has it ready."""
+        s = self.s
+        why = self.drill_refusal()
+        if why is not None:
+            self.ignore(request, why)
+            return
+        assert s.fallback_version is not None and s.stable_version is not None
+        s.drill = DrillStatus(fallback_version=s.fallback_version, returns_to=s.stable_version,
+                              started_at=rfc3339(self.now), actor=actor, reason=request.reason)
+        s.phase = Phase.Drilling
+        self.record(s.fallback_version, "DrillStarted",
+                    f"rollback drill: all traffic to fallback {s.fallback_version}, then back to stable "
+                    f"{s.stable_version}: {request.reason}", actor=actor)
+        self.drill_step()  # a fallback already ready takes all traffic in this very decision
+
+    def end_drill(self, result: DrillResult, why: str, *, at: datetime | None = None, actor: str = "modelops") -> None:
+        """The one place a drill ends: its figures go to lastDrill, and all traffic is on stable (intent_of)."""
+        s, d = self.s, self.s.drill
+        assert d is not None
+        ended = at or self.now
+        to_fallback = seconds_between(d.started_at, d.on_fallback_at)
+        back = seconds_between(d.returning_at, rfc3339(ended)) if result is DrillResult.Completed else None
+        due = ended + timedelta(seconds=duration_seconds(analysis_window(self.spec)))
+        s.last_drill = LastDrill(fallback_version=d.fallback_version, returned_to=d.returns_to, started_at=d.started_at,
+                                 ended_at=rfc3339(ended), seconds_to_fallback=to_fallback, seconds_back=back,
+                                 requests_lost_due=rfc3339(due), result=result, message=why, actor=d.actor,
+                                 reason=d.reason)
+        s.drill = None
+        s.phase = Phase.Stable
+        if result is DrillResult.Completed:
+            self.record(d.fallback_version, "DrillCompleted",
+                        f"{why}; requests lost measured after {rfc3339(due)} (status.lastDrill)", actor=actor)
+        else:
+            self.record(d.fallback_version, "DrillInterrupted", f"{why}; all traffic back on stable {d.returns_to}",
+                        actor=actor, warning=True)
+
+    def take_drill_loss(self) -> None:
+        """The one place the last drill's requests lost are recorded (measured by the shell, once)."""
+        s, loss = self.s, self.obs.drill_loss
+        last = s.last_drill
+        if loss is None or last is None or last.requests_lost_due is None or loss.started_at != last.started_at:
+            return
+        s.last_drill = last.model_copy(update={"requests_lost": loss.lost, "requests_lost_due": None,
+                                               "requests_lost_note": None if loss.lost is not None else loss.note})
+        words = f"{loss.lost} requests lost" if loss.lost is not None else f"requests lost {loss.note}"
+        self.events.append(Event("Normal", "DrillRequestsLost", f"{last.fallback_version}: drill of {last.started_at}: "
+                                 f"{words}", last.fallback_version, last.actor))
+
+    def carried_since(self, intent: TrafficIntent, since: str) -> datetime | None:
+        """When the backend was seen carrying `intent`, if it was at or after `since`."""
+        carried = self.obs.carried
+        if carried is None or carried.intent != intent or carried.at < parse_rfc3339(since):
+            return None
+        return carried.at
+
+    def guard_drill(self) -> None:
+        """A drill gives way at once to anything a person asks of the deployment, and to a fallback that is gone."""
+        spec, d = self.spec, self.s.drill
+        if d is None:
+            return
+        why = None
+        if spec.version != d.returns_to:
+            why = f"spec.version changed to {spec.version}"
+        elif spec.traffic_override is not None:
+            why = "spec.trafficOverride was set"
+        elif spec.paused:
+            why = "spec.paused was set"
+        elif not self.available(d.fallback_version):
+            why = f"fallback {d.fallback_version} lost its ModelVersion"
+        if why is not None:
+            self.end_drill(DrillResult.Interrupted, why)
+
+    def drill_step(self) -> None:
+        """One round of a drill; its message says where it stands, every round (so that a replay says the same)."""
+        self.advance_drill()
+        d = self.s.drill
+        if d is None:
+            return
+        fallback, stable = d.fallback_version, d.returns_to
+        if d.returning_at is not None:
+            self.s.message = f"drill: sending all traffic back to stable {stable}"
+        elif d.on_fallback_at is not None:
+            self.s.message = (f"drill: all traffic on fallback {fallback} since {d.on_fallback_at}, back to stable "
+                              f"{stable} after {drill_hold_seconds(self.spec):g}s")
+        elif d.routed_at is not None:
+            self.s.message = f"drill: sending all traffic to fallback {fallback}"
+        else:
+            self.s.message = f"drill: waiting for fallback {fallback} to be ready on the backend (no traffic yet)"
+
+    def advance_drill(self) -> None:
+        """Fallback ready -> all traffic on it; carried -> held one interval (60 s at most); then back to stable;
+        carried -> done. Interrupted when the fallback stops being ready, or past MAX_DRILL_SECONDS."""
+        s, d = self.s, self.s.drill
+        assert d is not None and s.stable_version is not None
+        fallback = d.fallback_version
+        if (self.now - parse_rfc3339(d.started_at)).total_seconds() >= MAX_DRILL_SECONDS:
+            stage = "back on stable" if d.returning_at else "on the fallback and back"
+            self.end_drill(DrillResult.Interrupted, f"not {stage} within {MAX_DRILL_SECONDS:g}s")
+            return
+        if d.returning_at is None:
+            if d.routed_at is None:
+                if not self.ready(fallback):
+                    return
+                d.routed_at = rfc3339(self.now)
+            elif self.backend_known and not self.ready(fallback):
+                self.end_drill(DrillResult.Interrupted, f"fallback {fallback} is no longer ready on the backend")
+                return
+            if d.on_fallback_at is None:
+                seen = self.carried_since(TrafficIntent(s.stable_version, fallback, 100), d.routed_at)
+                if seen is None:
+                    return
+                d.on_fallback_at = rfc3339(seen)
+                self.record(fallback, "DrillOnFallback",
+                            f"all traffic on fallback {fallback} {seconds_between(d.started_at, d.on_fallback_at):g}s "
+                            "after the drill started", actor=d.actor)
+            held = (self.now - parse_rfc3339(d.on_fallback_at)).total_seconds()
+            if held < drill_hold_seconds(self.spec):
+                return
+            d.returning_at = rfc3339(self.now)
+        back = self.carried_since(TrafficIntent(s.stable_version), d.returning_at)
+        if back is not None:
+            to_fallback = seconds_between(d.started_at, d.on_fallback_at)
+            self.end_drill(DrillResult.Completed,
+                           f"{to_fallback:g}s to all traffic on fallback {fallback}, "
+                           f"{seconds_between(d.returning_at, rfc3339(back)):g}s back to stable {s.stable_version}",
+                           at=back, actor=d.actor)
+
     def ignore(self, request: Request, why: str) -> None:
         self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}",
                                  request.version, request.actor or "unknown"))
@@ -280,6 +469,8 @@ class _Run:
         if s.canary_version is not None:
             return
         if target == s.stable_version:
+            if s.drill is not None:
+                return  # drilling: stable stays what it is (guard_drill ends a drill spec.version left)
             if s.phase is not Phase.Stable or s.failed_version is not None:
                 s.phase, s.failed_version = Phase.Stable, None
                 s.message = f"spec.version is back on stable {target}"
@@ -445,10 +636,25 @@ def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
     """The traffic intent a status stands for: what the operator applied last."""
     if status.stable_version is None:
         return None
+    drill = status.drill
+    if drill is not None and drill.returning_at is None:
+        # The fallback beside stable: at 0 % until the backend has it ready, then everything.
+        return TrafficIntent(status.stable_version, drill.fallback_version, 100 if drill.routed_at else 0)
     if status.canary_version is None:
         return TrafficIntent(status.stable_version)
     return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight, status.canary_mirror,
                          tuple((h.name, h.value) for h in status.canary_match))
+
+
+def drill_hold_seconds(spec: ModelDeploymentSpec) -> float:
+    """How long a drill holds all traffic on the fallback once the backend carries it."""
+    return min(DRILL_HOLD_CAP_SECONDS, duration_seconds(spec.analysis.interval))
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds(), 3)
 
 
 HOT_SWAP = Step(weight=100, pause="0s")
@@ -496,6 +702,16 @@ def grading_until(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, chec
     delay = duration_seconds(analysis_window(spec)) + duration_seconds(check.grading_delay)
     first = parse_rfc3339(status.analysis_since) + timedelta(seconds=delay)
     return first if at < first else None
+
+
+def check_window(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> str:
+    """A check's query range at `at`: the analysis window; for a sequential check, everything since the candidate
+    began taking traffic (its evidence accumulates over the rollout), never less than the analysis window."""
+    window = analysis_window(spec)
+    if check.sequential is None or status.analysis_since is None:
+        return window
+    served = math.ceil((at - parse_rfc3339(status.analysis_since)).total_seconds())
+    return f"{max(served, math.ceil(duration_seconds(window)))}s"
 
 
 def rollout_wanted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
@@ -565,12 +781,16 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
     """The whole rollout policy, one step at a time."""
     run = _Run(spec, status.model_copy(deep=True), observations, now)
     s = run.s
+    run.take_drill_loss()
     if s.stable_version is None:
         run.bootstrap()
     if s.stable_version is not None:
         run.follow_manual_holds()
+        run.guard_drill()  # a drill gives way before anything else moves
         # spec.version first, then the request: a request written after a version bump acts on the new candidate.
         run.follow_spec_version()
+        if s.drill is not None:
+            run.drill_step()  # before the request, whose words (a Retry waiting, say) are then the last
         if spec.request is not None and spec.request.id not in s.handled_requests:
             run.handle_request(spec.request)
     if s.canary_version is not None:
@@ -580,8 +800,10 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
 
 def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: str, now: datetime) -> Decision:
     """The decision when a tick could not run to its end (an unexpected error): a candidate in
-    flight goes back to stable unless an SRE pinned its weight. Unsure means stable."""
+    flight goes back to stable unless an SRE pinned its weight, and a drill ends. Unsure means stable."""
     run = _Run(spec, status.model_copy(deep=True), Observations(ready_versions=None), now)
+    if run.s.drill is not None:
+        run.end_drill(DrillResult.Interrupted, f"the operator could not evaluate it ({error})")
     if run.s.canary_version is not None and run.s.pinned_weight is None:
         run.finish_rollback("RolledBack", f"the operator could not evaluate it ({error})")
     return run.finish(status)

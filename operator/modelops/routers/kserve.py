@@ -68,7 +68,14 @@ def _quantile(q: float) -> TemplateQuery:
     return TemplateQuery(_either(
         f"histogram_quantile({q}, sum by (le) (rate(kn_serving_invocation_duration_seconds_bucket{{{_NEW}}}[{{{{window}}}}])))",
         f"histogram_quantile({q}, sum by (le) (rate(revision_app_request_latencies_bucket{{{_OLD}}}[{{{{window}}}}]))) / 1000",
-    ), _SAMPLES)
+    ), _SAMPLES, _BUCKETS)
+
+
+# Buckets in either unit: a comparison of two versions' histograms does not care which.
+_BUCKETS = _either(
+    f"sum by (le) (increase(kn_serving_invocation_duration_seconds_bucket{{{_NEW}}}[{{{{window}}}}]))",
+    f"sum by (le) (increase(revision_app_request_latencies_bucket{{{_OLD}}}[{{{{window}}}}]))",
+)
 
 
 _SAMPLES = _either(
@@ -93,7 +100,7 @@ TEMPLATES = {
         f" / sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
         f"sum(rate(revision_app_request_latencies_sum{{{_OLD}}}[{{{{window}}}}]))"
         f" / sum(rate(revision_app_request_latencies_count{{{_OLD}}}[{{{{window}}}}])) / 1000",
-    ), _SAMPLES),
+    ), _SAMPLES, _BUCKETS),
 }
 
 

@@ -55,10 +55,11 @@ _METRIC = "seldon_api_executor_server_requests_seconds"
 
 def _quantile(q: float) -> TemplateQuery:
     return TemplateQuery(f"histogram_quantile({q}, sum by (le) (rate({_METRIC}_bucket{{{_SERIES}}}[{{{{window}}}}])))",
-                         _SAMPLES)
+                         _SAMPLES, _BUCKETS)
 
 
 _SAMPLES = f"sum(increase({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))"
+_BUCKETS = f"sum by (le) (increase({_METRIC}_bucket{{{_SERIES}}}[{{{{window}}}}]))"
 # Seldon's Feedback API counts each feedback and adds up its reward, per predictor: with a reward of 1 for a right
 # prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy.
 _FEEDBACK = f"seldon_api_model_feedback_total{{{_SERIES}}}"
@@ -76,7 +77,7 @@ TEMPLATES = {
     CheckTemplate.latencyP99: _quantile(0.99),
     CheckTemplate.meanLatency: TemplateQuery(
         f"sum(rate({_METRIC}_sum{{{_SERIES}}}[{{{{window}}}}])) / sum(rate({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))",
-        _SAMPLES),
+        _SAMPLES, _BUCKETS),
     CheckTemplate.shadowAgreement: SHADOW_AGREEMENT,
 }
 

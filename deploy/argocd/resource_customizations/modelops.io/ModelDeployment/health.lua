@@ -85,6 +85,11 @@ elseif phase == "Queued" then
   -- Waiting for the operator's limit of rollouts in flight: a change still to come, stable serving meanwhile.
   hs.status = "Progressing"
   hs.message = with("Queued; stable " .. (status.stableVersion or "") .. " serves", status.message)
+elseif phase == "Drilling" then
+  -- A rollback drill: the fallback carries all traffic for a moment, then stable again (a change under way).
+  local fallback = (type(status.drill) == "table" and status.drill.fallbackVersion) or status.fallbackVersion or "the fallback"
+  hs.status = "Progressing"
+  hs.message = with("Rollback drill: all traffic to fallback " .. fallback .. ", then back to stable " .. (status.stableVersion or ""), status.message)
 elseif phase == "Paused" then
   -- Held by a person: Suspended, as Argo CD marks paused workloads (see the README for what it blocks).
   hs.status = "Suspended"
