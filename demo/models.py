@@ -1,7 +1,7 @@
 """Three versions of a digits classifier, trained on the dataset scikit-learn ships (no download).
 
-v1 is good; v2 is a worse model that is also slower and fails on some inputs; v3 is better
-than v1. Each becomes a ModelVersion with its real artifact digest, data digest,
+v1 is good; v2 is a worse model, trained on the dimmer half of the images only, that is also slower and fails on
+bright inputs; v3 is better than v1. Each becomes a ModelVersion with its real artifact digest, data digest,
 parameters, environment and offline metrics.
 """
 
@@ -22,6 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
+
+from .drift import brightness
 
 SEED = 7
 
@@ -46,6 +48,8 @@ class Trained:
     digest: str
     parameters: dict[str, str]
     accuracy: float
+    reference: np.ndarray
+    """The brightness of the inputs it was trained on, the drift detector's reference."""
 
 
 def dataset():
@@ -67,12 +71,15 @@ def train_all(out: Path) -> list[Trained]:
     candidates = {
         "1.0.0": (LogisticRegression(max_iter=2000, C=0.05), {"algorithm": "logistic_regression", "C": "0.05"}),
         "2.0.0": (DecisionTreeClassifier(max_depth=4, random_state=SEED),
-                  {"algorithm": "decision_tree", "max_depth": "4"}),
+                  {"algorithm": "decision_tree", "max_depth": "4", "training_slice": "dimmer half"}),
         "3.0.0": (SVC(C=5, gamma=0.001), {"algorithm": "svc", "C": "5", "gamma": "0.001"}),
     }
     trained = []
+    bright = brightness(x_train)
     for version, (model, parameters) in candidates.items():
-        model.fit(x_train, y_train)
+        # v2's data was a skewed slice: live traffic drifts from it, as its drift score shows.
+        rows = bright <= np.median(bright) if version == "2.0.0" else np.ones(len(bright), dtype=bool)
+        model.fit(x_train[rows], y_train[rows])
         accuracy = float((model.predict(x_test) == y_test).mean())
         # KServe runs a synchronous predict on its event loop, one request at a time, so the delay bounds v2's
         # throughput: 10 ms keeps it above the demo's 40 requests/s, all of which its shadow step copies to it.
@@ -80,7 +87,7 @@ def train_all(out: Path) -> list[Trained]:
         path = out / version / "model.joblib"
         path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(served, path)
-        trained.append(Trained(version, path, file_digest(path), parameters, accuracy))
+        trained.append(Trained(version, path, file_digest(path), parameters, accuracy, bright[rows]))
     return trained
 
 

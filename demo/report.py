@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .run import AGREEMENT_MIN  # noqa: E402
+from .run import AGREEMENT_MIN, DRIFT_MAX, _epoch  # noqa: E402
 
 WINDOW = "10s"
 
@@ -72,7 +72,15 @@ def phase_figures(demo, traffic, version: str, phase: dict[str, Any]) -> dict[st
         "copies_failed": sum(n for (unit, code), n in copies.items() if unit in units and code != 200),
         "compared": compared, "agreement": agreed / compared if compared else None,
         "lost": sum(n for (unit, code), n in requests.items() if code == 0),
+        "drift": highest_drift(demo, version, phase["started"]),
     }
+
+
+def highest_drift(demo, version: str, since: float) -> float | None:
+    """The highest drift score the detector exported for `version` since `since`."""
+    seconds = math.ceil(time.time() - since)
+    scored = demo.prometheus.query(f'max(max_over_time(model_drift_score{{namespace="demo", version="{version}"}}[{seconds}s]))')
+    return float(scored[0]["value"][1]) if scored else None
 
 
 def series_by_version(demo, traffic, promql: str, label: str, start: float, end: float) -> dict[str, list]:
@@ -85,7 +93,7 @@ def series_by_version(demo, traffic, promql: str, label: str, start: float, end:
     return out
 
 
-def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
+def plot(demo, traffic, history: list[dict[str, Any]], path: Path) -> None:
     start, end = demo.timeline.start, demo.timeline.points[-1]["t"]
     requests = 'http_request_duration_seconds_count{namespace="demo"'
     panels = [
@@ -101,8 +109,10 @@ def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
         ("accuracy", series_by_version(demo, traffic,
             f'sum by (version) (rate(model_correct_total{{namespace="demo"}}[{WINDOW}]))'
             f' / sum by (version) (rate(model_graded_total{{namespace="demo"}}[{WINDOW}]))', "version", start, end)),
+        ("input drift (PSI)", series_by_version(demo, traffic, 'max by (version) (model_drift_score{namespace="demo"})',
+                                                "version", start, end)),
     ]
-    fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(11, 13), sharex=True)
     times = [p["t"] - start for p in demo.timeline.points]
     axes[0].step(times, [p["weight"] for p in demo.timeline.points], where="post", color="tab:blue",
                  label="weight (users' requests)")
@@ -117,8 +127,8 @@ def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
                 ax.plot(*zip(*sorted(points)), label=version, marker=".", markersize=3, linewidth=1)
         ax.set_ylabel(title)
         ax.legend(loc="upper left", fontsize=8)
-    colours = {"RolledBack": "tab:red", "Promoted": "tab:green", "RolloutStarted": "tab:gray", "StepAdvanced": "silver"}
-    history = phases[max(phases, key=lambda v: phases[v]["ended"])]["history"]
+    colours = {"RolledBack": "tab:red", "Promoted": "tab:green", "RolloutStarted": "tab:gray", "StepAdvanced": "silver",
+               "DrillStarted": "tab:purple", "DrillCompleted": "tab:purple"}
     for entry in history:
         when = _epoch(entry["time"]) - start
         if entry["action"] in colours and when >= 0:
@@ -127,56 +137,79 @@ def plot(demo, traffic, phases: dict[str, Any], path: Path) -> None:
             axes[0].annotate(f"{entry['action']} {entry['version']}", (when, 100), rotation=90, fontsize=7,
                              va="top", ha="right")
     axes[-1].set_xlabel("seconds")
-    fig.suptitle("modelops demo: v2 rolled back in its shadow step, unseen by users; v3 shadow -> 20% -> 50% -> promoted")
+    fig.suptitle("modelops demo: v2 rolled back in its shadow step, unseen by users; v3 shadow -> 20% -> 50% -> "
+                 "promoted; a rollback drill")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _epoch(text: str) -> float:
-    from modelops.rollout.engine import parse_rfc3339
+def mttr_lines(breach: tuple[float, str] | None, drill: dict[str, Any]) -> list[str]:
+    """Time to recover, measured here, beside the figures usually quoted for the ways of rolling back."""
+    last = drill["status"]
+    lost = last.get("requestsLost")
+    operator_lost = str(lost) if lost is not None else last.get("requestsLostNote") or "not measured"
+    rows = ["## Time to recover (MTTR)", "",
+            "| how traffic went back to a known-good version | time to 100 % on it | requests failed |",
+            "|---|---|---|",
+            "| hot swap by hand (usually quoted) | 2-5 min | |",
+            "| canary auto-rollback (usually quoted) | 30-90 s | |"]
+    if breach is not None:
+        rows.append(f"| modelops automatic rollback of v2 (first failed answer in Prometheus -> 100 % stable) "
+                    f"| **{breach[0]:.1f} s** | 0 user-visible (shadow step) |")
+    rows += [f"| modelops rollback drill to {last['fallbackVersion']} (request -> 100 % on it), as the operator "
+             f"saw the backend carry it / as the data plane followed it | **{last['secondsToFallback']:.1f} s** / "
+             f"**{drill['data_plane_to_fallback']:.1f} s** | {drill['failed']} of {drill['requests']} |",
+             f"| ... and back to {last['returnedTo']} | {last['secondsBack']:.1f} s / {drill['data_plane_back']:.1f} s "
+             "| (same drill) |", "",
+             f"The drill: {last['result']}, {last['message']}. Requests lost as the operator measured them: "
+             f"{operator_lost}; "
+             "the failed requests above are the load generator's own count over the whole drill.", ""]
+    return rows
 
-    return parse_rfc3339(text).timestamp()
 
-
-def write_report(demo, traffic, phases: dict[str, Any]) -> dict[str, Any]:
+def write_report(demo, traffic, phases: dict[str, Any], drill: dict[str, Any]) -> dict[str, Any]:
     wall = demo.timeline.points[-1]["t"] - demo.timeline.start
     usage = operator_usage(demo.operator.process.proc.pid, wall)
     breach = breach_to_stable(demo, traffic)
     png = demo.out / "timeline.png"
-    plot(demo, traffic, phases, png)
+    plot(demo, traffic, drill["history"], png)
     figures = {version: phase_figures(demo, traffic, version, p) for version, p in phases.items()}
     lines = ["# modelops demo report", "",
              "v1 serves behind a Gateway API HTTPRoute. Each new version starts in a shadow step: the Gateway copies "
              "every user request to it and discards its answers, while its side counts how often its prediction "
              "agrees with the one the user got. v2 is rolled back by the operator on its own during that step, "
-             "before any user got an answer from it; v3 walks shadow -> 20 % -> 50 % and is promoted.", "",
+             "before any user got an answer from it; v3 walks shadow -> 20 % -> 50 % and is promoted. Then a rollback "
+             "drill sends all traffic to the fallback version and back.", "",
              "| change | outcome | user requests | requests mirrored to the candidate | copies the candidate failed "
              "| agreement with stable (shadow step) | user-visible answers from the candidate "
-             "| user-visible errors from the candidate | lost to switching |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| user-visible errors from the candidate | lost to switching | candidate's input drift (highest PSI) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for version, p in phases.items():
         f = figures[version]
         agreement = "-" if f["agreement"] is None else f"{f['agreement']:.1%} of {f['compared']}"
+        drift = "-" if f["drift"] is None else f"{f['drift']:.2f}"
         lines.append(f"| spec.version -> {version} | {p['phase']} (stable {p['stable']}) | {f['user_requests']} "
                      f"| {f['copies']} | {f['copies_failed']} | {agreement} | {f['candidate_answers']} "
-                     f"| {f['candidate_errors']} | {f['lost']} |")
+                     f"| {f['candidate_errors']} | {f['lost']} | {drift} |")
     lines += ["", "Agreement: the share of mirrored requests, among those the candidate answered, on which its "
               "prediction equals the one stable answered (model_shadow_comparisons_total); the analysis requires "
-              f"at least {AGREEMENT_MIN:.0%}.", "", "## Figures", ""]
+              f"at least {AGREEMENT_MIN:.0%}. Input drift: the drift detector's population stability index of the "
+              "live inputs against the version's training data (model_drift_score); the analysis allows at most "
+              f"{DRIFT_MAX}.", "", "## Figures", ""]
     if breach is not None:
         lines.append(f"- first failed answer of {breach[1]} visible in Prometheus -> 100 % stable (no share, no copies): "
                      f"**{breach[0]:.2f} s** "
                      "(the first verdict waits for a full 10 s window of the candidate's traffic, then failureLimit 2 "
                      "at a 2 s interval, scrape interval 1 s: goal <= 10 s + 2 x 2 s + 1 s = 15 s)")
     lines += [f"- operator CPU: {usage['cpu_seconds']:.1f} s over {wall:.0f} s of demo ({usage['cpu_percent']:.1f} % of one core)",
-              f"- operator peak memory (VmHWM): {usage['peak_rss_mib']:.0f} MiB",
-              "", "## Decisions (status.history)", ""]
-    history = phases[max(phases, key=lambda v: phases[v]["ended"])]["history"]
-    lines += [f"- {h['time']} **{h['action']}** {h['version']}: {h['reason']}" for h in history]
+              f"- operator peak memory (VmHWM): {usage['peak_rss_mib']:.0f} MiB", ""]
+    lines += mttr_lines(breach, drill)
+    lines += ["## Decisions (status.history)", ""]
+    lines += [f"- {h['time']} **{h['action']}** {h['version']}: {h['reason']}" for h in drill["history"]]
     lines += ["", "![timeline](timeline.png)", ""]
     report = demo.out / "report.md"
     report.write_text("\n".join(lines))
     return {"report": report, "png": png, "phases": phases, "figures": figures, "timeline": demo.timeline.points,
-            "breach_seconds": breach[0] if breach else None,
+            "breach_seconds": breach[0] if breach else None, "drill": drill,
             "lost": sum(f["lost"] for f in figures.values()), "operator": usage}

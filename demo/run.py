@@ -1,13 +1,13 @@
-"""`make demo`: a real model rollout, a shadow step, an automatic rollback and a promotion, on this machine.
+"""`make demo`: a real model rollout, a shadow step, an automatic rollback, a promotion and a rollback drill.
 
-A local control plane and Prometheus, the operator, a stand-in for a Gateway API
-implementation that routes the user's HTTPRoute to one Service per version, each served by
-a real KServe ModelServer process, and graded traffic. Every rollout starts with a shadow
-step: the Gateway copies every request to the candidate, discards its answers and the
-candidate's side counts how often it agrees with what the stable version answered. v1
-serves; v2 (worse, slower, failing on some inputs) is rolled back by the operator on its
-own during its shadow step, before any user got an answer from it; v3 walks shadow -> 20%
--> 50% and is promoted. Leaves a timeline PNG and a report.
+A local control plane and Prometheus, the operator, a stand-in for a Gateway API implementation that routes the
+user's HTTPRoute to one Service per version, each served by a real KServe ModelServer process, and graded
+traffic. Every rollout starts with a shadow step: the Gateway copies every request to the candidate, discards its
+answers and the candidate's side counts how often it agrees with what the stable version answered. v1 serves; v2
+(worse, slower, failing on some inputs, and trained on a slice of the data the live inputs have drifted from) is
+rolled back by the operator on its own during its shadow step, before any user got an answer from it; v3 walks
+shadow -> 20% -> 50% and is promoted; then a rollback drill sends all traffic to the fallback v1 and back to v3,
+timed. Leaves a timeline PNG and a report.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,11 @@ ROUTE = MODEL
 AGREEMENT_MIN = 0.9
 """Offline, on the held-out split the traffic replays, v3 agrees with v1 on 98.5 % of the digits (95 % in the
 worst 100 consecutive requests), v2 on 56 %: 0.9 passes v3 with margin and would stop v2 even without its errors."""
+
+
+DRIFT_MAX = 0.25
+"""Live inputs score about 0.05 against v1's and v3's training data (the whole training split), about 1.2 against
+v2's (its dimmer half)."""
 
 
 def _requests(series: str, more_labels: str = "") -> str:
@@ -78,6 +84,9 @@ def deployment_spec(versions: list[str]) -> dict[str, Any]:
                 {"name": "accuracy", "query": ACCURACY, "sampleQuery": GRADED, "maxDropPercent": 5, "minSamples": 30,
                  "stepKinds": ["weight"]},
                 {"name": "agreement", "template": "shadowAgreement", "min": AGREEMENT_MIN, "minSamples": 20},
+                # The drift detector's population stability index of the inputs against the version's training
+                # data: over 0.25 is a significant shift.
+                {"name": "drift", "template": "driftScore", "max": DRIFT_MAX, "minSamples": 3},
             ],
         },
     }
@@ -190,21 +199,22 @@ def run_demo(out: Path, live: bool = True, upstream: Path | None = None) -> dict
         try:
             demo.start()
             trained = demo.publish_models()
-            return rollout_story(demo, [t.version for t in trained])
+            return rollout_story(demo, trained)
         finally:
             demo.stop()
 
 
-def rollout_story(demo: Demo, versions: list[str]) -> dict[str, Any]:
+def rollout_story(demo: Demo, trained: list[Any]) -> dict[str, Any]:
     from .report import write_report
 
     plane = demo.plane
-    spec = deployment_spec(versions)
+    spec = deployment_spec([t.version for t in trained])
     plane.apply(user_route(spec["version"]))
     plane.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
                  "metadata": {"name": MODEL, "namespace": NAMESPACE}, "spec": spec})
     demo.follow(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "1.0.0", 60, "v1 serving")
-    traffic = GradedTraffic(demo.standin.split_file(NAMESPACE, ROUTE), NAMESPACE, MODEL, rps=40)
+    traffic = GradedTraffic(demo.standin.split_file(NAMESPACE, ROUTE), NAMESPACE, MODEL, rps=40,
+                            references={t.version: t.reference for t in trained})
     demo.prometheus.add_target(f"127.0.0.1:{traffic.metrics_port}", role="ground-truth")
     traffic.start()
     demo.prometheus.wait_for(f'rate(model_graded_total{{namespace="{NAMESPACE}", version="1.0.0"}}[10s]) > 0', 60)
@@ -225,9 +235,40 @@ def rollout_story(demo: Demo, versions: list[str]) -> dict[str, Any]:
     chapter("2.0.0", lambda s: s.get("phase") == "RolledBack", "v2 rolled back")
     demo.follow(lambda s: True, 5, "settle")
     chapter("3.0.0", lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "3.0.0", "v3 promoted")
+    drill = rollback_drill(demo, traffic)
     time.sleep(3)  # a few more seconds of v3 alone on the chart
     traffic.stop()
-    return write_report(demo, traffic, phases)
+    return write_report(demo, traffic, phases, drill)
+
+
+def rollback_drill(demo: Demo, traffic: GradedTraffic) -> dict[str, Any]:
+    """`kubectl modelops drill`, as on-call would rehearse: all traffic to the fallback (v1) and back to v3, timed
+    by the operator (status.lastDrill) and by the data plane (the split the traffic followed)."""
+    demo.say("--- kubectl modelops drill digits: rehearse a rollback to the fallback and back")
+    plane, before, started = demo.plane, dict(traffic.results), time.time()
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "PATH": f"{plane.bin}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([str(Path(sys.executable).with_name("kubectl-modelops")), "-n", NAMESPACE, "drill", MODEL,
+                    "--reason", "quarterly rollback rehearsal"], env=env, check=True, capture_output=True, timeout=60)
+    demo.follow(lambda s: s.get("phase") == "Stable" and (s.get("lastDrill") or {}).get("result"), 180,
+                "the drill back on stable")
+    # Requests lost are measured (or said not to be) once the drill's window is scraped.
+    status = demo.follow(lambda s: {"requestsLost", "requestsLostNote"} & set(s["lastDrill"]), 60,
+                         "the drill's requests lost")
+    fallback = service_name(status["lastDrill"]["fallbackVersion"])
+    on_fallback = traffic.wait_for_split(lambda t, split: t >= started and split.get(fallback) == 100, 10)
+    back = traffic.wait_for_split(lambda t, split: t > on_fallback and fallback not in split, 10)
+    delta = {k: n - before.get(k, 0) for k, n in traffic.results.items()}
+    last = status["lastDrill"]
+    returning = _epoch(last["endedAt"]) - last["secondsBack"]  # when the operator sent traffic back to stable
+    return {"status": last, "started": started, "data_plane_to_fallback": on_fallback - started,
+            "data_plane_back": back - returning, "requests": sum(delta.values()),
+            "failed": sum(n for (_, code), n in delta.items() if code != 200), "history": status.get("history", [])}
+
+
+def _epoch(text: str) -> float:
+    from modelops.rollout.engine import parse_rfc3339
+
+    return parse_rfc3339(text).timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:

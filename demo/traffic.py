@@ -1,7 +1,8 @@
 """Real inference traffic with ground truth: digits from the held-out split, graded per version.
 
 The grades are exported as Prometheus counters (model_graded_total, model_correct_total by
-namespace, model and version), the way a feedback service reports live accuracy.
+namespace, model and version), the way a feedback service reports live accuracy; the inputs sent go through a
+drift detector, whose scores are exported beside them.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from playground.loadgen import Exchange, LoadGenerator
 from playground.processes import free_port
 
+from .drift import DriftDetector
 from .models import dataset
 
 
 class GradedTraffic(LoadGenerator):
-    def __init__(self, split_file: Path, namespace: str, model: str, rps: float):
+    def __init__(self, split_file: Path, namespace: str, model: str, rps: float, references: dict[str, np.ndarray]):
+        """`references`: version -> the brightness of its training inputs, for the drift detector."""
         super().__init__(split_file, rps)
         _, self.x, _, self.y = dataset()
         self.namespace, self.model, self.n = namespace, model, 0
@@ -26,12 +30,14 @@ class GradedTraffic(LoadGenerator):
         labels = ["namespace", "model", "version"]
         self.graded = Counter("model_graded", "Predictions with ground truth.", labels, registry=registry)
         self.correct = Counter("model_correct", "Predictions matching ground truth.", labels, registry=registry)
+        self.drift = DriftDetector(references, namespace, model, registry)
         self.metrics_port = free_port()
         start_http_server(self.metrics_port, "127.0.0.1", registry=registry)
 
     def send(self, target: dict) -> Exchange:
         i, self.n = self.n % len(self.y), self.n + 1
         request = json.dumps({"instances": [self.x[i].tolist()]}).encode()
+        self.drift.observe(self.x[i:i + 1])
         code, answer = self.post(target["url"], request, self.headers)
         if code == 200:
             labels = (self.namespace, self.model, target["version"])

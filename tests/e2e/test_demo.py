@@ -3,7 +3,7 @@ Gateway API route, graded traffic, and a shadow step before any user gets a cand
 
 from __future__ import annotations
 
-from demo.run import AGREEMENT_MIN, run_demo
+from demo.run import AGREEMENT_MIN, DRIFT_MAX, run_demo
 
 
 def walked(timeline: list[dict], version: str) -> list[tuple[int, int]]:
@@ -34,6 +34,9 @@ def test_bad_version_is_rolled_back_in_its_shadow_step_unseen_and_good_one_promo
     # Its failures were real, on the copies; no user got an answer, or an error, from it.
     assert seen_v2["copies"] > 0 and seen_v2["copies_failed"] > 0
     assert (seen_v2["candidate_answers"], seen_v2["candidate_errors"]) == (0, 0)
+    # Its inputs drifted from its training data, and its drift check said so before the rollback.
+    assert seen_v2["drift"] > DRIFT_MAX
+    assert any(p["canary"] == "2.0.0" and p["checks"].get("drift", (None, None))[1] == "Fail" for p in result["timeline"])
 
     assert (v3["phase"], v3["stable"]) == ("Stable", "3.0.0")
     assert [h["action"] for h in v3["history"] if h["version"] == "3.0.0"] == [
@@ -42,6 +45,7 @@ def test_bad_version_is_rolled_back_in_its_shadow_step_unseen_and_good_one_promo
     assert seen_v3["compared"] >= 20 and seen_v3["agreement"] >= AGREEMENT_MIN
     assert seen_v3["copies"] > 0 and seen_v3["copies_failed"] == 0
     assert seen_v3["candidate_answers"] > 100 and seen_v3["candidate_errors"] == 0
+    assert seen_v3["drift"] < DRIFT_MAX
     # No request failed because of the operator's own switching.
     assert result["lost"] == 0
     assert result["breach_seconds"] is not None
@@ -50,6 +54,15 @@ def test_bad_version_is_rolled_back_in_its_shadow_step_unseen_and_good_one_promo
     assert "requests mirrored to the candidate" in report and "agreement with stable" in report
     assert f"{seen_v3['agreement']:.1%} of {seen_v3['compared']}" in report
     assert "visible in Prometheus -> 100 % stable" in report and "operator peak memory" in report
+    # The rollback drill: to the fallback v1 and back to v3 on live traffic, timed, nothing failed.
+    drill = result["drill"]
+    assert (drill["status"]["result"], drill["status"]["fallbackVersion"], drill["status"]["returnedTo"]) == \
+        ("Completed", "1.0.0", "3.0.0")
+    assert drill["status"]["secondsToFallback"] > 0 and drill["data_plane_to_fallback"] > 0
+    assert drill["requests"] > 0 and drill["failed"] == 0
+    assert "Time to recover (MTTR)" in report and "| hot swap by hand (usually quoted) | 2-5 min |" in report
     print(f"\ncopies to v2: {seen_v2['copies']} ({seen_v2['copies_failed']} failed), agreement v2 "
           f"{seen_v2['agreement']}, v3 {seen_v3['agreement']:.3f} of {seen_v3['compared']}; "
-          f"breach -> 100% stable: {result['breach_seconds']:.2f} s; operator: {result['operator']}")
+          f"breach -> 100% stable: {result['breach_seconds']:.2f} s; drill to the fallback: operator "
+          f"{drill['status']['secondsToFallback']} s, data plane {drill['data_plane_to_fallback']:.2f} s; "
+          f"operator: {result['operator']}")
