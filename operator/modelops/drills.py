@@ -24,7 +24,7 @@ from .analysis.promql import Subject, render
 from .analysis.provider import MetricProvider, ProviderError
 from .api.modeldeployment import Analysis, CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
-from .rollout import DrillLoss
+from .rollout import DrillLoss, analysis_instant
 from .rollout.engine import parse_rfc3339
 from .routers.base import BackendState, Router, Target
 
@@ -88,7 +88,7 @@ async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, st
     if units is None or units.started_at != last.started_at or not units.units:
         return DrillLoss(last.started_at, None, "not measured: the operator restarted during the drill (which serving "
                                                 "units took its traffic is kept in memory only)")
-    at = now.replace(microsecond=0)  # a whole second, as analyses ask (their queries can share a request)
+    at = analysis_instant(now)  # the whole second analyses ask about, so that their queries can share a request
     window = f"{max(1, math.ceil((at - parse_rfc3339(last.started_at)).total_seconds()))}s"
     budget = min(MAX_LOSS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
 

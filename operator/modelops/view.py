@@ -56,8 +56,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
-from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_to_next_analysis,
-                             sent_to_candidate, step_words, steps_of)
+from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_between,
+                             seconds_to_next_analysis, sent_to_candidate, step_words, steps_of)
 
 KIND = "ModelDeploymentView"
 SCHEMA_VERSION = 1
@@ -189,10 +189,9 @@ def _step(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, now: 
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
+    """The engine's seconds_between, for a status that may hold any text (a hand-edited one)."""
     try:
-        return round((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds(), 3)
+        return seconds_between(start or None, end or None)
     except ValueError:
         return None
 
