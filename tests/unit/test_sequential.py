@@ -215,3 +215,19 @@ def test_an_infinite_bucket_count_is_an_error_not_evidence():
     broken = ((0.1, 50.0), (math.inf, math.inf))
     status = evaluate(P95, Measurement(0.1, 0.1, 400, buckets=broken, baseline_buckets=histogram([0, 0, 400, 0, 0, 0, 0])), AT)
     assert status.verdict is Verdict.Error and "a count that is no number" in status.message
+
+
+def test_a_histogram_answer_is_read_by_le_and_anything_else_is_refused():
+    from modelops.analysis.prometheus import MAX_BUCKETS, _buckets, _Failure
+
+    def series(le, value):
+        return {"metric": {"le": le}, "value": [0, value]}
+
+    assert _buckets("vector", [series("+Inf", "9"), series("0.1", "NaN"), series("0.05", "4")]) == \
+        ((0.05, 4.0), (math.inf, 9.0))  # sorted by le, a NaN count dropped
+    for kind, result, words in [("scalar", [0, "1"], "buckets by le expected"),
+                                ("vector", [{"metric": {}, "value": [0, "1"]}], "without a numeric le"),
+                                ("vector", [series("fast", "1")], "without a numeric le"),
+                                ("vector", [series(str(i), "1") for i in range(MAX_BUCKETS + 1)], "buckets expected")]:
+        with pytest.raises(_Failure, match=words):
+            _buckets(kind, result)
