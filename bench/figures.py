@@ -67,6 +67,24 @@ def buckets(found: Samples, name: str) -> dict[float, float]:
     return dict(out)
 
 
+def by_resource(found: Samples, name: str = "apiserver_request_total") -> dict[str, float]:
+    """The API server's request counts by "VERB resource[/subresource]" (e.g. "PATCH httproutes/status")."""
+    out: dict[str, float] = defaultdict(float)
+    for n, ls, v in found:
+        if n == name:
+            sub = ls.get("subresource")
+            out[f"{ls.get('verb', '')} {ls.get('resource', '')}{'/' + sub if sub else ''}"] += v
+    return dict(out)
+
+
+def per_deployment(apiserver: Mapping[str, float], own: Mapping[str, float], deployments: int,
+                   smallest: float = 0.05) -> dict[str, float]:
+    """Counter increases by key, minus the benchmark's own, per deployment, largest first; keys under
+    `smallest` a deployment are left out (the API server's own calls, a Lease)."""
+    each = {k: max(0.0, v - own.get(k, 0.0)) / deployments for k, v in apiserver.items()} if deployments else {}
+    return dict(sorted(((k, v) for k, v in each.items() if v >= smallest), key=lambda kv: (-kv[1], kv[0])))
+
+
 def delta(after: Mapping[Any, float], before: Mapping[Any, float]) -> dict[Any, float]:
     """Counter increase per key; a key absent before counts from 0."""
     return {k: v - before.get(k, 0.0) for k, v in after.items()}

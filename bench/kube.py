@@ -1,6 +1,6 @@
 """The benchmark's own Kubernetes client: plain HTTPS to the loopback API server, one keep-alive
-connection per thread, and a count of every request it makes by the API server's verb, so that
-its calls can be taken out of the API server's request counts."""
+connection per thread, and a count of every request it makes by the API server's verb and resource, so
+that its calls can be taken out of the API server's request counts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,20 @@ import time
 from collections import Counter
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
+
+
+def resource_of(path: str) -> str:
+    """The resource a request path names, "plural" or "plural/subresource" ("" for /metrics and the like)."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        parts = parts[2:]
+    elif parts[:1] == ["apis"]:
+        parts = parts[3:]
+    else:
+        return ""
+    if parts[:1] == ["namespaces"] and len(parts) > 2:
+        parts = parts[2:]
+    return "/".join(parts[:1] + parts[2:3])
 
 
 class ApiError(RuntimeError):
@@ -26,7 +40,7 @@ class Kube:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 443
         self.context = ssl.create_default_context(cafile=ca)
         self.context.load_cert_chain(cert, key)
-        self.calls: Counter[str] = Counter()
+        self.calls: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -34,12 +48,21 @@ class Kube:
         return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
 
     def counts(self) -> dict[str, float]:
+        """Requests made, by verb."""
+        out: Counter[str] = Counter()
         with self._lock:
-            return {k: float(v) for k, v in self.calls.items()}
+            for (verb, _), n in self.calls.items():
+                out[verb] += n
+        return {k: float(v) for k, v in out.items()}
 
-    def count(self, verb: str) -> None:
+    def counts_by_resource(self) -> dict[str, float]:
+        """Requests made, by "VERB resource[/subresource]" (as `figures.by_resource` names the API server's)."""
         with self._lock:
-            self.calls[verb] += 1
+            return {f"{verb} {resource}": float(n) for (verb, resource), n in self.calls.items()}
+
+    def count(self, verb: str, path: str) -> None:
+        with self._lock:
+            self.calls[(verb, resource_of(path))] += 1
 
     def request(self, verb: str, method: str, path: str, body: Any = None,
                 content_type: str = "application/json", raw: bool = False) -> Any:
@@ -52,7 +75,7 @@ class Kube:
             conn = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = self.connection()
-            self.count(verb)
+            self.count(verb, path)
             try:
                 conn.request(method, path, body=data, headers=headers)
                 response = conn.getresponse()
@@ -148,7 +171,7 @@ class Informer:
         conn = self._conn = self.kube.connection(timeout=None)
         try:
             query = urlencode({"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true"})
-            self.kube.count("WATCH")
+            self.kube.count("WATCH", self.path)
             conn.request("GET", f"{self.path}?{query}", headers={"Accept": "application/json"})
             response = conn.getresponse()
             if response.status != 200:

@@ -9,7 +9,8 @@ EndpointSlice; two passing PromQL checks over a synthetic metric; steps 10 % and
 - the wall time from creating them all to all Stable (and per deployment, p50/p99);
 - the operator's CPU (utime+stime from /proc) and RSS (VmRSS) over an idle period;
 - API requests/s by verb, from kube-apiserver's own `apiserver_request_total` (which has no user
-  label: the counts are the total minus the benchmark's own requests, which it counts itself);
+  label: the counts are the total minus the benchmark's own requests, which it counts itself), and
+  in the rollout the requests per deployment by verb and resource (where the requests go);
 - the time for all N to finish one simultaneous rollout to a new version;
 - analysis lag p50/p99 (`modelops_analysis_lag_seconds`), Prometheus queries/s (its own
   `prometheus_http_requests_total{handler="/api/v1/query"}`), status patches per traffic step.
@@ -237,7 +238,7 @@ class Bench:
         clock = {}
         if not opening:
             clock = {"t": time.monotonic(), "cpu": self.sampler.cpu_seconds()}
-        own = self.kube.counts()
+        own, own_by_resource = self.kube.counts(), self.kube.counts_by_resource()
         apiserver = fig.samples(self.kube.metrics(), ["apiserver_request_total"])
         operator = fig.samples(urllib.request.urlopen(self.operator.metrics_url, timeout=30).read().decode(),
                                ["modelops_status_patches_total", "modelops_decisions_total",
@@ -247,8 +248,9 @@ class Bench:
                                  ["prometheus_http_requests_total"])
         if opening:
             clock = {"t": time.monotonic(), "cpu": self.sampler.cpu_seconds()}
-        return {**clock, "own": own,
+        return {**clock, "own": own, "own_by_resource": own_by_resource,
                 "verbs": fig.by_label(apiserver, "apiserver_request_total", "verb"),
+                "resources": fig.by_resource(apiserver),
                 "patches": fig.total(operator, "modelops_status_patches_total"),
                 "decisions": fig.by_label(operator, "modelops_decisions_total", "reason"),
                 "errors": fig.by_label(operator, "modelops_reconcile_errors_total", "reason"),
@@ -414,6 +416,9 @@ class Bench:
             "rollout_decisions": {k: v for k, v in decisions.items() if v},
             "rollout_reconcile_errors": {k: v for k, v in fig.delta(after["errors"], before["errors"]).items() if v},
             "route_status_patches": self.writer.patches,
+            "rollout_api_requests_per_deployment": fig.per_deployment(
+                fig.delta(after["resources"], before["resources"]),
+                fig.delta(after["own_by_resource"], before["own_by_resource"]), self.n),
         })
         self.say(f"all Stable on {NEW} in {fig.fmt(self.figures['rollout_s'])} s" if complete
                  else f"only {len(at)}/{self.n} Stable on {NEW}, {len(result['failed'])} rolled back")

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from bench import figures as fig
+from bench.kube import resource_of
 from bench.run import http_route, model_deployment, model_version
 from bench.standins import Exporter, accepted, checks, endpoint_slice, route_status
 from modelops.api.modeldeployment import ModelDeploymentSpec
@@ -92,6 +93,27 @@ def test_requests_by_verb_take_out_the_benchmarks_own_and_never_go_negative():
     assert rates == {"LIST": 0.3, "PATCH": 10.0}  # GET below the own count and POST all own: none left
     assert list(fig.requests_by_verb({"PATCH": 1, "GET": 1, "APPLY": 1, "LIST": 1}, {}, 1)) == [
         "GET", "LIST", "PATCH", "APPLY"]  # the verbs' usual order
+
+
+def test_requests_by_resource_name_the_subresource_and_match_the_benchmarks_own_paths():
+    found = fig.samples(APISERVER, ["apiserver_request_total"])
+    assert fig.by_resource(found) == {"LIST namespaces": 7, "PATCH modeldeployments/status": 42}
+    assert resource_of("/apis/modelops.io/v1alpha1/namespaces/ns/modeldeployments/m1/status") == \
+        "modeldeployments/status"
+    assert resource_of("/apis/gateway.networking.k8s.io/v1/namespaces/ns/httproutes?watch=1") == "httproutes"
+    assert resource_of("/api/v1/namespaces/ns/services") == "services"
+    assert resource_of("/api/v1/namespaces") == resource_of("/api/v1/namespaces/ns") == "namespaces"
+    assert resource_of("/apis/modelops.io/v1alpha1/clustermetricproviders/default") == "clustermetricproviders"
+    assert resource_of("/metrics") == ""
+
+
+def test_requests_per_deployment_take_out_the_benchmarks_own_largest_first():
+    each = fig.per_deployment({"PATCH modeldeployments/status": 420, "GET httproutes": 700, "POST events": 30,
+                               "PATCH httproutes/status": 300, "GET leases": 2},
+                              {"PATCH httproutes/status": 300, "POST events": 10}, deployments=100)
+    assert each == {"GET httproutes": 7.0, "PATCH modeldeployments/status": 4.2, "POST events": 0.2}
+    assert list(each) == ["GET httproutes", "PATCH modeldeployments/status", "POST events"]
+    assert fig.per_deployment({"GET httproutes": 7}, {}, deployments=0) == {}
 
 
 def test_nearest_rank_quantile_of_raw_values():
