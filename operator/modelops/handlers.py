@@ -3,7 +3,8 @@
 The daemon sleeps until the next analysis is due and wakes at once when the spec changes, or
 when the watch shows a change of a backend object it drives (the owner annotation, or the
 owner label of Seldon v2's Models, names it), of an EndpointSlice of a Service its HTTPRoute
-routes to, or of a ModelVersion of its model: a settled deployment reads nothing until
+routes to, or of a ModelVersion of its model. Routers read backend objects from the same watch
+(`watched.WatchedObjects`), not with a GET: a settled deployment reads nothing until
 something changes, and re-checks on its own only every `reconcile.IDLE_SECONDS` (a resync, in
 case an event was lost). With `--shard` it drives only its shard's deployments (`in_my_shard`).
 Storage is GitOps-clean: kopf keeps its progress in `status.kopf`, the finalizer is
@@ -28,7 +29,7 @@ from .api.metricprovider import ClusterMetricProviderSpec
 from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
-from .modelversions import DUPLICATE, VersionRecord, catalog, holder_of, version_status
+from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
 from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
 from .rollout import TrafficIntent
@@ -40,6 +41,7 @@ from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
 from .slots import IN_FLIGHT, RolloutSlots
+from .watched import WatchedObjects
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +167,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.client = await api_client()
     memo.wakeups = Wakeups()
     kube = Kube(memo.client)
+    memo.backends = WatchedObjects(kube, BACKEND_RESOURCES, lambda obj: driver_of(obj.get("metadata") or {}) is not None)
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
     memo.endpoint_slices = IndexedEndpointSlices()
-    routers = {**routers_for(kube), Backend.gatewayAPI: GatewayAPIRouter(kube, memo.endpoint_slices)}
+    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices)}
     options = memo.sources.options
     slots = RolloutSlots(options.max_rollouts, options.max_rollouts_per_model, memo.wakeups.wake)
     memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify, slots=slots)
@@ -222,11 +225,9 @@ async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
-async def model_versions(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status,
-                   **_: Any) -> dict[tuple[str, str], VersionRecord]:
+async def model_versions(namespace: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> dict[tuple[str, str], VersionRecord]:
     """(namespace, model) -> every ModelVersion object of it; kept current by the watch."""
-    refused = any(c.get("type") == "Ready" and c.get("reason") == DUPLICATE for c in status.get("conditions") or [])
-    return {(namespace, spec.get("model")): VersionRecord(name, meta.get("creationTimestamp") or "", dict(spec), refused)}
+    return {(namespace, spec.get("model")): record_of(body)}
 
 
 def records_of(index: kopf.Index, namespace: str, model: str) -> Iterable[VersionRecord]:
@@ -240,8 +241,8 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
     memo.wakeups.wake_followers(meta["namespace"], ("model", str((body.get("spec") or {}).get("model"))))
     if meta.get("deletionTimestamp") or not in_my_shard(meta.get("labels") or {}, memo):
         return
-    spec, status = dict(body["spec"]), {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-    mine = VersionRecord(meta["name"], meta.get("creationTimestamp") or "", spec)
+    mine = record_of(body)
+    spec, status = mine.spec, mine.status
     holder = holder_of(records_of(model_versions, meta["namespace"], spec.get("model")), mine)
     new = version_status(spec, status, meta.get("generation"), rfc3339(memo.shell.clock()), duplicate_of=holder)
     patch = merge_patch(status, {**status, **new})
@@ -258,10 +259,17 @@ async def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
             memo.memory.wake.set()
 
 
-async def wake_the_driver(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """A backend object changed: its driver's loop looks at once (its own writes echo here too, which is how
-    it sees the backend converge)."""
-    owner = (meta.get("annotations") or {}).get(OWNER_ANNOTATION) or (meta.get("labels") or {}).get(OWNER_LABEL)
+def driver_of(meta: Mapping[str, Any]) -> str | None:
+    """The ModelDeployment a backend object names as its driver (the owner annotation, or Seldon v2's owner label)."""
+    return (meta.get("annotations") or {}).get(OWNER_ANNOTATION) or (meta.get("labels") or {}).get(OWNER_LABEL)
+
+
+async def wake_the_driver(resource: kopf.Resource, type: str | None, body: kopf.Body, namespace: str, meta: kopf.Meta,
+                          memo: kopf.Memo, **_: Any) -> None:
+    """A backend object changed: the routers' copy is updated (watched.py), then its driver's loop looks at once
+    (its own writes echo here too, which is how it sees the backend converge)."""
+    memo.backends.saw(resource.group, resource.plural, type, body)
+    owner = driver_of(meta)
     if owner:
         memo.wakeups.wake(namespace, owner)
 
@@ -331,13 +339,14 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
         spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValueError:
         return  # never drove a backend: nothing to leave in order
-    versions = catalog(records_of(model_versions, meta["namespace"], spec.model))
+    records = list(records_of(model_versions, meta["namespace"], spec.model))
+    versions = catalog(records)
     try:
         if status.stable_version is not None:
             router, target = shell.routers[spec.serving.backend], Target(meta["namespace"], meta["name"], spec.serving)
             state = await router.observe(target, versions.specs, None)
             await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state, create=False)
-        await record_serving_roles(shell, meta["namespace"], meta["name"], versions, status, ModelDeploymentStatus())
+        await record_serving_roles(shell, meta["namespace"], meta["name"], records, status, ModelDeploymentStatus())
     except BackendNotOwned:
         pass  # not ours to leave in any state
     except EXPECTED as e:

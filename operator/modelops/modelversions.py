@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
+
+from .kube import merge_patch
 
 from .api.modeldeployment import ModelDeploymentStatus
 from .api.modelversion import (
@@ -32,6 +34,19 @@ class VersionRecord:
     spec: dict[str, Any]
     duplicate: bool = False
     """Its status says it was refused as a DuplicateVersion; it stays refused."""
+    status: dict[str, Any] = field(default_factory=dict)
+    """Its status as the watch showed it (without kopf's part)."""
+    generation: int | None = None
+    resource_version: str | None = None
+
+
+def record_of(obj: Mapping[str, Any]) -> VersionRecord:
+    """What the operator keeps of a ModelVersion object."""
+    meta = obj.get("metadata") or {}
+    status = {k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}
+    refused = any(c.get("type") == "Ready" and c.get("reason") == DUPLICATE for c in status.get("conditions") or [])
+    return VersionRecord(meta.get("name") or "", meta.get("creationTimestamp") or "", dict(obj.get("spec") or {}),
+                         refused, status, meta.get("generation"), meta.get("resourceVersion"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,21 @@ def served_by(status: dict[str, Any], deployment: str, role: ServingRole | None)
     if role is not None:
         entries.append(ServedBy(deployment=deployment, role=role))
     return [e.to_wire() for e in sorted(entries, key=lambda e: e.deployment)]
+
+
+def serving_patch(record: VersionRecord, records: Iterable[VersionRecord], deployment: str, role: ServingRole | None,
+                  now: str) -> dict[str, Any] | None:
+    """The status patch giving `deployment` its new role in a ModelVersion's servedBy, with the phase and Ready
+    condition that follow from it (so the ModelVersion handler has nothing left to write), conditional on the
+    resourceVersion `record` was read at; None when the status already says so."""
+    entries = served_by(record.status, deployment, role)
+    new = version_status(record.spec, {**record.status, "servedBy": entries}, record.generation, now,
+                         duplicate_of=holder_of(records, record))
+    patch = merge_patch(record.status, {**record.status, **new})
+    if patch is None:
+        return None
+    return {"status": patch} if record.resource_version is None else \
+        {"metadata": {"resourceVersion": record.resource_version}, "status": patch}
 
 
 def served_by_changes(before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> dict[str, ServingRole | None]:

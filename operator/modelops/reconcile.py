@@ -38,8 +38,9 @@ from .analysis.provider import MetricProvider, ProviderError
 from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
-from .modelversions import Catalog, VersionRecord, catalog, served_by, served_by_changes
-from .rollout import AnalysisReport, Carried, Decision, Event, Observations, analysis_window, decide, fail_safe, intent_of
+from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
+from .rollout import AnalysisReport, Carried, Decision, Event, Observations, TrafficIntent, analysis_window, decide
+from .rollout import fail_safe, intent_of
 from .rollout import analysis_instant, check_window, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
@@ -222,11 +223,11 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     try:
         if decision.intent is not None:
             applied_at = shell.clock()
-            settled = await router.apply(target, decision.intent, versions.specs, backend or BackendState())
+            settled = await apply_intent(shell, obj, router, target, decision.intent, versions, backend)
             memory.carried = Carried(decision.intent, applied_at) if settled else None
             metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
             metrics.show_traffic(namespace, name, decision.intent.weights())
-        await record_serving_roles(shell, namespace, name, versions, status, decision.status)
+        await record_serving_roles(shell, namespace, name, records, status, decision.status)
     except EXPECTED as e:
         after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
@@ -237,6 +238,20 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if decision.intent is None:
         return IDLE_SECONDS, None
     return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None
+
+
+async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
+                       versions: Catalog, backend: BackendState | None) -> bool:
+    """The router's apply; on a 409 (the object changed since it was read: a controller's status write, a hand
+    edit, or a watched copy behind) read again, report what changed, and apply once more over that read."""
+    try:
+        return await router.apply(target, intent, versions.specs, backend or BackendState())
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    again = await router.observe(target, versions.specs, intent)
+    post(shell, obj, (), again.drift)
+    return await router.apply(target, intent, versions.specs, again)
 
 
 async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base, decision: Decision,
@@ -399,14 +414,25 @@ def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None
         shell.events(obj, "Warning", problem.reason, problem.message[:1000])
 
 
-async def record_serving_roles(shell: Shell, namespace: str, deployment: str, versions: Catalog,
+async def record_serving_roles(shell: Shell, namespace: str, deployment: str, records: list[VersionRecord],
                                before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
+    """Each version whose role in this deployment changed says so in its ModelVersion's status: one patch over
+    the copy the watch showed (kopf's index), read again and patched once more when that copy was stale (409)."""
+    names = catalog(records).names
+    by_name = {r.name: r for r in records}
     for version, role in served_by_changes(before, after).items():
-        if version not in versions.names:
-            continue
-        mv = await shell.kube.get(VERSIONS, namespace, versions.names[version])
-        if mv is None:
-            continue
-        entries = served_by(mv.get("status") or {}, deployment, role)
-        if entries != (mv.get("status") or {}).get("servedBy", []):
-            await shell.kube.patch_status(VERSIONS, namespace, versions.names[version], {"status": {"servedBy": entries}})
+        record = by_name.get(names.get(version, ""))
+        for attempt in (1, 2):
+            patch = record and serving_patch(record, records, deployment, role, rfc3339(shell.clock()))
+            if not patch:
+                break
+            try:
+                await shell.kube.patch_status(VERSIONS, namespace, record.name, patch)
+                break
+            except ApiException as e:
+                if e.status == 404:
+                    break  # deleted meanwhile: nothing left to say it on
+                if e.status != 409 or attempt == 2:
+                    raise
+            mv = await shell.kube.get(VERSIONS, namespace, record.name)
+            record = None if mv is None else record_of(mv)

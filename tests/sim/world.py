@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from modelops.modelversions import VersionRecord, holder_of, version_status
+from modelops.modelversions import VersionRecord, holder_of, record_of, version_status
 from modelops.reconcile import DEPLOYMENTS, VERSIONS, Memory, Shell, current_status, run_round
 from modelops.rollout.engine import rfc3339
 from modelops.routers import base as routers_base
@@ -32,6 +32,8 @@ from modelops.routers.base import unit_name
 from modelops.routers.gateway_api import HTTP_ROUTE
 from modelops.routers.kserve import INFERENCE_SERVICE
 from modelops.routers.registry import routers_for
+from modelops.handlers import driver_of
+from modelops.watched import WatchedObjects
 
 from ..conftest import model_version_manifest
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -173,7 +175,8 @@ class World:
         self.controller = KServeController() if self.kserve else GatewayController()
         self.backend_resource = INFERENCE_SERVICE if self.kserve else HTTP_ROUTE
         self.services = {f"{NAME}-{unit_name(v)}": v for v in VERSION_NAMES}
-        self.shell = Shell(self.kube, routers_for(self.kube), provider_factory(self.behaviour, self.role), self.events,
+        self.watched = self._watch()
+        self.shell = Shell(self.kube, routers_for(self.watched), provider_factory(self.behaviour, self.role), self.events,
                            self.clock)
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))
@@ -252,14 +255,8 @@ class World:
 
     def records(self) -> list[VersionRecord]:
         """kopf's ModelVersion index, up to date."""
-        out = []
-        for (plural, ns, name), mv in sorted(self.kube.objects.items()):
-            if plural != VERSIONS.plural or ns != NS or (mv.get("spec") or {}).get("model") != MODEL:
-                continue
-            refused = any(c.get("type") == "Ready" and c.get("reason") == "DuplicateVersion"
-                          for c in (mv.get("status") or {}).get("conditions") or [])
-            out.append(VersionRecord(name, mv["metadata"].get("creationTimestamp") or "", dict(mv["spec"]), refused))
-        return out
+        return [record_of(mv) for (plural, ns, _), mv in sorted(self.kube.objects.items())
+                if plural == VERSIONS.plural and ns == NS and (mv.get("spec") or {}).get("model") == MODEL]
 
     def role(self, version: str) -> str:
         """Whose metrics a query asks for: the candidate in flight, or the stable version."""
@@ -292,7 +289,34 @@ class World:
         over, own = self.memory.written_over, self.own_status_write
         return "stale-status-base" in TOLERATED and own is not None and rv < own and str(rv) != over
 
+    def _watch(self) -> WatchedObjects:
+        """The operator's copies of backend objects, as a (re)started operator has them: none delivered yet."""
+        self.backend_delivered: str | None = None
+        return WatchedObjects(self.kube, [self.backend_resource],
+                              lambda obj: driver_of(obj.get("metadata") or {}) is not None)
+
+    def deliver_backend(self, stale: bool) -> None:
+        """The backend object's watch events up to now: its newest version, or (stale) the one before it, never
+        going back; DELETED once when it is gone."""
+        key = (self.backend_resource.plural, NS, NAME)
+        revisions = self.kube.revisions.get(key, [])
+        if key not in self.kube.objects:
+            if self.backend_delivered not in (None, "deleted"):
+                gone = clone(revisions[-1])
+                gone["metadata"]["resourceVersion"] = self.kube._next_rv()
+                self.watched.saw(self.backend_resource.group, self.backend_resource.plural, "DELETED", gone)
+                self.backend_delivered = "deleted"
+            return
+        delivered = None if self.backend_delivered == "deleted" else self.backend_delivered
+        obj = revisions[-1]
+        if stale and delivered is not None and len(revisions) > 1 and \
+                int(revisions[-2]["metadata"]["resourceVersion"]) >= int(delivered):
+            obj = revisions[-2]
+        self.backend_delivered = obj["metadata"]["resourceVersion"]
+        self.watched.saw(self.backend_resource.group, self.backend_resource.plural, "MODIFIED", clone(obj))
+
     def round(self, stale: bool = False) -> RoundInfo:
+        self.deliver_backend(stale)
         obj = self.deliver(stale)
         fresh = obj["metadata"]["resourceVersion"] == self.obj()["metadata"]["resourceVersion"]
         records = self.records()
@@ -476,6 +500,8 @@ class World:
     def _restart(self) -> None:
         self.memory = Memory()
         self.delivered_rv = None
+        self.watched = self._watch()
+        self.shell.routers = routers_for(self.watched)
 
     def tick(self, seconds: float = 10, ready: bool = True, stale: bool = False) -> RoundInfo:
         """Time passes, the serving controller catches up, one round runs."""
@@ -491,7 +517,7 @@ class World:
         manifest["spec"]["artifact"]["uri"] = uri
         created = self.kube.world_put(VERSIONS, NS, manifest)
         # kopf's ModelVersion handler, as the operator runs it (handlers.model_version_status).
-        mine = VersionRecord(name, created["metadata"]["creationTimestamp"], dict(created["spec"]))
+        mine = record_of(created)
         holder = holder_of(self.records(), mine)
         status = version_status(created["spec"], {}, created["metadata"].get("generation"), rfc3339(self.clock()),
                                 duplicate_of=holder)

@@ -11,12 +11,13 @@ from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ServingRole
 from modelops.api.types import duration_seconds
 from modelops.kube import merge_patch
-from modelops.modelversions import served_by, served_by_changes, version_status
+from modelops.modelversions import record_of, served_by, served_by_changes, serving_patch, version_status
 from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
 from modelops.rollout.conditions import conditions_for, unsynced
 from modelops.rollout.engine import rfc3339
 
 from ..conftest import model_version_manifest, with_path
+from ..sim.fakes import merge
 from .rollout_sim import make_spec
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -44,6 +45,23 @@ def test_served_by_is_kept_per_deployment():
     assert served_by(existing, "a", ServingRole.fallback) == [
         {"deployment": "a", "role": "fallback"}, {"deployment": "b", "role": "canary"}]
     assert served_by(existing, "b", None) == [{"deployment": "a", "role": "stable"}]
+
+
+def test_serving_patch_says_the_role_and_the_phase_it_makes_in_one_conditional_write():
+    manifest = model_version_manifest()
+    manifest["metadata"].update(resourceVersion="41", generation=1, creationTimestamp=NOW)
+    manifest["status"] = version_status(manifest["spec"], {}, 1, NOW)
+    record = record_of(manifest)
+    later = "2026-01-01T00:01:00.000Z"
+    patch = serving_patch(record, [record], "fraud", ServingRole.canary, later)
+    assert patch["metadata"] == {"resourceVersion": "41"}
+    assert patch["status"]["servedBy"] == [{"deployment": "fraud", "role": "canary"}]
+    assert patch["status"]["phase"] == "Serving"
+    served = {**manifest, "status": merge(manifest["status"], patch["status"])}
+    again = record_of(served)
+    assert version_status(again.spec, again.status, 1, later) == again.status  # the handler has nothing to write
+    assert serving_patch(again, [again], "fraud", ServingRole.canary, later) is None
+    assert serving_patch(again, [again], "fraud", None, later)["status"]["phase"] == "Available"
 
 
 def test_served_by_changes_after_a_promotion():

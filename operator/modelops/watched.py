@@ -1,0 +1,145 @@
+"""Backend objects read from the watch instead of a GET per round.
+
+The operator watches every backend kind it drives (handlers wake a deployment's loop on each
+change), so the same events keep here the newest body of each object the operator drives (one
+naming a ModelDeployment by the owner annotation, or by Seldon v2's owner label). A router's
+read of such an object is that copy: a settled deployment, and every round of a rollout that
+changes nothing, reads nothing from the API server. Writes go to the API server as before.
+
+What the watch has not shown yet. The copy can be older than what the operator itself knows: an
+answer to its own write (apply, patch, create, delete) whose echo the watch has not delivered,
+or a read made because the copy proved stale. That knowledge is kept with the resourceVersion
+the watch showed when it was gained (`over`). While the watch still shows that version the
+knowledge is newer, and a read returns it; once the watch shows any other version of the object
+(the echo, or a later write by anyone) the watch has caught up and the knowledge is dropped.
+ResourceVersions are compared for equality only, as the API conventions require. A write by
+someone else that lands between the operator's read and its write, and shows in the watch
+before the operator's echo, is read for that moment: the next round may write again (an apply
+that finds everything in place writes nothing) or meet a 409, as it would after any
+concurrent edit.
+
+A copy proved stale is not read again: after a write that failed (a 409 Conflict, or a timeout
+that leaves unknown whether it landed), the next read of that object is a GET, and its answer
+stands until the watch moves on. An object the watch holds no copy of (absent,
+not the operator's to drive, or not listed yet) is read with a GET each time.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from .kube import FIELD_MANAGER, Kube, Resource
+
+Key = tuple[str, str, str, str]
+"""(API group, plural, namespace, name)."""
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What the operator knows of an object that the watch has not shown yet."""
+
+    obj: dict[str, Any] | None
+    """The object as the operator's write or GET left it; None: deleted."""
+    over: str | None
+    """The resourceVersion the watch showed when this was learnt (None: no copy)."""
+
+
+def key_of(resource: Resource, namespace: str, name: str) -> Key:
+    return resource.group, resource.plural, namespace, name
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion")
+
+
+def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object with only the operator's own metadata.managedFields entries, the only ones a router reads (what
+    the copy of each of 10,000 objects costs in memory is mostly other managers' field sets)."""
+    meta = dict(obj.get("metadata") or {})
+    if "managedFields" in meta:
+        meta["managedFields"] = [e for e in meta["managedFields"] or []
+                                 if isinstance(e, dict) and e.get("manager") == FIELD_MANAGER]
+    return {**obj, "metadata": meta}
+
+
+class WatchedObjects:
+    """The Kube calls routers make, with reads of watched objects answered from the watch (see the module doc)."""
+
+    def __init__(self, kube: Kube, resources: Iterable[Resource], is_driven: Callable[[Mapping[str, Any]], bool]):
+        """`is_driven(obj)`: whether the operator drives the object (names a ModelDeployment), so that it is kept."""
+        self.kube = kube
+        self.watched = {(r.group, r.plural) for r in resources}
+        self.is_driven = is_driven
+        self.copies: dict[Key, dict[str, Any]] = {}
+        self.ahead: dict[Key, Ahead] = {}
+        self.stale: set[Key] = set()
+
+    def saw(self, group: str, plural: str, event: str | None, obj: Mapping[str, Any]) -> None:
+        """One watch event (kopf's `type`: None for the initial listing, ADDED, MODIFIED, DELETED)."""
+        meta = obj.get("metadata") or {}
+        key = (group, plural, meta.get("namespace") or "", meta.get("name") or "")
+        if event == "DELETED" or not self.is_driven(obj):
+            self.copies.pop(key, None)  # gone, or handed away: no longer read from here
+        else:
+            self.copies[key] = trimmed(obj)
+        ahead = self.ahead.get(key)
+        if ahead is not None and ahead.over != _version(obj):
+            del self.ahead[key]  # the watch has caught up with what the operator knew
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        key = key_of(resource, namespace, name)
+        if (resource.group, resource.plural) not in self.watched:
+            return await self.kube.get(resource, namespace, name)
+        ahead = self.ahead.get(key)
+        if ahead is not None and ahead.over == _version(self.copies.get(key)):
+            return ahead.obj
+        if key in self.copies and key not in self.stale:
+            return self.copies[key]
+        obj = await self.kube.get(resource, namespace, name)
+        self.stale.discard(key)
+        if key in self.copies:  # read past a stale copy: this answer stands until the watch moves on
+            self._learnt(key, obj)
+        return obj
+
+    async def apply(self, resource: Resource, namespace: str, name: str, config: dict[str, Any], *,
+                    force: bool = True) -> dict[str, Any]:
+        key = key_of(resource, namespace, name)
+        with self._writing(key):
+            written = await self.kube.apply(resource, namespace, name, config, force=force)
+        self._learnt(key, written)
+        return written
+
+    async def patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        key = key_of(resource, namespace, name)
+        with self._writing(key):
+            written = await self.kube.patch(resource, namespace, name, patch)
+        self._learnt(key, written)
+        return written
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        key = key_of(resource, namespace, name)
+        with self._writing(key):
+            deleted = await self.kube.delete(resource, namespace, name)
+        self._learnt(key, None)
+        return deleted
+
+    async def list(self, resource: Resource, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self.kube.list(resource, namespace, label_selector)
+
+    def _learnt(self, key: Key, obj: dict[str, Any] | None) -> None:
+        if (key[0], key[1]) in self.watched:
+            self.ahead[key] = Ahead(trimmed(obj) if obj is not None else None, _version(self.copies.get(key)))
+
+    @contextmanager
+    def _writing(self, key: Key) -> Iterator[None]:
+        """Around a write: one that fails (a conflict, or a timeout that leaves unknown whether it landed) proves
+        what the operator read stale, so the next read of the object is a GET."""
+        try:
+            yield
+        except BaseException:
+            if (key[0], key[1]) in self.watched:
+                self.stale.add(key)
+                self.ahead.pop(key, None)
+            raise

@@ -1,0 +1,166 @@
+"""Backend objects read from the watch (watched.py): what a read returns between the operator's own
+writes, their echoes, other writers' changes, conflicts and failures, and when it costs a GET."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from modelops.kube import FIELD_MANAGER, Resource
+from modelops.watched import WatchedObjects
+
+ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+SECRET = Resource("", "v1", "secrets", "Secret")
+OWNER = "modelops.io/deployment"
+
+
+def route(rv: int, weight: int, owner: str | None = "m", **meta: Any) -> dict[str, Any]:
+    annotations = {OWNER: owner} if owner else {}
+    return {"metadata": {"namespace": "ns", "name": "r", "resourceVersion": str(rv), "annotations": annotations,
+                         **meta},
+            "spec": {"rules": [{"backendRefs": [{"name": "v1", "weight": weight}]}]}}
+
+
+class ApiServer:
+    """The object as stored, and every call made."""
+
+    def __init__(self, stored: dict[str, Any] | None):
+        self.stored, self.calls, self.fail = stored, [], None
+
+    def _write(self, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        self.calls.append("write")
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        self.stored = obj
+        return obj
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append("get")
+        return self.stored
+
+    async def apply(self, resource: Resource, namespace: str, name: str, config: dict[str, Any], *,
+                    force: bool = True) -> dict[str, Any]:
+        return self._write(config)
+
+    async def patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._write(patch)
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        self._write(None)
+        return True
+
+
+def watched(stored: dict[str, Any] | None) -> tuple[WatchedObjects, ApiServer]:
+    api = ApiServer(stored)
+    return WatchedObjects(api, [ROUTE], lambda obj: OWNER in (obj.get("metadata") or {}).get("annotations", {})), api
+
+
+def read(objects: WatchedObjects, resource: Resource = ROUTE) -> dict[str, Any] | None:
+    return asyncio.run(objects.get(resource, "ns", "r"))
+
+
+def weight(obj: dict[str, Any] | None) -> int | None:
+    return None if obj is None else obj["spec"]["rules"][0]["backendRefs"][0]["weight"]
+
+
+def see(objects: WatchedObjects, obj: dict[str, Any], event: str | None = "MODIFIED") -> None:
+    objects.saw(ROUTE.group, ROUTE.plural, event, obj)
+
+
+def test_a_watched_object_is_read_without_a_get_and_follows_the_watch():
+    objects, api = watched(route(5, 100))
+    see(objects, route(5, 100), None)  # the initial listing
+    assert weight(read(objects)) == 100
+    see(objects, route(6, 70))  # an SRE's hand edit
+    assert weight(read(objects)) == 70
+    assert api.calls == []
+
+
+def test_an_object_the_watch_has_not_shown_or_does_not_keep_is_read_with_a_get_each_time():
+    objects, api = watched(route(5, 100, owner=None))
+    see(objects, route(5, 100, owner=None))  # not driven by any deployment: not kept
+    assert weight(read(objects)) == 100 and weight(read(objects)) == 100
+    assert api.calls == ["get", "get"]
+    assert asyncio.run(objects.get(SECRET, "ns", "r")) is not None  # a kind that is not watched at all
+    assert api.calls == ["get", "get", "get"]
+
+
+def test_own_write_is_read_until_the_watch_shows_its_echo_or_anything_newer():
+    objects, api = watched(route(5, 100))
+    see(objects, route(5, 100))
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    assert weight(read(objects)) == 90  # the watch still shows rv 5: the write's answer is newer
+    see(objects, route(6, 90))  # the echo
+    see(objects, route(7, 90, generation=2))  # then the Gateway's status write
+    assert read(objects)["metadata"]["resourceVersion"] == "7"
+    assert api.calls == ["write"]
+
+
+def test_a_later_write_by_someone_else_replaces_what_the_operator_wrote():
+    objects, _ = watched(route(5, 100))
+    see(objects, route(5, 100))
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    see(objects, route(6, 90))
+    see(objects, route(7, 50))  # an SRE after the echo
+    assert weight(read(objects)) == 50
+
+
+def test_a_conflict_makes_the_next_read_a_get_whose_answer_stands_until_the_watch_moves():
+    objects, api = watched(route(6, 50))  # someone wrote rv 6; the watch still shows rv 5
+    see(objects, route(5, 100))
+    api.fail = ApiException(status=409, reason="Conflict")
+    with pytest.raises(ApiException):
+        asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    assert weight(read(objects)) == 50 and api.calls == ["write", "get"]
+    assert weight(read(objects)) == 50 and api.calls == ["write", "get"]  # the GET's answer, not the stale copy
+    see(objects, route(6, 50))
+    see(objects, route(7, 20))
+    assert weight(read(objects)) == 20 and api.calls == ["write", "get"]
+
+
+@pytest.mark.parametrize("failure", [asyncio.TimeoutError(), ApiException(status=500), OSError("reset")])
+def test_a_write_that_may_or_may_not_have_landed_makes_the_next_read_a_get(failure):
+    objects, api = watched(route(5, 100))
+    see(objects, route(5, 100))
+    api.stored = route(6, 90)  # it landed, and no answer came back
+    api.fail = failure
+    with pytest.raises(type(failure)):
+        asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    assert weight(read(objects)) == 90 and api.calls == ["write", "get"]
+
+
+def test_a_deleted_object_reads_absent_until_the_watch_shows_anything_of_it():
+    objects, api = watched(route(5, 100))
+    see(objects, route(5, 100))
+    assert asyncio.run(objects.delete(ROUTE, "ns", "r"))
+    assert read(objects) is None and api.calls == ["write"]
+    see(objects, route(6, 100), "DELETED")
+    assert read(objects) is None and api.calls == ["write", "get"]  # nothing kept: a GET, which finds it gone
+
+
+def test_an_object_created_by_the_operator_is_read_before_the_watch_shows_it():
+    objects, api = watched(None)
+    assert read(objects) is None and api.calls == ["get"]
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(1, 100)))
+    assert weight(read(objects)) == 100 and api.calls == ["get", "write"]
+    see(objects, route(1, 100), "ADDED")
+    assert weight(read(objects)) == 100 and api.calls == ["get", "write"]
+
+
+def test_an_object_handed_away_is_no_longer_read_from_the_watch():
+    objects, api = watched(route(6, 100, owner=None))
+    see(objects, route(5, 100))
+    see(objects, route(6, 100, owner=None))  # its owner annotation removed
+    assert OWNER not in read(objects)["metadata"]["annotations"] and api.calls == ["get"]
+
+
+def test_a_copy_keeps_only_the_operators_own_field_sets():
+    objects, _ = watched(None)
+    fields = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}},
+              {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]
+    see(objects, route(5, 100, managedFields=fields))
+    assert read(objects)["metadata"]["managedFields"] == fields[:1]
