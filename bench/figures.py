@@ -24,6 +24,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "rollout_p50_s": ("s", "  per deployment, p50"),
     "rollout_p99_s": ("s", "  per deployment, p99"),
     "rollout_cpu_percent": ("% core", "operator CPU, rollout"),
+    "rollout_apiserver_cpu_percent": ("% core", "kube-apiserver CPU, rollout"),
+    "rollout_etcd_cpu_percent": ("% core", "etcd CPU, rollout"),
     "rollout_api_requests_per_s": ("req/s", "API requests, rollout (operator)"),
     "analysis_lag_p50_s": ("s", "analysis lag p50"),
     "analysis_lag_p99_s": ("s", "analysis lag p99"),

@@ -11,7 +11,8 @@ EndpointSlice; two passing PromQL checks over a synthetic metric; steps 10 % and
 - API requests/s by verb, from kube-apiserver's own `apiserver_request_total` (which has no user
   label: the counts are the total minus the benchmark's own requests, which it counts itself), and
   in the rollout the requests per deployment by verb and resource (where the requests go);
-- the time for all N to finish one simultaneous rollout to a new version;
+- the time for all N to finish one simultaneous rollout to a new version, and the CPU the operator,
+  kube-apiserver and etcd used meanwhile;
 - analysis lag p50/p99 (`modelops_analysis_lag_seconds`), Prometheus queries/s (its own
   `prometheus_http_requests_total{handler="/api/v1/query"}`), status patches per traffic step.
 
@@ -188,6 +189,7 @@ class Bench:
         self.say("starting etcd and kube-apiserver")
         self.plane = ControlPlane(self.work / "controlplane").start()
         self.parts.append(self.plane)
+        self.plane_cpu = {p.name: ProcessSampler(p.proc.pid) for p in self.plane.processes}
         self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), self.gateway_crd)
         self.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
         self.say(f"starting Prometheus (scrape every {SCRAPE_INTERVAL}) and the synthetic exporter")
@@ -248,7 +250,8 @@ class Bench:
                                  ["prometheus_http_requests_total"])
         if opening:
             clock = {"t": time.monotonic(), "cpu": self.sampler.cpu_seconds()}
-        return {**clock, "own": own, "own_by_resource": own_by_resource,
+        plane = {name: sampler.cpu_seconds() for name, sampler in self.plane_cpu.items()}
+        return {**clock, "plane_cpu": plane, "own": own, "own_by_resource": own_by_resource,
                 "verbs": fig.by_label(apiserver, "apiserver_request_total", "verb"),
                 "resources": fig.by_resource(apiserver),
                 "patches": fig.total(operator, "modelops_status_patches_total"),
@@ -399,6 +402,8 @@ class Bench:
         self.series["rollout_reached_s"] = sorted(round(t - started, 3) for t in at.values())
         seconds = after["t"] - before["t"]
         self.figures["rollout_cpu_percent"] = 100 * (after["cpu"] - before["cpu"]) / seconds
+        for name, key in (("kube-apiserver", "rollout_apiserver_cpu_percent"), ("etcd", "rollout_etcd_cpu_percent")):
+            self.figures[key] = 100 * (after["plane_cpu"][name] - before["plane_cpu"][name]) / seconds
         self.figures["rollout_api_requests_per_s"] = self.api_rates(before, after)
         lag = fig.delta(after["lag"], before["lag"])
         self.figures["analysis_lag_p50_s"] = fig.histogram_quantile(0.5, lag) if lag else None

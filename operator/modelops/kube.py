@@ -2,7 +2,8 @@
 
 On kubernetes_asyncio (aiohttp): no worker threads, so a slow metric provider or a slow
 API call of one deployment never takes a thread another one needs. Every call has a
-timeout; one client (and its connection pool) serves the whole operator.
+timeout; one client (and its connection pool) serves the whole operator, and `Kube` keeps
+at most as many calls in flight as the pool has connections.
 
 Backend objects are written with server-side apply under the field manager `modelops`
 (`Kube.apply`): each apply carries the operator's complete configuration of the fields it
@@ -173,10 +174,22 @@ def is_applied(live: dict[str, Any], config: dict[str, Any], absent: Iterable[Fi
 
 
 class Kube:
+    """The operator's calls, at most CONNECTIONS in flight.
+
+    The rest are queued here, untimed, in the order they came: aiohttp's timeout runs from the
+    wait for a pooled connection on, so with a thousand rounds asking at once (a simultaneous
+    version bump) calls timed out before they were sent, and each failed round came back with
+    more calls after its backoff. So API_TIMEOUT_SECONDS bounds the API server's time alone."""
+
     def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
         self._custom = kubernetes_asyncio.client.CustomObjectsApi(api_client)
+        self._turns = asyncio.Semaphore(CONNECTIONS)
 
     async def _call(self, resource: Resource, method: str, *args: Any, **kwargs: Any) -> Any:
+        async with self._turns:
+            return await self._sent(resource, method, *args, **kwargs)
+
+    async def _sent(self, resource: Resource, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return await getattr(self._custom, method)(resource.group, resource.version, *args,
                                                        _request_timeout=API_TIMEOUT_SECONDS, **kwargs)
@@ -217,13 +230,14 @@ class Kube:
         body = {**config, "apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}
         # kubernetes_asyncio deserializes only a 200 answer to a patch: the 201 of an apply that created the
         # object would come back as None. So the answer is read here, and an error raised as the client would.
-        response = await self._call(resource, "patch_namespaced_custom_object", namespace, resource.plural, name, body,
-                                    field_manager=FIELD_MANAGER, force="true" if force else None,
-                                    _content_type=APPLY_PATCH, _preload_content=False)
-        try:
-            answer = RESTResponse(response, await response.read())
-        finally:
-            response.release()
+        async with self._turns:
+            response = await self._sent(resource, "patch_namespaced_custom_object", namespace, resource.plural, name,
+                                        body, field_manager=FIELD_MANAGER, force="true" if force else None,
+                                        _content_type=APPLY_PATCH, _preload_content=False)
+            try:
+                answer = RESTResponse(response, await response.read())
+            finally:
+                response.release()
         if not 200 <= answer.status <= 299:
             error = ApiException(http_resp=answer)
             if error.status == 404 and await self._api_missing(resource):

@@ -1,5 +1,6 @@
-"""merge patches, ModelVersion status, unsynced deployments, analysis timing."""
+"""merge patches, ModelVersion status, unsynced deployments, analysis timing, the API client."""
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -160,7 +161,6 @@ def test_a_shard_name_must_make_a_label_value_and_a_lease_name():
 
 
 def test_secret_reads_are_shared_for_a_while_and_a_failed_one_is_not_kept():
-    import asyncio
     import base64
     from types import SimpleNamespace
 
@@ -220,3 +220,29 @@ async def test_the_api_client_reaches_the_api_server_directly(tmp_path, monkeypa
         assert client.rest_client.pool_manager.trust_env is False
     finally:
         await client.close()
+
+
+@pytest.mark.asyncio
+async def test_kube_keeps_at_most_its_connections_in_flight_and_times_the_api_server_alone(monkeypatch):
+    """A thousand rounds asking at once wait their turn untimed; each call sent has the whole timeout."""
+    from modelops import kube as kube_module
+
+    in_flight, most, timeouts = 0, 0, []
+
+    class SlowApi:
+        async def get_namespaced_custom_object(self, *args, _request_timeout, **kwargs):
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            timeouts.append(_request_timeout)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+            return {"metadata": {"name": args[-1]}}
+
+    monkeypatch.setattr(kube_module, "CONNECTIONS", 3)
+    monkeypatch.setattr(kube_module.kubernetes_asyncio.client, "CustomObjectsApi", lambda client: SlowApi())
+    kube = kube_module.Kube(None)  # type: ignore[arg-type]
+    resource = kube_module.Resource("g", "v1", "things", "Thing")
+    got = await asyncio.gather(*(kube.get(resource, "ns", f"t{i}") for i in range(20)))
+    assert [o["metadata"]["name"] for o in got] == [f"t{i}" for i in range(20)]
+    assert most == 3 and timeouts == [kube_module.API_TIMEOUT_SECONDS] * 20
