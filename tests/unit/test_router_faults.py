@@ -504,7 +504,7 @@ def test_kube_apply_is_a_server_side_apply_as_modelops_and_returns_what_it_creat
             return sent[-1][2]
 
     kube = Kube.__new__(Kube)
-    kube._custom = Custom()
+    kube._custom, kube._turns = Custom(), asyncio.Semaphore(1)
     # an apply that creates answers 201: the object comes back all the same
     assert asyncio.run(kube.apply(INFERENCE_SERVICE, "ml", "churn", {"metadata": {"annotations": {"a": "1"}}},
                                   force=False)) == {"metadata": {"name": "churn"}}

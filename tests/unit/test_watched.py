@@ -71,37 +71,54 @@ def see(objects: WatchedObjects, obj: dict[str, Any], event: str | None = "MODIF
     objects.saw(ROUTE.group, ROUTE.plural, event, obj)
 
 
-def test_a_watched_object_is_read_without_a_get_and_follows_the_watch():
+def test_an_object_is_read_once_with_a_get_then_from_the_watch():
     objects, api = watched(route(5, 100))
-    see(objects, route(5, 100), None)  # the initial listing
-    assert weight(read(objects)) == 100
+    see(objects, route(5, 100), None)  # the initial listing, before any deployment read it: not kept
+    assert weight(read(objects)) == 100 and api.calls == ["get"]
+    assert weight(read(objects)) == 100  # the GET's answer stands while the watch shows nothing newer
     see(objects, route(6, 70))  # an SRE's hand edit
     assert weight(read(objects)) == 70
-    assert api.calls == []
+    assert api.calls == ["get"]
 
 
-def test_an_object_the_watch_has_not_shown_or_does_not_keep_is_read_with_a_get_each_time():
-    objects, api = watched(route(5, 100, owner=None))
-    see(objects, route(5, 100, owner=None))  # not driven by any deployment: not kept
-    assert weight(read(objects)) == 100 and weight(read(objects)) == 100
+def test_an_object_found_absent_unowned_or_too_large_is_read_with_a_get_each_time(monkeypatch):
+    objects, api = watched(None)
+    assert read(objects) is None and read(objects) is None
     assert api.calls == ["get", "get"]
+    api.stored = route(5, 100, owner=None)
+    see(objects, route(5, 100, owner=None))  # not driven by any deployment: not kept
+    assert weight(read(objects)) == 100
+    see(objects, route(6, 100, owner=None))
+    assert weight(read(objects)) == 100 and api.calls == ["get", "get", "get", "get"]
+    monkeypatch.setattr("modelops.watched.MAX_COPY_CHARS", 100)
+    see(objects, route(7, 100))
+    assert weight(read(objects)) == 100 and api.calls[-1] == "get" and len(api.calls) == 5
     assert asyncio.run(objects.get(SECRET, "ns", "r")) is not None  # a kind that is not watched at all
-    assert api.calls == ["get", "get", "get"]
+    assert len(api.calls) == 6
+
+
+def test_objects_no_deployment_read_are_not_kept():
+    objects, _ = watched(None)
+    for i in range(100):
+        see(objects, {**route(i, 100), "metadata": {**route(i, 100)["metadata"], "name": f"r{i}"}})
+    assert objects.copies == {}
 
 
 def test_own_write_is_read_until_the_watch_shows_its_echo_or_anything_newer():
     objects, api = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
     asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
     assert weight(read(objects)) == 90  # the watch still shows rv 5: the write's answer is newer
     see(objects, route(6, 90))  # the echo
     see(objects, route(7, 90, generation=2))  # then the Gateway's status write
     assert read(objects)["metadata"]["resourceVersion"] == "7"
-    assert api.calls == ["write"]
+    assert api.calls == ["get", "write"]
 
 
 def test_a_later_write_by_someone_else_replaces_what_the_operator_wrote():
     objects, _ = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
     asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
     see(objects, route(6, 90))
@@ -110,8 +127,10 @@ def test_a_later_write_by_someone_else_replaces_what_the_operator_wrote():
 
 
 def test_a_conflict_makes_the_next_read_a_get_whose_answer_stands_until_the_watch_moves():
-    objects, api = watched(route(6, 50))  # someone wrote rv 6; the watch still shows rv 5
+    objects, api = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
+    api.stored, api.calls = route(6, 50), []  # someone wrote rv 6; the watch still shows rv 5
     api.fail = ApiException(status=409, reason="Conflict")
     with pytest.raises(ApiException):
         asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
@@ -125,8 +144,9 @@ def test_a_conflict_makes_the_next_read_a_get_whose_answer_stands_until_the_watc
 @pytest.mark.parametrize("failure", [asyncio.TimeoutError(), ApiException(status=500), OSError("reset")])
 def test_a_write_that_may_or_may_not_have_landed_makes_the_next_read_a_get(failure):
     objects, api = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
-    api.stored = route(6, 90)  # it landed, and no answer came back
+    api.stored, api.calls = route(6, 90), []  # it landed, and no answer came back
     api.fail = failure
     with pytest.raises(type(failure)):
         asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
@@ -135,7 +155,9 @@ def test_a_write_that_may_or_may_not_have_landed_makes_the_next_read_a_get(failu
 
 def test_a_deleted_object_reads_absent_until_the_watch_shows_anything_of_it():
     objects, api = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
+    api.calls = []
     assert asyncio.run(objects.delete(ROUTE, "ns", "r"))
     assert read(objects) is None and api.calls == ["write"]
     see(objects, route(6, 100), "DELETED")
@@ -152,15 +174,31 @@ def test_an_object_created_by_the_operator_is_read_before_the_watch_shows_it():
 
 
 def test_an_object_handed_away_is_no_longer_read_from_the_watch():
-    objects, api = watched(route(6, 100, owner=None))
+    objects, api = watched(route(5, 100))
+    read(objects)
     see(objects, route(5, 100))
+    api.stored = route(6, 100, owner=None)
     see(objects, route(6, 100, owner=None))  # its owner annotation removed
-    assert OWNER not in read(objects)["metadata"]["annotations"] and api.calls == ["get"]
+    assert OWNER not in read(objects)["metadata"]["annotations"] and api.calls == ["get", "get"]
 
 
 def test_a_copy_keeps_only_the_operators_own_field_sets():
-    objects, _ = watched(None)
+    objects, _ = watched(route(4, 100))
+    read(objects)
     fields = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}},
               {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]
     see(objects, route(5, 100, managedFields=fields))
     assert read(objects)["metadata"]["managedFields"] == fields[:1]
+
+
+def test_each_read_hands_out_an_object_of_its_own():
+    objects, _ = watched(route(4, 100))
+    read(objects)
+    see(objects, route(5, 100))
+    first = read(objects)
+    first["spec"]["rules"][0]["backendRefs"][0]["weight"] = 1  # a caller changing what it was given
+    assert weight(read(objects)) == 100
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    mine = read(objects)
+    mine["spec"]["rules"][0]["backendRefs"][0]["weight"] = 1
+    assert weight(read(objects)) == 90
