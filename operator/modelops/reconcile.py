@@ -46,15 +46,17 @@ from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
 from .slots import RolloutSlots
+from .watched import MAX_AGE_SECONDS
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
 VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
 QUEUED_SECONDS = 30.0
-IDLE_SECONDS = 1800.0
+IDLE_SECONDS = MAX_AGE_SECONDS
 """A settled deployment re-reads its backend this often, a resync in case a watch event was lost: changes of
-its spec, its backend objects, their EndpointSlices and its ModelVersions wake it at once (see handlers). Every
+its spec, its backend objects, their EndpointSlices and its ModelVersions wake it at once (see handlers), and
+what the watch showed of its backend is then at least this old, so the read is a GET (watched.py). Every
 30 min, so that the resyncs of 10,000 deployments cost about 6 GETs a second."""
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 BACKOFF_CAP_SECONDS = 30.0

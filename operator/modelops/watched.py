@@ -21,13 +21,15 @@ round may write again (an apply that finds everything in place writes nothing) o
 as it would after any concurrent edit.
 
 A copy proved stale is not read again: after a write that failed (a 409 Conflict, or a timeout
-that leaves unknown whether it landed), the next read of that object is a GET. An object found
-absent, or too large to keep, is read with a GET each time.
+that leaves unknown whether it landed), the next read of that object is a GET, and so is a read
+of anything learnt over MAX_AGE_SECONDS ago (a resync, in case a watch event was lost). An
+object found absent, or too large to keep, is read with a GET each time.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -36,6 +38,9 @@ from .kube import FIELD_MANAGER, Kube, Resource
 
 Key = tuple[str, str, str, str]
 """(API group, plural, namespace, name)."""
+MAX_AGE_SECONDS = 1800.0
+"""What a read returns is never older than this: a settled object is read again with a GET every half hour, a
+resync in case a watch event was lost."""
 MAX_COPY_CHARS = 256 * 1024
 """Larger objects are read with a GET each time (an HTTPRoute of the benchmark's is 1.3 KB as JSON)."""
 
@@ -77,9 +82,10 @@ def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
 class WatchedObjects:
     """The Kube calls routers make, with reads of watched objects answered from the watch (see the module doc)."""
 
-    def __init__(self, kube: Kube, resources: Iterable[Resource], is_driven: Callable[[Mapping[str, Any]], bool]):
+    def __init__(self, kube: Kube, resources: Iterable[Resource], is_driven: Callable[[Mapping[str, Any]], bool],
+                 clock: Callable[[], float] = time.monotonic):
         """`is_driven(obj)`: whether the operator drives the object (names a ModelDeployment), so that it is kept."""
-        self.kube = kube
+        self.kube, self.clock = kube, clock
         self.watched = {(r.group, r.plural) for r in resources}
         self.is_driven = is_driven
         self.wanted: set[Key] = set()
@@ -90,6 +96,8 @@ class WatchedObjects:
         object of the caller's own."""
         self.ahead: dict[Key, Ahead] = {}
         self.stale: set[Key] = set()
+        self.read_at: dict[Key, float] = {}
+        """When the watch or the operator last learnt each kept object (see MAX_AGE_SECONDS)."""
 
     def saw(self, group: str, plural: str, event: str | None, obj: Mapping[str, Any]) -> None:
         """One watch event (kopf's `type`: None for the initial listing, ADDED, MODIFIED, DELETED)."""
@@ -99,10 +107,12 @@ class WatchedObjects:
         if text is None:
             self.copies.pop(key, None)  # gone, handed away, unread or too large: not read from here
         else:
-            self.copies[key] = (_version(obj), text)
+            self.copies[key], self.read_at[key] = (_version(obj), text), self.clock()
         ahead = self.ahead.get(key)
         if ahead is not None and ahead.over != _version(obj):
             del self.ahead[key]  # the watch has caught up with what the operator knew
+        if key not in self.copies and key not in self.ahead:
+            self.read_at.pop(key, None)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         key = key_of(resource, namespace, name)
@@ -110,9 +120,10 @@ class WatchedObjects:
             return await self.kube.get(resource, namespace, name)
         self.wanted.add(key)
         ahead, copy = self.ahead.get(key), self.copies.get(key)
-        if ahead is not None and ahead.over == (copy[0] if copy else None) and key not in self.stale:
+        usable = key not in self.stale and key in self.read_at and self.clock() - self.read_at[key] < MAX_AGE_SECONDS
+        if usable and ahead is not None and ahead.over == (copy[0] if copy else None):
             return None if ahead.text is None else json.loads(ahead.text)
-        if copy is not None and key not in self.stale:
+        if usable and copy is not None:
             return json.loads(copy[1])
         obj = await self.kube.get(resource, namespace, name)
         self.stale.discard(key)
@@ -153,7 +164,7 @@ class WatchedObjects:
             self.ahead.pop(key, None)  # too large to keep: the next read is a GET
             return
         copy = self.copies.get(key)
-        self.ahead[key] = Ahead(text, copy[0] if copy else None)
+        self.ahead[key], self.read_at[key] = Ahead(text, copy[0] if copy else None), self.clock()
 
     @contextmanager
     def _writing(self, key: Key) -> Iterator[None]:

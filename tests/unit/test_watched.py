@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelops.kube import FIELD_MANAGER, Resource
-from modelops.watched import WatchedObjects
+from modelops.watched import MAX_AGE_SECONDS, WatchedObjects
 
 ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 SECRET = Resource("", "v1", "secrets", "Secret")
@@ -95,6 +95,20 @@ def test_an_object_found_absent_unowned_or_too_large_is_read_with_a_get_each_tim
     assert weight(read(objects)) == 100 and api.calls[-1] == "get" and len(api.calls) == 5
     assert asyncio.run(objects.get(SECRET, "ns", "r")) is not None  # a kind that is not watched at all
     assert len(api.calls) == 6
+
+
+def test_what_was_learnt_half_an_hour_ago_is_read_again_with_a_get():
+    api = ApiServer(route(5, 100))
+    now = [0.0]
+    objects = WatchedObjects(api, [ROUTE], lambda obj: True, clock=lambda: now[0])
+    read(objects)
+    see(objects, route(5, 100))
+    now[0] = MAX_AGE_SECONDS - 1
+    read(objects)
+    assert api.calls == ["get"]
+    now[0] = MAX_AGE_SECONDS + 1  # a settled object: no event since; a resync in case one was lost
+    assert weight(read(objects)) == 100 and api.calls == ["get", "get"]
+    assert weight(read(objects)) == 100 and api.calls == ["get", "get"]
 
 
 def test_objects_no_deployment_read_are_not_kept():
