@@ -179,7 +179,9 @@ class Kube:
     The rest are queued here, untimed, in the order they came: aiohttp's timeout runs from the
     wait for a pooled connection on, so with a thousand rounds asking at once (a simultaneous
     version bump) calls timed out before they were sent, and each failed round came back with
-    more calls after its backoff. So API_TIMEOUT_SECONDS bounds the API server's time alone."""
+    more calls after its backoff. So API_TIMEOUT_SECONDS bounds the API server's time, not the queue's (the
+    rare calls around the queue, a Secret read every 30 s per credential and the check whether a CRD is
+    installed after a 404, can still wait for a connection)."""
 
     def __init__(self, api_client: kubernetes_asyncio.client.ApiClient):
         self._custom = kubernetes_asyncio.client.CustomObjectsApi(api_client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -34,10 +35,15 @@ class VersionRecord:
     spec: dict[str, Any]
     duplicate: bool = False
     """Its status says it was refused as a DuplicateVersion; it stays refused."""
-    status: dict[str, Any] = field(default_factory=dict)
-    """Its status as the watch showed it (without kopf's part)."""
+    status_json: str = "{}"
+    """Its status as the watch showed it (without kopf's part), as JSON: it is read only when a role changes, and
+    a served version's takes 0.5 KB so against 2.2 KB parsed (10,000 of them are kept)."""
     generation: int | None = None
     resource_version: str | None = None
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.status_json)
 
 
 def record_of(obj: Mapping[str, Any]) -> VersionRecord:
@@ -46,7 +52,8 @@ def record_of(obj: Mapping[str, Any]) -> VersionRecord:
     status = {k: v for k, v in (obj.get("status") or {}).items() if k != "kopf"}
     refused = any(c.get("type") == "Ready" and c.get("reason") == DUPLICATE for c in status.get("conditions") or [])
     return VersionRecord(meta.get("name") or "", meta.get("creationTimestamp") or "", dict(obj.get("spec") or {}),
-                         refused, status, meta.get("generation"), meta.get("resourceVersion"))
+                         refused, json.dumps(status, separators=(",", ":")), meta.get("generation"),
+                         meta.get("resourceVersion"))
 
 
 @dataclass(frozen=True)
@@ -139,10 +146,11 @@ def serving_patch(record: VersionRecord, records: Iterable[VersionRecord], deplo
     """The status patch giving `deployment` its new role in a ModelVersion's servedBy, with the phase and Ready
     condition that follow from it (so the ModelVersion handler has nothing left to write), conditional on the
     resourceVersion `record` was read at; None when the status already says so."""
-    entries = served_by(record.status, deployment, role)
-    new = version_status(record.spec, {**record.status, "servedBy": entries}, record.generation, now,
+    status = record.status
+    entries = served_by(status, deployment, role)
+    new = version_status(record.spec, {**status, "servedBy": entries}, record.generation, now,
                          duplicate_of=holder_of(records, record))
-    patch = merge_patch(record.status, {**record.status, **new})
+    patch = merge_patch(status, {**status, **new})
     if patch is None:
         return None
     return {"status": patch} if record.resource_version is None else \

@@ -244,16 +244,28 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
 
 async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
                        versions: Catalog, backend: BackendState | None) -> bool:
-    """The router's apply; on a 409 (the object changed since it was read: a controller's status write, a hand
-    edit, or a watched copy behind) read again, report what changed, and apply once more over that read."""
+    """The router's apply. On a 409 (the object changed since it was read: a controller's status write, a hand
+    edit, a watched copy behind) it is read again, and applied once more over that read when the intent is still
+    safe there (`safe_over`); otherwise the 409 ends the round and the next one decides again."""
     try:
         return await router.apply(target, intent, versions.specs, backend or BackendState())
     except ApiException as e:
         if e.status != 409:
             raise
-    again = await router.observe(target, versions.specs, intent)
-    post(shell, obj, (), again.drift)
+        again = await router.observe(target, versions.specs, intent)
+        if not safe_over(intent, again):
+            raise
+    post(shell, obj, (), [words for words in again.drift if words not in (backend.drift if backend else ())])
     return await router.apply(target, intent, versions.specs, again)
+
+
+def safe_over(intent: TrafficIntent, state: BackendState) -> bool:
+    """Whether `intent` may be applied over `state` without deciding again: it gives no candidate anything, or
+    every version it sends requests or copies to is ready there."""
+    exposed = {version for version, weight in intent.weights().items() if weight > 0}
+    if intent.candidate is not None and (intent.mirror or intent.match):
+        exposed.add(intent.candidate)
+    return intent.candidate is None or exposed <= state.ready_versions
 
 
 async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base, decision: Decision,

@@ -296,24 +296,28 @@ class World:
                               lambda obj: driver_of(obj.get("metadata") or {}) is not None)
 
     def deliver_backend(self, stale: bool) -> None:
-        """The backend object's watch events up to now: its newest version, or (stale) the one before it, never
-        going back; DELETED once when it is gone."""
+        """The backend object's watch events since the last delivered, in order, as a watch delivers them: up to
+        its newest version, or (stale) up to the one before it; DELETED once when it is gone. A (re)started
+        operator's watch begins with the newest version, as a listing does."""
         key = (self.backend_resource.plural, NS, NAME)
         revisions = self.kube.revisions.get(key, [])
+        group, plural = self.backend_resource.group, self.backend_resource.plural
         if key not in self.kube.objects:
             if self.backend_delivered not in (None, "deleted"):
                 gone = clone(revisions[-1])
                 gone["metadata"]["resourceVersion"] = self.kube._next_rv()
-                self.watched.saw(self.backend_resource.group, self.backend_resource.plural, "DELETED", gone)
+                self.watched.saw(group, plural, "DELETED", gone)
                 self.backend_delivered = "deleted"
             return
         delivered = None if self.backend_delivered == "deleted" else self.backend_delivered
-        obj = revisions[-1]
-        if stale and delivered is not None and len(revisions) > 1 and \
-                int(revisions[-2]["metadata"]["resourceVersion"]) >= int(delivered):
-            obj = revisions[-2]
-        self.backend_delivered = obj["metadata"]["resourceVersion"]
-        self.watched.saw(self.backend_resource.group, self.backend_resource.plural, "MODIFIED", clone(obj))
+        due = [r for r in revisions if delivered is None or int(r["metadata"]["resourceVersion"]) > int(delivered)]
+        if delivered is None:
+            due = due[-1:]
+        if stale and delivered is not None:
+            due = due[:-1]
+        for obj in due:
+            self.watched.saw(group, plural, "MODIFIED", clone(obj))
+            self.backend_delivered = obj["metadata"]["resourceVersion"]
 
     def round(self, stale: bool = False) -> RoundInfo:
         self.deliver_backend(stale)

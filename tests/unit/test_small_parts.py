@@ -246,3 +246,19 @@ async def test_kube_keeps_at_most_its_connections_in_flight_and_times_the_api_se
     got = await asyncio.gather(*(kube.get(resource, "ns", f"t{i}") for i in range(20)))
     assert [o["metadata"]["name"] for o in got] == [f"t{i}" for i in range(20)]
     assert most == 3 and timeouts == [kube_module.API_TIMEOUT_SECONDS] * 20
+
+
+def test_an_intent_is_applied_again_after_a_conflict_only_where_it_is_still_safe():
+    from modelops.reconcile import safe_over
+    from modelops.rollout import TrafficIntent
+    from modelops.routers.base import BackendState
+
+    stable_only, both = BackendState(frozenset({"1.0.0"})), BackendState(frozenset({"1.0.0", "1.1.0"}))
+    rollback = TrafficIntent("1.0.0")
+    step = TrafficIntent("1.0.0", "1.1.0", 50)
+    beside = TrafficIntent("1.0.0", "1.1.0", 0)
+    mirror = TrafficIntent("1.0.0", "1.1.0", 0, mirror=100)
+    assert safe_over(rollback, BackendState()) and safe_over(rollback, stable_only)  # off the candidate: always
+    assert safe_over(step, both) and not safe_over(step, stable_only)  # the fresh read says it is not ready
+    assert safe_over(beside, stable_only)
+    assert safe_over(mirror, both) and not safe_over(mirror, stable_only)

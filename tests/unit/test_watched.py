@@ -28,10 +28,11 @@ class ApiServer:
     """The object as stored, and every call made."""
 
     def __init__(self, stored: dict[str, Any] | None):
-        self.stored, self.calls, self.fail = stored, [], None
+        self.stored, self.calls, self.fail, self.meanwhile = stored, [], None, lambda: None
 
     def _write(self, obj: dict[str, Any] | None) -> dict[str, Any] | None:
         self.calls.append("write")
+        self.meanwhile()
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
@@ -75,10 +76,20 @@ def test_an_object_is_read_once_with_a_get_then_from_the_watch():
     objects, api = watched(route(5, 100))
     see(objects, route(5, 100), None)  # the initial listing, before any deployment read it: not kept
     assert weight(read(objects)) == 100 and api.calls == ["get"]
-    assert weight(read(objects)) == 100  # the GET's answer stands while the watch shows nothing newer
-    see(objects, route(6, 70))  # an SRE's hand edit
-    assert weight(read(objects)) == 70
-    assert api.calls == ["get"]
+    assert weight(read(objects)) == 100  # the GET's answer stands while the watch shows nothing else
+    api.stored = route(6, 70)
+    see(objects, api.stored)  # an SRE's hand edit: newer than the GET's answer, or older? a GET says
+    assert weight(read(objects)) == 70 and api.calls == ["get", "get"]
+    see(objects, route(7, 60))  # from here on the watch alone
+    assert weight(read(objects)) == 60
+    assert api.calls == ["get", "get"]
+
+
+def test_an_older_event_still_queued_never_replaces_a_newer_get():
+    objects, api = watched(route(10, 50))
+    assert weight(read(objects)) == 50
+    see(objects, route(9, 100), None)  # the initial listing, handled after the GET
+    assert weight(read(objects)) == 50 and api.calls == ["get", "get"]
 
 
 def test_an_object_found_absent_unowned_or_too_large_is_read_with_a_get_each_time(monkeypatch):
@@ -197,10 +208,10 @@ def test_an_object_handed_away_is_no_longer_read_from_the_watch():
 
 
 def test_a_copy_keeps_only_the_operators_own_field_sets():
-    objects, _ = watched(route(4, 100))
-    read(objects)
     fields = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}},
               {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]
+    objects, _ = watched(route(5, 100, managedFields=fields))
+    read(objects)
     see(objects, route(5, 100, managedFields=fields))
     assert read(objects)["metadata"]["managedFields"] == fields[:1]
 
@@ -216,3 +227,35 @@ def test_each_read_hands_out_an_object_of_its_own():
     mine = read(objects)
     mine["spec"]["rules"][0]["backendRefs"][0]["weight"] = 1
     assert weight(read(objects)) == 90
+
+
+def test_a_write_answered_after_the_watch_moved_on_is_not_read_over_the_newer_copy():
+    """The controller's status write (rv 7) is delivered while the operator's apply (rv 6) is in flight."""
+    objects, api = watched(route(5, 100))
+    read(objects)
+    see(objects, route(5, 100))
+    api.meanwhile = lambda: see(objects, route(7, 90, generation=2))
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    api.stored, api.calls = route(7, 90, generation=2), []
+    assert read(objects)["metadata"]["resourceVersion"] == "7" and api.calls == ["get"]
+
+
+def test_a_copy_of_an_object_found_gone_is_dropped():
+    objects, api = watched(route(5, 100))
+    read(objects)
+    see(objects, route(5, 100))
+    api.fail, api.stored = asyncio.TimeoutError(), None  # deleted while the watch was down: no DELETED came
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    assert read(objects) is None and read(objects) is None
+    assert api.calls == ["get", "write", "get", "get"]
+
+
+def test_an_object_created_again_is_ordered_by_a_get():
+    objects, api = watched(route(5, 100, uid="a"))
+    read(objects)
+    see(objects, route(5, 100, uid="a"))
+    api.stored = route(9, 30, uid="b")
+    see(objects, route(9, 30, uid="b"), "ADDED")  # the new object first
+    see(objects, route(6, 100, uid="a"))  # then a late event of the old one
+    assert weight(read(objects)) == 30 and api.calls == ["get", "get"]
