@@ -244,19 +244,25 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
 
 async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
                        versions: Catalog, backend: BackendState | None) -> bool:
-    """The router's apply. On a 409 (the object changed since it was read: a controller's status write, a hand
-    edit, a watched copy behind) it is read again, and applied once more over that read when the intent is still
-    safe there (`safe_over`); otherwise the 409 ends the round and the next one decides again."""
-    try:
-        return await router.apply(target, intent, versions.specs, backend or BackendState())
-    except ApiException as e:
-        if e.status != 409:
-            raise
-        again = await router.observe(target, versions.specs, intent)
-        if not safe_over(intent, again):
-            raise
-    post(shell, obj, (), [words for words in again.drift if words not in (backend.drift if backend else ())])
-    return await router.apply(target, intent, versions.specs, again)
+    """The router's apply, over the newest read of the backend where the intent is safe (`safe_over`): the watch
+    may have shown a controller's write while the status was being written, and a write over the older read would
+    meet a 409. A 409 is read again (a GET, watched.py) and applied over once more by the same rule; where the
+    intent is not safe over that read, the 409 ends the round and the next one decides again."""
+    state, conflict = backend or BackendState(), None
+    for attempt in (1, 2):
+        newer = await router.observe(target, versions.specs, intent)
+        if safe_over(intent, newer):
+            post(shell, obj, (), [words for words in newer.drift if words not in state.drift])
+            state = newer
+        elif conflict is not None:
+            raise conflict
+        try:
+            return await router.apply(target, intent, versions.specs, state)
+        except ApiException as e:
+            if e.status != 409 or attempt == 2:
+                raise
+            conflict = e
+    raise AssertionError("unreachable")
 
 
 def safe_over(intent: TrafficIntent, state: BackendState) -> bool:

@@ -102,3 +102,25 @@ def test_a_conflict_is_read_again_with_a_get_and_the_rollback_lands_in_the_same_
     assert [o for c, o in info.calls if c.verb == "apply"] == ["ApiException:409", "ok"]
     assert gets(w, first) == 1
     assert synced(w)
+
+
+def test_the_step_is_applied_over_the_newest_copy_when_a_controller_wrote_meanwhile(worlds):
+    """The Gateway's status write lands after the round read the route and before it applies the next step: the
+    apply goes over the newest copy, with no 409 and no GET."""
+    w = new_world(worlds, "gatewayAPI")
+    w.set_version(CANDIDATE)
+    w.tick(10)  # the candidate beside stable at 0
+    first = len(w.kube.calls)
+
+    def controller_meanwhile(call, phase):
+        if call.verb == "patch_status" and call.plural == "modeldeployments" and phase == "after":
+            route = w.kube.peek(HTTP_ROUTE, NS, NAME)
+            parents = [{**p, "controllerName": "example.net/gateway-restarted"} for p in route["status"]["parents"]]
+            w.kube.world_patch(HTTP_ROUTE, NS, NAME, {"status": {"parents": parents}}, status=True)
+            w.deliver_backend(stale=False)
+
+    w.kube.hook = controller_meanwhile
+    w.tick(10)
+    w.kube.hook = None
+    assert w.status().canary_weight > 0 and w.live().get(CANDIDATE) == w.status().canary_weight
+    assert [o for c, o in w.kube.calls[first:] if c.verb == "apply"] == ["ok"] and gets(w, first) == 0
