@@ -186,12 +186,13 @@ class WatchedObjects:
             return
         known = Known(None, None, None) if obj is None else known_of(obj)
         self.ahead.pop(key, None)
-        if known is None or self._shown(key) != over:
-            self.stale.add(key)  # too large to keep, or the watch moved while the call was in flight
-            return
-        if known.text is None or known.version != over:
-            self.ahead[key] = Ahead(known, over)
-        self.read_at[key] = self.clock()  # the copy (if the answer is what it shows) or the answer: fresh now
+        shown = self._shown(key)
+        if known is not None and known.text is not None and shown == known.version:
+            self.read_at[key] = self.clock()  # the watch already shows the answer (the echo came first)
+        elif known is None or shown != over:
+            self.stale.add(key)  # too large to keep, or the watch moved to another version during the call
+        else:
+            self.ahead[key], self.read_at[key] = Ahead(known, over), self.clock()
 
     @contextmanager
     def _writing(self, key: Key) -> Iterator[str | None]:

@@ -259,3 +259,12 @@ def test_an_object_created_again_is_ordered_by_a_get():
     see(objects, route(9, 30, uid="b"), "ADDED")  # the new object first
     see(objects, route(6, 100, uid="a"))  # then a late event of the old one
     assert weight(read(objects)) == 30 and api.calls == ["get", "get"]
+
+
+def test_an_echo_delivered_before_the_writes_answer_is_simply_the_copy():
+    objects, api = watched(route(5, 100))
+    read(objects)
+    see(objects, route(5, 100))
+    api.meanwhile = lambda: see(objects, route(6, 90))  # the watch is quicker than the answer
+    asyncio.run(objects.apply(ROUTE, "ns", "r", route(6, 90)))
+    assert weight(read(objects)) == 90 and api.calls == ["get", "write"]
