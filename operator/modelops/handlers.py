@@ -346,7 +346,8 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
             router, target = shell.routers[spec.serving.backend], Target(meta["namespace"], meta["name"], spec.serving)
             state = await router.observe(target, versions.specs, None)
             await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state, create=False)
-        await record_serving_roles(shell, meta["namespace"], meta["name"], records, status, ModelDeploymentStatus())
+        await record_serving_roles(shell, meta["namespace"], meta["name"], versions, records, status,
+                                   ModelDeploymentStatus())
     except BackendNotOwned:
         pass  # not ours to leave in any state
     except EXPECTED as e:

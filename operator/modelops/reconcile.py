@@ -40,8 +40,8 @@ from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
 from .rollout import AnalysisReport, Carried, Decision, Event, Observations, TrafficIntent, analysis_window, decide
-from .rollout import fail_safe, intent_of
-from .rollout import analysis_instant, check_window, checks_in_effect, grading_until, rollout_wanted, seconds_to_next_analysis
+from .rollout import analysis_instant, check_window, checks_in_effect, fail_safe, grading_until, intent_of
+from .rollout import rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.engine import rfc3339
 from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
@@ -229,7 +229,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
             memory.carried = Carried(decision.intent, applied_at) if settled else None
             metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
             metrics.show_traffic(namespace, name, decision.intent.weights())
-        await record_serving_roles(shell, namespace, name, records, status, decision.status)
+        await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     except EXPECTED as e:
         after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
@@ -434,14 +434,15 @@ def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None
         shell.events(obj, "Warning", problem.reason, problem.message[:1000])
 
 
-async def record_serving_roles(shell: Shell, namespace: str, deployment: str, records: list[VersionRecord],
-                               before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
+async def record_serving_roles(shell: Shell, namespace: str, deployment: str, versions: Catalog,
+                               records: list[VersionRecord], before: ModelDeploymentStatus,
+                               after: ModelDeploymentStatus) -> None:
     """Each version whose role in this deployment changed says so in its ModelVersion's status: one patch over
-    the copy the watch showed (kopf's index), read again and patched once more when that copy was stale (409)."""
-    names = catalog(records).names
+    the copy the watch showed (kopf's index, `records`), read again and patched once more when that copy was
+    stale (409)."""
     by_name = {r.name: r for r in records}
     for version, role in served_by_changes(before, after).items():
-        record = by_name.get(names.get(version, ""))
+        record = by_name.get(versions.names.get(version, ""))
         for attempt in (1, 2):
             patch = record and serving_patch(record, records, deployment, role, rfc3339(shell.clock()))
             if not patch:

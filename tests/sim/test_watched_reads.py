@@ -124,3 +124,14 @@ def test_the_step_is_applied_over_the_newest_copy_when_a_controller_wrote_meanwh
     w.kube.hook = None
     assert w.status().canary_weight > 0 and w.live().get(CANDIDATE) == w.status().canary_weight
     assert [o for c, o in w.kube.calls[first:] if c.verb == "apply"] == ["ok"] and gets(w, first) == 0
+
+
+def test_a_modelversion_gone_before_its_role_is_patched_ends_nothing_but_that_patch(worlds):
+    """The index still holds the candidate's ModelVersion; the patch meets 404: no GET, no failed round."""
+    w = new_world(worlds, "kserve")
+    first = len(w.kube.calls)
+    w.kube.hook = FailOn("patch_status", VERSIONS.plural, Fault(404))
+    w.set_version(CANDIDATE)
+    info = w.tick(10)
+    assert [o for c, o in info.calls if c.plural == VERSIONS.plural] == ["ApiException:404"]
+    assert gets(w, first, VERSIONS.plural) == 0 and synced(w) and w.status().canary_version == CANDIDATE
