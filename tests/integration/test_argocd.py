@@ -206,6 +206,14 @@ def stable_on(version):
     return lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == version
 
 
+def serving_on(version):
+    """Stable on `version`, and the backend serving it: a promoted version is Ready only once KServe has rolled
+    its revision out (latestRolledoutRevision), a moment after the operator's write; Argo CD shows it
+    Progressing until then."""
+    return lambda st: stable_on(version)(st) and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
+
+
 def last(scenario) -> dict[str, Any]:
     return scenario.status()["history"][-1]
 
@@ -256,7 +264,7 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
     argocd.check("progressing_canary_resumed", obj, "Progressing")
     argocd.run("promote", obj, "progressing_canary_resumed", {"reason": "validated offline"},
                ["promote", "fraud", "--reason", "validated offline"])
-    status = s.wait(stable_on("1.1.0"), 20, "promoted by Argo CD")
+    status = s.wait(serving_on("1.1.0"), 20, "promoted by Argo CD, and rolled out")
     entry = status["history"][-1]
     assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
 
