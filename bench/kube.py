@@ -106,6 +106,21 @@ class Kube:
     def metrics(self) -> str:
         return self.request("GET", "GET", "/metrics", raw=True)
 
+    def cpu_profile(self, seconds: int) -> bytes:
+        """kube-apiserver's Go CPU profile over the next `seconds` (it must run with --profiling)."""
+        path = f"/debug/pprof/profile?seconds={seconds}"
+        self.count("GET", path)
+        conn = self.connection(timeout=seconds + 60)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise ApiError(response.status, "GET", path, body.decode(errors="replace"))
+        return body
+
 
 class Informer:
     """LIST then WATCH one collection in a thread, keeping every object by name and calling `on_event`

@@ -25,9 +25,11 @@ change per figure. Everything listens on loopback; nothing is left running.
 from __future__ import annotations
 
 import argparse
-import shlex
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -166,9 +168,11 @@ class ProcessSampler:
 
 class Bench:
     def __init__(self, deployments: int, idle_seconds: float, work: Path, gateway_crd: Path,
-                 operator_args: Sequence[str] = ()):
+                 operator_args: Sequence[str] = (), profile_seconds: int = 0, out: Path | None = None):
+        """`profile_seconds`: kube-apiserver's CPU profile over the rollout's first seconds, into `out`."""
         self.n, self.idle_seconds, self.work, self.gateway_crd = deployments, idle_seconds, work, gateway_crd
         self.operator_args = list(operator_args)
+        self.profile_seconds, self.out = profile_seconds, out
         width = max(4, len(str(deployments - 1)))
         self.models = [f"m{i:0{width}d}" for i in range(deployments)]
         self.number = {m: i for i, m in enumerate(self.models)}
@@ -187,7 +191,7 @@ class Bench:
     def start(self) -> None:
         started = time.monotonic()
         self.say("starting etcd and kube-apiserver")
-        self.plane = ControlPlane(self.work / "controlplane").start()
+        self.plane = ControlPlane(self.work / "controlplane", profiling=self.profile_seconds > 0).start()
         self.parts.append(self.plane)
         self.plane_cpu = {p.name: ProcessSampler(p.proc.pid) for p in self.plane.processes}
         self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), self.gateway_crd)
@@ -383,12 +387,15 @@ class Bench:
 
         self.say(f"rollout: every ModelDeployment to {NEW} at once")
         before = self.snapshot(opening=True)
+        profiler = self.profile_apiserver() if self.profile_seconds else None
         started = time.monotonic()
         patched = self.create_all(lambda m: self.kube.merge_patch(
             f"{PATHS['modeldeployments']}/{m}",
             {"spec": {"version": NEW, "serving": {"gatewayAPI": {"services": {NEW: service(m, NEW)}}}}}))
         result = self.wait_all(stable_on(NEW), 180 + 0.5 * self.n, f"Stable on {NEW}", final=rolled_back)
         after = self.snapshot(opening=False)
+        if profiler is not None:
+            profiler.join()
         at = result["at"]
         self.durations["rollout"] = time.monotonic() - started
         self.series["windows"]["rollout"] = [round(before["t"] - self.sampler.start, 2),
@@ -428,6 +435,33 @@ class Bench:
         self.say(f"all Stable on {NEW} in {fig.fmt(self.figures['rollout_s'])} s" if complete
                  else f"only {len(at)}/{self.n} Stable on {NEW}, {len(result['failed'])} rolled back")
 
+    def profile_apiserver(self) -> threading.Thread:
+        """kube-apiserver's CPU profile from now on, written as apiserver-cpu.pprof beside the figures, with its
+        top functions as apiserver-cpu.txt when a Go toolchain is on PATH."""
+        assert self.out is not None
+
+        def take() -> None:
+            profile = self.out / "apiserver-cpu.pprof"
+            try:
+                profile.write_bytes(self.kube.cpu_profile(self.profile_seconds))
+            except (ApiError, OSError) as error:
+                self.say(f"no kube-apiserver profile: {error}")
+                return
+            go = shutil.which("go")
+            if go is None:
+                return
+            for order, flags in (("flat", []), ("cumulative", ["-cum"])):
+                top = subprocess.run([go, "tool", "pprof", "-top", "-nodecount=40", *flags,
+                                      str(self.plane.bin / "kube-apiserver"), str(profile)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+                with (self.out / "apiserver-cpu.txt").open("a") as text:
+                    text.write(f"# kube-apiserver CPU over the rollout's first {self.profile_seconds} s, "
+                               f"{order}\n{top.stdout}\n")
+
+        thread = threading.Thread(target=take, name="apiserver-profile", daemon=True)
+        thread.start()
+        return thread
+
     def result(self) -> dict[str, Any]:
         self.series["operator"] = self.sampler.timeline()
         return {
@@ -449,10 +483,10 @@ class Bench:
 
 def run(deployments: int, out: Path, idle_seconds: float, gateway_crd: Path,
         previous: dict[str, Any] | None = None, rollout: bool = True,
-        operator_args: Sequence[str] = ()) -> dict[str, Any]:
+        operator_args: Sequence[str] = (), profile_seconds: int = 0) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
-        bench = Bench(deployments, idle_seconds, Path(tmp), gateway_crd, operator_args)
+        bench = Bench(deployments, idle_seconds, Path(tmp), gateway_crd, operator_args, profile_seconds, out)
         try:
             bench.start()
             bench.create()
@@ -484,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="creation and the idle period only: memory and idle load at a size whose rollout is long")
     parser.add_argument("--operator-args", default="", metavar="ARGS",
                         help="more arguments for `modelops run`, e.g. \"--lease-duration 60 --renew-deadline 45\"")
+    parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
+                        help="kube-apiserver's CPU profile over the rollout's first SECONDS (pprof file and top "
+                             "functions beside the figures)")
     args = parser.parse_args(argv)
+    if args.profile_apiserver < 0:
+        parser.error("--profile-apiserver must not be negative")
     if args.deployments < 1:
         parser.error("--deployments must be at least 1")
     previous = None
@@ -500,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run(args.deployments, args.out, args.idle_seconds, gateway_crd, previous, args.rollout,
-                     shlex.split(args.operator_args))
+                     shlex.split(args.operator_args), args.profile_apiserver)
     except (ApiError, TimeoutError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

@@ -31,8 +31,10 @@ def control_plane_binaries() -> Path:
 
 
 class ControlPlane:
-    def __init__(self, work_dir: Path, bin_dir: Path | None = None):
+    def __init__(self, work_dir: Path, bin_dir: Path | None = None, profiling: bool = False):
+        """`profiling`: kube-apiserver serves /debug/pprof (the benchmark's CPU profile)."""
         self.dir = work_dir
+        self.profiling = profiling
         self.bin = bin_dir or control_plane_binaries()
         self.processes: list[Process] = []
         self.kubeconfig = work_dir / "kubeconfig"
@@ -90,7 +92,7 @@ class ControlPlane:
             "--api-audiences", "https://kubernetes.default.svc",
             "--service-cluster-ip-range", "10.96.0.0/24",
             "--cert-dir", str(self.dir / "apiserver-certs"),
-            "--profiling=false",
+            f"--profiling={'true' if self.profiling else 'false'}",
             "-v", "1",
         ], self.dir)
         self.processes.append(apiserver)
