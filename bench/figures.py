@@ -20,6 +20,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "idle_rss_mib": ("MiB", "operator RSS, idle (mean)"),
     "idle_rss_max_mib": ("MiB", "operator RSS, idle (max)"),
     "idle_api_requests_per_s": ("req/s", "API requests, idle (operator)"),
+    "idle_prometheus_cpu_percent": ("% core", "Prometheus CPU, idle (scrapes)"),
     "rollout_s": ("s", "simultaneous rollout of all N"),
     "rollout_p50_s": ("s", "  per deployment, p50"),
     "rollout_p99_s": ("s", "  per deployment, p99"),
@@ -30,6 +31,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "analysis_lag_p50_s": ("s", "analysis lag p50"),
     "analysis_lag_p99_s": ("s", "analysis lag p99"),
     "prometheus_queries_per_s": ("q/s", "Prometheus queries, rollout"),
+    "rollout_prometheus_cpu_percent": ("% core", "Prometheus CPU, rollout"),
     "status_patches_per_step": ("", "status patches per step"),
 }
 VERBS = ("GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "APPLY", "DELETE")

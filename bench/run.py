@@ -193,12 +193,14 @@ class Bench:
         self.say("starting etcd and kube-apiserver")
         self.plane = ControlPlane(self.work / "controlplane", profiling=self.profile_seconds > 0).start()
         self.parts.append(self.plane)
-        self.plane_cpu = {p.name: ProcessSampler(p.proc.pid) for p in self.plane.processes}
         self.plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), self.gateway_crd)
         self.plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
         self.say(f"starting Prometheus (scrape every {SCRAPE_INTERVAL}) and the synthetic exporter")
         self.prometheus = Prometheus(self.work / "prometheus", scrape_interval=SCRAPE_INTERVAL).start()
         self.parts.append(self.prometheus)
+        assert self.prometheus.process is not None
+        self.others_cpu = {p.name: ProcessSampler(p.proc.pid)
+                           for p in (*self.plane.processes, self.prometheus.process)}
         self.exporter = Exporter().start()
         self.parts.append(self.exporter)
         self.prometheus.add_target(self.exporter.address, role="bench")
@@ -254,8 +256,8 @@ class Bench:
                                  ["prometheus_http_requests_total"])
         if opening:
             clock = {"t": time.monotonic(), "cpu": self.sampler.cpu_seconds()}
-        plane = {name: sampler.cpu_seconds() for name, sampler in self.plane_cpu.items()}
-        return {**clock, "plane_cpu": plane, "own": own, "own_by_resource": own_by_resource,
+        others = {name: sampler.cpu_seconds() for name, sampler in self.others_cpu.items()}
+        return {**clock, "others_cpu": others, "own": own, "own_by_resource": own_by_resource,
                 "verbs": fig.by_label(apiserver, "apiserver_request_total", "verb"),
                 "resources": fig.by_resource(apiserver),
                 "patches": fig.total(operator, "modelops_status_patches_total"),
@@ -264,6 +266,11 @@ class Bench:
                 "analyses": fig.total(operator, "modelops_analyses_total"),
                 "lag": fig.buckets(operator, "modelops_analysis_lag_seconds"),
                 "queries": fig.total(prometheus, "prometheus_http_requests_total", handler="/api/v1/query")}
+
+    @staticmethod
+    def cpu_percent(process: str, before: dict[str, Any], after: dict[str, Any]) -> float:
+        """A process of the control plane's or Prometheus's CPU between two snapshots, in % of a core."""
+        return 100 * (after["others_cpu"][process] - before["others_cpu"][process]) / (after["t"] - before["t"])
 
     @staticmethod
     def api_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
@@ -365,6 +372,7 @@ class Bench:
         self.figures["idle_rss_mib"] = sum(rss) / len(rss)
         self.figures["idle_rss_max_mib"] = max(rss)
         self.figures["idle_api_requests_per_s"] = self.api_rates(before, after)
+        self.figures["idle_prometheus_cpu_percent"] = self.cpu_percent("prometheus", before, after)
         self.durations["idle"] = after["t"] - before["t"]
 
     def rollout(self) -> None:
@@ -409,8 +417,9 @@ class Bench:
         self.series["rollout_reached_s"] = sorted(round(t - started, 3) for t in at.values())
         seconds = after["t"] - before["t"]
         self.figures["rollout_cpu_percent"] = 100 * (after["cpu"] - before["cpu"]) / seconds
-        for name, key in (("kube-apiserver", "rollout_apiserver_cpu_percent"), ("etcd", "rollout_etcd_cpu_percent")):
-            self.figures[key] = 100 * (after["plane_cpu"][name] - before["plane_cpu"][name]) / seconds
+        for name, key in (("kube-apiserver", "rollout_apiserver_cpu_percent"), ("etcd", "rollout_etcd_cpu_percent"),
+                          ("prometheus", "rollout_prometheus_cpu_percent")):
+            self.figures[key] = self.cpu_percent(name, before, after)
         self.figures["rollout_api_requests_per_s"] = self.api_rates(before, after)
         lag = fig.delta(after["lag"], before["lag"])
         self.figures["analysis_lag_p50_s"] = fig.histogram_quantile(0.5, lag) if lag else None
