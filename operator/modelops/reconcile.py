@@ -123,8 +123,8 @@ class Memory:
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     carried: Carried | None = None
-    """The intent the last round's apply found the backend already carrying (nothing to write), and when: a
-    rollback drill's timings come from it."""
+    """The intent the last rounds' applies found the backend already carrying (nothing to write), and since when:
+    a step's analyses and a rollback drill's timings count from it."""
     drill_units: drills.DrillUnits | None = None
     """The serving units the last drill's versions were seen on, for its requests lost."""
 
@@ -221,12 +221,14 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     post(shell, obj, decision.events, backend.drift if backend else ())
     notify(shell, obj, spec, decision)
     settled, after = True, None
-    memory.carried = None
+    carried, memory.carried = memory.carried, None
     try:
         if decision.intent is not None:
             applied_at = shell.clock()
             settled = await apply_intent(shell, obj, router, target, decision.intent, versions, backend)
-            memory.carried = Carried(decision.intent, applied_at) if settled else None
+            if settled:  # carried since the first of an unbroken run of rounds that found it so
+                memory.carried = carried if carried and carried.intent == decision.intent else Carried(
+                    decision.intent, applied_at)
             metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
             metrics.show_traffic(namespace, name, decision.intent.weights())
         await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)

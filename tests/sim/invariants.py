@@ -47,6 +47,10 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
   the backend object.
+- E evidence (Gateway API, whose route weights are the live split): a step passed by analysis (the
+  StepAdvanced out of it, or the automatic Promoted after the last) was judged on its own traffic: the
+  store has carried the step's weight for the candidate without a break since a moment no later than
+  the step's decision plus ROUTING_GRACE_SECONDS, or than the start of the passing analysis's window.
 - G3 exposure follows the status: after a round that ran without injected faults on the newest
   object and reported no problem, a version has copies only when the persisted status names it
   canary with canaryMirror (and then exactly that percent), and a cohort only when it names it
@@ -70,8 +74,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
-from modelops.rollout.engine import ACTIVE
+from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
+from modelops.api.types import duration_seconds
+from modelops.rollout.engine import ACTIVE, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
 
 from .fakes import dig
 
@@ -117,6 +122,9 @@ class Checker:
         self.history: set[tuple] = set()
         self.request_entries: dict[str, set[tuple]] = {}
         self.prev_live: dict[str, int] = {}
+        self.live_since: dict[tuple[str, int], float] = {}
+        """(version, live weight) -> the clock since which the store has carried it without a break."""
+        self.prev_status: ModelDeploymentStatus | None = None
         self.prev_side: dict[str, dict[str, int]] = {"copies": {}, "cohort": {}}
         self.other_rule: Any = None
         self.checks = 0
@@ -143,6 +151,8 @@ class Checker:
             self.other_rule = other_rule(route)
         self.prev_live = world.live()
         self.prev_side = side_of(world)
+        self.note_live(world, self.prev_live)
+        self.prev_status = world.status()
 
     # --- after every operation ----------------------------------------------------------------------
 
@@ -151,6 +161,8 @@ class Checker:
         live = world.live()
         side = side_of(world)
         self.check_store(world, status)
+        self.check_evidence(world, status)  # on what the store carried up to this operation
+        self.note_live(world, live)
         self.check_history(world, status)
         if op == "round":
             self.after_round(world, info, status, live)
@@ -165,6 +177,7 @@ class Checker:
         self.check_backend(world)
         self.prev_live = live
         self.prev_side = side
+        self.prev_status = status
 
     def check_store(self, world: Any, status: ModelDeploymentStatus) -> None:
         self.check(world, not world.kube.nan_rejections, "G2",
@@ -180,6 +193,30 @@ class Checker:
             self.check(world, finite, "G2", "status in the store holds NaN/Infinity")
         if status.phase is Phase.RolledBack and status.failed_version and status.failed_version != status.stable_version:
             self.bans.setdefault(status.failed_version, Ban())
+
+    def note_live(self, world: Any, live: dict[str, int]) -> None:
+        now = world.clock().timestamp()
+        self.live_since = {(v, w): self.live_since.get((v, w), now) for v, w in live.items()}
+
+    def check_evidence(self, world: Any, status: ModelDeploymentStatus) -> None:
+        before = self.prev_status
+        if world.kserve or before is None or before.canary_version is None or before.step_started_at is None:
+            return
+        if before.canary_weight == 0 or before.canary_mirror or before.canary_match:
+            return
+        known = {(e.version, e.action, e.reason, e.time) for e in before.history}
+        passed = [e for e in status.history if (e.version, e.action, e.reason, e.time) not in known and e.actor == "modelops" and e.version == before.canary_version and (
+            (e.action == "StepAdvanced" and not e.reason.startswith("step 1/")) or
+            (e.action == "Promoted" and e.reason.startswith("analysis passed")))]
+        if not passed or status.last_analysis_at is None:
+            return
+        since = self.live_since.get((before.canary_version, before.canary_weight))
+        spec = ModelDeploymentSpec.model_validate(world.obj()["spec"])
+        window_start = parse_rfc3339(status.last_analysis_at).timestamp() - duration_seconds(analysis_window(spec))
+        bound = max(parse_rfc3339(before.step_started_at).timestamp() + ROUTING_GRACE_SECONDS, window_start)
+        self.check(world, since is not None and since <= bound, "E",
+                   f"{passed[0].action} ({passed[0].reason}) on an analysis ending {status.last_analysis_at}, but the "
+                   f"store carried {before.canary_weight} % to {before.canary_version} only since {since}")
 
     def check_history(self, world: Any, status: ModelDeploymentStatus) -> None:
         for entry in status.history:

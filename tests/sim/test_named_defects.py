@@ -52,6 +52,23 @@ def test_inf_check_value_is_a_fail_verdict_with_words_and_the_status_is_accepted
     assert next(c for c in w.status().conditions if c.type == "Synced").status == "True"
 
 
+def test_a_step_whose_route_write_did_not_land_is_not_passed_on_the_previous_steps_traffic(worlds):
+    """The 25 % step is decided and written to status, and its route write times out (an API server with a long
+    queue): the route still sends 10 %. The next analysis measured 10 %; the step passes only on a window that
+    began once the store carried 25 % (invariant E judges every step of every schedule the same way)."""
+    w = new_world(worlds, backend="gatewayAPI", steps=(10, 25, 50))  # pauses of 10 s
+    start(w)
+    w.round()  # the route write's echo wakes a round, which sees 10 % carried
+    w.kube.hook = FailOn("apply", "httproutes", Fault("timeout"))
+    w.tick(10)
+    assert w.status().canary_weight == 25 and w.live() == {"1.0.0": 90, "1.1.0": 10}
+    w.tick(10)  # its analysis measured the 10 % step: the route is written now, and the step goes on
+    assert w.status().canary_weight == 25 and w.live() == {"1.0.0": 75, "1.1.0": 25}
+    w.round()
+    w.tick(10)  # a whole window at 25 %
+    assert w.status().canary_weight == 50
+
+
 @pytest.mark.parametrize("edit", ["3 steps to 1", "Canary to HotSwap"])
 def test_strategy_edited_mid_rollout_continues_without_an_exception(worlds, edit):
     w = new_world(worlds, backend="gatewayAPI", steps=(10, 25, 50))

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from modelops.analysis.evaluate import Measurement, evaluate
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from modelops.rollout import AnalysisReport, Carried, Decision, Observations, TrafficIntent, decide
+from modelops.rollout import AnalysisReport, Carried, Decision, Observations, decide
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 # Measurements that make the single check `c` (max 0.05) pass, fail, or see no data.
@@ -44,10 +44,9 @@ class Sim:
     now: datetime = START
     ready: set[str] = field(default_factory=lambda: {"1.0.0", "1.1.0", "1.2.0", "2.0.0"})
     decisions: list[Decision] = field(default_factory=list)
-    backend: TrafficIntent | None = None
-    """What the backend carries: each round's intent, once that round applied it (a write lands at once)."""
     carried: Carried | None = None
-    """What the last round's apply found already carried (nothing to write), as the shell reports it."""
+    """What the backend has carried since when, as the shell reports it: a write lands at once and the round
+    its echo wakes, at the same instant, finds it carried."""
 
     def step(self, report: AnalysisReport | None = None) -> Decision:
         observations = Observations(frozenset(self.ready), report, carried=self.carried)
@@ -55,9 +54,10 @@ class Sim:
         decision = decide(*self.last_inputs)
         self.status = decision.status
         self.decisions.append(decision)
-        settled = decision.intent is not None and decision.intent == self.backend
-        self.carried = Carried(decision.intent, self.now) if settled else None
-        self.backend = decision.intent
+        if decision.intent is None:
+            self.carried = None
+        elif self.carried is None or self.carried.intent != decision.intent:
+            self.carried = Carried(decision.intent, self.now)
         return decision
 
     def tick(self, verdict: str = "Pass", seconds: float = 10) -> Decision:

@@ -3,7 +3,8 @@
 from datetime import timedelta
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase, Request, TrafficOverride
-from modelops.rollout.engine import parse_rfc3339, progress_deadline
+from modelops.rollout import Carried
+from modelops.rollout.engine import ROUTING_GRACE_SECONDS, parse_rfc3339, progress_deadline
 
 from .rollout_sim import Sim, make_spec
 
@@ -42,6 +43,38 @@ def test_a_step_waits_for_its_pause_even_when_analysis_passes():
     sim = rolling_out(pause="1m")
     for _ in range(5):  # 50 s < 1 m
         assert sim.tick("Pass").status.canary_weight == 10
+    assert sim.tick("Pass").status.canary_weight == 50
+
+
+def test_a_step_whose_write_landed_late_passes_only_on_traffic_it_routed():
+    """A saturated API server: the 50 % write lands 15 s after the step was decided. The analysis 10 s in
+    measured the 10 % step, and the one 20 s in mostly that too: the step waits for a window that began once the
+    backend carried 50 %."""
+    sim = rolling_out(pause="10s")
+    sim.tick("Pass")
+    fifty = sim.decisions[-1].intent
+    assert fifty.candidate_weight == 50
+    decided = parse_rfc3339(sim.status.step_started_at)
+    sim.carried = None  # the write is still queued
+    assert sim.tick("Pass").status.canary_weight == 50
+    sim.carried = Carried(fifty, decided + timedelta(seconds=15))
+    assert sim.tick("Pass").status.canary_weight == 50  # its window began 10 s in
+    assert sim.tick("Pass").status.phase is Phase.Stable  # 20 s to 30 s: all of it at 50 %
+
+
+def test_a_step_the_backend_is_not_seen_carrying_never_passes_but_its_failures_count():
+    sim = rolling_out(pause="10s", analysis={"failureLimit": 1})
+    for _ in range(4):
+        sim.carried = None  # every round's apply failed, or found the backend not there yet
+        assert sim.tick("Pass").status.canary_weight == 10
+    sim.carried = None
+    assert sim.tick("Fail").status.phase is Phase.RolledBack
+
+
+def test_a_step_carried_within_the_grace_counts_from_its_decision():
+    sim = rolling_out(pause="10s")
+    decided = parse_rfc3339(sim.status.step_started_at)
+    sim.carried = Carried(sim.decisions[-1].intent, decided + timedelta(seconds=ROUTING_GRACE_SECONDS))
     assert sim.tick("Pass").status.canary_weight == 50
 
 

@@ -57,7 +57,7 @@ class Observations:
     queued: str | None = None
     """Why no rollout may start now (the operator's limit of rollouts in flight is reached); None: one may."""
     carried: Carried | None = None
-    """The intent a round's apply last found the backend already carrying, and when (None: unknown)."""
+    """The intent the backend has carried since when, as far as the operator has seen (None: unknown)."""
     drill_loss: DrillLoss | None = None
     """The requests the last drill lost, once measured (or why they cannot be)."""
 
@@ -82,8 +82,9 @@ class TrafficIntent:
 
 @dataclass(frozen=True)
 class Carried:
-    """The backend carried `intent` at `at`: the clock of the round whose apply found nothing to write for it.
-    The operator's rounds run one a second during a drill, so drill timings are to about 1 s."""
+    """The backend has carried `intent` since `at`: the clock of the first round, in an unbroken run of rounds whose
+    apply found nothing to write for it. The operator's rounds run one a second during a drill, so drill timings
+    are to about 1 s."""
 
     intent: TrafficIntent
     at: datetime
@@ -123,6 +124,10 @@ MAX_DRILL_SECONDS = 300.0
 """A rollback drill not back on stable within this is interrupted: all traffic on stable at once."""
 DRILL_HOLD_CAP_SECONDS = 60.0
 """A drill holds all traffic on the fallback for one analysis interval, at most this long."""
+ROUTING_GRACE_SECONDS = 2.0
+"""A step's routing the backend is seen carrying within this of the step's decision counts from the decision:
+analysis instants are whole seconds, and a write is seen carried by the round its echo wakes. Routing that took
+longer (a saturated API server, a write retried after a conflict) counts from when it was seen carried."""
 
 
 def rfc3339(t: datetime) -> str:
@@ -596,7 +601,21 @@ class _Run:
         assert s.step_started_at is not None and s.current_step is not None
         pause = duration_seconds(self.canary_steps()[self.step_index()].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
-        return elapsed >= pause and s.last_outcome is Outcome.Passed
+        return elapsed >= pause and s.last_outcome is Outcome.Passed and self.measured_this_step()
+
+    def measured_this_step(self) -> bool:
+        """Whether the last analysis measured the traffic this step routes: the backend is seen carrying the
+        step's routing, and either took it within ROUTING_GRACE_SECONDS of the decision or before that analysis's
+        window began. A step whose write landed late is not passed on the previous step's traffic."""
+        s, carried = self.s, self.obs.carried
+        assert s.step_started_at is not None
+        if carried is None or carried.intent != intent_of(s) or s.last_analysis_at is None:
+            return False
+        started = parse_rfc3339(s.step_started_at)
+        if (carried.at - started).total_seconds() <= ROUTING_GRACE_SECONDS:
+            return True
+        window = timedelta(seconds=duration_seconds(analysis_window(self.spec)))
+        return parse_rfc3339(s.last_analysis_at) - window >= carried.at
 
     def advance(self) -> None:
         s = self.s
