@@ -53,7 +53,7 @@ def test_mirror_and_match_steps_expose_the_candidate_as_the_route_says(worlds):
     assert w.live() == {"1.0.0": 100} and side(w) == {"copies": {}, "cohort": {CANDIDATE: 1}}
     cohort = [r for r in w.traffic_fields() if str(r.get("name", "")).startswith("modelops-cohort-")]
     assert [m["headers"] for m in cohort[0]["matches"]] == [[{"type": "Exact", **COHORT}]]
-    assert cohort[0]["backendRefs"] == [{"name": "fraud-v1-1-0", "port": 8080}]
+    assert cohort[0]["backendRefs"] == [{"name": "fraud-v1-1-0", "port": 8080, "weight": 1}]
 
 
 @pytest.mark.parametrize("kind", ["copies", "cohort"])

@@ -290,7 +290,7 @@ def test_gateway_match_step_adds_a_cohort_rule_per_model_rule_that_outranks_it_a
     assert [r.get("name") for r in rules] == [None, None, "modelops-cohort-0", None, "modelops-cohort-1"]
     headers = [{"type": "Exact", "name": "x-user-group", "value": "beta"}, {"type": "Exact", "name": "x-region", "value": "eu"}]
     assert rules[2]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}, "headers": headers}]
-    assert rules[2]["backendRefs"] == [{"name": "emb-v2", "port": 8080}] and "filters" not in rules[2]
+    assert rules[2]["backendRefs"] == [{"name": "emb-v2", "port": 8080, "weight": 1}] and "filters" not in rules[2]
     assert rules[4]["matches"] == [{"path": {"type": "PathPrefix", "value": "/v1"}, "headers": headers}]
     assert rules[4]["filters"] == [REWRITE]  # the cohort's requests are rewritten as everyone's are
     assert [(r["name"], r["weight"]) for r in rules[1]["backendRefs"]] == [("emb-v1", 100), ("emb-v2", 0)]
@@ -300,6 +300,26 @@ def test_gateway_match_step_adds_a_cohort_rule_per_model_rule_that_outranks_it_a
     for intent in (TrafficIntent("1.0.0", "1.1.0", 10), TrafficIntent("1.0.0"), TrafficIntent("1.1.0")):
         after = gateway_api.config_for(applied, intent, SERVICES, 8080)["spec"]["rules"]
         assert [r.get("name") for r in after] == [None, None, None] and after[0] == TESTERS
+
+
+def test_gateway_match_step_as_the_api_server_stores_it_is_carried():
+    """The API server stores a ref with its defaults (group, kind, weight 1): the next round's apply finds the
+    cohort rule as it would write it, so the step is seen carried instead of applied again every round."""
+    def stored(rules):
+        refs = [r for rule in rules for r in rule.get("backendRefs", [])]
+        for ref in refs:
+            ref.setdefault("group", "")
+            ref.setdefault("kind", "Service")
+            ref.setdefault("weight", 1)
+        return rules
+
+    intent = TrafficIntent("1.0.0", "1.1.0", 0, match=(("x-cohort", "testers"),))
+    live = route(stored([dict(DEFAULT)]), parents(3))
+    for _ in range(2):  # the step's first apply, then the apply over what that stored
+        config = gateway_api.config_for(live, intent, SERVICES, 8080)
+        live = owned(route(stored(config["spec"]["rules"]), parents(3)))
+        live["metadata"]["annotations"] = config["metadata"]["annotations"]
+    assert gateway_api.config_for(owned(live), intent, SERVICES, 8080) is None
 
 
 def test_seldon_mirror_step_makes_the_candidate_a_shadow_and_any_other_step_makes_it_a_predictor_again():

@@ -156,7 +156,9 @@ def _cohort_rule(number: int, rule: dict[str, Any], filters: list[dict[str, Any]
     exact = [{"type": "Exact", "name": name, "value": value} for name, value in headers]
     matches = [{**m, "headers": exact} for m in objects_at(rule, "matches") or [{}]]
     cohort = {k: v for k, v in rule.items() if k != "filters"}
-    cohort.update({"name": f"{COHORT_RULE}{number}", "matches": matches, "backendRefs": [ref]})
+    # weight 1 is what the API server stores for a ref without one: written out, the stored rule equals the next
+    # apply's, and the step is seen carried rather than applied again every round.
+    cohort.update({"name": f"{COHORT_RULE}{number}", "matches": matches, "backendRefs": [{**ref, "weight": 1}]})
     if filters:
         cohort["filters"] = filters
     return cohort
