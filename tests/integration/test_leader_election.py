@@ -8,7 +8,10 @@ short timings: a 3 s lease, a 2 s renew deadline, renewals every 0.5 s.
 from __future__ import annotations
 
 import json
+import ssl
 import time
+import urllib.error
+import urllib.request
 
 from playground.operator import OperatorProcess, lease, lease_holder
 
@@ -138,3 +141,29 @@ def test_without_election_the_process_leads_alone(control_plane, operator_kubeco
         assert lease(control_plane, name) is None  # no Lease read or written
     finally:
         replica.stop()
+
+
+def test_lease_renewals_go_ahead_of_the_operators_other_requests(control_plane, operator_kubeconfig):
+    """deploy/rbac.yaml's FlowSchema puts the operator's Lease requests, and only those, in the API server's
+    `leader-election` priority level: a flood of its own writes cannot queue a renewal past the renew deadline.
+    The API server names each request's priority level in a response header (`operator_kubeconfig` applied
+    deploy/rbac.yaml)."""
+    identity = control_plane.ca.issue("apf-probe", "modelops-operator")
+    context = ssl.create_default_context(cafile=str(control_plane.ca.cert_path))
+    context.load_cert_chain(str(identity.cert), str(identity.key))
+
+    def priority_level(path: str) -> str:
+        try:
+            response = urllib.request.urlopen(control_plane.url + path, context=context, timeout=10)
+        except urllib.error.HTTPError as error:  # a 403 or 404 is classified all the same
+            response = error
+        return response.headers["X-Kubernetes-PF-PriorityLevel-UID"]
+
+    uids = {name: control_plane.kubectl("get", "prioritylevelconfiguration", name,
+                                        "-o", "jsonpath={.metadata.uid}").stdout
+            for name in ("leader-election", "global-default")}
+    lease = "/apis/coordination.k8s.io/v1/namespaces/modelops-system/leases/modelops-operator"
+    # The API server takes up a new FlowSchema a moment after it is created.
+    wait_for(lambda: priority_level(lease) == uids["leader-election"], 10, "the Lease in leader-election", 0.2)
+    assert priority_level("/apis/modelops.io/v1alpha1/modeldeployments") == uids["global-default"]
+    assert priority_level("/apis/coordination.k8s.io/v1/namespaces/default/leases/x") == uids["global-default"]
