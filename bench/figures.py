@@ -16,6 +16,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "create_to_stable_s": ("s", "creating all N to all Stable"),
     "create_to_stable_p50_s": ("s", "  per deployment, p50"),
     "create_to_stable_p99_s": ("s", "  per deployment, p99"),
+    "create_gc_pause_s": ("s", "operator paused for GC, creating"),
+    "create_gc_full_pause_max_s": ("s", "  longest full collection (bucket bound)"),
     "idle_cpu_percent": ("% core", "operator CPU, idle"),
     "idle_rss_mib": ("MiB", "operator RSS, idle (mean)"),
     "idle_rss_max_mib": ("MiB", "operator RSS, idle (max)"),
@@ -27,6 +29,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "rollout_cpu_percent": ("% core", "operator CPU, rollout"),
     "rollout_apiserver_cpu_percent": ("% core", "kube-apiserver CPU, rollout"),
     "rollout_etcd_cpu_percent": ("% core", "etcd CPU, rollout"),
+    "rollout_gc_pause_s": ("s", "operator paused for GC, rollout"),
+    "rollout_gc_full_pause_max_s": ("s", "  longest full collection (bucket bound)"),
     "rollout_api_requests_per_s": ("req/s", "API requests, rollout (operator)"),
     "analysis_lag_p50_s": ("s", "analysis lag p50"),
     "analysis_lag_p99_s": ("s", "analysis lag p99"),
@@ -92,6 +96,23 @@ def per_deployment(apiserver: Mapping[str, float], own: Mapping[str, float], dep
 def delta(after: Mapping[Any, float], before: Mapping[Any, float]) -> dict[Any, float]:
     """Counter increase per key; a key absent before counts from 0."""
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+def gc_pauses(found: Samples, name: str = "modelops_gc_pause_seconds") -> dict[str, Any]:
+    """The operator's collector pauses so far: seconds over every generation, and generation 2's (full
+    collections) count and cumulative buckets."""
+    return {"seconds": total(found, f"{name}_sum"), "full": total(found, f"{name}_count", generation="2"),
+            "full_buckets": {float(ls["le"]): v for n, ls, v in found
+                             if n == f"{name}_bucket" and ls.get("generation") == "2"}}
+
+
+def paused(after: Mapping[str, Any], before: Mapping[str, Any]) -> tuple[float, float, float | None]:
+    """Between two `gc_pauses`: seconds paused, full collections, and the bucket bound of the longest full one
+    (None when there was none)."""
+    grew = delta(after["full_buckets"], before["full_buckets"])
+    full = after["full"] - before["full"]
+    longest = min((bound for bound, count in grew.items() if count >= full), default=None) if full else None
+    return after["seconds"] - before["seconds"], full, longest
 
 
 def histogram_quantile(q: float, cumulative: Mapping[float, float]) -> float | None:

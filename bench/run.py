@@ -15,6 +15,8 @@ EndpointSlice; two passing PromQL checks over a synthetic metric; steps 10 % and
   kube-apiserver and etcd used meanwhile;
 - analysis lag p50/p99 (`modelops_analysis_lag_seconds`), Prometheus queries/s (its own
   `prometheus_http_requests_total{handler="/api/v1/query"}`), status patches per traffic step.
+- the operator's pauses for Python's garbage collector while creating and in the rollout
+  (`modelops_gc_pause_seconds`): seconds in all, and the longest full collection's bucket.
 
 Prints a table, writes figures.json and bench.png to --out, and with --compare PREVIOUS.json the
 change per figure. Everything listens on loopback; nothing is left running.
@@ -267,6 +269,16 @@ class Bench:
                 "lag": fig.buckets(operator, "modelops_analysis_lag_seconds"),
                 "queries": fig.total(prometheus, "prometheus_http_requests_total", handler="/api/v1/query")}
 
+    def gc_pauses(self) -> dict[str, Any]:
+        names = [f"modelops_gc_pause_seconds_{part}" for part in ("bucket", "count", "sum")]
+        return fig.gc_pauses(fig.samples(urllib.request.urlopen(self.operator.metrics_url, timeout=30).read().decode(),
+                                         names))
+
+    def note_gc(self, phase: str, before: dict[str, Any]) -> None:
+        seconds, full, longest = fig.paused(self.gc_pauses(), before)
+        self.figures[f"{phase}_gc_pause_s"], self.figures[f"{phase}_gc_full_pause_max_s"] = seconds, longest
+        self.counts[f"{phase}_gc_full_collections"] = full
+
     @staticmethod
     def cpu_percent(process: str, before: dict[str, Any], after: dict[str, Any]) -> float:
         """A process of the control plane's or Prometheus's CPU between two snapshots, in % of a core."""
@@ -341,6 +353,7 @@ class Bench:
             self.kube.create(PATHS["modeldeployments"], model_deployment(model))
 
         self.say(f"creating {self.n} ModelVersions, Services, EndpointSlices, HTTPRoutes and ModelDeployments")
+        gc_before = self.gc_pauses()
         started = time.monotonic()
         created = self.create_all(everything)
         self.durations["create_requests"] = time.monotonic() - started
@@ -348,6 +361,7 @@ class Bench:
         result = self.wait_all(stable_on(OLD), 120 + 0.5 * self.n, f"Stable on {OLD}")
         at = result["at"]
         self.durations["create"] = time.monotonic() - started
+        self.note_gc("create", gc_before)
         self.counts["create_stable"], self.counts["create_failed"] = len(at), len(result["failed"])
         complete = len(at) == self.n
         self.figures["create_to_stable_s"] = (max(at.values()) - started) if complete else None
@@ -394,7 +408,7 @@ class Bench:
         self.durations["rollout_prepare"] = time.monotonic() - started
 
         self.say(f"rollout: every ModelDeployment to {NEW} at once")
-        before = self.snapshot(opening=True)
+        before, gc_before = self.snapshot(opening=True), self.gc_pauses()
         profiler = self.profile_apiserver() if self.profile_seconds else None
         started = time.monotonic()
         patched = self.create_all(lambda m: self.kube.merge_patch(
@@ -406,6 +420,7 @@ class Bench:
             profiler.join()
         at = result["at"]
         self.durations["rollout"] = time.monotonic() - started
+        self.note_gc("rollout", gc_before)
         self.series["windows"]["rollout"] = [round(before["t"] - self.sampler.start, 2),
                                              round(after["t"] - self.sampler.start, 2)]
         complete = len(at) == self.n

@@ -54,8 +54,9 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from . import handlers, health, leader
+    from . import gc_pacing, handlers, health, leader
 
+    gc_pacing.pace()
     kopf.configure(verbose=args.verbose)
     if not args.verbose:  # kopf logs each event handler's success at INFO: a line per watched change, at any scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -87,6 +87,31 @@ def test_samples_reads_only_the_named_metric():
     assert fig.total(found, "apiserver_request_total", code="409") == 2
 
 
+def gc_text(full: dict[float, int], seconds: float) -> str:
+    """modelops_gc_pause_seconds as the operator exposes it: generation 0 always paused 1 s, generation 2 as given."""
+    lines = [f'modelops_gc_pause_seconds_bucket{{generation="0",le="{b}"}} 1.0' for b in ("0.5", "1.0", "+Inf")]
+    lines += [f'modelops_gc_pause_seconds_bucket{{generation="2",le="{b}"}} {c}' for b, c in full.items()]
+    count = max(full.values())
+    lines += ['modelops_gc_pause_seconds_count{generation="0"} 1.0', 'modelops_gc_pause_seconds_sum{generation="0"} 1.0',
+              f'modelops_gc_pause_seconds_count{{generation="2"}} {count}',
+              f'modelops_gc_pause_seconds_sum{{generation="2"}} {seconds}']
+    return "\n".join(lines) + "\n"
+
+
+def pauses(full: dict[float, int], seconds: float) -> dict:
+    names = [f"modelops_gc_pause_seconds_{part}" for part in ("bucket", "count", "sum")]
+    return fig.gc_pauses(fig.samples(gc_text({("+Inf" if b == INF else str(b)): c for b, c in full.items()}, seconds),
+                                     names))
+
+
+def test_gc_pauses_between_two_reads_give_the_longest_full_collections_bucket():
+    before = pauses({1.0: 2, 2.5: 3, 5.0: 3, INF: 3}, 4.0)
+    after = pauses({1.0: 3, 2.5: 4, 5.0: 5, INF: 5}, 12.0)
+    assert fig.paused(after, before) == (8.0, 2.0, 5.0)  # one new pause under 1 s, one in (2.5, 5]
+    assert fig.paused(before, before) == (0.0, 0.0, None)
+    assert fig.paused(pauses({1.0: 2, 2.5: 3, 5.0: 3, INF: 4}, 30.0), before)[2] == INF
+
+
 def test_requests_by_verb_take_out_the_benchmarks_own_and_never_go_negative():
     rates = fig.requests_by_verb({"PATCH": 120, "GET": 10, "LIST": 3, "POST": 6},
                                  {"PATCH": 20, "GET": 12, "POST": 6, "WATCH": 2}, seconds=10)
