@@ -3,17 +3,18 @@
 Facts relied on (CPython 3.11, `Modules/gcmodule.c`): a collection of generation N scans every tracked object in
 generations 0..N and stops every thread meanwhile, the Lease keeper's too (`leader.py`). Generation 0 is collected
 once YOUNG_THRESHOLD more tracked objects have been allocated than freed (700 by default), generation 1 after
-that many collections of generation 0, and generation 2, which holds every long-lived object, after that many of
-generation 1, and then only once the objects promoted into it since its last collection reach a quarter of those
-it held then.
+MIDDLE_THRESHOLD collections of generation 0 (10), and generation 2, which holds every long-lived object, after
+OLD_THRESHOLD of generation 1 (10), and then only once the objects promoted into it since its last collection
+reach a quarter of those it held then.
 
 With 10,000 deployments the operator holds millions of tracked objects, and a collection of generation 2 took
 2.3-9 s here. By default the young collections came every few tens of milliseconds, so the objects of a round
 waiting seconds on a busy API server were promoted to generation 2 and soon made up that quarter: generation 2
 was collected 45 times while 10,000 deployments were created, and every 30 s in their simultaneous rollout.
-Collecting generation 0 every YOUNG_THRESHOLD allocations instead lets such objects die young: generation 2 was
-then not collected while they were created, and once in the rollout's first ten minutes (README, "Benchmark").
-A young collection then frees tens of thousands of objects at once, up to 0.6 s.
+Collecting generation 0 every 50,000 allocations instead, and generation 1 every 20 of those (about once a
+minute under that load), lets such objects die before they reach generation 2: generation 2 was then not collected
+while they were created, and once in the rollout's first ten minutes (README, "Benchmark"). A young
+collection then frees tens of thousands of objects at once, up to 0.6 s.
 """
 
 from __future__ import annotations
