@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,18 @@ def serving_on(version):
         c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
 
 
+def healthy_soon(scenario, argocd, timeout: float) -> dict[str, Any]:
+    """The ModelDeployment once Argo CD calls it Healthy. The status that first says Ready after a promotion can
+    be the promotion's own, written before KServe rolls the revision out; the operator then reports
+    BackendNotReady (Progressing) until it sees the rollout done, so Healthy is waited for, not read once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = scenario.get()
+        if argocd.argo["ModelDeployment"].health(obj)["status"] == "Healthy" or time.monotonic() > deadline:
+            return obj
+        time.sleep(0.2)
+
+
 def last(scenario) -> dict[str, Any]:
     return scenario.status()["history"][-1]
 
@@ -268,7 +281,7 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
     entry = status["history"][-1]
     assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
 
-    obj = s.get()
+    obj = healthy_soon(s, argocd, 20)
     argocd.check("healthy_promoted", obj, "Healthy", discovery=True)
     assert argocd.enabled(obj) == {"pause", "rollback"}
     argocd.run("rollback", obj, "healthy_promoted", argv=["rollback", "fraud", "--reason", "Argo CD action"])
