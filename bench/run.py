@@ -66,6 +66,7 @@ SCRAPE_INTERVAL, SCRAPE_SECONDS = "2s", 2.0
 CLIENT_THREADS = 8
 TRAFFIC_STEPS = ("StepAdvanced", "Promoted")
 """Decisions that move traffic: entering each step (the first included), the promotion (3 per rollout here)."""
+GC_PAUSE_SAMPLES = tuple(f"modelops_gc_pause_seconds_{part}" for part in ("bucket", "count", "sum"))
 API_NOTE = ("kube-apiserver's apiserver_request_total has no user label: these rates are its total minus the "
             "requests the benchmark made itself (counted by its client); they include the API server's own loopback "
             "calls (a few per minute)")
@@ -253,7 +254,7 @@ class Bench:
         operator = fig.samples(urllib.request.urlopen(self.operator.metrics_url, timeout=30).read().decode(),
                                ["modelops_status_patches_total", "modelops_decisions_total",
                                 "modelops_analysis_lag_seconds_bucket", "modelops_analyses_total",
-                                "modelops_reconcile_errors_total"])
+                                "modelops_reconcile_errors_total", *GC_PAUSE_SAMPLES])
         prometheus = fig.samples(urllib.request.urlopen(f"{self.prometheus.url}/metrics", timeout=10).read().decode(),
                                  ["prometheus_http_requests_total"])
         if opening:
@@ -267,15 +268,16 @@ class Bench:
                 "errors": fig.by_label(operator, "modelops_reconcile_errors_total", "reason"),
                 "analyses": fig.total(operator, "modelops_analyses_total"),
                 "lag": fig.buckets(operator, "modelops_analysis_lag_seconds"),
+                "gc": fig.gc_pauses(operator),
                 "queries": fig.total(prometheus, "prometheus_http_requests_total", handler="/api/v1/query")}
 
     def gc_pauses(self) -> dict[str, Any]:
-        names = [f"modelops_gc_pause_seconds_{part}" for part in ("bucket", "count", "sum")]
+        """The operator's collector pauses so far, where no window's snapshot reads them (creation)."""
         return fig.gc_pauses(fig.samples(urllib.request.urlopen(self.operator.metrics_url, timeout=30).read().decode(),
-                                         names))
+                                         GC_PAUSE_SAMPLES))
 
-    def note_gc(self, phase: str, before: dict[str, Any]) -> None:
-        seconds, full, longest = fig.paused(self.gc_pauses(), before)
+    def note_gc(self, phase: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        seconds, full, longest = fig.paused(after, before)
         self.figures[f"{phase}_gc_pause_s"], self.figures[f"{phase}_gc_full_pause_max_s"] = seconds, longest
         self.counts[f"{phase}_gc_full_collections"] = full
 
@@ -361,7 +363,7 @@ class Bench:
         result = self.wait_all(stable_on(OLD), 120 + 0.5 * self.n, f"Stable on {OLD}")
         at = result["at"]
         self.durations["create"] = time.monotonic() - started
-        self.note_gc("create", gc_before)
+        self.note_gc("create", gc_before, self.gc_pauses())
         self.counts["create_stable"], self.counts["create_failed"] = len(at), len(result["failed"])
         complete = len(at) == self.n
         self.figures["create_to_stable_s"] = (max(at.values()) - started) if complete else None
@@ -408,7 +410,7 @@ class Bench:
         self.durations["rollout_prepare"] = time.monotonic() - started
 
         self.say(f"rollout: every ModelDeployment to {NEW} at once")
-        before, gc_before = self.snapshot(opening=True), self.gc_pauses()
+        before = self.snapshot(opening=True)
         profiler = self.profile_apiserver() if self.profile_seconds else None
         started = time.monotonic()
         patched = self.create_all(lambda m: self.kube.merge_patch(
@@ -420,7 +422,7 @@ class Bench:
             profiler.join()
         at = result["at"]
         self.durations["rollout"] = time.monotonic() - started
-        self.note_gc("rollout", gc_before)
+        self.note_gc("rollout", before["gc"], after["gc"])
         self.series["windows"]["rollout"] = [round(before["t"] - self.sampler.start, 2),
                                              round(after["t"] - self.sampler.start, 2)]
         complete = len(at) == self.n

@@ -11,7 +11,7 @@ import pytest
 
 from bench import figures as fig
 from bench.kube import resource_of
-from bench.run import http_route, model_deployment, model_version
+from bench.run import GC_PAUSE_SAMPLES, http_route, model_deployment, model_version
 from bench.standins import Exporter, accepted, checks, endpoint_slice, route_status
 from modelops.api.modeldeployment import ModelDeploymentSpec
 from modelops.api.modelversion import ModelVersionSpec
@@ -99,9 +99,8 @@ def gc_text(full: dict[float, int], seconds: float) -> str:
 
 
 def pauses(full: dict[float, int], seconds: float) -> dict:
-    names = [f"modelops_gc_pause_seconds_{part}" for part in ("bucket", "count", "sum")]
     return fig.gc_pauses(fig.samples(gc_text({("+Inf" if b == INF else str(b)): c for b, c in full.items()}, seconds),
-                                     names))
+                                     GC_PAUSE_SAMPLES))
 
 
 def test_gc_pauses_between_two_reads_give_the_longest_full_collections_bucket():
