@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
 VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
-QUEUED_SECONDS = 30.0
+QUEUED_SECONDS = 300.0
+"""A queued deployment is woken when a slot comes free for it (slots.py); this only backs the wake-up up, and
+seldom, since thousands may be queued behind a limit."""
 IDLE_SECONDS = MAX_AGE_SECONDS
 """A settled deployment re-reads its backend this often, a resync in case a watch event was lost: changes of
 its spec, its backend objects, their EndpointSlices and its ModelVersions wake it at once (see handlers), and
@@ -238,7 +240,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if problem or after:
         return CONVERGE_SECONDS * (1 if after else 5), problem or after
     if decision.status.phase is Phase.Queued:
-        return QUEUED_SECONDS, None  # woken at once when a rollout ends; this only backs the wake-up up
+        return QUEUED_SECONDS, None
     if decision.intent is None:
         return IDLE_SECONDS, None
     return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None

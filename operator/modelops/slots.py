@@ -9,12 +9,17 @@ the watch delivers the status written. Until it does, the decision is what count
 
 A deployment that would start a rollout asks for a slot before deciding (the slot is its own from then on, so two
 loops can never take the last one together); its decision then keeps the slot or gives it back. A queued one may
-start when fewer of the deployments queued before it can start than slots are free. A rollout's end wakes the
-queued deployments at once; the order of the queue is lost on a restart.
+start when fewer of the deployments queued before it can start than slots are free. A slot coming free wakes as
+many of the queued as may start then, in order, and no others: with thousands queued behind a limit, waking all of
+them would be thousands of rounds for each rollout that ends. For the same reason a queued deployment's words do not
+say its place in the queue: they would change, and be written to its status, whenever any rollout ends. The order
+of the queue is lost on a restart.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -57,25 +62,38 @@ class RolloutSlots:
         if key in flying:
             return None
         taken = {**flying, **self.reserved}
-        queued = list(self.queue)
-        before = [k for k in queued[:queued.index(key) if key in self.queue else len(queued)]
-                  if self._room_for(taken, k[0], self.queue[k])]
-        if self.max_rollouts is not None and len(taken) + len(before) >= self.max_rollouts:
-            return (f"queued: {len(taken)} rollouts in flight, at most {self.max_rollouts} at once (the operator's "
-                    f"--max-rollouts); {len(before)} queued before it")
-        same = [k for k in before if k[0] == namespace and self.queue[k] == model]
-        if not self._room_for(taken, namespace, model, len(same)):
-            return (f"queued: {self._of_model(taken, namespace, model)} rollouts of model {model} in flight, at most "
-                    f"{self.max_per_model} at once (the operator's --max-rollouts-per-model); {len(same)} queued before it")
+        per_model = Counter((ns, m) for (ns, _), m in taken.items())
+        ahead, ahead_of_model = self._ahead(key, taken, per_model, namespace, model)
+        if self.max_rollouts is not None and len(taken) + ahead >= self.max_rollouts:
+            return (f"queued: at most {self.max_rollouts} rollouts at once (the operator's --max-rollouts); it starts"
+                    " when one ends, first come first served")
+        if self.max_per_model is not None and per_model[namespace, model] + ahead_of_model >= self.max_per_model:
+            return (f"queued: at most {self.max_per_model} rollouts of model {model} at once (the operator's "
+                    "--max-rollouts-per-model); it starts when one of them ends, first come first served")
         self.reserved[key] = model
         return None
+
+    def _ahead(self, key: Key, taken: Mapping[Key, str], per_model: Counter[tuple[str, str]], namespace: str,
+               model: str) -> tuple[int, int]:
+        """(how many queued before `key` may start, how many of them are of its model), counted only as far as
+        the limits make a difference: a round of the ten-thousandth queued costs no more than one of the first."""
+        free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
+        model_free = math.inf if self.max_per_model is None else self.max_per_model - per_model[namespace, model]
+        ahead = ahead_of_model = 0
+        for queued, queued_model in self.queue.items():
+            if queued == key or ahead >= free or ahead_of_model >= model_free:
+                break
+            if self._room_for(per_model, queued[0], queued_model):
+                ahead += 1
+                ahead_of_model += (queued[0], queued_model) == (namespace, model)
+        return ahead, ahead_of_model
 
     def settle(self, namespace: str, name: str, model: str, status: ModelDeploymentStatus) -> None:
         """The decision of a round (after `ask`, or without it): the slot is kept while the status has a candidate."""
         if not self.limited:
             return
         key = (namespace, name)
-        was_flying = key in self.in_flight()
+        held = key in self.in_flight() or key in self.reserved or key in self.queue
         flying = status.canary_version is not None
         self.reserved.pop(key, None)
         self.decided[key] = (model, flying)
@@ -83,8 +101,8 @@ class RolloutSlots:
             self.queue.setdefault(key, model)
         else:
             self.queue.pop(key, None)
-        if was_flying and not flying:
-            self._wake_queued()
+        if held and not flying and status.phase is not Phase.Queued:
+            self._wake_queued()  # a slot, or a place ahead in the queue, came free
 
     def forget(self, namespace: str, name: str) -> None:
         """The deployment's loop stopped (deleted, or moved to another shard): its slot is free."""
@@ -108,14 +126,18 @@ class RolloutSlots:
                 flying.pop(key, None)
         return flying
 
-    def _of_model(self, taken: Mapping[Key, str], namespace: str, model: str) -> int:
-        return sum(1 for (ns, _), m in taken.items() if ns == namespace and m == model)
-
-    def _room_for(self, taken: Mapping[Key, str], namespace: str, model: str, queued_before: int = 0) -> bool:
-        if self.max_per_model is None:
-            return True
-        return self._of_model(taken, namespace, model) + queued_before < self.max_per_model
+    def _room_for(self, per_model: Counter[tuple[str, str]], namespace: str, model: str) -> bool:
+        return self.max_per_model is None or per_model[namespace, model] < self.max_per_model
 
     def _wake_queued(self) -> None:
-        for namespace, name in list(self.queue):
-            self.wake(namespace, name)
+        """Wake the queued deployments that may start now, first come first served."""
+        taken = {**self.in_flight(), **self.reserved}
+        per_model = Counter((ns, m) for (ns, _), m in taken.items())
+        free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
+        for (namespace, name), model in list(self.queue.items()):
+            if free <= 0:
+                break
+            if self._room_for(per_model, namespace, model):
+                per_model[namespace, model] += 1
+                free -= 1
+                self.wake(namespace, name)

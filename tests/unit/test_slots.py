@@ -31,11 +31,11 @@ def test_one_at_a_time_first_come_first_served():
     assert "at most 1" in s.ask("ns", "b", "m")  # a holds the slot from its ask on, before its decision lands
     s.settle("ns", "a", "m", ROLLING)
     s.settle("ns", "b", "m", QUEUED)
-    assert "1 queued before it" in s.ask("ns", "c", "m")
+    assert "at most 1 rollouts at once" in s.ask("ns", "c", "m")
     s.settle("ns", "c", "m", QUEUED)
     assert s.ask("ns", "a", "m") is None  # a rollout in flight keeps its slot
     s.settle("ns", "a", "m", DONE)
-    assert woken == ["b", "c"]  # a rollout's end wakes the queue
+    assert woken == ["b"]  # a rollout's end wakes the first in the queue, the one that may start
     assert s.ask("ns", "c", "m") is not None  # b queued first
     assert s.ask("ns", "b", "m") is None
     s.settle("ns", "b", "m", ROLLING)
@@ -49,6 +49,47 @@ def test_a_decision_that_starts_nothing_gives_the_slot_back_without_waking_anyon
     s.settle("ns", "b", "m", ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0"))  # e.g. stable not ready
     assert s.in_flight() == {} and woken == []
     assert s.ask("ns", "c", "m") is None
+
+
+def test_a_rollouts_end_wakes_only_those_that_may_start_and_the_queued_words_stay_put():
+    s, woken = slots(max_rollouts=2)
+    for name in ("a", "b"):
+        s.ask("ns", name, "m")
+        s.settle("ns", name, "m", ROLLING)
+    queued = [f"q{i}" for i in range(1000)]
+    for name in queued:
+        s.settle("ns", name, "m", QUEUED)
+    words = s.ask("ns", "q500", "m")
+    s.settle("ns", "a", "m", DONE)
+    assert woken == ["q0"]  # not the 1,000 queued: one round each for every rollout's end
+    assert s.ask("ns", "q500", "m") == words  # nothing to write to its status while the queue moves
+    assert s.ask("ns", "q0", "m") is None
+
+
+def test_a_woken_deployment_that_does_not_start_passes_its_turn_on():
+    s, woken = slots(max_rollouts=1)
+    s.ask("ns", "a", "m")
+    s.settle("ns", "a", "m", ROLLING)
+    s.settle("ns", "b", "m", QUEUED)
+    s.settle("ns", "c", "m", QUEUED)
+    s.settle("ns", "a", "m", DONE)
+    assert woken == ["b"]
+    assert s.ask("ns", "b", "m") is None
+    s.settle("ns", "b", "m", ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0"))  # its version reverted
+    assert woken == ["b", "c"] and s.ask("ns", "c", "m") is None
+
+
+def test_a_models_rollout_ending_wakes_the_first_queued_of_that_model():
+    s, woken = slots(max_per_model=1)
+    for name, model in (("a", "fraud"), ("d", "churn")):
+        s.ask("ns", name, model)
+        s.settle("ns", name, model, ROLLING)
+    for name, model in (("c", "churn"), ("b", "fraud"), ("e", "fraud")):
+        s.settle("ns", name, model, QUEUED)
+    assert "model fraud" in s.ask("ns", "e", "fraud")
+    s.settle("ns", "a", "fraud", DONE)
+    assert woken == ["b"]  # c still waits for churn's slot, e behind b
+    assert s.ask("ns", "e", "fraud") is not None and s.ask("ns", "b", "fraud") is None
 
 
 def test_a_restarted_operator_counts_the_rollouts_its_index_shows():
