@@ -495,7 +495,8 @@ class Bench:
             "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpus": os.cpu_count(),
             "settings": {"backend": "gatewayAPI", "steps": list(STEPS), "pause": PAUSE, "interval": INTERVAL,
                          "checks": [c["name"] for c in checks()], "idle_seconds": self.idle_seconds,
-                         "scrape_interval": SCRAPE_INTERVAL, "leader_election": True},
+                         "scrape_interval": SCRAPE_INTERVAL, "leader_election": True,
+                         "operator_args": self.operator_args},
             "figures": self.figures, "counts": self.counts,
             "durations_s": {k: round(v, 2) for k, v in self.durations.items()},
             "notes": {"api_requests": API_NOTE,
@@ -571,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(f"{result['deployments']} ModelDeployments, gatewayAPI, steps {'/'.join(map(str, STEPS))} %, pause {PAUSE}, "
-          f"interval {INTERVAL}; took {result['durations_s']['total']:.0f} s")
+          f"interval {INTERVAL}{''.join(' ' + a for a in result['settings']['operator_args'])}; "
+          f"took {result['durations_s']['total']:.0f} s")
     print(fig.table(result["figures"], previous.get("figures") if previous else None))
     print(f"\nAPI requests: {API_NOTE}.")
     print(f"\nfigures: {args.out / 'figures.json'}\nplot: {args.out / 'bench.png'}")

@@ -212,7 +212,8 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock())
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
-                                frozenset(versions.specs), queued, memory.carried, loss)
+                                frozenset(versions.specs), queued, memory.carried, loss,
+                                backend.serving_versions if backend else frozenset())
     decision = decide(spec, status, observations, shell.clock())
     memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)

@@ -4,14 +4,16 @@ import json
 
 import pytest
 
+from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.kube import applied_fields, is_applied
-from modelops.rollout import TrafficIntent
+from modelops.rollout import Observations, TrafficIntent, decide
 from modelops.routers.base import OWNER_ANNOTATION, VersionUnavailable
 from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, VERSION_MODELS,
                                      config_for, leftover_patch, observe)
 
 from ..conftest import model_version_manifest
+from .rollout_sim import START, make_spec
 from ..sim.fakes import fields_v1, leaves
 
 
@@ -257,3 +259,19 @@ def test_a_recorded_revision_serves_stable_without_its_modelversion():
     with pytest.raises(VersionUnavailable):  # the rolled-out revision is the candidate's: 0 % would keep it there
         config_for(after_hot_swap, TrafficIntent("1.0.0"), only_candidate,
                   observe(after_hot_swap, only_candidate, TrafficIntent("1.0.0")))
+
+
+def test_a_promoted_version_is_ready_while_kserve_rolls_it_out():
+    """Promoted: all traffic goes to the latest revision at once, and KServe marks it rolled out a little later.
+    Meanwhile stable's Ready condition stays True (it was True in the promotion's round, when 1.1.0 was the
+    candidate), and still no decision counts 1.1.0 as what KServe falls back to."""
+    promoted = isvc("1.1.0")  # canaryTrafficPercent removed; r2 ready, r1 still the rolled-out revision
+    state = observe(promoted, VERSIONS, TrafficIntent("1.1.0"))
+    assert (state.ready_versions, state.serving_versions) == ({"1.0.0"}, {"1.1.0"})
+    status = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.1.0", fallback_version="1.0.0")
+    decision = decide(make_spec("1.1.0"), status, Observations(state.ready_versions,
+                                                               serving_versions=state.serving_versions), START)
+    ready = next(c for c in decision.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "StableServing")
+    restoring = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r2", revisions={"r2": "1.1.0"})
+    assert observe(restoring, VERSIONS, TrafficIntent("1.0.0")).serving_versions == frozenset()  # r3 takes 0 %

@@ -10,14 +10,15 @@ from ..api.modeldeployment import ModelDeploymentStatus, Outcome, Phase
 from ..api.modelversion import Condition
 
 
-def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None) -> list[tuple[str, bool | None, str, str]]:
+def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None,
+            serving_versions: frozenset[str]) -> list[tuple[str, bool | None, str, str]]:
     """(type, status, reason, message); a status of None means Unknown."""
     phase = s.phase.value if s.phase else "Unknown"
     serving = s.stable_version
     if s.drill is not None and ready_versions is not None and s.stable_version not in ready_versions \
             and s.drill.fallback_version in ready_versions:
         serving = s.drill.fallback_version  # a rollback drill: the fallback serves (KServe: stable's revision waits)
-    stable_ready = None if ready_versions is None else serving in ready_versions
+    stable_ready = None if ready_versions is None else serving in ready_versions | serving_versions
     rolling = s.phase in (Phase.Progressing, Phase.Paused, Phase.RollingBack)
     # A queued rollout is a change still to come; a drill is one under way.
     progressing = rolling or s.phase in (Phase.Queued, Phase.Drilling)
@@ -46,10 +47,10 @@ def _condition(type_: str, state: bool | None, reason: str, message: str, previo
 
 
 def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_versions: frozenset[str] | None,
-                   now: str) -> list[Condition]:
+                   now: str, serving_versions: frozenset[str] = frozenset()) -> list[Condition]:
     """Conditions from the rollout status; `Synced` says the last round ran to its end (see `unsynced`)."""
     before = {c.type: c for c in previous}
-    wanted = _wanted(s, ready_versions) + [("Synced", True, "ReconcileSuccess", "the last round ran to its end")]
+    wanted = _wanted(s, ready_versions, serving_versions) + [("Synced", True, "ReconcileSuccess", "the last round ran to its end")]
     return [_condition(t, state, reason, message, before.get(t), now, s.observed_generation)
             for t, state, reason, message in wanted]
 

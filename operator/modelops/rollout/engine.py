@@ -60,6 +60,9 @@ class Observations:
     """The intent the backend has carried since when, as far as the operator has seen (None: unknown)."""
     drill_loss: DrillLoss | None = None
     """The requests the last drill lost, once measured (or why they cannot be)."""
+    serving_versions: frozenset[str] = frozenset()
+    """Versions taking traffic although not in `ready_versions` (see BackendState): they make stable Ready, no
+    decision."""
 
 
 @dataclass(frozen=True)
@@ -647,7 +650,8 @@ class _Run:
         s = self.s
         s.history = s.history[-self.spec.history_limit :]
         s.observed_generation = self.obs.generation
-        s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now))
+        s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now),
+                                      self.obs.serving_versions)
         return Decision(s, intent_of(s), tuple(self.events))
 
 

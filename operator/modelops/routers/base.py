@@ -92,6 +92,10 @@ class BackendState:
     """Version -> the backend's serving unit for it (KServe revision, Seldon predictor, Service): {{revision}}."""
     drift: tuple[str, ...] = ()
     """Out-of-band changes of what the operator had set, in words."""
+    serving_versions: frozenset[str] = frozenset()
+    """Versions taking traffic that `ready_versions` leaves out, because the backend has not yet confirmed them as
+    what it falls back to (KServe: the latest revision, all traffic sent to it, before KServe marks it rolled
+    out). The Ready condition counts them; no decision does."""
     read: dict[str, Any] | None = field(default=None, compare=False)
     """The backend object as this round's observe read it, for the round's apply to start from (its write is
     conditional on that read's resourceVersion); None: apply reads it."""

@@ -14,7 +14,9 @@ when the latest revision is ready for the artifact in the spec, and readiness fo
 a candidate is ready when the latest revision (its artifact's) is; any other version only
 when it is the rolled-out revision, the one KServe falls back to. A rollout therefore never
 starts while the rolled-out revision is not stable's (after a 100 % step it is the
-candidate's until stable's restored revision took over). The predictor model written for
+candidate's until stable's restored revision took over). The latest revision, ready and given
+traffic, serves even before KServe marks it rolled out (a promotion's first seconds): stable's
+Ready condition counts that, no decision does. The predictor model written for
 each version is recorded too (`modelops.io/version-models`): a rollback whose stable
 ModelVersion is gone restores stable's artifact from it, or sets canaryTrafficPercent to 0
 when the rolled-out revision is stable's; with neither it raises VersionUnavailable.
@@ -185,17 +187,21 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     if rolled_version is not None:
         ready.add(rolled_version)
         units[rolled_version] = rolled_out
+    serving: frozenset[str] = frozenset()
     if latest_ready and in_spec is not None:
         units.setdefault(in_spec, latest)
         if last is not None and in_spec == last.candidate:
             ready.add(in_spec)
+        percent = spec.get("canaryTrafficPercent")
+        if in_spec not in ready and (percent is None or (_integer(percent) or 0) > 0):
+            serving = frozenset({in_spec})  # e.g. promoted: all traffic on it before KServe marks it rolled out
     drift = []
     applied = annotations_of(isvc).get(APPLIED_PERCENT)
     live = _percent_text(spec.get("canaryTrafficPercent"))
     if applied is not None and live != applied:
         drift.append(f"spec.predictor.canaryTrafficPercent is {live}, the operator had set {applied}: "
                      "restoring it (pin a weight with spec.trafficOverride instead)")
-    return BackendState(frozenset(ready), units, tuple(drift))
+    return BackendState(frozenset(ready), units, tuple(drift), serving)
 
 
 def _model(version: ModelVersionSpec) -> dict[str, Any]:
