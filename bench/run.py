@@ -416,6 +416,8 @@ class Bench:
         patched = self.create_all(lambda m: self.kube.merge_patch(
             f"{PATHS['modeldeployments']}/{m}",
             {"spec": {"version": NEW, "serving": {"gatewayAPI": {"services": {NEW: service(m, NEW)}}}}}))
+        self.durations["rollout_requests"] = time.monotonic() - started
+        self.say(f"bumped in {self.durations['rollout_requests']:.1f} s; waiting for all Stable on {NEW}")
         result = self.wait_all(stable_on(NEW), 180 + 0.5 * self.n, f"Stable on {NEW}", final=rolled_back)
         after = self.snapshot(opening=False)
         if profiler is not None:

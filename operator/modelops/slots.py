@@ -75,8 +75,8 @@ class RolloutSlots:
 
     def _ahead(self, key: Key, taken: Mapping[Key, str], per_model: Counter[tuple[str, str]], namespace: str,
                model: str) -> tuple[int, int]:
-        """(how many queued before `key` may start, how many of them are of its model), counted only as far as
-        the limits make a difference: a round of the ten-thousandth queued costs no more than one of the first."""
+        """(how many queued before `key` may start, how many of them are of its model), counted only until the
+        answer is known: under --max-rollouts N at most N entries are read, wherever `key` stands in the queue."""
         free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
         model_free = math.inf if self.max_per_model is None else self.max_per_model - per_model[namespace, model]
         ahead = ahead_of_model = 0

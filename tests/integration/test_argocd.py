@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -207,24 +208,48 @@ def stable_on(version):
     return lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == version
 
 
-def serving_on(version):
-    """Stable on `version`, and the backend serving it: a promoted version is Ready only once KServe has rolled
-    its revision out (latestRolledoutRevision), a moment after the operator's write; Argo CD shows it
-    Progressing until then."""
-    return lambda st: stable_on(version)(st) and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
+def ready_statuses(stream: str) -> list[tuple[str, str | None, str | None]]:
+    """(resourceVersion, stableVersion, Ready's status) of each object in `kubectl get -w -o json`'s output."""
+    decoder, seen, at = json.JSONDecoder(), [], 0
+    while (at := stream.find("{", at)) >= 0:
+        try:
+            obj, at = decoder.raw_decode(stream, at)
+        except json.JSONDecodeError:
+            break  # the object being written
+        status = obj.get("status") or {}
+        ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        seen.append((obj["metadata"]["resourceVersion"], status.get("stableVersion"), ready))
+    return seen
 
 
-def healthy_soon(scenario, argocd, timeout: float) -> dict[str, Any]:
-    """The ModelDeployment once Argo CD calls it Healthy. The status that first says Ready after a promotion can
-    be the promotion's own, written before KServe rolls the revision out; the operator then reports
-    BackendNotReady (Progressing) until it sees the rollout done, so Healthy is waited for, not read once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = scenario.get()
-        if argocd.argo["ModelDeployment"].health(obj)["status"] == "Healthy" or time.monotonic() > deadline:
-            return obj
-        time.sleep(0.2)
+class StatusLog:
+    """Every version of the ModelDeployment the API server's watch sends from its start on, so that a status the
+    operator wrote and then overwrote between two reads is seen too."""
+
+    def __init__(self, scenario: Scenario, path: Path):
+        self.scenario, self.path, self.out = scenario, path, path.open("w")
+        cp = scenario.cp
+        self.proc = subprocess.Popen([str(cp.bin / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "get", "mdep",
+                                      scenario.name, "-n", scenario.ns, "-w", "-o", "json"], stdout=self.out)
+        scenario.wait(lambda st: ready_statuses(self.path.read_text()), 15, "the watch's first object")
+
+    def up_to_now(self) -> list[tuple[str, str | None, str | None]]:
+        """Every version up to the one the API server holds now; the watch stops."""
+        now = self.scenario.get()["metadata"]["resourceVersion"]
+        self.scenario.wait(lambda st: any(rv == now for rv, _, _ in ready_statuses(self.path.read_text())), 15,
+                           "the watch at the current version")
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.out.close()
+        return ready_statuses(self.path.read_text())
+
+
+def rolled_out(scenario, version: str) -> bool:
+    """KServe (the stand-in) marked the revision serving `version`'s artifact rolled out."""
+    isvc = scenario.get("isvc", scenario.name)
+    predictor = (isvc.get("status") or {}).get("components", {}).get("predictor", {})
+    return version in isvc["spec"]["predictor"]["model"]["storageUri"] and \
+        predictor.get("latestRolledoutRevision") == predictor.get("latestCreatedRevision")
 
 
 def last(scenario) -> dict[str, Any]:
@@ -275,13 +300,19 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
 
     obj = s.get()
     argocd.check("progressing_canary_resumed", obj, "Progressing")
+    log = StatusLog(s, tmp_path / "promotion.json")
     argocd.run("promote", obj, "progressing_canary_resumed", {"reason": "validated offline"},
                ["promote", "fraud", "--reason", "validated offline"])
-    status = s.wait(serving_on("1.1.0"), 20, "promoted by Argo CD, and rolled out")
+    status = s.wait(stable_on("1.1.0"), 20, "promoted by Argo CD")
     entry = status["history"][-1]
     assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
+    s.wait(lambda st: rolled_out(s, "1.1.0"), 20, "1.1.0's revision rolled out by KServe")
+    s.wait(lambda st: any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])), 20,
+           "Ready once rolled out")
+    # Ready all along: the promoted revision takes all traffic before KServe marks it rolled out.
+    assert [rv for rv, stable, ready in log.up_to_now() if stable == "1.1.0" and ready != "True"] == []
 
-    obj = healthy_soon(s, argocd, 20)
+    obj = s.get()
     argocd.check("healthy_promoted", obj, "Healthy", discovery=True)
     assert argocd.enabled(obj) == {"pause", "rollback"}
     argocd.run("rollback", obj, "healthy_promoted", argv=["rollback", "fraud", "--reason", "Argo CD action"])
