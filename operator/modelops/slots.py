@@ -61,10 +61,9 @@ class RolloutSlots:
         key, flying = (namespace, name), self.in_flight()
         if key in flying:
             return None
-        taken = {**flying, **self.reserved}
-        per_model = Counter((ns, m) for (ns, _), m in taken.items())
-        ahead, ahead_of_model = self._ahead(key, taken, per_model, namespace, model)
-        if self.max_rollouts is not None and len(taken) + ahead >= self.max_rollouts:
+        free, per_model = self._room(flying)
+        ahead, ahead_of_model = self._ahead(key, free, per_model, namespace, model)
+        if ahead >= free:
             return (f"queued: at most {self.max_rollouts} rollouts at once (the operator's --max-rollouts); it starts"
                     " when one ends, first come first served")
         if self.max_per_model is not None and per_model[namespace, model] + ahead_of_model >= self.max_per_model:
@@ -73,11 +72,16 @@ class RolloutSlots:
         self.reserved[key] = model
         return None
 
-    def _ahead(self, key: Key, taken: Mapping[Key, str], per_model: Counter[tuple[str, str]], namespace: str,
+    def _room(self, flying: Mapping[Key, str]) -> tuple[float, Counter[tuple[str, str]]]:
+        """(slots free under --max-rollouts, rollouts in flight or about to start per (namespace, model))."""
+        taken = {**flying, **self.reserved}
+        free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
+        return free, Counter((ns, m) for (ns, _), m in taken.items())
+
+    def _ahead(self, key: Key, free: float, per_model: Counter[tuple[str, str]], namespace: str,
                model: str) -> tuple[int, int]:
         """(how many queued before `key` may start, how many of them are of its model), counted only until the
         answer is known: under --max-rollouts N at most N entries are read, wherever `key` stands in the queue."""
-        free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
         model_free = math.inf if self.max_per_model is None else self.max_per_model - per_model[namespace, model]
         ahead = ahead_of_model = 0
         for queued, queued_model in self.queue.items():
@@ -131,9 +135,7 @@ class RolloutSlots:
 
     def _wake_queued(self) -> None:
         """Wake the queued deployments that may start now, first come first served."""
-        taken = {**self.in_flight(), **self.reserved}
-        per_model = Counter((ns, m) for (ns, _), m in taken.items())
-        free = math.inf if self.max_rollouts is None else self.max_rollouts - len(taken)
+        free, per_model = self._room(self.in_flight())
         for (namespace, name), model in list(self.queue.items()):
             if free <= 0:
                 break
