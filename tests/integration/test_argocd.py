@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +223,7 @@ def ready_statuses(stream: str) -> list[tuple[str, str | None, str | None]]:
 
 class StatusLog:
     """Every version of the ModelDeployment the API server's watch sends from its start on, so that a status the
-    operator wrote and then overwrote between two reads is seen too."""
+    operator wrote and then overwrote between two reads is seen too. A context: the watch stops on leaving it."""
 
     def __init__(self, scenario: Scenario, path: Path):
         self.scenario, self.path, self.out = scenario, path, path.open("w")
@@ -233,14 +232,19 @@ class StatusLog:
                                       scenario.name, "-n", scenario.ns, "-w", "-o", "json"], stdout=self.out)
         scenario.wait(lambda st: ready_statuses(self.path.read_text()), 15, "the watch's first object")
 
-    def up_to_now(self) -> list[tuple[str, str | None, str | None]]:
-        """Every version up to the one the API server holds now; the watch stops."""
-        now = self.scenario.get()["metadata"]["resourceVersion"]
-        self.scenario.wait(lambda st: any(rv == now for rv, _, _ in ready_statuses(self.path.read_text())), 15,
-                           "the watch at the current version")
+    def __enter__(self) -> StatusLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         self.proc.terminate()
         self.proc.wait(10)
         self.out.close()
+
+    def up_to_now(self) -> list[tuple[str, str | None, str | None]]:
+        """Every version up to the one the API server holds now."""
+        now = self.scenario.get()["metadata"]["resourceVersion"]
+        self.scenario.wait(lambda st: any(rv == now for rv, _, _ in ready_statuses(self.path.read_text())), 15,
+                           "the watch at the current version")
         return ready_statuses(self.path.read_text())
 
 
@@ -300,17 +304,17 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
 
     obj = s.get()
     argocd.check("progressing_canary_resumed", obj, "Progressing")
-    log = StatusLog(s, tmp_path / "promotion.json")
-    argocd.run("promote", obj, "progressing_canary_resumed", {"reason": "validated offline"},
-               ["promote", "fraud", "--reason", "validated offline"])
-    status = s.wait(stable_on("1.1.0"), 20, "promoted by Argo CD")
-    entry = status["history"][-1]
-    assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
-    s.wait(lambda st: rolled_out(s, "1.1.0"), 20, "1.1.0's revision rolled out by KServe")
-    s.wait(lambda st: any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])), 20,
-           "Ready once rolled out")
-    # Ready all along: the promoted revision takes all traffic before KServe marks it rolled out.
-    assert [rv for rv, stable, ready in log.up_to_now() if stable == "1.1.0" and ready != "True"] == []
+    with StatusLog(s, tmp_path / "promotion.json") as log:
+        argocd.run("promote", obj, "progressing_canary_resumed", {"reason": "validated offline"},
+                   ["promote", "fraud", "--reason", "validated offline"])
+        status = s.wait(stable_on("1.1.0"), 20, "promoted by Argo CD")
+        entry = status["history"][-1]
+        assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
+        s.wait(lambda st: rolled_out(s, "1.1.0"), 20, "1.1.0's revision rolled out by KServe")
+        s.wait(lambda st: any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])), 20,
+               "Ready once rolled out")
+        # Ready all along: the promoted revision takes all traffic before KServe marks it rolled out.
+        assert [rv for rv, stable, ready in log.up_to_now() if stable == "1.1.0" and ready != "True"] == []
 
     obj = s.get()
     argocd.check("healthy_promoted", obj, "Healthy", discovery=True)
