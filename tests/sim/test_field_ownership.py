@@ -63,7 +63,7 @@ def snapshot(w: World) -> tuple:
 
 def test_after_a_kserve_rollout_the_operator_owns_exactly_the_fields_it_drives(worlds):
     w = new_world(worlds)
-    assert operators(w) == {("Apply", ""): KSERVE_FIELDS - {("metadata", "annotations", ARTIFACT_GENERATION)}}
+    assert operators(w) == {("Apply", ""): KSERVE_FIELDS}
     start(w)
     assert operators(w) == {("Apply", ""): KSERVE_FIELDS | {PERCENT}}  # a canary in flight: its weight too
     finish(w)

@@ -10,7 +10,7 @@ from modelops.kube import applied_fields, is_applied
 from modelops.rollout import Observations, TrafficIntent, decide
 from modelops.routers.base import OWNER_ANNOTATION, VersionUnavailable
 from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, VERSION_MODELS,
-                                     config_for, leftover_patch, observe)
+                                     config_for, creation_config, leftover_patch, observe)
 
 from ..conftest import model_version_manifest
 from .rollout_sim import START, make_spec
@@ -124,6 +124,50 @@ def test_nothing_to_do_is_no_write():
     settled = isvc("1.1.0", percent=20, annotations={APPLIED_PERCENT: "20"})
     intent = TrafficIntent("1.0.0", "1.1.0", 20)
     assert config_for(settled, intent, VERSIONS, observe(settled, VERSIONS, intent)) is None
+
+
+def echo(live, config, *, observed):
+    """`live` as the watch shows it right after the operator applied `config`: its annotations and canary percent,
+    one generation later (a percent change is a spec change), with KServe's status still of generation `observed`."""
+    predictor = {**live["spec"]["predictor"]}
+    predictor.pop("canaryTrafficPercent", None)
+    predictor.update(config["spec"]["predictor"])
+    after = {"metadata": {**live["metadata"], "generation": live["metadata"]["generation"] + 1,
+                          "annotations": config["metadata"]["annotations"]},
+             "spec": {"predictor": predictor}, "status": {**live["status"], "observedGeneration": observed}}
+    return owned(after)
+
+
+def settles(live, intent):
+    """Whether the operator, seeing stable's revision ready, writes once and then leaves the echo of its write alone
+    (rather than reading it as not ready, writing 0 %, and flipping back once KServe catches up: a write loop)."""
+    config = config_for(live, intent, VERSIONS, observe(live, VERSIONS, intent))
+    assert config is not None and "canaryTrafficPercent" not in config["spec"]["predictor"]
+    after = echo(live, config, observed=live["status"]["observedGeneration"])
+    return config_for(after, intent, VERSIONS, observe(after, VERSIONS, intent)) is None
+
+
+def test_an_adopted_inference_service_settles_after_one_write():
+    """Handed over with 0 % and no recorded artifact generation: its status of this generation is what to trust."""
+    adopted = isvc("1.0.0", percent=0, latest="r1", ready="r1", rolled="r1")
+    assert ARTIFACT_GENERATION not in adopted["metadata"]["annotations"]
+    assert settles(adopted, TrafficIntent("1.0.0"))
+
+
+def test_an_inference_service_the_operator_created_settles_after_one_write():
+    """Created, then set to 0 % by the first round (its revision not ready yet); KServe's status for the creation
+    shows the revision ready."""
+    created = creation_config("fraud", "1.0.0", VERSIONS)
+    live = owned({"metadata": {**created["metadata"], "generation": 2, "resourceVersion": "41"},
+                  "spec": {"predictor": {**created["spec"]["predictor"], "canaryTrafficPercent": 0}},
+                  "status": {"observedGeneration": 1, "components": {"predictor": {
+                      "latestCreatedRevision": "r1", "latestReadyRevision": "r1", "latestRolledoutRevision": "r1"}}}})
+    assert settles(live, TrafficIntent("1.0.0"))
+
+
+def test_an_artifact_generation_ahead_of_the_object_is_not_trusted():
+    ahead = isvc("1.1.0", percent=20, generation=4, observed=4, annotations={ARTIFACT_GENERATION: "9"})
+    assert "1.1.0" in observe(ahead, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)).ready_versions
 
 
 def test_fields_held_by_another_manager_are_applied_once_to_own_them():

@@ -151,12 +151,19 @@ def _with(recorded: dict[str, Any], key: str, value: Any) -> str:
     return json.dumps(dict(list(entries.items())[-KEPT:]))
 
 
+def _artifact_generation(isvc: dict[str, Any]) -> int | None:
+    """The recorded generation whose revision carries the artifact in the spec; None when absent, unreadable or
+    ahead of the object's generation (no write of the operator's made it)."""
+    since = _integer(annotations_of(isvc).get(ARTIFACT_GENERATION))
+    return since if since is not None and since <= _generation(isvc) else None
+
+
 def _latest(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> tuple[str | None, str | None, bool]:
     """(latest revision, the version of the artifact in the spec, whether that revision is ready and serves it)."""
     spec, status = _predictor(isvc)
     latest = status.get("latestCreatedRevision")
     # An artifact generation that is absent or unreadable: trust only a status of the current generation.
-    since = _integer(annotations_of(isvc).get(ARTIFACT_GENERATION))
+    since = _artifact_generation(isvc)
     since = _generation(isvc) if since is None else since
     current = bool(latest) and (_integer(dig(isvc, "status", "observedGeneration")) or 0) >= since
     uri = dig(spec, "model", "storageUri")
@@ -247,6 +254,11 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     else:
         # Stable's own artifact: all traffic to its latest revision, once that revision is ready.
         percent = None if latest_ready else 0
+    if model is None and latest_ready and _artifact_generation(isvc) is None and \
+            _integer(spec.get("canaryTrafficPercent")) != percent:
+        # Ready by a status of this very generation. Recorded before this weight write (a new generation, no new
+        # revision) so that its echo does not read as unready, which would write 0 %, then flip back, and so on.
+        annotations[ARTIFACT_GENERATION] = str(_generation(isvc))
     annotations[APPLIED_PERCENT] = _percent_text(percent)
     predictor: dict[str, Any] = {"model": model} if model is not None else kept(isvc, MODEL).get("spec", {}).get(
         "predictor", {})
@@ -273,7 +285,8 @@ def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec
     """The InferenceService the operator creates: stable's artifact, all traffic to it (the owner annotation
     is added on creation)."""
     model = _model(spec_of(versions, stable, f"creating InferenceService {name}"))
-    return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": {VERSION_MODELS: _with({}, stable, model)}},
+    annotations = {VERSION_MODELS: _with({}, stable, model), ARTIFACT_GENERATION: "1"}  # created at generation 1
+    return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": annotations},
             "spec": {"predictor": {"model": model}}}
 
 
