@@ -346,6 +346,24 @@ def test_gateway_header_pin_stays_on_its_version_through_a_rollout_and_a_promoti
     assert w.traffic_fields()[2] == pin
 
 
+def test_kserve_a_first_version_is_written_until_it_serves_and_the_echo_of_that_write_is_left_alone(worlds):
+    """Removing canaryTrafficPercent is a new generation KServe has not observed yet. A round on the echo of that
+    write, before KServe's status, must write nothing: it once read the revision as unready, wrote 0 %, removed the
+    field again on the next status, and so on, a write loop that lasted until the first rollout."""
+    w = World(Config(backend="kserve"))
+    worlds.append(w)
+    w.round()  # creates the InferenceService
+    w.round()  # no status yet: 0 % until its revision is ready
+    w.settle()
+    w.round()  # the revision is ready: the field removed, all traffic on it
+    written = w.backend()["metadata"]["generation"]
+    assert canary_percent(w) is None
+    w.round()
+    w.settle()
+    w.round()
+    assert w.backend()["metadata"]["generation"] == written and w.live() == {"1.0.0": 100}
+
+
 # --- operator bugs found by this tier: xfail(strict=True) ones fail today; the others are fixed ---
 
 def test_kserve_rollback_after_a_100_percent_step_without_stable_modelversion_restores_stable(worlds):
