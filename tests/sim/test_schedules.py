@@ -135,7 +135,8 @@ def simulate(config: Config, first: str | None, ops: list[tuple]) -> None:
 def comes_to_rest(world: World) -> None:
     """With the clock stopped, the operator's writes come to an end: once the serving system has caught up, neither a
     round on the echo of the operator's own write (before the serving system's status) nor one after that status
-    writes anything. A write that undoes the one before it on every echo is a loop no invariant of a single step sees."""
+    writes anything. A loop of writes that undo each other, which no invariant of a single step sees, shows here if it
+    still runs after the drain (the KServe loop before a first rollout needs its own trigger: a named case)."""
     for _ in range(3):
         world.settle()
         world.round()
