@@ -121,7 +121,8 @@ def _integer(value: Any) -> int | None:
 APPLIED_PERCENT = "modelops.io/applied-canary-traffic-percent"
 # The generation whose revision carries the artifact now in the spec. A status observed at or
 # after it names that revision; later generations (weight changes) make no new revision, so
-# they must not make the candidate look unready while KServe catches up.
+# they must not make the candidate look unready while KServe catches up. Written with every artifact the
+# operator writes (1 when it creates the object), and before a weight write where none is recorded yet.
 ARTIFACT_GENERATION = "modelops.io/artifact-generation"
 # Revision name -> the version whose artifact it serves; version -> the predictor model written for it
 # (so that stable can be restored after its ModelVersion is gone). The newest few of each.
