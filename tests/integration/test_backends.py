@@ -106,17 +106,12 @@ def gateway(control_plane, namespace, stand_ins, operator):
     s.stop_load()
 
 
-def route_conditions(scenario, route: dict | None = None) -> dict[str, str]:
-    parents = ((route or scenario.get("httproute")).get("status") or {}).get("parents") or []
-    return {c["type"]: c["status"] for p in parents for c in p.get("conditions", [])}
-
-
-def conditions_of_its_generation(route: dict) -> dict[str, str]:
-    """The route's conditions observed for the spec it has now (the Gateway's write for the spec before may
-    still stand)."""
+def route_conditions(route: dict, of_its_generation: bool = False) -> dict[str, str]:
+    """The route's parent conditions; `of_its_generation`: only those observed for the spec it has now (the
+    Gateway's write for the spec before may still stand)."""
     generation = route["metadata"]["generation"]
     return {c["type"]: c["status"] for p in (route.get("status") or {}).get("parents") or []
-            for c in p.get("conditions", []) if c.get("observedGeneration") == generation}
+            for c in p.get("conditions", []) if not of_its_generation or c.get("observedGeneration") == generation}
 
 
 def test_gateway_header_pin_stays_on_its_version_through_a_rollout_and_its_promotion(gateway, prometheus):
@@ -161,17 +156,17 @@ def test_gateway_candidate_whose_pods_never_become_ready_gets_no_traffic_and_is_
     gateway.patch({"version": "1.1.0"})
     gateway.wait(lambda st: "waiting for 1.1.0 to become ready" in (st.get("message") or ""), 15, "waiting for 1.1.0")
     deadline = time.monotonic() + 15
-    while not (conditions_of_its_generation(route := gateway.get("httproute")) == {"Accepted": "True",
-                                                                                  "ResolvedRefs": "True"}
+    while not (route_conditions(route := gateway.get("httproute"), of_its_generation=True) == {"Accepted": "True",
+                                                                                             "ResolvedRefs": "True"}
                and "fraud-v1-1-0" in json.dumps(route["spec"]["rules"][0])):
-        assert time.monotonic() < deadline, f"the route is not Accepted with 1.1.0's ref resolved: {route_conditions(gateway, route)}"
+        assert time.monotonic() < deadline, f"the route is not Accepted with 1.1.0's ref resolved: {route_conditions(route)}"
         time.sleep(0.1)
     slices = json.loads(gateway.cp.kubectl("get", "endpointslices", "-n", gateway.ns, "-l",
                                            "kubernetes.io/service-name=fraud-v1-1-0", "-o", "json").stdout)["items"]
     assert slices and all(e["conditions"]["ready"] is False for s in slices for e in s["endpoints"])
     status = gateway.wait(lambda st: st.get("phase") == "RolledBack", 30, "rolled back after readyTimeout")
     assert status["stableVersion"] == "1.0.0" and "readyTimeout" in status["history"][-1]["reason"]
-    assert route_conditions(gateway) == {"Accepted": "True", "ResolvedRefs": "True"}
+    assert route_conditions(gateway.get("httproute")) == {"Accepted": "True", "ResolvedRefs": "True"}
     assert all(candidate_share(split) == 0 for _, split in gateway.load.splits_seen)
     assert not [unit for unit, _ in gateway.load.results if is_candidate(unit)]
     refs = gateway.get("httproute")["spec"]["rules"][0]["backendRefs"]

@@ -141,11 +141,11 @@ def comes_to_rest(world: World) -> None:
         world.settle()
         world.round()
         world.round()
-    first = len(world.kube.calls)
+    checked_from = len(world.kube.calls)
     world.settle()
     world.round()
     world.round()
-    writes = [call for call, _ in world.kube.calls[first:] if call.verb not in ("get", "list")]
+    writes = [call for call, _ in world.kube.calls[checked_from:] if call.verb not in ("get", "list")]
     assert not writes, f"the operator still writes with the clock stopped: {writes}\n" + "\n".join(world.trace[-12:])
 
 
