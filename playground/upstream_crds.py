@@ -44,9 +44,11 @@ RAW = "https://raw.githubusercontent.com"
 
 KSERVE = "kserve-inferenceservices-full.yaml"  # 1.9 MB: too big for client-side apply's annotation
 KSERVE_MINIMAL = "kserve-inferenceservices-minimal.yaml"
+KSERVE_INFERENCEGRAPHS = "kserve-v0.20.0-inferencegraphs.yaml"
 SELDON_V1 = "seldon-v1-seldondeployments.yaml"
 SELDON_V2_MODELS = "seldon-v2-models.yaml"
 SELDON_V2_EXPERIMENTS = "seldon-v2-experiments.yaml"
+SELDON_V2_PIPELINES = "seldon-v2-pipelines.yaml"
 GATEWAY_HTTPROUTES = "gateway-api-v1.6.1-httproutes.yaml"
 GATEWAY_STANDARD = "gateway-api-v1.6.1-standard.yaml"
 PROMETHEUS_OPERATOR = "prometheus-operator-v0.85.0-monitoring.yaml"
@@ -82,6 +84,8 @@ PINS: dict[str, Pin] = {pin.name: pin for pin in [
     # KServe's schemaless CRD (spec and status preserve unknown fields); unchanged since v0.17.0.
     Pin(KSERVE_MINIMAL, "9612b7c49f5b678329bdb721c6ffb9e21678fafdb3757966db74a0d37819f4a1",
         (f"{RAW}/kserve/kserve/v0.20.0/config/crd/minimal/serving.kserve.io_inferenceservices.yaml",)),
+    Pin(KSERVE_INFERENCEGRAPHS, "b2e246d7a055937ea56de13850d0f4f993f1825b078a4c901944b99bba1800ca",
+        (f"{RAW}/kserve/kserve/v0.20.0/config/crd/full/serving.kserve.io_inferencegraphs.yaml",)),
     # Seldon Core v1.18.2 (the last v1 release; the same bytes since v1.18.0).
     Pin(SELDON_V1, "fffbb9fa8f5caac94f464060f15cf10e1c1289af6f86c9427749129b0b9da5de",
         (f"{RAW}/SeldonIO/seldon-core/v1.18.2/operator/config/crd_v1_small/bases/machinelearning.seldon.io_seldondeployments.yaml",)),
@@ -90,6 +94,8 @@ PINS: dict[str, Pin] = {pin.name: pin for pin in [
         (f"{RAW}/SeldonIO/seldon-core/v2.10.2/operator/config/crd/bases/mlops.seldon.io_models.yaml",)),
     Pin(SELDON_V2_EXPERIMENTS, "07e19b06453d857701ad76677cf01723e5d97514b5e60c56d7b359026e7c5597",
         (f"{RAW}/SeldonIO/seldon-core/v2.10.2/operator/config/crd/bases/mlops.seldon.io_experiments.yaml",)),
+    Pin(SELDON_V2_PIPELINES, "347b261a964c20768f77d672382b9b1a2e81cdcdc5d6fac4193b4ac48cb4d333",
+        (f"{RAW}/SeldonIO/seldon-core/v2.10.2/operator/config/crd/bases/mlops.seldon.io_pipelines.yaml",)),
     # Gateway API v1.6.1, standard channel.
     Pin(GATEWAY_HTTPROUTES, "a424a0d6c953b162e71d1d97bb7e75012d8f1ac264e7274f2763d1b96ab39852",
         (_gateway_api("httproutes"),)),
