@@ -299,3 +299,18 @@ def test_progress_deadline_allows_the_wait_or_the_step_and_its_analyses():
     for held in ({"phase": Phase.Paused}, {"pinned_weight": 30}, {"phase": Phase.Stable, "canary_version": None},
                  {"phase": Phase.RollingBack}):
         assert progress_deadline(spec, in_step_2.model_copy(update=held)) is None
+
+
+def test_a_retry_waiting_for_stable_is_answered_in_the_decision_whose_promotion_makes_stable_ready():
+    """Stable 1.0.0 stops serving while 1.1.0 is at its last step, and a Retry arrives: it waits for stable. The
+    analysis then promotes 1.1.0, which serves: the Retry (nothing to retry now) is answered in that same decision,
+    so that deciding again from its status changes nothing."""
+    sim = rolling_out(steps=(10,), pause="0s")
+    sim.ready.discard("1.0.0")
+    waiting = sim.set(request=request("Retry"))
+    assert "waits for stable 1.0.0" in waiting.status.message and "r1" not in waiting.status.handled_requests
+    promoted = sim.tick("Pass")
+    assert promoted.status.stable_version == "1.1.0" and "r1" in promoted.status.handled_requests
+    assert [e.reason for e in promoted.events if e.reason == "RequestIgnored"] == ["RequestIgnored"]
+    again = sim.step()
+    assert again.events == () and again.status == promoted.status

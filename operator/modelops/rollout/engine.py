@@ -818,6 +818,8 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
             run.handle_request(spec.request)
     if s.canary_version is not None:
         run.progress(run.ingest_analysis() if candidate_takes_traffic(s) else None)
+        if spec.request is not None and spec.request.id not in s.handled_requests:
+            run.handle_request(spec.request)  # it waited on what progress changed (a promotion's stable is ready)
     return run.finish(status)
 
 
