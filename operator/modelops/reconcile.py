@@ -127,7 +127,7 @@ class Memory:
     """Set by every watch event that concerns the deployment (see handlers): the next round comes at once."""
     spec_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the watch when the spec's generation changes, cleared when a round reads the spec: only this gives up
-    a measurement in flight (an analysis), so that a request or a new version never waits
+    a measurement in flight (an analysis, a drill's requests lost), so that a request or a new version never waits
     for a slow metric provider while other events (the backend's, its EndpointSlices', ModelVersions', the
     operator's own writes) never keep an analysis from finishing."""
     carried: Carried | None = None
@@ -216,7 +216,8 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         backend, problem = None, classify(e)
     report = await measure_if_due(shell, spec, status, backend, router, target, memory.spec_changed) if backend else None
-    loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock())
+    loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
+                                     memory.spec_changed)
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
                                 frozenset(versions.specs), queued, memory.carried, loss,

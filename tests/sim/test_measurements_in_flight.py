@@ -1,4 +1,4 @@
-"""What gives up a measurement in flight (an analysis), through the real round: only a new
+"""What gives up a measurement in flight (an analysis, a drill's requests lost), through the real round: only a new
 generation of the spec (the watch sets `Memory.spec_changed`, handlers.wake_on_spec_change). Every other wake-up
 (a backend object's, an EndpointSlice's or a ModelVersion's event, the echo of the operator's own write) sets
 `Memory.wake` only, and the measurement finishes.
@@ -16,6 +16,7 @@ import pytest
 from modelops.api.modeldeployment import Phase, Verdict
 
 from .fakes import provider_factory
+from .test_drills import FALLBACK, STABLE, promoted
 from .test_named_defects import start
 from .world import World, new_world
 
@@ -105,3 +106,28 @@ def test_a_spec_change_during_an_analysis_gives_it_up_and_the_next_round_acts_on
     w.request("A1", "Abort")  # the change the watch announced
     w.round()
     assert w.status().phase is Phase.RolledBack and w.live() == {"1.0.0": 100}
+
+
+def test_a_spec_change_during_a_drills_requests_lost_measurement_gives_it_up_until_the_next_round(worlds):
+    w = promoted(worlds, "kserve")
+    w.request("D1", "Drill")
+    for _ in range(40):
+        w.tick(1)
+        if w.status().drill is None:
+            break
+    due = w.status().last_drill.requests_lost_due
+    assert due is not None
+    changes: list[int] = []
+    slow_provider(w, spec_change_then_hang(w, changes))
+    w.tick(10)  # its window is scraped: the measurement is due, and the provider hangs
+    last = w.status().last_drill
+    assert changes and last.requests_lost_due == due and last.requests_lost_note is None  # still due, not "no answer"
+    slow_provider(w, at_once)
+    w.request("R1", "Rollback")  # the change the watch announced
+    w.round()
+    w.settle()
+    w.round()
+    s = w.status()
+    assert s.stable_version == FALLBACK and w.live() == {FALLBACK: 100} and STABLE not in w.live()
+    # measured once the provider answers (the sim's Prometheus does not know KServe's error rate: a note says so)
+    assert s.last_drill.requests_lost_due is None and "not a query this simulation knows" in s.last_drill.requests_lost_note
