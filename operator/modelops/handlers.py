@@ -4,13 +4,14 @@ The daemon sleeps until the next analysis is due and wakes at once when the spec
 (which also gives up a measurement in flight), or when the watch shows a change of a backend
 object it drives (the owner annotation, or the owner label of Seldon v2's Models, names it),
 of an EndpointSlice of a Service its HTTPRoute routes to, or of a ModelVersion of its model
-(these let a measurement in flight finish, and the next round follows it at once). Routers read backend objects from the same watch
-(`watched.WatchedObjects`), not with a GET: a settled deployment reads nothing until
-something changes, and re-checks on its own only every `reconcile.IDLE_SECONDS` (a resync, in
-case an event was lost). With `--shard` it drives only its shard's deployments (`in_my_shard`).
-Storage is GitOps-clean: kopf keeps its progress in `status.kopf`, the finalizer is
-`modelops.io/finalizer` (`-<shard>` with a shard), and no annotation is written on the
-resources users own (only on the backend objects the operator drives).
+(these let a measurement in flight finish, and the next round follows it at once). Routers
+read backend objects from the same watch (`watched.WatchedObjects`), not with a GET: a
+settled deployment reads nothing until something changes, and re-checks on its own only
+every `reconcile.IDLE_SECONDS` (a resync, in case an event was lost). With `--shard` it
+drives only its shard's deployments (`in_my_shard`). Storage is GitOps-clean: kopf keeps
+its progress in `status.kopf`, the finalizer is `modelops.io/finalizer` (`-<shard>` with a
+shard), and no annotation is written on the resources users own (only on the backend
+objects the operator drives).
 """
 
 from __future__ import annotations

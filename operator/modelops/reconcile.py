@@ -215,7 +215,8 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
         backend, problem = None, classify(e)
-    report = await measure_if_due(shell, spec, status, backend, router, target, memory.spec_changed) if backend else None
+    report = None if backend is None else await measure_if_due(shell, spec, status, backend, router, target,
+                                                               memory.spec_changed)
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
                                      memory.spec_changed)
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None

@@ -130,4 +130,5 @@ def test_a_spec_change_during_a_drills_requests_lost_measurement_gives_it_up_unt
     s = w.status()
     assert s.stable_version == FALLBACK and w.live() == {FALLBACK: 100} and STABLE not in w.live()
     # measured once the provider answers (the sim's Prometheus does not know KServe's error rate: a note says so)
-    assert s.last_drill.requests_lost_due is None and "not a query this simulation knows" in s.last_drill.requests_lost_note
+    assert s.last_drill.requests_lost_due is None
+    assert "not a query this simulation knows" in s.last_drill.requests_lost_note
