@@ -799,7 +799,8 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     the longest grading delay, and one analysis more than the no-data and failure limits together
     can hold it. Past that,
     the operator is not making progress (it cannot write, the backend does not converge): an
-    alert's business, not a rollback's.
+    alert's business, not a rollback's. (A step whose routing the backend does not carry gets its
+    rollback later: its no data counts only from `readyTimeout` after its decision.)
     """
     if status.phase is not Phase.Progressing or status.canary_version is None or status.pinned_weight is not None:
         return None
