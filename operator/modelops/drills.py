@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Awaitable, Callable
 
-from .analysis.measure import batch_key, sample_count
+from .analysis.measure import batch_key, sample_count, unless_set
 from .analysis.promql import Subject, render
 from .analysis.provider import MetricProvider, ProviderError
 from .api.modeldeployment import Analysis, CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
@@ -73,8 +73,11 @@ ProviderFactory = Callable[[Analysis, str, float], Awaitable[MetricProvider]]
 
 
 async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
-                       router: Router, target: Target, units: DrillUnits | None, now: datetime) -> DrillLoss | None:
-    """The last drill's requests lost once they are due (None before, or when no drill waits for them)."""
+                       router: Router, target: Target, units: DrillUnits | None, now: datetime,
+                       spec_changed: asyncio.Event) -> DrillLoss | None:
+    """The last drill's requests lost once they are due (None before, or when no drill waits for them). Given up
+    (None: still due, for the next round) when `spec_changed` is set meanwhile, so that a request (an Abort) never
+    waits for a slow metric provider."""
     last = status.last_drill
     due = seconds_to_loss(status, now)
     if last is None or due is None:
@@ -110,7 +113,9 @@ async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, st
         return sum(found)
 
     try:
-        lost = await asyncio.wait_for(run(), budget + 1.0)
+        lost = await unless_set(spec_changed, asyncio.wait_for(run(), budget + 1.0))
+        if lost is None:
+            return None
     except asyncio.TimeoutError:
         return DrillLoss(last.started_at, None, f"not measured: the metric provider gave no answer within {budget:g}s")
     except (ProviderError, ValueError) as e:

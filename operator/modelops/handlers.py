@@ -1,15 +1,17 @@
 """kopf wiring: each ModelDeployment gets a daemon that runs `reconcile.run_round` in a loop.
 
-The daemon sleeps until the next analysis is due and wakes at once when the spec changes, or
-when the watch shows a change of a backend object it drives (the owner annotation, or the
-owner label of Seldon v2's Models, names it), of an EndpointSlice of a Service its HTTPRoute
-routes to, or of a ModelVersion of its model. Routers read backend objects from the same watch
-(`watched.WatchedObjects`), not with a GET: a settled deployment reads nothing until
-something changes, and re-checks on its own only every `reconcile.IDLE_SECONDS` (a resync, in
-case an event was lost). With `--shard` it drives only its shard's deployments (`in_my_shard`).
-Storage is GitOps-clean: kopf keeps its progress in `status.kopf`, the finalizer is
-`modelops.io/finalizer` (`-<shard>` with a shard), and no annotation is written on the
-resources users own (only on the backend objects the operator drives).
+The daemon sleeps until the next analysis is due and wakes at once when the spec changes
+(which also gives up a measurement in flight), or when the watch shows a change of a backend
+object it drives (the owner annotation, or the owner label of Seldon v2's Models, names it),
+of an EndpointSlice of a Service its HTTPRoute routes to, or of a ModelVersion of its model
+(these let a measurement in flight finish, and the next round follows it at once). Routers
+read backend objects from the same watch (`watched.WatchedObjects`), not with a GET: a
+settled deployment reads nothing until something changes, and re-checks on its own only
+every `reconcile.IDLE_SECONDS` (a resync, in case an event was lost). With `--shard` it
+drives only its shard's deployments (`in_my_shard`). Storage is GitOps-clean: kopf keeps
+its progress in `status.kopf`, the finalizer is `modelops.io/finalizer` (`-<shard>` with a
+shard), and no annotation is written on the resources users own (only on the backend
+objects the operator drives).
 """
 
 from __future__ import annotations
@@ -252,10 +254,13 @@ async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions:
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments", when=in_my_shard)
 async def wake_on_spec_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new generation of the spec: the loop gives up a measurement in flight and decides again at once (the only
+    event that interrupts a measurement, see reconcile.Memory.spec_changed)."""
     generation = body.get("metadata", {}).get("generation")
     if generation != memo.get("seen_generation"):
         memo.seen_generation = generation
         if "memory" in memo:
+            memo.memory.spec_changed.set()
             memo.memory.wake.set()
 
 

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from . import GROUP, VERSION, drills, metrics
 from .analysis.evaluate import Measurement, awaiting_labels, evaluate
-from .analysis.measure import analyse
+from .analysis.measure import analyse, unless_set
 from .analysis.promql import Subject
 from .analysis.provider import MetricProvider, ProviderError
 from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
@@ -124,6 +124,12 @@ class Memory:
     older than (or equal to) what we last wrote."""
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by every watch event that concerns the deployment (see handlers): the next round comes at once."""
+    spec_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the watch when the spec's generation changes, cleared when a round reads the spec: only this gives up
+    a measurement in flight (an analysis, a drill's requests lost), so that a request or a new version never waits
+    for a slow metric provider while other events (the backend's, its EndpointSlices', ModelVersions', the
+    operator's own writes) never keep an analysis from finishing."""
     carried: Carried | None = None
     """The intent the last rounds' applies found the backend already carrying (nothing to write), and since when:
     a step's analyses and a rollback drill's timings count from it."""
@@ -192,6 +198,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     """Observe the backend, measure if due, decide, persist the decision, then apply it."""
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
+    memory.spec_changed.clear()  # from here on it says the spec changed after this round read it
     old = status_base(obj, memory)
     status = ModelDeploymentStatus.model_validate(old.status)
     try:
@@ -208,8 +215,10 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
         backend, problem = None, classify(e)
-    report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
-    loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock())
+    report = None if backend is None else await measure_if_due(shell, spec, status, backend, router, target,
+                                                               memory.spec_changed)
+    loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
+                                     memory.spec_changed)
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
                                 frozenset(versions.specs), queued, memory.carried, loss,
@@ -312,8 +321,8 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
 
 async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
                          backend: BackendState, router: Router, target: Target,
-                         interrupted: asyncio.Event) -> AnalysisReport | None:
-    """The analysis when one is due; given up (None) when the spec changes meanwhile, so that a
+                         spec_changed: asyncio.Event) -> AnalysisReport | None:
+    """The analysis when one is due; given up (None) when `spec_changed` is set meanwhile, so that a
     request or a new version never waits for a slow metric provider."""
     now = shell.clock()
     if seconds_to_next_analysis(spec, status, now) != 0.0:
@@ -338,17 +347,10 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
                              {c.name: check_window(spec, status, c, at) for c in checks})
 
     started = time.monotonic()
-    analysis = asyncio.ensure_future(asyncio.wait_for(run(), budget + 1.0))
-    spec_changed = asyncio.ensure_future(interrupted.wait())
     try:
-        await asyncio.wait({analysis, spec_changed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        spec_changed.cancel()
-    if not analysis.done():
-        analysis.cancel()
-        return None
-    try:
-        results = analysis.result()
+        results = await unless_set(spec_changed, asyncio.wait_for(run(), budget + 1.0))
+        if results is None:
+            return None
     except (asyncio.TimeoutError, ProviderError) as e:
         words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
         results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at)) for c in checks)

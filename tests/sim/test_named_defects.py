@@ -10,12 +10,14 @@ The invariants of invariants.py are checked after every step of every test here 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, Verdict
 from modelops.reconcile import DEPLOYMENTS
+from modelops.rollout.engine import parse_rfc3339
 
 from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig
@@ -67,6 +69,55 @@ def test_a_step_whose_route_write_did_not_land_is_not_passed_on_the_previous_ste
     w.round()
     w.tick(10)  # a whole window at 25 %
     assert w.status().canary_weight == 50
+
+
+def lagging_first_step(worlds, ready_timeout: str = "2m") -> World:
+    """A Gateway API rollout whose first step is decided while every route write times out (an API server with a
+    long queue): the candidate is ready but has no requests, and its metrics have no data."""
+    w = new_world(worlds, backend="gatewayAPI", no_data_limit=2, ready_timeout=ready_timeout)
+    w.metric("candidate", "none")
+    w.set_version("1.1.0")
+    w.tick(10)  # the route names the candidate, at 0 %, and the Gateway reads its endpoints
+    assert w.status().canary_weight == 0, w.trace[-3:]
+    w.kube.hook = FailOn("apply", "httproutes", Fault("timeout"), times=1000)
+    for _ in range(6):
+        w.tick(10)
+        if w.status().canary_weight:
+            return w
+    raise AssertionError(f"the first step was not decided: {w.trace[-6:]}")
+
+
+def test_no_data_before_a_lagging_route_carries_the_step_does_not_roll_a_healthy_candidate_back(worlds):
+    """Analyses taken while the 10 % route write is still queued see no requests of the candidate: they are no
+    evidence about the step, so they do not count toward noDataLimit (2). Once the route lands the candidate's
+    metrics come, and it walks on."""
+    w = lagging_first_step(worlds)
+    for _ in range(5):
+        w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.Progressing and s.canary_weight == 10 and s.consecutive_no_data == 0, w.trace[-4:]
+    assert "1.1.0" not in w.live() and w.kube.hook.fired and s.last_analysis_at is not None
+    w.heal()
+    w.metric("candidate", "good")
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is Phase.Stable:
+            break
+    assert w.status().stable_version == "1.1.0" and w.live() == {"1.1.0": 100}
+
+
+def test_a_step_the_route_never_carries_is_rolled_back_once_no_data_counts_after_its_ready_timeout(worlds):
+    """The route write never lands: past strategy.readyTimeout (1m) from the step's decision no data counts
+    again, and the candidate does not sit in the rollout for ever."""
+    w = lagging_first_step(worlds, ready_timeout="1m")
+    decided = parse_rfc3339(w.status().step_started_at)
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is not Phase.Progressing:
+            break
+    s = w.status()
+    assert s.phase is Phase.RolledBack and "inconclusive 2 times in a row" in s.history[-1].reason, w.trace[-4:]
+    assert parse_rfc3339(s.history[-1].time) - decided >= timedelta(minutes=1)
 
 
 @pytest.mark.parametrize("edit", ["3 steps to 1", "Canary to HotSwap"])
@@ -123,6 +174,7 @@ def test_a_broken_provider_counts_toward_no_data_limit_and_never_passes(worlds, 
     # noData: Pass - a provider error must still never pass a step.
     w = new_world(worlds, no_data="Pass", no_data_limit=3, min_samples=True)
     start(w)
+    w.round()  # the backend write's echo wakes a round, which sees 10 % carried: no data counts from then on
     w.metric("candidate", broken)
     for n in (1, 2):
         w.tick(10)

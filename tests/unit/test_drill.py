@@ -482,7 +482,7 @@ def measure(provider: Provider | None, status: ModelDeploymentStatus, now: datet
 
     router = Router(kserve.TEMPLATES if templates is None else templates)
     return asyncio.run(drills.measure_loss(providers, spec, status, router, Target("ml", "fraud", spec.serving), units,
-                                           now))
+                                           now, asyncio.Event()))
 
 
 def units_of(status: ModelDeploymentStatus):

@@ -71,6 +71,36 @@ def test_a_step_the_backend_is_not_seen_carrying_never_passes_but_its_failures_c
     assert sim.tick("Fail").status.phase is Phase.RolledBack
 
 
+def test_no_data_before_the_step_is_seen_carried_does_not_count_toward_no_data_limit():
+    """The first step's route write is queued behind a saturated API server: the candidate has no requests yet, and
+    its analyses see no data. They are not about the step's traffic, so they do not roll a healthy candidate back;
+    once the backend carries the step, no data counts again."""
+    sim = rolling_out(pause="10s", analysis={"noDataLimit": 2, "failureLimit": 1})
+    for _ in range(4):
+        sim.carried = None  # the write is still queued
+        assert sim.tick("NoData").status.phase is Phase.Progressing
+    assert sim.status.consecutive_no_data == 0 and sim.status.canary_weight == 10
+    sim.carried = Carried(sim.decisions[-1].intent, sim.now + timedelta(seconds=5))
+    sim.tick("NoData")  # its window began before the step was carried: still not its own traffic
+    assert sim.status.consecutive_no_data == 0
+    sim.tick("NoData")
+    assert sim.status.consecutive_no_data == 1
+    assert sim.tick("NoData").status.phase is Phase.RolledBack
+
+
+def test_a_step_never_seen_carried_counts_no_data_once_its_ready_timeout_has_passed():
+    """No data does not count before the backend carries the step, for strategy.readyTimeout from the step's
+    decision; past it no data counts whether carried or not, so a step the backend never carries still ends."""
+    sim = rolling_out(pause="10s", analysis={"noDataLimit": 2, "failureLimit": 1}, strategy={"readyTimeout": "1m"})
+    decided = parse_rfc3339(sim.status.step_started_at)
+    while sim.status.phase is Phase.Progressing:
+        sim.carried = None  # every round's route write timed out
+        sim.tick("NoData")
+        assert sim.now - decided <= timedelta(minutes=1, seconds=20)
+    assert sim.status.phase is Phase.RolledBack and sim.now - decided == timedelta(minutes=1, seconds=10)
+    assert "inconclusive 2 times in a row" in sim.status.history[-1].reason
+
+
 def test_a_step_carried_within_the_grace_counts_from_its_decision():
     sim = rolling_out(pause="10s")
     decided = parse_rfc3339(sim.status.step_started_at)

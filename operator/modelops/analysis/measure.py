@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
 from ..api.modeldeployment import Check, CheckStatus, CheckTemplate
 from .evaluate import Measurement, evaluate
@@ -20,6 +21,8 @@ from .provider import MetricProvider, ProviderError
 from .sequential import Buckets
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_SAMPLES = 2**53
 """Sample counts above this are clamped: exact in JSON, and far beyond any minSamples."""
@@ -100,3 +103,20 @@ async def analyse(provider: MetricProvider, checks: list[Check], templates: dict
     measured = await asyncio.gather(*(measure(provider, c, templates, window(c, candidate), window(c, stable), at)
                                       for c in checks))
     return tuple(evaluate(c, m, at_text) for c, m in zip(checks, measured))
+
+
+async def unless_set(interrupted: asyncio.Event, measurement: Awaitable[T]) -> T | None:
+    """The measurement's result, or None when `interrupted` is set first: the measurement is then cancelled
+    (as it is when the caller itself is cancelled). Whatever the measurement raises is raised here."""
+    task = asyncio.ensure_future(measurement)
+    waiter = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done():
+        await asyncio.wait({task})  # its cancellation runs to its end: nothing of it is left running
+        return None
+    return task.result()

@@ -173,7 +173,8 @@ class Strategy(ApiModel):
     rollback: RollbackMode = RollbackMode.Immediate
     """Immediate: all traffic back to stable in one write. Progressive: back down the steps, still watched."""
     ready_timeout: Duration = "10m"
-    """How long a candidate may stay not ready on the backend before the rollout is rolled back."""
+    """How long a candidate may stay not ready on the backend before the rollout is rolled back; and how long after
+    a step's decision an analysis without data counts toward noDataLimit only if it measured the step's own traffic."""
 
     @model_validator(mode="after")
     def _steps_increase(self) -> Strategy:

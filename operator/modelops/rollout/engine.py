@@ -516,9 +516,10 @@ class _Run:
         if waiting:
             result = Outcome.Inconclusive
         elif result is Outcome.Inconclusive:
-            s.consecutive_no_data += 1
-            if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
-                result = Outcome.Failed
+            if self.no_data_counts(report.at):
+                s.consecutive_no_data += 1
+                if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
+                    result = Outcome.Failed
         else:
             s.consecutive_no_data = 0
         if result is Outcome.Failed:
@@ -604,21 +605,36 @@ class _Run:
         assert s.step_started_at is not None and s.current_step is not None
         pause = duration_seconds(self.canary_steps()[self.step_index()].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
-        return elapsed >= pause and s.last_outcome is Outcome.Passed and self.measured_this_step()
+        return elapsed >= pause and s.last_outcome is Outcome.Passed and s.last_analysis_at is not None \
+            and self.of_own_traffic(parse_rfc3339(s.last_analysis_at))
 
-    def measured_this_step(self) -> bool:
-        """Whether the last analysis measured the traffic this step routes: the backend is seen carrying the
-        step's routing, and either took it within ROUTING_GRACE_SECONDS of the decision or before that analysis's
-        window began. A step whose write landed late is not passed on the previous step's traffic."""
+    def of_own_traffic(self, at: datetime) -> bool:
+        """Whether an analysis whose window ends at `at` measured the traffic this step routes: the backend is seen
+        carrying the step's routing, and either took it within ROUTING_GRACE_SECONDS of the decision or before that
+        analysis's window began. A step whose write landed late is not judged on the previous step's traffic."""
         s, carried = self.s, self.obs.carried
         assert s.step_started_at is not None
-        if carried is None or carried.intent != intent_of(s) or s.last_analysis_at is None:
+        if carried is None or carried.intent != intent_of(s):
             return False
         started = parse_rfc3339(s.step_started_at)
         if (carried.at - started).total_seconds() <= ROUTING_GRACE_SECONDS:
             return True
         window = timedelta(seconds=duration_seconds(analysis_window(self.spec)))
-        return parse_rfc3339(s.last_analysis_at) - window >= carried.at
+        return at - window >= carried.at
+
+    def no_data_counts(self, at: datetime) -> bool:
+        """Whether an inconclusive analysis whose window ends at `at` counts toward noDataLimit: it measured this
+        step's own traffic (a candidate not yet routed has no requests to measure), or the step's routing has had
+        strategy.readyTimeout since the step's decision to be seen carried, so that a step the backend never
+        carries still ends; and always while no step is being judged (a pinned weight, a progressive rollback,
+        which no data ends sooner)."""
+        s = self.s
+        if s.step_started_at is None or s.phase is Phase.RollingBack or s.pinned_weight is not None:
+            return True
+        if self.of_own_traffic(at):
+            return True
+        waited = (at - parse_rfc3339(s.step_started_at)).total_seconds()
+        return waited >= duration_seconds(self.spec.strategy.ready_timeout)
 
     def advance(self) -> None:
         s = self.s
@@ -783,7 +799,8 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     the longest grading delay, and one analysis more than the no-data and failure limits together
     can hold it. Past that,
     the operator is not making progress (it cannot write, the backend does not converge): an
-    alert's business, not a rollback's.
+    alert's business, not a rollback's. (A step whose routing the backend does not carry gets its
+    rollback later: its no data counts only from `readyTimeout` after its decision.)
     """
     if status.phase is not Phase.Progressing or status.canary_version is None or status.pinned_weight is not None:
         return None

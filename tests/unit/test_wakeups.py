@@ -1,0 +1,42 @@
+"""Which watch events wake a deployment's loop, and which of them also give up a measurement in flight (handlers)."""
+
+import asyncio
+
+import kopf
+
+from modelops import handlers
+from modelops.reconcile import Memory
+
+
+def deployment(generation: int) -> dict:
+    return {"metadata": {"namespace": "ml", "name": "fraud", "generation": generation}, "spec": {"model": "fraud"}}
+
+
+class Backends:
+    def saw(self, *_):
+        pass
+
+
+def test_only_a_new_generation_of_the_spec_gives_up_a_measurement_every_watch_event_wakes_the_loop():
+    memo = kopf.Memo(memory=Memory(), wakeups=handlers.Wakeups(), backends=Backends())
+    memory = memo.memory
+    memo.wakeups.follow("ml", "fraud", memory.wake, deployment(1)["spec"])
+
+    async def events() -> list[tuple[bool, bool]]:
+        seen = []
+        for deliver in (
+            lambda: handlers.wake_on_spec_change(body=deployment(1), memo=memo),  # first sight
+            lambda: handlers.wake_on_spec_change(body=deployment(1), memo=memo),  # a status write's echo
+            lambda: handlers.wake_the_driver(resource=kopf.Resource("serving.kserve.io", "v1beta1",
+                                                                    "inferenceservices"),
+                                             type="MODIFIED", body={}, namespace="ml",
+                                             meta={"annotations": {handlers.OWNER_ANNOTATION: "fraud"}}, memo=memo),
+            lambda: handlers.wake_on_spec_change(body=deployment(2), memo=memo),  # a spec edit
+        ):
+            memory.wake.clear()
+            memory.spec_changed.clear()
+            await deliver()
+            seen.append((memory.wake.is_set(), memory.spec_changed.is_set()))
+        return seen
+
+    assert asyncio.run(events()) == [(True, True), (False, False), (True, False), (True, True)]
