@@ -485,17 +485,24 @@ class _Run:
         elif target == s.failed_version:
             s.phase = Phase.RolledBack  # stays rolled back until spec.version changes or a Retry
         elif not self.available(target):
-            s.message = self.missing_version_message(target)
+            self.cannot_start(self.missing_version_message(target))
         elif not self.ready(s.stable_version):
             # A backend not yet serving stable has nothing to fall back on: on KServe the candidate
             # would take everything (no rolled-out revision to keep the rest).
-            s.message = f"waiting for stable {s.stable_version} to serve before rolling out {target}"
+            self.cannot_start(f"waiting for stable {s.stable_version} to serve before rolling out {target}")
         elif self.obs.queued is not None:
             if s.phase is not Phase.Queued:
                 self.events.append(Event("Normal", "Queued", f"{target}: {self.obs.queued}", target))
             s.phase, s.message = Phase.Queued, f"{target} {self.obs.queued}"
         else:
             self.start_rollout(target, f"spec.version changed from {s.stable_version}")
+
+    def cannot_start(self, why: str) -> None:
+        """A rollout that cannot start holds no place in the queue for rollout slots, where it would keep the
+        deployments behind it waiting: it leaves it, and queues anew, last, once it can start."""
+        if self.s.phase is Phase.Queued:
+            self.s.phase = Phase.Stable
+        self.s.message = why
 
     def ingest_analysis(self) -> Outcome | None:
         """Take a new analysis into account once; a replayed one is ignored."""
