@@ -61,16 +61,22 @@ class Wakeups:
     followed: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
     """The topics each loop is registered under, so that a round changes only what its spec changed."""
 
-    def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> None:
+    def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> bool:
+        """Register the loop under its spec's topics; True when they changed (or are new)."""
         self.loops[(namespace, name)] = wake
         gateway = (spec.get("serving") or {}).get("gatewayAPI") or {}
         topics = frozenset({("model", str(spec.get("model")))} |
                            {("service", service) for service in (gateway.get("services") or {}).values()})
-        if topics != self.followed.get((namespace, name)):
-            self._unregister(namespace, name)
-            for topic in topics:
-                self.topics.setdefault((namespace, topic), set()).add(name)
-            self.followed[(namespace, name)] = topics
+        if topics == self.followed.get((namespace, name)):
+            return False
+        self._unregister(namespace, name)
+        for topic in topics:
+            self.topics.setdefault((namespace, topic), set()).add(name)
+        self.followed[(namespace, name)] = topics
+        return True
+
+    def followed_by_any(self, namespace: str, topic: tuple[str, str]) -> bool:
+        return (namespace, topic) in self.topics
 
     def forget(self, namespace: str, name: str) -> None:
         self.loops.pop((namespace, name), None)
@@ -101,8 +107,9 @@ class Options:
     """Where the Secrets of ClusterMetricProviders and ClusterNotifiers are read, and nowhere else."""
     allow_inline_providers: bool = False
     shard: str | None = None
-    """The ModelDeployments (and ModelVersion statuses) this operator drives: those labelled SHARD_LABEL=shard;
-    None: those without the label. Each shard is a replica group with a Lease of its own."""
+    """The ModelDeployments (and ModelVersion statuses, with those of its deployments' models) this operator
+    drives: those labelled SHARD_LABEL=shard; None: those without the label. Each shard is a replica group with
+    a Lease of its own."""
     max_rollouts: int | None = None
     """Rollouts in flight at once, over all the deployments it drives; None: no limit (see slots.py)."""
     max_rollouts_per_model: int | None = None
@@ -238,18 +245,39 @@ def records_of(index: kopf.Index, namespace: str, model: str) -> Iterable[Versio
 
 @kopf.on.event(GROUP, VERSION, "modelversions")
 async def model_version_status(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, **_: Any) -> None:
+    """A ModelVersion's status is written by the shard its label names and by every shard driving a deployment of
+    its model, so that one labelled for a shard no operator runs is still checked where it may serve (shards
+    writing it compute it from the same ModelVersions)."""
     meta = body["metadata"]
+    namespace, model = meta["namespace"], (body.get("spec") or {}).get("model")
     # A version appeared, changed or went: the deployments of its model look at once (the index is updated first).
-    memo.wakeups.wake_followers(meta["namespace"], ("model", str((body.get("spec") or {}).get("model"))))
-    if meta.get("deletionTimestamp") or not in_my_shard(meta.get("labels") or {}, memo):
+    memo.wakeups.wake_followers(namespace, ("model", str(model)))
+    if meta.get("deletionTimestamp"):
         return
-    mine = record_of(body)
-    spec, status = mine.spec, mine.status
-    holder = holder_of(records_of(model_versions, meta["namespace"], spec.get("model")), mine)
-    new = version_status(spec, status, meta.get("generation"), rfc3339(memo.shell.clock()), duplicate_of=holder)
+    if in_my_shard(meta.get("labels") or {}, memo) or memo.wakeups.followed_by_any(namespace, ("model", str(model))):
+        await check_version(memo.shell, namespace, record_of(body), records_of(model_versions, namespace, model))
+
+
+async def check_version(shell: Shell, namespace: str, record: VersionRecord, records: Iterable[VersionRecord]) -> None:
+    """Write the status a ModelVersion should have, if it has not: content id, phase, a refused duplicate claim."""
+    status = record.status
+    new = version_status(record.spec, status, record.generation, rfc3339(shell.clock()),
+                         duplicate_of=holder_of(records, record), first_seen=record.first_seen)
     patch = merge_patch(status, {**status, **new})
     if patch:
-        await memo.shell.kube.patch_status(VERSIONS, meta["namespace"], meta["name"], {"status": patch})
+        await shell.kube.patch_status(VERSIONS, namespace, record.name, {"status": patch})
+
+
+async def check_versions_of(shell: Shell, namespace: str, model: Any, index: kopf.Index) -> None:
+    """Check every ModelVersion of a model a deployment begins to follow: those whose events came before it did
+    (at the operator's start, or labelled for another shard) were not checked here. Best effort: the next event
+    of a ModelVersion checks it again."""
+    records = list(records_of(index, namespace, model))
+    for record in records:
+        try:
+            await check_version(shell, namespace, record, records)
+        except EXPECTED as e:
+            log.warning("ModelVersion %s/%s not checked: %s", namespace, record.name, classify(e).message)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments", when=in_my_shard)
@@ -316,8 +344,9 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         while True:
-            memo.wakeups.follow(namespace, name, memory.wake, body.get("spec") or {})
             model = (body.get("spec") or {}).get("model")
+            if memo.wakeups.follow(namespace, name, memory.wake, body.get("spec") or {}):
+                await check_versions_of(memo.shell, namespace, model, model_versions)
             delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
                                     memory)
             try:

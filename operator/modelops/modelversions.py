@@ -30,7 +30,7 @@ class VersionRecord:
 
     name: str
     created: str
-    """metadata.creationTimestamp: the first to claim a (model, version) keeps it."""
+    """metadata.creationTimestamp: the first to claim a (model, version) keeps it (see `claim_order`)."""
     spec: dict[str, Any]
     duplicate: bool = False
     """Its status says it was refused as a DuplicateVersion; it stays refused."""
@@ -39,10 +39,20 @@ class VersionRecord:
     10,000 of them are kept (a served version's is 0.5 KB as JSON, 2.2 KB parsed)."""
     generation: int | None = None
     resource_version: str | None = None
+    first_seen: str = ""
+    """The resourceVersion at which the operator first saw it: status.firstSeenResourceVersion, else (not written
+    yet, so this is the first sight) metadata.resourceVersion."""
 
     @property
     def status(self) -> dict[str, Any]:
         return json.loads(self.status_json)
+
+    @property
+    def claim_order(self) -> tuple[str, int, str, str]:
+        """Earlier claims sort first: by creationTimestamp, then, within its second, by the resourceVersion
+        first seen (etcd's revision: decimal digits without leading zeros, so shorter is smaller), then by name
+        (an API server whose resourceVersions are not that)."""
+        return self.created, len(self.first_seen), self.first_seen, self.name
 
 
 def record_of(obj: Mapping[str, Any]) -> VersionRecord:
@@ -52,7 +62,8 @@ def record_of(obj: Mapping[str, Any]) -> VersionRecord:
     refused = any(c.get("type") == "Ready" and c.get("reason") == DUPLICATE for c in status.get("conditions") or [])
     return VersionRecord(meta.get("name") or "", meta.get("creationTimestamp") or "", dict(obj.get("spec") or {}),
                          refused, json.dumps(status, separators=(",", ":")), meta.get("generation"),
-                         meta.get("resourceVersion"))
+                         meta.get("resourceVersion"),
+                         status.get("firstSeenResourceVersion") or meta.get("resourceVersion") or "")
 
 
 @dataclass(frozen=True)
@@ -65,10 +76,10 @@ class Catalog:
 
 
 def catalog(records: Iterable[VersionRecord]) -> Catalog:
-    """Earliest created wins (ties by name); invalid specs and refused duplicates never serve."""
+    """The earliest claim wins (`claim_order`); invalid specs and refused duplicates never serve."""
     specs: dict[str, ModelVersionSpec] = {}
     names: dict[str, str] = {}
-    for record in sorted(records, key=lambda r: (r.created, r.name)):
+    for record in sorted(records, key=lambda r: r.claim_order):
         try:
             parsed = ModelVersionSpec.model_validate(record.spec)
         except ValidationError:
@@ -83,13 +94,14 @@ def holder_of(records: Iterable[VersionRecord], record: VersionRecord) -> str | 
     """The name of an earlier ModelVersion holding `record`'s (model, version), if any."""
     version = record.spec.get("version")
     earlier = [r for r in records if r.name != record.name and r.spec.get("version") == version
-               and not r.duplicate and (r.created, r.name) < (record.created, record.name)]
-    return min(earlier, key=lambda r: (r.created, r.name)).name if earlier else None
+               and not r.duplicate and r.claim_order < record.claim_order]
+    return min(earlier, key=lambda r: r.claim_order).name if earlier else None
 
 
 def version_status(spec: dict[str, Any], status: dict[str, Any], generation: int | None, now: str,
-                   duplicate_of: str | None = None) -> dict[str, Any]:
-    """The status a ModelVersion should have: what it is (content id) and whether it serves.
+                   duplicate_of: str | None = None, first_seen: str | None = None) -> dict[str, Any]:
+    """The status a ModelVersion should have: what it is (content id) and whether it serves, and the
+    resourceVersion it was first seen at (`first_seen`, kept once written).
 
     A ModelVersion claiming a (model, version) that an earlier one holds is Invalid, for good:
     versions are immutable, so it never serves, even after the earlier one is deleted.
@@ -114,6 +126,7 @@ def version_status(spec: dict[str, Any], status: dict[str, Any], generation: int
     since = old.last_transition_time if old is not None and old.status == ready else now
     new = current.model_copy(update={
         "content_id": cid, "phase": phase, "observed_generation": generation,
+        "first_seen_resource_version": current.first_seen_resource_version or first_seen or None,
         "conditions": [Condition(type="Ready", status=ready, reason=reason, message=message,
                                  last_transition_time=since, observed_generation=generation)],
     })
@@ -148,7 +161,7 @@ def serving_patch(record: VersionRecord, records: Iterable[VersionRecord], deplo
     status = record.status
     entries = served_by(status, deployment, role)
     new = version_status(record.spec, {**status, "servedBy": entries}, record.generation, now,
-                         duplicate_of=holder_of(records, record))
+                         duplicate_of=holder_of(records, record), first_seen=record.first_seen)
     patch = merge_patch(status, {**status, **new})
     if patch is None:
         return None

@@ -14,6 +14,10 @@ many of the queued as may start then, in order, and no others: with thousands qu
 them would be thousands of rounds for each rollout that ends. For the same reason a queued deployment's words do not
 say its place in the queue: they would change, and be written to its status, whenever any rollout ends. The order
 of the queue is lost on a restart.
+
+A queued deployment whose rollout cannot start (stable not serving, the target's ModelVersion gone) leaves the
+queue, its phase Stable again (the engine's), and so passes its turn on instead of holding up those behind it; it
+queues anew, last, once it can start.
 """
 
 from __future__ import annotations

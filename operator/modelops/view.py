@@ -5,6 +5,11 @@ dict, the JSON that `-o json` prints; `plain_lines`/`plain_list`/`plain_history`
 without colour codes from it (pipes, files), and `renderable`/`rich_list`/`rich_history`
 the same for a terminal with rich. Nothing here reads a clock, the cluster or the terminal.
 
+Text from the object (a request's reason, a condition's message, any name) is drawn as text in
+both renderings: never as rich markup, and with control and format characters (escape sequences,
+bell, bidirectional overrides) dropped and line breaks and tabs turned into spaces, so whoever can
+edit the object cannot act on the reader's terminal. The JSON carries the text unchanged, escaped.
+
 The JSON shape (`"kind": "ModelDeploymentView"`, `"schemaVersion": 1`; fields are only
 added within one schemaVersion). Times are RFC 3339 as status holds them, durations are
 seconds (float) computed against `at`; a value that does not apply is null:
@@ -47,6 +52,7 @@ first), and a spec or status this version of the plugin cannot read.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -106,6 +112,29 @@ def bar(weight: int, width: int = BAR_WIDTH) -> str:
 
 def number(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _printable_char(ch: str) -> str:
+    if ch.isspace():  # line breaks and tabs too: one entry stays on one line, in its column
+        return " "
+    return "" if unicodedata.category(ch) in ("Cc", "Cf") else ch
+
+
+def printable(text: str) -> str:
+    """`text` as a terminal shows it literally: any whitespace as a space, control and format characters
+    (Unicode categories Cc and Cf: ESC, BEL, bidirectional overrides, ...) removed."""
+    return "".join(_printable_char(ch) for ch in text)
+
+
+def _printable_view(value: Any) -> Any:
+    """Every text in a view (or any part of one) made printable."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_view(val) for k, val in value.items()}
+    if isinstance(value, list):
+        return [_printable_view(item) for item in value]
+    return value
 
 
 def truncate(text: str | None, width: int) -> str:
@@ -414,6 +443,7 @@ def columns(rows: Iterable[list[str]], indent: str = "") -> list[str]:
 
 def plain_lines(v: dict[str, Any], history: int = HISTORY_SHOWN) -> list[str]:
     """`get` as text without colour codes."""
+    v = _printable_view(v)
     lines = [f"{title(v)}  {v['phase'] or 'Unknown'}"]
     for p in v["problems"]:
         lines.append(f"  ! {problem_line(p)}")
@@ -449,11 +479,11 @@ def list_header(all_namespaces: bool) -> list[str]:
 
 
 def plain_list(views: list[dict[str, Any]], all_namespaces: bool) -> list[str]:
-    return columns([list_header(all_namespaces)] + [list_row(v, all_namespaces) for v in views])
+    return columns([list_header(all_namespaces)] + [list_row(v, all_namespaces) for v in _printable_view(views)])
 
 
 def plain_history(v: dict[str, Any]) -> list[str]:
-    return columns([HISTORY_HEADER] + [history_row(h) for h in v["history"]])
+    return columns([HISTORY_HEADER] + [history_row(h) for h in _printable_view(v["history"])])
 
 
 def history_json(v: dict[str, Any]) -> dict[str, Any]:
@@ -474,8 +504,14 @@ def _table(header: list[str], **kwargs: Any) -> Table:
     return table
 
 
+def _add_row(table: Table, cells: list[str | Text]) -> None:
+    """A row whose text cells are Text: rich would read a plain string as markup."""
+    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+
 def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | None = None) -> RenderableType:
     """`get` for a terminal: the same content as `plain_lines`, coloured."""
+    v = _printable_view(v)
     parts: list[RenderableType] = []
     head = Text(title(v), style="bold")
     head.append("  ")
@@ -483,7 +519,7 @@ def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | Non
     head.append(f"   at {v['at'][:19]}Z", style="dim")
     parts.append(head)
     if error:
-        parts.append(Text(f"! {error}", style="bold red"))
+        parts.append(Text(f"! {printable(error)}", style="bold red"))
     for p in v["problems"]:
         parts.append(Text(f"! {problem_line(p)}", style="bold red reverse" if p["type"] == "Synced" else "bold red"))
     if message(v):
@@ -510,7 +546,7 @@ def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | Non
         checks = _table(CHECK_HEADER, title="checks", title_justify="left", title_style="bold")
         for c in v["checks"]:
             row = check_row(c)
-            checks.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(c["verdict"], "")))
+            _add_row(checks, [*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(c["verdict"], ""))])
         parts.append(checks)
     if v["history"] and history > 0:
         parts.append(Text())
@@ -519,23 +555,23 @@ def renderable(v: dict[str, Any], history: int = HISTORY_SHOWN, error: str | Non
 
 
 def rich_history(v: dict[str, Any], last: int | None = None) -> Table:
-    entries = v["history"] if last is None else v["history"][-last:]
+    entries = _printable_view(v["history"] if last is None else v["history"][-last:])
     table = _table(HISTORY_HEADER, title="history" if last is not None else None, title_justify="left",
                    title_style="bold")
     for h in entries:
         row = history_row(h)
-        table.add_row(*row[:2], Text(row[2], style="red" if h["action"] in WARNING_ACTIONS else ""), *row[3:])
+        _add_row(table, [*row[:2], Text(row[2], style="red" if h["action"] in WARNING_ACTIONS else ""), *row[3:]])
     return table
 
 
 def rich_list(views: list[dict[str, Any]], all_namespaces: bool) -> Table:
     table = _table(list_header(all_namespaces))
-    for v in views:
+    for v in _printable_view(views):
         row = list_row(v, all_namespaces)
         phase_at = 2 if all_namespaces else 1
         cells: list[Any] = list(row)
         cells[phase_at] = Text(row[phase_at], style=PHASE_STYLES.get(v["phase"] or "", ""))
         if v["problems"]:
             cells[-1] = Text(row[-1], style="red")
-        table.add_row(*cells)
+        _add_row(table, cells)
     return table

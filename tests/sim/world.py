@@ -520,11 +520,11 @@ class World:
         manifest["metadata"]["name"] = name
         manifest["spec"]["artifact"]["uri"] = uri
         created = self.kube.world_put(VERSIONS, NS, manifest)
-        # kopf's ModelVersion handler, as the operator runs it (handlers.model_version_status).
+        # kopf's ModelVersion handler, as the operator runs it (handlers.check_version).
         mine = record_of(created)
         holder = holder_of(self.records(), mine)
         status = version_status(created["spec"], {}, created["metadata"].get("generation"), rfc3339(self.clock()),
-                                duplicate_of=holder)
+                                duplicate_of=holder, first_seen=mine.first_seen)
         self.kube.world_patch(VERSIONS, NS, name, {"status": status}, status=True)
         if holder is None:
             self.uri_labels.setdefault(uri, version)

@@ -164,6 +164,17 @@ def test_progressive_rollback_drops_to_zero_on_a_new_failure():
     assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
 
 
+def test_progressive_rollback_with_no_lower_step_puts_all_traffic_on_stable_at_once():
+    hot_swap = Sim(make_spec(strategy={"type": "HotSwap", "rollback": "Progressive"}, analysis={"failureLimit": 1}))
+    hot_swap.step()
+    hot_swap.set(version="1.1.0")
+    d = hot_swap.tick("Fail")  # not one more analysis at 100 %
+    assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
+    first_step = rolling_out(steps=(10, 50), strategy={"rollback": "Progressive"}, analysis={"failureLimit": 1})
+    d = first_step.tick("Fail")
+    assert d.status.phase is Phase.RolledBack and d.intent.weights() == {"1.0.0": 100}
+
+
 def test_no_data_holds_then_fails_after_its_bound():
     sim = rolling_out(analysis={"noDataLimit": 3, "failureLimit": 1}, pause="10s")
     for _ in range(2):
@@ -239,6 +250,17 @@ def test_pause_freezes_steps_but_keeps_automatic_rollback():
     assert sim.status.phase is Phase.RolledBack
 
 
+def test_paused_before_the_first_step_sends_the_candidate_nothing_until_resumed():
+    sim = Sim(make_spec(pause="10s"))
+    sim.step()
+    d = sim.set(version="1.1.0", paused=True)
+    assert d.status.phase is Phase.Paused and d.intent.weights() == {"1.0.0": 100}
+    for _ in range(3):
+        assert sim.tick("Pass").intent.weights() == {"1.0.0": 100}
+    assert "paused before step 1" in sim.status.message and sim.status.current_step == 0
+    assert sim.set(paused=False).intent.weights() == {"1.0.0": 90, "1.1.0": 10}
+
+
 def test_pinned_weight_holds_traffic_and_suspends_rollback():
     sim = rolling_out(analysis={"failureLimit": 1}, pause="5m")
     d = sim.set(traffic_override=TrafficOverride(weight=30, reason="investigating latency"))
@@ -273,6 +295,17 @@ def test_rollback_to_a_named_retained_version():
     assert d.status.phase is Phase.RolledBack and d.status.failed_version == "1.2.0"
     assert d.status.retained_versions == ["1.2.0", "1.1.0"]
     assert sim.tick().status.stable_version == "1.0.0"  # it does not roll forward by itself
+
+
+def test_promoting_a_retained_version_takes_it_out_of_the_retained_ones():
+    sim = Sim(make_spec(strategy={"type": "HotSwap"}, retention=2))
+    sim.step()
+    for version in ["1.1.0", "1.2.0"]:
+        sim.set(version=version), sim.tick("Pass")
+    assert sim.status.retained_versions == ["1.1.0", "1.0.0"]
+    sim.set(version="1.1.0"), sim.tick("Pass")  # rolled forward again to a retained version
+    assert sim.status.stable_version == "1.1.0"
+    assert sim.status.retained_versions == ["1.2.0", "1.0.0"]  # two to go back to, neither of them stable
 
 
 def test_requests_that_cannot_apply_are_ignored_with_a_warning():

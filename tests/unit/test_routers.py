@@ -1,8 +1,13 @@
 """Seldon v1 and Gateway API routers' pure halves: readiness, drift, and the applied configuration."""
 
+import re
+
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from modelops.api.modelversion import ModelVersionSpec
+from modelops.api.types import NAME_PATTERN, SEMVER_PATTERN
 from modelops.rollout import TrafficIntent
 from modelops.routers import gateway_api, seldon
 from modelops.routers.base import APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMisconfigured, VersionUnavailable, unit_name
@@ -13,8 +18,64 @@ from .test_kserve_router import owned
 VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0")}
 
 
-def test_unit_names_are_dns_labels():
-    assert unit_name("1.2.0-rc.1+build.5") == "v1-2-0-rc-1-build-5"
+def test_release_versions_keep_their_unit_names_and_others_read_alike_with_a_digest():
+    assert unit_name("1.2.0") == "v1-2-0"  # the names units of release versions already have
+    assert unit_name("10.20.30") == "v10-20-30"
+    assert re.fullmatch(r"v1-2-0-rc-1-build-5-[0-9a-f]{10}", unit_name("1.2.0-rc.1+build.5"))
+
+
+@pytest.mark.parametrize("a, b", [("1.0.0-rc.1", "1.0.0-rc-1"), ("2.0.0+b1", "2.0.0-b1"), ("1.0.0-RC1", "1.0.0-rc1"),
+                                  ("1.0.0", "1.0.0--")])
+def test_versions_that_read_alike_get_distinct_unit_names(a, b):
+    assert unit_name(a) != unit_name(b)
+
+
+def test_a_seldon_candidate_that_reads_like_stable_is_not_ready_on_stables_predictor():
+    stable, candidate = "1.0.0-rc.1", "1.0.0-rc-1"
+    versions = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in (stable, candidate)}
+    live = sdep([dict(STABLE, name=unit_name(stable))],
+                {f"churn-{unit_name(stable)}-0-model": {"replicas": 1, "availableReplicas": 1}})
+    state = seldon.observe(live, versions)
+    assert state.ready_versions == {stable} and state.units == {stable: unit_name(stable)}
+    config = seldon.config_for(live, TrafficIntent(stable, candidate, 10), versions)
+    assert [p["name"] for p in config["spec"]["predictors"]] == [unit_name(stable), unit_name(candidate)]
+
+
+_NUMBER = st.integers(0, 10**6).map(str)
+_IDENTIFIER = _NUMBER | st.text("0123456789abcXYZ-", min_size=1, max_size=8).filter(lambda t: not t.isdigit())
+
+
+@st.composite
+def semvers(draw) -> str:
+    """Versions as SEMVER_PATTERN allows them, rich in what a unit name loses: case, '.', '-', '+'."""
+    version = ".".join(draw(st.lists(_NUMBER, min_size=3, max_size=3)))
+    if draw(st.booleans()):
+        version += "-" + ".".join(draw(st.lists(_IDENTIFIER, min_size=1, max_size=4)))
+    if draw(st.booleans()):
+        version += "+" + ".".join(draw(st.lists(st.text("0123456789aZ-", min_size=1, max_size=6), min_size=1,
+                                                max_size=3)))
+    return version
+
+
+def _look_alike(version: str, data) -> str:
+    """`version` with some of what a unit name loses changed: a letter's case, a '.', '-' or '+' swapped."""
+    chars = list(version)
+    for i in data.draw(st.lists(st.integers(0, len(chars) - 1), max_size=3)):
+        chars[i] = {".": "-", "-": ".", "+": "-"}.get(chars[i], chars[i].swapcase())
+    return "".join(chars)
+
+
+@given(semvers(), st.data())
+def test_distinct_versions_never_share_a_unit_name(version, data):
+    other = data.draw(semvers() | st.just(_look_alike(version, data)))
+    assume(other != version and re.fullmatch(SEMVER_PATTERN, other))
+    assert unit_name(version) != unit_name(other)
+
+
+@given(semvers() | st.text("0123456789.aZ+-", min_size=5, max_size=128).map(lambda t: "1.0.0-" + t))
+def test_unit_names_are_dns_labels(version):
+    name = unit_name(version)
+    assert re.fullmatch(NAME_PATTERN, name) and len(name) <= 63, name
 
 
 def sdep(predictors, deployment_status=None, annotations=None):
@@ -207,16 +268,17 @@ def test_gateway_route_with_pins_only_is_misconfigured():
 def test_seldon_readiness_matches_a_predictors_own_deployments_only():
     versions = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"])
                 for v in ("1.0.0", "1.0.0-rc.1", "1.0.0-1")}
+    rc, one = unit_name("1.0.0-rc.1"), unit_name("1.0.0-1")
     status = {"churn-v1-0-0-0-model": {"replicas": 1, "availableReplicas": 0},
-              "churn-v1-0-0-rc-1-0-model": {"replicas": 1, "availableReplicas": 1},
-              "churn-v1-0-0-1-0-model": {"replicas": 1, "availableReplicas": 1}}
-    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name="v1-0-0-rc-1", traffic=20)], status)
+              f"churn-{rc}-0-model": {"replicas": 1, "availableReplicas": 1},
+              f"churn-{one}-0-model": {"replicas": 1, "availableReplicas": 1}}
+    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name=rc, traffic=20)], status)
     assert seldon.observe(live, versions).ready_versions == {"1.0.0-rc.1"}
-    # v1-0-0-1's deployment is <sdep>-v1-0-0-<1-0-model> too: it belongs to the longest predictor
-    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name="v1-0-0-1", traffic=20)], status)
+    # 1.0.0-1's deployment is <sdep>-v1-0-0-<1-...-0-model> too: it belongs to the longest predictor
+    live = sdep([dict(STABLE, traffic=80), dict(STABLE, name=one, traffic=20)], status)
     assert seldon.observe(live, versions).ready_versions == {"1.0.0-1"}
     # a predictor without any deployment of its own is not ready
-    assert seldon.observe(sdep([STABLE], {"churn-v1-0-0-rc-1-0-model": status["churn-v1-0-0-rc-1-0-model"]}),
+    assert seldon.observe(sdep([STABLE], {f"churn-{rc}-0-model": status[f"churn-{rc}-0-model"]}),
                           versions).ready_versions == frozenset()
 
 

@@ -1,8 +1,10 @@
 """The limit of rollouts in flight: slots held from the ask to the decision, a first-come queue, the index of a
 restarted operator, and the engine's Queued phase."""
 
+import pytest
+
 from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
-from modelops.rollout import Observations, decide
+from modelops.rollout import Observations, decide, rollout_wanted
 from modelops.slots import IN_FLIGHT, RolloutSlots
 
 from .rollout_sim import START, make_spec
@@ -145,3 +147,33 @@ def test_the_engine_queues_instead_of_starting_and_starts_once_allowed():
     assert not again.events  # one event per wait, not one per round
     started = decide(spec, again.status, Observations(ready), START)
     assert (started.status.phase, started.status.canary_version) == (Phase.Progressing, "1.1.0")
+
+
+def engine_round(s: RolloutSlots, name: str, status: ModelDeploymentStatus, ready: set[str],
+                 available: set[str]) -> ModelDeploymentStatus:
+    """A round of deployment `name` toward 1.1.0 as reconcile takes it: ask for a slot when a rollout is wanted,
+    let the engine decide, settle."""
+    spec = make_spec(version="1.1.0")
+    queued = s.ask("ns", name, spec.model) if rollout_wanted(spec, status) else None
+    observed = Observations(frozenset(ready), available_versions=frozenset(available), queued=queued)
+    decided = decide(spec, status, observed, START).status
+    s.settle("ns", name, spec.model, decided)
+    return decided
+
+
+@pytest.mark.parametrize("ready, available", [({"1.1.0"}, {"1.0.0", "1.1.0"}),  # stable not ready
+                                              ({"1.0.0", "1.1.0"}, {"1.0.0"})])  # its ModelVersion gone
+def test_a_queued_deployment_that_cannot_start_does_not_hold_up_those_behind_it(ready, available):
+    s, woken = slots(max_rollouts=1)
+    fine = {"1.0.0", "1.1.0"}
+    on_stable = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0")
+    a, b, c = (engine_round(s, name, on_stable, fine, fine) for name in "abc")
+    assert (a.phase, b.phase, c.phase) == (Phase.Progressing, Phase.Queued, Phase.Queued)
+    s.settle("ns", "a", "fraud", DONE)  # a's rollout ends: b, first in the queue, is woken
+    b = engine_round(s, "b", b, ready, available)
+    assert woken == ["b", "c"]  # b's turn passed on
+    assert b.phase is Phase.Stable and b.message.startswith("waiting")  # out of the queue, saying why
+    c = engine_round(s, "c", c, fine, fine)
+    assert c.phase is Phase.Progressing
+    b = engine_round(s, "b", b, fine, fine)  # b can start again: it queues anew, behind c
+    assert b.phase is Phase.Queued

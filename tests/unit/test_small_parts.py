@@ -12,7 +12,8 @@ from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ServingRole
 from modelops.api.types import duration_seconds
 from modelops.kube import merge_patch
-from modelops.modelversions import record_of, served_by, served_by_changes, serving_patch, version_status
+from modelops.modelversions import (catalog, holder_of, record_of, served_by, served_by_changes, serving_patch,
+                                    version_status)
 from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
 from modelops.rollout.conditions import conditions_for, unsynced
 from modelops.rollout.engine import rfc3339
@@ -63,6 +64,76 @@ def test_serving_patch_says_the_role_and_the_phase_it_makes_in_one_conditional_w
     assert version_status(again.spec, again.status, 1, later) == again.status  # the handler has nothing to write
     assert serving_patch(again, [again], "fraud", ServingRole.canary, later) is None
     assert serving_patch(again, [again], "fraud", None, later)["status"]["phase"] == "Available"
+
+
+def claim(name: str, resource_version: str, uri: str) -> dict:
+    """A ModelVersion of fraud 1.0.0 as the watch shows it, created at NOW (the API server's whole second)."""
+    manifest = with_path(model_version_manifest(), "spec.artifact.uri", uri)
+    manifest["metadata"].update(name=name, resourceVersion=resource_version, generation=1, creationTimestamp=NOW)
+    return manifest
+
+
+def test_claims_made_in_one_second_go_to_the_first_the_api_server_stored_not_to_the_first_name():
+    first, second = claim("z-first", "9", "s3://models/first"), claim("a-second", "10", "s3://models/second")
+    records = [record_of(first), record_of(second)]
+    assert catalog(records).names == {"1.0.0": "z-first"}
+    assert catalog(records).specs["1.0.0"].artifact.uri == "s3://models/first"
+    assert holder_of(records, records[1]) == "z-first" and holder_of(records, records[0]) is None
+    # The operator writes the first's status, which moves its resourceVersion past the second's: still the first.
+    first["status"] = version_status(first["spec"], {}, 1, NOW, first_seen=records[0].first_seen)
+    first["metadata"]["resourceVersion"] = "11"
+    records = [record_of(first), record_of(second)]
+    assert first["status"]["firstSeenResourceVersion"] == "9"
+    assert catalog(records).names == {"1.0.0": "z-first"} and holder_of(records, records[0]) is None
+
+
+class StatusPatches:
+    """The API as the ModelVersion handler uses it: status patches, recorded."""
+
+    def __init__(self):
+        self.patched: list[tuple[str, dict]] = []
+
+    async def patch_status(self, resource, namespace, name, patch):
+        self.patched.append((name, patch))
+
+
+@pytest.mark.asyncio
+async def test_a_model_version_labelled_for_a_shard_nobody_runs_is_checked_by_the_shard_serving_its_model():
+    import kopf
+
+    from modelops.handlers import SHARD_LABEL, Options, Wakeups, model_version_status
+
+    kube = StatusPatches()
+    memo = kopf.Memo(options=Options(), wakeups=Wakeups(),
+                     shell=kopf.Memo(kube=kube, clock=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    memo.wakeups.follow("prod", "fraud", asyncio.Event(), {"model": "fraud"})  # this shard drives a fraud deployment
+    first, second = claim("first", "9", "s3://models/first"), claim("second", "10", "s3://models/second")
+    for obj in (first, second):
+        obj["metadata"].update(namespace="prod", labels={SHARD_LABEL: "nobody"})
+    index = {("prod", "fraud"): [record_of(first), record_of(second)]}
+    for obj in (first, second):
+        await model_version_status(body=obj, memo=memo, model_versions=index)
+    phases = {name: (patch["status"]["phase"], patch["status"]["conditions"][0]["reason"]) for name, patch in kube.patched}
+    assert phases == {"first": ("Available", "Available"), "second": ("Invalid", "DuplicateVersion")}
+    other = with_path(claim("churn", "11", "s3://models/churn"), "spec.model", "churn")
+    other["metadata"].update(namespace="prod", labels={SHARD_LABEL: "nobody"})
+    await model_version_status(body=other, memo=memo, model_versions={("prod", "churn"): [record_of(other)]})
+    assert [name for name, _ in kube.patched] == ["first", "second"]  # no deployment of churn here: not ours
+
+
+@pytest.mark.asyncio
+async def test_a_deployment_beginning_to_follow_its_model_checks_the_versions_whose_events_came_before():
+    import kopf
+
+    from modelops.handlers import check_versions_of
+
+    kube = StatusPatches()
+    shell = kopf.Memo(kube=kube, clock=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc))
+    first, second = claim("first", "9", "s3://models/first"), claim("second", "10", "s3://models/second")
+    first["status"] = version_status(first["spec"], {}, 1, NOW, first_seen="9")  # checked already: nothing to write
+    await check_versions_of(shell, "prod", "fraud", {("prod", "fraud"): [record_of(first), record_of(second)]})
+    assert [(name, patch["status"]["conditions"][0]["reason"]) for name, patch in kube.patched] == [
+        ("second", "DuplicateVersion")]
 
 
 def test_served_by_changes_after_a_promotion():

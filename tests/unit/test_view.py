@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import unicodedata
 from datetime import timedelta
 
 import pytest
@@ -400,3 +401,42 @@ def test_a_drill_in_flight_and_the_last_drills_figures():
     console = Console(file=io.StringIO(), width=200)
     console.print(view.renderable(view.view(obj, world.now)))
     assert "3 requests lost" in console.file.getvalue()
+
+
+# A namespace editor's text: rich markup (a live link, a closing tag that crashes a markup parser), a terminal
+# hyperlink and screen-clearing escape, a bell, a right-to-left override, a line break.
+HOSTILE = "[link=https://evil.example]click[/link] [/bold] \x1b]8;;https://evil.example\x1b\\x\x1b[2J\x07\u202eok\nnext"
+SHOWN_HOSTILE = "[link=https://evil.example]click[/link] [/bold] ]8;;https://evil.example\\x[2Jok next"
+
+
+def hostile_object() -> dict:
+    """In step 2, with hostile text where tenants write: a request's reason, a check's name, a condition's message."""
+    r = in_step_two()
+    obj = r.obj()
+    obj["status"]["history"][-1]["reason"] = HOSTILE
+    obj["status"]["checks"][0]["name"] = HOSTILE
+    obj["status"]["message"] = HOSTILE
+    return obj, r.now
+
+
+def test_tenant_text_reaches_a_terminal_as_text_never_as_markup_or_escape_sequences():
+    obj, now = hostile_object()
+    v = view.view(obj, now)
+    assert v["history"][-1]["reason"] == HOSTILE  # the JSON carries the text as it is (json.dumps escapes it)
+    console = Console(file=io.StringIO(), width=400, force_terminal=True, color_system="truecolor", record=True)
+    for renderable in (view.renderable(v, error=HOSTILE), view.rich_list([v], True), view.rich_history(v)):
+        console.print(renderable)
+    raw = console.file.getvalue()
+    assert "\x1b]8" not in raw and "\x1b[2J" not in raw and "\x07" not in raw and "\u202e" not in raw
+    assert SHOWN_HOSTILE in console.export_text()
+
+
+def test_plain_output_has_no_control_characters_and_keeps_one_entry_per_line():
+    obj, now = hostile_object()
+    v = view.view(obj, now)
+    for lines in (view.plain_lines(v), view.plain_list([v], True), view.plain_history(v)):
+        text = "\n".join(lines)
+        assert SHOWN_HOSTILE[:40] in text
+        assert not [ch for ch in text if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf")]
+        assert not [line for line in lines if line.startswith("next")]  # the line break stayed inside its entry
+    assert SHOWN_HOSTILE in "\n".join(view.plain_history(v))

@@ -525,7 +525,8 @@ class ModelDeploymentSpec(ApiModel):
     traffic_override: TrafficOverride | None = None
     request: Request | None = None
     retention: int = Field(default=2, ge=0, le=10)
-    """Previous versions kept ready for instant rollback."""
+    """How many previous stable versions status.retainedVersions remembers as Rollback targets (the first is the
+    fallback). Nothing keeps them serving: going back to one deploys it again from its ModelVersion."""
     history_limit: int = Field(default=20, ge=1, le=200)
     """History entries kept in status."""
     notifications: list[ObjectName] = Field(default_factory=list, max_length=8,
@@ -693,7 +694,8 @@ class ModelDeploymentStatus(StatusModel):
     canary_version: str | None = None
     fallback_version: str | None = None
     retained_versions: list[str] = Field(default_factory=list)
-    """Previous versions kept ready for rollback, newest first."""
+    """Previous stable versions a Rollback request may name, newest (the fallback) first; remembered, not kept
+    serving."""
     failed_version: str | None = None
     """Candidate that was rolled back; not retried until spec.version changes or a Retry request."""
     canary_weight: int = Field(default=0, ge=0, le=100)

@@ -125,6 +125,9 @@ class ModelVersionStatus(StatusModel):
     served_by: list[ServedBy] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    first_seen_resource_version: str | None = None
+    """metadata.resourceVersion when the operator first saw this ModelVersion (its creation's, unless it changed
+    before): after creationTimestamp, which has whole seconds only, it orders the claims of one (model, version)."""
 
 
 def content_id(spec: ModelVersionSpec) -> str:

@@ -215,14 +215,16 @@ class _Run:
         s = self.s
         candidate, previous = s.canary_version, s.stable_version
         assert candidate is not None and previous is not None
-        self.retain(previous)
+        self.retain(previous, instead_of=candidate)
         self.clear_candidate()
         s.stable_version, s.phase, s.failed_version = candidate, Phase.Stable, None
         self.record(candidate, "Promoted", reason, actor=actor)
 
-    def retain(self, version: str) -> None:
+    def retain(self, version: str, instead_of: str) -> None:
+        """`version` leaves stable for the front of the retained ones, and `instead_of`, the new stable, leaves
+        them: a stable version is never its own fallback, so `retention` N keeps N versions to go back to."""
         s = self.s
-        kept = [version] + [v for v in s.retained_versions if v != version]
+        kept = [version] + [v for v in s.retained_versions if v not in (version, instead_of)]
         s.retained_versions = kept[: self.spec.retention]
         s.fallback_version = s.retained_versions[0] if s.retained_versions else None
 
@@ -230,7 +232,7 @@ class _Run:
         s = self.s
         assert s.canary_version is not None
         s.failed_version = s.canary_version
-        if progressive and s.canary_weight > 0:
+        if progressive and self.lower_steps():
             s.phase = Phase.RollingBack
             self.record(s.canary_version, action, reason + "; stepping traffic back to stable", actor=actor, warning=True)
             return
@@ -301,8 +303,7 @@ class _Run:
         self.clear_candidate()
         previous = s.stable_version
         assert previous is not None
-        s.retained_versions = [v for v in s.retained_versions if v != target]
-        self.retain(previous)
+        self.retain(previous, instead_of=target)
         s.stable_version = target
         # Rolled back away from spec.version, it stays so until spec.version changes; onto it, it is just stable.
         s.failed_version = self.spec.version if self.spec.version != target else None
@@ -485,17 +486,24 @@ class _Run:
         elif target == s.failed_version:
             s.phase = Phase.RolledBack  # stays rolled back until spec.version changes or a Retry
         elif not self.available(target):
-            s.message = self.missing_version_message(target)
+            self.cannot_start(self.missing_version_message(target))
         elif not self.ready(s.stable_version):
             # A backend not yet serving stable has nothing to fall back on: on KServe the candidate
             # would take everything (no rolled-out revision to keep the rest).
-            s.message = f"waiting for stable {s.stable_version} to serve before rolling out {target}"
+            self.cannot_start(f"waiting for stable {s.stable_version} to serve before rolling out {target}")
         elif self.obs.queued is not None:
             if s.phase is not Phase.Queued:
                 self.events.append(Event("Normal", "Queued", f"{target}: {self.obs.queued}", target))
             s.phase, s.message = Phase.Queued, f"{target} {self.obs.queued}"
         else:
             self.start_rollout(target, f"spec.version changed from {s.stable_version}")
+
+    def cannot_start(self, why: str) -> None:
+        """A rollout that cannot start holds no place in the queue for rollout slots, where it would keep the
+        deployments behind it waiting: it leaves it, and queues anew, last, once it can start."""
+        if self.s.phase is Phase.Queued:
+            self.s.phase = Phase.Stable
+        self.s.message = why
 
     def ingest_analysis(self) -> Outcome | None:
         """Take a new analysis into account once; a replayed one is ignored."""
@@ -583,6 +591,9 @@ class _Run:
         if s.waiting_since is not None:
             s.waiting_since, s.message = None, f"{candidate} is ready on the backend"
         if s.step_started_at is None:
+            if s.paused:  # paused before its first step: it takes nothing until resumed
+                s.message = f"{candidate} is ready on the backend; paused before step 1"
+                return
             self.enter_step(self.step_index())
             return
         s.current_step = self.step_index()
@@ -654,13 +665,18 @@ class _Run:
             return
         if result is None:
             return
-        lower = [step for step in self.canary_steps() if step.weight is not None and step.weight < s.canary_weight]
+        lower = self.lower_steps()
         if result is Outcome.Failed or not lower:
             self.finish_rollback("RolledBack", "progressive rollback finished" if result is not Outcome.Failed else self.explain(result))
             return
         self.route_to_candidate(lower[-1])
         s.message = f"rolling back {s.canary_version}: {s.canary_weight}% still on it"
         self.events.append(Event("Normal", "StepBack", s.message, s.canary_version))
+
+    def lower_steps(self) -> list[Step]:
+        """The weighted steps below the candidate's weight now: where a progressive rollback can step back to."""
+        weight = self.s.canary_weight
+        return [step for step in self.canary_steps() if step.weight is not None and step.weight < weight]
 
     def finish(self, before: ModelDeploymentStatus) -> Decision:
         s = self.s

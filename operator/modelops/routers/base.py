@@ -27,6 +27,7 @@ showed it absent and the caller allows creating.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -210,9 +211,27 @@ def spec_of(versions: dict[str, ModelVersionSpec], version: str, needed_for: str
 APPLIED_WEIGHTS = "modelops.io/applied-weights"
 
 
+UNIT_DIGEST_LENGTH = 10
+"""Hex digits of the version's SHA-256 in a unit name: 40 bits, so two versions of one model share a unit
+name only if their digests collide (about one chance in 10**12 for a pair)."""
+UNIT_NAME_LENGTH = 63  # a DNS-1123 label
+
+
 def unit_name(version: str) -> str:
-    """A DNS-label-safe name for a version: 1.2.0-rc.1 -> v1-2-0-rc-1."""
-    return "v" + re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-")
+    """The backend's name for a version's serving unit, a DNS-1123 label: 1.2.0 -> v1-2-0,
+    1.2.0-rc.1 -> v1-2-0-rc-1-<10 hex digits of the SHA-256 of "1.2.0-rc.1">.
+
+    Distinct versions get distinct names. A release version (MAJOR.MINOR.PATCH alone) is written with
+    dashes for dots, which gives the version back, and has exactly two dashes. Any other version (with a
+    pre-release or build part) loses case and punctuation in the readable part (1.0.0-rc.1 and 1.0.0-RC-1
+    read alike), so its name ends with a digest of the exact version; it has at least three dashes, so it
+    is never a release version's name either."""
+    readable = re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-")
+    if re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
+        return f"v{readable}"
+    digest = hashlib.sha256(version.encode()).hexdigest()[:UNIT_DIGEST_LENGTH]
+    readable = readable[:UNIT_NAME_LENGTH - len(digest) - 2].rstrip("-")
+    return f"v{readable}-{digest}"
 
 
 def applied_weights(weights: dict[str, int]) -> str:

@@ -2,7 +2,7 @@
 
 Seldon's admission webhook rejects non-shadow predictors whose traffic does not sum to
 100, so both weights always change in the same patch. A predictor is named after its
-version (v1-2-0) and found by that name alone: reusing an existing predictor needs no
+version (v1-2-0; `base.unit_name`) and found by that name alone: reusing an existing predictor needs no
 ModelVersion, only creating a missing one does (VersionUnavailable when it is gone).
 
 A mirror step makes the candidate's predictor a shadow (`shadow: true`, traffic 0): Seldon
