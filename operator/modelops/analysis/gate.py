@@ -7,10 +7,10 @@ several namespaces (a batch of the operator's own template queries) counts towar
 ACROSS_NAMESPACES, bounded like a namespace.
 
 Requests waiting for a slot are served round-robin by namespace: a free slot goes to the namespace served longest
-ago among those with a request waiting within its bounds, and within a namespace to its oldest such request. So
-once a namespace has a request waiting, it is served after at most one grant to each other namespace waiting: with
-16 slots and at most 16 namespaces waiting, within the time the longest request in flight takes, however many
-requests the others queue.
+ago among those with a request waiting within its bounds, and within a namespace to its oldest such request. So a
+request within its bounds is served after at most one grant to each other namespace waiting: with 16 slots and at
+most 16 namespaces (ACROSS_NAMESPACES included) waiting, within the time the longest request in flight takes, since
+every slot held is freed within it, however many requests the others queue.
 """
 
 from __future__ import annotations
