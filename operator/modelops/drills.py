@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 from .analysis.measure import batch_key, sample_count, unless_set
 from .analysis.promql import Subject, render
-from .analysis.provider import MetricProvider, ProviderError
+from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
 from .api.modeldeployment import Analysis, CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
 from .rollout import DrillLoss, analysis_instant
@@ -69,7 +69,7 @@ def seconds_to_loss(status: ModelDeploymentStatus, now: datetime) -> float | Non
     return max(0.0, (parse_rfc3339(last.requests_lost_due) - now).total_seconds())
 
 
-ProviderFactory = Callable[[Analysis, str, float], Awaitable[MetricProvider]]
+ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
 
 
 async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
@@ -97,23 +97,25 @@ async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, st
 
     async def errors_of(provider: MetricProvider, version: str, unit: str) -> float:
         subject = Subject(target.namespace, spec.model, version, unit, router.object_name(target), window)
-        rate, counted = await asyncio.gather(
+        rate, counted = await asyncio.gather(  # over a window of their own: batched within the namespace only
             provider.query(render(template.value, subject), at, batch=batch_key(template.value, router.templates,
-                                                                                  target.namespace)),
+                                                                                  target.namespace, own_window=True)),
             provider.query(render(template.samples, subject), at, batch=batch_key(template.samples, router.templates,
-                                                                                    target.namespace)))
+                                                                                    target.namespace, own_window=True)))
         if rate is None or not math.isfinite(rate):
             return 0.0
         return max(0.0, rate) * sample_count(counted)
 
+    asker = Asker(target.namespace, target.deployment)
+
     async def run() -> float:
-        provider = await providers(spec.analysis, target.namespace, budget)
+        provider = await providers(spec.analysis, asker, budget)
         found = await asyncio.gather(*(errors_of(provider, version, unit)
                                        for version, seen in sorted(units.units.items()) for unit in sorted(seen)))
         return sum(found)
 
     try:
-        lost = await unless_set(spec_changed, asyncio.wait_for(run(), budget + 1.0))
+        lost = await unless_set(spec_changed, answered_within(run(), asker, budget + 1.0))
         if lost is None:
             return None
     except asyncio.TimeoutError:

@@ -25,7 +25,7 @@ import kopf
 
 from . import GROUP, VERSION, metrics
 from .analysis.prometheus import close_sessions, provider_for
-from .analysis.provider import MetricProvider
+from .analysis.provider import Asker, MetricProvider
 from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
 from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
@@ -142,13 +142,15 @@ class Sources:
         """kopf hands its indexes to handlers only; they are the same live mappings every time."""
         self.providers, self.namespace_labels = providers, namespace_labels
 
-    async def provider(self, analysis: Analysis, namespace: str, cap: float) -> MetricProvider:
+    async def provider(self, analysis: Analysis, asker: Asker, cap: float) -> MetricProvider:
         name = analysis.provider or DEFAULT_PROVIDER
         declared = next(iter(self.providers.get(name, ())), None)
+        namespace = asker.namespace
         source = resolve(analysis, namespace, next(iter(self.namespace_labels.get(namespace, ())), None),
                          {name: declared} if declared is not None else {},
                          self.options.operator_namespace, self.options.allow_inline_providers)
-        return await provider_for(source.config, source.secrets_namespace, self.secrets, cap=cap, label=source.label)
+        return await provider_for(source.config, source.secrets_namespace, self.secrets, cap=cap, label=source.label,
+                                  asker=asker)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from . import GROUP, VERSION, drills, metrics
 from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse, unless_set
 from .analysis.promql import Subject
-from .analysis.provider import MetricProvider, ProviderError
+from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
 from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
@@ -74,8 +74,8 @@ class KubeApi(Protocol):
                            patch: dict[str, Any]) -> dict[str, Any]: ...
 
 
-ProviderFactory = Callable[[Analysis, str, float], Awaitable[MetricProvider]]
-"""(spec.analysis, the deployment's namespace, timeout cap) -> a provider for one analysis; raises
+ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
+"""(spec.analysis, the deployment it asks for, timeout cap) -> a provider for one analysis; raises
 ProviderError when there is none it may use."""
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(the ModelDeployment, Normal|Warning, reason, message) -> posted as a Kubernetes Event."""
@@ -323,7 +323,8 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
                          backend: BackendState, router: Router, target: Target,
                          spec_changed: asyncio.Event) -> AnalysisReport | None:
     """The analysis when one is due; given up (None) when `spec_changed` is set meanwhile, so that a
-    request or a new version never waits for a slow metric provider."""
+    request or a new version never waits for a slow metric provider. Its budget counts from its first request
+    sent (answered_within): a wait for a turn behind other tenants' requests is not taken from it."""
     now = shell.clock()
     if seconds_to_next_analysis(spec, status, now) != 0.0:
         return None
@@ -340,15 +341,17 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
         return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
                        router.object_name(target), analysis_window(spec))
 
+    asker = Asker(target.namespace, target.deployment)
+
     async def run() -> tuple:
-        provider = await shell.providers(spec.analysis, target.namespace, budget)
+        provider = await shell.providers(spec.analysis, asker, budget)
         return await analyse(provider, checks, router.templates, subject(status.canary_version),
                              subject(status.stable_version), at, rfc3339(at),
                              {c.name: check_window(spec, status, c, at) for c in checks})
 
     started = time.monotonic()
     try:
-        results = await unless_set(spec_changed, asyncio.wait_for(run(), budget + 1.0))
+        results = await unless_set(spec_changed, answered_within(run(), asker, budget + 1.0))
         if results is None:
             return None
     except (asyncio.TimeoutError, ProviderError) as e:

@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from modelops.analysis.provider import ProviderError
+from modelops.analysis.provider import Asker, ProviderError
 from modelops.kube import FIELD_MANAGER, Resource
 from modelops.rollout.engine import rfc3339
 
@@ -805,14 +805,15 @@ class FakeProvider:
 
 
 def provider_factory(behaviour: dict[str, str], role: Callable[[str], str], made: list[FakeProvider] | None = None):
-    """`async (config, namespace, cap) -> provider`, failing as a provider_for would when the schedule says so."""
+    """`async (config, asker, cap) -> provider`, failing as a provider_for would when the schedule says so."""
 
-    async def make(config: Any, namespace: str, cap: float) -> FakeProvider:
+    async def make(config: Any, asker: Asker, cap: float) -> FakeProvider:
         broken = set(behaviour.values())
         if "credentials" in broken:
             raise ProviderError("credentials", "secret prom-token has no key 'token'")
         if "factory_timeout" in broken:
             raise asyncio.TimeoutError()
+        asker.first_turn.set()  # no queue to wait in: every query is answered at once
         provider = FakeProvider(behaviour, role)
         if made is not None:
             made.append(provider)

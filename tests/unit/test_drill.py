@@ -474,7 +474,7 @@ def measure(provider: Provider | None, status: ModelDeploymentStatus, now: datet
 
     spec = spec or make_spec(strategy={"type": "HotSwap"})
 
-    async def providers(analysis, namespace, cap):
+    async def providers(analysis, asker, cap):
         if provider is None:
             from modelops.analysis.provider import ProviderError
             raise ProviderError("forbidden", "no provider named default")

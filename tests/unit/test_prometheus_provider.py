@@ -20,6 +20,7 @@ from modelops.analysis.evaluate import Measurement
 from modelops.analysis.measure import analyse, measure, sample_count
 from modelops.analysis.prometheus import PrometheusProvider, close_sessions, provider_for
 from modelops.analysis.promql import Subject, TemplateQuery
+from modelops.analysis.provider import Asker
 from modelops.api.modeldeployment import Check, CheckTemplate, PrometheusConfig, Verdict
 
 AT = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=timezone.utc)
@@ -108,12 +109,14 @@ class Server:
 
 
     async def batching(self, request: web.Request) -> web.StreamResponse:
-        """`vector(N)` answers N; a query naming `slow` takes 2 s; a batch (label_replace(q, "modelops_batch_query",
-        "i", "", "") or ...) answers each part tagged with its index, and is as slow as its slowest part."""
+        """`vector(N)` answers N; a query naming `slow` takes 2 s, each naming `sleepy` 20 ms; a batch
+        (label_replace(q, "modelops_batch_query", "i", "", "") or ...) answers each part tagged with its index, and
+        takes 2 s when a part is slow, plus 20 ms for each sleepy part (Prometheus evaluates them one by one)."""
         query = self.forms[-1]["query"]
         parts = re.findall(r'label_replace\((.*?), "modelops_batch_query", "(\d+)", "", ""\)', query) or [(query, None)]
         if any("slow" in q for q, _ in parts):
             await asyncio.sleep(2)
+        await asyncio.sleep(0.02 * sum("sleepy" in q for q, _ in parts))  # one operand after the other
         result = []
         for q, index in parts:
             labels = {"modelops_batch_query": index} if index is not None and "untagged" not in q else {}
@@ -260,7 +263,8 @@ async def test_a_server_that_never_answers_times_out(server):
 async def test_concurrent_queries_to_one_prometheus_are_bounded_across_providers_and_use_no_threads(server):
     """Every analysis builds its own provider: the bound holds for all of them together."""
     threads = threading.active_count()
-    analyses = [provider(server, "hang", timeout=0.2, max_concurrency=4) for _ in range(5)]
+    analyses = [provider(server, "hang", timeout=0.2, max_concurrency=4, asker=Asker(f"ns{i}", "fraud"))
+                for i in range(5)]
     started = time.monotonic()
     tasks = [asyncio.ensure_future(hanging.query("up", AT)) for hanging in analyses for _ in range(4)]
     await asyncio.sleep(0.1)
@@ -560,3 +564,42 @@ async def test_a_batch_answer_with_a_series_of_no_query_is_not_trusted(server):
     answers = await asyncio.gather(*(odd.query(q, AT, batch="ns/tenant") for q in queries))
     assert answers == [1.0, 2.0]
     assert [f["query"] for f in server.forms[1:]] == queries  # the batch, then each alone
+
+
+@pytest.mark.asyncio
+async def test_a_batch_may_take_longer_the_more_queries_it_carries(server):
+    """Prometheus evaluates a batch's operands one after the other: 32 queries of 20 ms take 0.64 s, more than one
+    query's 0.5 s timeout, and get four timeouts (32 / 8), so they are answered in one request."""
+    queries = [f"sleepy(vector({n}))" for n in range(32)]
+    answers = await asyncio.gather(*(provider(server, "batching", timeout=0.5).query(q, AT, batch="ns/tenant")
+                                     for q in queries))
+    assert answers == [float(n) for n in range(32)]
+    assert len(server.forms) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_batch_takes_no_longer_than_the_budget_of_those_waiting_for_it(server):
+    queries = [f"sleepy(vector({n}))" for n in range(32)]
+    answers = await asyncio.gather(*(provider(server, "batching", timeout=0.2, budget=0.3).query(q, AT, batch="ns/t")
+                                     for q in queries), return_exceptions=True)
+    assert all(isinstance(a, prometheus.ProviderError) and "timed out after 0.3s" in str(a) for a in answers), answers
+
+
+@pytest.mark.asyncio
+async def test_a_template_query_over_a_window_of_its_own_is_batched_only_within_its_namespace():
+    """A sequential check's window grows with the rollout (new text, and slower, each time): never in a batch with
+    other namespaces' queries. The same template over the analysis window is."""
+    asked: list[tuple[str, str, str | None]] = []
+
+    class Provider:
+        async def query(self, promql, at, batch=None):
+            asked.append((promql.split("{")[0], re.search(r"\[(.*)\]", promql).group(1), batch))
+            return 1.0
+
+    templates = {CheckTemplate.errorRate: TemplateQuery('errors{ns="{{namespace}}"}[{{window}}]',
+                                                        'requests{ns="{{namespace}}"}[{{window}}]')}
+    checks = [Check.model_validate({"name": "plain", "template": "errorRate", "max": 1}),
+              Check.model_validate({"name": "growing", "template": "errorRate", "max": 1})]
+    await analyse(Provider(), checks, templates, SUBJECT, SUBJECT, AT, "2026-01-01T00:00:00Z", {"growing": "47s"})
+    assert sorted(asked) == sorted([("errors", "5m", ""), ("requests", "5m", ""),
+                                    ("errors", "47s", "namespace/ns"), ("requests", "47s", "namespace/ns")])

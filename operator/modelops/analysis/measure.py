@@ -17,7 +17,7 @@ from typing import TypeVar
 from ..api.modeldeployment import Check, CheckStatus, CheckTemplate
 from .evaluate import Measurement, evaluate
 from .promql import Subject, TemplateQuery, render
-from .provider import MetricProvider, ProviderError
+from .provider import SHARED_BATCH, MetricProvider, ProviderError
 from .sequential import Buckets
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,14 @@ def queries_for(check: Check, templates: dict[CheckTemplate, TemplateQuery]) -> 
     return TemplateQuery(template.value, check.sample_query or template.samples, template.buckets)
 
 
-def batch_key(query: str, templates: dict[CheckTemplate, TemplateQuery], namespace: str) -> str:
-    """The operator's own template queries are batched across namespaces; a user's query only with those of its
-    own namespace, so a tenant's query that spoils a batch costs other tenants nothing."""
+def batch_key(query: str, templates: dict[CheckTemplate, TemplateQuery], namespace: str,
+              own_window: bool = False) -> str:
+    """The operator's own template queries over the analysis window are batched across namespaces; a user's query,
+    or one over a window of its own (a sequential check's, growing with the rollout: new text, and slower, every
+    time), only with those of its own namespace, so a tenant's query that spoils or slows a batch costs other
+    tenants nothing."""
     own = any(query in (t.value, t.samples) for t in templates.values())
-    return "" if own else f"namespace/{namespace}"
+    return SHARED_BATCH if own and not own_window else f"namespace/{namespace}"
 
 
 def sample_count(counted: float | None) -> int:
@@ -55,14 +58,15 @@ def sample_count(counted: float | None) -> int:
 
 
 async def measure(provider: MetricProvider, check: Check, templates: dict[CheckTemplate, TemplateQuery],
-                  candidate: Subject, stable: Subject, at: datetime) -> Measurement:
-    """Candidate and stable are evaluated at the same instant, so over the same window. The queries are asked
-    at once, so that they can share a request. A sequential check also counts stable's samples, and a sequential
-    latency check reads both versions' histograms."""
+                  candidate: Subject, stable: Subject, at: datetime, own_window: bool = False) -> Measurement:
+    """Candidate and stable are evaluated at the same instant, so over the same window (`own_window`: not the
+    analysis'). The queries are asked at once, so that they can share a request. A sequential check also counts
+    stable's samples, and a sequential latency check reads both versions' histograms."""
     async def value_of(query: str | None, subject: Subject) -> float | None:
         if query is None:
             return None
-        return await provider.query(render(query, subject), at, batch=batch_key(query, templates, subject.namespace))
+        return await provider.query(render(query, subject), at,
+                                    batch=batch_key(query, templates, subject.namespace, own_window))
 
     async def buckets_of(query: str | None, subject: Subject) -> Buckets:
         return await provider.buckets(render(query, subject), at) if query is not None else ()
@@ -100,8 +104,8 @@ async def analyse(provider: MetricProvider, checks: list[Check], templates: dict
         own = (windows or {}).get(check.name)
         return replace(subject, window=own) if own else subject
 
-    measured = await asyncio.gather(*(measure(provider, c, templates, window(c, candidate), window(c, stable), at)
-                                      for c in checks))
+    measured = await asyncio.gather(*(measure(provider, c, templates, window(c, candidate), window(c, stable), at,
+                                              window(c, candidate).window != candidate.window) for c in checks))
     return tuple(evaluate(c, m, at_text) for c, m in zip(checks, measured))
 
 

@@ -6,18 +6,24 @@ seconds); the answer is JSON `{"status": "success", "data": {"resultType": ..., 
 `scalar` (`[t, "v"]`), `string` or `matrix`; sample values are strings that may be "NaN", "+Inf" or "-Inf".
 
 No threads: the operator's shared thread pool never waits on Prometheus. Every query is bounded by its timeout, has
-no retries, and at most `max_concurrency` queries to one Prometheus (address and credentials) are in flight, whichever
-deployment's analysis asks: a thousand analyses due at once queue here instead of flooding it. Whatever the server answers, the
-result is a number, None (no data) or a ProviderError whose message never quotes the response body.
+no retries, and at most `max_concurrency` requests to one Prometheus (address and credentials) are in flight, whichever
+deployment's analysis asks: a thousand analyses due at once queue here instead of flooding it. They queue fairly
+(gate.py): a deployment holds at most a quarter of the slots, a namespace half, and waiting requests are served
+round-robin by namespace. A query's timeout counts from when it is sent, never the wait for its turn. Whatever the
+server answers, the result is a number, None (no data) or a ProviderError whose message never quotes the response
+body.
 
 Batching: queries for the same instant and batch key that wait for a turn together are sent as one request,
 `label_replace(q0, "modelops_batch_query", "0", "", "") or label_replace(q1, ...)`, and each is handed the series
 carrying its index. `label_replace` takes only an instant vector, so a query answering a scalar (or not parsing)
 fails its whole batch at once: every query of it is then asked on its own, and the ones that fail alone too are
-never batched again. A batch that times out is a timeout for all its queries (a second wait would double the time
-to notice a hung Prometheus); they are asked on their own from then on, each until it answers in time. The caller
-chooses the key: queries of one tenant share a key, so one tenant's query never spoils another's batch. A query
-alone at its turn is sent as it is.
+never batched again. Prometheus evaluates the operands of `or` one after the other, so a batch's timeout grows
+with its size: an eighth of the query timeout per query, at least one timeout, at most the budget of the analyses
+that wait for it (an answer after that is of use to nobody). A batch that times out is a timeout for all its queries
+(a second wait would double the time to notice a hung Prometheus); they are asked on their own from then on, each
+until it answers in time. The caller chooses the key: queries of one tenant share a key, so one tenant's query never
+spoils another's batch; a batch under SHARED_BATCH takes the turns of a tenant of its own (ACROSS_NAMESPACES), one of
+another key those of the asking namespace. A query alone at its turn is sent as it is.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import aiohttp
 
 from ..api.modeldeployment import PrometheusConfig, SecretKeyRef
 from ..api.types import duration_seconds
-from .provider import ErrorKind, ProviderError
+from .gate import ACROSS_NAMESPACES, FairGate
+from .provider import SHARED_BATCH, Asker, ErrorKind, ProviderError
 from .sequential import Buckets
 
 MAX_TIMEOUT_SECONDS = 30.0
@@ -54,6 +61,8 @@ _POST_ABOVE_CHARS = 2000
 _MAX_SESSIONS = 16
 BATCH_LIMIT = 64
 """At most this many queries answered by one request: its answer stays small, and a failed batch costs few retries."""
+QUERIES_PER_TIMEOUT = 8
+"""A batch of n queries may take n / 8 query timeouts: each of its queries an eighth of one."""
 _BATCH_LABEL = "modelops_batch_query"
 _MAX_LONERS = 4096
 MAX_BUCKETS = 256
@@ -68,12 +77,17 @@ class SecretReader(Protocol):
 
 class PrometheusProvider:
     def __init__(self, address: str, *, timeout: float, bearer_token: str | None = None, ca_pem: str | None = None,
-                 insecure_skip_verify: bool = False, max_concurrency: int = 16, label: str | None = None):
-        """`label` names it in errors (e.g. `provider default`); by default its address does."""
+                 insecure_skip_verify: bool = False, max_concurrency: int = 16, label: str | None = None,
+                 asker: Asker | None = None, budget: float = MAX_TIMEOUT_SECONDS):
+        """`label` names it in errors (e.g. `provider default`); by default its address does. `asker`: whose
+        turns its requests take (by default one tenant shared by every provider given none). `budget`: how long its
+        answers are of use, the longest a batch with its queries may take."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.address = address
         self.timeout = float(timeout)
+        self.budget = max(self.timeout, float(budget))
+        self.asker = asker or Asker("", "")
         self._where = label or f"Prometheus at {_display(address)}"
         self._url = address.rstrip("/") + "/api/v1/query"
         self._max_concurrency = max_concurrency
@@ -117,7 +131,8 @@ class PrometheusProvider:
 
     async def _send(self, pooled: _Pooled, promql: str, at_text: str) -> tuple[int, bytes | None]:
         """Wait for a turn (not part of the query's timeout), then ask."""
-        async with pooled.gate:
+        async with pooled.gate.slot(self.asker.namespace, self.asker.deployment):
+            self.asker.first_turn.set()
             return await self._request(pooled.session, promql, at_text, self.timeout)
 
     async def _request(self, session: aiohttp.ClientSession, promql: str, at_text: str,
@@ -333,16 +348,25 @@ class _Batch:
     """Queries for one instant that one request answers; the first asker's provider sends it."""
 
     provider: PrometheusProvider
-    queries: list[tuple[str, asyncio.Future[_Outcome]]] = field(default_factory=list)
+    tenant: str
+    """The namespace whose turns it takes (ACROSS_NAMESPACES for a batch under SHARED_BATCH)."""
+    queries: list[tuple[str, asyncio.Future[_Outcome], Asker]] = field(default_factory=list)
     timeout: float = 0.0
+    """The longest query timeout of its askers'."""
+    budget: float = 0.0
+    """The longest budget of its askers'."""
+
+    def timeout_for(self, count: int) -> float:
+        """Its request's timeout when it carries `count` queries (the module docstring says why it grows)."""
+        return max(self.timeout, min(self.budget, self.timeout * count / QUERIES_PER_TIMEOUT))
 
 
 @dataclass(eq=False)
 class _Pooled:
     session: aiohttp.ClientSession
     loop: asyncio.AbstractEventLoop
-    gate: asyncio.Semaphore
-    """At most this many queries in flight to this Prometheus."""
+    gate: FairGate
+    """At most this many requests in flight to this Prometheus, shared fairly between tenants."""
     users: int = 0
     retired: bool = False
     open: dict[tuple[str, str], _Batch] = field(default_factory=dict)
@@ -356,13 +380,15 @@ class _Pooled:
     async def join(self, key: tuple[str, str], promql: str, provider: PrometheusProvider) -> _Outcome:
         batch = self.open.get(key)
         if batch is None or len(batch.queries) >= BATCH_LIMIT:
-            batch = self.open[key] = _Batch(provider)
+            tenant = ACROSS_NAMESPACES if key[0] == SHARED_BATCH else provider.asker.namespace
+            batch = self.open[key] = _Batch(provider, tenant)
             flush = asyncio.ensure_future(self._flush(key, batch))
             self.flushes.add(flush)
             flush.add_done_callback(self.flushes.discard)
         answer: asyncio.Future[_Outcome] = self.loop.create_future()
-        batch.queries.append((promql, answer))
+        batch.queries.append((promql, answer, provider.asker))
         batch.timeout = max(batch.timeout, provider.timeout)
+        batch.budget = max(batch.budget, provider.budget)
         return await answer
 
     def _keep_alone(self, promql: str, for_good: bool) -> None:
@@ -375,16 +401,18 @@ class _Pooled:
         self.users += 1
         try:
             await asyncio.sleep(0)  # the other queries of this tick (one analysis' checks) join first
-            async with self.gate:
+            async with self.gate.slot(batch.tenant):
                 if self.open.get(key) is batch:
                     del self.open[key]
-                waiting = [(q, a) for q, a in batch.queries if not a.done()]
+                waiting = [(q, a) for q, a, _ in batch.queries if not a.done()]
+                for _, _, asker in batch.queries:
+                    asker.first_turn.set()
                 outcomes = await self._ask(batch, key[1], [q for q, _ in waiting])
             for (_, answer), outcome in zip(waiting, outcomes):
                 if not answer.done():
                     answer.set_result(outcome)
         except BaseException as e:  # noqa: BLE001 - nobody waits forever, whatever happened
-            for _, answer in batch.queries:
+            for _, answer, _ in batch.queries:
                 if not answer.done():
                     answer.set_result(_Failure("unreachable", f"unreachable: {type(e).__name__}"))
             if not isinstance(e, Exception):
@@ -401,7 +429,8 @@ class _Pooled:
             return [await self._ask_one(batch, at_text, q) for q in queries]
         joined = " or ".join(f'label_replace({q}, "{_BATCH_LABEL}", "{i}", "", "")' for i, q in enumerate(queries))
         try:
-            kind, result = _answer(*await batch.provider._request(self.session, joined, at_text, batch.timeout))
+            kind, result = _answer(*await batch.provider._request(self.session, joined, at_text,
+                                                                   batch.timeout_for(len(queries))))
         except _Failure as e:
             if e.kind == "timeout":  # which query was slow is unknown: each is asked alone next time, not now
                 for promql in queries:
@@ -452,7 +481,7 @@ async def _lease(key: tuple[Any, ...], ssl_option: ssl.SSLContext | bool, header
     if pooled is None or pooled.loop is not loop or pooled.session.closed:
         if pooled is not None:
             pooled.retired = True
-        pooled = _SESSIONS[key] = _Pooled(_new_session(ssl_option, headers), loop, asyncio.Semaphore(max_concurrency))
+        pooled = _SESSIONS[key] = _Pooled(_new_session(ssl_option, headers), loop, FairGate(max_concurrency))
         _SESSIONS.move_to_end(key)
         while len(_SESSIONS) > _MAX_SESSIONS:
             _, old = _SESSIONS.popitem(last=False)
@@ -489,10 +518,12 @@ async def close_sessions() -> None:
 
 
 async def provider_for(config: PrometheusConfig, namespace: str, secrets: SecretReader, *,
-                       cap: float | None = None, label: str | None = None) -> PrometheusProvider:
-    """A provider for `config`, its credentials read from Secrets in `namespace`.
+                       cap: float | None = None, label: str | None = None,
+                       asker: Asker | None = None) -> PrometheusProvider:
+    """A provider for `config`, its credentials read from Secrets in `namespace`, asking for `asker`.
 
-    The query timeout is the configured one, at most MAX_TIMEOUT_SECONDS and at most `cap` when given.
+    The query timeout is the configured one, at most MAX_TIMEOUT_SECONDS and at most `cap` when given; `cap` is
+    also its budget (how long a batch with its queries may take).
     """
     token = ca_pem = None
     if config.bearer_token_secret is not None:
@@ -514,7 +545,8 @@ async def provider_for(config: PrometheusConfig, namespace: str, secrets: Secret
     if cap is not None:
         timeout = min(timeout, cap)
     return PrometheusProvider(config.address, timeout=timeout, bearer_token=token, ca_pem=ca_pem,
-                              insecure_skip_verify=config.insecure_skip_verify, label=label)
+                              insecure_skip_verify=config.insecure_skip_verify, label=label, asker=asker,
+                              budget=MAX_TIMEOUT_SECONDS if cap is None else min(cap, MAX_TIMEOUT_SECONDS))
 
 
 async def _secret_value(secrets: SecretReader, namespace: str, ref: SecretKeyRef) -> str:

@@ -6,10 +6,21 @@ the analysis reports that as an Error verdict, which is never a pass.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, get_args
+from typing import Literal, Protocol, TypeVar, get_args
 
 from .sequential import Buckets
+
+T = TypeVar("T")
+SHARED_BATCH = ""
+"""The batch key of queries that may share a request with any namespace's (the operator's own template queries)."""
+FIRST_TURN_SECONDS = 30.0
+"""The longest an analysis waits for its first request to be sent, over its own time: no request holds a slot of
+a Prometheus longer than 30 s (prometheus.MAX_TIMEOUT_SECONDS), so a wait beyond it means a Prometheus that answers
+nobody."""
 
 ErrorKind = Literal[
     "timeout",        # no answer within the query timeout
@@ -41,6 +52,35 @@ class ProviderError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass(eq=False)
+class Asker:
+    """Whom a provider asks for: a deployment of a namespace (the tenant whose fair share of a Prometheus its
+    requests take, see gate.py). `first_turn` is set once the first of its requests is sent."""
+
+    namespace: str
+    deployment: str
+    first_turn: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def answered_within(work: Awaitable[T], asker: Asker, seconds: float) -> T:
+    """`work`'s result, given up (TimeoutError) `seconds` after the first of its requests was sent, and at the latest
+    `seconds` + FIRST_TURN_SECONDS after it began: time spent waiting for a turn behind other tenants is not taken
+    from its own, and a Prometheus that answers nobody is still noticed."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    turn = asyncio.ensure_future(asker.first_turn.wait())
+    latest = loop.time() + seconds + FIRST_TURN_SECONDS
+    try:
+        async with asyncio.timeout_at(latest) as deadline:
+            await asyncio.wait({task, turn}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                deadline.reschedule(min(latest, loop.time() + seconds))
+            return await task
+    finally:
+        turn.cancel()
+        task.cancel()
 
 
 class MetricProvider(Protocol):
