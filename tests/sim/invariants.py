@@ -27,6 +27,8 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   KServe exception, stated precisely: when X's revision had been rolled out (a 100 % step), the
   rolled-out revision keeps serving X while stable's re-created revision is not ready; this may
   last only until a settle that makes the latest revision ready, followed by a fault-free round.
+  A round while the backend object is annotated for another ModelDeployment is no such round:
+  the object is not the operator's to write (BackendNotOwned) until it is handed back.
   Write-ahead: a version's live weight never rises unless the persisted status names it as stable
   or as the canary (and a canary's live weight never rises above the persisted canaryWeight). A
   version gains copies (its percent rises) only while the persisted status names it stable, or
@@ -396,6 +398,8 @@ class Checker:
         if info.failures_in_a_row == 0:
             self.check_follows_status(world, status)
         self.check_abort(world, info, status)
+        if not world.backend_is_ours():
+            return  # not the operator's to write (BackendNotOwned): G1 is judged from a round after it is handed back
         for ban in self.bans.values():
             if ban.armed and ban.settled_ready:
                 ban.exempt_expired = True

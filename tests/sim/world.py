@@ -71,6 +71,10 @@ def step_body(item: int | str, pause: str) -> dict[str, Any]:
         return {"match": {"headers": [dict(COHORT)]}, "pause": pause}
     return {"mirror": int(item.removeprefix("m")), "pause": pause}
 PAUSE = {1: "30s", 2: "20s", 3: "10s"}
+REFUSED_RULE = {"name": "sre-debug-split",
+                "matches": [{"path": {"type": "PathPrefix", "value": "/fraud"}, "headers": [{"name": "x-debug", "value": "1"}]}],
+                "backendRefs": [{"name": f"{NAME}-{unit_name(v)}", "port": 8080, "weight": 50} for v in VERSION_NAMES[:2]]}
+"""A rule the operator refuses to drive: it selects by a header and names two of the model's Services."""
 
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
 
@@ -252,6 +256,11 @@ class World:
                 label = self.services.get(service, f"unknown:{service}")
                 out[label] = out.get(label, 0) + weight
         return {k: v for k, v in out.items() if v}
+
+    def backend_is_ours(self) -> bool:
+        """The backend object is this deployment's to drive: absent (KServe's is created), or annotated for it."""
+        backend = self.backend()
+        return backend is None or ((backend["metadata"].get("annotations") or {}).get(OWNER) == NAME)
 
     def records(self) -> list[VersionRecord]:
         """kopf's ModelVersion index, up to date."""
@@ -449,6 +458,16 @@ class World:
                        "backendRefs": [{"name": f"{NAME}-{unit_name('1.0.0')}", "port": 8080, "weight": 100}]},
                       {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
                        "backendRefs": [{"name": "other-svc", "port": 80}]}]}}
+
+    def refused_rule(self, present: bool) -> None:
+        """An SRE adds by hand (kubectl, mid-rollout), or removes, a rule the operator refuses to drive: a header
+        match that splits between stable's and the next version's Services (REFUSED_RULE). No-op on KServe."""
+        if self.kserve or self.backend() is None:
+            return
+        rules = [r for r in self.traffic_fields() or [] if r.get("name") != REFUSED_RULE["name"]]
+        self.kube.world_patch(HTTP_ROUTE, NS, NAME, {"spec": {"rules": rules + ([clone(REFUSED_RULE)] if present else [])}})
+        self._note(f"refused rule {'added' if present else 'removed'} by hand")
+        self.checker.after(self, "refused_rule", None)
 
     def traffic_fields(self) -> dict[str, Any]:
         """What decides traffic on the backend object: the KServe predictor, or the HTTPRoute's rules."""
