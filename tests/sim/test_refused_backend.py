@@ -113,3 +113,17 @@ def test_a_header_pin_to_a_rolled_back_candidate_is_a_warning_and_a_condition_na
     w.tick(1)
     assert not [c for c in w.status().conditions if c.type == "FailedVersionPinned"]
     assert len([e for e in w.events.posted if e[1] == "PinToFailedVersion"]) == 1
+
+
+def test_no_step_moves_forward_while_a_refused_rule_is_there(worlds):
+    w = new_world(worlds, "gatewayAPI", steps=(10, 50))
+    start(w)
+    w.refused_rule(True)
+    for _ in range(4):
+        w.tick(10)
+        assert (w.status().phase, w.status().canary_weight, w.live()) == (Phase.Progressing, 10, {"1.0.0": 90, "1.1.0": 10})
+    assert w.status().last_outcome.value == "Passed"  # measured all the while
+    w.refused_rule(False)
+    for _ in range(4):
+        w.tick(10)
+    assert w.status().canary_weight == 50 or w.status().phase is Phase.Stable

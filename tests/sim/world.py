@@ -469,6 +469,11 @@ class World:
         self._note(f"refused rule {'added' if present else 'removed'} by hand")
         self.checker.after(self, "refused_rule", None)
 
+    def rules_held_by_hand(self) -> bool:
+        """The HTTPRoute's rules are owned by a person's kubectl edit (refused_rule)."""
+        return not self.kserve and any(manager == "kubectl" and ("spec", "rules") in paths
+                                       for (manager, _, _), paths in owners_of(self.backend()).items())
+
     def traffic_fields(self) -> dict[str, Any]:
         """What decides traffic on the backend object: the KServe predictor, or the HTTPRoute's rules."""
         backend = self.backend() or {}
@@ -500,7 +505,10 @@ class World:
             outcome = "applied"
         except ApiException as e:
             message = json.loads(e.body or "{}").get("message", "") if e.status == 409 else ""
-            ok = not respect_operator and f'conflict with "{FIELD_MANAGER}"' in message
+            # Git's values conflict with the operator's, or with a hand edit of the rules (refused_rule) that the
+            # operator's apply has not taken over yet: either way the GitOps tool is refused, nothing moves.
+            ok = (not respect_operator and f'conflict with "{FIELD_MANAGER}"' in message) or \
+                (self.rules_held_by_hand() and 'conflict with "kubectl"' in message)
             self.checker.check(self, ok, "GitOps", f"Git re-apply refused otherwise than by a conflict with the "
                                                    f"operator: {e.status} {e.body}")
             outcome = "conflict"

@@ -605,13 +605,15 @@ class _Run:
             self.roll_back("RolledBack", self.explain(result), progressive=spec.strategy.rollback is RollbackMode.Progressive)
             return
         s.phase = Phase.Paused if s.paused else Phase.Progressing
-        if not self.backend_known or self.obs.refused is not None:
-            return  # readiness unknown, or routing the operator does not wholly drive: no step moves either way
+        if not self.backend_known:
+            return  # readiness unknown: no step moves either way until the backend can be read
         if not self.ready(candidate):
             self.wait_for_ready(candidate)
             return
         if s.waiting_since is not None:
             s.waiting_since, s.message = None, f"{candidate} is ready on the backend"
+        if self.obs.refused is not None:
+            return  # routing the operator does not wholly drive: no step moves forward
         if s.step_started_at is None:
             self.enter_step(self.step_index())
             return
