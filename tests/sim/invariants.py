@@ -412,10 +412,15 @@ class Checker:
 
     def check_honest(self, world: Any, status: ModelDeploymentStatus) -> None:
         """H, after a round as in G3 (problems reported or not)."""
-        if world.kserve or "all traffic on stable" not in (status.message or ""):
+        from .world import STATS
+
+        refused = [] if world.kserve else refused_rules(world.backend(), set(world.services))
+        if refused:
+            STATS["rounds beside a refused rule"] += 1
+            STATS["rounds beside a refused rule, rolled back"] += status.phase is Phase.RolledBack
+        if "all traffic on stable" not in (status.message or ""):
             return
-        elsewhere = {world.services[ref["name"]] for rule in refused_rules(world.backend(), set(world.services))
-                     for ref in rule.get("backendRefs") or []
+        elsewhere = {world.services[ref["name"]] for rule in refused for ref in rule.get("backendRefs") or []
                      if ref.get("name") in world.services and ref.get("weight", 1)} - {status.stable_version}
         self.check(world, not elsewhere, "H", f"status says {status.message!r} while a rule the operator refuses "
                                               f"routes to {sorted(elsewhere)}")

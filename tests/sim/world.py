@@ -504,11 +504,13 @@ class World:
             self.kube.world_apply(self.backend_resource, NS, NAME, manifest, GITOPS)
             outcome = "applied"
         except ApiException as e:
-            message = json.loads(e.body or "{}").get("message", "") if e.status == 409 else ""
+            body = json.loads(e.body or "{}") if e.status == 409 else {}
             # Git's values conflict with the operator's, or with a hand edit of the rules (refused_rule) that the
             # operator's apply has not taken over yet: either way the GitOps tool is refused, nothing moves.
-            ok = (not respect_operator and f'conflict with "{FIELD_MANAGER}"' in message) or \
-                (self.rules_held_by_hand() and 'conflict with "kubectl"' in message)
+            expected = ([f'conflict with "{FIELD_MANAGER}"'] if not respect_operator else []) + \
+                (['conflict with "kubectl"'] if self.rules_held_by_hand() else [])
+            causes = [c.get("message", "") for c in (body.get("details") or {}).get("causes") or []]
+            ok = bool(causes) and all(c.startswith(tuple(expected)) for c in causes) if expected else False
             self.checker.check(self, ok, "GitOps", f"Git re-apply refused otherwise than by a conflict with the "
                                                    f"operator: {e.status} {e.body}")
             outcome = "conflict"
