@@ -13,6 +13,12 @@ No fault stops the loop: an expected failure (API error, timeout, backend missin
 misconfigured) is reported as `Synced=False` with an event and a counted reason, and the
 round is retried with capped backoff; an unexpected one (a bug, an input nobody foresaw)
 takes the safe side too: the candidate in flight goes back to stable (`fail_safe`).
+
+A backend the round cannot read, or that refuses part of the routing (a rule or an object the
+operator will not drive), does not stop the rollout's decisions: the analysis is taken on the
+serving units the last read showed, the decision is made and persisted, and the router writes
+what the operator owns. What the backend refuses goes to the engine as an observation, so that
+no status says all traffic is on stable while it is not.
 """
 
 from __future__ import annotations
