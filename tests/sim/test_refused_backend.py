@@ -127,3 +127,21 @@ def test_no_step_moves_forward_while_a_refused_rule_is_there(worlds):
     for _ in range(4):
         w.tick(10)
     assert w.status().canary_weight == 50 or w.status().phase is Phase.Stable
+
+
+def test_a_manual_rollback_while_the_backend_object_is_not_owned_says_the_backend_refuses(worlds):
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is Phase.Stable:
+            break
+    assert w.status().stable_version == "1.1.0" and w.live() == {"1.1.0": 100}
+    hand_over(w, "someone-else")
+    w.request("R", "Rollback", "1.0.0")
+    w.tick(1)
+    s = w.status()
+    assert (s.phase, s.stable_version) == (Phase.RolledBack, "1.0.0") and w.live() == {"1.1.0": 100}
+    assert "manual rollback from 1.1.0" in s.message and "rollback decided, backend refuses: " in s.message
+    hand_over(w, NAME)
+    back_on_stable(w)

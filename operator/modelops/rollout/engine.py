@@ -338,7 +338,10 @@ class _Run:
         # Rolled back away from spec.version, it stays so until spec.version changes; onto it, it is just stable.
         s.failed_version = self.spec.version if self.spec.version != target else None
         s.phase = Phase.RolledBack if s.failed_version else Phase.Stable
-        self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
+        words = f"manual rollback from {previous}: {request.reason}"
+        if self.obs.refused is not None:  # said only when untrue: the usual words name no split
+            words += f"; {self.on_stable(target)}"
+        self.record(target, "RolledBack", words, actor=actor, warning=True)
 
     # --- rollback drills ---------------------------------------------------------------------
 
