@@ -132,16 +132,6 @@ def refused_rules(route: dict[str, Any], services: set[str]) -> tuple[str, ...]:
     return _classified(route, services)[1]
 
 
-def pins(route: dict[str, Any], services: set[str]) -> dict[str, tuple[str, ...]]:
-    """Service -> the pins routing to it, in words naming each (the user's, never written)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for index in _classified(route, services)[2]:
-        rule = _rules(route)[index]
-        for service in {r.get("name") for r in _refs(rule)} & services:
-            out[service] = out.get(service, ()) + (_rule_words(route, index, rule),)
-    return out
-
-
 def _classified(route: dict[str, Any], services: set[str]) -> tuple[list[int], tuple[str, ...], list[int]]:
     """(the model's rules, why each refused rule is refused, the pins) among the rules naming those Services."""
     model, refused, pinned = [], [], []
@@ -244,7 +234,8 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
         return BackendState()
     rules = _rules(route)
     by_service = {svc: version for version, svc in services.items()}
-    mine = [[r for r in _refs(rules[i]) if r.get("name") in by_service] for i in model_rules(route, set(by_service))]
+    model, refused, pin_rules = _classified(route, set(by_service))
+    mine = [[r for r in _refs(rules[i]) if r.get("name") in by_service] for i in model]
     present = {by_service[r["name"]] for refs in mine for r in refs}
     resolved = _resolved(route)
     ready = {v for v in present if resolved and has_ready_endpoint(services[v], (slices or {}).get(services[v], []))}
@@ -254,9 +245,11 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
         for words in weight_drift(route, {r["name"]: r.get("weight", 1) for r in refs}, "HTTPRoute backendRef"):
             if words not in drift:
                 drift.append(words)
-    pinned = {by_service[svc]: words for svc, words in pins(route, set(by_service)).items()}
-    return BackendState(frozenset(ready), units, tuple(drift), refused=refused_rules(route, set(by_service)),
-                        pins=pinned)
+    pins: dict[str, tuple[str, ...]] = {}
+    for i in pin_rules:  # a pin names exactly one of the Services
+        version = next(by_service[r["name"]] for r in _refs(rules[i]) if r.get("name") in by_service)
+        pins[version] = pins.get(version, ()) + (_rule_words(route, i, rules[i]),)
+    return BackendState(frozenset(ready), units, tuple(drift), refused=refused, pins=pins)
 
 
 def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
