@@ -13,6 +13,12 @@ No fault stops the loop: an expected failure (API error, timeout, backend missin
 misconfigured) is reported as `Synced=False` with an event and a counted reason, and the
 round is retried with capped backoff; an unexpected one (a bug, an input nobody foresaw)
 takes the safe side too: the candidate in flight goes back to stable (`fail_safe`).
+
+A backend the round cannot read, or that refuses part of the routing (a rule or an object the
+operator will not drive), does not stop the rollout's decisions: the analysis is taken on the
+serving units the last read showed, the decision is made and persisted, and the router writes
+what the operator owns. What the backend refuses goes to the engine as an observation, so that
+no status says all traffic is on stable while it is not.
 """
 
 from __future__ import annotations
@@ -135,6 +141,12 @@ class Memory:
     a step's analyses and a rollback drill's timings count from it."""
     drill_units: drills.DrillUnits | None = None
     """The serving units the last drill's versions were seen on, for its requests lost."""
+    units: dict[str, str] = field(default_factory=dict)
+    """The serving units the last backend read showed (BackendState.units): an analysis needs only these, so it is
+    taken even in a round that cannot read the backend."""
+    refused: str | None = None
+    """Why the backend refused part of the routing when last read (Observations.refused), for a round that cannot
+    read it."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,9 @@ class Base:
 class Problem:
     reason: str
     message: str
+    standing: bool = False
+    """A state of the backend the round worked around (it measured, decided and applied what it could): reported
+    every round, but no failure to back off from, so that analyses and a rollback keep their pace."""
 
 
 def classify(error: BaseException) -> Problem:
@@ -190,6 +205,8 @@ async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[Vers
         memory.failures_in_a_row = 0
         return delay
     memory.failures_in_a_row += 1
+    if problem.standing:
+        return delay
     return min(BACKOFF_CAP_SECONDS, max(delay, CONVERGE_SECONDS * 2 ** (memory.failures_in_a_row - 1)))
 
 
@@ -210,19 +227,29 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         return IDLE_SECONDS, problem
     versions = catalog(records)
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
-    problem = None
+    problem, refused = None, memory.refused  # a backend the round cannot read refuses what it refused when read
     try:
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
         backend, problem = None, classify(e)
-    report = None if backend is None else await measure_if_due(shell, spec, status, backend, router, target,
-                                                               memory.spec_changed)
+        if isinstance(e, BackendMisconfigured):
+            refused = problem.message
+    if backend is not None:
+        memory.units = backend.units
+        refused = "; ".join(backend.refused) or None
+        if refused is not None:
+            problem = Problem("BackendMisconfigured", refused, standing=True)
+    memory.refused = refused
+    units = backend.units if backend is not None else memory.units
+    report = await measure_if_due(shell, spec, status, units, router, target, memory.spec_changed) \
+        if backend is not None or units else None
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
                                      memory.spec_changed)
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
     observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
                                 frozenset(versions.specs), queued, memory.carried, loss,
-                                backend.serving_versions if backend else frozenset())
+                                backend.serving_versions if backend else frozenset(), refused,
+                                backend.pins if backend else None)
     decision = decide(spec, status, observations, shell.clock())
     memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)
@@ -247,13 +274,13 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
-    if problem or after:
+    if after or (problem and not problem.standing):
         return CONVERGE_SECONDS * (1 if after else 5), problem or after
     if decision.status.phase is Phase.Queued:
-        return QUEUED_SECONDS, None
+        return QUEUED_SECONDS, problem
     if decision.intent is None:
-        return IDLE_SECONDS, None
-    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None
+        return IDLE_SECONDS, problem
+    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, problem
 
 
 async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
@@ -320,11 +347,11 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
 
 
 async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
-                         backend: BackendState, router: Router, target: Target,
+                         units: dict[str, str], router: Router, target: Target,
                          spec_changed: asyncio.Event) -> AnalysisReport | None:
-    """The analysis when one is due; given up (None) when `spec_changed` is set meanwhile, so that a
-    request or a new version never waits for a slow metric provider. Its budget counts from its first request
-    sent (answered_within): a wait for a turn behind other tenants' requests is not taken from it."""
+    """The analysis when one is due, of the versions' serving `units`; given up (None) when `spec_changed` is set
+    meanwhile, so that a request or a new version never waits for a slow metric provider. Its budget counts from its
+    first request sent (answered_within): a wait for a turn behind other tenants' requests is not taken from it."""
     now = shell.clock()
     if seconds_to_next_analysis(spec, status, now) != 0.0:
         return None
@@ -338,7 +365,7 @@ async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelD
     grading = tuple(awaiting_labels(c, rfc3339(t), rfc3339(at)) for c in in_effect if (t := until[c.name]) is not None)
 
     def subject(version: str) -> Subject:
-        return Subject(target.namespace, spec.model, version, backend.units.get(version, version),
+        return Subject(target.namespace, spec.model, version, units.get(version, version),
                        router.object_name(target), analysis_window(spec))
 
     asker = Asker(target.namespace, target.deployment)

@@ -62,6 +62,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
+from .rollout.conditions import PIN_TO_FAILED
 from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_between,
                              seconds_to_next_analysis, sent_to_candidate, step_words, steps_of)
 
@@ -77,10 +78,10 @@ PHASE_STYLES = {"Stable": "bold green", "Queued": "bold blue", "Drilling": "bold
 VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "bold magenta"}
 ROLE_STYLES = {"stable": "green", "candidate": "cyan", "fallback": "magenta"}
 WARNING_ACTIONS = ("RolledBack", "Aborted", "DrillInterrupted")
-# Conditions whose healthy status is True (False or Unknown is a problem) and the one whose healthy status is
+# Conditions whose healthy status is True (False or Unknown is a problem) and those whose healthy status is
 # False. AnalysisHealthy is left out: the checks table and the failure count say the same, check by check.
 HEALTHY_WHEN_TRUE = ("Synced", "Ready")
-HEALTHY_WHEN_FALSE = ("Degraded",)
+HEALTHY_WHEN_FALSE = ("Degraded", PIN_TO_FAILED)
 
 
 # --- small formatting helpers ---------------------------------------------------------------

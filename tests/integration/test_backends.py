@@ -171,3 +171,49 @@ def test_gateway_candidate_whose_pods_never_become_ready_gets_no_traffic_and_is_
     assert not [unit for unit, _ in gateway.load.results if is_candidate(unit)]
     refs = gateway.get("httproute")["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [("fraud-v1-0-0", 100)]
+
+
+def test_gateway_rule_the_operator_refuses_added_at_the_50_percent_step_does_not_stop_a_rollback(gateway, prometheus):
+    """An SRE adds a header rule naming both versions' Services while 1.1.0 has 50 %: the operator will not drive it,
+    says so, and still measures; once 1.1.0's failures reach the (lowered) failureLimit it is rolled back on the
+    model's path rule. No status says "all traffic on stable" while the rule still routes to 1.1.0."""
+    gateway.version("1.0.0", **GOOD)
+    gateway.version("1.1.0", error_rate=0.4, accuracy=0.95)
+    spec = fast_spec(prometheus.url, "gatewayAPI", strategy={"steps": [{"weight": 50, "pause": "1h"}]},
+                     analysis={"failureLimit": 1000})  # failing, but held at 50 % until the rule is in
+    gateway.serve("1.0.0", spec, prometheus)
+    gateway.patch({"version": "1.1.0"})
+    gateway.wait(lambda st: st.get("canaryWeight") == 50, 30, "1.1.0 at 50 %")
+    split = {"name": "debug-split", "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                                                 "headers": [{"type": "Exact", "name": "x-debug", "value": "1"}]}],
+             "backendRefs": [{"name": gateway.services[v], "port": 80, "weight": 50} for v in ("1.0.0", "1.1.0")]}
+    gateway.cp.kubectl("patch", "httproute", gateway.name, "-n", gateway.ns, "--type", "json",
+                       "-p", json.dumps([{"op": "add", "path": "/spec/rules/-", "value": split}]))
+
+    def synced(st):
+        return next((c for c in st.get("conditions") or [] if c["type"] == "Synced"), {})
+
+    gateway.wait(lambda st: "debug-split" in synced(st).get("message", ""), 15, "the refused rule reported")
+    lowered = time.monotonic()
+    gateway.patch({"analysis": {"failureLimit": 1}})
+    claims = []
+
+    def rolled_back(st):
+        claims.extend([st["message"]] if "all traffic on stable" in (st.get("message") or "") else [])
+        return st.get("phase") == "RolledBack"
+
+    status = gateway.wait(rolled_back, 30, "rolled back beside the refused rule")
+    print(f"\nrolled back {time.monotonic() - lowered:.1f}s after failureLimit was lowered: {status['message']}")
+    assert not claims and "rollback decided, backend refuses: HTTPRoute fraud rule 2 (debug-split)" in status["message"]
+    assert synced(status)["status"] == "False" and synced(status)["reason"] == "BackendMisconfigured"
+    gateway.wait(lambda st: rolled_back(st) and [r["name"] for r in gateway.get("httproute")["spec"]["rules"][0]
+                                                 ["backendRefs"]] == [gateway.services["1.0.0"]], 15, "path rule on stable")
+    rules = gateway.get("httproute")["spec"]["rules"]
+    assert [(r["name"], r["weight"]) for r in rules[2]["backendRefs"]] == [(gateway.services["1.0.0"], 50),
+                                                                           (gateway.services["1.1.0"], 50)]  # untouched
+    assert not claims
+    gateway.cp.kubectl("patch", "httproute", gateway.name, "-n", gateway.ns, "--type", "json",
+                       "-p", json.dumps([{"op": "remove", "path": "/spec/rules/2"}]))
+    status = gateway.wait(lambda st: (st.get("message") or "").endswith("all traffic on stable 1.0.0"), 15,
+                          "the usual words once the rule is gone")
+    assert synced(status)["status"] == "True"

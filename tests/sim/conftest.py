@@ -29,3 +29,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if git:
         terminalreporter.write_line("GitOps re-applies of backend objects: " +
                                     ", ".join(f"{n} {outcome}" for outcome, n in sorted(git.items())))
+    if STATS["rounds beside a refused rule"]:
+        terminalreporter.write_line(f"fault-free rounds beside a rule the operator refuses: "
+                                    f"{STATS['rounds beside a refused rule']}, "
+                                    f"{STATS['rounds beside a refused rule, rolled back']} of them rolled back")

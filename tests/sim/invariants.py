@@ -27,6 +27,8 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   KServe exception, stated precisely: when X's revision had been rolled out (a 100 % step), the
   rolled-out revision keeps serving X while stable's re-created revision is not ready; this may
   last only until a settle that makes the latest revision ready, followed by a fault-free round.
+  A round while the backend object is annotated for another ModelDeployment is no such round:
+  the object is not the operator's to write (BackendNotOwned) until it is handed back.
   Write-ahead: a version's live weight never rises unless the persisted status names it as stable
   or as the canary (and a canary's live weight never rises above the persisted canaryWeight). A
   version gains copies (its percent rises) only while the persisted status names it stable, or
@@ -55,6 +57,10 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   object and reported no problem, a version has copies only when the persisted status names it
   canary with canaryMirror (and then exactly that percent), and a cohort only when it names it
   canary with canaryMatch set.
+- H honesty (Gateway API): after a round that ran without injected faults on the newest object, a status
+  message saying "all traffic on stable" never stands beside a rule the operator refuses to drive (one
+  selecting by header, query or method that names several of the deployment's Services, or one mixing such
+  matches with path-only ones that names any of them) with a ref of non-zero weight to another version.
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; the HTTPRoute's refs
   to the deployment's Services in its rules without header, query or method matches (a pin's
   are the user's) have integer weights in 0..100 summing to 100 (cohort rules do not take part),
@@ -395,11 +401,29 @@ class Checker:
             return  # on a stale object a round may lose its conditional status write (409) and decide again
         if info.failures_in_a_row == 0:
             self.check_follows_status(world, status)
+        self.check_honest(world, status)
         self.check_abort(world, info, status)
+        if not world.backend_is_ours():
+            return  # not the operator's to write (BackendNotOwned): G1 is judged from a round after it is handed back
         for ban in self.bans.values():
             if ban.armed and ban.settled_ready:
                 ban.exempt_expired = True
             ban.armed = True
+
+    def check_honest(self, world: Any, status: ModelDeploymentStatus) -> None:
+        """H, after a round as in G3 (problems reported or not)."""
+        from .world import STATS
+
+        refused = [] if world.kserve else refused_rules(world.backend(), set(world.services))
+        if refused:
+            STATS["rounds beside a refused rule"] += 1
+            STATS["rounds beside a refused rule, rolled back"] += status.phase is Phase.RolledBack
+        if "all traffic on stable" not in (status.message or ""):
+            return
+        elsewhere = {world.services[ref["name"]] for rule in refused for ref in rule.get("backendRefs") or []
+                     if ref.get("name") in world.services and ref.get("weight", 1)} - {status.stable_version}
+        self.check(world, not elsewhere, "H", f"status says {status.message!r} while a rule the operator refuses "
+                                              f"routes to {sorted(elsewhere)}")
 
     def check_abort(self, world: Any, info: Any, status: ModelDeploymentStatus) -> None:
         request = (info.obj["spec"] or {}).get("request")
@@ -418,6 +442,19 @@ class Checker:
 def side_of(world: Any) -> dict[str, dict[str, int]]:
     """The copies and cohorts of the world's exposure (weights are `world.live()`)."""
     return {k: v for k, v in world.exposure().items() if k != "weight"}
+
+
+def refused_rules(route: dict[str, Any] | None, services: set[str]) -> list[dict[str, Any]]:
+    """The route's rules the operator refuses to drive (see H), read from the object alone."""
+    out = []
+    for rule in dig(route, "spec", "rules") or []:
+        named = {ref.get("name") for ref in rule.get("backendRefs") or []} & services
+        conditional = [any(m.get(k) for k in ("headers", "queryParams", "method")) for m in rule.get("matches") or []]
+        if str(rule.get("name") or "").startswith("modelops-cohort-") or not named or not any(conditional):
+            continue
+        if not all(conditional) or len(named) > 1:
+            out.append(rule)
+    return out
 
 
 def other_rule(route: dict[str, Any]) -> Any:

@@ -3,8 +3,8 @@
 A schedule is a starting configuration (its steps weighted only, or with mirror and match steps where
 the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time there) and up to ~40 operations (rounds, settles, time, metric
 changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifest (respecting the
-operator's fields as Argo CD does, or Git's values unforced), ModelVersions deleted or claimed
-twice, faults for the next API calls - crashes included - and restarts), followed by a drain:
+operator's fields as Argo CD does, or Git's values unforced), on Gateway API a rule the operator refuses
+to drive added and removed by hand, ModelVersions deleted or claimed twice, faults for the next API calls - crashes included - and restarts), followed by a drain:
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
@@ -43,7 +43,9 @@ tick = st.tuples(st.just("tick"), st.sampled_from([1, 10, 10, 30]), st.booleans(
 
 
 def operations(backend: str):
-    """One operation of a schedule on `backend` (strategy edits draw the step sets it carries)."""
+    """One operation of a schedule on `backend` (strategy edits draw the step sets it carries); on Gateway API a
+    rule the operator refuses to drive may appear and disappear."""
+    by_backend = [st.tuples(st.just("refused_rule"), st.booleans())] if backend == "gatewayAPI" else []
     return st.one_of(
         tick, tick, tick, tick, tick,
         st.tuples(st.just("round"), st.booleans()),
@@ -65,6 +67,7 @@ def operations(backend: str):
         st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
         st.tuples(st.just("restart")),
         st.tuples(st.just("git_apply"), st.booleans()),
+        *by_backend,
     )
 
 
@@ -110,6 +113,8 @@ def run(world: World, op: tuple) -> None:
         world.restart()
     elif kind == "git_apply":
         world.git_apply(respect_operator=args[0])
+    elif kind == "refused_rule":
+        world.refused_rule(args[0])
     else:  # pragma: no cover
         raise ValueError(kind)
 

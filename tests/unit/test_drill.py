@@ -55,6 +55,8 @@ class World:
     backend: TrafficIntent | None = None
     carried: Carried | None = None
     loss: DrillLoss | None = None
+    refused: str | None = None
+    """Why the backend refuses part of the routing (Observations.refused)."""
     decisions: list[Decision] = field(default_factory=list)
     inputs: list[tuple] = field(default_factory=list)
 
@@ -66,7 +68,8 @@ class World:
         if spec_changes:
             self.spec = self.spec.model_copy(update=spec_changes)
         observations = Observations(None if self.ready is None else frozenset(self.ready),
-                                    available_versions=self.available, carried=self.carried, drill_loss=self.loss)
+                                    available_versions=self.available, carried=self.carried, drill_loss=self.loss,
+                                    refused=self.refused)
         self.inputs.append((self.spec, self.status, observations, self.now))
         decision = decide(self.spec, self.status, observations, self.now)
         self.status = decision.status
@@ -308,6 +311,21 @@ def test_abort_interrupts_the_drill():
     interrupted(decision, "manual abort: testing")
     assert decision.events[-1].actor == "sre" and decision.status.phase is Phase.Stable
     assert decision.intent.weights() == ALL_ON_STABLE and decision.status.failed_version is None
+    assert_fixed_points(world)
+
+
+def test_abort_while_the_backend_refuses_says_so_until_stable_is_carried():
+    world = on_fallback()
+    world.refused, world.converges = "HTTPRoute fraud is driven by ModelDeployment other", False
+    decision = world.round(request=request("Abort", "a1"))
+    interrupted(decision, "manual abort: testing")
+    assert decision.status.message.endswith("rollback decided, backend refuses: HTTPRoute fraud is driven by "
+                                            "ModelDeployment other")
+    assert "all traffic" not in decision.status.message
+    assert world.round().status.message == decision.status.message
+    world.refused, world.converges = None, True
+    assert "backend refuses" in world.round().status.message  # written now, not yet seen carried
+    world.until(lambda d: d.status.message.endswith(f"manual abort: testing; all traffic on stable {STABLE}"), limit=2)
     assert_fixed_points(world)
 
 

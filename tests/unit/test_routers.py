@@ -252,12 +252,21 @@ def test_gateway_every_path_only_rule_of_the_model_carries_the_split():
       "backendRefs": [{"name": "emb-v2"}]},
      r"HTTPRoute embedder rule 0 routes to \['emb-v2'\] with matches that select by path alone and others"),
 ])
-def test_gateway_ambiguous_rule_is_refused_naming_it(rule, words):
+def test_gateway_ambiguous_rule_is_reported_naming_it_and_left_alone_while_the_model_rule_is_driven(rule, words):
     live = route([rule, DEFAULT], parents(3))
-    with pytest.raises(BackendMisconfigured, match=words):
-        gateway_api.config_for(live, TrafficIntent("1.0.0", "1.1.0", 10), SERVICES, 80)
-    with pytest.raises(BackendMisconfigured, match=words):
-        gateway_api.observe(live, SERVICES, SERVING)
+    state = gateway_api.observe(live, SERVICES, SERVING)
+    assert len(state.refused) == 1 and re.match(words, state.refused[0])
+    assert state.units == {"1.0.0": "emb-v1"}  # read from the model's own rule only
+    rules = gateway_api.config_for(live, TrafficIntent("1.0.0"), SERVICES, 80)["spec"]["rules"]
+    assert rules[0] == rule  # never written
+    assert rules[1]["backendRefs"] == [{"name": "emb-v1", "port": 8080, "weight": 100}]
+    with pytest.raises(BackendMisconfigured, match="no rule routing .* by path alone.*" + words):
+        gateway_api.config_for(route([rule], parents(1)), TrafficIntent("1.0.0"), SERVICES, 80)
+
+
+def test_gateway_pins_are_reported_by_version():
+    live = route([TESTERS, DEFAULT, OTHER_RULE], parents(3))
+    assert gateway_api.observe(live, SERVICES, SERVING).pins == {"1.0.0": ("HTTPRoute embedder rule 0",)}
 
 
 def test_gateway_route_with_pins_only_is_misconfigured():

@@ -16,7 +16,7 @@ from modelops.analysis.evaluate import Measurement, evaluate
 from modelops.api.modeldeployment import TrafficOverride
 from modelops.cli import plugin_parser
 from modelops.rollout import AnalysisReport
-from modelops.rollout.conditions import unsynced
+from modelops.rollout.conditions import pin_condition, unsynced
 from modelops.rollout.engine import rfc3339
 
 from .rollout_sim import Sim, make_spec
@@ -148,6 +148,18 @@ def test_rolled_back_shows_all_traffic_on_stable_and_the_failed_version():
     lines = view.plain_lines(v)
     assert "  stable  1.0.0  ████████████████████ 100%" in lines
     assert any(line.startswith("  ! Degraded=True RolledBack: ") for line in lines)
+
+
+def test_a_pin_to_the_rolled_back_version_is_a_problem_shown():
+    r = in_step_two()
+    r.analyse(BAD_ACCURACY)
+    r.analyse(BAD_ACCURACY)
+    status = r.status.model_copy(deep=True)
+    status.conditions.append(pin_condition(status, [], {"1.1.0": ("HTTPRoute fraud rule 0 (testers)",)}, rfc3339(r.now)))
+    v = view.view({**r.obj(), "status": status.to_wire()}, r.now)
+    assert [p["type"] for p in v["problems"]] == ["Degraded", "FailedVersionPinned"]
+    assert any(line.startswith("  ! FailedVersionPinned=True PinToFailedVersion: rolled-back 1.1.0 still gets the "
+                               "requests of HTTPRoute fraud rule 0 (testers)") for line in view.plain_lines(v))
 
 
 def test_unsynced_condition_is_the_first_problem_shown():

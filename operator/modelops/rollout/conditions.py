@@ -6,6 +6,8 @@ usual convention: the transition time moves only when the condition's status fli
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..api.modeldeployment import ModelDeploymentStatus, Outcome, Phase
 from ..api.modelversion import Condition
 
@@ -53,6 +55,24 @@ def conditions_for(s: ModelDeploymentStatus, previous: list[Condition], ready_ve
     wanted = _wanted(s, ready_versions, serving_versions) + [("Synced", True, "ReconcileSuccess", "the last round ran to its end")]
     return [_condition(t, state, reason, message, before.get(t), now, s.observed_generation)
             for t, state, reason, message in wanted]
+
+
+PIN_TO_FAILED = "FailedVersionPinned"
+
+
+def pin_condition(s: ModelDeploymentStatus, previous: list[Condition], pins: Mapping[str, tuple[str, ...]] | None,
+                  now: str) -> Condition | None:
+    """`FailedVersionPinned=True` while a user's pin (a rule the operator never writes) still routes requests to the
+    rolled-back version, naming the pins; None when none does. Unknown pins (the backend unread) keep what was."""
+    before = next((c for c in previous if c.type == PIN_TO_FAILED), None)
+    if pins is None:
+        return before if s.failed_version is not None else None
+    pinned = pins.get(s.failed_version or "", ())
+    if not pinned:
+        return None
+    message = (f"rolled-back {s.failed_version} still gets the requests of {'; '.join(pinned)}: the operator never "
+               "writes a pin, remove it or point it at stable")
+    return _condition(PIN_TO_FAILED, True, "PinToFailedVersion", message, before, now, s.observed_generation)
 
 
 def unsynced(status: ModelDeploymentStatus, reason: str, message: str, now: str) -> ModelDeploymentStatus:

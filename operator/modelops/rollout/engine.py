@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Mapping
 
 from ..analysis.evaluate import outcome
 from ..api.modeldeployment import (
@@ -33,7 +34,7 @@ from ..api.modeldeployment import (
     Verdict,
 )
 from ..api.types import duration_seconds
-from .conditions import conditions_for
+from .conditions import conditions_for, pin_condition
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,12 @@ class Observations:
     serving_versions: frozenset[str] = frozenset()
     """Versions taking traffic although not in `ready_versions` (see BackendState): they make stable Ready, no
     decision."""
+    refused: str | None = None
+    """Why the backend will not carry all the routing the operator decides, in words (a rule it will not drive, an
+    object that is not its to drive); None: it refuses nothing. No status then says all traffic is on stable, and
+    no step moves forward."""
+    pins: Mapping[str, tuple[str, ...]] | None = None
+    """Version -> the user's pins routing requests to it alone, in words (None: the backend could not be read)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,10 @@ MAX_DRILL_SECONDS = 300.0
 """A rollback drill not back on stable within this is interrupted: all traffic on stable at once."""
 DRILL_HOLD_CAP_SECONDS = 60.0
 """A drill holds all traffic on the fallback for one analysis interval, at most this long."""
+ON_STABLE = "all traffic on stable "
+"""How a decision that takes every version but stable off the backend ends its words, followed by stable."""
+BACKEND_REFUSES = "rollback decided, backend refuses: "
+"""What a status says in place of ON_STABLE while the backend refuses part of that routing, followed by why."""
 ROUTING_GRACE_SECONDS = 2.0
 """A step's routing the backend is seen carrying within this of the step's decision counts from the decision:
 analysis instants are whole seconds, and a write is seen carried by the round its echo wakes. Routing that took
@@ -245,7 +256,27 @@ class _Run:
         s.failed_version = candidate
         self.clear_candidate()
         s.phase = Phase.RolledBack
-        self.record(candidate, action, f"{reason}; all traffic on stable {s.stable_version}", actor=actor, warning=True)
+        self.record(candidate, action, f"{reason}; {self.on_stable(s.stable_version)}", actor=actor, warning=True)
+
+    def on_stable(self, stable: str) -> str:
+        """What a decision that puts all traffic on stable may say of it: no more than the backend carries."""
+        return ON_STABLE + stable if self.obs.refused is None else BACKEND_REFUSES + self.obs.refused
+
+    def restate_return_to_stable(self) -> None:
+        """The words of a return to stable follow the backend: why it refuses, for as long as it refuses (even
+        when the refusal came after the decision); `all traffic on stable` again once it is seen carrying all of
+        it (nothing refused, the intent carried)."""
+        s, intent = self.s, intent_of(self.s)
+        if s.message is None or intent is None or intent.candidate is not None:
+            return
+        said = next((words for words in (BACKEND_REFUSES, ON_STABLE) if words in s.message), None)
+        if said is None:
+            return
+        head = s.message.rsplit(said, 1)[0]
+        if self.obs.refused is not None:
+            s.message = head + BACKEND_REFUSES + self.obs.refused
+        elif said == BACKEND_REFUSES and self.obs.carried is not None and self.obs.carried.intent == intent:
+            s.message = head + ON_STABLE + s.stable_version
 
     # --- the steps of one decision --------------------------------------------------------
 
@@ -308,7 +339,10 @@ class _Run:
         # Rolled back away from spec.version, it stays so until spec.version changes; onto it, it is just stable.
         s.failed_version = self.spec.version if self.spec.version != target else None
         s.phase = Phase.RolledBack if s.failed_version else Phase.Stable
-        self.record(target, "RolledBack", f"manual rollback from {previous}: {request.reason}", actor=actor, warning=True)
+        words = f"manual rollback from {previous}: {request.reason}"
+        if self.obs.refused is not None:  # said only when untrue: the usual words name no split
+            words += f"; {self.on_stable(target)}"
+        self.record(target, "RolledBack", words, actor=actor, warning=True)
 
     # --- rollback drills ---------------------------------------------------------------------
 
@@ -370,8 +404,8 @@ class _Run:
             self.record(d.fallback_version, "DrillCompleted",
                         f"{why}; requests lost measured after {rfc3339(due)} (status.lastDrill)", actor=actor)
         else:
-            self.record(d.fallback_version, "DrillInterrupted", f"{why}; all traffic back on stable {d.returns_to}",
-                        actor=actor, warning=True)
+            self.record(d.fallback_version, "DrillInterrupted",
+                        f"{why}; {self.on_stable(d.returns_to)}", actor=actor, warning=True)
 
     def take_drill_loss(self) -> None:
         """The one place the last drill's requests lost are recorded (measured by the shell, once)."""
@@ -590,6 +624,8 @@ class _Run:
             return
         if s.waiting_since is not None:
             s.waiting_since, s.message = None, f"{candidate} is ready on the backend"
+        if self.obs.refused is not None:
+            return  # routing the operator does not wholly drive: no step moves forward
         if s.step_started_at is None:
             if s.paused:  # paused before its first step: it takes nothing until resumed
                 s.message = f"{candidate} is ready on the backend; paused before step 1"
@@ -684,6 +720,11 @@ class _Run:
         s.observed_generation = self.obs.generation
         s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now),
                                       self.obs.serving_versions)
+        pinned = pin_condition(s, before.conditions, self.obs.pins, rfc3339(self.now))
+        if pinned is not None:
+            s.conditions.append(pinned)
+            if all(c.type != pinned.type for c in before.conditions):
+                self.events.append(Event("Warning", pinned.reason, pinned.message, s.failed_version))
         return Decision(s, intent_of(s), tuple(self.events))
 
 
@@ -853,6 +894,7 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
         run.progress(run.ingest_analysis() if candidate_takes_traffic(s) else None)
         if spec.request is not None and spec.request.id not in s.handled_requests:
             run.handle_request(spec.request)  # it waited on what progress changed (a promotion's stable is ready)
+    run.restate_return_to_stable()
     return run.finish(status)
 
 

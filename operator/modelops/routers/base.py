@@ -97,6 +97,12 @@ class BackendState:
     """Versions taking traffic that `ready_versions` leaves out, because the backend has not yet confirmed them as
     what it falls back to (KServe: the latest revision, all traffic sent to it, before KServe marks it rolled
     out). The Ready condition counts them; no decision does."""
+    refused: tuple[str, ...] = ()
+    """Parts of the backend object the operator will not drive, each in words naming it (Gateway API: a rule it
+    cannot tell a pin from the model's). It drives the rest; the round reports these, and a status never says
+    all traffic is on stable while there are any."""
+    pins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Version -> the user's pins routing requests to it alone, each in words naming it (never written)."""
     read: dict[str, Any] | None = field(default=None, compare=False)
     """The backend object as this round's observe read it, for the round's apply to start from (its write is
     conditional on that read's resourceVersion); None: apply reads it."""

@@ -11,10 +11,13 @@ from its `matches` (each entry of a rule is an alternative; no `matches` is a ma
 - conditional: every entry selects by `headers`, `queryParams` or `method`. When it names
   exactly one of those Services it is a user's PIN (e.g. `x-cohort: testers` to 1.0.0's
   Service): never written, and not read for readiness, units or drift either.
-- Refused (BackendMisconfigured naming the rule by index and `name`, nothing written): a
-  conditional rule that names several of those Services (a split of its own, or one the
-  operator cannot tell from the model's), a rule mixing path-only and conditional entries
-  that names any of them, and a route where no path-only rule names any of them.
+- Refused: a conditional rule that names several of those Services (a split of its own, or
+  one the operator cannot tell from the model's), and a rule mixing path-only and conditional
+  entries that names any of them. Such a rule is never written nor read for readiness, units
+  or drift; observe reports it in words (`BackendState.refused`, naming it by index and
+  `name`), and the operator goes on driving the model's other rules, so that a rollback
+  still takes the candidate off every rule it owns. A route where no path-only rule names
+  any of those Services is BackendMisconfigured (nothing written).
 
 Every rule without a ref to those Services (another model, a redirect) is left alone, and a
 rule without backendRefs routes nowhere.
@@ -119,27 +122,38 @@ def _rule_words(route: dict[str, Any], index: int, rule: dict[str, Any]) -> str:
 
 
 def model_rules(route: dict[str, Any], services: set[str]) -> list[int]:
-    """Indexes of the model's rules among the route's (see the module's docstring); the pins are not among them.
+    """Indexes of the model's rules among the route's (see the module's docstring); neither pins nor refused
+    rules are among them."""
+    return _classified(route, services)[0]
 
-    BackendMisconfigured, naming the rule, for a rule that cannot be told a pin from the model's."""
-    out = []
+
+def refused_rules(route: dict[str, Any], services: set[str]) -> tuple[str, ...]:
+    """Why each rule naming those Services that the operator will not drive is refused, in words naming it."""
+    return _classified(route, services)[1]
+
+
+def _classified(route: dict[str, Any], services: set[str]) -> tuple[list[int], tuple[str, ...], list[int]]:
+    """(the model's rules, why each refused rule is refused, the pins) among the rules naming those Services."""
+    model, refused, pinned = [], [], []
     for index, rule in enumerate(_rules(route)):
         ours = {r.get("name") for r in _refs(rule)} & services
         if not ours or _is_cohort_rule(rule):
             continue
         conditional = [any(m.get(k) for k in CONDITIONAL) for m in objects_at(rule, "matches")]
         if not any(conditional):
-            out.append(index)
+            model.append(index)
         elif not all(conditional):
-            raise BackendMisconfigured(
+            refused.append(
                 f"{_rule_words(route, index, rule)} routes to {sorted(ours)} with matches that select by path alone "
                 f"and others by {'/'.join(CONDITIONAL)}: split it into a rule for the model (path only) and a pin")
         elif len(ours) > 1:
-            raise BackendMisconfigured(
+            refused.append(
                 f"{_rule_words(route, index, rule)} selects by {'/'.join(CONDITIONAL)} and routes to several of "
                 f"serving.gatewayAPI.services ({sorted(ours)}): a pin routes to one version's Service only; "
                 "the model's split is driven on its path-only rule(s)")
-    return out
+        else:
+            pinned.append(index)
+    return model, tuple(refused), pinned
 
 
 def _is_cohort_rule(rule: dict[str, Any]) -> bool:
@@ -173,11 +187,9 @@ def served_services(route: dict[str, Any] | None, services: set[str]) -> set[str
 
 
 def routes_to(route: dict[str, Any], services: set[str]) -> bool:
-    """Some path-only rule of the route sends traffic to one of `services` (never raises)."""
-    try:
-        return bool(model_rules(route, services))
-    except BackendMisconfigured:
-        return True  # ambiguous, but routing to them: config_for says what is wrong
+    """Some path-only or refused rule of the route sends traffic to one of `services`."""
+    model, refused, _ = _classified(route, services)
+    return bool(model or refused)
 
 
 def has_ready_endpoint(service: str, slices: list[dict[str, Any]]) -> bool:
@@ -222,7 +234,8 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
         return BackendState()
     rules = _rules(route)
     by_service = {svc: version for version, svc in services.items()}
-    mine = [[r for r in _refs(rules[i]) if r.get("name") in by_service] for i in model_rules(route, set(by_service))]
+    model, refused, pin_rules = _classified(route, set(by_service))
+    mine = [[r for r in _refs(rules[i]) if r.get("name") in by_service] for i in model]
     present = {by_service[r["name"]] for refs in mine for r in refs}
     resolved = _resolved(route)
     ready = {v for v in present if resolved and has_ready_endpoint(services[v], (slices or {}).get(services[v], []))}
@@ -232,7 +245,11 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
         for words in weight_drift(route, {r["name"]: r.get("weight", 1) for r in refs}, "HTTPRoute backendRef"):
             if words not in drift:
                 drift.append(words)
-    return BackendState(frozenset(ready), units, tuple(drift))
+    pins: dict[str, tuple[str, ...]] = {}
+    for i in pin_rules:  # a pin names exactly one of the Services
+        version = next(by_service[r["name"]] for r in _refs(rules[i]) if r.get("name") in by_service)
+        pins[version] = pins.get(version, ()) + (_rule_words(route, i, rules[i]),)
+    return BackendState(frozenset(ready), units, tuple(drift), refused=refused, pins=pins)
 
 
 def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
@@ -243,9 +260,10 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
         wanted[services[intent.candidate]] = intent.candidate_weight
     driven = set(model_rules(route, ours))
     if not driven:
+        refused = "".join(f"; {words}" for words in refused_rules(route, ours))
         raise BackendMisconfigured(f"HTTPRoute {dig(route, 'metadata', 'name')} has no rule routing to any of "
                                    f"serving.gatewayAPI.services ({sorted(ours)}) by path alone (rules matching "
-                                   f"{'/'.join(CONDITIONAL)} are pins, left alone)")
+                                   f"{'/'.join(CONDITIONAL)} are pins, left alone){refused}")
     rules: list[dict[str, Any]] = []
     cohorts = 0
     for index, rule in enumerate(_rules(route)):

@@ -1,0 +1,147 @@
+"""A backend the operator will not (wholly) drive never disarms rollback, and no status claims what it does not carry.
+
+Through the real round in a World, as test_named_defects.py; the invariants (invariants.py, H among them) are
+checked after every step here too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from modelops.api.modeldeployment import Phase
+from modelops.routers.base import OWNER_ANNOTATION
+
+from .test_named_defects import BACKENDS, start
+from .world import NAME, NS, REFUSED_RULE, World, new_world
+
+ON_STABLE = "all traffic on stable 1.0.0"
+
+
+def synced(w: World):
+    return next(c for c in w.status().conditions if c.type == "Synced")
+
+
+def hand_over(w: World, owner: str) -> None:
+    """Someone annotates the backend object for another ModelDeployment (or gives it back)."""
+    w.kube.world_patch(w.backend_resource, NS, NAME, {"metadata": {"annotations": {OWNER_ANNOTATION: owner}}})
+
+
+def back_on_stable(w: World) -> None:
+    """Rounds until the status says all traffic is on stable; the backend carries it by then."""
+    for _ in range(8):
+        w.tick(1)
+        if w.status().message.endswith(ON_STABLE):
+            break
+        assert "rollback decided, backend refuses: " in w.status().message
+    assert w.status().message.endswith(ON_STABLE) and w.live() == {"1.0.0": 100}
+
+
+def test_a_refused_rule_appearing_at_the_50_percent_step_does_not_stop_the_rollback_of_a_failing_candidate(worlds):
+    w = new_world(worlds, "gatewayAPI", steps=(10, 50))
+    start(w, until_weight=50)
+    w.refused_rule(True)
+    w.metric("candidate", "bad")
+    for _ in range(3):
+        w.tick(10)
+        if w.status().phase is Phase.RolledBack:
+            break
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0"
+    assert w.live() == {"1.0.0": 100}  # the model's path rule, which the operator owns
+    assert REFUSED_RULE in w.traffic_fields()  # the rule it refuses, left as it is
+    assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message
+    assert ON_STABLE not in s.message
+    assert (synced(w).status, synced(w).reason) == ("False", "BackendMisconfigured")
+    assert "sre-debug-split" in synced(w).message
+    w.refused_rule(False)
+    for _ in range(3):
+        w.tick(10)
+    assert w.status().message.endswith(ON_STABLE) and synced(w).status == "True"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_abort_while_the_backend_object_is_not_owned_says_the_backend_refuses_until_it_carries_stable(worlds, backend):
+    w = new_world(worlds, backend)
+    start(w)
+    hand_over(w, "someone-else")
+    w.request("A", "Abort")
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and s.canary_version is None
+    assert "rollback decided, backend refuses: " in s.message and "driven by ModelDeployment someone-else" in s.message
+    assert ON_STABLE not in s.message and (synced(w).status, synced(w).reason) == ("False", "BackendNotOwned")
+    assert w.live() == {"1.0.0": 90, "1.1.0": 10}  # not the operator's to write
+    hand_over(w, NAME)
+    back_on_stable(w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failing_candidate_is_still_measured_and_rolled_back_while_its_backend_object_is_not_owned(worlds, backend):
+    w = new_world(worlds, backend)
+    start(w)
+    hand_over(w, "someone-else")
+    w.metric("candidate", "bad")
+    for _ in range(3):
+        w.tick(10)
+        if w.status().phase is Phase.RolledBack:
+            break
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and "errors" in s.message
+    assert "rollback decided, backend refuses: " in s.message and ON_STABLE not in s.message
+    hand_over(w, NAME)
+    back_on_stable(w)
+
+
+def test_a_header_pin_to_a_rolled_back_candidate_is_a_warning_and_a_condition_naming_it(worlds):
+    w = new_world(worlds, "gatewayAPI")
+    pin = {"name": "testers", "matches": [{"path": {"type": "PathPrefix", "value": "/fraud"},
+                                           "headers": [{"name": "x-cohort", "value": "testers"}]}],
+           "backendRefs": [{"name": "fraud-v1-1-0", "port": 8080}]}
+    w.kube.world_patch(w.backend_resource, NS, NAME, {"spec": {"rules": w.traffic_fields() + [pin]}})
+    start(w)
+    assert not [c for c in w.status().conditions if c.type == "FailedVersionPinned"]  # a pin to the candidate in flight
+    w.request("A", "Abort")
+    w.tick(1)
+    w.tick(1)
+    pinned = [c for c in w.status().conditions if c.type == "FailedVersionPinned"]
+    assert len(pinned) == 1 and pinned[0].status == "True" and pinned[0].reason == "PinToFailedVersion"
+    assert "rolled-back 1.1.0" in pinned[0].message and "HTTPRoute fraud rule 2 (testers)" in pinned[0].message
+    warnings = [e for e in w.events.posted if e[1] == "PinToFailedVersion"]
+    assert len(warnings) == 1 and warnings[0][0] == "Warning" and "HTTPRoute fraud rule 2 (testers)" in warnings[0][2]
+    w.kube.world_patch(w.backend_resource, NS, NAME, {"spec": {"rules": [r for r in w.traffic_fields()
+                                                                         if r.get("name") != "testers"]}})
+    w.tick(1)
+    assert not [c for c in w.status().conditions if c.type == "FailedVersionPinned"]
+    assert len([e for e in w.events.posted if e[1] == "PinToFailedVersion"]) == 1
+
+
+def test_no_step_moves_forward_while_a_refused_rule_is_there(worlds):
+    w = new_world(worlds, "gatewayAPI", steps=(10, 50))
+    start(w)
+    w.refused_rule(True)
+    for _ in range(4):
+        w.tick(10)
+        assert (w.status().phase, w.status().canary_weight, w.live()) == (Phase.Progressing, 10, {"1.0.0": 90, "1.1.0": 10})
+    assert w.status().last_outcome.value == "Passed"  # measured all the while
+    w.refused_rule(False)
+    for _ in range(4):
+        w.tick(10)
+    assert w.status().canary_weight == 50 or w.status().phase is Phase.Stable
+
+
+def test_a_manual_rollback_while_the_backend_object_is_not_owned_says_the_backend_refuses(worlds):
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is Phase.Stable:
+            break
+    assert w.status().stable_version == "1.1.0" and w.live() == {"1.1.0": 100}
+    hand_over(w, "someone-else")
+    w.request("R", "Rollback", "1.0.0")
+    w.tick(1)
+    s = w.status()
+    assert (s.phase, s.stable_version) == (Phase.RolledBack, "1.0.0") and w.live() == {"1.1.0": 100}
+    assert "manual rollback from 1.1.0" in s.message and "rollback decided, backend refuses: " in s.message
+    hand_over(w, NAME)
+    back_on_stable(w)
