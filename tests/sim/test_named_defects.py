@@ -16,10 +16,12 @@ from pydantic import ValidationError
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, Verdict
 from modelops.reconcile import DEPLOYMENTS
+from modelops.routers.base import OWNER_ANNOTATION
+from modelops.routers.kserve import DEPLOYMENT_MODE, INFERENCE_SERVICE
 
 from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig
-from .world import Config, World, deployment_spec, new_world
+from .world import NAME, NS, Config, World, deployment_spec, new_world, uri_of
 
 BACKENDS = ["kserve", "gatewayAPI"]
 
@@ -362,6 +364,28 @@ def test_kserve_a_first_version_is_written_until_it_serves_and_the_echo_of_that_
     w.settle()
     w.round()
     assert w.backend()["metadata"]["generation"] == written and w.live() == {"1.0.0": 100}
+
+
+def test_an_inference_service_in_standard_mode_is_refused_and_never_written(worlds):
+    """routers/kserve.py require_serverless: KServe ignores canaryTrafficPercent outside serverless mode, so a
+    candidate written at 0 % or 10 % would take every request. An InferenceService handed over in RawDeployment
+    mode (KServe's status says Standard) is read, refused with its mode named, and never written: stable keeps
+    everything while spec.version names a candidate."""
+    w = World(Config())
+    worlds.append(w)
+    w.kube.world_put(INFERENCE_SERVICE, NS, {
+        "metadata": {"name": NAME, "annotations": {OWNER_ANNOTATION: NAME, DEPLOYMENT_MODE: "RawDeployment"}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri_of("1.0.0")}}}})
+    w.kube.world_patch(INFERENCE_SERVICE, NS, NAME, {"status": {"deploymentMode": "Standard"}}, status=True)
+    w.round()
+    w.set_version("1.1.0")
+    for _ in range(4):
+        w.tick(10)
+    assert [c for c, _ in w.kube.calls if c.plural == "inferenceservices" and c.verb != "get"] == []
+    assert w.live() == {"1.0.0": 100}
+    synced = next(c for c in w.status().conditions if c.type == "Synced")
+    assert (synced.status, synced.reason) == ("False", "BackendMisconfigured")
+    assert "Standard deployment mode (status.deploymentMode)" in synced.message
 
 
 # --- operator bugs found by this tier: xfail(strict=True) ones fail today; the others are fixed ---
