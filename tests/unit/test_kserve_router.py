@@ -270,7 +270,7 @@ def test_odd_inference_services_read_as_unknown():
     no_status["metadata"]["annotations"] = None
     assert observe(no_status, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)) == observe(None, VERSIONS, None)
     config = config_for(no_status, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(no_status, VERSIONS, None))
-    assert config == {"metadata": {"annotations": {APPLIED_PERCENT: "20"}},
+    assert config == {"metadata": {"annotations": {APPLIED_PERCENT: "20"}, "resourceVersion": "41"},
                       "spec": {"predictor": {"model": no_status["spec"]["predictor"]["model"], "canaryTrafficPercent": 20}}}
     bare = {"metadata": {"name": "fraud"}, "spec": {"predictor": {"model": None}}, "status": {"components": None}}
     assert observe(bare, VERSIONS, TrafficIntent("1.0.0")).ready_versions == frozenset()

@@ -49,6 +49,11 @@ owns on the InferenceService exactly:
   one), once it wrote an artifact there (it creates the object with stable's);
 - spec.predictor.canaryTrafficPercent while it is set.
 
+Every apply carries, as a precondition, the resourceVersion of the read it was computed from (the
+round's observe, `BackendState.read`): a write by anyone since (a user, a second operator briefly
+driving the same object while a deployment moves between shards) makes it a 409, which
+`reconcile.apply_intent` reads again, never a blind overwrite.
+
 "All traffic to the latest revision" is the field left out of the apply, which removes it.
 Where another manager holds it too (a GitOps tool that applied the same value, an edit), an
 apply cannot remove it: the router then removes it with a merge patch conditional on the
@@ -62,6 +67,7 @@ other than canaryTrafficPercent makes a new revision (labels and annotations do 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from ..analysis.promql import TemplateQuery
@@ -314,7 +320,11 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     if percent is not None:
         predictor["canaryTrafficPercent"] = percent
     config = merged(kept(isvc, *IDENTITY, MODE), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
-    return None if is_applied(isvc, config, absent=_absent(percent)) else config
+    if is_applied(isvc, config, absent=_absent(percent)):
+        return None
+    # Conditional on the read it was computed from: a second driver (or any writer since) gets a 409, not overwritten.
+    config["metadata"]["resourceVersion"] = isvc["metadata"]["resourceVersion"]
+    return config
 
 
 def _absent(percent: int | None) -> tuple[FieldPath, ...]:
@@ -353,12 +363,13 @@ class KServeRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        return observe(await self.objects.get(INFERENCE_SERVICE, target, self._name(target)), versions, last)
+        isvc = await self.objects.get(INFERENCE_SERVICE, target, self._name(target))
+        return replace(observe(isvc, versions, last), read=isvc)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
-        isvc = await self.objects.get(INFERENCE_SERVICE, target, name)
+        isvc = state.read or await self.objects.get(INFERENCE_SERVICE, target, name)
         if isvc is None:
             if not create:
                 return True
