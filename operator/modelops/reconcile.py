@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
@@ -41,7 +41,7 @@ from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse, unless_set
 from .analysis.promql import Subject
 from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
-from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
+from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase, full_weight_refusal
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
@@ -251,8 +251,16 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
                                 backend.serving_versions if backend else frozenset(), refused,
                                 backend.pins if backend else None)
     decision = decide(spec, status, observations, shell.clock())
+    refusal = full_weight_refusal(spec)
+    if refusal is not None:
+        # A spec the API server refuses now, stored before the rule: requests are handled as decided, and whatever
+        # candidate that leaves in flight goes back to stable before anything is applied.
+        safe = fail_safe(spec, decision.status, refusal, shell.clock())
+        decision = replace(safe, events=decision.events + safe.events)
     memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)
+    if problem is None and refusal:
+        problem = Problem("InvalidSpec", f"spec is invalid: {refusal}")
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
     await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import INVALID_CASES, model_deployment_manifest, model_version_manifest
+from modelops.api.modeldeployment import ModelDeploymentSpec, full_weight_refusal
 from playground.processes import Process, free_port
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -48,6 +49,16 @@ def test_api_server_applies_cel_rules(control_plane, namespace):
     no_route["spec"]["serving"] = {"backend": "gatewayAPI"}
     result = control_plane.apply(no_route, "-n", namespace, check=False)
     assert "serving.gatewayAPI is required when serving.backend is gatewayAPI" in result.stderr
+
+
+@pytest.mark.parametrize("strategy", [{"type": "HotSwap"}, {"steps": [{"weight": 10}, {"weight": 100}]}])
+def test_api_server_refuses_a_candidate_at_100_percent_on_kserve(control_plane, namespace, strategy):
+    """The operator's own refusal (full_weight_refusal) is the API server's too."""
+    manifest = model_deployment_manifest(strategy=strategy)
+    assert full_weight_refusal(ModelDeploymentSpec.model_validate(manifest["spec"])) is not None
+    result = control_plane.apply(manifest, "-n", namespace, check=False)
+    assert result.returncode != 0 and "spec.strategy" in result.stderr, result.stderr
+    assert "on the kserve backend a candidate never takes 100 %" in result.stderr
 
 
 def test_api_server_fills_in_defaults(control_plane, namespace):

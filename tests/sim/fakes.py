@@ -573,6 +573,9 @@ class Revision:
     ready: bool = False
 
 
+LEGACY_MODES = {"RawDeployment": "Standard", "Serverless": "Knative"}
+
+
 class KServeController:
     """Stand-in for KServe's serverless predictor reconciler and Knative's routing.
 
@@ -585,7 +588,9 @@ class KServeController:
     - latestRolledoutRevision becomes the latest ready revision whenever that one gets all traffic
       (P unset, P == 100, or no rolled-out revision yet).
     - status.components.predictor: latestCreatedRevision, latestReadyRevision,
-      latestRolledoutRevision, traffic[]; status.observedGeneration = the generation reconciled.
+      latestRolledoutRevision, traffic[]; status.observedGeneration = the generation reconciled;
+      status.deploymentMode as KServe resolves it (the recorded one, else the annotation with its older names
+      mapped, else the cluster default, Knative here). Only serverless routing is modelled.
     """
 
     def __init__(self) -> None:
@@ -624,7 +629,9 @@ class KServeController:
         revisions, rolled, split = self._plan(key, isvc, ready)
         self.revisions[key], self.rolled[key] = revisions, rolled
         ready_names = [r.name for r in revisions if r.ready]
+        annotated = (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
         status = {
+            "deploymentMode": dig(isvc, "status", "deploymentMode") or LEGACY_MODES.get(annotated, annotated) or "Knative",
             "observedGeneration": isvc["metadata"].get("generation"),
             "components": {"predictor": {
                 "latestCreatedRevision": revisions[-1].name,

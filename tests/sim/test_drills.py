@@ -23,8 +23,8 @@ STABLE, FALLBACK = "1.1.0", "1.0.0"
 
 
 def promoted(worlds, backend: str) -> World:
-    """1.1.0 promoted by a HotSwap from 1.0.0, the fallback."""
-    w = new_world(worlds, backend, strategy="HotSwap")
+    """1.1.0 promoted from 1.0.0, the fallback: by a HotSwap, or on KServe (which refuses HotSwap) one 50 % step."""
+    w = new_world(worlds, backend, **({"steps": (50,)} if backend == "kserve" else {"strategy": "HotSwap"}))
     w.set_version(STABLE)
     for _ in range(12):
         w.tick(10)

@@ -12,8 +12,8 @@ import pytest
 from modelops.api.modeldeployment import Phase
 from modelops.kube import FIELD_MANAGER
 from modelops.routers.base import APPLIED_WEIGHTS, OWNER_ANNOTATION
-from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, INFERENCE_SERVICE, REVISION_VERSIONS,
-                                     VERSION_MODELS)
+from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE,
+                                     REVISION_VERSIONS, VERSION_MODELS)
 
 from .fakes import FailOn, Fault, dig, owners_of
 from .world import GITOPS, NAME, NS, World, new_world, uri_of
@@ -21,6 +21,7 @@ from .world import GITOPS, NAME, NS, World, new_world, uri_of
 KSERVE_FIELDS = {
     ("metadata", "labels", "app.kubernetes.io/managed-by"),
     ("metadata", "annotations", OWNER_ANNOTATION),
+    ("metadata", "annotations", DEPLOYMENT_MODE),
     ("metadata", "annotations", APPLIED_PERCENT),
     ("metadata", "annotations", ARTIFACT_GENERATION),
     ("metadata", "annotations", REVISION_VERSIONS),
@@ -211,7 +212,7 @@ def test_an_inference_service_written_by_an_older_operator_is_claimed_then_drive
     assert not operators(w)
     w.round()
     assert operators(w)[("Apply", "")] == {PERCENT, *(p for p in KSERVE_FIELDS if p[1] == "annotations"
-                                                      and p[2] != OWNER_ANNOTATION)}
+                                                      and p[2] not in (OWNER_ANNOTATION, DEPLOYMENT_MODE))}
     finish(w)
     assert dig(w.backend(), *PERCENT) is None
     start(w, "1.2.0")

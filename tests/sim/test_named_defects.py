@@ -16,12 +16,15 @@ import pytest
 from pydantic import ValidationError
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, Verdict
+from modelops import reconcile
 from modelops.reconcile import DEPLOYMENTS
 from modelops.rollout.engine import parse_rfc3339
+from modelops.routers.base import OWNER_ANNOTATION
+from modelops.routers.kserve import DEPLOYMENT_MODE, INFERENCE_SERVICE
 
 from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig
-from .world import Config, World, deployment_spec, new_world
+from .world import NAME, NS, Config, World, deployment_spec, new_world, uri_of
 
 BACKENDS = ["kserve", "gatewayAPI"]
 
@@ -211,7 +214,7 @@ def test_failed_status_write_after_a_rollback_decision_leaves_the_backend_and_th
     assert w.status().phase is Phase.RolledBack and w.live() == {"1.0.0": 100}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["gatewayAPI"])  # KServe refuses HotSwap
 def test_first_analysis_waits_a_full_window_of_candidate_traffic(worlds, backend):
     # HotSwap with noData Pass and no data at all: only the time rule keeps it from promoting at once.
     w = new_world(worlds, backend, strategy="HotSwap", steps=(50,), no_data="Pass")
@@ -416,6 +419,58 @@ def test_kserve_a_first_version_is_written_until_it_serves_and_the_echo_of_that_
     assert w.backend()["metadata"]["generation"] == written and w.live() == {"1.0.0": 100}
 
 
+def test_an_inference_service_in_standard_mode_is_refused_and_never_written(worlds):
+    """routers/kserve.py require_serverless: KServe ignores canaryTrafficPercent outside serverless mode, so a
+    candidate written at 0 % or 10 % would take every request. An InferenceService handed over in RawDeployment
+    mode (KServe's status says Standard) is read, refused with its mode named, and never written: stable keeps
+    everything while spec.version names a candidate."""
+    w = World(Config())
+    worlds.append(w)
+    w.kube.world_put(INFERENCE_SERVICE, NS, {
+        "metadata": {"name": NAME, "annotations": {OWNER_ANNOTATION: NAME, DEPLOYMENT_MODE: "RawDeployment"}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri_of("1.0.0")}}}})
+    w.kube.world_patch(INFERENCE_SERVICE, NS, NAME, {"status": {"deploymentMode": "Standard"}}, status=True)
+    w.round()
+    w.set_version("1.1.0")
+    for _ in range(4):
+        w.tick(10)
+    assert [c for c, _ in w.kube.calls if c.plural == "inferenceservices" and c.verb != "get"] == []
+    assert w.live() == {"1.0.0": 100}
+    synced = next(c for c in w.status().conditions if c.type == "Synced")
+    assert (synced.status, synced.reason) == ("False", "BackendMisconfigured")
+    assert "Standard deployment mode (status.deploymentMode)" in synced.message
+
+
+@contextmanager
+def before_the_full_weight_rule():
+    """Rounds of an operator from before KServe refused a candidate at 100 % (reconcile.full_weight_refusal): the
+    state it leaves is what today's operator must still take back."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconcile, "full_weight_refusal", lambda spec: None)
+        yield
+
+
+def test_a_stored_kserve_spec_with_a_100_percent_step_takes_its_candidate_back_to_stable(worlds):
+    """A spec stored before the API server refused a step of weight 100 on kserve (KSERVE_FULL_WEIGHT_RULE), its
+    rollout at 50 %: the round refuses it as the API server would (InvalidSpec, naming the step), and rather than
+    stepping on or freezing there, takes the candidate back to stable; a new version starts no rollout."""
+    w = new_world(worlds, steps=(50, 100))
+    with before_the_full_weight_rule():
+        start(w, until_weight=50)
+    w.settle()
+    assert w.live() == {"1.0.0": 50, "1.1.0": 50}
+    for _ in range(3):
+        w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.canary_version is None and w.live() == {"1.0.0": 100}
+    synced = next(c for c in s.conditions if c.type == "Synced")
+    assert (synced.status, synced.reason) == ("False", "InvalidSpec") and "strategy.steps [1]: weight 100 is refused" in synced.message
+    w.set_version("1.2.0")
+    for _ in range(3):
+        w.tick(10)
+    assert w.status().canary_version is None and w.live() == {"1.0.0": 100}
+
+
 # --- operator bugs found by this tier: xfail(strict=True) ones fail today; the others are fixed ---
 
 def test_kserve_rollback_after_a_100_percent_step_without_stable_modelversion_restores_stable(worlds):
@@ -425,7 +480,8 @@ def test_kserve_rollback_after_a_100_percent_step_without_stable_modelversion_re
     once that revision is ready, stable has everything again."""
     w = new_world(worlds, strategy="HotSwap", steps=(50,))
     w.delete_mv("1.0.0")
-    start(w, until_weight=100)
+    with before_the_full_weight_rule():
+        start(w, until_weight=100)
     w.settle()
     w.delete_mv("1.1.0")  # or any failure: the analysis, an Abort
     for _ in range(4):
@@ -442,7 +498,8 @@ def test_kserve_new_version_right_after_a_hotswap_rollback_splits_traffic_with_t
     sends canaryTrafficPercent to 1.2.0 and the REST to the rolled-out revision: the failed 1.1.0
     (observe even reports stable as ready through that revision)."""
     w = new_world(worlds, strategy="HotSwap", steps=(50,))
-    start(w, until_weight=100)
+    with before_the_full_weight_rule():
+        start(w, until_weight=100)
     w.settle()
     w.request("A", "Abort")
     w.round()

@@ -8,9 +8,9 @@ from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ModelVersionSpec
 from modelops.kube import applied_fields, is_applied
 from modelops.rollout import Observations, TrafficIntent, decide
-from modelops.routers.base import OWNER_ANNOTATION, VersionUnavailable
-from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, REVISION_VERSIONS, VERSION_MODELS,
-                                     config_for, creation_config, leftover_patch, observe)
+from modelops.routers.base import OWNER_ANNOTATION, BackendMisconfigured, BackendState, VersionUnavailable
+from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE, REVISION_VERSIONS,
+                                     VERSION_MODELS, config_for, creation_config, leftover_patch, observe)
 
 from ..conftest import model_version_manifest
 from .rollout_sim import START, make_spec
@@ -270,7 +270,7 @@ def test_odd_inference_services_read_as_unknown():
     no_status["metadata"]["annotations"] = None
     assert observe(no_status, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 20)) == observe(None, VERSIONS, None)
     config = config_for(no_status, TrafficIntent("1.0.0", "1.1.0", 20), VERSIONS, observe(no_status, VERSIONS, None))
-    assert config == {"metadata": {"annotations": {APPLIED_PERCENT: "20"}},
+    assert config == {"metadata": {"annotations": {APPLIED_PERCENT: "20"}, "resourceVersion": "41"},
                       "spec": {"predictor": {"model": no_status["spec"]["predictor"]["model"], "canaryTrafficPercent": 20}}}
     bare = {"metadata": {"name": "fraud"}, "spec": {"predictor": {"model": None}}, "status": {"components": None}}
     assert observe(bare, VERSIONS, TrafficIntent("1.0.0")).ready_versions == frozenset()
@@ -319,3 +319,52 @@ def test_a_promoted_version_is_ready_while_kserve_rolls_it_out():
     assert (ready.status, ready.reason) == ("True", "StableServing")
     restoring = isvc("1.0.0", percent=0, latest="r3", ready="r3", rolled="r2", revisions={"r2": "1.1.0"})
     assert observe(restoring, VERSIONS, TrafficIntent("1.0.0")).serving_versions == frozenset()  # r3 takes 0 %
+
+
+def moded(obj, *, annotation=None, status=None):
+    """`obj` with KServe's deployment mode in the annotation and/or the status KServe's controller records."""
+    if annotation is not None:
+        obj["metadata"]["annotations"][DEPLOYMENT_MODE] = annotation
+    if status is not None:
+        obj["status"]["deploymentMode"] = status
+    return obj
+
+
+@pytest.mark.parametrize("mode, where", [({"status": "Standard"}, "status.deploymentMode"),
+                                         ({"annotation": "RawDeployment"}, f"annotation {DEPLOYMENT_MODE}"),
+                                         ({"annotation": "Standard"}, f"annotation {DEPLOYMENT_MODE}"),
+                                         ({"annotation": "ModelMesh"}, f"annotation {DEPLOYMENT_MODE}"),
+                                         ({"annotation": "Knative", "status": "Standard"}, "status.deploymentMode")])
+def test_an_inference_service_outside_serverless_mode_is_refused_naming_its_mode_before_any_write(mode, where):
+    """KServe ignores canaryTrafficPercent outside serverless mode: nothing is read as ready and no configuration
+    is computed; the refusal names the mode, where it was read, and the fix. KServe's recorded mode wins."""
+    live = moded(isvc("1.0.0", latest="r1", ready="r1", rolled="r1"), **mode)
+    name = mode.get("status") or mode["annotation"]
+    with pytest.raises(BackendMisconfigured, match=f"{name} deployment mode \\({where}\\).*serverless") as refused:
+        observe(live, VERSIONS, TrafficIntent("1.0.0"))
+    assert DEPLOYMENT_MODE in str(refused.value)
+    with pytest.raises(BackendMisconfigured):
+        config_for(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS, BackendState())
+
+
+@pytest.mark.parametrize("mode", [{}, {"annotation": "Serverless"}, {"annotation": "Knative"}, {"status": "Knative"},
+                                  {"annotation": "Serverless", "status": "Knative"}])
+def test_a_serverless_inference_service_or_one_admitted_under_a_knative_default_is_driven(mode):
+    """Neither the annotation nor a recorded mode: KServe's webhook would have written the annotation under a
+    Standard or ModelMesh default, so the default is Knative."""
+    live = moded(isvc("1.1.0", percent=0), **mode)
+    assert "1.1.0" in observe(live, VERSIONS, TrafficIntent("1.0.0", "1.1.0", 0)).ready_versions
+    assert config_for(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS, BackendState()) is not None
+
+
+def test_the_operator_creates_its_inference_service_in_serverless_mode_and_keeps_the_annotation():
+    """Whatever the cluster's default mode, an object the operator creates is serverless; its later applies carry
+    the annotation (an apply leaving out a field the operator owns would remove it)."""
+    created = creation_config("fraud", "1.0.0", VERSIONS)
+    assert created["metadata"]["annotations"][DEPLOYMENT_MODE] == "Serverless"
+    live = owned({"metadata": {**created["metadata"], "generation": 1, "resourceVersion": "41"},
+                  "spec": created["spec"],
+                  "status": {"observedGeneration": 1, "components": {"predictor": {
+                      "latestCreatedRevision": "r1", "latestReadyRevision": "r1", "latestRolledoutRevision": "r1"}}}})
+    config = config_for(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS, BackendState())
+    assert config["metadata"]["annotations"][DEPLOYMENT_MODE] == "Serverless"

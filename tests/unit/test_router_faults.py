@@ -519,3 +519,22 @@ def test_kube_apply_is_a_server_side_apply_as_modelops_and_returns_what_it_creat
     assert forced["_content_type"] == "application/apply-patch+yaml"
     assert (forced["field_manager"], forced["force"], unforced["force"]) == ("modelops", "true", None)
     assert all(response.released for _, _, response in sent)
+
+
+def test_kserve_apply_is_conditional_on_the_read_so_a_second_driver_gets_a_conflict():
+    """Two operators may briefly both drive one InferenceService (a deployment relabelled to another shard): one
+    writes between the other's read and its apply. That apply carries its read's resourceVersion, so the API server
+    answers 409 (reconcile.apply_intent reads again) instead of the older decision overwriting the newer one."""
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.0.0", latest="r1", rolled="r1")))
+    router = KServeRouter(kube)
+
+    async def go() -> None:
+        state = await router.observe(KSERVE, VERSIONS, CANARY)
+        other = kube.objects[(INFERENCE_SERVICE.plural, "churn")]
+        other["metadata"]["resourceVersion"] = str(int(other["metadata"]["resourceVersion"]) + 1)  # the other driver
+        with pytest.raises(ApiException) as conflict:
+            await router.apply(KSERVE, CANARY, VERSIONS, state)
+        assert conflict.value.status == 409
+    asyncio.run(go())
+    assert kube.applied[-1][1]["metadata"]["resourceVersion"] == "1"
+    assert kube.spec(INFERENCE_SERVICE)["predictor"]["model"]["storageUri"] == VERSIONS["1.0.0"].artifact.uri

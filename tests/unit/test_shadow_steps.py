@@ -1,13 +1,16 @@
 """Mirror and match steps: what the engine sends the candidate, what a rollback takes away, which checks count
 (step kinds, dry runs), and which backends refuse which steps."""
 
+import re
 from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from modelops.analysis.evaluate import evaluate
-from modelops.api.modeldeployment import ModelDeploymentSpec, Outcome, Phase, TrafficOverride
+from modelops.api.crd import model_deployment_crd
+from modelops.api.modeldeployment import (KSERVE_FULL_WEIGHT_RULE, ModelDeploymentSpec, Outcome, Phase, TrafficOverride,
+                                          full_weight_refusal)
 from modelops.rollout import AnalysisReport, TrafficIntent, checks_in_effect
 
 from .rollout_sim import MEASURED, Sim, make_spec
@@ -165,3 +168,27 @@ def test_a_dry_run_check_is_measured_and_shown_but_never_decides():
     results = (evaluate(sim.spec.analysis.checks[0], MEASURED["Pass"], "t"),
                evaluate(sim.spec.analysis.checks[1], MEASURED["Fail"], "t"))
     assert sim.step(AnalysisReport(sim.now, results)).status.phase is Phase.RolledBack
+
+
+@pytest.mark.parametrize("strategy, words", [
+    ({"type": "HotSwap"}, "strategy.type HotSwap is refused: on the kserve backend a candidate never takes 100 %"),
+    ({"steps": [{"weight": 10}, {"weight": 100}]}, "strategy.steps \\[1\\]: weight 100 is refused: on the kserve backend"),
+])
+def test_kserve_refuses_a_candidate_at_100_percent_before_promotion_naming_the_field(strategy, words):
+    """KServe rolls out the revision that takes all traffic; a rollback after that keeps the candidate serving until
+    stable's revision has started again. Refused by the API server's rule and, for a spec stored before it, by the
+    round (full_weight_refusal: not a model validator, so that such a spec still parses)."""
+    stored = ModelDeploymentSpec.model_validate({**spec("kserve"), "strategy": strategy})
+    assert re.search(words, full_weight_refusal(stored))
+    rule = next(r for r in model_deployment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["spec"]["x-kubernetes-validations"] if r == KSERVE_FULL_WEIGHT_RULE)
+    assert "HotSwap" in rule["rule"] and "s.weight < 100" in rule["rule"]
+
+
+@pytest.mark.parametrize("backend, strategy", [
+    ("kserve", {"steps": [{"weight": 10}, {"weight": 99}]}),
+    ("gatewayAPI", {"type": "HotSwap"}),
+    ("seldon", {"steps": [{"weight": 50}, {"weight": 100}]}),
+])
+def test_other_backends_and_steps_below_100_are_not_refused(backend, strategy):
+    assert full_weight_refusal(ModelDeploymentSpec.model_validate({**spec(backend), "strategy": strategy})) is None

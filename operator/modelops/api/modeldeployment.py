@@ -425,6 +425,32 @@ def _steps_rule() -> dict[str, str]:
 
 STEPS_SUPPORTED_RULE = _steps_rule()
 
+# KServe (serverless) marks rolled out whichever revision takes all traffic, and afterwards gives that revision
+# whatever the canary leaves: a candidate at 100 % before promotion would keep serving through a rollback until
+# stable's artifact, written as a new revision, has started (minutes for a large model; never if it cannot).
+_FULL_WEIGHT_WORDS = ("on the kserve backend a candidate never takes 100 % before promotion: KServe rolls out the "
+                      "revision that takes all traffic, and a rollback would leave it serving until stable's revision "
+                      "has started again; end the steps below 100 (promotion then sends everything to the candidate)")
+KSERVE_FULL_WEIGHT_RULE = {
+    "rule": "self.serving.backend != 'kserve' || !has(self.strategy) || "
+            "((!has(self.strategy.type) || self.strategy.type != 'HotSwap') && "
+            "(!has(self.strategy.steps) || self.strategy.steps.all(s, !has(s.weight) || s.weight < 100)))",
+    "fieldPath": ".strategy",
+    "message": f"strategy: HotSwap and steps of weight 100 are refused: {_FULL_WEIGHT_WORDS}",
+}
+
+
+def full_weight_refusal(spec: ModelDeploymentSpec) -> str | None:
+    """Why the spec would send the candidate 100 % before promotion on a backend where that leaves no way back
+    (KSERVE_FULL_WEIGHT_RULE), naming the field; None when it does not. Not a validator of the model: a spec
+    stored before the rule must still parse, so that the round can take its candidate back to stable."""
+    if spec.serving.backend is not Backend.kserve:
+        return None
+    if spec.strategy.type is StrategyType.HotSwap:
+        return f"strategy.type HotSwap is refused: {_FULL_WEIGHT_WORDS}"
+    full = [i for i, step in enumerate(spec.strategy.steps) if step.weight == 100]
+    return f"strategy.steps {full}: weight 100 is refused: {_FULL_WEIGHT_WORDS}" if full else None
+
 
 class SecretKeyRef(ApiModel):
     name: ObjectName

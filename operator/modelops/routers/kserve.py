@@ -1,5 +1,23 @@
 """KServe InferenceService (serverless mode): the canary is `spec.predictor.canaryTrafficPercent`.
 
+Serverless mode only. KServe applies canaryTrafficPercent through Knative revisions; in its
+Standard mode (formerly RawDeployment) or ModelMesh it ignores the field and a predictor change
+replaces the model for every request at once. KServe facts (v0.20.0): the mode is
+`status.deploymentMode` once its controller recorded it, else the annotation
+`serving.kserve.io/deploymentMode`, else the cluster default `defaultDeploymentMode` of the
+`inferenceservice-config` ConfigMap (pkg/controller/v1beta1/inferenceservice/utils/utils.go,
+GetDeploymentMode; the controller writes the status on every reconcile, controller.go updateStatus).
+Values: Knative and its older name Serverless, Standard and its older name RawDeployment,
+ModelMesh (pkg/constants/constants.go, DeploymentModeType). KServe's defaulting webhook writes the
+annotation on every InferenceService admitted without one when the cluster default is Standard or
+ModelMesh (pkg/apis/serving/v1beta1/inference_service_defaults.go), so an object with neither the
+annotation nor a recorded mode was admitted under a Knative default: it is driven. Any other mode
+is refused (BackendMisconfigured) before any write; KServe refuses changing the mode of an
+InferenceService whose status recorded one (inference_service_validation.go,
+validateDeploymentMode), so the fix is a new object in serverless mode. The operator creates its
+InferenceServices with the annotation set to Serverless (the name every KServe version knows;
+v0.20's webhook rewrites it to Knative), whatever the cluster default.
+
 KServe facts this module relies on: changing the predictor (storageUri, format, runtime)
 makes a new revision that gets canaryTrafficPercent percent, while the last fully rolled
 out revision keeps the rest (tagged `prev`); removing the field sends everything to the
@@ -26,10 +44,15 @@ owns on the InferenceService exactly:
 
 - metadata.annotations: its bookkeeping (`modelops.io/applied-canary-traffic-percent`,
   `artifact-generation`, `revision-versions`, `version-models`) and, on an object it created,
-  `modelops.io/deployment`; metadata.labels `app.kubernetes.io/managed-by` when it created it;
+  `modelops.io/deployment` and `serving.kserve.io/deploymentMode`; metadata.labels `app.kubernetes.io/managed-by` when it created it;
 - spec.predictor.model.modelFormat.name, .storageUri and .runtime (when the ModelVersion names
   one), once it wrote an artifact there (it creates the object with stable's);
 - spec.predictor.canaryTrafficPercent while it is set.
+
+Every apply carries, as a precondition, the resourceVersion of the read it was computed from (the
+round's observe, `BackendState.read`): a write by anyone since (a user, a second operator briefly
+driving the same object while a deployment moves between shards) makes it a 409, which
+`reconcile.apply_intent` reads again, never a blind overwrite.
 
 "All traffic to the latest revision" is the field left out of the apply, which removes it.
 Where another manager holds it too (a GitOps tool that applied the same value, an edit), an
@@ -44,6 +67,7 @@ other than canaryTrafficPercent makes a new revision (labels and annotations do 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from ..analysis.promql import TemplateQuery
@@ -51,8 +75,8 @@ from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, OwnedObjects, BackendState, Target, VersionUnavailable, annotations_of,
-                   artifact_version, dig, kept, merged, spec_of)
+from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, OwnedObjects, BackendMisconfigured, BackendState, Target,
+                   VersionUnavailable, annotations_of, artifact_version, dig, kept, merged, spec_of)
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 
@@ -104,6 +128,33 @@ TEMPLATES = {
         f" / sum(rate(revision_app_request_latencies_count{{{_OLD}}}[{{{{window}}}}])) / 1000",
     ), _SAMPLES, _BUCKETS),
 }
+
+
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+SERVERLESS_MODES = frozenset({"Knative", "Serverless"})
+MODE: FieldPath = ("metadata", "annotations", DEPLOYMENT_MODE)
+
+
+def deployment_mode(isvc: dict[str, Any]) -> tuple[str, str] | None:
+    """(KServe's deployment mode of the InferenceService, where it is read from), in KServe's order; None when
+    neither the status nor the annotation names one."""
+    recorded = dig(isvc, "status", "deploymentMode")
+    if isinstance(recorded, str) and recorded:
+        return recorded, "status.deploymentMode"
+    annotated = annotations_of(isvc).get(DEPLOYMENT_MODE)
+    return (annotated, f"annotation {DEPLOYMENT_MODE}") if annotated else None
+
+
+def require_serverless(isvc: dict[str, Any]) -> None:
+    """BackendMisconfigured unless KServe runs the InferenceService in serverless (Knative) mode (pure)."""
+    mode = deployment_mode(isvc)
+    if mode is not None and mode[0] not in SERVERLESS_MODES:
+        raise BackendMisconfigured(
+            f"InferenceService {dig(isvc, 'metadata', 'name')} runs in KServe's {mode[0]} deployment mode "
+            f"({mode[1]}), where KServe ignores spec.predictor.canaryTrafficPercent and a new model would take every "
+            f"request at once: only serverless mode is supported. KServe does not change the mode of an existing "
+            f"InferenceService: delete it (the operator then creates it in serverless mode) or recreate it with the "
+            f"annotation {DEPLOYMENT_MODE}: Serverless")
 
 
 def _predictor(isvc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -186,6 +237,7 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     """Readiness and drift, from the InferenceService alone (pure)."""
     if isvc is None:
         return BackendState()
+    require_serverless(isvc)
     spec, status = _predictor(isvc)
     latest, in_spec, latest_ready = _latest(isvc, versions)
     ready: set[str] = set()
@@ -225,7 +277,9 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     """The operator's complete applied configuration that moves the InferenceService toward `intent` (pure);
     None when the object already holds it, owned by the operator.
 
-    VersionUnavailable when it would have to write the artifact of a version whose ModelVersion is gone."""
+    VersionUnavailable when it would have to write the artifact of a version whose ModelVersion is gone;
+    BackendMisconfigured when KServe does not run it in serverless mode."""
+    require_serverless(isvc)
     spec, status = _predictor(isvc)
     wanted = intent.candidate or intent.stable
     model: dict[str, Any] | None = None
@@ -265,8 +319,12 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
         "predictor", {})
     if percent is not None:
         predictor["canaryTrafficPercent"] = percent
-    config = merged(kept(isvc, *IDENTITY), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
-    return None if is_applied(isvc, config, absent=_absent(percent)) else config
+    config = merged(kept(isvc, *IDENTITY, MODE), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
+    if is_applied(isvc, config, absent=_absent(percent)):
+        return None
+    # Conditional on the read it was computed from: a second driver (or any writer since) gets a 409, not overwritten.
+    config["metadata"]["resourceVersion"] = isvc["metadata"]["resourceVersion"]
+    return config
 
 
 def _absent(percent: int | None) -> tuple[FieldPath, ...]:
@@ -283,10 +341,11 @@ def leftover_patch(isvc: dict[str, Any], config: dict[str, Any]) -> dict[str, An
 
 
 def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec]) -> dict[str, Any]:
-    """The InferenceService the operator creates: stable's artifact, all traffic to it (the owner annotation
-    is added on creation)."""
+    """The InferenceService the operator creates: serverless, stable's artifact, all traffic to it (the owner
+    annotation is added on creation)."""
     model = _model(spec_of(versions, stable, f"creating InferenceService {name}"))
-    annotations = {VERSION_MODELS: _with({}, stable, model), ARTIFACT_GENERATION: "1"}  # created at generation 1
+    annotations = {VERSION_MODELS: _with({}, stable, model), ARTIFACT_GENERATION: "1",  # created at generation 1
+                   DEPLOYMENT_MODE: "Serverless"}
     return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": annotations},
             "spec": {"predictor": {"model": model}}}
 
@@ -304,12 +363,13 @@ class KServeRouter:
 
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
-        return observe(await self.objects.get(INFERENCE_SERVICE, target, self._name(target)), versions, last)
+        isvc = await self.objects.get(INFERENCE_SERVICE, target, self._name(target))
+        return replace(observe(isvc, versions, last), read=isvc)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
-        isvc = await self.objects.get(INFERENCE_SERVICE, target, name)
+        isvc = state.read or await self.objects.get(INFERENCE_SERVICE, target, name)
         if isvc is None:
             if not create:
                 return True
