@@ -208,7 +208,7 @@ def test_without_opt_in_nothing_is_sent_and_a_bad_name_is_one_warning(scenario, 
 BAD_NOTIFIERS = [
     ({"webhook": {"url": "https://hooks.example/a", "urlSecret": {"name": "s", "key": "url"}}},
      "a webhook has exactly one of url or urlSecret"),
-    ({"webhook": {"url": "https://hooks.example/a", "timeout": "31s"}}, "timeout must be more than 0s and at most 30s"),
+    ({"webhook": {"url": "https://hooks.example/a", "timeout": "31s"}}, "spec.webhook.timeout: Invalid value: \"string\": must be more than 0s and at most 30s"),
     ({"webhook": {"url": "https://hooks.example/a", "secretHeader": {"name": "s", "key": "k", "header": "Host"}}},
      "secretHeader.header may not be one of"),
     ({"webhook": {"url": "ftp://hooks.example/a"}}, "spec.webhook.url"),
