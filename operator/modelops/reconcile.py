@@ -35,7 +35,8 @@ from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse
 from .analysis.promql import Subject
 from .analysis.provider import MetricProvider, ProviderError
-from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase
+from .api.modeldeployment import (MAX_HISTORY_LIMIT, Analysis, Backend, ModelDeploymentSpec,
+                                  ModelDeploymentStatus, Phase, Serving)
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
@@ -129,6 +130,14 @@ class Memory:
     a step's analyses and a rollback drill's timings count from it."""
     drill_units: drills.DrillUnits | None = None
     """The serving units the last drill's versions were seen on, for its requests lost."""
+    accepted: Accepted | None = None
+    """The last spec this loop accepted: a round whose spec is invalid still runs under it."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    spec: ModelDeploymentSpec
+    generation: int | None
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,20 @@ class Base:
 class Problem:
     reason: str
     message: str
+
+
+INVALID_SPEC = "InvalidSpec"
+
+
+def spec_in_force(obj: Mapping[str, Any], memory: Memory) -> tuple[Accepted | None, Problem | None]:
+    """The spec a round runs under: the object's, or when the operator refuses it, the last one this loop accepted
+    (None when there is none: the operator restarted meanwhile), with the refusal."""
+    try:
+        memory.accepted = Accepted(ModelDeploymentSpec.model_validate(dict(obj.get("spec") or {})),
+                                   obj["metadata"].get("generation"))
+        return memory.accepted, None
+    except ValidationError as e:
+        return memory.accepted, Problem(INVALID_SPEC, f"spec is invalid: {e}")
 
 
 def classify(error: BaseException) -> Problem:
@@ -184,6 +207,8 @@ async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[Vers
         memory.failures_in_a_row = 0
         return delay
     memory.failures_in_a_row += 1
+    if problem.reason == INVALID_SPEC:
+        return delay  # waiting fixes no spec (a new one wakes the loop), and analyses and limits keep their times
     return min(BACKOFF_CAP_SECONDS, max(delay, CONVERGE_SECONDS * 2 ** (memory.failures_in_a_row - 1)))
 
 
@@ -194,24 +219,22 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     namespace, name = meta["namespace"], meta["name"]
     old = status_base(obj, memory)
     status = ModelDeploymentStatus.model_validate(old.status)
-    try:
-        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
-    except ValidationError as e:
-        problem = Problem("InvalidSpec", f"spec is invalid: {e}")
-        await write_status(shell, obj, memory, old, unsynced(status, problem.reason, problem.message, rfc3339(shell.clock())))
-        note_problem(shell, obj, problem)
-        return IDLE_SECONDS, problem
+    accepted, refused = spec_in_force(obj, memory)
+    if accepted is None:
+        assert refused is not None
+        return await refuse_unjudged(shell, obj, records, memory, old, status, refused)
+    spec = accepted.spec
     versions = catalog(records)
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
-    problem = None
+    problem = refused
     try:
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
-        backend, problem = None, classify(e)
+        backend, problem = None, refused or classify(e)
     report = await measure_if_due(shell, spec, status, backend, router, target, memory.wake) if backend else None
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock())
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
-    observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
+    observations = Observations(backend.ready_versions if backend else None, report, accepted.generation,
                                 frozenset(versions.specs), queued, memory.carried, loss,
                                 backend.serving_versions if backend else frozenset())
     decision = decide(spec, status, observations, shell.clock())
@@ -238,13 +261,50 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     except EXPECTED as e:
         after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
-    if problem or after:
+    if after or (problem and problem is not refused):
         return CONVERGE_SECONDS * (1 if after else 5), problem or after
     if decision.status.phase is Phase.Queued:
-        return QUEUED_SECONDS, None
+        return QUEUED_SECONDS, refused
     if decision.intent is None:
-        return IDLE_SECONDS, None
-    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, None
+        return IDLE_SECONDS, refused
+    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, refused
+
+
+async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
+                          old: Base, status: ModelDeploymentStatus, refused: Problem) -> tuple[float, Problem]:
+    """A refused spec and none accepted before it in this loop (the operator restarted meanwhile): nothing can be
+    judged, so the safe side. A candidate in flight goes back to stable and a drill ends (`fail_safe`), and the
+    backend that the spec's `serving` names is converged to stable, when that part of the spec is valid; otherwise
+    nothing can be routed, and the status only says why."""
+    serving = serving_of(obj)
+    if serving is None:
+        await write_status(shell, obj, memory, old, unsynced(status, refused.reason, refused.message,
+                                                             rfc3339(shell.clock())))
+        note_problem(shell, obj, refused)
+        return IDLE_SECONDS, refused
+    # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
+    # limit is the largest, so that no entry the real spec keeps is cut.
+    stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
+    decision = fail_safe(stand_in, status, refused.message, shell.clock())
+    await persist(shell, obj, memory, old, decision, refused)
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    metrics.count_outcomes(namespace, name, status, decision.status)
+    post(shell, obj, decision.events, ())
+    versions, settled = catalog(records), True
+    if decision.intent is not None:
+        target = Target(namespace, name, serving)
+        settled = await apply_intent(shell, obj, shell.routers[serving.backend], target, decision.intent, versions,
+                                     None)
+    await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
+    return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
+
+
+def serving_of(obj: Mapping[str, Any]) -> Serving | None:
+    """The spec's `serving`, when that part of it is valid."""
+    try:
+        return Serving.model_validate((obj.get("spec") or {}).get("serving"))
+    except (ValidationError, AttributeError):
+        return None
 
 
 async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
@@ -294,7 +354,10 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
     memory.carried = None
     try:
         old = status_base(obj, memory)
-        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
+        accepted, _ = spec_in_force(obj, memory)
+        if accepted is None:
+            return  # the next round takes the safe side without a spec (refuse_unjudged)
+        spec = accepted.spec
         before = ModelDeploymentStatus.model_validate(old.status)
         decision = fail_safe(spec, before, problem.message, shell.clock())
         await write_status(shell, obj, memory, old,
