@@ -175,7 +175,7 @@ def selector_acceptances() -> Iterator[Case]:
         yield Case(f"{kind} every operator with its values", _at(manifest, ("namespaceSelector",), {
             "matchLabels": {"team": "", f"{prefix}/tier": "v" * 63},
             "matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]},
-                                 {"key": "b", "operator": "NotIn", "values": ["x", "y"]},
+                                 {"key": "b", "operator": "NotIn", "values": ["x", "z"]},
                                  {"key": "c", "operator": "Exists"}, {"key": "d", "operator": "DoesNotExist"},
                                  {"key": "k" * 63, "operator": "Exists", "values": []}]}), ("namespaceSelector",))
 

@@ -47,7 +47,8 @@ class SelectorOperator(str, Enum):
 
 
 VALUES_RULE = {
-    "rule": "self.operator in ['In', 'NotIn'] ? size(self.values) > 0 : size(self.values) == 0",
+    "rule": "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+            " : !has(self.values) || size(self.values) == 0",
     "message": "values must be given when operator is In or NotIn, and may not be when it is Exists or DoesNotExist",
 }
 
