@@ -28,12 +28,13 @@ from .analysis.prometheus import close_sessions, provider_for
 from .analysis.provider import Asker, MetricProvider
 from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
-from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentStatus
 from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
-from .reconcile import EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round
+from .reconcile import (EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round,
+                        spec_in_force)
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
@@ -370,11 +371,12 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
     memo.endpoint_slices.bind(endpoint_slices)
     meta, shell = body["metadata"], memo.shell
     metrics.forget(meta["namespace"], meta["name"])
-    status = ModelDeploymentStatus.model_validate(current_status(body, memo.get("memory") or Memory()))
-    try:
-        spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
-    except ValueError:
-        return  # never drove a backend: nothing to leave in order
+    memory = memo.get("memory") or Memory()
+    status = ModelDeploymentStatus.model_validate(current_status(body, memory))
+    accepted, _ = spec_in_force(body, memory)
+    if accepted is None:
+        return  # never drove a backend under any spec this operator accepted: nothing to leave in order
+    spec = accepted.spec
     records = list(records_of(model_versions, meta["namespace"], spec.model))
     versions = catalog(records)
     try:

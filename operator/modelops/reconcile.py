@@ -41,7 +41,8 @@ from .analysis.evaluate import Measurement, awaiting_labels, evaluate
 from .analysis.measure import analyse, unless_set
 from .analysis.promql import Subject
 from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
-from .api.modeldeployment import Analysis, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase, full_weight_refusal
+from .api.modeldeployment import (MAX_HISTORY_LIMIT, Analysis, Backend, ModelDeploymentSpec,
+                                  ModelDeploymentStatus, Phase, Serving, full_weight_refusal)
 from .api.types import duration_seconds
 from .kube import ApiNotInstalled, Resource, merge_patch
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
@@ -147,6 +148,14 @@ class Memory:
     refused: str | None = None
     """Why the backend refused part of the routing when last read (Observations.refused), for a round that cannot
     read it."""
+    accepted: Accepted | None = None
+    """The last spec this loop accepted: a round whose spec is invalid still runs under it."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    spec: ModelDeploymentSpec
+    generation: int | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,35 @@ class Problem:
     standing: bool = False
     """A state of the backend the round worked around (it measured, decided and applied what it could): reported
     every round, but no failure to back off from, so that analyses and a rollback keep their pace."""
+
+
+INVALID_SPEC = "InvalidSpec"
+
+
+SRE_FIELDS = ("paused", "trafficOverride", "request")
+"""What an SRE acts with (G4): taken from a refused spec wherever each is valid on its own."""
+
+
+def spec_in_force(obj: Mapping[str, Any], memory: Memory) -> tuple[Accepted | None, Problem | None]:
+    """The spec a round runs under: the object's, or when the operator refuses it, the last one this loop accepted
+    (None when there is none: the operator restarted meanwhile) with the refused spec's pause, pin and request
+    wherever each is valid (so an Abort never waits for a fix of another field), and the refusal."""
+    raw = dict(obj.get("spec") or {})
+    try:
+        memory.accepted = Accepted(ModelDeploymentSpec.model_validate(raw), obj["metadata"].get("generation"))
+        return memory.accepted, None
+    except ValidationError as e:
+        refusal = Problem(INVALID_SPEC, f"spec is invalid: {e}", standing=True)
+    if memory.accepted is None:
+        return None, refusal
+    wire = memory.accepted.spec.to_wire()
+    for key in SRE_FIELDS:
+        held = {k: v for k, v in {**wire, key: raw.get(key)}.items() if v is not None}
+        try:
+            wire = ModelDeploymentSpec.model_validate(held).to_wire()
+        except ValidationError:
+            continue  # this one is invalid too: the accepted spec's stands
+    return Accepted(ModelDeploymentSpec.model_validate(wire), memory.accepted.generation), refusal
 
 
 def classify(error: BaseException) -> Problem:
@@ -206,7 +244,7 @@ async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[Vers
         return delay
     memory.failures_in_a_row += 1
     if problem.standing:
-        return delay
+        return delay  # waiting fixes neither (a new spec or backend event wakes the loop): analyses keep their times
     return min(BACKOFF_CAP_SECONDS, max(delay, CONVERGE_SECONDS * 2 ** (memory.failures_in_a_row - 1)))
 
 
@@ -218,26 +256,24 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     memory.spec_changed.clear()  # from here on it says the spec changed after this round read it
     old = status_base(obj, memory)
     status = ModelDeploymentStatus.model_validate(old.status)
-    try:
-        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
-    except ValidationError as e:
-        problem = Problem("InvalidSpec", f"spec is invalid: {e}")
-        await write_status(shell, obj, memory, old, unsynced(status, problem.reason, problem.message, rfc3339(shell.clock())))
-        note_problem(shell, obj, problem)
-        return IDLE_SECONDS, problem
+    accepted, spec_problem = spec_in_force(obj, memory)
+    if accepted is None:
+        assert spec_problem is not None
+        return await refuse_unjudged(shell, obj, records, memory, old, status, spec_problem)
+    spec = accepted.spec
     versions = catalog(records)
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
-    problem, refused = None, memory.refused  # a backend the round cannot read refuses what it refused when read
+    problem, refused = spec_problem, memory.refused  # a backend the round cannot read refuses what it did when read
     try:
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
-        backend, problem = None, classify(e)
+        backend, problem = None, spec_problem or classify(e)
         if isinstance(e, BackendMisconfigured):
-            refused = problem.message
+            refused = str(e)
     if backend is not None:
         memory.units = backend.units
         refused = "; ".join(backend.refused) or None
-        if refused is not None:
+        if refused is not None and problem is None:
             problem = Problem("BackendMisconfigured", refused, standing=True)
     memory.refused = refused
     units = backend.units if backend is not None else memory.units
@@ -246,7 +282,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
                                      memory.spec_changed)
     queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
-    observations = Observations(backend.ready_versions if backend else None, report, meta.get("generation"),
+    observations = Observations(backend.ready_versions if backend else None, report, accepted.generation,
                                 frozenset(versions.specs), queued, memory.carried, loss,
                                 backend.serving_versions if backend else frozenset(), refused,
                                 backend.pins if backend else None)
@@ -289,6 +325,43 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if decision.intent is None:
         return IDLE_SECONDS, problem
     return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, problem
+
+
+async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
+                          old: Base, status: ModelDeploymentStatus, refused: Problem) -> tuple[float, Problem]:
+    """A refused spec and none accepted before it in this loop (the operator restarted meanwhile): nothing can be
+    judged, so the safe side. A candidate in flight goes back to stable and a drill ends (`fail_safe`), and the
+    backend that the spec's `serving` names is converged to stable, when that part of the spec is valid; otherwise
+    nothing can be routed, and the status only says why."""
+    serving = serving_of(obj)
+    if serving is None:
+        await write_status(shell, obj, memory, old, unsynced(status, refused.reason, refused.message,
+                                                             rfc3339(shell.clock())))
+        note_problem(shell, obj, refused)
+        return IDLE_SECONDS, refused
+    # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
+    # limit is the largest, so that no entry the real spec keeps is cut.
+    stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
+    decision = fail_safe(stand_in, status, refused.message, shell.clock())
+    await persist(shell, obj, memory, old, decision, refused)
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    metrics.count_outcomes(namespace, name, status, decision.status)
+    post(shell, obj, decision.events, ())
+    versions, settled = catalog(records), True
+    if decision.intent is not None:
+        target = Target(namespace, name, serving)
+        settled = await apply_intent(shell, obj, shell.routers[serving.backend], target, decision.intent, versions,
+                                     None)
+    await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
+    return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
+
+
+def serving_of(obj: Mapping[str, Any]) -> Serving | None:
+    """The spec's `serving`, when that part of it is valid."""
+    try:
+        return Serving.model_validate((obj.get("spec") or {}).get("serving"))
+    except (ValidationError, AttributeError):
+        return None
 
 
 async def apply_intent(shell: Shell, obj: Mapping[str, Any], router: Router, target: Target, intent: TrafficIntent,
@@ -338,7 +411,10 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
     memory.carried = None
     try:
         old = status_base(obj, memory)
-        spec = ModelDeploymentSpec.model_validate(dict(obj["spec"]))
+        accepted, _ = spec_in_force(obj, memory)
+        if accepted is None:
+            return  # the next round takes the safe side without a spec (refuse_unjudged)
+        spec = accepted.spec
         before = ModelDeploymentStatus.model_validate(old.status)
         decision = fail_safe(spec, before, problem.message, shell.clock())
         await write_status(shell, obj, memory, old,

@@ -217,7 +217,7 @@ class Checker:
         if not passed or status.last_analysis_at is None:
             return
         since = self.live_since.get((before.canary_version, before.canary_weight))
-        spec = ModelDeploymentSpec.model_validate(world.obj()["spec"])
+        spec = world.valid_spec
         window_start = parse_rfc3339(status.last_analysis_at).timestamp() - duration_seconds(analysis_window(spec))
         bound = max(parse_rfc3339(before.step_started_at).timestamp() + ROUTING_GRACE_SECONDS, window_start)
         self.check(world, since is not None and since <= bound, "E",

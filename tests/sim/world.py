@@ -37,6 +37,7 @@ from modelops.watched import WatchedObjects
 
 from ..conftest import model_version_manifest
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from modelops.kube import FIELD_MANAGER
 
@@ -185,6 +186,8 @@ class World:
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
+        self.valid_spec = ModelDeploymentSpec.model_validate(self.obj()["spec"])
+        """The spec of the last valid edit: the one a round runs under while a later edit is refused."""
         if not self.kserve:  # the user's HTTPRoute, as Git holds it (git_manifest), created by the user
             self.kube.world_put(HTTP_ROUTE, NS, self.git_manifest())
         self.checker = self.checker or Checker()
@@ -392,9 +395,22 @@ class World:
 
     def edit(self, spec_patch: dict[str, Any], words: str) -> None:
         """A user's edit of the spec (kubectl apply / Argo CD): never faulted, always valid."""
-        ModelDeploymentSpec.model_validate(merge(self.obj()["spec"], spec_patch))  # a schedule writes valid specs only
+        self.valid_spec = ModelDeploymentSpec.model_validate(merge(self.obj()["spec"], spec_patch))  # valid only
         self.kube.world_patch(DEPLOYMENTS, NS, NAME, {"spec": spec_patch})
         self._note(f"edit {words}")
+        self.checker.after(self, "edit", None, spec_patch=spec_patch)
+
+    def edit_refused(self, spec_patch: dict[str, Any], words: str) -> None:
+        """An edit the operator refuses, written past the API server (a CRD older than the operator's rules, or
+        stored before them): the fake store does not validate."""
+        try:
+            ModelDeploymentSpec.model_validate(merge(self.obj()["spec"], spec_patch))
+        except ValidationError:
+            pass
+        else:
+            raise AssertionError(f"the operator accepts {spec_patch}")
+        self.kube.world_patch(DEPLOYMENTS, NS, NAME, {"spec": spec_patch})
+        self._note(f"edit refused by the operator: {words}")
         self.checker.after(self, "edit", None, spec_patch=spec_patch)
 
     def set_version(self, version: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from .. import GROUP, VERSION
 from .modeldeployment import (
     CHECK_LIMIT_RULE,
+    CHECK_MIN_MAX_RULE,
     CHECK_NAMES_UNIQUE_RULE,
     CHECK_SAMPLES_RULE,
     CHECK_SEQUENTIAL_LATENCY_LIMIT_RULE,
@@ -38,7 +40,6 @@ from .metricprovider import ClusterMetricProviderSpec, ClusterMetricProviderStat
 from .notifier import (
     HEADER_NOT_RESERVED_RULE,
     ONE_URL_RULE,
-    TIMEOUT_RULE,
     ClusterNotifierSpec,
     ClusterNotifierStatus,
 )
@@ -100,9 +101,13 @@ def _map_keys_as_cel(node: dict[str, Any], out: dict[str, Any], convert: Any) ->
         out["additionalProperties"] = convert(values)
         rules.append({"rule": f"self.all(k, k.matches({json.dumps(pattern)}))",
                       "message": f"every key must match {pattern}"})
-    longest = node.get("propertyNames", {}).get("maxLength")
-    if longest is not None:
+    keys = node.get("propertyNames", {})
+    if "maxLength" in keys:
+        longest = keys["maxLength"]
         rules.append({"rule": f"self.all(k, size(k) <= {longest})", "message": f"keys are at most {longest} characters"})
+    for rule in keys.get("x-kubernetes-validations", []):  # a key's own rule, said of every key
+        said_of_k = re.sub(r"\bself\b", "k", rule["rule"])
+        rules.append({**rule, "rule": f"self.all(k, {said_of_k})"})
     if not rules:
         del out["x-kubernetes-validations"]
 
@@ -204,6 +209,7 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["strategy", "steps", "[]", "match", "headers"], HEADER_NAMES_ONCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SOURCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_MIN_MAX_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_LIMIT_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_SOURCE_RULE)
@@ -248,7 +254,6 @@ def cluster_metric_provider_crd() -> dict[str, Any]:
 def cluster_notifier_crd() -> dict[str, Any]:
     spec = _schema(ClusterNotifierSpec)
     _add_rule(spec, ["webhook"], ONE_URL_RULE)
-    _add_rule(spec, ["webhook", "timeout"], TIMEOUT_RULE)
     _add_rule(spec, ["webhook", "secretHeader"], HEADER_NOT_RESERVED_RULE)
     return _crd(
         "ClusterNotifier",

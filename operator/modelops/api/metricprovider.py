@@ -9,13 +9,34 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .base import ApiModel, StatusModel
 from .modeldeployment import PrometheusConfig
 from .modelversion import Condition
 
-LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# Kubernetes' own rules for label selectors (apimachinery's ValidateLabelSelector): a key is a qualified name, an
+# optional DNS subdomain prefix of at most 253 characters and a name of at most 63; a value at most 63 characters.
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+MAX_KEY_PREFIX = 253
+KEY_PREFIX_RULE = {"rule": f"self.indexOf('/') <= {MAX_KEY_PREFIX}",
+                   "message": f"a label key's prefix is at most {MAX_KEY_PREFIX} characters"}
+
+
+def _short_prefix(key: str) -> str:
+    if key.find("/") > MAX_KEY_PREFIX:
+        raise ValueError(f"{key[:40]!r}...: {KEY_PREFIX_RULE['message']}")
+    return key
+
+
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN, max_length=MAX_KEY_PREFIX + 1 + 63,
+                                json_schema_extra={"x-kubernetes-validations": [KEY_PREFIX_RULE]}),
+                     AfterValidator(_short_prefix)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 
 
 class SelectorOperator(str, Enum):
@@ -25,17 +46,32 @@ class SelectorOperator(str, Enum):
     DoesNotExist = "DoesNotExist"
 
 
+VALUES_RULE = {
+    "rule": "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+            " : !has(self.values) || size(self.values) == 0",
+    "message": "values must be given when operator is In or NotIn, and may not be when it is Exists or DoesNotExist",
+}
+
+
 class SelectorRequirement(ApiModel):
-    key: str = Field(pattern=LABEL_KEY_PATTERN, max_length=317)
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [VALUES_RULE]})  # wherever it is used
+
+    key: LabelKey
     operator: SelectorOperator
-    values: list[str] = Field(default_factory=list, max_length=64)
-    """For In and NotIn: the label values; empty for Exists and DoesNotExist."""
+    values: list[LabelValue] = Field(default_factory=list, max_length=64)
+    """For In and NotIn: the label values (at least one); empty for Exists and DoesNotExist."""
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> SelectorRequirement:
+        if (self.operator in (SelectorOperator.In, SelectorOperator.NotIn)) != bool(self.values):
+            raise ValueError(f"key {self.key!r}, operator {self.operator.value}: {VALUES_RULE['message']}")
+        return self
 
 
 class LabelSelector(ApiModel):
     """As Kubernetes has it: every matchLabels pair and every expression must hold; `{}` selects all."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
     match_expressions: list[SelectorRequirement] = Field(default_factory=list, max_length=64)
 
 

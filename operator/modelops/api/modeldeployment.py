@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
-from .types import Duration, ObjectName, Reason, SemVer, Text, Weight, duration_seconds
+from .types import Duration, ObjectName, PositiveDuration, Reason, SemVer, Text, Weight
 
 
 # An empty-object default makes the API server fill in the defaults of the fields inside.
@@ -213,6 +213,10 @@ CHECK_SAMPLES_RULE = {
     "rule": "!has(self.query) || !has(self.minSamples) || self.minSamples == 0 || has(self.sampleQuery)",
     "message": "minSamples on a query check needs a sampleQuery that counts the samples",
 }
+CHECK_MIN_MAX_RULE = {
+    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+    "message": "min is above max: no value could pass the check",
+}
 CHECK_LIMIT_RULE = {
     "rule": "has(self.min) || has(self.max) || has(self.maxDropPercent) || has(self.maxIncreasePercent)",
     "message": "a check needs at least one limit: min, max, maxDropPercent or maxIncreasePercent",
@@ -296,6 +300,8 @@ class Check(ApiModel):
             raise ValueError(f"check {self.name!r}: exactly one of template or query is required")
         if self.query is not None and self.min_samples > 0 and self.sample_query is None:
             raise ValueError(f"check {self.name!r}: minSamples on a query check needs a sampleQuery that counts the samples")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"check {self.name!r}: {CHECK_MIN_MAX_RULE['message']}")
         if self.limits_missing:
             raise ValueError(
                 f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
@@ -473,6 +479,8 @@ class PrometheusConfig(ApiModel):
 
 
 DEFAULT_PROVIDER = "default"
+MAX_ANALYSES_LIMIT = 1000
+"""failureLimit and noDataLimit: a step's deadline counts their analyses (rollout.engine.progress_deadline)."""
 ONE_PROVIDER_RULE = {
     "rule": "!(has(self.provider) && has(self.prometheus))",
     "message": "analysis.provider and analysis.prometheus exclude each other",
@@ -480,13 +488,13 @@ ONE_PROVIDER_RULE = {
 
 
 class Analysis(ApiModel):
-    interval: Duration = "1m"
-    """How often the checks are measured and a verdict is taken."""
-    window: Duration | None = None
+    interval: PositiveDuration = "1m"
+    """How often the checks are measured and a verdict is taken (more than 0s, at most 168h)."""
+    window: PositiveDuration | None = None
     """Range of the queries' rate windows; defaults to the interval."""
-    failure_limit: int = Field(default=2, ge=1)
+    failure_limit: int = Field(default=2, ge=1, le=MAX_ANALYSES_LIMIT)
     """Consecutive failed analyses that trigger a rollback."""
-    no_data_limit: int = Field(default=3, ge=1)
+    no_data_limit: int = Field(default=3, ge=1, le=MAX_ANALYSES_LIMIT)
     """Consecutive analyses a Hold check may go without data before that counts as a failure."""
     checks: list[Check] = Field(default_factory=list, max_length=32)
     provider: ObjectName | None = None
@@ -496,9 +504,7 @@ class Analysis(ApiModel):
     --allow-inline-providers (it lets a tenant choose where the operator sends requests)."""
 
     @model_validator(mode="after")
-    def _positive_interval_and_unique_names(self) -> Analysis:
-        if duration_seconds(self.interval) <= 0:
-            raise ValueError("analysis.interval must be greater than zero")
+    def _one_provider_and_unique_names(self) -> Analysis:
         if self.provider is not None and self.prometheus is not None:
             raise ValueError("analysis.provider and analysis.prometheus exclude each other")
         names = [c.name for c in self.checks]
@@ -538,6 +544,9 @@ class Request(ApiModel):
     """Who asked; the plugin fills in the kubectl user."""
 
 
+MAX_HISTORY_LIMIT = 200
+
+
 class ModelDeploymentSpec(ApiModel):
     model: ObjectName
     """Model served; ModelVersions with this spec.model are its versions."""
@@ -553,7 +562,7 @@ class ModelDeploymentSpec(ApiModel):
     retention: int = Field(default=2, ge=0, le=10)
     """How many previous stable versions status.retainedVersions remembers as Rollback targets (the first is the
     fallback). Nothing keeps them serving: going back to one deploys it again from its ModelVersion."""
-    history_limit: int = Field(default=20, ge=1, le=200)
+    history_limit: int = Field(default=20, ge=1, le=MAX_HISTORY_LIMIT)
     """History entries kept in status."""
     notifications: list[ObjectName] = Field(default_factory=list, max_length=8,
                                             json_schema_extra={"x-kubernetes-list-type": "set"})

@@ -1,0 +1,136 @@
+"""A spec the operator refuses, written past the API server (a CRD older than the operator's rules, or an object
+stored before them), through the real round on the fakes: the round still runs under the last spec this loop
+accepted, so analyses, rollbacks and a drill's limit go on, and the status says the spec is refused. With no
+accepted spec (the operator restarted meanwhile), a candidate in flight goes back to stable and a drill ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelops.api.modeldeployment import DrillResult, Phase
+from modelops.rollout.engine import MAX_DRILL_SECONDS
+
+from .test_drills import FALLBACK, STABLE, promoted
+from .test_named_defects import start
+from .world import World, new_world
+
+BACKENDS = ["kserve", "gatewayAPI"]
+ZERO_INTERVAL = {"analysis": {"interval": "0s"}}
+
+
+def synced(w: World):
+    return next(c for c in w.status().conditions if c.type == "Synced")
+
+
+def assert_refusal_reported(w: World, field: str) -> None:
+    condition = synced(w)
+    assert condition.status == "False" and condition.reason == "InvalidSpec" and field in condition.message, condition
+    assert "InvalidSpec" in w.events.reasons()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failing_candidate_is_rolled_back_while_the_spec_is_refused(worlds, backend):
+    w = new_world(worlds, backend, failure_limit=2)
+    start(w)
+    accepted_generation = w.status().observed_generation
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.metric("candidate", "bad")
+    for _ in range(4):
+        w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and w.live() == {"1.0.0": 100}, w.trace[-6:]
+    assert_refusal_reported(w, "analysis.interval")
+    # The status says which spec it acted on: not the refused one.
+    assert s.observed_generation == accepted_generation < w.obj()["metadata"]["generation"]
+
+
+def test_a_healthy_candidate_keeps_its_step_while_the_spec_is_refused_and_goes_on_once_it_is_fixed(worlds):
+    w = new_world(worlds, "gatewayAPI", steps=(10, 25, 50))
+    start(w)
+    w.edit_refused({"strategy": {"steps": [{"weight": 10, "pause": "99999999999999h"}]}}, "an overflowing pause")
+    for _ in range(4):
+        w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.Progressing and s.canary_version == "1.1.0", w.trace[-6:]
+    assert_refusal_reported(w, "pause")
+    w.set_strategy((10, 25, 50), "Canary", "Immediate")  # fixed
+    for _ in range(8):
+        w.tick(10)
+    assert w.status().phase is Phase.Stable and w.status().stable_version == "1.1.0" and synced(w).status == "True"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_restart_while_the_spec_is_refused_rolls_the_candidate_back(worlds, backend):
+    w = new_world(worlds, backend)
+    start(w)
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.restart()
+    w.tick(1)
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.canary_version is None and w.live() == {"1.0.0": 100}, w.trace[-6:]
+    assert_refusal_reported(w, "analysis.interval")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_drill_ends_within_its_limit_while_the_spec_is_refused(worlds, backend):
+    w = promoted(worlds, backend)
+    w.request("D1", "Drill")
+    w.tick(1)
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    for _ in range(int(MAX_DRILL_SECONDS // 10) + 2):
+        w.tick(10)
+        if w.status().drill is None:
+            break
+    s = w.status()
+    assert s.drill is None and s.last_drill is not None and w.live() == {STABLE: 100}, w.trace[-6:]
+    assert FALLBACK not in w.live()
+    assert_refusal_reported(w, "analysis.interval")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_restart_during_a_drill_while_the_spec_is_refused_ends_the_drill_on_stable(worlds, backend):
+    w = promoted(worlds, backend)
+    w.request("D1", "Drill")
+    for _ in range(3):
+        w.tick(1)
+    assert w.status().drill is not None and w.live() == {FALLBACK: 100}, w.trace[-6:]
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.restart()
+    w.tick(1)
+    w.tick(1)
+    s = w.status()
+    assert s.drill is None and s.last_drill.result is DrillResult.Interrupted and w.live() == {STABLE: 100}
+    assert_refusal_reported(w, "analysis.interval")
+
+
+def test_a_refused_spec_without_a_candidate_moves_nothing_and_says_why(worlds):
+    w = new_world(worlds, "gatewayAPI")
+    w.restart()
+    w.edit_refused({"serving": {"backend": "gatewayAPI", "gatewayAPI": None}}, "gatewayAPI without its route")
+    w.tick(1)
+    assert w.status().phase is Phase.Stable and w.live() == {"1.0.0": 100}
+    assert_refusal_reported(w, "serving.gatewayAPI")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_abort_written_into_a_refused_spec_is_carried_out_at_once(worlds, backend):
+    """G4: an SRE's request, pause or pin never waits for someone to fix another field of the spec."""
+    w = new_world(worlds, backend)
+    start(w)
+    abort = {"id": "abort-1", "action": "Abort", "reason": "wrong feature set", "actor": "sre"}
+    w.edit_refused({**ZERO_INTERVAL, "request": abort}, "analysis.interval 0s, with an Abort")
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and "abort-1" in s.handled_requests and w.live() == {"1.0.0": 100}, w.trace[-6:]
+    assert_refusal_reported(w, "analysis.interval")
+
+
+def test_a_pause_written_into_a_refused_spec_holds_the_step(worlds):
+    w = new_world(worlds, "gatewayAPI", steps=(10, 25, 50))
+    start(w)
+    w.edit_refused({**ZERO_INTERVAL, "paused": True}, "analysis.interval 0s, paused")
+    for _ in range(6):
+        w.tick(10)
+    s = w.status()
+    assert s.paused and s.phase is Phase.Paused and s.canary_weight == 10, w.trace[-6:]
