@@ -436,7 +436,8 @@ class _LeaseKeeper:
         assert self._loop is not None and self._stop is not None
         with contextlib.suppress(RuntimeError):  # its loop has already ended
             self._loop.call_soon_threadsafe(self._stop.set)
-        await asyncio.wrap_future(self.finished)
+        # Shielded: a caller given up (a timeout) must not cancel the future the thread is yet to settle.
+        await asyncio.shield(asyncio.wrap_future(self.finished))
 
     def _main(self) -> None:
         try:
