@@ -36,15 +36,19 @@ def back_on_stable(w: World) -> None:
     assert w.status().message.endswith(ON_STABLE) and w.live() == {"1.0.0": 100}
 
 
+def tick_until_rolled_back(w: World, ticks: int = 3) -> None:
+    for _ in range(ticks):
+        w.tick(10)
+        if w.status().phase is Phase.RolledBack:
+            return
+
+
 def test_a_refused_rule_appearing_at_the_50_percent_step_does_not_stop_the_rollback_of_a_failing_candidate(worlds):
     w = new_world(worlds, "gatewayAPI", steps=(10, 50))
     start(w, until_weight=50)
     w.refused_rule(True)
     w.metric("candidate", "bad")
-    for _ in range(3):
-        w.tick(10)
-        if w.status().phase is Phase.RolledBack:
-            break
+    tick_until_rolled_back(w)
     s = w.status()
     assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0"
     assert w.live() == {"1.0.0": 100}  # the model's path rule, which the operator owns
@@ -81,10 +85,7 @@ def test_a_failing_candidate_is_still_measured_and_rolled_back_while_its_backend
     start(w)
     hand_over(w, "someone-else")
     w.metric("candidate", "bad")
-    for _ in range(3):
-        w.tick(10)
-        if w.status().phase is Phase.RolledBack:
-            break
+    tick_until_rolled_back(w)
     s = w.status()
     assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and "errors" in s.message
     assert "rollback decided, backend refuses: " in s.message and ON_STABLE not in s.message

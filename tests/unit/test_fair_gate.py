@@ -43,6 +43,11 @@ class Requests:
     def holding(self) -> list[int]:
         return [n for n, *_ in self.granted if not self._release[n].is_set()]
 
+    async def cancel_all(self):
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
 
 @pytest.mark.asyncio
 async def test_a_deployment_holds_at_most_a_quarter_of_the_slots_and_a_namespace_half():
@@ -63,9 +68,7 @@ async def test_a_deployment_holds_at_most_a_quarter_of_the_slots_and_a_namespace
     assert gate.held == 12
     held = Counter((ns, d) for _, ns, d in requests.granted)
     assert held == {("flood", "a"): 4, ("flood", "b"): 4, ("victim", "v"): 4}
-    for task in requests.tasks:
-        task.cancel()
-    await asyncio.gather(*requests.tasks, return_exceptions=True)
+    await requests.cancel_all()
     assert gate.held == 0
 
 
@@ -79,9 +82,7 @@ async def test_batches_count_toward_their_namespace_and_cross_namespace_ones_tow
     await requests.settle()
     assert gate.held == 16
     assert sum(1 for _, ns, _ in requests.granted if ns == "team") == 8
-    for task in requests.tasks:
-        task.cancel()
-    await asyncio.gather(*requests.tasks, return_exceptions=True)
+    await requests.cancel_all()
 
 
 @pytest.mark.asyncio
@@ -115,9 +116,7 @@ async def test_a_request_waiting_within_a_full_namespace_waits_only_for_its_own_
     await requests.settle()
     assert sorted((ns, d) for _, ns, d in requests.granted) == [("flood", "a"), ("flood", "b"), ("victim", "v")]
     assert gate.held == 3  # the fourth slot is free: flood is at its half, and nobody else waits
-    for task in requests.tasks:
-        task.cancel()
-    await asyncio.gather(*requests.tasks, return_exceptions=True)
+    await requests.cancel_all()
 
 
 @pytest.mark.asyncio
