@@ -60,9 +60,14 @@ crds: $(VENV)/.installed
 demo: setup
 	$(PY) -m demo.run --out demo-output
 
-# The test command: every tier, with branch coverage of the pure core printed and enforced.
+# The test command: every tier, with branch coverage of the pure core printed and enforced. The tiers that mostly
+# wait on rollouts (unit, integration, deploy, end-to-end) run on two workers, a file each at a time, every worker
+# with a control plane of its own; the fault simulation (which prints its counts) and the chaos tier (whose bounds
+# are timings) run after them, alone.
 test: setup
-	$(PY) -m pytest --cov=modelops --cov-branch --cov-report= tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15 --cov=modelops --cov-branch --cov-report= tests \
+	  --ignore=tests/sim --ignore=tests/chaos
+	$(PY) -m pytest --durations=10 --cov=modelops --cov-branch --cov-report= --cov-append tests/sim tests/chaos
 	$(PY) -m coverage report --include='$(CORE)' --fail-under=90
 
 # The benchmark (not part of `make test`): N ModelDeployments (default 1,000) on the local control plane with
