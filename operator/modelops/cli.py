@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .api.crd import all_crds
+from .leader import REQUEST_TIMEOUT
 
 
 def write_crds(directory: Path) -> list[Path]:
@@ -24,6 +25,16 @@ def write_crds(directory: Path) -> list[Path]:
                         + yaml.safe_dump(crd, sort_keys=False, width=100))
         written.append(path)
     return written
+
+
+def check_election_timings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A leader must have stopped, and its last renewal landed, before a standby may take over."""
+    if not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
+        parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+    if not 0 < args.lease_request_timeout <= args.lease_duration - args.renew_deadline:
+        parser.error(f"need 0 < --lease-request-timeout ({args.lease_request_timeout:g}) <= --lease-duration minus "
+                     f"--renew-deadline ({args.lease_duration - args.renew_deadline:g}): a renewal sent just before "
+                     "the deadline may land that long after it, when a standby could already lead")
 
 
 def lease_name(shard: str | None) -> str:
@@ -75,7 +86,7 @@ def run_operator(args: argparse.Namespace) -> int:
         elector = leader.LeaderElector(None, args.lease_name or lease_name(args.shard),
                                        args.lease_namespace or options.operator_namespace,
                                        lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
-                                       retry_period=args.retry_period)
+                                       retry_period=args.retry_period, request_timeout=args.lease_request_timeout)
         try:
             await serving(elector.ready, leader.run_elected(elector, operator, connect=lease_api, on_lost=exit_now))
         except leader.LeadershipLost as lost:
@@ -153,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                           help="a leader that could not renew for this long exits with code 1 (default 10)")
     election.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
                           help="renewal and acquisition interval (default 2)")
+    election.add_argument("--lease-request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
+                          help="each Lease API call gives up after this long; a renewal sent just before the deadline "
+                               "may still land this long after it, so --lease-duration minus --renew-deadline must be "
+                               f"at least this (default {REQUEST_TIMEOUT:g})")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
     from .argocd import DEFAULT_ACTOR
@@ -165,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"admission policy checks (default: {DEFAULT_ACTOR})")
     args = parser.parse_args(argv)
     if args.command == "run":
-        if args.leader_election and not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
-            parser.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
+        if args.leader_election:
+            check_election_timings(parser, args)
         return run_operator(args)
     elif args.command == "crds":
         for path in write_crds(args.out):

@@ -144,6 +144,7 @@ BAD_VALUES = [
     ({"replicas": 2}, "replicas"),  # a typo of replicaCount: refused, not ignored
     ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection.enabled must be true"),
     ({"leaderElection": {"enabled": True, "renewDeadline": 20}}, "retryPeriod < renewDeadline < leaseDuration"),
+    ({"leaderElection": {"enabled": True, "renewDeadline": 12}}, "leaseDuration - renewDeadline >= requestTimeout"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
     ({"watchNamespaces": ["Team A"]}, "watchNamespaces"),

@@ -2,7 +2,7 @@
 as the user `modelops-operator` with only the RBAC the project ships.
 
 Each test uses a Lease of its own (not the session operator's `modelops-operator`) and
-short timings: a 3 s lease, a 2 s renew deadline, renewals every 0.5 s.
+short timings: a 3 s lease, a 2 s renew deadline, renewals every 0.5 s, each Lease call given up after 1 s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import urllib.request
 from playground.operator import OperatorProcess, lease, lease_holder
 
 LEASE_DURATION = 3
-TIMINGS = ["--lease-duration", str(LEASE_DURATION), "--renew-deadline", "2", "--retry-period", "0.5"]
+TIMINGS = ["--lease-duration", str(LEASE_DURATION), "--renew-deadline", "2", "--retry-period", "0.5",
+           "--lease-request-timeout", "1"]
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):

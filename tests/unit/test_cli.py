@@ -1,7 +1,7 @@
 import pytest
 
 from modelops.api.modeldeployment import ModelDeploymentSpec
-from modelops.cli import plugin_parser, plugin_patch
+from modelops.cli import main, plugin_parser, plugin_patch
 
 from ..conftest import model_deployment_manifest
 
@@ -53,3 +53,26 @@ def test_drill_is_offered_only_where_the_operator_would_run_one():
     assert not enabled("drill", captured("degraded_rolledBackByHand"))
     assert not enabled("drill", {**promoted, "spec": {**promoted["spec"], "paused": True}})
     assert not enabled("drill", {**promoted, "spec": {**promoted["spec"], "version": "1.2.0"}})
+
+
+@pytest.mark.parametrize("timings, words", [
+    (["--lease-duration", "15", "--renew-deadline", "12"], "--lease-request-timeout (5) <= --lease-duration minus"),
+    (["--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5"], "(1)"),
+    (["--renew-deadline", "20"], "--retry-period < --renew-deadline < --lease-duration"),
+])
+def test_election_timings_that_let_a_late_renewal_land_after_a_takeover_are_refused(timings, words, capsys):
+    """A renewal sent just before the renew deadline may land up to a Lease request's timeout later: a standby must
+    not be able to take over before then."""
+    with pytest.raises(SystemExit):
+        main(["run", *timings])
+    assert words in capsys.readouterr().err
+
+
+def test_short_election_timings_pass_with_a_request_timeout_within_their_margin(monkeypatch):
+    import modelops.cli as cli
+
+    started = []
+    monkeypatch.setattr(cli, "run_operator", lambda args: started.append(args.lease_request_timeout) or 0)
+    assert main(["run", "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
+                 "--lease-request-timeout", "1"]) == 0
+    assert started == [1.0]
