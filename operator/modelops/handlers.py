@@ -34,7 +34,7 @@ from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
 from .reconcile import (EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round,
-                        spec_in_force)
+                        serving_of, spec_in_force)
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
@@ -281,6 +281,8 @@ async def check_versions_of(shell: Shell, namespace: str, model: Any, index: kop
             await check_version(shell, namespace, record, records)
         except EXPECTED as e:
             log.warning("ModelVersion %s/%s not checked: %s", namespace, record.name, classify(e).message)
+        except Exception:  # noqa: BLE001 - an odd ModelVersion must never keep the deployment's rounds from running
+            log.exception("ModelVersion %s/%s not checked", namespace, record.name)
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments", when=in_my_shard)
@@ -374,14 +376,16 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
     memory = memo.get("memory") or Memory()
     status = ModelDeploymentStatus.model_validate(current_status(body, memory))
     accepted, _ = spec_in_force(body, memory)
-    if accepted is None:
-        return  # never drove a backend under any spec this operator accepted: nothing to leave in order
-    spec = accepted.spec
-    records = list(records_of(model_versions, meta["namespace"], spec.model))
+    # A spec refused since the operator started still names the backend to leave on stable, where that part is valid.
+    serving = accepted.spec.serving if accepted is not None else serving_of(body)
+    if serving is None:
+        return  # no backend can be named: nothing to leave in order
+    model = accepted.spec.model if accepted is not None else (body.get("spec") or {}).get("model")
+    records = list(records_of(model_versions, meta["namespace"], model))
     versions = catalog(records)
     try:
         if status.stable_version is not None:
-            router, target = shell.routers[spec.serving.backend], Target(meta["namespace"], meta["name"], spec.serving)
+            router, target = shell.routers[serving.backend], Target(meta["namespace"], meta["name"], serving)
             state = await router.observe(target, versions.specs, None)
             await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state, create=False)
         await record_serving_roles(shell, meta["namespace"], meta["name"], versions, records, status,

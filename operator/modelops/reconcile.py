@@ -16,9 +16,11 @@ takes the safe side too: the candidate in flight goes back to stable (`fail_safe
 
 A backend the round cannot read, or that refuses part of the routing (a rule or an object the
 operator will not drive), does not stop the rollout's decisions: the analysis is taken on the
-serving units the last read showed, the decision is made and persisted, and the router writes
-what the operator owns. What the backend refuses goes to the engine as an observation, so that
-no status says all traffic is on stable while it is not.
+serving units the last read showed, and the decision is made and persisted. Where the backend
+refuses only part of the routing (a Gateway API rule), the router writes the rules the operator
+owns; where it cannot be read or is not the operator's to drive, nothing is written. What the
+backend refuses goes to the engine as an observation, so that no status says all traffic is on
+stable while it is not.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ what the watch showed of its backend is then at least this old, so the read is a
 30 min, so that the resyncs of 10,000 deployments cost about 6 GETs a second."""
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 BACKOFF_CAP_SECONDS = 30.0
-MAX_ANALYSIS_SECONDS = 30.0  # no analysis outlives this, nor its interval
+MAX_ANALYSIS_SECONDS = 30.0
+"""An analysis' budget: at most this, and at most its interval, from its first request sent (answered_within: a wait
+for a turn behind other tenants comes on top, up to FIRST_TURN_SECONDS)."""
 
 # Failures of the world around the operator: reported and retried, never a reason to give up.
 EXPECTED = (ApiException, ApiNotInstalled, BackendMisconfigured, asyncio.TimeoutError, aiohttp.ClientError, OSError)
@@ -131,7 +135,8 @@ class Memory:
     older than (or equal to) what we last wrote."""
     failures_in_a_row: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set by every watch event that concerns the deployment (see handlers): the next round comes at once."""
+    """Set by the watch events that concern the deployment (a new generation of its spec, its backend objects, their
+    EndpointSlices, its model's ModelVersions, a slot come free; see handlers): the next round comes at once."""
     spec_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the watch when the spec's generation changes, cleared when a round reads the spec: only this gives up
     a measurement in flight (an analysis, a drill's requests lost), so that a request or a new version never waits
@@ -148,6 +153,8 @@ class Memory:
     refused: str | None = None
     """Why the backend refused part of the routing when last read (Observations.refused), for a round that cannot
     read it."""
+    serving: Serving | None = None
+    """The spec's `serving` that `units` and `refused` were read under."""
     accepted: Accepted | None = None
     """The last spec this loop accepted: a round whose spec is invalid still runs under it."""
 
@@ -263,11 +270,13 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     spec = accepted.spec
     versions = catalog(records)
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
+    if memory.serving != spec.serving:  # what another backend showed says nothing of this one
+        memory.serving, memory.units, memory.refused = spec.serving, {}, None
     problem, refused = spec_problem, memory.refused  # a backend the round cannot read refuses what it did when read
     try:
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
-        backend, problem = None, spec_problem or classify(e)
+        backend, problem = None, classify(e)  # a failure to back off from, whatever else is refused
         if isinstance(e, BackendMisconfigured):
             refused = str(e)
     if backend is not None:
@@ -288,15 +297,15 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
                                 backend.pins if backend else None)
     decision = decide(spec, status, observations, shell.clock())
     refusal = full_weight_refusal(spec)
-    if refusal is not None:
+    if refusal is not None and (decision.status.canary_version is not None or decision.status.drill is not None):
         # A spec the API server refuses now, stored before the rule: requests are handled as decided, and whatever
         # candidate that leaves in flight goes back to stable before anything is applied.
-        safe = fail_safe(spec, decision.status, refusal, shell.clock())
+        safe = fail_safe(spec, decision.status, refusal, shell.clock(), replace(observations, analysis=None))
         decision = replace(safe, events=decision.events + safe.events)
     memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)
     if problem is None and refusal:
-        problem = Problem("InvalidSpec", f"spec is invalid: {refusal}")
+        problem = Problem(INVALID_SPEC, f"spec is invalid: {refusal}", standing=True)
     if problem is None and spec.version not in versions.specs:
         problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
     await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
@@ -319,7 +328,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         after, memory.carried = classify(e), None
         await persist(shell, obj, memory, status_base(obj, memory), decision, after)
     if after or (problem and not problem.standing):
-        return CONVERGE_SECONDS * (1 if after else 5), problem or after
+        return CONVERGE_SECONDS * (1 if after else 5), after or problem
     if decision.status.phase is Phase.Queued:
         return QUEUED_SECONDS, problem
     if decision.intent is None:
@@ -332,7 +341,8 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     """A refused spec and none accepted before it in this loop (the operator restarted meanwhile): nothing can be
     judged, so the safe side. A candidate in flight goes back to stable and a drill ends (`fail_safe`), and the
     backend that the spec's `serving` names is converged to stable, when that part of the spec is valid; otherwise
-    nothing can be routed, and the status only says why."""
+    nothing can be routed, and the status only says why. No notification is sent: which ones the spec opts into
+    cannot be read."""
     serving = serving_of(obj)
     if serving is None:
         await write_status(shell, obj, memory, old, unsynced(status, refused.reason, refused.message,
@@ -342,9 +352,11 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
     # limit is the largest, so that no entry the real spec keeps is cut.
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
-    decision = fail_safe(stand_in, status, refused.message, shell.clock())
+    decision = fail_safe(stand_in, status, refused.message, shell.clock(),
+                         Observations(ready_versions=None, refused=memory.refused))
     await persist(shell, obj, memory, old, decision, refused)
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
     post(shell, obj, decision.events, ())
     versions, settled = catalog(records), True
@@ -416,7 +428,8 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
             return  # the next round takes the safe side without a spec (refuse_unjudged)
         spec = accepted.spec
         before = ModelDeploymentStatus.model_validate(old.status)
-        decision = fail_safe(spec, before, problem.message, shell.clock())
+        decision = fail_safe(spec, before, problem.message, shell.clock(),
+                             Observations(ready_versions=None, refused=memory.refused))
         await write_status(shell, obj, memory, old,
                            unsynced(decision.status, problem.reason, problem.message, rfc3339(shell.clock())))
         metrics.count_outcomes(obj["metadata"]["namespace"], obj["metadata"]["name"], before, decision.status)

@@ -471,6 +471,21 @@ def test_a_stored_kserve_spec_with_a_100_percent_step_takes_its_candidate_back_t
     assert w.status().canary_version is None and w.live() == {"1.0.0": 100}
 
 
+def test_a_settled_kserve_deployment_under_a_stored_full_weight_spec_keeps_saying_what_it_saw(worlds):
+    """The same refused spec once nothing is in flight: the rounds still read the backend and say so (observed
+    generation, Ready), rather than a fail-safe's "could not be read" on every round."""
+    w = new_world(worlds, steps=(50, 100))
+    with before_the_full_weight_rule():
+        start(w, until_weight=50)
+    for _ in range(3):
+        w.tick(10)
+    assert w.status().phase is Phase.RolledBack
+    w.tick(10)
+    s = w.status()
+    ready = next(c for c in s.conditions if c.type == "Ready")
+    assert s.observed_generation == w.obj()["metadata"]["generation"] and ready.status == "True", (s.conditions, w.trace[-4:])
+
+
 # --- operator bugs found by this tier: xfail(strict=True) ones fail today; the others are fixed ---
 
 def test_kserve_rollback_after_a_100_percent_step_without_stable_modelversion_restores_stable(worlds):

@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from modelops.api.modeldeployment import DrillResult, Phase
+from modelops.reconcile import run_round
 from modelops.rollout.engine import MAX_DRILL_SECONDS
 
+from .fakes import Fault
 from .test_drills import FALLBACK, STABLE, promoted
 from .test_named_defects import start
 from .world import World, new_world
@@ -134,3 +136,17 @@ def test_a_pause_written_into_a_refused_spec_holds_the_step(worlds):
         w.tick(10)
     s = w.status()
     assert s.paused and s.phase is Phase.Paused and s.canary_weight == 10, w.trace[-6:]
+
+
+def test_an_api_that_keeps_failing_is_backed_off_while_the_spec_is_refused(worlds):
+    """A refused spec is a standing problem (no backoff: waiting fixes no spec), but a failing API call in the same
+    round is a failure like any other: the rounds back off from it rather than retrying every second."""
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.tick(1)
+    delays = []
+    for _ in range(4):
+        w.faults([Fault("timeout")])  # the round's read of the backend: the status write and the apply go through
+        delays.append(w.loop.run_until_complete(run_round(w.shell, w.obj(), w.records(), w.memory)))
+    assert delays == sorted(delays) and delays[-1] >= 8, delays  # it was 1 s every round

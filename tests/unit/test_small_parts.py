@@ -136,6 +136,28 @@ async def test_a_deployment_beginning_to_follow_its_model_checks_the_versions_wh
         ("second", "DuplicateVersion")]
 
 
+@pytest.mark.asyncio
+async def test_a_model_version_that_cannot_be_checked_holds_up_neither_the_others_nor_the_round(monkeypatch):
+    """An error nobody foresaw while checking one ModelVersion (an odd status, say) is logged: the deployment's
+    rounds, which come right after, must run whatever it is."""
+    import kopf
+
+    from modelops import handlers
+
+    checked = []
+
+    async def check(shell, namespace, record, records):
+        checked.append(record.name)
+        if record.name == "first":
+            raise ValueError("a status nobody foresaw")
+
+    monkeypatch.setattr(handlers, "check_version", check)
+    first, second = claim("first", "9", "s3://models/first"), claim("second", "10", "s3://models/second")
+    await handlers.check_versions_of(kopf.Memo(), "prod", "fraud",
+                                     {("prod", "fraud"): [record_of(first), record_of(second)]})
+    assert checked == ["first", "second"]
+
+
 def test_served_by_changes_after_a_promotion():
     before = ModelDeploymentStatus(stable_version="1.0.0", canary_version="1.1.0")
     after = ModelDeploymentStatus(stable_version="1.1.0", fallback_version="1.0.0")
