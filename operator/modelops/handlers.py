@@ -323,11 +323,18 @@ async def endpoint_slices(namespace: str, labels: kopf.Labels, body: kopf.Body, 
     return {(namespace, labels[SERVICE_NAME_LABEL]): readiness_view(dict(body))}
 
 
-@kopf.on.event(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural)
-async def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def of_a_followed_service(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf's filter: an EndpointSlice of a Service some deployment's HTTPRoute routes to (see Wakeups)."""
     service = labels.get(SERVICE_NAME_LABEL)
-    if service:
-        memo.wakeups.wake_followers(namespace, ("service", service))
+    return bool(service) and memo.wakeups.followed_by_any(namespace, ("service", service))
+
+
+@kopf.on.event(ENDPOINT_SLICES.group, ENDPOINT_SLICES.version, ENDPOINT_SLICES.plural, when=of_a_followed_service)
+async def wake_on_endpoints(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """Only slices of followed Services come here: kopf drops the others' events before calling it. The index above
+    keeps every slice all the same: kopf applies a filter to an object only at its next event, so a Service that a
+    deployment begins to follow would have no indexed slices, and no ready version, until its slices change."""
+    memo.wakeups.wake_followers(namespace, ("service", labels[SERVICE_NAME_LABEL]))
 
 
 @kopf.index(GROUP, VERSION, "modeldeployments", when=in_my_shard)

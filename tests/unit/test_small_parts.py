@@ -87,6 +87,37 @@ def test_claims_made_in_one_second_go_to_the_first_the_api_server_stored_not_to_
     assert catalog(records).names == {"1.0.0": "z-first"} and holder_of(records, records[0]) is None
 
 
+def test_rounds_parse_each_model_version_once_per_resource_version_a_new_one_again(monkeypatch):
+    from modelops.api.modelversion import ModelVersionSpec
+    from modelops.handlers import model_versions, records_of
+    parsed_specs: list[dict] = []
+    validate = ModelVersionSpec.model_validate
+    monkeypatch.setattr(ModelVersionSpec, "model_validate", lambda spec: parsed_specs.append(spec) or validate(spec))
+
+    by_name: dict = {}
+    index = {("prod", "fraud"): by_name.values()}  # kopf's index: one record per object, replaced at its events
+
+    def watch_shows(manifest: dict) -> None:
+        records = asyncio.run(model_versions(namespace="prod", spec=manifest["spec"], body=manifest))
+        by_name[manifest["metadata"]["name"]] = records[("prod", "fraud")]
+
+    def rounds() -> None:
+        for _ in range(3):
+            assert set(catalog(records_of(index, "prod", "fraud")).specs) == {"1.0.0", "1.1.0"}
+
+    first = claim("first", "9", "s3://models/first")
+    second = with_path(claim("second", "10", "s3://models/second"), "spec.version", "1.1.0")
+    watch_shows(first)
+    watch_shows(second)
+    rounds()
+    assert parsed_specs == [first["spec"], second["spec"]]
+    second["metadata"]["resourceVersion"] = "12"  # e.g. its status was written
+    watch_shows(second)
+    parsed_specs.clear()
+    rounds()
+    assert parsed_specs == [second["spec"]]
+
+
 class StatusPatches:
     """The API as the ModelVersion handler uses it: status patches, recorded."""
 

@@ -40,3 +40,29 @@ def test_only_a_new_generation_of_the_spec_gives_up_a_measurement_every_watch_ev
         return seen
 
     assert asyncio.run(events()) == [(True, True), (False, False), (True, False), (True, True)]
+
+
+def test_kopf_drops_events_of_endpoint_slices_no_deployment_follows_before_calling_the_wake_handler():
+    memo = kopf.Memo(wakeups=handlers.Wakeups())
+    memory = Memory()
+    spec = {"model": "fraud", "serving": {"gatewayAPI": {"services": {"1.0.0": "fraud-v1"}}}}
+    memo.wakeups.follow("ml", "fraud", memory.wake, spec)
+    [registered] = [h for h in kopf.get_default_registry()._watching.get_all_handlers()
+                    if h.fn is handlers.wake_on_endpoints]
+    assert registered.when is not None
+
+    def passes(namespace: str, labels: dict) -> bool:
+        return registered.when(namespace=namespace, labels=labels, memo=memo)
+
+    assert passes("ml", {handlers.SERVICE_NAME_LABEL: "fraud-v1"})
+    assert not passes("ml", {handlers.SERVICE_NAME_LABEL: "unrelated"})
+    assert not passes("other", {handlers.SERVICE_NAME_LABEL: "fraud-v1"})  # same Service name, another namespace
+    assert not passes("ml", {})
+
+    async def deliver() -> bool:  # what does pass still wakes the follower
+        await handlers.wake_on_endpoints(namespace="ml", labels={handlers.SERVICE_NAME_LABEL: "fraud-v1"}, memo=memo)
+        return memory.wake.is_set()
+
+    assert asyncio.run(deliver())
+    memo.wakeups.forget("ml", "fraud")
+    assert not passes("ml", {handlers.SERVICE_NAME_LABEL: "fraud-v1"})
