@@ -376,14 +376,21 @@ def test_automatic_rollback_is_degraded_and_offers_retry(scenario, prometheus, a
     s = scenario
     s.version("1.0.0", **GOOD)
     s.version("1.1.0", error_rate=0.3, accuracy=0.95)
-    # Progressive, and an analysis every 3 s: the step back down lasts one analysis, long enough to be seen.
-    s.serve("1.0.0", fast_spec(prometheus.url, strategy={"rollback": "Progressive"}, analysis={"interval": "3s"}),
-            prometheus)
+    # Progressive, and an analysis every 3 s: the step back down lasts one analysis, long enough to be seen. A
+    # rollback steps down only from above the first step, so the candidate's errors are within a loose limit until
+    # it holds 50 %, and the limit is then tightened.
+    spec = fast_spec(prometheus.url, strategy={"rollback": "Progressive", "steps": [
+        {"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "1h"}]}, analysis={"interval": "3s"})
+    checks = spec["analysis"]["checks"]
+    checks[0] = {**checks[0], "max": 0.5}
+    s.serve("1.0.0", spec, prometheus)
     s.patch({"version": "1.1.0"})
+    s.wait(lambda st: st.get("canaryWeight") == 50, 60, "1.1.0 at 50 %")
+    s.patch({"analysis": {"checks": [{**checks[0], "max": 0.05}, *checks[1:]]}})
     status = s.wait(lambda st: st.get("phase") in ("RollingBack", "RolledBack"), 60, "rolling back")
     assert status["phase"] == "RollingBack", "the progressive rollback was not seen"
     health = argocd.check("degraded_rollingBack", s.get(), "Degraded", discovery=True)
-    assert health["message"].startswith("Rolling back 1.1.0 (20% still on it)")
+    assert health["message"].startswith("Rolling back 1.1.0 (50% still on it)")
     s.wait(lambda st: st.get("phase") == "RolledBack", 20, "rolled back by the operator")
     obj = s.get()
     health = argocd.check("degraded_rolledBack", obj, "Degraded", discovery=True)

@@ -29,6 +29,7 @@ KSERVE_FIELDS = {
     "metadata.annotations.modelops.io/artifact-generation",
     "metadata.annotations.modelops.io/revision-versions",
     "metadata.annotations.modelops.io/version-models",
+    "metadata.annotations.serving.kserve.io/deploymentMode",  # created serverless, the only mode it drives
     "spec.predictor.model.modelFormat.name",
     "spec.predictor.model.storageUri",
 }
