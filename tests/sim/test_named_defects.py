@@ -26,7 +26,7 @@ from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig
 from .world import NAME, NS, Config, World, deployment_spec, new_world, uri_of
 
-BACKENDS = ["kserve", "gatewayAPI"]
+BACKENDS = ["kserve", "gatewayAPI", "seldon", "seldonV2"]
 
 
 def start(w: World, version: str = "1.1.0", until_weight: int | None = None) -> None:
@@ -214,7 +214,7 @@ def test_failed_status_write_after_a_rollback_decision_leaves_the_backend_and_th
     assert w.status().phase is Phase.RolledBack and w.live() == {"1.0.0": 100}
 
 
-@pytest.mark.parametrize("backend", ["gatewayAPI"])  # KServe refuses HotSwap
+@pytest.mark.parametrize("backend", ["gatewayAPI", "seldon", "seldonV2"])  # KServe refuses HotSwap
 def test_first_analysis_waits_a_full_window_of_candidate_traffic(worlds, backend):
     # HotSwap with noData Pass and no data at all: only the time rule keeps it from promoting at once.
     w = new_world(worlds, backend, strategy="HotSwap", steps=(50,), no_data="Pass")
