@@ -47,7 +47,7 @@ backends; KServe has only weights, the Seldon ones no cohorts.
   Each distinct request id is acted on at most once: at most one history entry ever carries its
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
-  the backend object.
+  a backend object.
 - E evidence (Gateway API and Seldon, whose objects' weights are the live split): a step passed by analysis (the
   StepAdvanced out of it, or the automatic Promoted after the last) was judged on its own traffic: the
   store has carried the step's weight for the candidate without a break since a moment no later than
