@@ -12,7 +12,7 @@ What is faked, and why:
   Field ownership as server-side apply keeps it, in metadata.managedFields (fieldsV1), one
   entry per (manager, operation, subresource): an apply by manager M owns the leaves of its
   configuration, removes the leaves M owned before and no longer sends unless another
-  manager owns them too, and, where another manager owns a leaf with another value, is a 409
+  manager owns them too (with the objects that leaves empty), and, where another manager owns a leaf with another value, is a 409
   naming that manager and the field, or with force takes the leaf from it; it creates the
   object when absent (with RBAC `create`, for the operator's calls: deploy/rbac.yaml), and a
   resourceVersion in it is a precondition on an existing object. An Update (create, merge
@@ -27,10 +27,11 @@ What is faked, and why:
   process died at that instruction, before the write or after it (written, never learned).
   Calls made by the world (a user's kubectl, a GitOps tool's apply, a serving controller) go
   through `world_*` methods that no fault reaches.
-- KServeController / GatewayController: what KServe's serverless controller (with Knative's
-  routing) and a Gateway API implementation write to status (and the Services' EndpointSlices
-  the Gateway reads readiness from), small and named as stand-ins,
-  plus `live_weights`: the traffic each version really receives from the backend object.
+- KServeController / GatewayController / SeldonController / SeldonV2Controller: what KServe's
+  serverless controller (with Knative's routing), a Gateway API implementation (and the Services'
+  EndpointSlices the Gateway reads readiness from), Seldon Core v1's controller and Seldon Core
+  v2's scheduler write to status, small and named as stand-ins, plus what each version really
+  receives from the backend objects (live traffic, copies, cohorts).
 - FakeProvider and `provider_factory`: the Prometheus provider, answering each PromQL text by
   the version label rendered into it, with the values and the ProviderErrors the real
   provider produces (scalars, strings and garbage are `bad_response` there).
@@ -162,12 +163,19 @@ def _set(obj: dict[str, Any], path: FieldPath, value: Any) -> None:
     obj[path[-1]] = clone(value)
 
 
-def _remove(obj: dict[str, Any], path: FieldPath) -> None:
+def remove_leaf(obj: dict[str, Any], path: FieldPath) -> None:
+    """Removes the leaf at `path`, and the objects that removal leaves empty: structured-merge-diff makes an object
+    whose every field went null, and the API server drops a null field of a custom resource."""
+    parents = [obj]
     for key in path[:-1]:
-        obj = obj.get(key)
-        if not isinstance(obj, dict):
+        parents.append(parents[-1].get(key))
+        if not isinstance(parents[-1], dict):
             return
-    obj.pop(path[-1], None)
+    parents[-1].pop(path[-1], None)
+    for parent, key in zip(reversed(parents[:-1]), reversed(path[:-1])):
+        if parent[key] != {}:
+            break
+        parent.pop(key)
 
 
 def field_text(path: FieldPath) -> str:
@@ -220,7 +228,7 @@ def server_side_apply(live: dict[str, Any] | None, config: dict[str, Any], manag
             owners[owner] = paths - {p for _, p in conflicts}
     others = set().union(*(paths for owner, paths in owners.items() if owner != me))
     for path in owners.get(me, set()) - wanted.keys() - others:
-        _remove(obj, path)  # the applier's no more, nobody else's: gone
+        remove_leaf(obj, path)  # the applier's no more, nobody else's: gone
     for path, value in wanted.items():
         _set(obj, path, value)
     owners[me] = set(wanted)
@@ -763,6 +771,104 @@ class GatewayController:
             for ref in (rule or {}).get("backendRefs") or []:
                 out[ref["name"]] = out.get(ref["name"], 0) + int(ref.get("weight", 1))
         return out
+
+
+class SeldonController:
+    """Stand-in for Seldon Core v1's controller (routers.seldon reads what it writes): for each predictor it
+    reports its one Deployment, `<sdep>-<predictor>-0-model`, in status.deploymentStatus with replicas 1 and
+    availableReplicas 1 once a `ready` settle has seen the predictor as it is now (any change but `traffic` and
+    `shadow` rolls its Deployment: not available until the next `ready` settle), and status.state Available when
+    all are. Traffic follows the predictors as written: a non-shadow predictor gets its `traffic` (a lone one
+    100), a shadow one a copy of every request."""
+
+    def __init__(self) -> None:
+        self.available: dict[str, str] = {}
+        """Predictor name -> its spec (without traffic and shadow) as last made available."""
+
+    @staticmethod
+    def _template(predictor: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in predictor.items() if k not in ("traffic", "shadow")}, sort_keys=True)
+
+    def settle(self, kube: FakeKube, resource: Resource, namespace: str, name: str, ready: bool = True) -> None:
+        sdep = kube.peek(resource, namespace, name)
+        if sdep is None:
+            return
+        predictors = [p for p in dig(sdep, "spec", "predictors") or [] if isinstance(p, dict) and p.get("name")]
+        if ready:
+            self.available = {p["name"]: self._template(p) for p in predictors}
+        up = {p["name"]: self.available.get(p["name"]) == self._template(p) for p in predictors}
+        status = {"state": "Available" if all(up.values()) else "Creating",
+                  "deploymentStatus": {f"{name}-{p}-0-model": {"replicas": 1, "availableReplicas": int(ok)}
+                                       for p, ok in up.items()}}
+        kube.world_patch(resource, namespace, name, {"status": merge_replace(sdep.get("status"), status)}, status=True)
+
+    SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
+
+    def exposure(self, kube: FakeKube, namespace: str, name: str) -> dict[str, dict[str, int]]:
+        """"weight" and "copies" per artifact URI (graph.modelUri) the predictors serve."""
+        sdep = kube.view(self.SELDON_DEPLOYMENT, namespace, name)
+        predictors = [p for p in dig(sdep, "spec", "predictors") or [] if isinstance(p, dict)]
+        routed = [p for p in predictors if not p.get("shadow")]
+        weight: dict[str, int] = {}
+        for p in routed:
+            uri = str(dig(p, "graph", "modelUri"))
+            weight[uri] = weight.get(uri, 0) + (100 if len(routed) == 1 else int(p.get("traffic") or 0))
+        copies = {str(dig(p, "graph", "modelUri")): 100 for p in predictors if p.get("shadow")}
+        return {"weight": weight, "copies": copies}
+
+
+class SeldonV2Controller:
+    """Stand-in for Seldon Core v2's scheduler (routers.seldon_v2 reads what it writes). A `ready` settle loads
+    every Model as it is now: condition ModelReady True for its generation (observedGeneration); otherwise a Model
+    not loaded at its generation yet reports ModelReady False. An Experiment reports Ready True when all the Models
+    it names are ready. Traffic follows the objects as written: with an Experiment named `experiment`, its
+    candidates' weights (proportional) and its mirror's percent as copies; without one, all to the Model `name`."""
+
+    MODEL = Resource("mlops.seldon.io", "v1alpha1", "models", "Model")
+    EXPERIMENT = Resource("mlops.seldon.io", "v1alpha1", "experiments", "Experiment")
+
+    def __init__(self, experiment: str) -> None:
+        self.experiment = experiment
+
+    def _objects(self, kube: FakeKube, resource: Resource, namespace: str) -> list[dict[str, Any]]:
+        return [o for (plural, ns, _), o in sorted(kube.objects.items()) if plural == resource.plural and ns == namespace]
+
+    def settle(self, kube: FakeKube, resource: Resource, namespace: str, name: str, ready: bool = True) -> None:
+        loaded: set[str] = set()
+        for model in self._objects(kube, self.MODEL, namespace):
+            generation = model["metadata"].get("generation")
+            ok = ready or dig(model, "status", "observedGeneration") == generation and any(
+                c.get("type") == "ModelReady" and c.get("status") == "True" for c in dig(model, "status", "conditions") or [])
+            if ok:
+                loaded.add(model["metadata"]["name"])
+            self._report(kube, self.MODEL, namespace, model, "ModelReady", ok)
+        for experiment in self._objects(kube, self.EXPERIMENT, namespace):
+            named = {c.get("name") for c in dig(experiment, "spec", "candidates") or []} | \
+                ({dig(experiment, "spec", "mirror", "name")} if dig(experiment, "spec", "mirror") else set())
+            self._report(kube, self.EXPERIMENT, namespace, experiment, "Ready", named <= loaded)
+
+    def _report(self, kube: FakeKube, resource: Resource, namespace: str, obj: dict[str, Any], kind: str,
+                ok: bool) -> None:
+        status = {"observedGeneration": obj["metadata"].get("generation"), "conditions": [
+            {"type": kind, "status": "True" if ok else "False", "reason": kind if ok else "Loading"}]}
+        if obj.get("status") != status:
+            kube.world_patch(resource, namespace, obj["metadata"]["name"], {"status": merge_replace(obj.get("status"), status)},
+                             status=True)
+
+    def exposure(self, kube: FakeKube, namespace: str, name: str) -> dict[str, dict[str, int]]:
+        """"weight" and "copies" per artifact URI (the Models' spec.storageUri)."""
+        def uri(model: str | None) -> str:
+            return str(dig(kube.view(self.MODEL, namespace, model or ""), "spec", "storageUri"))
+
+        experiment = kube.view(self.EXPERIMENT, namespace, self.experiment)
+        if experiment is None:
+            return {"weight": {uri(name): 100} if kube.view(self.MODEL, namespace, name) else {}, "copies": {}}
+        weight: dict[str, int] = {}
+        for candidate in dig(experiment, "spec", "candidates") or []:
+            weight[uri(candidate.get("name"))] = weight.get(uri(candidate.get("name")), 0) + int(candidate.get("weight") or 0)
+        mirror = dig(experiment, "spec", "mirror") or {}
+        copies = {uri(mirror.get("name")): int(mirror.get("percent") or 100)} if mirror.get("name") else {}
+        return {"weight": weight, "copies": copies}
 
 
 # --- Prometheus ---------------------------------------------------------------------------------

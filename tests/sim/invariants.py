@@ -14,9 +14,8 @@ three ways (World.exposure, read from the objects alone, never from the operator
   Experiment's spec.mirror naming its Model (spec.mirror.percent);
 - cohort: a header cohort sent to it: on Gateway API a rule named `modelops-cohort-*` with a ref to
   its Service (rules the user wrote with header matches, pins, are the user's and not counted).
-"No traffic" below means none of the three: weight 0, no copies, no cohort. (The world simulates
-KServe, which has only weights, and Gateway API today; the Seldon readings are the definition for
-when it simulates those backends: World._side_exposure reads Gateway API's only.)
+"No traffic" below means none of the three: weight 0, no copies, no cohort. The world simulates all four
+backends; KServe has only weights, the Seldon ones no cohorts.
 
 - G1 rollback sticks. Once a status with phase RolledBack and failedVersion X is in the store,
   the first round after it that runs without injected faults on the newest object (a round handed
@@ -48,8 +47,8 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   Each distinct request id is acted on at most once: at most one history entry ever carries its
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
-  the backend object.
-- E evidence (Gateway API, whose route weights are the live split): a step passed by analysis (the
+  a backend object.
+- E evidence (Gateway API and Seldon, whose objects' weights are the live split): a step passed by analysis (the
   StepAdvanced out of it, or the automatic Promoted after the last) was judged on its own traffic: the
   store has carried the step's weight for the candidate without a break since a moment no later than
   the step's decision plus ROUTING_GRACE_SECONDS, or than the start of the passing analysis's window.
@@ -61,7 +60,9 @@ when it simulates those backends: World._side_exposure reads Gateway API's only.
   message saying "all traffic on stable" never stands beside a rule the operator refuses to drive (one
   selecting by header, query or method that names several of the deployment's Services, or one mixing such
   matches with path-only ones that names any of them) with a ref of non-zero weight to another version.
-- W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; the HTTPRoute's refs
+- W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; Seldon v1's non-shadow predictors
+  and Seldon v2's Experiment candidates have integer weights in 0..100 summing to 100 (a shadow predictor
+  none); the HTTPRoute's refs
   to the deployment's Services in its rules without header, query or method matches (a pin's
   are the user's) have integer weights in 0..100 summing to 100 (cohort rules do not take part),
   and its other rule stays as the user wrote it. Cohort rules (`modelops-cohort-*`): at most one
@@ -87,13 +88,19 @@ from modelops.rollout.engine import ACTIVE, ROUTING_GRACE_SECONDS, analysis_wind
 from .fakes import dig
 
 
-TOLERATED: set[str] = {"kserve-rolled-out-candidate"}
+TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round"}
 """What the schedule search steps over. Backend facts, not bugs:
 
 - kserve-rolled-out-candidate: after a 100 % step (HotSwap, or a last step of 100) KServe has rolled the
   candidate's revision out; a rollback restores stable's artifact as a new revision, and until that one is
   ready KServe keeps routing to the rolled-out one. Tolerated: traffic that reaches a version only through
   the rolled-out revision, until a settle plus one fault-free round.
+
+Known bugs (a named xfail(strict=True) test each):
+- two-problems-a-round: reconcile.py persists the problem it knows before applying (ModelVersionMissing), then
+  the apply's (BackendMisconfigured), in every round: two status writes a round, for as long as both last
+  (test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_update_writes_status_twice_a_round).
+  Tolerated: test_schedules.comes_to_rest's writes, when the status flips between exactly those two reasons.
 
 Fixed since, tolerance kept available (add the name back to step over a regression):
 - stale-echo-base: reconcile.py took a stale echo of an EARLIER own write as the base
@@ -135,7 +142,7 @@ class Checker:
         self.other_rule: Any = None
         self.checks = 0
         self.seen_status_rv: str | None = None
-        self.seen_backend_rv: str | None = None
+        self.seen_backend_rv: list[str] | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -153,7 +160,7 @@ class Checker:
 
     def start(self, world: Any) -> None:
         route = world.backend()
-        if route is not None and not world.kserve:
+        if route is not None and world.gateway:
             self.other_rule = other_rule(route)
         self.prev_live = world.live()
         self.prev_side = side_of(world)
@@ -328,24 +335,29 @@ class Checker:
         self.check(world, cohort_to <= wanted_cohort, "G3",
                    f"cohort rules to {sorted(cohort_to)} after a fault-free round; the persisted status says "
                    f"canary {canary} canaryMatch {status.canary_match}")
-        if not world.kserve and world.backend() is not None and "seldon" not in world.config.backend.lower():
+        if world.gateway and world.backend() is not None:
             rules = world.backend()["spec"]["rules"]
             cohorts = [r for r in rules if str(r.get("name") or "").startswith("modelops-cohort-")]
             self.check(world, not cohorts or bool(status.canary_match), "W",
                        f"cohort rules {[r['name'] for r in cohorts]} while no match step is persisted")
 
     def check_backend(self, world: Any) -> None:
-        backend = world.backend()
-        if backend is None or backend["metadata"]["resourceVersion"] == self.seen_backend_rv:
+        objects = world.backend_objects()
+        seen = [o["metadata"]["resourceVersion"] for o in objects]
+        if not objects or seen == self.seen_backend_rv:
             return
-        self.seen_backend_rv = backend["metadata"]["resourceVersion"]
-        text = json.dumps(backend)
+        self.seen_backend_rv = seen
+        text = json.dumps(objects)
         for uri in world.duplicate_uris:
             self.check(world, f'"{uri}"' not in text, "G5", f"duplicate claim's artifact {uri} is in the backend object")
+        backend = world.backend()
         if world.kserve:
             percent = dig(backend, "spec", "predictor", "canaryTrafficPercent")
             self.check(world, percent is None or (type(percent) is int and 0 <= percent <= 100), "W",
                        f"canaryTrafficPercent is {percent!r}")
+            return
+        if not world.gateway:
+            self.check_seldon_weights(world, objects)
             return
         ours = [r for rule in world.controller.plain_rules(backend) for r in rule.get("backendRefs") or []
                 if r.get("name") in world.services]
@@ -366,6 +378,22 @@ class Checker:
             mirrors = [f for f in rule.get("filters") or [] if f.get("type") == "RequestMirror"
                        and dig(f, "requestMirror", "backendRef", "name") in world.services]
             self.check(world, len(mirrors) <= 1, "W", f"a model rule mirrors to several versions: {mirrors}")
+
+    def check_seldon_weights(self, world: Any, objects: list[dict[str, Any]]) -> None:
+        """W on Seldon: v1's non-shadow predictors, and v2's Experiment candidates, have integer weights in 0..100
+        summing to 100; a v1 shadow predictor has traffic 0."""
+        for obj in objects:
+            if obj["kind"] == "SeldonDeployment":
+                predictors = dig(obj, "spec", "predictors") or []
+                weights = [p.get("traffic", 0) for p in predictors if not p.get("shadow")]
+                shadows = [p.get("traffic", 0) for p in predictors if p.get("shadow")]
+                self.check(world, not any(shadows), "W", f"a shadow predictor takes traffic: {shadows}")
+            elif obj["kind"] == "Experiment":
+                weights = [c.get("weight") for c in dig(obj, "spec", "candidates") or []]
+            else:
+                continue
+            self.check(world, all(type(w) is int and 0 <= w <= 100 for w in weights) and sum(weights) == 100, "W",
+                       f"{obj['kind']} weights {weights}")
 
     # --- edits and rounds ---------------------------------------------------------------------------------
 
@@ -414,7 +442,7 @@ class Checker:
         """H, after a round as in G3 (problems reported or not)."""
         from .world import STATS
 
-        refused = [] if world.kserve else refused_rules(world.backend(), set(world.services))
+        refused = [] if not world.gateway else refused_rules(world.backend(), set(world.services))
         if refused:
             STATS["rounds beside a refused rule"] += 1
             STATS["rounds beside a refused rule, rolled back"] += status.phase is Phase.RolledBack

@@ -15,7 +15,7 @@ from modelops.routers.base import APPLIED_WEIGHTS, OWNER_ANNOTATION
 from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE,
                                      REVISION_VERSIONS, VERSION_MODELS)
 
-from .fakes import FailOn, Fault, dig, owners_of
+from .fakes import FailOn, Fault, dig, owners_of, server_side_apply
 from .world import GITOPS, NAME, NS, World, new_world, uri_of
 
 KSERVE_FIELDS = {
@@ -83,7 +83,7 @@ def test_after_a_gateway_rollout_the_operator_owns_the_rules_and_its_record_only
 
 # --- GitOps re-applies mid-rollout ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["kserve", "gatewayAPI"])
+@pytest.mark.parametrize("backend", ["kserve", "gatewayAPI", "seldon"])
 def test_a_git_reapply_respecting_the_operator_mid_rollout_changes_nothing_and_the_rollout_goes_on(worlds, backend):
     w = new_world(worlds, backend, steps=(10, 25, 50))
     start(w)
@@ -238,3 +238,19 @@ def test_a_route_deleted_between_the_read_and_the_apply_is_not_recreated(worlds)
     w.tick(10)
     synced = next(c for c in w.status().conditions if c.type == "Synced")
     assert (synced.status, synced.reason) == ("False", "BackendMisconfigured") and "not found" in synced.message
+
+
+def test_an_apply_that_no_longer_sends_any_field_of_an_object_removes_the_object(worlds):
+    """As the API server does (structured-merge-diff leaves the emptied object null, and a custom resource's null
+    field is dropped): the Experiment's spec.mirror goes whole when the operator stops sending its fields."""
+    def experiment(spec: dict) -> dict:
+        return {"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Experiment", "metadata": {"name": "x"}, "spec": spec}
+
+    candidates = [{"name": "fraud", "weight": 80}, {"name": "fraud-v1-1-0", "weight": 20}]
+    live = server_side_apply(None, experiment({"candidates": candidates, "mirror": {"name": "fraud-v1-1-0",
+                                                                                   "percent": 30}}),
+                             FIELD_MANAGER, False, "t1")
+    after = server_side_apply(live, experiment({"candidates": candidates}), FIELD_MANAGER, False, "t2")
+    assert after["spec"] == {"candidates": candidates}
+    assert owners_of(after)[(FIELD_MANAGER, "Apply", "")] == {("spec", "candidates")}
+

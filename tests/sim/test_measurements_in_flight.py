@@ -20,7 +20,7 @@ from .test_drills import FALLBACK, STABLE, promoted
 from .test_named_defects import start
 from .world import World, new_world
 
-BACKENDS = ["kserve", "gatewayAPI"]
+BACKENDS = ["kserve", "gatewayAPI", "seldon", "seldonV2"]
 
 
 class AnswersAfter:

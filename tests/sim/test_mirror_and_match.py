@@ -1,4 +1,4 @@
-"""Mirror and match steps through the real round (world.py), on Gateway API: named examples.
+"""Mirror and match steps through the real round (world.py), on Gateway API and Seldon: named examples.
 
 The schedule search (test_schedules.py) draws mirror and match steps too; these pin two stories
 by name. Exposure (weight, copies, cohort) is defined in invariants.py, and the invariants are
@@ -106,3 +106,32 @@ def test_gitops_reapply_of_the_route_during_a_mirror_or_match_step_keeps_it(worl
     w.round()
     assert w.traffic_fields() == rules and exposed_by(w, CANDIDATE) == {kind}
     assert w.status().canary_version == CANDIDATE and (w.status().canary_mirror or w.status().canary_match)
+
+
+@pytest.mark.parametrize("backend, steps", [("seldon", ("m100", 10, 50)), ("seldonV2", ("m30", 20))])
+def test_a_seldon_mirror_step_copies_to_the_candidate_then_its_weighted_steps_take_the_mirror_away_and_promote(
+        worlds, backend, steps):
+    """Seldon v1 copies every request to a shadow predictor; Seldon v2 copies the Experiment's mirror percent. The
+    weighted step after the mirror step removes the copies (v2: spec.mirror goes from the Experiment), and the
+    rollout goes on to promotion, after which the operator writes nothing more."""
+    w = new_world(worlds, backend, steps=steps)
+    mirror = int(steps[0][1:])
+    start_step(w, "copies")
+    s = w.status()
+    assert (s.canary_weight, s.canary_mirror) == (0, mirror)
+    assert w.live() == {"1.0.0": 100} and side(w) == {"copies": {CANDIDATE: mirror}, "cohort": {}}
+    for _ in range(12):
+        w.tick(10)
+        if w.status().canary_weight:
+            break
+    assert w.status().canary_mirror == 0 and side(w)["copies"] == {}, w.trace[-4:]
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is Phase.Stable:
+            break
+    s = w.status()
+    assert s.phase is Phase.Stable and s.stable_version == CANDIDATE and w.live() == {CANDIDATE: 100}, w.trace[-4:]
+    settled = len(w.kube.calls)
+    w.tick(10)
+    assert not [c for c, _ in w.kube.calls[settled:] if c.verb not in ("get", "list")]
+

@@ -1,4 +1,4 @@
-"""Hypothesis-generated schedules against the real round, on KServe and on Gateway API.
+"""Hypothesis-generated schedules against the real round, on KServe, Gateway API, Seldon Core v1 and Seldon Core v2.
 
 A schedule is a starting configuration (its steps weighted only, or with mirror and match steps where
 the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time there) and up to ~40 operations (rounds, settles, time, metric
@@ -8,9 +8,11 @@ to drive added and removed by hand, ModelVersions deleted or claimed twice, faul
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
-Sizing: each backend runs `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py):
-3 x 300 = 900 per backend by default (1,800 schedules), 10 x 5,000 = 50,000 per backend with
-HYPOTHESIS_PROFILE=thorough (100,000 schedules).
+Sizing: KServe and Gateway API run `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py),
+3 x 300 = 900 each by default; the two Seldon backends `SELDON_SCALE` times, 2 x 300 = 600 each (together
+about 31 s of CPU on the 2-core development machine, so that they add no more than about 40 s to the default
+run): 3,000 schedules. With HYPOTHESIS_PROFILE=thorough every backend runs 10 x 5,000 = 50,000 (200,000
+schedules).
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelops.reconcile import DEPLOYMENTS
+
 from .fakes import BEHAVIOURS, Fault
-from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, step_sets
+from .invariants import TOLERATED
+from .world import EXPOSURE_STEP_SETS, NAME, NS, VERSION_NAMES, Config, World, step_sets
 
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 3
+SELDON_SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 2
 
 
-def scaled() -> settings:
-    return settings(max_examples=settings().max_examples * SCALE, deadline=None, database=None,
+def scaled(scale: int = SCALE) -> settings:
+    return settings(max_examples=settings().max_examples * scale, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 
@@ -151,7 +157,18 @@ def comes_to_rest(world: World) -> None:
     world.round()
     world.round()
     writes = [call for call, _ in world.kube.calls[checked_from:] if call.verb not in ("get", "list")]
+    if "two-problems-a-round" in TOLERATED and flips_between_two_problems(world):
+        return
     assert not writes, f"the operator still writes with the clock stopped: {writes}\n" + "\n".join(world.trace[-12:])
+
+
+def flips_between_two_problems(world: World) -> bool:
+    """Known bug `two-problems-a-round` (invariants.TOLERATED): the last status writes alternate between Synced
+    reasons ModelVersionMissing and BackendMisconfigured."""
+    revisions = world.kube.revisions[(DEPLOYMENTS.plural, NS, NAME)][-4:]
+    reasons = [next((c.get("reason") for c in (r.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"),
+                    None) for r in revisions]
+    return set(reasons) == {"ModelVersionMissing", "BackendMisconfigured"}
 
 
 FIRST = st.sampled_from([None, *VERSION_NAMES[1:]])
@@ -171,4 +188,16 @@ def test_kserve_schedules(config, first, ops):
 @scaled()
 @given(config=configs("gatewayAPI"), first=FIRST, ops=schedule("gatewayAPI"))
 def test_gateway_api_schedules(config, first, ops):
+    simulate(config, first, ops)
+
+
+@scaled(SELDON_SCALE)
+@given(config=configs("seldon"), first=FIRST, ops=schedule("seldon"))
+def test_seldon_schedules(config, first, ops):
+    simulate(config, first, ops)
+
+
+@scaled(SELDON_SCALE)
+@given(config=configs("seldonV2"), first=FIRST, ops=schedule("seldonV2"))
+def test_seldon_v2_schedules(config, first, ops):
     simulate(config, first, ops)

@@ -32,6 +32,8 @@ from modelops.routers.base import unit_name
 from modelops.routers.gateway_api import HTTP_ROUTE
 from modelops.routers.kserve import INFERENCE_SERVICE
 from modelops.routers.registry import routers_for
+from modelops.routers.seldon import SELDON_DEPLOYMENT
+from modelops.routers.seldon_v2 import EXPERIMENT, MODEL as SELDON_MODEL
 from modelops.handlers import driver_of
 from modelops.watched import WatchedObjects
 
@@ -41,8 +43,9 @@ from pydantic import ValidationError
 
 from modelops.kube import FIELD_MANAGER
 
-from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController, KServeController, clone,
-                    leaves, merge, owners_of, provider_factory)
+from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController, KServeController,
+                    SeldonController, SeldonV2Controller, clone, leaves, merge, owners_of, provider_factory,
+                    remove_leaf)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -78,6 +81,11 @@ REFUSED_RULE = {"name": "sre-debug-split",
 """A rule the operator refuses to drive: it selects by a header and names two of the model's Services."""
 
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
+SELDON_EXPERIMENT = f"{NAME}-rollout"
+"""The Experiment routers.seldon_v2 writes for the deployment (serving.seldonV2.experiment unset)."""
+BACKEND_RESOURCES = {"kserve": (INFERENCE_SERVICE,), "gatewayAPI": (HTTP_ROUTE,), "seldon": (SELDON_DEPLOYMENT,),
+                     "seldonV2": (SELDON_MODEL, EXPERIMENT)}
+"""The kinds of backend object each backend's router drives (all watched), the one Git holds first."""
 
 STATS: Counter = Counter()
 """Figures over the whole test session: schedules, rounds, crashes, checks, Git re-applies (printed by conftest)."""
@@ -122,8 +130,8 @@ def deployment_spec(config: Config, version: str = "1.0.0") -> dict[str, Any]:
     checks = [errors]
     if config.relative:
         checks.append({"name": "accuracy", "query": 'sim_accuracy{version="{{version}}"}', "maxDropPercent": 5})
-    if config.backend == "kserve":
-        serving: dict[str, Any] = {"backend": "kserve"}
+    if config.backend != "gatewayAPI":
+        serving: dict[str, Any] = {"backend": config.backend}
     else:
         serving = {"backend": "gatewayAPI", "gatewayAPI": {
             "route": NAME, "port": 8080, "services": {v: f"{NAME}-{unit_name(v)}" for v in VERSION_NAMES}}}
@@ -177,8 +185,11 @@ class World:
         """Artifact URI -> the version it is (duplicate claims get a label of their own)."""
         self.duplicate_uris: set[str] = set()
         self.kserve = self.config.backend == "kserve"
-        self.controller = KServeController() if self.kserve else GatewayController()
-        self.backend_resource = INFERENCE_SERVICE if self.kserve else HTTP_ROUTE
+        self.gateway = self.config.backend == "gatewayAPI"
+        self.controller = {"kserve": KServeController, "gatewayAPI": GatewayController, "seldon": SeldonController,
+                           "seldonV2": lambda: SeldonV2Controller(SELDON_EXPERIMENT)}[self.config.backend]()
+        self.backend_resource = BACKEND_RESOURCES[self.config.backend][0]
+        """The object git_manifest describes and backend() reads (on Seldon v2 the stable Model)."""
         self.services = {f"{NAME}-{unit_name(v)}": v for v in VERSION_NAMES}
         self.watched = self._watch()
         self.shell = Shell(self.kube, routers_for(self.watched), provider_factory(self.behaviour, self.role), self.events,
@@ -188,8 +199,8 @@ class World:
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
         self.valid_spec = ModelDeploymentSpec.model_validate(self.obj()["spec"])
         """The spec of the last valid edit: the one a round runs under while a later edit is refused."""
-        if not self.kserve:  # the user's HTTPRoute, as Git holds it (git_manifest), created by the user
-            self.kube.world_put(HTTP_ROUTE, NS, self.git_manifest())
+        if self.gateway or self.config.backend == "seldon":  # the user's object, as Git holds it, created by the user
+            self.kube.world_put(self.backend_resource, NS, self.git_manifest())
         self.checker = self.checker or Checker()
         self.checker.start(self)
         STATS["schedules"] += 1
@@ -235,7 +246,9 @@ class World:
     def _side_exposure(self) -> dict[str, dict[str, int]]:
         copies: dict[str, int] = {}
         cohorts: dict[str, int] = {}
-        if not self.kserve:
+        if self.config.backend.startswith("seldon"):
+            copies = self._by_label(self._seldon_exposure()["copies"])
+        if self.gateway:
             route = self.backend()
             for service, percent in self.controller.mirrors(route).items():
                 label = self.services.get(service, f"unknown:{service}")
@@ -252,6 +265,8 @@ class World:
             for uri, percent in self.controller.live_uris(self.kube, INFERENCE_SERVICE, NS, NAME).items():
                 label = self.uri_labels.get(uri or "", f"unknown:{uri}")
                 out[label] = out.get(label, 0) + percent
+        elif not self.gateway:
+            out = self._by_label(self._seldon_exposure()["weight"])
         else:
             for service, weight in self.controller.live_services(self.kube, HTTP_ROUTE, NS, NAME).items():
                 if service == "other-svc":
@@ -259,6 +274,21 @@ class World:
                 label = self.services.get(service, f"unknown:{service}")
                 out[label] = out.get(label, 0) + weight
         return {k: v for k, v in out.items() if v}
+
+    def _seldon_exposure(self) -> dict[str, dict[str, int]]:
+        return self.controller.exposure(self.kube, NS, NAME)
+
+    def _by_label(self, per_uri: dict[str, int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for uri, percent in per_uri.items():
+            label = self.uri_labels.get(uri, f"unknown:{uri}")
+            out[label] = out.get(label, 0) + percent
+        return out
+
+    def backend_objects(self) -> list[dict[str, Any]]:
+        """Every backend object of the deployment's kinds in the namespace, as stored (read-only)."""
+        plurals = {r.plural for r in BACKEND_RESOURCES[self.config.backend]}
+        return [obj for (plural, ns, _), obj in sorted(self.kube.objects.items()) if plural in plurals and ns == NS]
 
     def backend_is_ours(self) -> bool:
         """The backend object is this deployment's to drive: absent (KServe's is created), or annotated for it."""
@@ -303,25 +333,29 @@ class World:
 
     def _watch(self) -> WatchedObjects:
         """The operator's copies of backend objects, as a (re)started operator has them: none delivered yet."""
-        self.backend_delivered: str | None = None
-        return WatchedObjects(self.kube, [self.backend_resource],
+        self.backend_delivered: dict[tuple[str, str, str], str] = {}
+        return WatchedObjects(self.kube, BACKEND_RESOURCES[self.config.backend],
                               lambda obj: driver_of(obj.get("metadata") or {}) is not None)
 
     def deliver_backend(self, stale: bool) -> None:
-        """The backend object's watch events since the last delivered, in order, as a watch delivers them: up to
+        """Each backend object's watch events since the last delivered, in order, as a watch delivers them: up to
         its newest version, or (stale) up to the one before it; DELETED once when it is gone. A (re)started
         operator's watch begins with the newest version, as a listing does."""
-        key = (self.backend_resource.plural, NS, NAME)
-        revisions = self.kube.revisions.get(key, [])
-        group, plural = self.backend_resource.group, self.backend_resource.plural
+        for resource in BACKEND_RESOURCES[self.config.backend]:
+            for key in sorted(k for k in self.kube.revisions if k[0] == resource.plural and k[1] == NS):
+                self._deliver_object(resource, key, stale)
+
+    def _deliver_object(self, resource: Any, key: tuple[str, str, str], stale: bool) -> None:
+        revisions = self.kube.revisions[key]
+        group, plural = resource.group, resource.plural
         if key not in self.kube.objects:
-            if self.backend_delivered not in (None, "deleted"):
+            if self.backend_delivered.get(key) not in (None, "deleted"):
                 gone = clone(revisions[-1])
                 gone["metadata"]["resourceVersion"] = self.kube._next_rv()
                 self.watched.saw(group, plural, "DELETED", gone)
-                self.backend_delivered = "deleted"
+                self.backend_delivered[key] = "deleted"
             return
-        delivered = None if self.backend_delivered == "deleted" else self.backend_delivered
+        delivered = None if self.backend_delivered.get(key) == "deleted" else self.backend_delivered.get(key)
         due = [r for r in revisions if delivered is None or int(r["metadata"]["resourceVersion"]) > int(delivered)]
         if delivered is None:
             due = due[-1:]
@@ -329,7 +363,7 @@ class World:
             due = due[:-1]
         for obj in due:
             self.watched.saw(group, plural, "MODIFIED", clone(obj))
-            self.backend_delivered = obj["metadata"]["resourceVersion"]
+            self.backend_delivered[key] = obj["metadata"]["resourceVersion"]
 
     def round(self, stale: bool = False) -> RoundInfo:
         self.deliver_backend(stale)
@@ -459,11 +493,20 @@ class World:
         self._note(f"faults next calls: {[str(f) if f else '-' for f in faults]}")
         self.checker.after(self, "faults", None)
 
-    def git_manifest(self) -> dict[str, Any]:
+    def git_manifest(self) -> dict[str, Any] | None:
         """The backend object as the user keeps it in Git. The HTTPRoute: the model's rule, and another rule the
-        operator must not touch. The InferenceService: stable's first artifact, plus a label of the user's. Both
-        handed to this ModelDeployment the documented way (routers.base.OWNER_ANNOTATION)."""
+        operator must not touch. The InferenceService: stable's first artifact, plus a label of the user's. The
+        SeldonDeployment: one predictor serving stable's first artifact, with a label of the user's. All handed to
+        this ModelDeployment the documented way (routers.base.OWNER_ANNOTATION). Seldon v2's Models and Experiment
+        are the operator's own, created by it: none in Git."""
         meta = {"name": NAME, "annotations": {OWNER: NAME}}
+        if self.config.backend == "seldonV2":
+            return None
+        if self.config.backend == "seldon":
+            return {"apiVersion": SELDON_DEPLOYMENT.api_version, "kind": SELDON_DEPLOYMENT.kind,
+                    "metadata": {**meta, "labels": {"app.kubernetes.io/part-of": "fraud"}},
+                    "spec": {"predictors": [{"name": unit_name("1.0.0"), "replicas": 1, "traffic": 100, "graph": {
+                        "name": "model", "implementation": "SKLEARN_SERVER", "modelUri": uri_of("1.0.0")}}]}}
         if self.kserve:
             return {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
                     "metadata": {**meta, "labels": {"app.kubernetes.io/part-of": "fraud"}},
@@ -478,7 +521,7 @@ class World:
     def refused_rule(self, present: bool) -> None:
         """An SRE adds by hand (kubectl, mid-rollout), or removes, a rule the operator refuses to drive: a header
         match that splits between stable's and the next version's Services (REFUSED_RULE). No-op on KServe."""
-        if self.kserve or self.backend() is None:
+        if not self.gateway or self.backend() is None:
             return
         rules = [r for r in self.traffic_fields() or [] if r.get("name") != REFUSED_RULE["name"]]
         self.kube.world_patch(HTTP_ROUTE, NS, NAME, {"spec": {"rules": rules + ([clone(REFUSED_RULE)] if present else [])}})
@@ -487,13 +530,15 @@ class World:
 
     def rules_held_by_hand(self) -> bool:
         """The HTTPRoute's rules are owned by a person's kubectl edit (refused_rule)."""
-        return not self.kserve and any(manager == "kubectl" and ("spec", "rules") in paths
+        return self.gateway and any(manager == "kubectl" and ("spec", "rules") in paths
                                        for (manager, _, _), paths in owners_of(self.backend()).items())
 
     def traffic_fields(self) -> dict[str, Any]:
-        """What decides traffic on the backend object: the KServe predictor, or the HTTPRoute's rules."""
+        """What decides traffic on the backend object: the KServe predictor, the HTTPRoute's rules, or the
+        SeldonDeployment's predictors."""
         backend = self.backend() or {}
-        return clone((backend.get("spec") or {}).get("predictor" if self.kserve else "rules"))
+        field = {"kserve": "predictor", "gatewayAPI": "rules", "seldon": "predictors"}.get(self.config.backend)
+        return clone((backend.get("spec") or {}).get(field))
 
     def git_apply(self, respect_operator: bool = True, manifest: dict[str, Any] | None = None) -> str:
         """The GitOps tool re-applies the Git manifest server-side as its own manager, without force.
@@ -502,19 +547,19 @@ class World:
         RespectIgnoreDifferences=true sends it: without each field the operator's manager owns where Git's value
         differs from the live one. Otherwise Git's values as they are, which must be refused (409 naming the
         operator's manager) wherever they would change what the operator drives. Either way nothing that decides
-        traffic moves. Returns "applied", "conflict" or "absent" (no object yet)."""
+        traffic moves. Returns "applied", "conflict" or "absent" (no object yet, or none in Git: Seldon v2)."""
         backend = self.backend()
-        if backend is None:
-            self._note("git apply: no backend object yet")
-            return "absent"
         manifest = clone(manifest or self.git_manifest())
+        if backend is None or manifest is None:
+            self._note("git apply: no backend object yet, or none in Git")
+            return "absent"
         if respect_operator:
             operators = set().union(*(paths for (manager, _, sub), paths in owners_of(backend).items()
                                       if manager == FIELD_MANAGER and not sub))
             live = leaves(backend)
             for path, value in leaves(manifest).items():
                 if path in operators and live.get(path, object()) != value:
-                    _drop(manifest, path)
+                    remove_leaf(manifest, path)
         before = (self.traffic_fields(), self.exposure())
         try:
             self.kube.world_apply(self.backend_resource, NS, NAME, manifest, GITOPS)
@@ -579,17 +624,6 @@ class World:
             # is now refused was served legitimately before: its artifact may still be in the backend).
             self.duplicate_uris.add(uri)
             self.uri_labels[uri] = f"{version}~duplicate"
-
-
-def _drop(obj: dict[str, Any], path: tuple[str, ...]) -> None:
-    """Removes the field at `path`, and the objects it leaves empty."""
-    parents = [obj]
-    for key in path[:-1]:
-        parents.append(parents[-1][key])
-    parents[-1].pop(path[-1], None)
-    for parent, key in zip(reversed(parents[:-1]), reversed(path[:-1])):
-        if parent[key] == {}:
-            parent.pop(key)
 
 
 def new_world(worlds: list[World], backend: str = "kserve", **config) -> World:
