@@ -36,6 +36,10 @@ def check(**kw):
         ({"maxIncreasePercent": 10}, Measurement(0.01, baseline=0.0), Verdict.Fail, "<= 0"),
         ({"maxDropPercent": 10}, Measurement(-1.1, baseline=-1.0), Verdict.Pass, "within"),
         ({"maxDropPercent": 10}, Measurement(-1.2, baseline=-1.0), Verdict.Fail, ">= -1.1"),
+        # On the bound up to float rounding: Prometheus' rate ratio for exactly 95 % right answers.
+        ({"maxDropPercent": 5}, Measurement(0.9499999999999998, baseline=1.0), Verdict.Pass, "within"),
+        ({"min": 0.3}, Measurement(0.2999999), Verdict.Fail, "breaks the limit >= 0.3"),
+        ({"max": 0.3}, Measurement(0.1 + 0.2), Verdict.Pass, "within <= 0.3"),
     ],
 )
 def test_verdicts_explain_themselves(limits, measured, verdict, words):

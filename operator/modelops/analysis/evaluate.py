@@ -117,12 +117,21 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     if check.sequential is not None:
         return result(*_weigh(check, measured))
     for kind, bound, words in bounds:
-        if (kind == "min" and value < bound) or (kind == "max" and value > bound):
+        if _breaks(kind, value, bound):
             return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
     if math.isinf(value):
         # Typically x / 0: not a measurement, so never a pass (it fails above when it breaks a bound).
         return result(Verdict.NoData, f"{_fmt(value)} is not a measurement (a division by zero?)")
     return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
+
+
+def _breaks(kind: str, value: float, bound: float) -> bool:
+    """Whether `value` is beyond an inclusive bound. A value equal to the bound up to float rounding is on it:
+    Prometheus' rate ratios carry noise in the last bits (0.95 comes back as 0.9499999999999998), and a
+    relative bound is itself a product of floats."""
+    if math.isclose(value, bound, rel_tol=1e-9):
+        return False
+    return value < bound if kind == "min" else value > bound
 
 
 def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
