@@ -349,23 +349,36 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
                                                              rfc3339(shell.clock())))
         note_problem(shell, obj, refused)
         return IDLE_SECONDS, refused
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    versions, target, router = catalog(records), Target(namespace, name, serving), shell.routers[serving.backend]
+    # The status must not say "all traffic on stable" beside a rule the backend carries but the operator refuses.
+    memory.refused = await refused_routing(router, target, versions, status, memory.refused)
     # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
     # limit is the largest, so that no entry the real spec keeps is cut.
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
     decision = fail_safe(stand_in, status, refused.message, shell.clock(),
                          Observations(ready_versions=None, refused=memory.refused))
     await persist(shell, obj, memory, old, decision, refused)
-    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
     post(shell, obj, decision.events, ())
-    versions, settled = catalog(records), True
+    settled = True
     if decision.intent is not None:
-        target = Target(namespace, name, serving)
-        settled = await apply_intent(shell, obj, shell.routers[serving.backend], target, decision.intent, versions,
-                                     None)
+        settled = await apply_intent(shell, obj, router, target, decision.intent, versions, None)
     await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
+
+
+async def refused_routing(router: Router, target: Target, versions: Catalog, status: ModelDeploymentStatus,
+                          known: str | None) -> str | None:
+    """What of the routing the backend refuses, as read now; `known` when the backend cannot be read."""
+    try:
+        backend = await router.observe(target, versions.specs, intent_of(status))
+    except BackendMisconfigured as e:
+        return str(e)
+    except EXPECTED:
+        return known
+    return "; ".join(backend.refused) or None
 
 
 def serving_of(obj: Mapping[str, Any]) -> Serving | None:

@@ -152,8 +152,6 @@ def test_an_api_that_keeps_failing_is_backed_off_while_the_spec_is_refused(world
     assert delays == sorted(delays) and delays[-1] >= 8, delays  # it was 1 s every round
 
 
-@pytest.mark.xfail(strict=True, reason="the round under a refused spec after a restart never reads which rules the "
-                                       "backend refuses")
 def test_a_refused_rule_beside_a_rollback_under_a_refused_spec_after_a_restart_is_not_called_all_traffic_on_stable(
         worlds):
     w = new_world(worlds, "gatewayAPI")
