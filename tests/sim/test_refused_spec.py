@@ -165,3 +165,21 @@ def test_a_refused_rule_beside_a_rollback_under_a_refused_spec_after_a_restart_i
     assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
     assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message, s.message
     assert_refusal_reported(w, "analysis.interval")
+
+
+@pytest.mark.xfail(strict=True, reason="fail_safe keeps an earlier rollback's words whatever the backend now refuses")
+def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_all_traffic_on_stable_beside_a_refused_rule(
+        worlds):
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    w.request("A", "Abort")
+    w.tick(1)
+    assert w.status().message.endswith("all traffic on stable 1.0.0"), w.trace[-4:]
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.restart()
+    w.refused_rule(True)
+    w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
+    assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message, s.message
+    assert_refusal_reported(w, "analysis.interval")
