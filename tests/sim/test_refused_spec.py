@@ -167,7 +167,6 @@ def test_a_refused_rule_beside_a_rollback_under_a_refused_spec_after_a_restart_i
     assert_refusal_reported(w, "analysis.interval")
 
 
-@pytest.mark.xfail(strict=True, reason="fail_safe keeps an earlier rollback's words whatever the backend now refuses")
 def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_all_traffic_on_stable_beside_a_refused_rule(
         worlds):
     w = new_world(worlds, "gatewayAPI")
