@@ -94,7 +94,7 @@ from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SEC
 from .fakes import dig
 
 
-TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round"}
+TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round", "abort-unjudged-pinned"}
 """What the schedule search steps over. Backend facts, not bugs:
 
 - kserve-rolled-out-candidate: after a 100 % step (HotSwap, or a last step of 100) KServe has rolled the
@@ -107,6 +107,10 @@ Known bugs (a named xfail(strict=True) test each):
   the apply's (BackendMisconfigured), in every round: two status writes a round, for as long as both last
   (test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_update_writes_status_twice_a_round).
   Tolerated: test_schedules.comes_to_rest's writes, when the status flips between exactly those two reasons.
+- abort-unjudged-pinned: reconcile.refuse_unjudged (a refused spec, none accepted since a restart) acts on no
+  request, and its fail_safe leaves a candidate pinned by trafficOverride in flight: an Abort waits for the spec's
+  fix (test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out).
+  Tolerated: G4, for a round as `RoundInfo.unjudged` says, of a candidate pinned when it began.
 
 Fixed since, tolerance kept available (add the name back to step over a regression):
 - stale-echo-base: reconcile.py took a stale echo of an EARLIER own write as the base
@@ -471,6 +475,8 @@ class Checker:
             return
         candidate = before.canary_version
         if before.phase not in ACTIVE or candidate is None or info.obj["spec"]["version"] != candidate:
+            return
+        if "abort-unjudged-pinned" in TOLERATED and info.unjudged and before.pinned_weight is not None:
             return
         handled = request["id"] in status.handled_requests or info.unjudged  # rolled back by fail_safe instead
         self.check(world, status.phase is Phase.RolledBack and status.failed_version == candidate

@@ -182,3 +182,20 @@ def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_
     assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
     assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message, s.message
     assert_refusal_reported(w, "analysis.interval")
+
+
+@pytest.mark.xfail(strict=True, reason="a round with no accepted spec acts on no request, and fail_safe leaves a "
+                                       "pinned candidate where it is")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out(worlds, backend):
+    """G4: an Abort never waits for a fix of another field, a pin (trafficOverride) or a restart notwithstanding."""
+    w = new_world(worlds, backend)
+    start(w)
+    w.override(0)
+    w.tick(1)
+    w.restart()
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.request("A", "Abort")
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.canary_version is None and "1.1.0" not in w.live(), w.trace[-6:]
