@@ -34,7 +34,8 @@ What is faked, and why:
   receives from the backend objects (live traffic, copies, cohorts).
 - FakeProvider and `provider_factory`: the Prometheus provider, answering each PromQL text by
   the version label rendered into it, with the values and the ProviderErrors the real
-  provider produces (scalars, strings and garbage are `bad_response` there).
+  provider produces (scalars, strings and garbage are `bad_response` there); `AnswersAfter` runs
+  something (watch events, say) before it answers each query: a measurement in flight meanwhile.
 - Events: a list of (type, reason, message); FakeClock: the only clock of a simulation.
 """
 
@@ -47,7 +48,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -931,6 +932,30 @@ def provider_factory(behaviour: dict[str, str], role: Callable[[str], str], made
         if made is not None:
             made.append(provider)
         return provider
+
+    return make
+
+
+class AnswersAfter:
+    """A provider that runs `meanwhile` before it answers each query as the wrapped one does: events that arrive
+    while the query is still unanswered. Each query is added to `asked` as it is sent."""
+
+    def __init__(self, inner: Any, meanwhile: Callable[[], Awaitable[None]], asked: list[str] | None = None):
+        self.inner, self.meanwhile, self.asked = inner, meanwhile, asked
+
+    async def query(self, promql: str, at: Any, *, batch: str | None = None) -> float | None:
+        if self.asked is not None:
+            self.asked.append(promql)
+        await self.meanwhile()
+        return await self.inner.query(promql, at, batch=batch)
+
+
+def answering_after(made: Callable[..., Awaitable[Any]], meanwhile: Callable[[], Awaitable[None]],
+                    asked: list[str] | None = None):
+    """The provider factory `made`, its providers wrapped in AnswersAfter(meanwhile, asked)."""
+
+    async def make(config: Any, asker: Asker, cap: float) -> AnswersAfter:
+        return AnswersAfter(await made(config, asker, cap), meanwhile, asked)
 
     return make
 

@@ -66,6 +66,11 @@ backends; KServe has only weights, the Seldon ones no cohorts.
   refuses (World.refuse_spec: the round runs under the last spec it accepted, and says so).
 - D drill limit: after a round without injected faults on the newest object (problems reported or not), no drill started MAX_DRILL_SECONDS or longer ago is still in the status,
   whatever spec stands (a refused one included).
+- M measurements amid events (World.event_storm): watch events that are no new generation of the spec (a backend
+  object's, an EndpointSlice's, a ModelVersion's, the echo of the operator's own write) arriving while an
+  analysis' queries are unanswered never make it give up: after such a round without injected faults on the
+  newest object, the analysis is recorded (lastAnalysisAt moves), and a failed one is counted (one more
+  consecutive failure, unless the candidate left).
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; Seldon v1's non-shadow predictors
   and Seldon v2's Experiment candidates have integer weights in 0..100 summing to 100 (a shadow predictor
   none); the HTTPRoute's refs
@@ -87,7 +92,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
+from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Outcome, Phase
 from modelops.api.types import duration_seconds
 from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
 
@@ -452,6 +457,19 @@ class Checker:
             if ban.armed and ban.settled_ready:
                 ban.exempt_expired = True
             ban.armed = True
+
+    def check_measured(self, world: Any, info: Any, asked: list[str]) -> None:
+        """M, after a round of an event storm (World.event_storm) whose analysis asked its queries."""
+        if not asked or info.crashed or info.faulted or not info.fresh:
+            return
+        status, before = world.status(), info.before
+        self.check(world, status.last_analysis_at is not None and status.last_analysis_at != before.last_analysis_at,
+                   "M", f"an analysis asked {len(asked)} queries amid watch events, and none was recorded "
+                        f"(last analysis {before.last_analysis_at} -> {status.last_analysis_at})")
+        if status.last_outcome is Outcome.Failed and status.canary_version == before.canary_version:
+            self.check(world, status.consecutive_failures == before.consecutive_failures + 1, "M",
+                       f"a failed analysis amid watch events counted {before.consecutive_failures} -> "
+                       f"{status.consecutive_failures} failures")
 
     def check_honest(self, world: Any, status: ModelDeploymentStatus) -> None:
         """H, after a round as in G3 (problems reported or not)."""

@@ -9,13 +9,13 @@ unanswered (the provider sets them before it answers)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import pytest
 
 from modelops.api.modeldeployment import Phase, Verdict
 
-from .fakes import provider_factory
+from .fakes import answering_after, provider_factory
 from .test_drills import FALLBACK, STABLE, promoted
 from .test_named_defects import start
 from .world import World, new_world
@@ -23,24 +23,8 @@ from .world import World, new_world
 BACKENDS = ["kserve", "gatewayAPI", "seldon", "seldonV2"]
 
 
-class AnswersAfter:
-    """A provider that runs `meanwhile` before it answers each query as the wrapped one does."""
-
-    def __init__(self, inner: Any, meanwhile: Callable[[], Awaitable[None]]):
-        self.inner, self.meanwhile = inner, meanwhile
-
-    async def query(self, promql: str, at: Any, *, batch: str | None = None) -> float | None:
-        await self.meanwhile()
-        return await self.inner.query(promql, at, batch=batch)
-
-
 def slow_provider(w: World, meanwhile: Callable[[], Awaitable[None]]) -> None:
-    made = provider_factory(w.behaviour, w.role)
-
-    async def make(config: Any, namespace: str, cap: float) -> AnswersAfter:
-        return AnswersAfter(await made(config, namespace, cap), meanwhile)
-
-    w.shell.providers = make
+    w.shell.providers = answering_after(provider_factory(w.behaviour, w.role), meanwhile)
 
 
 def watch_events(w: World, wakes: list[int]) -> Callable[[], Awaitable[None]]:
@@ -132,3 +116,20 @@ def test_a_spec_change_during_a_drills_requests_lost_measurement_gives_it_up_unt
     # measured once the provider answers (the sim's Prometheus does not know KServe's error rate: a note says so)
     assert s.last_drill.requests_lost_due is None
     assert "not a query this simulation knows" in s.last_drill.requests_lost_note
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_event_storm_of_every_kind_lets_each_analysis_finish_and_counts_its_failures(worlds, backend):
+    """World.event_storm, as the schedules draw it; its invariant M is checked after each of its rounds."""
+    w = new_world(worlds, backend, failure_limit=2)
+    start(w)
+    w.metric("candidate", "bad")
+    for _ in range(6):
+        w.advance(10)
+        w.settle()
+        w.event_storm(2, stale=False)
+        if w.status().phase is Phase.RolledBack:
+            break
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and w.live() == {"1.0.0": 100}, w.trace[-6:]
+    assert w.events.reasons().count("AnalysisFailed") == 2  # both failures counted, up to failureLimit

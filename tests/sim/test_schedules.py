@@ -5,8 +5,9 @@ the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time th
 changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifest (respecting the
 operator's fields as Argo CD does, or Git's values unforced), on Gateway API a rule the operator refuses
 to drive added and removed by hand, ModelVersions deleted or claimed twice, spec edits the operator refuses
-(world.REFUSED_SPECS, on Gateway API also a route-less `serving`) repaired by a later operation, faults for the
-next API calls - crashes included - and restarts), followed by a drain:
+(world.REFUSED_SPECS, on Gateway API also a route-less `serving`) repaired by a later operation, storms of watch
+events while an analysis' queries are unanswered (World.event_storm), faults for the next API calls - crashes
+included - and restarts), followed by a drain:
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
@@ -77,6 +78,7 @@ def operations(backend: str):
         st.tuples(st.just("git_apply"), st.booleans()),
         st.tuples(st.just("refused_spec"), st.sampled_from(refused_specs(backend))),
         st.tuples(st.just("repair_spec")),
+        st.tuples(st.just("event_storm"), st.sampled_from([1, 2, 4]), st.booleans()),
         *by_backend,
     )
 
@@ -129,6 +131,8 @@ def run(world: World, op: tuple) -> None:
         world.refuse_spec(args[0])
     elif kind == "repair_spec":
         world.repair_spec()
+    elif kind == "event_storm":
+        world.event_storm(*args)
     else:  # pragma: no cover
         raise ValueError(kind)
 

@@ -43,9 +43,9 @@ from pydantic import ValidationError
 
 from modelops.kube import FIELD_MANAGER
 
-from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController, KServeController,
-                    SeldonController, SeldonV2Controller, clone, leaves, merge, owners_of, provider_factory,
-                    remove_leaf)
+from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController,
+                    KServeController, SeldonController, SeldonV2Controller, answering_after, clone, leaves, merge,
+                    owners_of, provider_factory, remove_leaf)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -92,6 +92,11 @@ def refused_specs(backend: str) -> tuple[str, ...]:
     """The kinds of REFUSED_SPECS a schedule on `backend` may write."""
     return tuple(k for k in REFUSED_SPECS if backend == "gatewayAPI" or "gatewayAPI" not in k)
 
+
+STORM_EVENT_KINDS = ("backend object", "EndpointSlice", "ModelVersion", "own status echo")
+"""The watch events that wake a deployment's loop without a new generation of its spec (handlers.py)."""
+CHECK_METRICS = ("sim_error_ratio", "sim_accuracy", "sim_requests")
+"""The metrics of the deployment's checks (deployment_spec): a query of one is part of an analysis."""
 
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
 SELDON_EXPERIMENT = f"{NAME}-rollout"
@@ -207,8 +212,7 @@ class World:
         """The object git_manifest describes and backend() reads (on Seldon v2 the stable Model)."""
         self.services = {f"{NAME}-{unit_name(v)}": v for v in VERSION_NAMES}
         self.watched = self._watch()
-        self.shell = Shell(self.kube, routers_for(self.watched), provider_factory(self.behaviour, self.role), self.events,
-                           self.clock)
+        self.shell = Shell(self.kube, routers_for(self.watched), self._providers(), self.events, self.clock)
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
@@ -396,6 +400,7 @@ class World:
         fired = self._fired()
         first_call, first_event = len(self.kube.calls), len(self.events.posted)
         crashed, error = False, None
+        self.memory.wake.clear()  # as the daemon loop does once woken (handlers.run_deployment)
         try:
             self.loop.run_until_complete(run_round(self.shell, obj, records, self.memory))
         except Crash:
@@ -627,6 +632,34 @@ class World:
                            f"a Git re-apply moved traffic: {before} -> {(self.traffic_fields(), self.exposure())}")
         self.checker.after(self, "git_apply", None)
         return outcome
+
+    def event_storm(self, rounds: int, stale: bool) -> None:
+        """Watch events pour in while a measurement is in flight: before each query is answered, the backend
+        objects' events are delivered and the loop is woken once for each kind of event that wakes it (backend
+        object, EndpointSlice, ModelVersion, the echo of the operator's own status write), as the handlers do;
+        the wake-ups then run `rounds` rounds at once, the clock standing still. None of them is a new generation
+        of the spec: a measurement is never given up for them (invariants: M)."""
+        asked: list[str] = []
+
+        async def events() -> None:
+            for _ in STORM_EVENT_KINDS:
+                self.deliver_backend(stale=False)
+                self.memory.wake.set()
+                await asyncio.sleep(0)
+
+        self.shell.providers = answering_after(self._providers(), events, asked)
+        self._note(f"event storm: {rounds} rounds{' (stale)' if stale else ''}")
+        try:
+            for i in range(rounds):
+                del asked[:]
+                info = self.round(stale and i > 0)
+                self.checker.check_measured(self, info, [q for q in asked if q.startswith(CHECK_METRICS)])
+        finally:
+            self.shell.providers = self._providers()
+
+    def _providers(self):
+        """The operator's metric provider factory in this world."""
+        return provider_factory(self.behaviour, self.role)
 
     def heal(self) -> None:
         self.kube.hook = None
