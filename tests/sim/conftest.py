@@ -33,3 +33,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"fault-free rounds beside a rule the operator refuses: "
                                     f"{STATS['rounds beside a refused rule']}, "
                                     f"{STATS['rounds beside a refused rule, rolled back']} of them rolled back")
+    if STATS["analyses amid a flooding tenant"]:
+        terminalreporter.write_line(f"analyses amid other namespaces flooding the Prometheus gate: "
+                                    f"{STATS['analyses amid a flooding tenant']}")

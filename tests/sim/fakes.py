@@ -46,12 +46,14 @@ import copy
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from modelops.analysis.gate import FairGate
 from modelops.analysis.provider import Asker, ProviderError
 from modelops.kube import FIELD_MANAGER, Resource
 from modelops.rollout.engine import rfc3339
@@ -918,22 +920,70 @@ class FakeProvider:
         raise ProviderError(how, f"sim Prometheus: {how}")  # type: ignore[arg-type]
 
 
-def provider_factory(behaviour: dict[str, str], role: Callable[[str], str], made: list[FakeProvider] | None = None):
-    """`async (config, asker, cap) -> provider`, failing as a provider_for would when the schedule says so."""
+def provider_factory(behaviour: dict[str, str], role: Callable[[str], str], made: list[FakeProvider] | None = None,
+                     gate: FairGate | None = None):
+    """`async (config, asker, cap) -> provider`, failing as a provider_for would when the schedule says so. With a
+    `gate`, each query waits for a slot of it first, as the Prometheus provider's requests do."""
 
-    async def make(config: Any, asker: Asker, cap: float) -> FakeProvider:
+    async def make(config: Any, asker: Asker, cap: float) -> FakeProvider | Gated:
         broken = set(behaviour.values())
         if "credentials" in broken:
             raise ProviderError("credentials", "secret prom-token has no key 'token'")
         if "factory_timeout" in broken:
             raise asyncio.TimeoutError()
-        asker.first_turn.set()  # no queue to wait in: every query is answered at once
         provider = FakeProvider(behaviour, role)
         if made is not None:
             made.append(provider)
+        if gate is not None:
+            return Gated(provider, gate, asker)
+        asker.first_turn.set()  # no queue to wait in: every query is answered at once
         return provider
 
     return make
+
+
+class Gated:
+    """A provider whose every query holds a slot of a real FairGate while it is asked, for its asker's deployment,
+    as prometheus.PrometheusProvider's unbatched requests do; the asker's first turn is its first slot."""
+
+    def __init__(self, inner: FakeProvider, gate: FairGate, asker: Asker):
+        self.inner, self.gate, self.asker = inner, gate, asker
+
+    async def query(self, promql: str, at: Any, *, batch: str | None = None) -> float | None:
+        async with self.gate.slot(self.asker.namespace, self.asker.deployment):
+            self.asker.first_turn.set()
+            return await self.inner.query(promql, at, batch=batch)
+
+
+class WatchedGate(FairGate):
+    """The real gate, watched from its choice of the next request: `worst` is the most slots one other namespace
+    was granted while a request of namespace `mine` waited within its bounds, between two grants to `mine` (the
+    gate's stated bound is one)."""
+
+    def __init__(self, mine: str, capacity: int = 16):
+        super().__init__(capacity)
+        self.mine = mine
+        self.passed: Counter[str] = Counter()
+        self.worst = 0
+        self.grants: Counter[str] = Counter()
+
+    def _next(self):  # type: ignore[no-untyped-def]
+        chosen = super()._next()
+        if chosen is None:
+            return None
+        self.grants["mine" if chosen.namespace == self.mine else "others"] += 1
+        if chosen.namespace == self.mine:
+            self.passed.clear()
+        elif self._mine_waits_within_bounds():
+            self.passed[chosen.namespace] += 1
+            self.worst = max(self.worst, self.passed[chosen.namespace])
+        return chosen
+
+    def _mine_waits_within_bounds(self) -> bool:
+        if self._by_namespace[self.mine] >= self.per_namespace:
+            return False
+        return any(not w.granted.done() and (w.deployment is None or self._by_deployment[self.mine, w.deployment]
+                                             < self.per_deployment) for w in self._waiting.get(self.mine, ()))
 
 
 class AnswersAfter:

@@ -69,8 +69,12 @@ backends; KServe has only weights, the Seldon ones no cohorts.
 - M measurements amid events (World.event_storm): watch events that are no new generation of the spec (a backend
   object's, an EndpointSlice's, a ModelVersion's, the echo of the operator's own write) arriving while an
   analysis' queries are unanswered never make it give up: after such a round without injected faults on the
-  newest object, the analysis is recorded (lastAnalysisAt moves), and a failed one is counted (one more
-  consecutive failure, unless the candidate left).
+  newest object, whose spec names the candidate in flight and holds no new request, the analysis is recorded
+  (lastAnalysisAt moves), and a failed one is counted (one more consecutive failure, unless the candidate left).
+- F flooding tenant (World.flooding_tenant): other namespaces' requests flooding the operator's Prometheus gate
+  (analysis/gate.py, the real FairGate) never move this deployment's verdicts: after a round whose new analysis
+  ran amid the flood, no check says it got no answer (unless the metrics hang); and no other namespace gets two
+  slots while a query of this deployment waits within its bounds, between two grants to its namespace.
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; Seldon v1's non-shadow predictors
   and Seldon v2's Experiment candidates have integer weights in 0..100 summing to 100 (a shadow predictor
   none); the HTTPRoute's refs
@@ -429,6 +433,8 @@ class Checker:
         self.check(world, not internal, "G2", f"a round ended in an unexpected exception: {internal[:1]}")
         if info.crashed:
             return
+        if world.flood is not None:
+            self.check_flooded(world, info, status)
         synced = next((c for c in status.conditions if c.type == "Synced"), None)
         if info.failures_in_a_row == 0:
             if info.fresh or "stale-echo-base" not in TOLERATED:
@@ -460,9 +466,12 @@ class Checker:
 
     def check_measured(self, world: Any, info: Any, asked: list[str]) -> None:
         """M, after a round of an event storm (World.event_storm) whose analysis asked its queries."""
-        if not asked or info.crashed or info.faulted or not info.fresh:
-            return
-        status, before = world.status(), info.before
+        before, spec = info.before, info.obj["spec"]
+        request = spec.get("request")
+        if not asked or info.crashed or info.faulted or not info.fresh or spec.get("version") != before.canary_version \
+                or (request and request["id"] not in before.handled_requests):
+            return  # the round acts on a new version or request before any analysis
+        status = world.status()
         self.check(world, status.last_analysis_at is not None and status.last_analysis_at != before.last_analysis_at,
                    "M", f"an analysis asked {len(asked)} queries amid watch events, and none was recorded "
                         f"(last analysis {before.last_analysis_at} -> {status.last_analysis_at})")
@@ -470,6 +479,26 @@ class Checker:
             self.check(world, status.consecutive_failures == before.consecutive_failures + 1, "M",
                        f"a failed analysis amid watch events counted {before.consecutive_failures} -> "
                        f"{status.consecutive_failures} failures")
+
+    def check_gate(self, world: Any, gate: Any) -> None:
+        """F's bound on the real gate (World.flooding_tenant)."""
+        self.check(world, gate.worst <= 1, "F", f"another namespace was served {gate.worst} times while a query of "
+                                                 f"this deployment waited within its bounds")
+
+    def check_flooded(self, world: Any, info: Any, status: ModelDeploymentStatus) -> None:
+        """F, after a round while other tenants flood the gate: a new analysis' verdicts are the ones the metrics
+        give (only a provider that hangs, or fails to be made in time, gives no answer)."""
+        from .world import STATS
+
+        self.check_gate(world, world.flood.gate)
+        if status.last_analysis_at == info.before.last_analysis_at:
+            return
+        STATS["analyses amid a flooding tenant"] += 1
+        if {"hang", "factory_timeout"} & set(world.behaviour.values()):
+            return
+        unanswered = [c.name for c in status.checks if "gave no answer" in (c.message or "")]
+        self.check(world, not unanswered, "F", f"checks {unanswered} gave no answer while other tenants flooded the "
+                                               f"gate: {world.flood.gate.grants}")
 
     def check_honest(self, world: Any, status: ModelDeploymentStatus) -> None:
         """H, after a round as in G3 (problems reported or not)."""

@@ -6,7 +6,8 @@ changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifes
 operator's fields as Argo CD does, or Git's values unforced), on Gateway API a rule the operator refuses
 to drive added and removed by hand, ModelVersions deleted or claimed twice, spec edits the operator refuses
 (world.REFUSED_SPECS, on Gateway API also a route-less `serving`) repaired by a later operation, storms of watch
-events while an analysis' queries are unanswered (World.event_storm), faults for the next API calls - crashes
+events while an analysis' queries are unanswered (World.event_storm), other namespaces flooding the operator's
+Prometheus gate (World.flooding_tenant), faults for the next API calls - crashes
 included - and restarts), followed by a drain:
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
@@ -79,6 +80,7 @@ def operations(backend: str):
         st.tuples(st.just("refused_spec"), st.sampled_from(refused_specs(backend))),
         st.tuples(st.just("repair_spec")),
         st.tuples(st.just("event_storm"), st.sampled_from([1, 2, 4]), st.booleans()),
+        st.tuples(st.just("flooding_tenant"), st.sampled_from([0, 1, 3, 15]), st.sampled_from([1, 3])),
         *by_backend,
     )
 
@@ -133,6 +135,8 @@ def run(world: World, op: tuple) -> None:
         world.repair_spec()
     elif kind == "event_storm":
         world.event_storm(*args)
+    elif kind == "flooding_tenant":
+        world.flooding_tenant(*args)
     else:  # pragma: no cover
         raise ValueError(kind)
 

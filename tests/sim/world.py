@@ -44,8 +44,8 @@ from pydantic import ValidationError
 from modelops.kube import FIELD_MANAGER
 
 from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController,
-                    KServeController, SeldonController, SeldonV2Controller, answering_after, clone, leaves, merge,
-                    owners_of, provider_factory, remove_leaf)
+                    KServeController, SeldonController, SeldonV2Controller, WatchedGate, answering_after, clone, leaves,
+                    merge, owners_of, provider_factory, remove_leaf)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -181,6 +181,33 @@ class RoundInfo:
 
 
 @dataclass
+class Flood:
+    """Other namespaces' requests, each holding a slot of `gate` for `hold` turns of the loop and queueing again:
+    per namespace twice what its bounds admit, from four deployments."""
+
+    gate: WatchedGate
+    namespaces: int
+    hold: int
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        per_namespace = 2 * self.gate.per_namespace
+        self.tasks = [loop.create_task(self._requests(f"tenant-{n}", f"d{i % 4}"))
+                      for n in range(self.namespaces) for i in range(per_namespace)]
+
+    async def _requests(self, namespace: str, deployment: str) -> None:
+        while True:
+            async with self.gate.slot(namespace, deployment):
+                for _ in range(self.hold):
+                    await asyncio.sleep(0)
+
+    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for task in self.tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*self.tasks, return_exceptions=True))
+
+
+@dataclass
 class World:
     config: Config = field(default_factory=Config)
     kube: FakeKube = field(default_factory=FakeKube)
@@ -196,6 +223,7 @@ class World:
         self.kube.now = self.clock
         self.loop = asyncio.new_event_loop()
         self.memory = Memory()
+        self.flood: Flood | None = None
         self.delivered_rv: int | None = None
         self.own_status_write: int | None = None
         self.retry_ids: set[str] = set()
@@ -231,6 +259,7 @@ class World:
         STATS["schedules"] += 1
 
     def close(self) -> None:
+        self._stop_flood()
         self.loop.close()
 
     # --- reading the world ----------------------------------------------------------------
@@ -658,8 +687,29 @@ class World:
             self.shell.providers = self._providers()
 
     def _providers(self):
-        """The operator's metric provider factory in this world."""
-        return provider_factory(self.behaviour, self.role)
+        """The operator's metric provider factory in this world: through the flooded gate while a flood stands."""
+        return provider_factory(self.behaviour, self.role, gate=self.flood.gate if self.flood else None)
+
+    def flooding_tenant(self, namespaces: int, hold: int) -> None:
+        """Other tenants' analyses flood the operator's Prometheus gate (analysis/gate.py), from now on: `namespaces`
+        other namespaces (0: the flood ends), each with more requests than its bounds admit, every one holding its
+        slot for `hold` turns of the loop and queueing again at once, while this deployment's queries take their
+        turns at the same real gate (FairGate, watched: fakes.WatchedGate). Invariant F: this deployment's
+        verdicts never change for it (no analysis gives no answer), and no other namespace is served twice while
+        a query of this one waits within its bounds."""
+        self._stop_flood()
+        if namespaces:
+            self.flood = Flood(WatchedGate(NS), namespaces, hold)
+            self.flood.start(self.loop)
+        self.shell.providers = self._providers()
+        self._note(f"flooding tenant: {namespaces} other namespaces holding slots {hold} turns each")
+        self.checker.after(self, "flood", None)
+
+    def _stop_flood(self, restart: bool = False) -> None:
+        if self.flood is not None:
+            self.flood.stop(self.loop)
+            self.checker.check_gate(self, self.flood.gate)
+            self.flood = Flood(WatchedGate(NS), self.flood.namespaces, self.flood.hold) if restart else None
 
     def heal(self) -> None:
         self.kube.hook = None
@@ -671,6 +721,10 @@ class World:
         self.checker.after(self, "restart", None)
 
     def _restart(self) -> None:
+        if self.flood is not None:  # a new process has a gate of its own, which the other tenants flood anew
+            self._stop_flood(restart=True)
+            self.flood.start(self.loop)
+            self.shell.providers = self._providers()
         self.memory = Memory()
         self.delivered_rv = None
         self.watched = self._watch()
