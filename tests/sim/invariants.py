@@ -45,7 +45,7 @@ backends; KServe has only weights, the Seldon ones no cohorts.
 - G4 Abort: an Abort (new id) seen by a fault-free round on the newest object while a candidate C (= spec.version) is in
   flight leaves phase RolledBack, failedVersion C, no canary, and C at 0 % (G1 from then on), the request's id
   handled (unless the round ran under a refused spec with none accepted since a restart: it acts on no request,
-  its fail_safe rolls C back all the same).
+  its fail_safe rolls C back all the same; nor when its `serving` is refused too: nothing can be routed).
   Each distinct request id is acted on at most once: at most one history entry ever carries its
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
@@ -98,6 +98,7 @@ from typing import Any
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Outcome, Phase
 from modelops.api.types import duration_seconds
+from modelops.reconcile import serving_of
 from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
 
 from .fakes import dig
@@ -525,6 +526,8 @@ class Checker:
             return
         if "abort-unjudged-pinned" in TOLERATED and info.unjudged and before.pinned_weight is not None:
             return
+        if info.unjudged and serving_of(info.obj) is None:
+            return  # no backend to route on (README: "nothing can be routed, and the status only says why")
         handled = request["id"] in status.handled_requests or info.unjudged  # rolled back by fail_safe instead
         self.check(world, status.phase is Phase.RolledBack and status.failed_version == candidate
                    and status.canary_version is None and handled, "G4",

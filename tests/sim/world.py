@@ -183,7 +183,7 @@ class RoundInfo:
 @dataclass
 class Flood:
     """Other namespaces' requests, each holding a slot of `gate` for `hold` turns of the loop and queueing again:
-    per namespace twice what its bounds admit, from four deployments."""
+    per namespace one more than its bounds admit, from three deployments."""
 
     gate: WatchedGate
     namespaces: int
@@ -191,8 +191,8 @@ class Flood:
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        per_namespace = 2 * self.gate.per_namespace
-        self.tasks = [loop.create_task(self._requests(f"tenant-{n}", f"d{i % 4}"))
+        per_namespace = self.gate.per_namespace + 1
+        self.tasks = [loop.create_task(self._requests(f"tenant-{n}", f"d{i % 3}"))
                       for n in range(self.namespaces) for i in range(per_namespace)]
 
     async def _requests(self, namespace: str, deployment: str) -> None:
