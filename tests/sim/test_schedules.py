@@ -14,8 +14,8 @@ invariants (invariants.py) are checked after every operation; a failure prints t
 
 Sizing: KServe and Gateway API run `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py),
 3 x 300 = 900 each by default; the two Seldon backends `SELDON_SCALE` times, 2 x 300 = 600 each (together
-about 31 s of CPU on the 2-core development machine, so that they add no more than about 40 s to the default
-run): 3,000 schedules. With HYPOTHESIS_PROFILE=thorough every backend runs 10 x 5,000 = 50,000 (200,000
+about 32 s of CPU on the 2-core development machine, so that they add no more than about 40 s to the default
+run): 3,000 schedules, about 95 s of CPU in all there. With HYPOTHESIS_PROFILE=thorough every backend runs 10 x 5,000 = 50,000 (200,000
 schedules).
 """
 
