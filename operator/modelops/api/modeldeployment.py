@@ -444,16 +444,23 @@ KSERVE_FULL_WEIGHT_RULE = {
     "fieldPath": ".strategy",
     "message": f"strategy: HotSwap and steps of weight 100 are refused: {_FULL_WEIGHT_WORDS}",
 }
+KSERVE_FULL_OVERRIDE_RULE = {
+    "rule": "self.serving.backend != 'kserve' || !has(self.trafficOverride) || self.trafficOverride.weight < 100",
+    "fieldPath": ".trafficOverride.weight",
+    "message": f"trafficOverride.weight 100 is refused: {_FULL_WEIGHT_WORDS}",
+}
 
 
 def full_weight_refusal(spec: ModelDeploymentSpec) -> str | None:
     """Why the spec would send the candidate 100 % before promotion on a backend where that leaves no way back
-    (KSERVE_FULL_WEIGHT_RULE), naming the field; None when it does not. Not a validator of the model: a spec
+    (KSERVE_FULL_WEIGHT_RULE, KSERVE_FULL_OVERRIDE_RULE), naming the field; None when it does not. Not a validator of the model: a spec
     stored before the rule must still parse, so that the round can take its candidate back to stable."""
     if spec.serving.backend is not Backend.kserve:
         return None
     if spec.strategy.type is StrategyType.HotSwap:
         return f"strategy.type HotSwap is refused: {_FULL_WEIGHT_WORDS}"
+    if spec.traffic_override is not None and spec.traffic_override.weight == 100:
+        return f"trafficOverride.weight 100 is refused: {_FULL_WEIGHT_WORDS}"
     full = [i for i, step in enumerate(spec.strategy.steps) if step.weight == 100]
     return f"strategy.steps {full}: weight 100 is refused: {_FULL_WEIGHT_WORDS}" if full else None
 
