@@ -17,6 +17,7 @@ objects the operator drives).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -361,10 +362,9 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
                 await check_versions_of(memo.shell, namespace, model, model_versions)
             delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
                                     memory)
-            try:
-                await asyncio.wait_for(memory.wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):  # not wait_for, which can swallow the daemon's cancellation
+                    await memory.wake.wait()
             memory.wake.clear()
     finally:  # stopped on deletion, after `release` maybe: its last rounds must not leave series behind
         memo.wakeups.forget(namespace, name)
