@@ -157,6 +157,10 @@ class Memory:
     """The spec's `serving` that `units` and `refused` were read under."""
     accepted: Accepted | None = None
     """The last spec this loop accepted: a round whose spec is invalid still runs under it."""
+    unfinished: Unfinished | None = None
+    """What kept the last round from finishing after its status write (its apply or the serving roles' bookkeeping),
+    and the intent it was applying: a round that decides that intent again names that problem before applying too,
+    so that its status write before the apply and the one after it agree (see `naming`)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,22 @@ class Problem:
     standing: bool = False
     """A state of the backend the round worked around (it measured, decided and applied what it could): reported
     every round, but no failure to back off from, so that analyses and a rollback keep their pace."""
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    intent: TrafficIntent | None
+    problem: Problem
+
+
+def naming(blocking: Problem | None, other: Problem | None) -> Problem | None:
+    """The one problem a status names: `blocking`, which kept the persisted decision from being carried onto the
+    backend (what the operator must do next), with `other`'s words kept in its message; else `other`. The write
+    before an apply names the last apply's problem, the one after it this apply's: when they are the same, so are
+    the two statuses, and a round that meets what the last one met writes nothing."""
+    if blocking is None or other is None or (other.reason, other.message) == (blocking.reason, blocking.message):
+        return blocking or other
+    return replace(blocking, message=f"{blocking.message}; also {other.reason}: {other.message}")
 
 
 INVALID_SPEC = "InvalidSpec"
@@ -307,8 +327,11 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if problem is None and refusal:
         problem = Problem(INVALID_SPEC, f"spec is invalid: {refusal}", standing=True)
     if problem is None and spec.version not in versions.specs:
-        problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
-    await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
+        problem = Problem("ModelVersionMissing", f"no ModelVersion of model {spec.model} with version {spec.version}")
+    unfinished = memory.unfinished
+    held = unfinished.problem if unfinished is not None and unfinished.intent == decision.intent else None
+    # write-ahead: decided before anything moves
+    await persist(shell, obj, memory, old, decision, naming(held, problem), problem)
     metrics.show_decision(namespace, name, spec, status, decision.status)
     post(shell, obj, decision.events, backend.drift if backend else ())
     notify(shell, obj, spec, decision)
@@ -326,7 +349,12 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
         await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     except EXPECTED as e:
         after, memory.carried = classify(e), None
-        await persist(shell, obj, memory, status_base(obj, memory), decision, after)
+        memory.unfinished = Unfinished(decision.intent, after)
+        await persist(shell, obj, memory, status_base(obj, memory), decision, naming(after, problem), after)
+    else:
+        memory.unfinished = None
+        if held is not None:  # gone since the write before the apply: the status names what this round met
+            await persist(shell, obj, memory, status_base(obj, memory), decision, problem, None)
     if after or (problem and not problem.standing):
         return CONVERGE_SECONDS * (1 if after else 5), after or problem
     if decision.status.phase is Phase.Queued:
@@ -354,7 +382,7 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
     decision = fail_safe(stand_in, status, refused.message, shell.clock(),
                          Observations(ready_versions=None, refused=memory.refused))
-    await persist(shell, obj, memory, old, decision, refused)
+    await persist(shell, obj, memory, old, decision, refused, refused)
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
@@ -409,11 +437,15 @@ def safe_over(intent: TrafficIntent, state: BackendState) -> bool:
 
 
 async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base, decision: Decision,
-                  problem: Problem | None) -> None:
+                  problem: Problem | None, met: Problem | None) -> None:
+    """The decision, `Synced=False` naming `problem` when there is one. `met` is what this round met since its last
+    write, counted once: the status may name a problem an earlier round met and counted."""
     status = decision.status
+    if met is not None:
+        count_problem(obj, met)
     if problem is not None:
         status = unsynced(status, problem.reason, problem.message, rfc3339(shell.clock()))
-        note_problem(shell, obj, problem)
+        tell_problem(shell, obj, problem)
     await write_status(shell, obj, memory, old, status)
 
 
@@ -560,7 +592,16 @@ def notify(shell: Shell, obj: Mapping[str, Any], spec: ModelDeploymentSpec, deci
 
 def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
     """Counted every time; an event only when the words change, so a long outage is one event."""
+    count_problem(obj, problem)
+    tell_problem(shell, obj, problem)
+
+
+def count_problem(obj: Mapping[str, Any], problem: Problem) -> None:
     metrics.count_error(obj["metadata"]["namespace"], obj["metadata"]["name"], problem.reason)
+
+
+def tell_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
+    """A Warning event when the words differ from what the status said when the round read it."""
     if problem.reason == "Conflict":
         return  # routine under concurrent edits: the next round decides again from the fresh object
     synced = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), {})

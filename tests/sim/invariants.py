@@ -88,19 +88,13 @@ from modelops.rollout.engine import ACTIVE, ROUTING_GRACE_SECONDS, analysis_wind
 from .fakes import dig
 
 
-TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round"}
+TOLERATED: set[str] = {"kserve-rolled-out-candidate"}
 """What the schedule search steps over. Backend facts, not bugs:
 
 - kserve-rolled-out-candidate: after a 100 % step (HotSwap, or a last step of 100) KServe has rolled the
   candidate's revision out; a rollback restores stable's artifact as a new revision, and until that one is
   ready KServe keeps routing to the rolled-out one. Tolerated: traffic that reaches a version only through
   the rolled-out revision, until a settle plus one fault-free round.
-
-Known bugs (a named xfail(strict=True) test each):
-- two-problems-a-round: reconcile.py persists the problem it knows before applying (ModelVersionMissing), then
-  the apply's (BackendMisconfigured), in every round: two status writes a round, for as long as both last
-  (test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_update_writes_status_twice_a_round).
-  Tolerated: test_schedules.comes_to_rest's writes, when the status flips between exactly those two reasons.
 
 Fixed since, tolerance kept available (add the name back to step over a regression):
 - stale-echo-base: reconcile.py took a stale echo of an EARLIER own write as the base

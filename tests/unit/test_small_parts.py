@@ -211,6 +211,16 @@ def test_unsynced_keeps_the_rollout_fields_and_says_why():
     assert (never_deployed.phase, never_deployed.message) == (Phase.Failed, "no version")
 
 
+def test_a_status_names_the_problem_that_blocks_the_apply_and_keeps_the_other_in_its_message():
+    from modelops.reconcile import Problem, naming
+    apply = Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone")
+    before = Problem("ModelVersionMissing", "no ModelVersion of model fraud with version 1.2.0", standing=True)
+    assert naming(apply, before) == Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone; also "
+                                            "ModelVersionMissing: no ModelVersion of model fraud with version 1.2.0")
+    assert naming(None, before) is before and naming(apply, None) is apply and naming(None, None) is None
+    assert naming(apply, Problem(apply.reason, apply.message, standing=True)) is apply  # the same words once
+
+
 def test_ready_is_unknown_when_the_backend_cannot_be_read():
     s = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0")
     ready = next(c for c in conditions_for(s, [], None, NOW) if c.type == "Ready")
