@@ -9,8 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..api.modeldeployment import Check, CheckStatus, NoDataPolicy, Outcome, Verdict
-from .sequential import MIN_SAMPLES, Buckets, Finding, Proportion, bucket_total, compare_latencies, compare_proportions
+from ..api.modeldeployment import LATENCY_QUANTILES, Check, CheckStatus, NoDataPolicy, Outcome, Verdict
+from .sequential import (MIN_SAMPLES, Buckets, Finding, Proportion, Unresolvable, bucket_total, compare_proportions,
+                         samples_to_locate, tail_above)
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,22 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
     if min(counts) < MIN_SAMPLES:
         return Verdict.NoData, f"not enough evidence yet: {values}, {sizes} ({MIN_SAMPLES} each needed)"
     if check.compares_latencies:
-        evidence = compare_latencies(measured.buckets, measured.baseline_buckets, tolerance=percent / 100,
-                                     confidence=confidence)
-        # The estimate is 0.5 minus P(slower than stable's latencies scaled to the edge): say it as that probability.
-        found = (f"a request is slower than stable's latency +{_fmt(percent)}% with probability "
-                 f"{_fmt(0.5 - evidence.estimate)} (between {_fmt(0.5 - evidence.high)} and {_fmt(0.5 - evidence.low)})")
+        quantile = LATENCY_QUANTILES[check.template]
+        if counts[1] < samples_to_locate(quantile):
+            return Verdict.NoData, (f"not enough evidence yet: {values}, {sizes} ({samples_to_locate(quantile)} of "
+                                    f"stable's needed to locate its p{quantile * 100:g})")
+        try:
+            tail = tail_above(measured.buckets, measured.baseline_buckets, quantile)
+        except Unresolvable as error:
+            return Verdict.Error, f"{values}: {error}"
+        evidence = compare_proportions(tail.candidate, tail.stable, tolerance=percent / 100, higher_is_better=False,
+                                       confidence=confidence)
+        edge = f"{_fmt(percent)}% above stable's share"
+        found = (f"{_share(tail.candidate.rate)} of the candidate's requests vs {_share(tail.stable.rate)} of stable's "
+                 f"slower than {tail.bound:g}s, the bucket bound nearest stable's p{quantile * 100:g}")
+        if tail.too_far is not None and evidence.finding is not Finding.worse:
+            # Slower at the nearest bound is slower (the safe side); anything else says nothing of the quantile.
+            return Verdict.Error, f"{values}: {tail.too_far}"
     else:
         if not (0 <= measured.value <= 1 and 0 <= measured.baseline <= 1):
             return Verdict.Error, f"{values}: a sequential check's value must be a proportion between 0 and 1"
@@ -172,6 +184,10 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
         Finding.within: (Verdict.Pass, f"{found}: within {edge}, {sure}"),
         Finding.undecided: (Verdict.NoData, f"not enough evidence yet: {found}, {sizes}"),
     }[evidence.finding]
+
+
+def _share(rate: float) -> str:
+    return f"{rate * 100:.3g}%"
 
 
 def awaiting_labels(check: Check, first_verdict: str, at: str) -> CheckStatus:

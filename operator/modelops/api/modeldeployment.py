@@ -224,8 +224,11 @@ CHECK_LIMIT_RULE = {
 
 # Templates a sequential test can judge: counts behind a proportion, or a latency histogram's buckets.
 PROPORTION_TEMPLATES = frozenset({CheckTemplate.errorRate, CheckTemplate.accuracy})
-LATENCY_TEMPLATES = frozenset({CheckTemplate.latencyP50, CheckTemplate.latencyP95, CheckTemplate.latencyP99,
-                               CheckTemplate.meanLatency})
+LATENCY_QUANTILES = {CheckTemplate.latencyP50: 0.5, CheckTemplate.latencyP95: 0.95, CheckTemplate.latencyP99: 0.99,
+                     CheckTemplate.meanLatency: 0.5}
+"""The latency a sequential check on each template compares: the tail it is named for; a mean at the median (a
+histogram's buckets carry no variance to test a mean with)."""
+LATENCY_TEMPLATES = frozenset(LATENCY_QUANTILES)
 _SEQUENTIAL_TEMPLATES = ", ".join(f"'{t.value}'" for t in sorted(PROPORTION_TEMPLATES | LATENCY_TEMPLATES,
                                                                   key=lambda t: t.value))
 CHECK_SEQUENTIAL_LIMIT_RULE = {
@@ -274,7 +277,9 @@ class Check(ApiModel):
     max_drop_percent: float | None = Field(default=None, ge=0)
     """Fail when the candidate is more than this percent below stable, measured in the same window."""
     max_increase_percent: float | None = Field(default=None, ge=0)
-    """Fail when the candidate is more than this percent above stable, measured in the same window."""
+    """Fail when the candidate is more than this percent above stable, measured in the same window. With
+    `sequential` on a latency template: the share of requests slower than the bucket bound nearest stable's
+    quantile, not the latency itself."""
     no_data: NoDataPolicy = NoDataPolicy.Hold
     """What a missing value means: Hold (wait, fail after analysis.noDataLimit), Fail, or Pass."""
     min_samples: int = Field(default=0, ge=0)
