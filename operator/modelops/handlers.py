@@ -34,8 +34,8 @@ from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
-from .reconcile import (EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round,
-                        serving_of, spec_in_force)
+from .problems import EXPECTED, classify
+from .reconcile import VERSIONS, Memory, Shell, current_status, record_serving_roles, run_round, serving_of, spec_in_force
 from .rollout import TrafficIntent
 from .rollout.engine import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target

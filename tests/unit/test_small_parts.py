@@ -212,7 +212,7 @@ def test_unsynced_keeps_the_rollout_fields_and_says_why():
 
 
 def test_a_status_names_the_problem_that_blocks_the_apply_and_keeps_the_other_in_its_message():
-    from modelops.reconcile import Problem, naming
+    from modelops.problems import Problem, naming
     apply = Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone")
     before = Problem("ModelVersionMissing", "no ModelVersion of model fraud with version 1.2.0", standing=True)
     assert naming(apply, before) == Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone; also "
