@@ -376,21 +376,22 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
                                                              rfc3339(shell.clock())))
         note_problem(shell.events, obj, refused)
         return IDLE_SECONDS, refused
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    versions, target, router = catalog(records), Target(namespace, name, serving), shell.routers[serving.backend]
+    # The status must not say "all traffic on stable" beside a rule the backend carries but the operator refuses.
+    seen = await observe(router, target, versions, status, memory)
     # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
     # limit is the largest, so that no entry the real spec keeps is cut.
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
     decision = fail_safe(stand_in, status, refused.message, shell.clock(),
-                         Observations(ready_versions=None, refused=memory.refused))
+                         Observations(ready_versions=None, refused=seen.refused))
     await persist(shell, obj, memory, old, decision, refused, refused)
-    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
     post(shell, obj, decision.events, ())
-    versions, settled = catalog(records), True
+    settled = True
     if decision.intent is not None:
-        target = Target(namespace, name, serving)
-        settled = await apply_intent(shell, obj, shell.routers[serving.backend], target, decision.intent, versions,
-                                     None)
+        settled = await apply_intent(shell, obj, router, target, decision.intent, versions, None)
     await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
 

@@ -1,6 +1,6 @@
 """The operator's guarantees, checked after every operation of a schedule.
 
-Each check has a name (G1, G2, G4, G5, W); a violation raises `Violation` whose message ends
+Each check has a name (G1, G2, G4, G5, S, D, W, ...); a violation raises `Violation` whose message ends
 with the schedule's trace, so a failing Hypothesis example reads as a story.
 
 Exposure. A version is EXPOSED when the backend objects, as stored now, send it requests in any of
@@ -43,7 +43,9 @@ backends; KServe has only weights, the Seldon ones no cohorts.
   round that reported no problem, status has Synced=True; after one that reported a problem and
   whose last status write went through, Synced=False with a reason.
 - G4 Abort: an Abort (new id) seen by a fault-free round on the newest object while a candidate C (= spec.version) is in
-  flight leaves phase RolledBack, failedVersion C, no canary, and C at 0 % (G1 from then on).
+  flight leaves phase RolledBack, failedVersion C, no canary, and C at 0 % (G1 from then on), the request's id
+  handled (unless the round ran under a refused spec with none accepted since a restart: it acts on no request,
+  its fail_safe rolls C back all the same).
   Each distinct request id is acted on at most once: at most one history entry ever carries its
   reason.
 - G5 a duplicate claim (same model and version, another artifact) never has its artifact URI in
@@ -60,6 +62,10 @@ backends; KServe has only weights, the Seldon ones no cohorts.
   message saying "all traffic on stable" never stands beside a rule the operator refuses to drive (one
   selecting by header, query or method that names several of the deployment's Services, or one mixing such
   matches with path-only ones that names any of them) with a ref of non-zero weight to another version.
+- S refused spec: a status never says it observed (observedGeneration) a generation of the spec the operator
+  refuses (World.refuse_spec: the round runs under the last spec it accepted, and says so).
+- D drill limit: after a round without injected faults on the newest object (problems reported or not), no drill started MAX_DRILL_SECONDS or longer ago is still in the status,
+  whatever spec stands (a refused one included).
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; Seldon v1's non-shadow predictors
   and Seldon v2's Experiment candidates have integer weights in 0..100 summing to 100 (a shadow predictor
   none); the HTTPRoute's refs
@@ -83,7 +89,7 @@ from typing import Any
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from modelops.api.types import duration_seconds
-from modelops.rollout.engine import ACTIVE, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
+from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
 
 from .fakes import dig
 
@@ -168,6 +174,8 @@ class Checker:
         live = world.live()
         side = side_of(world)
         self.check_store(world, status)
+        self.check(world, status.observed_generation not in world.refused_generations, "S",
+                   f"status says it observed generation {status.observed_generation}, a spec the operator refuses")
         self.check_evidence(world, status)  # on what the store carried up to this operation
         self.note_live(world, live)
         self.check_history(world, status)
@@ -423,6 +431,9 @@ class Checker:
             return  # on a stale object a round may lose its conditional status write (409) and decide again
         if info.failures_in_a_row == 0:
             self.check_follows_status(world, status)
+        drill = status.drill
+        self.check(world, drill is None or (world.clock() - parse_rfc3339(drill.started_at)).total_seconds()
+                   < MAX_DRILL_SECONDS, "D", f"a drill started {drill and drill.started_at} still runs at {world.clock()}")
         self.check_honest(world, status)
         self.check_abort(world, info, status)
         if not world.backend_is_ours():
@@ -455,8 +466,9 @@ class Checker:
         candidate = before.canary_version
         if before.phase not in ACTIVE or candidate is None or info.obj["spec"]["version"] != candidate:
             return
+        handled = request["id"] in status.handled_requests or info.unjudged  # rolled back by fail_safe instead
         self.check(world, status.phase is Phase.RolledBack and status.failed_version == candidate
-                   and status.canary_version is None and request["id"] in status.handled_requests, "G4",
+                   and status.canary_version is None and handled, "G4",
                    f"Abort {request['id']} of {candidate} left phase {status.phase} canary {status.canary_version}")
         self.bans.setdefault(candidate, Ban())
 

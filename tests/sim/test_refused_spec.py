@@ -150,3 +150,35 @@ def test_an_api_that_keeps_failing_is_backed_off_while_the_spec_is_refused(world
         w.faults([Fault("timeout")])  # the round's read of the backend: the status write and the apply go through
         delays.append(w.loop.run_until_complete(run_round(w.shell, w.obj(), w.records(), w.memory)))
     assert delays == sorted(delays) and delays[-1] >= 8, delays  # it was 1 s every round
+
+
+def test_a_refused_rule_beside_a_rollback_under_a_refused_spec_after_a_restart_is_not_called_all_traffic_on_stable(
+        worlds):
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.restart()
+    w.refused_rule(True)
+    w.tick(1)
+    w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
+    assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message, s.message
+    assert_refusal_reported(w, "analysis.interval")
+
+
+def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_all_traffic_on_stable_beside_a_refused_rule(
+        worlds):
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    w.request("A", "Abort")
+    w.tick(1)
+    assert w.status().message.endswith("all traffic on stable 1.0.0"), w.trace[-4:]
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.restart()
+    w.refused_rule(True)
+    w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
+    assert "rollback decided, backend refuses: HTTPRoute fraud rule 2 (sre-debug-split)" in s.message, s.message
+    assert_refusal_reported(w, "analysis.interval")

@@ -4,7 +4,9 @@ A schedule is a starting configuration (its steps weighted only, or with mirror 
 the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time there) and up to ~40 operations (rounds, settles, time, metric
 changes, GitOps and SRE edits, GitOps re-applies of the backend object's manifest (respecting the
 operator's fields as Argo CD does, or Git's values unforced), on Gateway API a rule the operator refuses
-to drive added and removed by hand, ModelVersions deleted or claimed twice, faults for the next API calls - crashes included - and restarts), followed by a drain:
+to drive added and removed by hand, ModelVersions deleted or claimed twice, spec edits the operator refuses
+(world.REFUSED_SPECS, on Gateway API also a route-less `serving`) repaired by a later operation, faults for the
+next API calls - crashes included - and restarts), followed by a drain:
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
@@ -23,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .fakes import BEHAVIOURS, Fault
-from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, step_sets
+from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, refused_specs, step_sets
 
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 3
 SELDON_SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 2
@@ -46,8 +48,8 @@ tick = st.tuples(st.just("tick"), st.sampled_from([1, 10, 10, 30]), st.booleans(
 
 
 def operations(backend: str):
-    """One operation of a schedule on `backend` (strategy edits draw the step sets it carries); on Gateway API a
-    rule the operator refuses to drive may appear and disappear."""
+    """One operation of a schedule on `backend` (strategy edits and refused specs draw what it carries); on Gateway
+    API a rule the operator refuses to drive may appear and disappear."""
     by_backend = [st.tuples(st.just("refused_rule"), st.booleans())] if backend == "gatewayAPI" else []
     return st.one_of(
         tick, tick, tick, tick, tick,
@@ -70,6 +72,8 @@ def operations(backend: str):
         st.tuples(st.just("faults"), st.lists(faults, min_size=1, max_size=6)),
         st.tuples(st.just("restart")),
         st.tuples(st.just("git_apply"), st.booleans()),
+        st.tuples(st.just("refused_spec"), st.sampled_from(refused_specs(backend))),
+        st.tuples(st.just("repair_spec")),
         *by_backend,
     )
 
@@ -118,6 +122,10 @@ def run(world: World, op: tuple) -> None:
         world.git_apply(respect_operator=args[0])
     elif kind == "refused_rule":
         world.refused_rule(args[0])
+    elif kind == "refused_spec":
+        world.refuse_spec(args[0])
+    elif kind == "repair_spec":
+        world.repair_spec()
     else:  # pragma: no cover
         raise ValueError(kind)
 

@@ -80,6 +80,19 @@ REFUSED_RULE = {"name": "sre-debug-split",
                 "backendRefs": [{"name": f"{NAME}-{unit_name(v)}", "port": 8080, "weight": 50} for v in VERSION_NAMES[:2]]}
 """A rule the operator refuses to drive: it selects by a header and names two of the model's Services."""
 
+REFUSED_SPECS: dict[str, dict[str, Any]] = {
+    "zero interval": {"analysis": {"interval": "0s"}},
+    "overflowing pause": {"strategy": {"steps": [{"weight": 10, "pause": "99999999999999h"}]}},
+    "gatewayAPI without its route": {"serving": {"backend": "gatewayAPI", "gatewayAPI": None}},
+}
+"""Spec edits the API server stores (an older CRD) but the operator refuses; the last one on Gateway API only."""
+
+
+def refused_specs(backend: str) -> tuple[str, ...]:
+    """The kinds of REFUSED_SPECS a schedule on `backend` may write."""
+    return tuple(k for k in REFUSED_SPECS if backend == "gatewayAPI" or "gatewayAPI" not in k)
+
+
 OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
 SELDON_EXPERIMENT = f"{NAME}-rollout"
 """The Experiment routers.seldon_v2 writes for the deployment (serving.seldonV2.experiment unset)."""
@@ -158,6 +171,8 @@ class RoundInfo:
     error: BaseException | None = None
     fresh: bool = True
     """The round was handed the newest object (not a stale watch event)."""
+    unjudged: bool = False
+    """The round ran under a refused spec with none accepted before it (restarted meanwhile): it acts on no request."""
 
 
 @dataclass
@@ -199,6 +214,12 @@ class World:
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
         self.valid_spec = ModelDeploymentSpec.model_validate(self.obj()["spec"])
         """The spec of the last valid edit: the one a round runs under while a later edit is refused."""
+        self.accepted_fields: dict[str, Any] = clone(self.obj()["spec"])
+        """The stored spec as of the last valid edit, from which `repair_spec` restores the refused fields."""
+        self.refused_fields: set[str] = set()
+        """The spec's top-level fields a standing refused edit wrote (empty: the stored spec is valid)."""
+        self.refused_generations: set[int] = set()
+        """Generations of the spec the operator refuses: no status may say it observed one."""
         if self.gateway or self.config.backend == "seldon":  # the user's object, as Git holds it, created by the user
             self.kube.world_put(self.backend_resource, NS, self.git_manifest())
         self.checker = self.checker or Checker()
@@ -386,7 +407,8 @@ class World:
             if call.verb == "patch_status" and call.plural == DEPLOYMENTS.plural:  # landed or not
                 self.own_status_write = self.kube.status_writes.get((DEPLOYMENTS.plural, NS, NAME))
         info = RoundInfo(obj, before, self._fired() != fired, crashed, self.memory.failures_in_a_row,
-                         self.kube.calls[first_call:], self.events.posted[first_event:], error, fresh)
+                         self.kube.calls[first_call:], self.events.posted[first_event:], error, fresh,
+                         self.memory.accepted is None)
         self._note(f"round{' stale' if stale else ''} rv={obj['metadata']['resourceVersion']}"
                    f"{' CRASH' if crashed else ''}{' faulted' if info.faulted and not crashed else ''}"
                    f" -> {self._summary()}")
@@ -428,11 +450,17 @@ class World:
         self.checker.after(self, "metric", None)
 
     def edit(self, spec_patch: dict[str, Any], words: str) -> None:
-        """A user's edit of the spec (kubectl apply / Argo CD): never faulted, always valid."""
-        self.valid_spec = ModelDeploymentSpec.model_validate(merge(self.obj()["spec"], spec_patch))  # valid only
-        self.kube.world_patch(DEPLOYMENTS, NS, NAME, {"spec": spec_patch})
-        self._note(f"edit {words}")
-        self.checker.after(self, "edit", None, spec_patch=spec_patch)
+        """A user's edit of the spec (kubectl apply / Argo CD): never faulted; valid, unless a refused edit still
+        stands (refuse_spec), which it then may or may not repair."""
+        try:
+            self.valid_spec = ModelDeploymentSpec.model_validate(merge(self.obj()["spec"], spec_patch))
+        except ValidationError:
+            if not self.refused_fields:
+                raise  # a schedule's own edits are valid
+            self._write_spec(spec_patch, f"edit {words} (the spec stays refused)", refused=True)
+            return
+        self.refused_fields.clear()
+        self._write_spec(spec_patch, f"edit {words}", refused=False)
 
     def edit_refused(self, spec_patch: dict[str, Any], words: str) -> None:
         """An edit the operator refuses, written past the API server (a CRD older than the operator's rules, or
@@ -443,9 +471,27 @@ class World:
             pass
         else:
             raise AssertionError(f"the operator accepts {spec_patch}")
+        self.refused_fields |= set(spec_patch)
+        self._write_spec(spec_patch, f"edit refused by the operator: {words}", refused=True)
+
+    def _write_spec(self, spec_patch: dict[str, Any], words: str, refused: bool) -> None:
         self.kube.world_patch(DEPLOYMENTS, NS, NAME, {"spec": spec_patch})
-        self._note(f"edit refused by the operator: {words}")
+        if refused:
+            self.refused_generations.add(self.obj()["metadata"]["generation"])
+        else:
+            self.accepted_fields = clone(self.obj()["spec"])
+        self._note(words)
         self.checker.after(self, "edit", None, spec_patch=spec_patch)
+
+    def refuse_spec(self, kind: str) -> None:
+        """One of REFUSED_SPECS[kind], written past the API server; it stands until an edit repairs it."""
+        self.edit_refused(clone(REFUSED_SPECS[kind]), kind)
+
+    def repair_spec(self) -> None:
+        """The refused fields put back as they were last accepted (a no-op while none is refused)."""
+        if self.refused_fields:
+            self.edit({key: clone(self.accepted_fields.get(key)) for key in sorted(self.refused_fields)},
+                      f"repair of {sorted(self.refused_fields)}")
 
     def set_version(self, version: str) -> None:
         self.edit({"version": version}, f"version={version}")

@@ -909,4 +909,5 @@ def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: s
         run.end_drill(DrillResult.Interrupted, f"the operator could not evaluate it ({error})")
     if run.s.canary_version is not None and run.s.pinned_weight is None:
         run.finish_rollback("RolledBack", f"the operator could not evaluate it ({error})")
+    run.restate_return_to_stable()  # an earlier return to stable says no more than the backend now carries
     return run.finish(status)
