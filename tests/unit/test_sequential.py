@@ -112,7 +112,7 @@ P95 = Check.model_validate({"name": "p95", "template": "latencyP95", "maxIncreas
 
 def test_too_few_samples_on_either_side_is_not_enough_evidence():
     status = evaluate(ACCURACY, Measurement(0.5, 0.9, MIN_SAMPLES - 1, baseline_samples=10_000), AT)
-    assert status.verdict is Verdict.NoData and status.message.startswith("not enough evidence yet")
+    assert status.verdict is Verdict.Undecided and status.message.startswith("not enough evidence yet")
     assert f"{MIN_SAMPLES} each needed" in status.message
 
 
@@ -127,7 +127,7 @@ def test_a_clearly_worse_accuracy_fails_naming_the_tolerance_and_the_confidence(
 def test_an_equal_accuracy_with_much_evidence_passes_and_with_little_waits():
     assert evaluate(ACCURACY, Measurement(0.95, 0.95, 200_000, baseline_samples=800_000), AT).verdict is Verdict.Pass
     waiting = evaluate(ACCURACY, Measurement(0.95, 0.95, 100, baseline_samples=400), AT)
-    assert waiting.verdict is Verdict.NoData and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
+    assert waiting.verdict is Verdict.Undecided and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
 
 
 def test_a_value_that_is_no_proportion_is_an_error_not_a_verdict():
