@@ -561,18 +561,13 @@ class _Run:
                                          f"{r.name} would have failed the analysis (dry run): {r.message}", s.canary_version))
         if waiting:
             result = Outcome.Inconclusive
-        elif result is Outcome.Inconclusive:
-            if self.no_data_counts(report.at):
-                s.consecutive_no_data += 1
-                if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
-                    result = Outcome.Failed
-        else:  # every check measured: an Undecided one too, which holds the step without counting toward any limit
-            s.consecutive_no_data = 0
+        else:
+            streaks, result = count_analysis(Streaks(s.consecutive_failures, s.consecutive_no_data), result,
+                                             self.spec.analysis.no_data_limit,
+                                             no_data_counts=result is Outcome.Inconclusive and self.no_data_counts(report.at))
+            s.consecutive_failures, s.consecutive_no_data = streaks.failures, streaks.no_data
         if result is Outcome.Failed:
-            s.consecutive_failures += 1
             self.events.append(Event("Warning", "AnalysisFailed", self.explain(result), s.canary_version))
-        elif result is Outcome.Passed:
-            s.consecutive_failures = 0
         s.last_outcome = result
         return result
 
@@ -730,6 +725,35 @@ class _Run:
             if all(c.type != pinned.type for c in before.conditions):
                 self.events.append(Event("Warning", pinned.reason, pinned.message, s.failed_version))
         return Decision(s, intent_of(s), tuple(self.events))
+
+
+@dataclass(frozen=True)
+class Streaks:
+    """Consecutive failed and consecutive inconclusive analyses of the candidate, as its status counts them."""
+
+    failures: int = 0
+    no_data: int = 0
+
+
+def count_analysis(streaks: Streaks, result: Outcome, no_data_limit: int, *,
+                   no_data_counts: bool) -> tuple[Streaks, Outcome]:
+    """One analysis counted: the streaks after it, and its outcome, Failed once `no_data_limit` inconclusive ones
+    that count (`no_data_counts`) are in a row. Every other outcome had every check measured and ends a run of
+    inconclusive ones: Undecided too, which holds the step without counting toward either limit; only Passed ends
+    a run of failures."""
+    failures, no_data = streaks.failures, streaks.no_data
+    if result is Outcome.Inconclusive:
+        if no_data_counts:
+            no_data += 1
+            if no_data >= no_data_limit:
+                result = Outcome.Failed
+    else:
+        no_data = 0
+    if result is Outcome.Failed:
+        failures += 1
+    elif result is Outcome.Passed:
+        failures = 0
+    return Streaks(failures, no_data), result
 
 
 def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
