@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from modelops.analysis.evaluate import Measurement, evaluate, outcome, spend_budget
-from modelops.api.modeldeployment import Check, ModelDeploymentSpec, Outcome
+from modelops.api.modeldeployment import BudgetPolicy, Check, ModelDeploymentSpec, Outcome
 from modelops.api.types import duration_seconds
 from modelops.rollout.engine import Streaks, count_analysis
 
@@ -97,8 +97,12 @@ class Scenario:
     stable_p: float
     candidate_p: float
 
-    def run(self, rollouts: int, seed: int, **options) -> list[Ending]:
+    def run(self, rollouts: int, seed: int, *, on_budget: BudgetPolicy | None = None, **options) -> list[Ending]:
+        """`on_budget`: instead of the README's."""
         check, rng = readme_check(self.check), np.random.default_rng(seed)
+        if on_budget is not None:
+            assert check.sequential is not None
+            check = check.model_copy(update={"sequential": check.sequential.model_copy(update={"on_budget": on_budget})})
         return [roll_out(check, self.rate, self.stable_p, self.candidate_p, rng, **options) for _ in range(rollouts)]
 
 
@@ -118,9 +122,19 @@ def rolled_back(endings: list[Ending]) -> float:
     return sum(e.rolled_back for e in endings) / len(endings)
 
 
+def report(rollouts: int = 4000) -> list[str]:
+    rows: list[tuple[str, Scenario, dict]] = [(scenario.name, scenario, {}) for scenario in HEALTHY + BAD]
+    for scenario in HEALTHY:
+        rows.append((f"{scenario.name}, onBudget Fail", scenario, {"on_budget": BudgetPolicy.Fail}))
+        rows.append((f"{scenario.name}, undecided counted as missing data", scenario, {"undecided_is_missing": True}))
+    lines = []
+    for seed, (name, scenario, options) in enumerate(rows):
+        endings = scenario.run(rollouts, seed, **options)
+        lines.append(f"| {name} | {rolled_back(endings):.1%} | {np.median([e.minutes for e in endings]):.0f} |")
+    return lines
+
+
 if __name__ == "__main__":
-    print("| scenario | rolled back | median minutes to the end |")
+    print("| scenario | rolled back | median minutes to promotion or rollback |")
     print("|---|---|---|")
-    for seed, scenario in enumerate(HEALTHY + BAD):
-        endings = scenario.run(4000, seed)
-        print(f"| {scenario.name} | {rolled_back(endings):.1%} | {np.median([e.minutes for e in endings]):.0f} |")
+    print("\n".join(report()))
