@@ -4,6 +4,8 @@ counting an undecided check as missing data again breaks the first promise."""
 
 import pytest
 
+from modelops.api.types import duration_seconds
+
 from . import undecided_sim as sim
 
 HEALTHY_ROLLOUTS = 1400
@@ -21,7 +23,7 @@ def test_a_healthy_candidate_is_rolled_back_at_most_one_minus_confidence_of_the_
 @pytest.mark.parametrize("scenario", sim.BAD, ids=[s.name for s in sim.BAD])
 def test_a_clearly_worse_candidate_is_rolled_back_within_the_budget(scenario):
     check = sim.readme_check(scenario.check)
-    budget = sim.duration_seconds(check.sequential.max_duration) / sim.MINUTE
+    budget = duration_seconds(check.sequential.max_duration) / sim.MINUTE
     endings = scenario.run(BAD_ROLLOUTS, seed=12)
     within = sum(e.rolled_back and e.minutes <= budget for e in endings) / len(endings)
     assert within >= check.sequential.confidence

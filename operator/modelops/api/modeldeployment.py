@@ -9,9 +9,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
-from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES
 from .types import Duration, ObjectName, PositiveDuration, Reason, SemVer, Text, Weight
 
 
