@@ -41,7 +41,7 @@ seconds (float) computed against `at`; a value that does not apply is null:
                           "message": str, "actor": str, "reason": str},
      "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Undecided"|"Error", "value": float|null,
                  "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time,
-                 "dryRun": bool}],
+                 "dryRun": bool, "budgetLeft": str|null}],  # what an Undecided check's budget has left
      "problems": [{"type": str, "status": str, "reason": str, "message": str, "since": time|null}],
      "history": [{"time": time, "ageSeconds": float|null, "action": str, "version": str,
                   "actor": str, "reason": str}]}                          # oldest first, all of status.history
@@ -292,7 +292,7 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "lastDrill": _last_drill(status, now),
         "checks": [{"name": c.name, "verdict": c.verdict.value, "value": c.value, "limit": c.limit,
                     "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time,
-                    "dryRun": c.dry_run}
+                    "dryRun": c.dry_run, "budgetLeft": c.budget_left}
                    for c in status.checks],
         "problems": problems + _problems(status),
         "history": [{"time": h.time, "ageSeconds": _since(h.time, now), "action": h.action, "version": h.version,
@@ -423,7 +423,8 @@ def history_row(h: dict[str, Any]) -> list[str]:
 
 def check_row(c: dict[str, Any]) -> list[str]:
     samples = "-" if c["samples"] is None else str(c["samples"])
-    verdict = c["verdict"] + (" (dry run)" if c["dryRun"] else "")
+    verdict = c["verdict"] + (f", budget left {c['budgetLeft']}" if c["budgetLeft"] else "") + (
+        " (dry run)" if c["dryRun"] else "")
     return [c["name"], number(c["value"]), c["limit"], number(c["baseline"]), samples, verdict]
 
 

@@ -196,7 +196,8 @@ def spend_budget(check: Check, judged: CheckStatus, served_seconds: float) -> Ch
         left = [f"{_seconds_words(most - served_seconds)} of maxDuration {test.max_duration}"]
         if test.max_samples is not None:
             left.append(f"{_fmt(test.max_samples - samples)} of maxSamples {_fmt(test.max_samples)} samples")
-        return judged.model_copy(update={"message": f"{judged.message}; budget left: {' and '.join(left)}"})
+        words = " and ".join(left)
+        return judged.model_copy(update={"message": f"{judged.message}; budget left: {words}", "budget_left": words})
     spent = (f"maxDuration {test.max_duration}" if served_seconds >= most
              else f"maxSamples {_fmt(test.max_samples or 0)}")
     if test.on_budget is BudgetPolicy.Pass:

@@ -681,6 +681,8 @@ class CheckStatus(StatusModel):
     time: str
     dry_run: bool = False
     """The check is a dry run: its verdict decided nothing."""
+    budget_left: str | None = None
+    """What is left of an Undecided sequential check's budget, in words (`55m of maxDuration 1h`)."""
 
 
 class HistoryEntry(StatusModel):
