@@ -125,7 +125,7 @@ P95 = Check.model_validate({"name": "p95", "template": "latencyP95", "maxIncreas
 
 def test_too_few_samples_on_either_side_is_not_enough_evidence():
     status = evaluate(ACCURACY, Measurement(0.5, 0.9, MIN_SAMPLES - 1, baseline_samples=10_000), AT)
-    assert status.verdict is Verdict.NoData and status.message.startswith("not enough evidence yet")
+    assert status.verdict is Verdict.Undecided and status.message.startswith("not enough evidence yet")
     assert f"{MIN_SAMPLES} each needed" in status.message
 
 
@@ -140,7 +140,7 @@ def test_a_clearly_worse_accuracy_fails_naming_the_tolerance_and_the_confidence(
 def test_an_equal_accuracy_with_much_evidence_passes_and_with_little_waits():
     assert evaluate(ACCURACY, Measurement(0.95, 0.95, 200_000, baseline_samples=800_000), AT).verdict is Verdict.Pass
     waiting = evaluate(ACCURACY, Measurement(0.95, 0.95, 100, baseline_samples=400), AT)
-    assert waiting.verdict is Verdict.NoData and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
+    assert waiting.verdict is Verdict.Undecided and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
 
 
 def test_a_value_that_is_no_proportion_is_an_error_not_a_verdict():
@@ -153,7 +153,7 @@ def test_the_latency_verdict_compares_the_histograms_not_the_quantiles():
     fast, slow = histogram([0, 0, 380, 20, 0, 0, 0]), histogram([0, 0, 0, 0, 400, 0, 0])
     # Quantiles that would pass a threshold of +10 %; the histograms say otherwise.
     status = evaluate(P95, Measurement(0.1, 0.1, 400, buckets=slow, baseline_buckets=fast, baseline_samples=4000), AT)
-    assert status.verdict is Verdict.NoData and f"{samples_to_locate(0.95)} of stable's needed" in status.message
+    assert status.verdict is Verdict.Undecided and f"{samples_to_locate(0.95)} of stable's needed" in status.message
     fast = histogram([0, 0, 3800, 200, 0, 0, 0])
     status = evaluate(P95, Measurement(0.1, 0.1, 400, buckets=slow, baseline_buckets=fast), AT)
     assert status.verdict is Verdict.Fail

@@ -35,6 +35,8 @@ from enum import Enum
 
 MIN_SAMPLES = 30
 """Samples each version needs before the normal approximation, and so any verdict, is trusted."""
+MAX_SAMPLES = 2**53
+"""Sample counts above this are clamped: exact in JSON, and far beyond any minSamples or maxSamples."""
 PROPORTION_TAU = 0.5
 """Mixing standard deviation of the proportion contrast, as a share of the rarer outcome's rate (stable's and the
 candidate's pooled): differences of the size these checks exist to catch, an accuracy of 0.90 against 0.855 (0.045
@@ -45,7 +47,7 @@ class Finding(str, Enum):
     within = "within"
     """Within the tolerated degradation, with that confidence: a pass."""
     undecided = "undecided"
-    """Not enough evidence yet either way: no data."""
+    """Not enough evidence yet either way: the check is undecided (not missing data)."""
 
 
 @dataclass(frozen=True)

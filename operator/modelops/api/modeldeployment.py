@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
 from .types import Duration, ObjectName, PositiveDuration, Reason, SemVer, Text, Weight
@@ -251,14 +252,31 @@ CHECK_SEQUENTIAL_SOURCE_RULE = {
 }
 
 
+class BudgetPolicy(str, Enum):
+    """What a sequential check still undecided when its budget is spent becomes."""
+
+    Pass = "Pass"
+    """A pass: the evidence never said worse than the tolerated degradation."""
+    Fail = "Fail"
+    """A failure: the candidate did not prove itself within the tolerated degradation in time."""
+
+
 class SequentialTest(ApiModel):
     """Judge the check's relative limit with a sequential test against stable over everything measured since the
     candidate began serving, rather than with a threshold on one window: valid however often it is looked at."""
 
     confidence: float = Field(default=0.95, ge=0.8, le=0.999)
     """How sure the test must be before a verdict: a healthy candidate fails at most 1 - confidence of its
-    rollouts, whatever their length. Until it is that sure either way, the check has no data ("not enough
-    evidence yet"), which its noData policy judges."""
+    rollouts, whatever their length. Until it is that sure either way, the check is Undecided: the step holds,
+    and no analysis counts toward noDataLimit or failureLimit for it, until the budget (maxDuration, maxSamples)
+    is spent."""
+    max_duration: PositiveDuration = "1h"
+    """How long since the candidate began serving the check may stay Undecided; then onBudget decides."""
+    max_samples: int | None = Field(default=None, ge=MIN_SAMPLES, le=MAX_SAMPLES)
+    """How many candidate samples the check may stay Undecided for; then onBudget decides (no bound but
+    maxDuration when unset)."""
+    on_budget: BudgetPolicy = BudgetPolicy.Pass
+    """What an Undecided check becomes once its budget is spent: Pass (the evidence did not say worse) or Fail."""
 
 
 class Check(ApiModel):
@@ -634,6 +652,9 @@ class Verdict(str, Enum):
     Pass = "Pass"
     Fail = "Fail"
     NoData = "NoData"
+    Undecided = "Undecided"
+    """A sequential check without enough evidence yet either way, within its budget: holds the step, and is no
+    missing data."""
     Error = "Error"
     """The metric provider failed (unreachable, timeout, bad query): never a pass."""
 
@@ -644,6 +665,10 @@ class Outcome(str, Enum):
     Passed = "Passed"
     Failed = "Failed"
     Inconclusive = "Inconclusive"
+    """A check without data (or a provider error): counts toward noDataLimit."""
+    Undecided = "Undecided"
+    """Every check measured, none failed, a sequential check still undecided within its budget: the step holds,
+    and neither noDataLimit nor failureLimit counts it."""
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -668,6 +693,8 @@ class CheckStatus(StatusModel):
     time: str
     dry_run: bool = False
     """The check is a dry run: its verdict decided nothing."""
+    budget_left: str | None = None
+    """What is left of an Undecided sequential check's budget, in words (`55m of maxDuration 1h`)."""
 
 
 class HistoryEntry(StatusModel):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from ..analysis.evaluate import outcome
+from ..analysis.evaluate import outcome, spend_budget
 from ..api.modeldeployment import (
     Action,
     Check,
@@ -544,31 +544,30 @@ class _Run:
         s, report = self.s, self.obs.analysis
         if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
             return None
-        s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
+        assert s.analysis_since is not None
+        served = (report.at - parse_rfc3339(s.analysis_since)).total_seconds()
+        by_name = {c.name: c for c in self.spec.analysis.checks}
+        results = [spend_budget(by_name[r.name], r, served) if r.name in by_name else r for r in report.results]
+        s.last_analysis_at, s.checks = rfc3339(report.at), results
         deciding = [c for c in checks_in_effect(self.spec, s) if not c.dry_run]
         judged = [c for c in deciding if grading_until(self.spec, s, c, report.at) is None]
         names = {c.name for c in judged}
-        result = outcome(judged, [r for r in report.results if r.name in names])
+        result = outcome(judged, [r for r in results if r.name in names])
         # A check still waiting for its labels is no missing data; but nothing passes before it has judged.
         waiting = len(judged) < len(deciding) and result is Outcome.Passed
-        for r in report.results:
+        for r in results:
             if r.dry_run and r.verdict is Verdict.Fail:
                 self.events.append(Event("Warning", "DryRunCheckFailed",
                                          f"{r.name} would have failed the analysis (dry run): {r.message}", s.canary_version))
         if waiting:
             result = Outcome.Inconclusive
-        elif result is Outcome.Inconclusive:
-            if self.no_data_counts(report.at):
-                s.consecutive_no_data += 1
-                if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
-                    result = Outcome.Failed
         else:
-            s.consecutive_no_data = 0
+            streaks, result = count_analysis(Streaks(s.consecutive_failures, s.consecutive_no_data), result,
+                                             self.spec.analysis.no_data_limit,
+                                             no_data_counts=result is Outcome.Inconclusive and self.no_data_counts(report.at))
+            s.consecutive_failures, s.consecutive_no_data = streaks.failures, streaks.no_data
         if result is Outcome.Failed:
-            s.consecutive_failures += 1
             self.events.append(Event("Warning", "AnalysisFailed", self.explain(result), s.canary_version))
-        elif result is Outcome.Passed:
-            s.consecutive_failures = 0
         s.last_outcome = result
         return result
 
@@ -728,6 +727,35 @@ class _Run:
         return Decision(s, intent_of(s), tuple(self.events))
 
 
+@dataclass(frozen=True)
+class Streaks:
+    """Consecutive failed and consecutive inconclusive analyses of the candidate, as its status counts them."""
+
+    failures: int = 0
+    no_data: int = 0
+
+
+def count_analysis(streaks: Streaks, result: Outcome, no_data_limit: int, *,
+                   no_data_counts: bool) -> tuple[Streaks, Outcome]:
+    """One analysis counted: the streaks after it, and its outcome, Failed once `no_data_limit` inconclusive ones
+    that count (`no_data_counts`) are in a row. Every other outcome had every check measured and ends a run of
+    inconclusive ones: Undecided too, which holds the step without counting toward either limit; only Passed ends
+    a run of failures."""
+    failures, no_data = streaks.failures, streaks.no_data
+    if result is Outcome.Inconclusive:
+        if no_data_counts:
+            no_data += 1
+            if no_data >= no_data_limit:
+                result = Outcome.Failed
+    else:
+        no_data = 0
+    if result is Outcome.Failed:
+        failures += 1
+    elif result is Outcome.Passed:
+        failures = 0
+    return Streaks(failures, no_data), result
+
+
 def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
     """The traffic intent a status stands for: what the operator applied last."""
     if status.stable_version is None:
@@ -853,8 +881,8 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     no rollout is moving on its own (none in flight, paused, pinned, rolling back).
 
     A wait for readiness is allowed `readyTimeout`; a step its pause, the first analysis window,
-    the longest grading delay, and one analysis more than the no-data and failure limits together
-    can hold it. Past that,
+    the longest grading delay, the longest budget of an undecided sequential check, and one
+    analysis more than the no-data and failure limits together can hold it. Past that,
     the operator is not making progress (it cannot write, the backend does not converge): an
     alert's business, not a rollback's. (A step whose routing the backend does not carry gets its
     rollback later: its no data counts only from `readyTimeout` after its decision.)
@@ -869,7 +897,9 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     pause = duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
     analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
     grading = max((duration_seconds(c.grading_delay) for c in spec.analysis.checks if c.grading_delay), default=0.0)
-    allowed = (pause + duration_seconds(analysis_window(spec)) + grading
+    undecided = max((duration_seconds(c.sequential.max_duration) for c in spec.analysis.checks if c.sequential),
+                    default=0.0)
+    allowed = (pause + duration_seconds(analysis_window(spec)) + grading + undecided
                + analyses * duration_seconds(spec.analysis.interval))
     return parse_rfc3339(status.step_started_at) + timedelta(seconds=allowed)
 
