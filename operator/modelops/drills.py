@@ -1,4 +1,4 @@
-"""The shell's part of rollback drills (the decisions are the engine's, rollout/engine.py).
+"""The shell's part of rollback drills (the decisions are the engine's, rollout/drill_steps.py).
 
 Requests lost: once a drill has ended and its window has been scraped (its end plus the analysis window),
 one measurement through the metric provider the analyses use, with the backend's built-in `errorRate`
@@ -24,7 +24,7 @@ from .analysis.provider import Asker, MetricProvider, ProviderError, ProviderFac
 from .api.modeldeployment import CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
 from .rollout import DrillLoss, analysis_instant
-from .rollout.engine import parse_rfc3339
+from .rollout.values import parse_rfc3339
 from .routers.base import BackendState, Router, Target
 
 log = logging.getLogger(__name__)

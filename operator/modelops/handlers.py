@@ -37,7 +37,7 @@ from .notifications import Notifications
 from .problems import EXPECTED, classify
 from .reconcile import VERSIONS, Memory, Shell, current_status, record_serving_roles, run_round, serving_of, spec_in_force
 from .rollout import TrafficIntent
-from .rollout.engine import rfc3339
+from .rollout.values import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
 from .routers.kserve import INFERENCE_SERVICE as KSERVE

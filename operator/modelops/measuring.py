@@ -16,7 +16,7 @@ from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
 from .rollout import AnalysisReport, analysis_instant, analysis_window, check_window, checks_in_effect, grading_until
 from .rollout import seconds_to_next_analysis
-from .rollout.engine import rfc3339
+from .rollout.values import rfc3339
 from .routers.base import Router, Target
 
 MAX_ANALYSIS_SECONDS = 30.0

@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from .analysis.evaluate import limit_bounds
 from .api.modeldeployment import Check, CheckStatus, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Verdict
-from .rollout.engine import progress_deadline, seconds_to_next_analysis
+from .rollout.plan import progress_deadline, seconds_to_next_analysis
 
 _PER_DEPLOYMENT: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
 """Every metric with namespace and deployment labels, with its label names: what `forget` clears."""

@@ -48,7 +48,7 @@ from .problems import (EXPECTED, EventSink, Problem, Unfinished, classify, count
 from .rollout import Carried, Decision, Event, Observations, TrafficIntent, decide, fail_safe, intent_of
 from .rollout import rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
-from .rollout.engine import rfc3339
+from .rollout.values import rfc3339
 from .routers.base import BackendMisconfigured, BackendState, Router, Target
 from .slots import RolloutSlots
 from .watched import MAX_AGE_SECONDS

@@ -63,8 +63,9 @@ from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
 from .rollout.conditions import PIN_TO_FAILED
-from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_between,
-                             seconds_to_next_analysis, sent_to_candidate, step_words, steps_of)
+from .rollout.plan import (intent_of, progress_deadline, seconds_between, seconds_to_next_analysis, sent_to_candidate,
+                           step_words, steps_of)
+from .rollout.values import parse_rfc3339, rfc3339
 
 KIND = "ModelDeploymentView"
 SCHEMA_VERSION = 1

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from modelops.rollout.engine import parse_rfc3339
+from modelops.rollout.values import parse_rfc3339
 from playground.controlplane import ADMIN_USER as ADMIN
 
 from .scenario import Scenario, fast_spec

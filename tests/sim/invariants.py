@@ -89,7 +89,8 @@ from typing import Any
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
 from modelops.api.types import duration_seconds
-from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
+from modelops.rollout.plan import analysis_window
+from modelops.rollout.values import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, parse_rfc3339
 
 from .fakes import dig
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, Verdict
 from modelops import reconcile
 from modelops.reconcile import DEPLOYMENTS
-from modelops.rollout.engine import parse_rfc3339
+from modelops.rollout.values import parse_rfc3339
 from modelops.routers.base import OWNER_ANNOTATION
 from modelops.routers.kserve import DEPLOYMENT_MODE, INFERENCE_SERVICE
 

@@ -16,7 +16,7 @@ from modelops.modelversions import (catalog, holder_of, record_of, served_by, se
                                     version_status)
 from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
 from modelops.rollout.conditions import conditions_for, unsynced
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 
 from ..conftest import model_version_manifest, with_path
 from ..sim.fakes import merge

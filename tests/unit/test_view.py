@@ -17,7 +17,7 @@ from modelops.api.modeldeployment import TrafficOverride
 from modelops.cli import plugin_parser
 from modelops.rollout import AnalysisReport
 from modelops.rollout.conditions import pin_condition, unsynced
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 
 from .rollout_sim import Sim, make_spec
 

@@ -26,7 +26,7 @@ import yaml
 from modelops.analysis.evaluate import Measurement, evaluate, outcome, spend_budget
 from modelops.api.modeldeployment import BudgetPolicy, Check, ModelDeploymentSpec, Outcome
 from modelops.api.types import duration_seconds
-from modelops.rollout.engine import Streaks, count_analysis
+from modelops.rollout.plan import Streaks, count_analysis
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 AT = "2026-01-01T00:00:00.000Z"
@@ -57,7 +57,7 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
     analysis, steps = SPEC.analysis, SPEC.strategy.steps
     assert analysis.interval == "1m" and analysis.window is None, "one look a minute over the minute"
     delay = round(duration_seconds(check.grading_delay or "0s") / MINUTE)
-    first = 1 + delay  # the window, then the grading delay (rollout.engine.grading_until)
+    first = 1 + delay  # the window, then the grading delay (rollout.plan.grading_until)
     last = round(duration_seconds(check.sequential.max_duration) / MINUTE) + sum(
         round(duration_seconds(s.pause) / MINUTE) + 1 for s in steps)
     per_minute = rate * MINUTE

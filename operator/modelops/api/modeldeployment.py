@@ -510,7 +510,7 @@ class PrometheusConfig(ApiModel):
 
 DEFAULT_PROVIDER = "default"
 MAX_ANALYSES_LIMIT = 1000
-"""failureLimit and noDataLimit: a step's deadline counts their analyses (rollout.engine.progress_deadline)."""
+"""failureLimit and noDataLimit: a step's deadline counts their analyses (rollout.plan.progress_deadline)."""
 ONE_PROVIDER_RULE = {
     "rule": "!(has(self.provider) && has(self.prometheus))",
     "message": "analysis.provider and analysis.prometheus exclude each other",
