@@ -25,8 +25,8 @@ Settings, and why:
   run creates.
 - The node's address is the bridge's (the pods' gateway): kubelet refuses a loopback one. kubelet
   serves on it, on free ports, so several nodes (of several test runs) can coexist. kube-apiserver
-  has no client certificate for kubelet, so `kubectl logs/exec` do not work (the logs are files in
-  the node's folder).
+  has no client certificate for kubelet, so `kubectl logs/exec` do not work: the containers' logs
+  are files in the node's work folder (`pod-logs/`), kept after it stops.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ disabled_plugins = [{", ".join(f'"io.containerd.snapshotter.v1.{p}"' for p in un
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
                                "x509": {"clientCAFile": str(self.cp.ca.cert_path)}},
             "authorization": {"mode": "AlwaysAllow"},
-            "podLogsDir": str(self.state / "pod-logs"),
+            "podLogsDir": str(self.dir / "pod-logs"),  # kept after stop, with the node's own logs
             # A shared test machine's disk is not this node's to guard: evict only when it is truly full.
             "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                              "nodefs.inodesFree": "1%"},

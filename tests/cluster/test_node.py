@@ -1,7 +1,7 @@
 """A real single-node cluster (playground/node.py): a pod of a locally built image is scheduled,
 runs in a container with an address on the node's bridge, passes its readiness probe, is put into
 its Service's EndpointSlice by the real controller, and answers a request from this host. Then the
-node goes and takes everything it made with it.
+node goes and takes everything it made with it, except the containers' logs.
 
 Needs root and Debian's containerd and CNI plugins (`make system-deps`); builds kubelet,
 kube-controller-manager and kube-scheduler on first use. Deselect with `-m "not node"`.
@@ -109,3 +109,6 @@ def test_a_pod_runs_on_a_real_node_and_answers_on_its_endpoint(tmp_path):
     assert node.bridge not in {link["ifname"] for link in links}
     assert not node.state.exists()
     assert not any(Path(h, node.cgroup_root.lstrip("/")).exists() for h in cgroup_hierarchies())
+    # What the container wrote outlives the node: the request it answered, from the node's address.
+    [log] = (node.dir / "pod-logs").glob(f"*_{pod['metadata']['name']}_*/web/0.log")
+    assert f'{node.ip} - - ' in log.read_text()
