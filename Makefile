@@ -1,6 +1,6 @@
 # modelops: `make demo` runs the product on this machine; `make test` runs every test tier.
-# Both install what they need: Python packages in .venv, Debian's prometheus, and the
-# control-plane binaries built from Go modules into a cache outside the repo.
+# Both install what they need: Python packages in .venv, Debian's prometheus and containerd, and
+# the control-plane and node binaries built from Go modules into a cache outside the repo.
 
 PYTHON ?= python3
 VENV := .venv
@@ -32,9 +32,13 @@ system-deps:
 	@command -v tmux >/dev/null || { \
 	  echo "installing Debian package tmux"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null; }
+	@command -v containerd >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
+	  echo "installing Debian packages containerd containernetworking-plugins"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd containernetworking-plugins >/dev/null; }
 
+# With kube-controller-manager, kube-scheduler and kubelet: the single-node cluster of tests/cluster.
 controlplane:
-	@tools/controlplane/build.sh >/dev/null
+	@tools/controlplane/build.sh node >/dev/null
 
 helm:
 	@tools/helm/build.sh >/dev/null

@@ -266,7 +266,7 @@ def rollback_drill(demo: Demo, traffic: GradedTraffic) -> dict[str, Any]:
 
 
 def _epoch(text: str) -> float:
-    from modelops.rollout.engine import parse_rfc3339
+    from modelops.rollout.values import parse_rfc3339
 
     return parse_rfc3339(text).timestamp()
 

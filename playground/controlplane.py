@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
 
 
-def control_plane_binaries() -> Path:
-    """The folder holding etcd, kube-apiserver and kubectl; builds them on first use."""
-    out = subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+def control_plane_binaries(node: bool = False) -> Path:
+    """The folder holding etcd, kube-apiserver and kubectl (`node`: also kube-controller-manager,
+    kube-scheduler and kubelet); builds them on first use."""
+    out = subprocess.run([str(BUILD_SCRIPT), *(["node"] if node else [])], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from modelops.api.metricprovider import ClusterMetricProviderSpec
 from modelops.api.modeldeployment import MAX_ANALYSES_LIMIT, ModelDeploymentSpec
 from modelops.api.notifier import ClusterNotifierSpec
+from modelops.analysis.sequential import MIN_SAMPLES
 from modelops.api.types import DurationBounds
 
 from .conftest import model_deployment_manifest, with_path
@@ -38,7 +39,8 @@ def full_manifests() -> dict[str, tuple[type[BaseModel], dict[str, Any]]]:
     deployment["spec"]["strategy"]["readyTimeout"] = "10m"
     deployment["spec"]["analysis"].update(window="20s", prometheus={"address": "http://prometheus:9090",
                                                                     "timeout": "5s"})
-    deployment["spec"]["analysis"]["checks"][0]["gradingDelay"] = "1h"
+    deployment["spec"]["analysis"]["checks"][0] = {"name": "errors", "template": "errorRate", "maxIncreasePercent": 10,
+                                                   "gradingDelay": "1h", "sequential": {"maxDuration": "1h"}}
     return {
         "ModelDeployment": (ModelDeploymentSpec, deployment),
         "ClusterMetricProvider": (ClusterMetricProviderSpec, _manifest("ClusterMetricProvider", {
@@ -189,6 +191,9 @@ def bound_refusals() -> Iterator[Case]:
     for limit in ("failureLimit", "noDataLimit"):
         yield Case(f"{limit} over {MAX_ANALYSES_LIMIT}", _at(manifest, ("analysis", limit), MAX_ANALYSES_LIMIT + 1),
                    ("analysis", limit), None)
+    budget = check + ("sequential", "maxSamples")
+    yield Case(f"a sequential budget under {MIN_SAMPLES} samples, the fewest any verdict needs",
+               _at(manifest, budget, MIN_SAMPLES - 1), budget, None)
 
 
 def bound_acceptances() -> Iterator[Case]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api.modeldeployment import Action, Phase
-from .rollout.engine import ACTIVE
+from .rollout.values import ACTIVE
 
 Path = tuple[str, ...]
 

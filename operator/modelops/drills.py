@@ -1,4 +1,4 @@
-"""The shell's part of rollback drills (the decisions are the engine's, rollout/engine.py).
+"""The shell's part of rollback drills (the decisions are the engine's, rollout/drill_steps.py).
 
 Requests lost: once a drill has ended and its window has been scraped (its end plus the analysis window),
 one measurement through the metric provider the analyses use, with the backend's built-in `errorRate`
@@ -17,15 +17,14 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Awaitable, Callable
 
 from .analysis.measure import batch_key, sample_count, unless_set
 from .analysis.promql import Subject, render
-from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
-from .api.modeldeployment import Analysis, CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
+from .analysis.provider import Asker, MetricProvider, ProviderError, ProviderFactory, answered_within
+from .api.modeldeployment import CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.types import duration_seconds
 from .rollout import DrillLoss, analysis_instant
-from .rollout.engine import parse_rfc3339
+from .rollout.values import parse_rfc3339
 from .routers.base import BackendState, Router, Target
 
 log = logging.getLogger(__name__)
@@ -67,9 +66,6 @@ def seconds_to_loss(status: ModelDeploymentStatus, now: datetime) -> float | Non
     if last is None or last.requests_lost_due is None:
         return None
     return max(0.0, (parse_rfc3339(last.requests_lost_due) - now).total_seconds())
-
-
-ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
 
 
 async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,

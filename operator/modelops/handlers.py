@@ -17,6 +17,7 @@ objects the operator drives).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -33,10 +34,10 @@ from .api.notifier import ClusterNotifierSpec
 from .kube import Kube, Secrets, api_client, merge_patch
 from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
-from .reconcile import (EXPECTED, VERSIONS, Memory, Shell, classify, current_status, record_serving_roles, run_round,
-                        serving_of, spec_in_force)
+from .problems import EXPECTED, classify
+from .reconcile import VERSIONS, Memory, Shell, current_status, record_serving_roles, run_round, serving_of, spec_in_force
 from .rollout import TrafficIntent
-from .rollout.engine import rfc3339
+from .rollout.values import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
 from .routers.kserve import INFERENCE_SERVICE as KSERVE
@@ -361,10 +362,9 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
                 await check_versions_of(memo.shell, namespace, model, model_versions)
             delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
                                     memory)
-            try:
-                await asyncio.wait_for(memory.wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):  # not wait_for, which can swallow the daemon's cancellation
+                    await memory.wake.wait()
             memory.wake.clear()
     finally:  # stopped on deletion, after `release` maybe: its last rounds must not leave series behind
         memo.wakeups.forget(namespace, name)

@@ -199,8 +199,10 @@ class LeaderElector:
     async def _call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         timeout = self.request_timeout if timeout is None else max(0.05, min(timeout, self.request_timeout))
         try:
-            result = await asyncio.wait_for(getattr(self.leases, method)(*args, _request_timeout=timeout, **kwargs),
-                                            timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that comes as the
+            # call ends, and a renewal loop that misses its cancellation never stops (nor releases the Lease).
+            async with asyncio.timeout(timeout):
+                result = await getattr(self.leases, method)(*args, _request_timeout=timeout, **kwargs)
         except Exception as error:
             if getattr(error, "status", None):  # an HTTP answer (404, 409) is contact too
                 self.answered_at = self.clock()

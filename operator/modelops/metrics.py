@@ -22,7 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from .analysis.evaluate import limit_bounds
 from .api.modeldeployment import Check, CheckStatus, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Verdict
-from .rollout.engine import progress_deadline, seconds_to_next_analysis
+from .rollout.plan import progress_deadline, seconds_to_next_analysis
 
 _PER_DEPLOYMENT: list[tuple[MetricWrapperBase, tuple[str, ...]]] = []
 """Every metric with namespace and deployment labels, with its label names: what `forget` clears."""
@@ -59,7 +59,8 @@ ANALYSIS_LAG = _per_deployment(Histogram, "modelops_analysis_lag_seconds",
                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ANALYSES = _per_deployment(Counter, "modelops_analyses_total", "Analyses run (all checks measured once).")
 CHECK_VERDICTS = _per_deployment(Counter, "modelops_check_verdicts_total",
-                                 "Verdicts of each check (Pass, Fail, NoData, Error: the metric provider failed).",
+                                 "Verdicts of each check (Pass, Fail, NoData, Undecided: a sequential check without enough "
+                                 "evidence yet, Error: the metric provider failed).",
                                  "check", "verdict")
 CHECK_VALUE = _per_deployment(Gauge, "modelops_check_value",
                               "The candidate's value of a check in the last analysis (kept, like status.checks, after"

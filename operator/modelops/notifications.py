@@ -40,7 +40,7 @@ from .api.metricprovider import selects
 from .api.modeldeployment import CheckStatus, ModelDeploymentSpec, ModelDeploymentStatus, SecretKeyRef
 from .api.notifier import MAX_TIMEOUT_SECONDS, ClusterNotifierSpec, NotificationFormat
 from .api.types import duration_seconds
-from .rollout.engine import Event, rfc3339
+from .rollout.values import Event, rfc3339
 
 log = logging.getLogger(__name__)
 

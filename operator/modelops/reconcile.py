@@ -28,32 +28,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
-import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import GROUP, VERSION, drills, metrics
-from .analysis.evaluate import Measurement, awaiting_labels, evaluate
-from .analysis.measure import analyse, unless_set
-from .analysis.promql import Subject
-from .analysis.provider import Asker, MetricProvider, ProviderError, answered_within
-from .api.modeldeployment import (MAX_HISTORY_LIMIT, Analysis, Backend, ModelDeploymentSpec,
-                                  ModelDeploymentStatus, Phase, Serving, full_weight_refusal)
-from .api.types import duration_seconds
-from .kube import ApiNotInstalled, Resource, merge_patch
+from .api.modeldeployment import (MAX_HISTORY_LIMIT, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase,
+                                  Serving, full_weight_refusal)
+from .kube import Resource, merge_patch
+from .analysis.provider import ProviderFactory
+from .measuring import measure_if_due
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
-from .rollout import AnalysisReport, Carried, Decision, Event, Observations, TrafficIntent, analysis_window, decide
-from .rollout import analysis_instant, check_window, checks_in_effect, fail_safe, grading_until, intent_of
+from .problems import (EXPECTED, EventSink, Problem, Unfinished, classify, count_problem, naming, note_problem,
+                       tell_problem)
+from .rollout import Carried, Decision, Event, Observations, TrafficIntent, decide, fail_safe, intent_of
 from .rollout import rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
-from .rollout.engine import rfc3339
-from .routers.base import BackendMisconfigured, BackendNotOwned, BackendState, Router, Target
+from .rollout.values import rfc3339
+from .routers.base import BackendMisconfigured, BackendState, Router, Target
 from .slots import RolloutSlots
 from .watched import MAX_AGE_SECONDS
 
@@ -71,12 +67,6 @@ what the watch showed of its backend is then at least this old, so the read is a
 30 min, so that the resyncs of 10,000 deployments cost about 6 GETs a second."""
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 BACKOFF_CAP_SECONDS = 30.0
-MAX_ANALYSIS_SECONDS = 30.0
-"""An analysis' budget: at most this, and at most its interval, from its first request sent (answered_within: a wait
-for a turn behind other tenants comes on top, up to FIRST_TURN_SECONDS)."""
-
-# Failures of the world around the operator: reported and retried, never a reason to give up.
-EXPECTED = (ApiException, ApiNotInstalled, BackendMisconfigured, asyncio.TimeoutError, aiohttp.ClientError, OSError)
 
 
 class KubeApi(Protocol):
@@ -85,11 +75,6 @@ class KubeApi(Protocol):
                            patch: dict[str, Any]) -> dict[str, Any]: ...
 
 
-ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
-"""(spec.analysis, the deployment it asks for, timeout cap) -> a provider for one analysis; raises
-ProviderError when there is none it may use."""
-EventSink = Callable[[Mapping[str, Any], str, str, str], None]
-"""(the ModelDeployment, Normal|Warning, reason, message) -> posted as a Kubernetes Event."""
 Notify = Callable[[Mapping[str, Any], ModelDeploymentSpec, ModelDeploymentStatus, tuple[Event, ...]], None]
 """(the ModelDeployment, its spec, the status just persisted, that decision's events) -> queued for the webhooks the
 spec opted into; returns at once, sends nothing itself (notifications.py)."""
@@ -157,6 +142,10 @@ class Memory:
     """The spec's `serving` that `units` and `refused` were read under."""
     accepted: Accepted | None = None
     """The last spec this loop accepted: a round whose spec is invalid still runs under it."""
+    unfinished: Unfinished | None = None
+    """What kept the last round from finishing after its status write (its apply or the serving roles' bookkeeping),
+    and the intent it was applying: a round that decides that intent again names that problem before applying too,
+    so that its status write before the apply and the one after it agree (see `naming`)."""
 
 
 @dataclass(frozen=True)
@@ -174,15 +163,6 @@ class Base:
     """What a status write over `status` is conditional on: a stale base gets a 409, never a lost update."""
     seen: str | None
     """The resourceVersion the watch showed."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    reason: str
-    message: str
-    standing: bool = False
-    """A state of the backend the round worked around (it measured, decided and applied what it could): reported
-    every round, but no failure to back off from, so that analyses and a rollback keep their pace."""
 
 
 INVALID_SPEC = "InvalidSpec"
@@ -214,37 +194,17 @@ def spec_in_force(obj: Mapping[str, Any], memory: Memory) -> tuple[Accepted | No
     return Accepted(ModelDeploymentSpec.model_validate(wire), memory.accepted.generation), refusal
 
 
-def classify(error: BaseException) -> Problem:
-    """A reason to count and show, and words without any response body in them."""
-    if isinstance(error, ApiNotInstalled):
-        return Problem("BackendNotInstalled", str(error))
-    if isinstance(error, BackendNotOwned):
-        return Problem("BackendNotOwned", str(error))
-    if isinstance(error, BackendMisconfigured):
-        return Problem("BackendMisconfigured", str(error))
-    if isinstance(error, ApiException) and error.status == 409:
-        return Problem("Conflict", "the ModelDeployment or its backend object changed since this round read it;"
-                                   " deciding again")
-    if isinstance(error, ApiException):
-        return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}")
-    if isinstance(error, asyncio.TimeoutError):
-        return Problem("Timeout", "a Kubernetes API call timed out")
-    if isinstance(error, (aiohttp.ClientError, OSError)):
-        return Problem("Unreachable", f"the Kubernetes API could not be reached ({type(error).__name__})")
-    return Problem("InternalError", f"{type(error).__name__}: {str(error)[:300]}")
-
-
 async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[VersionRecord], memory: Memory) -> float:
     """One round, whatever happens in it; returns the seconds until the next one."""
     try:
         delay, problem = await reconcile(shell, obj, list(records), memory)
     except EXPECTED as e:
         delay, problem = CONVERGE_SECONDS, classify(e)  # the status write itself failed: nothing was applied
-        note_problem(shell, obj, problem)
+        note_problem(shell.events, obj, problem)
     except Exception as e:  # noqa: BLE001 - the loop must outlive any bug; the safe side is stable
         log.exception("round of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
         delay, problem = CONVERGE_SECONDS, classify(e)
-        note_problem(shell, obj, problem)
+        note_problem(shell.events, obj, problem)
         await recover(shell, obj, list(records), memory, problem)
     if problem is None:
         memory.failures_in_a_row = 0
@@ -257,7 +217,7 @@ async def run_round(shell: Shell, obj: Mapping[str, Any], records: Iterable[Vers
 
 async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord],
                     memory: Memory) -> tuple[float, Problem | None]:
-    """Observe the backend, measure if due, decide, persist the decision, then apply it."""
+    """Observe the backend, measure if due, decide, persist the decision, then apply it: the whole round."""
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     memory.spec_changed.clear()  # from here on it says the spec changed after this round read it
@@ -267,53 +227,112 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     if accepted is None:
         assert spec_problem is not None
         return await refuse_unjudged(shell, obj, records, memory, old, status, spec_problem)
-    spec = accepted.spec
-    versions = catalog(records)
+    spec, versions = accepted.spec, catalog(records)
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
-    if memory.serving != spec.serving:  # what another backend showed says nothing of this one
-        memory.serving, memory.units, memory.refused = spec.serving, {}, None
-    problem, refused = spec_problem, memory.refused  # a backend the round cannot read refuses what it did when read
+    seen = await observe(router, target, versions, status, memory)
+    observations = await observations_of(shell, accepted, status, versions, router, target, seen, memory)
+    decision = decide_in_force(spec, status, observations, shell.clock())
+    problem = problem_of(spec, versions, spec_problem, seen)
+    memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, seen.backend)
+    shell.slots.settle(namespace, name, spec.model, decision.status)
+    unfinished = memory.unfinished
+    held = unfinished.problem if unfinished is not None and unfinished.intent == decision.intent else None
+    # Write-ahead: the decision is persisted before anything moves.
+    await persist(shell, obj, memory, old, decision, naming(held, problem), problem)
+    metrics.show_decision(namespace, name, spec, status, decision.status)
+    post(shell, obj, decision.events, seen.backend.drift if seen.backend else ())
+    notify(shell, obj, spec, decision)
+    settled, after = await carry_out(shell, obj, memory, records, versions, router, target, status, decision,
+                                     seen.backend)
+    if after is not None:
+        await persist(shell, obj, memory, status_base(obj, memory), decision, naming(after, problem), after)
+    elif held is not None:  # gone since the write before the apply: the status names what this round met
+        await persist(shell, obj, memory, status_base(obj, memory), decision, problem, None)
+    return pace(spec, decision, seen.backend, settled, after, problem, shell.clock())
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a round knows of its backend."""
+
+    backend: BackendState | None
+    """As read now; None when it could not be read."""
+    units: dict[str, str]
+    """The serving units to measure on: as read now, or as the last read showed."""
+    refused: str | None
+    """What of the routing the backend refuses (Observations.refused): as read now, or as when last read."""
+    problem: Problem | None
+    """Why it could not be read, or the standing problem of what it refuses."""
+
+
+async def observe(router: Router, target: Target, versions: Catalog, status: ModelDeploymentStatus,
+                  memory: Memory) -> Seen:
+    """The backend read, kept in `memory` for a round that cannot read it: analyses need only the units the last
+    read showed, and a backend that cannot be read refuses what it did when last read."""
+    if memory.serving != target.serving:  # what another backend showed says nothing of this one
+        memory.serving, memory.units, memory.refused = target.serving, {}, None
     try:
         backend: BackendState | None = await router.observe(target, versions.specs, intent_of(status))
     except EXPECTED as e:
-        backend, problem = None, classify(e)  # a failure to back off from, whatever else is refused
         if isinstance(e, BackendMisconfigured):
-            refused = str(e)
-    if backend is not None:
-        memory.units = backend.units
-        refused = "; ".join(backend.refused) or None
-        if refused is not None and problem is None:
-            problem = Problem("BackendMisconfigured", refused, standing=True)
-    memory.refused = refused
-    units = backend.units if backend is not None else memory.units
-    report = await measure_if_due(shell, spec, status, units, router, target, memory.spec_changed) \
-        if backend is not None or units else None
+            memory.refused = str(e)
+        return Seen(None, memory.units, memory.refused, classify(e))  # a failure to back off from
+    memory.units, memory.refused = backend.units, "; ".join(backend.refused) or None
+    standing = Problem("BackendMisconfigured", memory.refused, standing=True) if memory.refused else None
+    return Seen(backend, backend.units, memory.refused, standing)
+
+
+async def observations_of(shell: Shell, accepted: Accepted, status: ModelDeploymentStatus, versions: Catalog,
+                          router: Router, target: Target, seen: Seen, memory: Memory) -> Observations:
+    """Everything the decision rests on besides spec and status: the backend seen, an analysis if one is due, a
+    drill's requests lost, a rollout slot."""
+    spec, backend = accepted.spec, seen.backend
+    report = await measure_if_due(shell.providers, spec, status, seen.units, router, target, memory.spec_changed,
+                                  shell.clock()) if backend is not None or seen.units else None
     loss = await drills.measure_loss(shell.providers, spec, status, router, target, memory.drill_units, shell.clock(),
                                      memory.spec_changed)
-    queued = shell.slots.ask(namespace, name, spec.model) if rollout_wanted(spec, status) else None
-    observations = Observations(backend.ready_versions if backend else None, report, accepted.generation,
-                                frozenset(versions.specs), queued, memory.carried, loss,
-                                backend.serving_versions if backend else frozenset(), refused,
-                                backend.pins if backend else None)
-    decision = decide(spec, status, observations, shell.clock())
+    queued = shell.slots.ask(target.namespace, target.deployment, spec.model) if rollout_wanted(spec, status) else None
+    return Observations(backend.ready_versions if backend else None, report, accepted.generation,
+                        frozenset(versions.specs), queued, memory.carried, loss,
+                        backend.serving_versions if backend else frozenset(), seen.refused,
+                        backend.pins if backend else None)
+
+
+def decide_in_force(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations,
+                    now: datetime) -> Decision:
+    """The engine's decision; under a spec the API server refuses now but stored before its rule (a candidate at
+    100 % on kserve), requests are handled as decided and whatever candidate that leaves in flight goes back to
+    stable before anything is applied."""
+    decision = decide(spec, status, observations, now)
     refusal = full_weight_refusal(spec)
-    if refusal is not None and (decision.status.canary_version is not None or decision.status.drill is not None):
-        # A spec the API server refuses now, stored before the rule: requests are handled as decided, and whatever
-        # candidate that leaves in flight goes back to stable before anything is applied.
-        safe = fail_safe(spec, decision.status, refusal, shell.clock(), replace(observations, analysis=None))
-        decision = replace(safe, events=decision.events + safe.events)
-    memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, backend)
-    shell.slots.settle(namespace, name, spec.model, decision.status)
-    if problem is None and refusal:
-        problem = Problem(INVALID_SPEC, f"spec is invalid: {refusal}", standing=True)
-    if problem is None and spec.version not in versions.specs:
-        problem = Problem("ModelVersionMissing", decision.status.message or f"no ModelVersion {spec.version}")
-    await persist(shell, obj, memory, old, decision, problem)  # write-ahead: decided before anything moves
-    metrics.show_decision(namespace, name, spec, status, decision.status)
-    post(shell, obj, decision.events, backend.drift if backend else ())
-    notify(shell, obj, spec, decision)
-    settled, after = True, None
-    carried, memory.carried = memory.carried, None
+    if refusal is None or (decision.status.canary_version is None and decision.status.drill is None):
+        return decision
+    safe = fail_safe(spec, decision.status, refusal, now, replace(observations, analysis=None))
+    return replace(safe, events=decision.events + safe.events)
+
+
+def problem_of(spec: ModelDeploymentSpec, versions: Catalog, refused_spec: Problem | None,
+               seen: Seen) -> Problem | None:
+    """The one problem a round reports before its apply: a backend it could not read, else a spec it refuses,
+    else what the backend refuses, else a stored spec the API server would now refuse, else a missing version."""
+    if seen.backend is None or refused_spec is not None:
+        return seen.problem if seen.backend is None else refused_spec
+    if seen.problem is not None:
+        return seen.problem
+    refusal = full_weight_refusal(spec)
+    if refusal is not None:
+        return Problem(INVALID_SPEC, f"spec is invalid: {refusal}", standing=True)
+    if spec.version not in versions.specs:
+        return Problem("ModelVersionMissing", f"no ModelVersion of model {spec.model} with version {spec.version}")
+    return None
+
+
+async def carry_out(shell: Shell, obj: Mapping[str, Any], memory: Memory, records: list[VersionRecord],
+                    versions: Catalog, router: Router, target: Target, before: ModelDeploymentStatus,
+                    decision: Decision, backend: BackendState | None) -> tuple[bool, Problem | None]:
+    """Apply the persisted decision and record the versions' new roles: (whether the backend carries it, what kept
+    the round from finishing). What kept it is remembered (Memory.unfinished) for the next round's status."""
+    settled, carried, memory.carried = True, memory.carried, None
     try:
         if decision.intent is not None:
             applied_at = shell.clock()
@@ -321,19 +340,27 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
             if settled:  # carried since the first of an unbroken run of rounds that found it so
                 memory.carried = carried if carried and carried.intent == decision.intent else Carried(
                     decision.intent, applied_at)
-            metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.status.canary_weight)
-            metrics.show_traffic(namespace, name, decision.intent.weights())
-        await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
+            metrics.CANARY_WEIGHT.labels(target.namespace, target.deployment).set(decision.status.canary_weight)
+            metrics.show_traffic(target.namespace, target.deployment, decision.intent.weights())
+        await record_serving_roles(shell, target.namespace, target.deployment, versions, records, before,
+                                   decision.status)
     except EXPECTED as e:
-        after, memory.carried = classify(e), None
-        await persist(shell, obj, memory, status_base(obj, memory), decision, after)
+        memory.carried, memory.unfinished = None, Unfinished(decision.intent, classify(e))
+        return settled, memory.unfinished.problem
+    memory.unfinished = None
+    return settled, None
+
+
+def pace(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, settled: bool,
+         after: Problem | None, problem: Problem | None, now: datetime) -> tuple[float, Problem | None]:
+    """Seconds to the next round, and the problem the round ends with."""
     if after or (problem and not problem.standing):
         return CONVERGE_SECONDS * (1 if after else 5), after or problem
     if decision.status.phase is Phase.Queued:
         return QUEUED_SECONDS, problem
     if decision.intent is None:
         return IDLE_SECONDS, problem
-    return next_delay(spec, decision, backend, shell.clock()) if settled else CONVERGE_SECONDS, problem
+    return next_delay(spec, decision, backend, now) if settled else CONVERGE_SECONDS, problem
 
 
 async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
@@ -347,18 +374,18 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     if serving is None:
         await write_status(shell, obj, memory, old, unsynced(status, refused.reason, refused.message,
                                                              rfc3339(shell.clock())))
-        note_problem(shell, obj, refused)
+        note_problem(shell.events, obj, refused)
         return IDLE_SECONDS, refused
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     versions, target, router = catalog(records), Target(namespace, name, serving), shell.routers[serving.backend]
     # The status must not say "all traffic on stable" beside a rule the backend carries but the operator refuses.
-    memory.refused = await refused_routing(router, target, versions, status, memory.refused)
+    seen = await observe(router, target, versions, status, memory)
     # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
     # limit is the largest, so that no entry the real spec keeps is cut.
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
     decision = fail_safe(stand_in, status, refused.message, shell.clock(),
-                         Observations(ready_versions=None, refused=memory.refused))
-    await persist(shell, obj, memory, old, decision, refused)
+                         Observations(ready_versions=None, refused=seen.refused))
+    await persist(shell, obj, memory, old, decision, refused, refused)
     shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
     post(shell, obj, decision.events, ())
@@ -367,18 +394,6 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
         settled = await apply_intent(shell, obj, router, target, decision.intent, versions, None)
     await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
-
-
-async def refused_routing(router: Router, target: Target, versions: Catalog, status: ModelDeploymentStatus,
-                          known: str | None) -> str | None:
-    """What of the routing the backend refuses, as read now; `known` when the backend cannot be read."""
-    try:
-        backend = await router.observe(target, versions.specs, intent_of(status))
-    except BackendMisconfigured as e:
-        return str(e)
-    except EXPECTED:
-        return known
-    return "; ".join(backend.refused) or None
 
 
 def serving_of(obj: Mapping[str, Any]) -> Serving | None:
@@ -422,11 +437,15 @@ def safe_over(intent: TrafficIntent, state: BackendState) -> bool:
 
 
 async def persist(shell: Shell, obj: Mapping[str, Any], memory: Memory, old: Base, decision: Decision,
-                  problem: Problem | None) -> None:
+                  problem: Problem | None, met: Problem | None) -> None:
+    """The decision, `Synced=False` naming `problem` when there is one. `met` is what this round met since its last
+    write, counted once: the status may name a problem an earlier round met and counted."""
     status = decision.status
+    if met is not None:
+        count_problem(obj, met)
     if problem is not None:
         status = unsynced(status, problem.reason, problem.message, rfc3339(shell.clock()))
-        note_problem(shell, obj, problem)
+        tell_problem(shell.events, obj, problem)
     await write_status(shell, obj, memory, old, status)
 
 
@@ -454,49 +473,6 @@ async def recover(shell: Shell, obj: Mapping[str, Any], records: list[VersionRec
             await shell.routers[spec.serving.backend].apply(target, decision.intent, versions.specs, BackendState())
     except Exception:  # noqa: BLE001 - retried by the next round, after backoff
         log.exception("recovery of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
-
-
-async def measure_if_due(shell: Shell, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
-                         units: dict[str, str], router: Router, target: Target,
-                         spec_changed: asyncio.Event) -> AnalysisReport | None:
-    """The analysis when one is due, of the versions' serving `units`; given up (None) when `spec_changed` is set
-    meanwhile, so that a request or a new version never waits for a slow metric provider. Its budget counts from its
-    first request sent (answered_within): a wait for a turn behind other tenants' requests is not taken from it."""
-    now = shell.clock()
-    if seconds_to_next_analysis(spec, status, now) != 0.0:
-        return None
-    metrics.show_analysis_lag(target.namespace, target.deployment, spec, status, now)
-    assert status.canary_version is not None and status.stable_version is not None
-    budget = min(MAX_ANALYSIS_SECONDS, max(1.0, duration_seconds(spec.analysis.interval)))
-    at = analysis_instant(now)
-    in_effect = checks_in_effect(spec, status)
-    until = {c.name: grading_until(spec, status, c, at) for c in in_effect}
-    checks = [c for c in in_effect if until[c.name] is None]
-    grading = tuple(awaiting_labels(c, rfc3339(t), rfc3339(at)) for c in in_effect if (t := until[c.name]) is not None)
-
-    def subject(version: str) -> Subject:
-        return Subject(target.namespace, spec.model, version, units.get(version, version),
-                       router.object_name(target), analysis_window(spec))
-
-    asker = Asker(target.namespace, target.deployment)
-
-    async def run() -> tuple:
-        provider = await shell.providers(spec.analysis, asker, budget)
-        return await analyse(provider, checks, router.templates, subject(status.canary_version),
-                             subject(status.stable_version), at, rfc3339(at),
-                             {c.name: check_window(spec, status, c, at) for c in checks})
-
-    started = time.monotonic()
-    try:
-        results = await unless_set(spec_changed, answered_within(run(), asker, budget + 1.0))
-        if results is None:
-            return None
-    except (asyncio.TimeoutError, ProviderError) as e:
-        words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
-        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at)) for c in checks)
-    metrics.show_analysis(target.namespace, target.deployment, status.canary_version, checks, results,
-                          time.monotonic() - started)
-    return AnalysisReport(at, tuple(results) + grading)
 
 
 def next_delay(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | None, now: datetime) -> float:
@@ -569,16 +545,6 @@ def notify(shell: Shell, obj: Mapping[str, Any], spec: ModelDeploymentSpec, deci
         shell.notify(obj, spec, decision.status, decision.events)
     except Exception:  # noqa: BLE001 - a notification is never worth a rollback (fail_safe)
         log.exception("notifications of %s/%s failed", obj["metadata"]["namespace"], obj["metadata"]["name"])
-
-
-def note_problem(shell: Shell, obj: Mapping[str, Any], problem: Problem) -> None:
-    """Counted every time; an event only when the words change, so a long outage is one event."""
-    metrics.count_error(obj["metadata"]["namespace"], obj["metadata"]["name"], problem.reason)
-    if problem.reason == "Conflict":
-        return  # routine under concurrent edits: the next round decides again from the fresh object
-    synced = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"), {})
-    if synced.get("message") != problem.message[:1000]:
-        shell.events(obj, "Warning", problem.reason, problem.message[:1000])
 
 
 async def record_serving_roles(shell: Shell, namespace: str, deployment: str, versions: Catalog,

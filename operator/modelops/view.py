@@ -25,7 +25,7 @@ seconds (float) computed against `at`; a value that does not apply is null:
      "step": null | {"number": int (from 1), "of": int|null, "kind": "weight"|"mirror"|"match", "what": str,
                      "weight": int, "pause": str|null, "startedAt": time, "elapsedSeconds": float},
      "waiting": null | {"since": time, "elapsedSeconds": float},      # candidate not ready on the backend yet
-     "analysis": {"lastAt": time|null, "lastOutcome": "Passed"|"Failed"|"Inconclusive"|null,
+     "analysis": {"lastAt": time|null, "lastOutcome": "Passed"|"Failed"|"Inconclusive"|"Undecided"|null,
                   "nextInSeconds": float|null, "consecutiveFailures": int, "failureLimit": int|null,
                   "consecutiveNoData": int, "noDataLimit": int|null},
      "paused": bool, "pinnedWeight": int|null,
@@ -39,9 +39,9 @@ seconds (float) computed against `at`; a value that does not apply is null:
                           "secondsToFallback": float|null, "secondsBack": float|null,
                           "requestsLost": int|null, "requestsLostNote": str|null, "requestsLostDue": time|null,
                           "message": str, "actor": str, "reason": str},
-     "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Error", "value": float|null,
+     "checks": [{"name": str, "verdict": "Pass"|"Fail"|"NoData"|"Undecided"|"Error", "value": float|null,
                  "limit": str, "baseline": float|null, "samples": int|null, "message": str, "time": time,
-                 "dryRun": bool}],
+                 "dryRun": bool, "budgetLeft": str|null}],  # what an Undecided check's budget has left
      "problems": [{"type": str, "status": str, "reason": str, "message": str, "since": time|null}],
      "history": [{"time": time, "ageSeconds": float|null, "action": str, "version": str,
                   "actor": str, "reason": str}]}                          # oldest first, all of status.history
@@ -63,8 +63,9 @@ from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
 from .rollout.conditions import PIN_TO_FAILED
-from .rollout.engine import (intent_of, parse_rfc3339, progress_deadline, rfc3339, seconds_between,
-                             seconds_to_next_analysis, sent_to_candidate, step_words, steps_of)
+from .rollout.plan import (intent_of, progress_deadline, seconds_between, seconds_to_next_analysis, sent_to_candidate,
+                           step_words, steps_of)
+from .rollout.values import parse_rfc3339, rfc3339
 
 KIND = "ModelDeploymentView"
 SCHEMA_VERSION = 1
@@ -75,7 +76,7 @@ MESSAGE_WIDTH = 60
 PHASE_STYLES = {"Stable": "bold green", "Queued": "bold blue", "Drilling": "bold magenta", "Progressing": "bold cyan",
                 "Paused": "bold yellow",
                 "RollingBack": "bold magenta", "RolledBack": "bold red", "Failed": "bold red"}
-VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "bold magenta"}
+VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Undecided": "cyan", "Error": "bold magenta"}
 ROLE_STYLES = {"stable": "green", "candidate": "cyan", "fallback": "magenta"}
 WARNING_ACTIONS = ("RolledBack", "Aborted", "DrillInterrupted")
 # Conditions whose healthy status is True (False or Unknown is a problem) and those whose healthy status is
@@ -292,7 +293,7 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "lastDrill": _last_drill(status, now),
         "checks": [{"name": c.name, "verdict": c.verdict.value, "value": c.value, "limit": c.limit,
                     "baseline": c.baseline, "samples": c.samples, "message": c.message, "time": c.time,
-                    "dryRun": c.dry_run}
+                    "dryRun": c.dry_run, "budgetLeft": c.budget_left}
                    for c in status.checks],
         "problems": problems + _problems(status),
         "history": [{"time": h.time, "ageSeconds": _since(h.time, now), "action": h.action, "version": h.version,
@@ -423,7 +424,8 @@ def history_row(h: dict[str, Any]) -> list[str]:
 
 def check_row(c: dict[str, Any]) -> list[str]:
     samples = "-" if c["samples"] is None else str(c["samples"])
-    verdict = c["verdict"] + (" (dry run)" if c["dryRun"] else "")
+    verdict = c["verdict"] + (f", budget left {c['budgetLeft']}" if c["budgetLeft"] else "") + (
+        " (dry run)" if c["dryRun"] else "")
     return [c["name"], number(c["value"]), c["limit"], number(c["baseline"]), samples, verdict]
 
 

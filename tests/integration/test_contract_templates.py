@@ -127,7 +127,7 @@ async def test_drift_is_the_versions_highest_score_and_compares_with_stable(prom
 
 
 async def judged_sequentially(provider, check, templates, series, candidate):
-    """The check's first verdict other than "not enough evidence yet", over everything since the series began, as
+    """The check's first verdict other than no data or "not enough evidence yet" (Undecided), over everything since the series began, as
     the operator's window since the candidate began serving: at most 60 s."""
     deadline = time.monotonic() + 60
     while True:
@@ -135,7 +135,7 @@ async def judged_sequentially(provider, check, templates, series, candidate):
         window = f"{math.ceil(time.monotonic() - series.started)}s"
         measured = await measure(provider, check, templates, subject(candidate, window), subject("1.0.0", window), at)
         status = evaluate(check, measured, at.isoformat())
-        if status.verdict is not Verdict.NoData or time.monotonic() > deadline:
+        if status.verdict not in (Verdict.NoData, Verdict.Undecided) or time.monotonic() > deadline:
             return status
         await asyncio.sleep(0.5)
 

@@ -51,13 +51,17 @@ def test_api_server_applies_cel_rules(control_plane, namespace):
     assert "serving.gatewayAPI is required when serving.backend is gatewayAPI" in result.stderr
 
 
-@pytest.mark.parametrize("strategy", [{"type": "HotSwap"}, {"steps": [{"weight": 10}, {"weight": 100}]}])
-def test_api_server_refuses_a_candidate_at_100_percent_on_kserve(control_plane, namespace, strategy):
-    """The operator's own refusal (full_weight_refusal) is the API server's too."""
-    manifest = model_deployment_manifest(strategy=strategy)
-    assert full_weight_refusal(ModelDeploymentSpec.model_validate(manifest["spec"])) is not None
+@pytest.mark.parametrize("fields, field", [
+    ({"strategy": {"type": "HotSwap"}}, "spec.strategy"),
+    ({"strategy": {"steps": [{"weight": 10}, {"weight": 100}]}}, "spec.strategy"),
+    ({"trafficOverride": {"weight": 100, "reason": "pin"}}, "spec.trafficOverride.weight"),
+])
+def test_api_server_refuses_a_candidate_at_100_percent_on_kserve(control_plane, namespace, fields, field):
+    """The operator's own refusal (full_weight_refusal) is the API server's too, naming the same field."""
+    manifest = model_deployment_manifest(**fields)
+    assert full_weight_refusal(ModelDeploymentSpec.model_validate(manifest["spec"])).startswith(field[len("spec."):])
     result = control_plane.apply(manifest, "-n", namespace, check=False)
-    assert result.returncode != 0 and "spec.strategy" in result.stderr, result.stderr
+    assert result.returncode != 0 and field in result.stderr, result.stderr
     assert "on the kserve backend a candidate never takes 100 %" in result.stderr
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from modelops.rollout.engine import parse_rfc3339
+from modelops.rollout.values import parse_rfc3339
 from playground.controlplane import ADMIN_USER as ADMIN
 
 from .scenario import Scenario, fast_spec
@@ -279,7 +279,7 @@ def test_a_sequential_latency_check_rolls_back_a_candidate_proven_slower(scenari
     status = scenario.wait(lambda st: st.get("phase") == "RolledBack", 40, "rollback on the latency evidence")
     judged = next(c for c in status["checks"] if c["name"] == "latency-vs-stable")
     assert judged["verdict"] == "Fail", judged
-    assert "slower than stable's latency +10% with probability" in judged["message"]
+    assert "of the candidate's requests vs" in judged["message"] and "the bucket bound nearest stable's p95" in judged["message"]
     assert "95% confidence" in judged["message"]
     assert judged["limit"] == "at most 10% above stable; sequential test, 95% confidence"
     assert "latency-vs-stable" in status["history"][-1]["reason"]

@@ -56,7 +56,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from modelops.analysis.gate import FairGate
 from modelops.analysis.provider import Asker, ProviderError
 from modelops.kube import FIELD_MANAGER, Resource
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 
 
 class Crash(BaseException):

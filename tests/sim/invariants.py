@@ -99,12 +99,13 @@ from typing import Any
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Outcome, Phase
 from modelops.api.types import duration_seconds
 from modelops.reconcile import serving_of
-from modelops.rollout.engine import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, analysis_window, parse_rfc3339
+from modelops.rollout.plan import analysis_window
+from modelops.rollout.values import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SECONDS, parse_rfc3339
 
 from .fakes import dig
 
 
-TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round", "abort-unjudged-pinned"}
+TOLERATED: set[str] = {"kserve-rolled-out-candidate", "abort-unjudged-pinned"}
 """What the schedule search steps over. Backend facts, not bugs:
 
 - kserve-rolled-out-candidate: after a 100 % step (HotSwap, or a last step of 100) KServe has rolled the
@@ -113,10 +114,6 @@ TOLERATED: set[str] = {"kserve-rolled-out-candidate", "two-problems-a-round", "a
   the rolled-out revision, until a settle plus one fault-free round.
 
 Known bugs (a named xfail(strict=True) test each):
-- two-problems-a-round: reconcile.py persists the problem it knows before applying (ModelVersionMissing), then
-  the apply's (BackendMisconfigured), in every round: two status writes a round, for as long as both last
-  (test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_update_writes_status_twice_a_round).
-  Tolerated: test_schedules.comes_to_rest's writes, when the status flips between exactly those two reasons.
 - abort-unjudged-pinned: reconcile.refuse_unjudged (a refused spec, none accepted since a restart) acts on no
   request, and its fail_safe leaves a candidate pinned by trafficOverride in flight: an Abort waits for the spec's
   fix (test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out).

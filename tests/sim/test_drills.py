@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from modelops.api.modeldeployment import DrillResult, Phase
 from modelops.rollout import intent_of
-from modelops.rollout.engine import MAX_DRILL_SECONDS
+from modelops.rollout.values import MAX_DRILL_SECONDS
 
 from .fakes import CrashAt, Fault
 from .test_schedules import SCALE, run

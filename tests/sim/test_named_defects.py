@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from modelops.api.modeldeployment import ModelDeploymentSpec, Phase, Verdict
 from modelops import reconcile
 from modelops.reconcile import DEPLOYMENTS
-from modelops.rollout.engine import parse_rfc3339
+from modelops.rollout.values import parse_rfc3339
 from modelops.routers.base import OWNER_ANNOTATION
 from modelops.routers.kserve import DEPLOYMENT_MODE, INFERENCE_SERVICE
 
@@ -675,20 +675,35 @@ def test_a_lost_ack_of_an_unsynced_write_is_not_taken_for_synced(worlds):
     assert next(c for c in w.status().conditions if c.type == "Synced").status == "True"
 
 
-@pytest.mark.xfail(strict=True, reason="reconcile.py writes two different problems in every round: see the docstring")
-def test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_update_writes_status_twice_a_round(worlds):
-    """reconcile.py: 1.2.0's promotion is persisted, and the stable Model's in-place update to 1.2.0's artifact does
-    not land (here: it times out); then 1.2.0's ModelVersion is deleted. routers/seldon_v2.py needs the ModelVersion
-    to update a Model, so every round's apply fails (VersionUnavailable: BackendMisconfigured, standing). But each
-    round first persists its decision with the problem it knows before applying, ModelVersionMissing (spec.version
-    has no ModelVersion), with the decision's message ("Promoted 1.2.0: ..."), then the apply's problem: two status
-    writes per round for as long as it lasts, Synced/Degraded flipping between the two reasons (found by
-    test_seldon_v2_schedules: "the operator still writes with the clock stopped"). Traffic stays on what the
-    Models serve (1.0.0, or 1.2.0 through the Experiment), and Ready says stable 1.2.0 is not ready. Expected: a
-    round that meets the same problems as the last one writes nothing."""
-    w = new_world(worlds, "seldonV2", strategy="HotSwap")
-    start(w, "1.2.0", until_weight=100)
-    w.kube.hook = FailOn("apply", "models", Fault("timeout"), times=1000)
+def writes_and_events_of_a_settled_round(w: World) -> tuple[list, list]:
+    """The status writes and the events of one more round with the clock stopped, once the serving controller caught
+    up."""
+    first, posted = len(w.kube.calls), len(w.events.posted)
+    w.settle()
+    w.round()
+    return [call for call, _ in w.kube.calls[first:] if call.verb == "patch_status"], w.events.posted[posted:]
+
+
+def synced_of(w: World):
+    return next(c for c in w.status().conditions if c.type == "Synced")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_promotion_whose_modelversion_is_deleted_before_the_backend_write_landed_settles_on_one_status(worlds,
+                                                                                                           backend):
+    """Found by test_seldon_v2_schedules ("the operator still writes with the clock stopped"), fixed since; was:
+    1.2.0's promotion is persisted, its backend write does not land (here: it times out), then 1.2.0's
+    ModelVersion is deleted. On Seldon v2 the router needs that ModelVersion to write the promotion (the stable
+    Model's update in place), so every round's apply fails with BackendMisconfigured (VersionUnavailable), while
+    the write before the apply knew only ModelVersionMissing (spec.version has no ModelVersion): two status writes
+    a round, Synced/Degraded flipping between the two reasons, for as long as it lasted. Now the status names the
+    apply's problem, which blocks what the operator must do next, with the other in its message, and a round that
+    meets what the last one met writes nothing. The other backends write the promotion without the ModelVersion
+    (KServe: the rolled-out revision is 1.2.0's; Seldon v1: 1.2.0's predictor is there; Gateway API: routes
+    only), so the write lands and only ModelVersionMissing stands."""
+    w = new_world(worlds, backend, steps=(50,))
+    start(w, "1.2.0")
+    w.kube.hook = FailOn("apply", w.backend_resource.plural, Fault("timeout"), times=1000)
     for _ in range(6):
         w.tick(10)
         if w.status().stable_version == "1.2.0":
@@ -698,9 +713,34 @@ def test_seldon_v2_promotion_whose_modelversion_is_deleted_before_the_model_upda
     w.heal()
     for _ in range(3):
         w.tick(10)
-    synced = next(c for c in w.status().conditions if c.type == "Synced")
-    assert (synced.status, synced.reason) == ("False", "BackendMisconfigured")
-    first = len(w.kube.calls)
-    w.settle()
-    w.round()
-    assert not [c for c, _ in w.kube.calls[first:] if c.verb == "patch_status"], w.trace[-4:]
+    assert writes_and_events_of_a_settled_round(w) == ([], []), w.trace[-4:]
+    synced = synced_of(w)
+    if backend == "seldonV2":
+        assert (synced.status, synced.reason) == ("False", "BackendMisconfigured")
+        assert "the ModelVersion for 1.2.0 is gone" in synced.message
+        assert "also ModelVersionMissing: no ModelVersion of model fraud with version 1.2.0" in synced.message
+    else:
+        assert (synced.status, synced.reason, synced.message) == (
+            "False", "ModelVersionMissing", "no ModelVersion of model fraud with version 1.2.0")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_backend_write_refused_every_round_settles_on_one_status(worlds, backend):
+    """Was: a round with no problem before its apply wrote Synced=True, then the refused write's Synced=False
+    ApiError: two status writes a round for as long as the API server refuses the operator's writes (RBAC taken
+    away, an admission webhook). Now the write before the apply names the problem the last round's apply met on
+    the same traffic intent, and the status stays Synced=False until an apply goes through."""
+    w = new_world(worlds, backend)
+    start(w)
+    # the rollback's write: Seldon v2 deletes the Experiment, the others rewrite their one object
+    verb, plural = ("delete", "experiments") if backend == "seldonV2" else ("apply", w.backend_resource.plural)
+    w.kube.hook = FailOn(verb, plural, Fault(403), times=1000)
+    w.metric("candidate", "bad")
+    for _ in range(3):
+        w.tick(10)
+    assert w.status().phase is Phase.RolledBack and w.kube.hook.fired
+    assert writes_and_events_of_a_settled_round(w) == ([], []), w.trace[-4:]
+    assert (synced_of(w).status, synced_of(w).reason) == ("False", "ApiError")
+    w.heal()
+    w.tick(10)
+    assert synced_of(w).status == "True" and w.live() == {"1.0.0": 100}

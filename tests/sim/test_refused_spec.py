@@ -9,7 +9,7 @@ import pytest
 
 from modelops.api.modeldeployment import DrillResult, Phase
 from modelops.reconcile import run_round
-from modelops.rollout.engine import MAX_DRILL_SECONDS
+from modelops.rollout.values import MAX_DRILL_SECONDS
 
 from .fakes import Fault
 from .test_drills import FALLBACK, STABLE, promoted

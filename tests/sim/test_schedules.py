@@ -26,11 +26,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelops.reconcile import DEPLOYMENTS
-
 from .fakes import BEHAVIOURS, Fault
-from .invariants import TOLERATED
-from .world import EXPOSURE_STEP_SETS, NAME, NS, VERSION_NAMES, Config, World, refused_specs, step_sets
+from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, refused_specs, step_sets
 
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 3
 SELDON_SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 2
@@ -173,18 +170,7 @@ def comes_to_rest(world: World) -> None:
     world.round()
     world.round()
     writes = [call for call, _ in world.kube.calls[checked_from:] if call.verb not in ("get", "list")]
-    if "two-problems-a-round" in TOLERATED and flips_between_two_problems(world):
-        return
     assert not writes, f"the operator still writes with the clock stopped: {writes}\n" + "\n".join(world.trace[-12:])
-
-
-def flips_between_two_problems(world: World) -> bool:
-    """Known bug `two-problems-a-round` (invariants.TOLERATED): the last status writes alternate between Synced
-    reasons ModelVersionMissing and BackendMisconfigured."""
-    revisions = world.kube.revisions[(DEPLOYMENTS.plural, NS, NAME)][-4:]
-    reasons = [next((c.get("reason") for c in (r.get("status") or {}).get("conditions") or [] if c.get("type") == "Synced"),
-                    None) for r in revisions]
-    return set(reasons) == {"ModelVersionMissing", "BackendMisconfigured"}
 
 
 FIRST = st.sampled_from([None, *VERSION_NAMES[1:]])

@@ -26,7 +26,7 @@ from typing import Any
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.modelversions import VersionRecord, holder_of, record_of, version_status
 from modelops.reconcile import DEPLOYMENTS, VERSIONS, Memory, Shell, current_status, run_round
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 from modelops.routers import base as routers_base
 from modelops.routers.base import unit_name
 from modelops.routers.gateway_api import HTTP_ROUTE

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_latencies, compare_proportions)
+from modelops.analysis.sequential import MIN_SAMPLES, Finding, Proportion, compare_proportions, samples_to_locate, tail_above
 
 ROLLOUTS = 1000
 LOOKS = 60
@@ -70,21 +70,31 @@ def proportions(scenario: str, stable_rate: float, candidate_rate: float, *, tol
     return _summarise(scenario, findings)
 
 
-def _bucket_probabilities(median: float, sigma: float) -> np.ndarray:
-    """Chance of a log-normal latency landing in each bucket."""
-    bounds = np.array(PROMETHEUS_BUCKETS)
-    with np.errstate(divide="ignore"):
-        z = (np.log(bounds) - math.log(median)) / sigma
-    cdf = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) if math.isfinite(v) else 1.0 for v in z])
-    return np.diff(np.concatenate([[0.0], cdf]))
+FINE_BUCKETS = tuple(round(0.05 * 1.1 ** i, 6) for i in range(20)) + (math.inf,)
+"""Bucket bounds 10 % apart from 50 ms to 306 ms: a layout that resolves narrow latency distributions."""
 
 
-def latencies(scenario: str, stable_median: float, candidate_median: float, *, tolerance: float,
-              confidence: float = 0.95, sigma: float = 0.5, seed: int = 2) -> Summary:
+def _bucket_probabilities(bounds: tuple[float, ...], median: float, sigma: float, *, tail: float = 0.0,
+                          tail_factor: float = 1.0) -> np.ndarray:
+    """Chance of a log-normal latency landing in each bucket; with `tail`, that share of requests takes
+    `tail_factor` times as long (a regression of the slowest requests only)."""
+    def cdf(m: float) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            z = (np.log(np.array(bounds)) - math.log(m)) / sigma
+        return np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) if math.isfinite(v) else 1.0 for v in z])
+    mixed = (1 - tail) * cdf(median) + tail * cdf(median * tail_factor)
+    return np.diff(np.concatenate([[0.0], mixed]))
+
+
+def latencies(scenario: str, stable_median: float, candidate_median: float, *, tolerance: float, quantile: float,
+              sigma: float = 0.5, bounds: tuple[float, ...] = PROMETHEUS_BUCKETS, tail: float = 0.0,
+              tail_factor: float = 1.0, confidence: float = 0.95, seed: int = 2) -> Summary:
+    """Rollouts of a sequential latency check on `quantile` (latencyP50: 0.5, latencyP95: 0.95)."""
     rng = np.random.default_rng(seed)
     per_c, per_s = PER_LOOK, PER_LOOK * STABLE_SHARE
-    counts_c = rng.multinomial(per_c, _bucket_probabilities(candidate_median, sigma), size=(ROLLOUTS, LOOKS))
-    counts_s = rng.multinomial(per_s, _bucket_probabilities(stable_median, sigma), size=(ROLLOUTS, LOOKS))
+    counts_c = rng.multinomial(per_c, _bucket_probabilities(bounds, candidate_median, sigma, tail=tail,
+                                                            tail_factor=tail_factor), size=(ROLLOUTS, LOOKS))
+    counts_s = rng.multinomial(per_s, _bucket_probabilities(bounds, stable_median, sigma), size=(ROLLOUTS, LOOKS))
     # Cumulative over looks (the window grows), then over buckets (Prometheus' `le` counts).
     cum_c = counts_c.cumsum(axis=1).cumsum(axis=2)
     cum_s = counts_s.cumsum(axis=1).cumsum(axis=2)
@@ -93,9 +103,12 @@ def latencies(scenario: str, stable_median: float, candidate_median: float, *, t
         finding, n = Finding.undecided, 0
         for look in range(LOOKS):
             n = per_c * (look + 1)
-            finding = compare_latencies(tuple(zip(PROMETHEUS_BUCKETS, cum_c[r, look].tolist())),
-                                        tuple(zip(PROMETHEUS_BUCKETS, cum_s[r, look].tolist())),
-                                        tolerance=tolerance, confidence=confidence).finding
+            if per_s * (look + 1) < samples_to_locate(quantile):
+                continue
+            tail_counts = tail_above(tuple(zip(bounds, cum_c[r, look].tolist())),
+                                     tuple(zip(bounds, cum_s[r, look].tolist())), quantile)
+            finding = compare_proportions(tail_counts.candidate, tail_counts.stable, tolerance=tolerance,
+                                          higher_is_better=False, confidence=confidence).finding
             if finding is not Finding.undecided:
                 break
         findings.append((finding, n))
@@ -114,9 +127,15 @@ def report() -> list[Summary]:
         proportions("accuracy 0.90 -> 0.855 (5 % drop), tolerance 1 %", 0.90, 0.855, tolerance=0.01,
                     higher_is_better=True),
         proportions("error rate 1 % -> 2 %, tolerance 10 %", 0.01, 0.02, tolerance=0.10, higher_is_better=False),
-        latencies("latency median 100 ms = 100 ms, tolerance 0 %", 0.1, 0.1, tolerance=0),
-        latencies("latency median 100 ms = 100 ms, tolerance 10 %", 0.1, 0.1, tolerance=0.10),
-        latencies("latency median 100 ms -> 120 ms, tolerance 5 %", 0.1, 0.12, tolerance=0.05),
+        latencies("latency p50 100 ms = 100 ms, tolerance 10 %", 0.1, 0.1, tolerance=0.10, quantile=0.5),
+        latencies("latency p95, median 100 ms = 100 ms, tolerance 10 %", 0.1, 0.1, tolerance=0.10, quantile=0.95),
+        latencies("latency p95, narrow (sigma 0.1, buckets 10 % apart), 100 ms = 100 ms, tolerance 10 %", 0.1, 0.1,
+                  tolerance=0.10, quantile=0.95, sigma=0.1, bounds=FINE_BUCKETS),
+        latencies("latency p50 100 ms -> 120 ms, tolerance 10 %", 0.1, 0.12, tolerance=0.10, quantile=0.5),
+        latencies("latency p95, narrow (sigma 0.1, buckets 10 % apart), 100 ms -> 130 ms, tolerance 10 %", 0.1, 0.13,
+                  tolerance=0.10, quantile=0.95, sigma=0.1, bounds=FINE_BUCKETS),
+        latencies("latency p95, slowest 10 % of requests 3x slower (median unchanged), tolerance 10 %", 0.1, 0.1,
+                  tolerance=0.10, quantile=0.95, tail=0.10, tail_factor=3.0),
     ]
 
 

@@ -199,6 +199,6 @@ def test_a_rollback_drill_is_progressing_and_names_the_fallback(md):
 
 
 def parse_time(text: str):
-    from modelops.rollout.engine import parse_rfc3339
+    from modelops.rollout.values import parse_rfc3339
 
     return parse_rfc3339(text)

@@ -11,8 +11,8 @@ import pytest
 from modelops.api.modeldeployment import (DrillResult, ModelDeploymentSpec, ModelDeploymentStatus, Phase, Request,
                                           TrafficOverride)
 from modelops.rollout import Carried, Decision, DrillLoss, Observations, TrafficIntent, decide, fail_safe
-from modelops.rollout.engine import (MAX_DRILL_SECONDS, parse_rfc3339, progress_deadline, rfc3339, rollout_wanted,
-                                     seconds_to_next_analysis)
+from modelops.rollout.plan import progress_deadline, rollout_wanted, seconds_to_next_analysis
+from modelops.rollout.values import MAX_DRILL_SECONDS, parse_rfc3339, rfc3339
 
 from .rollout_sim import Sim, make_spec
 

@@ -6,7 +6,8 @@ from datetime import timedelta
 from modelops.analysis.evaluate import Measurement, awaiting_labels, evaluate
 from modelops.api.modeldeployment import Phase, Verdict
 from modelops.rollout import AnalysisReport, grading_until
-from modelops.rollout.engine import parse_rfc3339, progress_deadline, rfc3339
+from modelops.rollout.plan import progress_deadline
+from modelops.rollout.values import parse_rfc3339, rfc3339
 
 from .rollout_sim import Sim, make_spec
 

@@ -451,6 +451,35 @@ def test_run_elected_cancels_the_work_and_raises_when_the_lease_is_lost():
     assert api.spec()["holderIdentity"] == "intruder"  # never released: it is not ours
 
 
+class CancelledAsTheRenewalAnswers(FakeLeases):
+    """Cancels `victim` in the very step in which a renewal's answer arrives: the race in which Python 3.11's
+    asyncio.wait_for returns the answer and drops the cancellation."""
+
+    victim: asyncio.Task | None = None
+
+    async def replace_namespaced_lease(self, *args, **kwargs):
+        answer = await super().replace_namespaced_lease(*args, **kwargs)
+        if self.victim is not None:
+            self.victim.cancel()
+        return answer
+
+
+def test_renewal_stops_when_cancelled_as_a_renewal_answers():
+    """The lease keeper stops renewing by cancelling `hold`; a cancellation lost in that race kept the keeper
+    renewing for good, so the operator never stopped nor released the Lease (seen as a hung run_elected)."""
+    api = CancelledAsTheRenewalAnswers()
+    a = elector(api, "a")
+
+    async def scenario():
+        assert await a.try_acquire()
+        api.victim = asyncio.create_task(a.hold())
+        await asyncio.wait({api.victim}, timeout=3)  # a give-up bound: it ends at the first renewal
+        return api.victim
+
+    held = run(scenario())
+    assert held.cancelled() and api.calls.count("replace") == 1, f"renewed on after its cancellation: {api.calls}"
+
+
 def test_run_elected_releases_and_reraises_when_the_work_fails():
     api = FakeLeases()
     a = elector(api, "a")

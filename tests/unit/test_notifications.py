@@ -36,7 +36,7 @@ from modelops.notifications import (
     slack_payload,
     summary,
 )
-from modelops.rollout.engine import Event
+from modelops.rollout.values import Event
 
 from .rollout_sim import START, Sim, make_spec
 

@@ -43,6 +43,7 @@ def test_every_duration_field_is_bounded_and_set_in_the_full_manifests():
         "ModelDeployment analysis.interval": (MAX_DURATION, True),
         "ModelDeployment analysis.window": (MAX_DURATION, True),
         "ModelDeployment analysis.checks.0.gradingDelay": (MAX_DURATION, False),
+        "ModelDeployment analysis.checks.0.sequential.maxDuration": (MAX_DURATION, True),
         "ModelDeployment analysis.prometheus.timeout": (MAX_DURATION, False),
         "ClusterMetricProvider prometheus.timeout": (MAX_DURATION, False),
         "ClusterNotifier webhook.timeout": ("30s", True),

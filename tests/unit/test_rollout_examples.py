@@ -4,7 +4,8 @@ from datetime import timedelta
 
 from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase, Request, TrafficOverride
 from modelops.rollout import Carried
-from modelops.rollout.engine import ROUTING_GRACE_SECONDS, parse_rfc3339, progress_deadline
+from modelops.rollout.plan import progress_deadline
+from modelops.rollout.values import ROUTING_GRACE_SECONDS, parse_rfc3339
 
 from .rollout_sim import Sim, make_spec
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from modelops.api.modeldeployment import Phase, Request, TrafficOverride
 from modelops.rollout import Observations, decide
-from modelops.rollout.engine import MAX_DRILL_SECONDS, parse_rfc3339
+from modelops.rollout.values import MAX_DRILL_SECONDS, parse_rfc3339
 
 from .rollout_sim import Sim, make_spec
 

@@ -41,6 +41,25 @@ def test_a_seldon_candidate_that_reads_like_stable_is_not_ready_on_stables_predi
     assert [p["name"] for p in config["spec"]["predictors"]] == [unit_name(stable), unit_name(candidate)]
 
 
+def test_a_seldon_predictor_named_before_the_digest_is_found_after_an_upgrade_unless_two_versions_read_alike():
+    """An operator from before the digest named 1.0.0-rc.1's predictor v1-0-0-rc-1: the upgrade finds it serving
+    and keeps it, by that name, rather than replacing stable's predictor with a new one that has still to start."""
+    stable, candidate = "1.0.0-rc.1", "1.0.0"
+    versions = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in (stable, candidate)}
+    live = sdep([dict(STABLE, name="v1-0-0-rc-1")], {"churn-v1-0-0-rc-1-0-model": {"replicas": 1, "availableReplicas": 1}})
+    state = seldon.observe(live, versions)
+    assert state.ready_versions == {stable} and state.units == {stable: "v1-0-0-rc-1"}
+    assert seldon.config_for(live, TrafficIntent(stable), versions)["spec"]["predictors"] == live["spec"]["predictors"]
+    config = seldon.config_for(live, TrafficIntent(stable, candidate, 10), versions)
+    assert [(p["name"], p["traffic"], p["replicas"]) for p in config["spec"]["predictors"]] == [
+        ("v1-0-0-rc-1", 90, 2), ("v1-0-0", 10, 2)]
+    # 1.0.0-RC-1 reads alike: the old name could be either's, so it is neither's.
+    alike = {**versions, "1.0.0-RC-1": versions[stable]}
+    assert seldon.observe(live, alike).ready_versions == frozenset()
+    config = seldon.config_for(live, TrafficIntent(stable), alike)
+    assert [p["name"] for p in config["spec"]["predictors"]] == [unit_name(stable)]
+
+
 _NUMBER = st.integers(0, 10**6).map(str)
 _IDENTIFIER = _NUMBER | st.text("0123456789abcXYZ-", min_size=1, max_size=8).filter(lambda t: not t.isdigit())
 

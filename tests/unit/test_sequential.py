@@ -12,8 +12,8 @@ from hypothesis import given, strategies as st
 from modelops.analysis.evaluate import Measurement, evaluate, limit_bounds
 from modelops.analysis.measure import measure
 from modelops.analysis.promql import Subject, TemplateQuery
-from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_latencies, compare_proportions,
-                                          probability_slower)
+from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, Unresolvable, compare_proportions,
+                                          samples_to_locate, tail_above)
 from modelops.api.modeldeployment import Check, CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus, Verdict
 from modelops.rollout import check_window
 
@@ -43,11 +43,13 @@ def test_a_five_percent_accuracy_drop_is_caught_and_the_median_samples_are_repor
         assert caught.median_samples is not None and caught.median_samples <= 1500, caught
 
 
-def test_a_slower_candidate_is_caught_and_equal_latencies_within_the_tolerance_pass(simulated):
-    slower = simulated["latency median 100 ms -> 120 ms, tolerance 5 %"]
-    assert slower.rolled_back >= 0.95, slower
-    alike = simulated["latency median 100 ms = 100 ms, tolerance 10 %"]
-    assert alike.passed >= 0.95 and alike.rolled_back == 0, alike
+def test_slower_latencies_are_caught_at_the_median_and_in_the_tail_and_equal_ones_pass(simulated):
+    for name in ("latency p50 100 ms -> 120 ms, tolerance 10 %",
+                 "latency p95, narrow (sigma 0.1, buckets 10 % apart), 100 ms -> 130 ms, tolerance 10 %",
+                 "latency p95, slowest 10 % of requests 3x slower (median unchanged), tolerance 10 %"):
+        assert simulated[name].rolled_back >= 0.95, simulated[name]
+    alike = simulated["latency p50 100 ms = 100 ms, tolerance 10 %"]
+    assert alike.passed >= 0.9 and alike.rolled_back == 0, alike
 
 
 def test_equal_rates_within_the_tolerance_pass_in_time(simulated):
@@ -68,33 +70,44 @@ def histogram(per_bucket: list[int]) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
-@given(counts)
-def test_a_histogram_is_slower_than_itself_half_the_time(c):
-    assert probability_slower(histogram(c), histogram(c)) == pytest.approx(0.5)
-
-
 @given(counts, counts)
-def test_slower_one_way_and_the_other_add_up_to_one(a, b):
-    assert probability_slower(histogram(a), histogram(b)) + probability_slower(histogram(b), histogram(a)) == \
-        pytest.approx(1.0)
+def test_the_tail_is_read_as_exact_counts_at_a_bound_both_histograms_have(a, b):
+    tail = tail_above(histogram(a), histogram(b), 0.95)
+    assert tail.bound in BOUNDS
+    below = BOUNDS.index(tail.bound) + 1
+    assert (tail.candidate.hits, tail.candidate.total) == (sum(a[below:]), sum(a))
+    assert (tail.stable.hits, tail.stable.total) == (sum(b[below:]), sum(b))
 
 
-@given(counts, counts, st.floats(1.0, 3.0))
-def test_a_stable_scaled_slower_makes_the_candidate_slower_less_often(a, b, scale):
-    assert probability_slower(histogram(a), histogram(b), scale) <= probability_slower(histogram(a), histogram(b)) + 1e-9
+def test_the_bound_is_the_one_nearest_stables_quantile():
+    stable = histogram([0, 100, 700, 150, 40, 10, 0])  # 90 % above 0.05, 20 % above 0.1, 5 % above 0.25
+    assert tail_above(stable, stable, 0.95).bound == 0.25
+    assert tail_above(stable, stable, 0.5).bound == 0.1
 
 
 def test_buckets_out_of_order_and_extrapolated_counts_are_read_as_a_histogram():
     # increase() extrapolates each bucket on its own: a bound's count may come out a hair below its neighbour's.
     messy = ((math.inf, 100.0), (0.1, 50.2), (0.05, 50.3), (float("nan"), 3.0))
-    clean = ((0.05, 50.3), (0.1, 50.3), (math.inf, 100.0))
-    assert probability_slower(messy, clean) == pytest.approx(0.5)
+    tail = tail_above(messy, messy, 0.5)
+    assert tail.bound == 0.05 and tail.candidate.hits == pytest.approx(100 - 50.3)
 
 
-def test_far_slower_latencies_are_worse_and_far_faster_within():
-    fast, slow = histogram([0, 0, 400, 0, 0, 0, 0]), histogram([0, 0, 0, 0, 400, 0, 0])
-    assert compare_latencies(slow, fast, tolerance=0.1, confidence=0.95).finding is Finding.worse
-    assert compare_latencies(fast, slow, tolerance=0.1, confidence=0.95).finding is Finding.within
+def test_histograms_of_other_buckets_or_units_are_not_compared():
+    seconds = ((0.1, 50.0), (0.25, 95.0), (math.inf, 100.0))
+    milliseconds = ((100.0, 50.0), (250.0, 95.0), (math.inf, 100.0))
+    with pytest.raises(Unresolvable, match="different buckets .*other units or another metric generation"):
+        tail_above(milliseconds, seconds, 0.95)
+
+
+def test_buckets_too_coarse_for_the_quantile_prove_nothing_within_but_slower_is_slower():
+    # A narrow distribution around 100 ms in the default layout: half above 0.1, nothing above 0.25.
+    narrow = ((0.05, 0.0), (0.1, 500.0), (0.25, 1000.0), (math.inf, 1000.0))
+    assert "no bucket bound lies near stable's p95: the nearest, le=0.1, has 50.0%" in tail_above(narrow, narrow, 0.95).too_far
+    status = evaluate(P95, Measurement(0.1, 0.1, 1000, buckets=narrow, baseline_buckets=narrow), AT)
+    assert status.verdict is Verdict.Error and "add bucket bounds around that latency" in status.message
+    slow = ((0.05, 0.0), (0.1, 0.0), (0.25, 0.0), (math.inf, 1000.0))
+    status = evaluate(P95, Measurement(0.3, 0.1, 1000, buckets=slow, baseline_buckets=narrow), AT)
+    assert status.verdict is Verdict.Fail and "vs 50% of stable's slower than 0.1s" in status.message
 
 
 def test_a_version_without_a_single_error_is_not_taken_as_certain():
@@ -112,7 +125,7 @@ P95 = Check.model_validate({"name": "p95", "template": "latencyP95", "maxIncreas
 
 def test_too_few_samples_on_either_side_is_not_enough_evidence():
     status = evaluate(ACCURACY, Measurement(0.5, 0.9, MIN_SAMPLES - 1, baseline_samples=10_000), AT)
-    assert status.verdict is Verdict.NoData and status.message.startswith("not enough evidence yet")
+    assert status.verdict is Verdict.Undecided and status.message.startswith("not enough evidence yet")
     assert f"{MIN_SAMPLES} each needed" in status.message
 
 
@@ -127,7 +140,7 @@ def test_a_clearly_worse_accuracy_fails_naming_the_tolerance_and_the_confidence(
 def test_an_equal_accuracy_with_much_evidence_passes_and_with_little_waits():
     assert evaluate(ACCURACY, Measurement(0.95, 0.95, 200_000, baseline_samples=800_000), AT).verdict is Verdict.Pass
     waiting = evaluate(ACCURACY, Measurement(0.95, 0.95, 100, baseline_samples=400), AT)
-    assert waiting.verdict is Verdict.NoData and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
+    assert waiting.verdict is Verdict.Undecided and waiting.message.startswith("not enough evidence yet: 0.95 vs stable")
 
 
 def test_a_value_that_is_no_proportion_is_an_error_not_a_verdict():
@@ -137,11 +150,30 @@ def test_a_value_that_is_no_proportion_is_an_error_not_a_verdict():
 
 
 def test_the_latency_verdict_compares_the_histograms_not_the_quantiles():
-    fast, slow = histogram([0, 0, 400, 0, 0, 0, 0]), histogram([0, 0, 0, 0, 400, 0, 0])
+    fast, slow = histogram([0, 0, 380, 20, 0, 0, 0]), histogram([0, 0, 0, 0, 400, 0, 0])
     # Quantiles that would pass a threshold of +10 %; the histograms say otherwise.
+    status = evaluate(P95, Measurement(0.1, 0.1, 400, buckets=slow, baseline_buckets=fast, baseline_samples=4000), AT)
+    assert status.verdict is Verdict.Undecided and f"{samples_to_locate(0.95)} of stable's needed" in status.message
+    fast = histogram([0, 0, 3800, 200, 0, 0, 0])
     status = evaluate(P95, Measurement(0.1, 0.1, 400, buckets=slow, baseline_buckets=fast), AT)
     assert status.verdict is Verdict.Fail
-    assert "slower than stable's latency +10% with probability 1" in status.message
+    assert ("100% of the candidate's requests vs 5% of stable's slower than 0.1s, the bucket bound nearest stable's "
+            "p95: more than 10% above stable's share") in status.message
+
+
+def test_the_p95_check_catches_a_regression_of_the_slowest_requests_that_the_median_misses():
+    stable = histogram([0, 500, 2000, 2300, 180, 20, 0])  # 50 % above 0.1, 4 % above 0.25
+    slow_tail = histogram([0, 500, 2000, 2100, 100, 200, 100])  # the same median; 8 % above 0.25
+    p50 = Check.model_validate({"name": "p50", "template": "latencyP50", "maxIncreasePercent": 10, "sequential": {}})
+    assert evaluate(P95, Measurement(0.2, 0.2, 5000, buckets=slow_tail, baseline_buckets=stable), AT).verdict is Verdict.Fail
+    assert evaluate(p50, Measurement(0.08, 0.08, 5000, buckets=slow_tail, baseline_buckets=stable), AT).verdict is Verdict.Pass
+
+
+def test_histograms_that_cannot_be_compared_are_an_error_not_a_verdict():
+    seconds = ((0.1, 500.0), (0.25, 950.0), (math.inf, 1000.0))
+    milliseconds = ((100.0, 500.0), (250.0, 950.0), (math.inf, 1000.0))
+    status = evaluate(P95, Measurement(120.0, 0.12, 1000, buckets=milliseconds, baseline_buckets=seconds), AT)
+    assert status.verdict is Verdict.Error and "different buckets" in status.message
 
 
 def test_a_sequential_check_has_no_threshold_for_the_dashboards():

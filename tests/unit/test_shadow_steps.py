@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from modelops.analysis.evaluate import evaluate
 from modelops.api.crd import model_deployment_crd
-from modelops.api.modeldeployment import (KSERVE_FULL_WEIGHT_RULE, ModelDeploymentSpec, Outcome, Phase, TrafficOverride,
+from modelops.api.modeldeployment import (KSERVE_FULL_OVERRIDE_RULE, KSERVE_FULL_WEIGHT_RULE, ModelDeploymentSpec, Outcome, Phase, TrafficOverride,
                                           full_weight_refusal)
 from modelops.rollout import AnalysisReport, TrafficIntent, checks_in_effect
 
@@ -183,6 +183,17 @@ def test_kserve_refuses_a_candidate_at_100_percent_before_promotion_naming_the_f
     rule = next(r for r in model_deployment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
                 ["spec"]["x-kubernetes-validations"] if r == KSERVE_FULL_WEIGHT_RULE)
     assert "HotSwap" in rule["rule"] and "s.weight < 100" in rule["rule"]
+
+
+def test_kserve_refuses_a_traffic_override_of_100_percent_naming_the_field():
+    """An SRE's pin at 100 % makes KServe roll the candidate's revision out just as a step of 100 does."""
+    stored = ModelDeploymentSpec.model_validate({**spec("kserve", {"weight": 10}), "trafficOverride": {"weight": 100, "reason": "r"}})
+    assert full_weight_refusal(stored).startswith("trafficOverride.weight 100 is refused: on the kserve backend")
+    pinned_below = ModelDeploymentSpec.model_validate({**spec("kserve", {"weight": 10}), "trafficOverride": {"weight": 99, "reason": "r"}})
+    assert full_weight_refusal(pinned_below) is None
+    rules = model_deployment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "x-kubernetes-validations"]
+    assert KSERVE_FULL_OVERRIDE_RULE in rules
 
 
 @pytest.mark.parametrize("backend, strategy", [

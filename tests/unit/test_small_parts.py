@@ -16,7 +16,7 @@ from modelops.modelversions import (catalog, holder_of, record_of, served_by, se
                                     version_status)
 from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
 from modelops.rollout.conditions import conditions_for, unsynced
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 
 from ..conftest import model_version_manifest, with_path
 from ..sim.fakes import merge
@@ -209,6 +209,16 @@ def test_unsynced_keeps_the_rollout_fields_and_says_why():
     assert sorted(c.type for c in s.conditions) == ["AnalysisHealthy", "Degraded", "Progressing", "Ready", "Synced"]
     never_deployed = unsynced(ModelDeploymentStatus(), "ModelVersionMissing", "no version", NOW)
     assert (never_deployed.phase, never_deployed.message) == (Phase.Failed, "no version")
+
+
+def test_a_status_names_the_problem_that_blocks_the_apply_and_keeps_the_other_in_its_message():
+    from modelops.problems import Problem, naming
+    apply = Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone")
+    before = Problem("ModelVersionMissing", "no ModelVersion of model fraud with version 1.2.0", standing=True)
+    assert naming(apply, before) == Problem("BackendMisconfigured", "the ModelVersion for 1.2.0 is gone; also "
+                                            "ModelVersionMissing: no ModelVersion of model fraud with version 1.2.0")
+    assert naming(None, before) is before and naming(apply, None) is apply and naming(None, None) is None
+    assert naming(apply, Problem(apply.reason, apply.message, standing=True)) is apply  # the same words once
 
 
 def test_ready_is_unknown_when_the_backend_cannot_be_read():

@@ -17,7 +17,7 @@ from modelops.api.modeldeployment import TrafficOverride
 from modelops.cli import plugin_parser
 from modelops.rollout import AnalysisReport
 from modelops.rollout.conditions import pin_condition, unsynced
-from modelops.rollout.engine import rfc3339
+from modelops.rollout.values import rfc3339
 
 from .rollout_sim import Sim, make_spec
 
@@ -208,7 +208,8 @@ def test_json_shape_is_stable_and_serialisable():
     assert list(v) == ["kind", "schemaVersion", "at", "namespace", "name", "model", "phase", "message", "versions",
                        "traffic", "step", "waiting", "analysis", "paused", "pinnedWeight", "progressDeadline",
                        "overdue", "drill", "lastDrill", "checks", "problems", "history"]
-    assert set(v["checks"][0]) == {"name", "verdict", "value", "limit", "baseline", "samples", "message", "time", "dryRun"}
+    assert set(v["checks"][0]) == {"name", "verdict", "value", "limit", "baseline", "samples", "message", "time", "dryRun",
+                                   "budgetLeft"}
     assert set(v["history"][0]) == {"time", "ageSeconds", "action", "version", "actor", "reason"}
     assert [h["action"] for h in v["history"]] == ["Deployed", "RolloutStarted", "StepAdvanced", "StepAdvanced"]
     assert view.list_json([v])["items"] == [v]
@@ -452,3 +453,18 @@ def test_plain_output_has_no_control_characters_and_keeps_one_entry_per_line():
         assert not [ch for ch in text if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf")]
         assert not [line for line in lines if line.startswith("next")]  # the line break stayed inside its entry
     assert SHOWN_HOSTILE in "\n".join(view.plain_history(v))
+
+
+def test_an_undecided_sequential_check_shows_its_evidence_and_the_budget_left():
+    errors = {"name": "errors", "template": "errorRate", "maxIncreasePercent": 10, "sequential": {"maxDuration": "30m"}}
+    r = Rollout(make_spec(steps=(20, 50), pause="30s", checks=[errors]))
+    r.step()
+    r.set(version="1.1.0")
+    r.analyse({"errors": Measurement(0.01, baseline=0.01, samples=1000, baseline_samples=4000)}, seconds=60)
+    v = view.view(r.obj(), r.now)
+    (check,) = v["checks"]
+    assert (check["verdict"], check["samples"], check["budgetLeft"]) == ("Undecided", 1000, "29m of maxDuration 30m")
+    assert check["message"].startswith("not enough evidence yet: 0.01 vs stable 0.01, 1000 and 4000 samples")
+    row = next(line for line in view.plain_lines(v) if line.strip().startswith("errors"))
+    assert row.endswith(" 1000     Undecided, budget left 29m of maxDuration 30m")
+    assert v["analysis"]["lastOutcome"] == "Undecided" and v["analysis"]["consecutiveNoData"] == 0

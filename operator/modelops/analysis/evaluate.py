@@ -9,8 +9,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..api.modeldeployment import Check, CheckStatus, NoDataPolicy, Outcome, Verdict
-from .sequential import MIN_SAMPLES, Buckets, Finding, Proportion, bucket_total, compare_latencies, compare_proportions
+from ..api.modeldeployment import LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, NoDataPolicy, Outcome, Verdict
+from ..api.types import duration_seconds
+from .sequential import (MIN_SAMPLES, Buckets, Finding, Proportion, Unresolvable, bucket_total, compare_proportions,
+                         samples_to_locate, tail_above)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
             verdict=verdict,
             value=_finite(measured.value),
             baseline=baseline,
-            samples=measured.samples,
+            samples=_candidate_samples(measured),
             limit=limit,
             message=message,
             time=at,
@@ -125,6 +127,14 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     return result(Verdict.Pass, f"{_fmt(value)} within {limit}")
 
 
+def _candidate_samples(measured: Measurement) -> int | None:
+    """The candidate's samples: counted by a sample query, or (a latency histogram) the histogram's count."""
+    if measured.samples is not None or not measured.buckets:
+        return measured.samples
+    total = bucket_total(measured.buckets)
+    return int(total) if math.isfinite(total) else None
+
+
 def _breaks(kind: str, value: float, bound: float) -> bool:
     """Whether `value` is beyond an inclusive bound. A value equal to the bound up to float rounding is on it:
     Prometheus' rate ratios carry noise in the last bits (0.95 comes back as 0.9499999999999998), and a
@@ -151,13 +161,24 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
     if not all(math.isfinite(n) for n in counts):
         return Verdict.Error, f"{values}: {sizes}, a count that is no number"
     if min(counts) < MIN_SAMPLES:
-        return Verdict.NoData, f"not enough evidence yet: {values}, {sizes} ({MIN_SAMPLES} each needed)"
+        return Verdict.Undecided, f"not enough evidence yet: {values}, {sizes} ({MIN_SAMPLES} each needed)"
     if check.compares_latencies:
-        evidence = compare_latencies(measured.buckets, measured.baseline_buckets, tolerance=percent / 100,
-                                     confidence=confidence)
-        # The estimate is 0.5 minus P(slower than stable's latencies scaled to the edge): say it as that probability.
-        found = (f"a request is slower than stable's latency +{_fmt(percent)}% with probability "
-                 f"{_fmt(0.5 - evidence.estimate)} (between {_fmt(0.5 - evidence.high)} and {_fmt(0.5 - evidence.low)})")
+        quantile = LATENCY_QUANTILES[check.template]
+        if counts[1] < samples_to_locate(quantile):
+            return Verdict.Undecided, (f"not enough evidence yet: {values}, {sizes} ({samples_to_locate(quantile)} of "
+                                    f"stable's needed to locate its p{quantile * 100:g})")
+        try:
+            tail = tail_above(measured.buckets, measured.baseline_buckets, quantile)
+        except Unresolvable as error:
+            return Verdict.Error, f"{values}: {error}"
+        evidence = compare_proportions(tail.candidate, tail.stable, tolerance=percent / 100, higher_is_better=False,
+                                       confidence=confidence)
+        edge = f"{_fmt(percent)}% above stable's share"
+        found = (f"{_share(tail.candidate.rate)} of the candidate's requests vs {_share(tail.stable.rate)} of stable's "
+                 f"slower than {tail.bound:g}s, the bucket bound nearest stable's p{quantile * 100:g}")
+        if tail.too_far is not None and evidence.finding is not Finding.worse:
+            # Slower at the nearest bound is slower (the safe side); anything else says nothing of the quantile.
+            return Verdict.Error, f"{values}: {tail.too_far}"
     else:
         if not (0 <= measured.value <= 1 and 0 <= measured.baseline <= 1):
             return Verdict.Error, f"{values}: a sequential check's value must be a proportion between 0 and 1"
@@ -170,8 +191,46 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
     return {
         Finding.worse: (Verdict.Fail, f"{found}: more than {edge}, {sure}"),
         Finding.within: (Verdict.Pass, f"{found}: within {edge}, {sure}"),
-        Finding.undecided: (Verdict.NoData, f"not enough evidence yet: {found}, {sizes}"),
+        Finding.undecided: (Verdict.Undecided, f"not enough evidence yet: {found}, {sizes}"),
     }[evidence.finding]
+
+
+def _share(rate: float) -> str:
+    return f"{rate * 100:.3g}%"
+
+
+def spend_budget(check: Check, judged: CheckStatus, served_seconds: float) -> CheckStatus:
+    """An Undecided sequential check held against its budget (see SequentialTest): `served_seconds` since the
+    candidate began serving, the candidate's samples in `judged`. Within it the check stays Undecided and says what
+    is left; once it is spent, the check takes onBudget's verdict. Any other verdict is returned as it is."""
+    test = check.sequential
+    if judged.verdict is not Verdict.Undecided or test is None:
+        return judged
+    most = duration_seconds(test.max_duration)
+    samples = judged.samples or 0
+    if served_seconds < most and (test.max_samples is None or samples < test.max_samples):
+        left = [f"{_seconds_words(most - served_seconds)} of maxDuration {test.max_duration}"]
+        if test.max_samples is not None:
+            left.append(f"{_fmt(test.max_samples - samples)} of maxSamples {_fmt(test.max_samples)} samples")
+        words = " and ".join(left)
+        return judged.model_copy(update={"message": f"{judged.message}; budget left: {words}", "budget_left": words})
+    spent = (f"maxDuration {test.max_duration}" if served_seconds >= most
+             else f"maxSamples {_fmt(test.max_samples or 0)}")
+    if test.on_budget is BudgetPolicy.Pass:
+        verdict, words = Verdict.Pass, "passes (onBudget Pass): the evidence never said worse"
+    else:
+        verdict, words = Verdict.Fail, "fails (onBudget Fail): not proven within the tolerated degradation"
+    return judged.model_copy(update={"verdict": verdict,
+                                     "message": f"undecided when its budget ({spent}) was spent, {words}; "
+                                                f"{judged.message}"})
+
+
+def _seconds_words(seconds: float) -> str:
+    """A duration as the API writes them: 1h2m3s, whole seconds rounded up (what is left is never understated)."""
+    rest = math.ceil(max(seconds, 0))
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
 
 
 def awaiting_labels(check: Check, first_verdict: str, at: str) -> CheckStatus:
@@ -197,7 +256,8 @@ def _relative_words(check: Check) -> str:
 
 
 def outcome(checks: Iterable[Check], results: Iterable[CheckStatus]) -> Outcome:
-    """One analysis' outcome: any failure fails it; missing data holds or fails per check policy.
+    """One analysis' outcome: any failure fails it; missing data holds or fails per check policy; otherwise an
+    Undecided check leaves it Undecided (no missing data: the noData policy does not apply to it).
 
     A provider error is never a pass, whatever the check's noData policy says.
     """
@@ -213,4 +273,6 @@ def outcome(checks: Iterable[Check], results: Iterable[CheckStatus]) -> Outcome:
         return Outcome.Failed
     if Verdict.NoData in verdicts or Verdict.Error in verdicts:
         return Outcome.Inconclusive
+    if Verdict.Undecided in verdicts:
+        return Outcome.Undecided
     return Outcome.Passed

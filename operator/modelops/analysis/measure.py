@@ -18,14 +18,11 @@ from ..api.modeldeployment import Check, CheckStatus, CheckTemplate
 from .evaluate import Measurement, evaluate
 from .promql import Subject, TemplateQuery, render
 from .provider import SHARED_BATCH, MetricProvider, ProviderError
-from .sequential import Buckets
+from .sequential import MAX_SAMPLES, Buckets
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MAX_SAMPLES = 2**53
-"""Sample counts above this are clamped: exact in JSON, and far beyond any minSamples."""
 
 
 def queries_for(check: Check, templates: dict[CheckTemplate, TemplateQuery]) -> TemplateQuery:

@@ -7,11 +7,12 @@ the analysis reports that as an Error verdict, which is never a pass.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, TypeVar, get_args
 
+from ..api.modeldeployment import Analysis
 from .sequential import Buckets
 
 T = TypeVar("T")
@@ -97,3 +98,8 @@ class MetricProvider(Protocol):
         """A histogram's cumulative counts by `le` evaluated at `at`, sorted by `le`; () when it has none. Asked on
         its own: it answers one series per bucket."""
         ...
+
+
+ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
+"""(spec.analysis, the deployment it asks for, timeout cap) -> a provider for one analysis; raises
+ProviderError when there is none it may use."""

@@ -18,10 +18,10 @@ Two comparisons:
 - proportions built from counts (accuracy = correct / graded, error rate = errors / requests): the contrast
   `p_candidate - (1 - tolerance) * p_stable` (higher is better) or `(1 + tolerance) * p_stable - p_candidate`
   (lower is better), with the binomial variance of each side;
-- latency distributions from Prometheus histogram buckets: the Mann-Whitney probability that a candidate's
-  request is slower than a stable one's whose latency is scaled by `1 + tolerance` (0.5 when they are alike),
-  with each version's latencies spread evenly within a bucket (as histogram_quantile assumes) and the Hanley and
-  McNeil variance of that probability.
+- latency from Prometheus histogram buckets, as a proportion too: the share of each version's requests slower
+  than the bucket bound nearest stable's p50, p95 or p99 (the tail the check is named for), read as exact counts
+  at a bound both histograms have, never interpolated within a bucket (a bucket spans a factor of 2 to 2.5 in
+  the usual layouts, far more than the tolerances users set on latency itself).
 
 Both rest on the normal approximation of the estimate, which needs a few dozen samples on each side: below
 MIN_SAMPLES per version there is no verdict.
@@ -35,21 +35,19 @@ from enum import Enum
 
 MIN_SAMPLES = 30
 """Samples each version needs before the normal approximation, and so any verdict, is trusted."""
+MAX_SAMPLES = 2**53
+"""Sample counts above this are clamped: exact in JSON, and far beyond any minSamples or maxSamples."""
 PROPORTION_TAU = 0.5
 """Mixing standard deviation of the proportion contrast, as a share of the rarer outcome's rate (stable's and the
 candidate's pooled): differences of the size these checks exist to catch, an accuracy of 0.90 against 0.855 (0.045
 of the errors' 0.10) as much as an error rate of 1 % against 2 %."""
-SLOWER_TAU = 0.05
-"""Mixing standard deviation of the probability of being slower: 0.55 instead of 0.5 is a clear shift."""
-
-
 class Finding(str, Enum):
     worse = "worse"
     """Worse than the tolerated degradation, with the confidence asked for: a failure."""
     within = "within"
     """Within the tolerated degradation, with that confidence: a pass."""
     undecided = "undecided"
-    """Not enough evidence yet either way: no data."""
+    """Not enough evidence yet either way: the check is undecided (not missing data)."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +105,6 @@ class Proportion:
         return p * (1 - p) / self.total
 
 
-def usable(count: float | None) -> bool:
-    return count is not None and math.isfinite(count) and count >= MIN_SAMPLES
-
-
 def compare_proportions(candidate: Proportion, stable: Proportion, *, tolerance: float, higher_is_better: bool,
                         confidence: float) -> Evidence:
     """Evidence on `candidate` against `stable` allowed `tolerance` (a fraction of stable's rate) of degradation.
@@ -134,18 +128,6 @@ def bucket_total(buckets: Buckets) -> float:
     return max((count for _, count in buckets), default=0.0)
 
 
-def _cdf_at(buckets: Buckets, x: float) -> float:
-    """Cumulative count at `x`, spreading each bucket's count evenly over it (the first bucket starts at 0)."""
-    lower, below = 0.0, 0.0
-    for le, count in buckets:
-        if x < le:
-            if math.isinf(le):
-                return below
-            return below + (count - below) * (x - lower) / (le - lower) if le > lower else below
-        lower, below = le, count
-    return below
-
-
 def _clean(buckets: Buckets) -> Buckets:
     """Sorted by bound, negative and NaN counts dropped, cumulative counts made non-decreasing: increase()
     extrapolates each bucket on its own, so neighbours can come out a hair out of order."""
@@ -158,37 +140,74 @@ def _clean(buckets: Buckets) -> Buckets:
     return tuple(cleaned)
 
 
-def probability_slower(candidate: Buckets, stable: Buckets, stable_scale: float = 1.0) -> float:
-    """P(a candidate request is slower than a stable one scaled by `stable_scale`), ties counted half: the
-    Mann-Whitney statistic divided by the product of the counts."""
-    candidate, stable = _clean(candidate), _clean(tuple((le * stable_scale, c) for le, c in stable))
+NEAR = 3
+"""How far (as a ratio of shares above it) the bucket bound a latency check tests at may lie from stable's quantile:
+the usual layouts (1, 2.5, 5, 10 ...) have one within that of any p95 or p99 once a few hundred requests are counted."""
+
+
+TAIL_SAMPLES = 30
+"""Stable's requests expected beyond its quantile before a bucket bound is chosen near it: 600 for a p95, 3,000
+for a p99 (fewer locate it by chance, and the bound chosen would move from one look to the next)."""
+
+
+def samples_to_locate(quantile: float) -> int:
+    """Stable's requests needed before a latency check on `quantile` compares anything."""
+    return max(MIN_SAMPLES, math.ceil(TAIL_SAMPLES / min(quantile, 1 - quantile) - 1e-9))
+
+
+class Unresolvable(ValueError):
+    """The two histograms cannot answer the question asked of them (why, in words): never a verdict."""
+
+
+@dataclass(frozen=True)
+class Tail:
+    bound: float
+    """The bucket bound (`le`, seconds) nearest stable's quantile."""
+    candidate: Proportion
+    stable: Proportion
+    """Each version's requests slower than `bound`, of all its requests: exact bucket counts."""
+    too_far: str | None = None
+    """Why `bound` is too far from stable's quantile to stand for it, None when it is near: its share of stable's
+    requests above it must lie within a factor NEAR of the quantile's (at most halfway to the other side for the
+    median), give or take three standard errors of that share."""
+
+
+def tail_above(candidate: Buckets, stable: Buckets, quantile: float) -> Tail:
+    """The requests of each version slower than the bucket bound nearest stable's `quantile` (0.95: the bound
+    with about 5 % of stable's requests above it). Counts are read at a bound both histograms have, never
+    interpolated within a bucket. Raises Unresolvable when the histograms' bounds differ (other units, another
+    metric generation)."""
+    candidate, stable = _clean(candidate), _clean(stable)
+    bounds = [le for le, _ in stable if math.isfinite(le)]
+    if bounds != [le for le, _ in candidate if math.isfinite(le)]:
+        raise Unresolvable(f"the versions' histograms have different buckets ({_bounds_words(candidate)} vs "
+                           f"stable's {_bounds_words(stable)}): other units or another metric generation cannot be "
+                           "compared")
+    if not bounds:
+        raise Unresolvable("the histograms have no finite bucket bound")
     n_c, n_s = bucket_total(candidate), bucket_total(stable)
-    edges = sorted({0.0} | {le for le, _ in candidate + stable if math.isfinite(le)})
-    slower, stable_below = 0.0, 0.0
-    prev_c = prev_s = 0.0
-    for edge in edges[1:] + [math.inf]:
-        at_c = n_c if math.isinf(edge) else _cdf_at(candidate, edge)
-        at_s = n_s if math.isinf(edge) else _cdf_at(stable, edge)
-        mass_c, mass_s = (at_c - prev_c) / n_c, (at_s - prev_s) / n_s
-        # Within one interval both are spread evenly, so either is slower half the time.
-        slower += mass_c * (stable_below + mass_s / 2)
-        stable_below += mass_s
-        prev_c, prev_s = at_c, at_s
-    return slower
+    share = 1 - quantile
+    below_s, below_c = dict(stable), dict(candidate)
+
+    def distance(le: float) -> float:  # how far stable's share above `le` is from `share`, in log-odds
+        above = min(max(n_s - below_s[le], 0.5), n_s - 0.5) / n_s
+        return abs(math.log(above / (1 - above)) - math.log(share / (1 - share)))
+
+    bound = min(bounds, key=distance)
+    above = (n_s - below_s[bound]) / n_s
+    slack = 3 * math.sqrt(above * (1 - above) / n_s)  # three standard errors: chance alone is never "too far"
+    too_far = None
+    if above + slack < share / NEAR or above - slack > min(NEAR * share, 1 - quantile / 2):
+        too_far = (f"no bucket bound lies near stable's {_percentile(quantile)}: the nearest, le={bound:g}, has "
+                   f"{above:.1%} of stable's requests above it where {share:.1%} would be; add bucket bounds around "
+                   "that latency")
+    return Tail(bound, Proportion(n_c - below_c[bound], n_c), Proportion(n_s - below_s[bound], n_s), too_far)
 
 
-def _auc_variance(a: float, n_c: float, n_s: float) -> float:
-    """Hanley and McNeil's variance of a Mann-Whitney probability `a` from samples of n_c and n_s."""
-    a = min(max(a, 1e-6), 1 - 1e-6)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return (a * (1 - a) + (n_c - 1) * (q1 - a * a) + (n_s - 1) * (q2 - a * a)) / (n_c * n_s)
+def _bounds_words(buckets: Buckets) -> str:
+    finite = [f"{le:g}" for le, _ in buckets if math.isfinite(le)]
+    return "le " + ", ".join(finite[:4]) + (", ..." if len(finite) > 4 else "") if finite else "no finite le"
 
 
-def compare_latencies(candidate: Buckets, stable: Buckets, *, tolerance: float, confidence: float) -> Evidence:
-    """Evidence on the candidate's latencies against stable's allowed `tolerance` (a fraction) slower. The estimate
-    is 0.5 minus the probability of being slower than stable scaled by 1 + tolerance: 0 is the tolerated edge,
-    worse is below it, as for proportions."""
-    alpha = _confidence_alpha(confidence)
-    a = probability_slower(candidate, stable, 1 + tolerance)
-    variance = _auc_variance(a, bucket_total(_clean(candidate)), bucket_total(_clean(stable)))
-    return _verdict(0.5 - a, half_width(variance, SLOWER_TAU, alpha), worse_below=True)
+def _percentile(quantile: float) -> str:
+    return f"p{quantile * 100:g}"

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
 from .types import Duration, ObjectName, PositiveDuration, Reason, SemVer, Text, Weight
@@ -224,8 +225,11 @@ CHECK_LIMIT_RULE = {
 
 # Templates a sequential test can judge: counts behind a proportion, or a latency histogram's buckets.
 PROPORTION_TEMPLATES = frozenset({CheckTemplate.errorRate, CheckTemplate.accuracy})
-LATENCY_TEMPLATES = frozenset({CheckTemplate.latencyP50, CheckTemplate.latencyP95, CheckTemplate.latencyP99,
-                               CheckTemplate.meanLatency})
+LATENCY_QUANTILES = {CheckTemplate.latencyP50: 0.5, CheckTemplate.latencyP95: 0.95, CheckTemplate.latencyP99: 0.99,
+                     CheckTemplate.meanLatency: 0.5}
+"""The latency a sequential check on each template compares: the tail it is named for; a mean at the median (a
+histogram's buckets carry no variance to test a mean with)."""
+LATENCY_TEMPLATES = frozenset(LATENCY_QUANTILES)
 _SEQUENTIAL_TEMPLATES = ", ".join(f"'{t.value}'" for t in sorted(PROPORTION_TEMPLATES | LATENCY_TEMPLATES,
                                                                   key=lambda t: t.value))
 CHECK_SEQUENTIAL_LIMIT_RULE = {
@@ -248,14 +252,31 @@ CHECK_SEQUENTIAL_SOURCE_RULE = {
 }
 
 
+class BudgetPolicy(str, Enum):
+    """What a sequential check still undecided when its budget is spent becomes."""
+
+    Pass = "Pass"
+    """A pass: the evidence never said worse than the tolerated degradation."""
+    Fail = "Fail"
+    """A failure: the candidate did not prove itself within the tolerated degradation in time."""
+
+
 class SequentialTest(ApiModel):
     """Judge the check's relative limit with a sequential test against stable over everything measured since the
     candidate began serving, rather than with a threshold on one window: valid however often it is looked at."""
 
     confidence: float = Field(default=0.95, ge=0.8, le=0.999)
     """How sure the test must be before a verdict: a healthy candidate fails at most 1 - confidence of its
-    rollouts, whatever their length. Until it is that sure either way, the check has no data ("not enough
-    evidence yet"), which its noData policy judges."""
+    rollouts, whatever their length. Until it is that sure either way, the check is Undecided: the step holds,
+    and no analysis counts toward noDataLimit or failureLimit for it, until the budget (maxDuration, maxSamples)
+    is spent."""
+    max_duration: PositiveDuration = "1h"
+    """How long since the candidate began serving the check may stay Undecided; then onBudget decides."""
+    max_samples: int | None = Field(default=None, ge=MIN_SAMPLES, le=MAX_SAMPLES)
+    """How many candidate samples the check may stay Undecided for; then onBudget decides (no bound but
+    maxDuration when unset)."""
+    on_budget: BudgetPolicy = BudgetPolicy.Pass
+    """What an Undecided check becomes once its budget is spent: Pass (the evidence did not say worse) or Fail."""
 
 
 class Check(ApiModel):
@@ -274,7 +295,9 @@ class Check(ApiModel):
     max_drop_percent: float | None = Field(default=None, ge=0)
     """Fail when the candidate is more than this percent below stable, measured in the same window."""
     max_increase_percent: float | None = Field(default=None, ge=0)
-    """Fail when the candidate is more than this percent above stable, measured in the same window."""
+    """Fail when the candidate is more than this percent above stable, measured in the same window. With
+    `sequential` on a latency template: the share of requests slower than the bucket bound nearest stable's
+    quantile, not the latency itself."""
     no_data: NoDataPolicy = NoDataPolicy.Hold
     """What a missing value means: Hold (wait, fail after analysis.noDataLimit), Fail, or Pass."""
     min_samples: int = Field(default=0, ge=0)
@@ -444,16 +467,23 @@ KSERVE_FULL_WEIGHT_RULE = {
     "fieldPath": ".strategy",
     "message": f"strategy: HotSwap and steps of weight 100 are refused: {_FULL_WEIGHT_WORDS}",
 }
+KSERVE_FULL_OVERRIDE_RULE = {
+    "rule": "self.serving.backend != 'kserve' || !has(self.trafficOverride) || self.trafficOverride.weight < 100",
+    "fieldPath": ".trafficOverride.weight",
+    "message": f"trafficOverride.weight 100 is refused: {_FULL_WEIGHT_WORDS}",
+}
 
 
 def full_weight_refusal(spec: ModelDeploymentSpec) -> str | None:
     """Why the spec would send the candidate 100 % before promotion on a backend where that leaves no way back
-    (KSERVE_FULL_WEIGHT_RULE), naming the field; None when it does not. Not a validator of the model: a spec
+    (KSERVE_FULL_WEIGHT_RULE, KSERVE_FULL_OVERRIDE_RULE), naming the field; None when it does not. Not a validator of the model: a spec
     stored before the rule must still parse, so that the round can take its candidate back to stable."""
     if spec.serving.backend is not Backend.kserve:
         return None
     if spec.strategy.type is StrategyType.HotSwap:
         return f"strategy.type HotSwap is refused: {_FULL_WEIGHT_WORDS}"
+    if spec.traffic_override is not None and spec.traffic_override.weight == 100:
+        return f"trafficOverride.weight 100 is refused: {_FULL_WEIGHT_WORDS}"
     full = [i for i, step in enumerate(spec.strategy.steps) if step.weight == 100]
     return f"strategy.steps {full}: weight 100 is refused: {_FULL_WEIGHT_WORDS}" if full else None
 
@@ -480,7 +510,7 @@ class PrometheusConfig(ApiModel):
 
 DEFAULT_PROVIDER = "default"
 MAX_ANALYSES_LIMIT = 1000
-"""failureLimit and noDataLimit: a step's deadline counts their analyses (rollout.engine.progress_deadline)."""
+"""failureLimit and noDataLimit: a step's deadline counts their analyses (rollout.plan.progress_deadline)."""
 ONE_PROVIDER_RULE = {
     "rule": "!(has(self.provider) && has(self.prometheus))",
     "message": "analysis.provider and analysis.prometheus exclude each other",
@@ -622,6 +652,9 @@ class Verdict(str, Enum):
     Pass = "Pass"
     Fail = "Fail"
     NoData = "NoData"
+    Undecided = "Undecided"
+    """A sequential check without enough evidence yet either way, within its budget: holds the step, and is no
+    missing data."""
     Error = "Error"
     """The metric provider failed (unreachable, timeout, bad query): never a pass."""
 
@@ -632,6 +665,10 @@ class Outcome(str, Enum):
     Passed = "Passed"
     Failed = "Failed"
     Inconclusive = "Inconclusive"
+    """A check without data (or a provider error): counts toward noDataLimit."""
+    Undecided = "Undecided"
+    """Every check measured, none failed, a sequential check still undecided within its budget: the step holds,
+    and neither noDataLimit nor failureLimit counts it."""
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -656,6 +693,8 @@ class CheckStatus(StatusModel):
     time: str
     dry_run: bool = False
     """The check is a dry run: its verdict decided nothing."""
+    budget_left: str | None = None
+    """What is left of an Undecided sequential check's budget, in words (`55m of maxDuration 1h`)."""
 
 
 class HistoryEntry(StatusModel):

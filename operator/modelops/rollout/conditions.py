@@ -25,7 +25,8 @@ def _wanted(s: ModelDeploymentStatus, ready_versions: frozenset[str] | None,
     # A queued rollout is a change still to come; a drill is one under way.
     progressing = rolling or s.phase in (Phase.Queued, Phase.Drilling)
     degraded = s.phase in (Phase.RolledBack, Phase.Failed)
-    analysis = {Outcome.Passed: True, Outcome.Failed: False, Outcome.Inconclusive: None}.get(s.last_outcome, True) \
+    analysis = {Outcome.Passed: True, Outcome.Failed: False, Outcome.Inconclusive: None,
+                Outcome.Undecided: None}.get(s.last_outcome, True) \
         if rolling else True
     message = s.message or ""
     ready_words = {True: ("StableServing", "serving"), False: ("BackendNotReady", "not ready on the backend"),

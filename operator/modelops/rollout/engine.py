@@ -8,153 +8,23 @@ point), which is what makes a crash between "write traffic" and "write status" h
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from datetime import datetime, timedelta
 
-from ..analysis.evaluate import outcome
-from ..api.modeldeployment import (
-    Action,
-    Check,
-    CheckStatus,
-    DrillResult,
-    DrillStatus,
-    HistoryEntry,
-    LastDrill,
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-    Outcome,
-    Phase,
-    Request,
-    RollbackMode,
-    Step,
-    StepKind,
-    StrategyType,
-    Verdict,
-)
+from ..analysis.evaluate import outcome, spend_budget
+from ..api.modeldeployment import (Action, DrillResult, HistoryEntry, ModelDeploymentSpec, ModelDeploymentStatus,
+                                   Outcome, Phase, Request, RollbackMode, Step, Verdict)
 from ..api.types import duration_seconds
 from .conditions import conditions_for, pin_condition
-
-
-@dataclass(frozen=True)
-class AnalysisReport:
-    """The evaluated checks of one analysis; `at` is the end of the measured window."""
-
-    at: datetime
-    results: tuple[CheckStatus, ...] = ()
-
-
-@dataclass(frozen=True)
-class Observations:
-    ready_versions: frozenset[str] | None = frozenset()
-    """Versions the backend can serve right now; traffic never goes to any other. None: the backend
-    could not be read, so nothing that needs readiness happens (rollbacks and aborts still do)."""
-    analysis: AnalysisReport | None = None
-    generation: int | None = None
-    available_versions: frozenset[str] | None = None
-    """Versions that have one valid ModelVersion; None counts every version as available. A rollout
-    never starts toward a version that has none, and a candidate that loses it is rolled back."""
-    queued: str | None = None
-    """Why no rollout may start now (the operator's limit of rollouts in flight is reached); None: one may."""
-    carried: Carried | None = None
-    """The intent the backend has carried since when, as far as the operator has seen (None: unknown)."""
-    drill_loss: DrillLoss | None = None
-    """The requests the last drill lost, once measured (or why they cannot be)."""
-    serving_versions: frozenset[str] = frozenset()
-    """Versions taking traffic although not in `ready_versions` (see BackendState): they make stable Ready, no
-    decision."""
-    refused: str | None = None
-    """Why the backend will not carry all the routing the operator decides, in words (a rule it will not drive, an
-    object that is not its to drive); None: it refuses nothing. No status then says all traffic is on stable, and
-    no step moves forward."""
-    pins: Mapping[str, tuple[str, ...]] | None = None
-    """Version -> the user's pins routing requests to it alone, in words (None: the backend could not be read)."""
-
-
-@dataclass(frozen=True)
-class TrafficIntent:
-    stable: str
-    candidate: str | None = None
-    candidate_weight: int = 0
-    mirror: int = 0
-    """Percent of stable's requests copied to the candidate, its answers discarded."""
-    match: tuple[tuple[str, str], ...] = ()
-    """(header, value) pairs: a request carrying all of them goes to the candidate."""
-
-    def weights(self) -> dict[str, int]:
-        if self.candidate is None or self.candidate_weight == 0:
-            return {self.stable: 100}
-        if self.candidate_weight == 100:
-            return {self.candidate: 100}
-        return {self.stable: 100 - self.candidate_weight, self.candidate: self.candidate_weight}
-
-
-@dataclass(frozen=True)
-class Carried:
-    """The backend has carried `intent` since `at`: the clock of the first round, in an unbroken run of rounds whose
-    apply found nothing to write for it. The operator's rounds run one a second during a drill, so drill timings
-    are to about 1 s."""
-
-    intent: TrafficIntent
-    at: datetime
-
-
-@dataclass(frozen=True)
-class DrillLoss:
-    """The requests the drill that started at `started_at` lost: a number, or None and why not."""
-
-    started_at: str
-    lost: int | None
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning, as Kubernetes Events have it
-    reason: str
-    message: str
-    version: str | None = None
-    """The version the event is about (what its history entry names), for notifications."""
-    actor: str | None = None
-    """Who acted, as history records it (`modelops` for the operator's own decisions)."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: ModelDeploymentStatus
-    intent: TrafficIntent | None
-    """What the backend must carry; None before a first version is deployed."""
-    events: tuple[Event, ...] = ()
-
-
-ACTIVE = (Phase.Progressing, Phase.Paused, Phase.RollingBack)
-HANDLED_REQUESTS_KEPT = 32
-MAX_DRILL_SECONDS = 300.0
-"""A rollback drill not back on stable within this is interrupted: all traffic on stable at once."""
-DRILL_HOLD_CAP_SECONDS = 60.0
-"""A drill holds all traffic on the fallback for one analysis interval, at most this long."""
-ON_STABLE = "all traffic on stable "
-"""How a decision that takes every version but stable off the backend ends its words, followed by stable."""
-BACKEND_REFUSES = "rollback decided, backend refuses: "
-"""What a status says in place of ON_STABLE while the backend refuses part of that routing, followed by why."""
-ROUTING_GRACE_SECONDS = 2.0
-"""A step's routing the backend is seen carrying within this of the step's decision counts from the decision:
-analysis instants are whole seconds, and a write is seen carried by the round its echo wakes. Routing that took
-longer (a saturated API server, a write retried after a conflict) counts from when it was seen carried."""
-
-
-def rfc3339(t: datetime) -> str:
-    """UTC with milliseconds: analyses a second apart must stay distinct and ordered."""
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+from .drill_steps import DrillSteps
+from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_until,
+                   intent_of, step_words, steps_of)
+from .values import (ACTIVE, BACKEND_REFUSES, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS, Decision,
+                     Event, Observations, parse_rfc3339, rfc3339)
 
 
 @dataclass
-class _Run:
+class _Run(DrillSteps):
     """One call of decide: the spec, the status being built, and the events so far."""
 
     spec: ModelDeploymentSpec
@@ -344,160 +214,6 @@ class _Run:
             words += f"; {self.on_stable(target)}"
         self.record(target, "RolledBack", words, actor=actor, warning=True)
 
-    # --- rollback drills ---------------------------------------------------------------------
-
-    def drill_refusal(self) -> str | None:
-        """Why a Drill request cannot run now; None: it can."""
-        s, spec = self.s, self.spec
-        fallback = s.fallback_version
-        if s.drill is not None:
-            return f"a drill to {s.drill.fallback_version} is already in progress"
-        if s.phase is not Phase.Stable:
-            return f"a drill runs only in phase Stable (phase is {s.phase.value if s.phase else 'none'})"
-        if spec.version != s.stable_version:
-            return f"spec.version {spec.version} is not stable {s.stable_version}: a rollout is pending"
-        if spec.traffic_override is not None:
-            return "spec.trafficOverride is set"
-        if spec.paused:
-            return "spec.paused is set"
-        if fallback is None or fallback not in s.retained_versions:
-            return f"no fallback version is retained (retained: {s.retained_versions})"
-        if not self.available(fallback):
-            return f"fallback {fallback} has no valid ModelVersion"
-        if not self.backend_known:
-            return "the backend's readiness cannot be read"
-        if not self.ready(s.stable_version):
-            return f"stable {s.stable_version} is not serving on the backend"
-        return None
-
-    def start_drill(self, request: Request, actor: str) -> None:
-        """The one place a drill begins: the fallback is deployed beside stable, at 0 % until the backend has it ready."""
-        s = self.s
-        why = self.drill_refusal()
-        if why is not None:
-            self.ignore(request, why)
-            return
-        assert s.fallback_version is not None and s.stable_version is not None
-        s.drill = DrillStatus(fallback_version=s.fallback_version, returns_to=s.stable_version,
-                              started_at=rfc3339(self.now), actor=actor, reason=request.reason)
-        s.phase = Phase.Drilling
-        self.record(s.fallback_version, "DrillStarted",
-                    f"rollback drill: all traffic to fallback {s.fallback_version}, then back to stable "
-                    f"{s.stable_version}: {request.reason}", actor=actor)
-        self.drill_step()  # a fallback already ready takes all traffic in this very decision
-
-    def end_drill(self, result: DrillResult, why: str, *, at: datetime | None = None, actor: str = "modelops") -> None:
-        """The one place a drill ends: its figures go to lastDrill, and all traffic is on stable (intent_of)."""
-        s, d = self.s, self.s.drill
-        assert d is not None
-        ended = at or self.now
-        to_fallback = seconds_between(d.started_at, d.on_fallback_at)
-        back = seconds_between(d.returning_at, rfc3339(ended)) if result is DrillResult.Completed else None
-        due = ended + timedelta(seconds=duration_seconds(analysis_window(self.spec)))
-        s.last_drill = LastDrill(fallback_version=d.fallback_version, returned_to=d.returns_to, started_at=d.started_at,
-                                 ended_at=rfc3339(ended), seconds_to_fallback=to_fallback, seconds_back=back,
-                                 requests_lost_due=rfc3339(due), result=result, message=why, actor=d.actor,
-                                 reason=d.reason)
-        s.drill = None
-        s.phase = Phase.Stable
-        if result is DrillResult.Completed:
-            self.record(d.fallback_version, "DrillCompleted",
-                        f"{why}; requests lost measured after {rfc3339(due)} (status.lastDrill)", actor=actor)
-        else:
-            self.record(d.fallback_version, "DrillInterrupted",
-                        f"{why}; {self.on_stable(d.returns_to)}", actor=actor, warning=True)
-
-    def take_drill_loss(self) -> None:
-        """The one place the last drill's requests lost are recorded (measured by the shell, once)."""
-        s, loss = self.s, self.obs.drill_loss
-        last = s.last_drill
-        if loss is None or last is None or last.requests_lost_due is None or loss.started_at != last.started_at:
-            return
-        s.last_drill = last.model_copy(update={"requests_lost": loss.lost, "requests_lost_due": None,
-                                               "requests_lost_note": None if loss.lost is not None else loss.note})
-        words = f"{loss.lost} requests lost" if loss.lost is not None else f"requests lost {loss.note}"
-        self.events.append(Event("Normal", "DrillRequestsLost", f"{last.fallback_version}: drill of {last.started_at}: "
-                                 f"{words}", last.fallback_version, last.actor))
-
-    def carried_since(self, intent: TrafficIntent, since: str) -> datetime | None:
-        """When the backend was seen carrying `intent`, if it was at or after `since`."""
-        carried = self.obs.carried
-        if carried is None or carried.intent != intent or carried.at < parse_rfc3339(since):
-            return None
-        return carried.at
-
-    def guard_drill(self) -> None:
-        """A drill gives way at once to anything a person asks of the deployment, and to a fallback that is gone."""
-        spec, d = self.spec, self.s.drill
-        if d is None:
-            return
-        why = None
-        if spec.version != d.returns_to:
-            why = f"spec.version changed to {spec.version}"
-        elif spec.traffic_override is not None:
-            why = "spec.trafficOverride was set"
-        elif spec.paused:
-            why = "spec.paused was set"
-        elif not self.available(d.fallback_version):
-            why = f"fallback {d.fallback_version} lost its ModelVersion"
-        if why is not None:
-            self.end_drill(DrillResult.Interrupted, why)
-
-    def drill_step(self) -> None:
-        """One round of a drill; its message says where it stands, every round (so that a replay says the same)."""
-        self.advance_drill()
-        d = self.s.drill
-        if d is None:
-            return
-        fallback, stable = d.fallback_version, d.returns_to
-        if d.returning_at is not None:
-            self.s.message = f"drill: sending all traffic back to stable {stable}"
-        elif d.on_fallback_at is not None:
-            self.s.message = (f"drill: all traffic on fallback {fallback} since {d.on_fallback_at}, back to stable "
-                              f"{stable} after {drill_hold_seconds(self.spec):g}s")
-        elif d.routed_at is not None:
-            self.s.message = f"drill: sending all traffic to fallback {fallback}"
-        else:
-            self.s.message = f"drill: waiting for fallback {fallback} to be ready on the backend (no traffic yet)"
-
-    def advance_drill(self) -> None:
-        """Fallback ready -> all traffic on it; carried -> held one interval (60 s at most); then back to stable;
-        carried -> done. Interrupted when the fallback stops being ready, or past MAX_DRILL_SECONDS."""
-        s, d = self.s, self.s.drill
-        assert d is not None and s.stable_version is not None
-        fallback = d.fallback_version
-        if (self.now - parse_rfc3339(d.started_at)).total_seconds() >= MAX_DRILL_SECONDS:
-            stage = "back on stable" if d.returning_at else "on the fallback and back"
-            self.end_drill(DrillResult.Interrupted, f"not {stage} within {MAX_DRILL_SECONDS:g}s")
-            return
-        if d.returning_at is None:
-            if d.routed_at is None:
-                if not self.ready(fallback):
-                    return
-                d.routed_at = rfc3339(self.now)
-            elif self.backend_known and not self.ready(fallback):
-                self.end_drill(DrillResult.Interrupted, f"fallback {fallback} is no longer ready on the backend")
-                return
-            if d.on_fallback_at is None:
-                seen = self.carried_since(TrafficIntent(s.stable_version, fallback, 100), d.routed_at)
-                if seen is None:
-                    return
-                d.on_fallback_at = rfc3339(seen)
-                self.record(fallback, "DrillOnFallback",
-                            f"all traffic on fallback {fallback} {seconds_between(d.started_at, d.on_fallback_at):g}s "
-                            "after the drill started", actor=d.actor)
-            held = (self.now - parse_rfc3339(d.on_fallback_at)).total_seconds()
-            if held < drill_hold_seconds(self.spec):
-                return
-            d.returning_at = rfc3339(self.now)
-        back = self.carried_since(TrafficIntent(s.stable_version), d.returning_at)
-        if back is not None:
-            to_fallback = seconds_between(d.started_at, d.on_fallback_at)
-            self.end_drill(DrillResult.Completed,
-                           f"{to_fallback:g}s to all traffic on fallback {fallback}, "
-                           f"{seconds_between(d.returning_at, rfc3339(back)):g}s back to stable {s.stable_version}",
-                           at=back, actor=d.actor)
-
     def ignore(self, request: Request, why: str) -> None:
         self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}",
                                  request.version, request.actor or "unknown"))
@@ -544,31 +260,30 @@ class _Run:
         s, report = self.s, self.obs.analysis
         if report is None or (s.last_analysis_at is not None and report.at <= parse_rfc3339(s.last_analysis_at)):
             return None
-        s.last_analysis_at, s.checks = rfc3339(report.at), list(report.results)
+        assert s.analysis_since is not None
+        served = (report.at - parse_rfc3339(s.analysis_since)).total_seconds()
+        by_name = {c.name: c for c in self.spec.analysis.checks}
+        results = [spend_budget(by_name[r.name], r, served) if r.name in by_name else r for r in report.results]
+        s.last_analysis_at, s.checks = rfc3339(report.at), results
         deciding = [c for c in checks_in_effect(self.spec, s) if not c.dry_run]
         judged = [c for c in deciding if grading_until(self.spec, s, c, report.at) is None]
         names = {c.name for c in judged}
-        result = outcome(judged, [r for r in report.results if r.name in names])
+        result = outcome(judged, [r for r in results if r.name in names])
         # A check still waiting for its labels is no missing data; but nothing passes before it has judged.
         waiting = len(judged) < len(deciding) and result is Outcome.Passed
-        for r in report.results:
+        for r in results:
             if r.dry_run and r.verdict is Verdict.Fail:
                 self.events.append(Event("Warning", "DryRunCheckFailed",
                                          f"{r.name} would have failed the analysis (dry run): {r.message}", s.canary_version))
         if waiting:
             result = Outcome.Inconclusive
-        elif result is Outcome.Inconclusive:
-            if self.no_data_counts(report.at):
-                s.consecutive_no_data += 1
-                if s.consecutive_no_data >= self.spec.analysis.no_data_limit:
-                    result = Outcome.Failed
         else:
-            s.consecutive_no_data = 0
+            streaks, result = count_analysis(Streaks(s.consecutive_failures, s.consecutive_no_data), result,
+                                             self.spec.analysis.no_data_limit,
+                                             no_data_counts=result is Outcome.Inconclusive and self.no_data_counts(report.at))
+            s.consecutive_failures, s.consecutive_no_data = streaks.failures, streaks.no_data
         if result is Outcome.Failed:
-            s.consecutive_failures += 1
             self.events.append(Event("Warning", "AnalysisFailed", self.explain(result), s.canary_version))
-        elif result is Outcome.Passed:
-            s.consecutive_failures = 0
         s.last_outcome = result
         return result
 
@@ -726,152 +441,6 @@ class _Run:
             if all(c.type != pinned.type for c in before.conditions):
                 self.events.append(Event("Warning", pinned.reason, pinned.message, s.failed_version))
         return Decision(s, intent_of(s), tuple(self.events))
-
-
-def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
-    """The traffic intent a status stands for: what the operator applied last."""
-    if status.stable_version is None:
-        return None
-    drill = status.drill
-    if drill is not None and drill.returning_at is None:
-        # The fallback beside stable: at 0 % until the backend has it ready, then everything.
-        return TrafficIntent(status.stable_version, drill.fallback_version, 100 if drill.routed_at else 0)
-    if status.canary_version is None:
-        return TrafficIntent(status.stable_version)
-    return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight, status.canary_mirror,
-                         tuple((h.name, h.value) for h in status.canary_match))
-
-
-def drill_hold_seconds(spec: ModelDeploymentSpec) -> float:
-    """How long a drill holds all traffic on the fallback once the backend carries it."""
-    return min(DRILL_HOLD_CAP_SECONDS, duration_seconds(spec.analysis.interval))
-
-
-def seconds_between(start: str | None, end: str | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((parse_rfc3339(end) - parse_rfc3339(start)).total_seconds(), 3)
-
-
-HOT_SWAP = Step(weight=100, pause="0s")
-"""HotSwap's one step: everything to the candidate, no pause (the first passed analysis promotes)."""
-
-
-def steps_of(spec: ModelDeploymentSpec) -> list[Step]:
-    return [HOT_SWAP] if spec.strategy.type is StrategyType.HotSwap else spec.strategy.steps
-
-
-def step_words(step: Step) -> str:
-    if step.mirror is not None:
-        return f"mirroring {step.mirror}% of stable's requests"
-    if step.match is not None:
-        return "for the cohort " + ", ".join(f"{h.name}: {h.value}" for h in step.match.headers)
-    return f"at {step.weight}%"
-
-
-def sent_to_candidate(status: ModelDeploymentStatus) -> Step | None:
-    """What the candidate is sent now, as a step (None: nothing)."""
-    if status.canary_weight:
-        return Step(weight=status.canary_weight)
-    if status.canary_mirror:
-        return Step(mirror=status.canary_mirror)
-    return Step(match={"headers": status.canary_match}) if status.canary_match else None
-
-
-def step_kind(status: ModelDeploymentStatus) -> StepKind:
-    sent = sent_to_candidate(status)
-    return sent.kind if sent else StepKind.weight
-
-
-def checks_in_effect(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> list[Check]:
-    """The checks an analysis of the current step measures and judges (see Check.step_kinds)."""
-    kind = step_kind(status)
-    return [c for c in spec.analysis.checks if c.applies_to(kind)]
-
-
-def grading_until(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> datetime | None:
-    """When a check with a grading delay judges first in this rollout, if it is still waiting for labels at `at`;
-    None when it judges at `at`. It judges once the candidate has served for a window and the delay: its window
-    then holds labels of the candidate's own predictions."""
-    if check.grading_delay is None or status.analysis_since is None:
-        return None
-    delay = duration_seconds(analysis_window(spec)) + duration_seconds(check.grading_delay)
-    first = parse_rfc3339(status.analysis_since) + timedelta(seconds=delay)
-    return first if at < first else None
-
-
-def check_window(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> str:
-    """A check's query range at `at`: the analysis window; for a sequential check, everything since the candidate
-    began taking traffic (its evidence accumulates over the rollout), never less than the analysis window."""
-    window = analysis_window(spec)
-    if check.sequential is None or status.analysis_since is None:
-        return window
-    served = math.ceil((at - parse_rfc3339(status.analysis_since)).total_seconds())
-    return f"{max(served, math.ceil(duration_seconds(window)))}s"
-
-
-def rollout_wanted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
-    """spec.version names a version that is neither stable nor the candidate: a round may start a rollout to it
-    (so it needs a slot when the operator limits rollouts in flight)."""
-    return status.stable_version is not None and spec.version not in (status.stable_version, status.canary_version)
-
-
-def candidate_takes_traffic(status: ModelDeploymentStatus) -> bool:
-    """Analyses count only then: waiting for a candidate to become ready is no verdict."""
-    return status.canary_version is not None and status.analysis_since is not None
-
-
-def analysis_window(spec: ModelDeploymentSpec) -> str:
-    return spec.analysis.window or spec.analysis.interval
-
-
-def seconds_to_next_analysis(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> float | None:
-    """0 when an analysis is due now, None when none is running (the candidate takes no traffic).
-
-    The first window of a rollout starts when the candidate began taking traffic, so no verdict
-    is ever taken on time before it had any; later ones follow every interval. Analyses fall due
-    on whole seconds (see `analysis_instant`).
-    """
-    if not candidate_takes_traffic(status):
-        return None
-    assert status.analysis_since is not None
-    due = parse_rfc3339(status.analysis_since).timestamp() + duration_seconds(analysis_window(spec))
-    if status.last_analysis_at is not None:
-        due = max(due, parse_rfc3339(status.last_analysis_at).timestamp() + duration_seconds(spec.analysis.interval))
-    return max(0.0, math.ceil(due) - now.timestamp())
-
-
-def analysis_instant(now: datetime) -> datetime:
-    """The instant an analysis due by `now` measures: `now` to the whole second below. Analyses of many
-    deployments taken within one second then ask Prometheus about the same instant, so their queries can
-    share requests; and since they fall due on whole seconds, the instant is never before the due time."""
-    return now.replace(microsecond=0)
-
-
-def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> datetime | None:
-    """When the candidate's current wait or step has run longer than the spec allows it; None when
-    no rollout is moving on its own (none in flight, paused, pinned, rolling back).
-
-    A wait for readiness is allowed `readyTimeout`; a step its pause, the first analysis window,
-    the longest grading delay, and one analysis more than the no-data and failure limits together
-    can hold it. Past that,
-    the operator is not making progress (it cannot write, the backend does not converge): an
-    alert's business, not a rollback's. (A step whose routing the backend does not carry gets its
-    rollback later: its no data counts only from `readyTimeout` after its decision.)
-    """
-    if status.phase is not Phase.Progressing or status.canary_version is None or status.pinned_weight is not None:
-        return None
-    if status.waiting_since is not None:
-        return parse_rfc3339(status.waiting_since) + timedelta(seconds=duration_seconds(spec.strategy.ready_timeout))
-    if status.step_started_at is None or status.current_step is None:
-        return None
-    steps = steps_of(spec)
-    pause = duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
-    analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
-    grading = max((duration_seconds(c.grading_delay) for c in spec.analysis.checks if c.grading_delay), default=0.0)
-    allowed = (pause + duration_seconds(analysis_window(spec)) + grading
-               + analyses * duration_seconds(spec.analysis.interval))
-    return parse_rfc3339(status.step_started_at) + timedelta(seconds=allowed)
 
 
 def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:

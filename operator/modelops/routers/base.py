@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from ..analysis.promql import TemplateQuery
 from ..api.modeldeployment import CheckTemplate, Serving
@@ -223,6 +223,10 @@ name only if their digests collide (about one chance in 10**12 for a pair)."""
 UNIT_NAME_LENGTH = 63  # a DNS-1123 label
 
 
+def _readable(version: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-")
+
+
 def unit_name(version: str) -> str:
     """The backend's name for a version's serving unit, a DNS-1123 label: 1.2.0 -> v1-2-0,
     1.2.0-rc.1 -> v1-2-0-rc-1-<10 hex digits of the SHA-256 of "1.2.0-rc.1">.
@@ -232,12 +236,27 @@ def unit_name(version: str) -> str:
     pre-release or build part) loses case and punctuation in the readable part (1.0.0-rc.1 and 1.0.0-RC-1
     read alike), so its name ends with a digest of the exact version; it has at least three dashes, so it
     is never a release version's name either."""
-    readable = re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-")
+    readable = _readable(version)
     if re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
         return f"v{readable}"
     digest = hashlib.sha256(version.encode()).hexdigest()[:UNIT_DIGEST_LENGTH]
     readable = readable[:UNIT_NAME_LENGTH - len(digest) - 2].rstrip("-")
     return f"v{readable}-{digest}"
+
+
+def units_by_name(versions: Iterable[str]) -> dict[str, str]:
+    """Unit name -> version, for the units of `versions` an object may hold: each version's `unit_name`, and
+    the name operators before the digest gave a version with a pre-release or build part (its readable part
+    alone, e.g. v1-0-0-rc-1) when no other of `versions` reads alike, so that an upgrade finds the units it
+    left running. A name two versions share is nobody's: a unit is never taken for another version's."""
+    names = {unit_name(v): v for v in versions}
+    legacy: dict[str, set[str]] = {}
+    for version in versions:
+        legacy.setdefault(f"v{_readable(version)}", set()).add(version)
+    for name, claimants in legacy.items():
+        if len(claimants) == 1 and name not in names:
+            names[name] = next(iter(claimants))
+    return names
 
 
 def applied_weights(weights: dict[str, int]) -> str:

@@ -2,8 +2,10 @@
 
 Seldon's admission webhook rejects non-shadow predictors whose traffic does not sum to
 100, so both weights always change in the same patch. A predictor is named after its
-version (v1-2-0; `base.unit_name`) and found by that name alone: reusing an existing predictor needs no
-ModelVersion, only creating a missing one does (VersionUnavailable when it is gone).
+version (v1-2-0; `base.unit_name`) and found by that name alone (or by the name operators before the
+unit name's digest gave it, when no other version reads alike: `base.units_by_name`, so an upgrade keeps the
+predictors it finds serving): reusing an existing predictor needs no ModelVersion, only creating a missing one
+does (VersionUnavailable when it is gone).
 
 A mirror step makes the candidate's predictor a shadow (`shadow: true`, traffic 0): Seldon
 copies every request to a shadow predictor and discards its answers (through Istio's mirror
@@ -42,7 +44,7 @@ from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource, is_applied
 from ..rollout import TrafficIntent
 from .base import (CONTRACT_TEMPLATES, IDENTITY, SHADOW_AGREEMENT, MANAGED_BY, OwnedObjects, APPLIED_WEIGHTS, BackendState, Target, applied_weights, kept,
-                   merged, dig, objects_at, spec_of, unit_name, weight_drift)
+                   merged, dig, objects_at, spec_of, unit_name, units_by_name, weight_drift)
 
 SELDON_DEPLOYMENT = Resource("machinelearning.seldon.io", "v1", "seldondeployments", "SeldonDeployment")
 # Seldon's prepackaged model servers, by artifact format; artifact.runtime names any other.
@@ -115,7 +117,7 @@ def observe(sdep: dict[str, Any] | None, versions: Iterable[str]) -> BackendStat
         owner = _owner(key, name, list(live))
         if owner is not None:
             deployments[owner].append(deployment)
-    by_unit = {unit_name(v): v for v in versions}
+    by_unit = units_by_name(versions)
     ready, units = set(), {}
     for predictor, mine in deployments.items():
         version = by_unit.get(predictor)
@@ -140,14 +142,19 @@ def _predictor(version: str, spec: ModelVersionSpec, template: dict[str, Any] | 
 def desired_predictors(live: list[dict[str, Any]], intent: TrafficIntent,
                        versions: dict[str, ModelVersionSpec]) -> list[dict[str, Any]]:
     """The predictors carrying `intent`: existing ones reused by name, a missing one made from its ModelVersion."""
-    existing = {p["name"]: p for p in live}
-    template = existing.get(unit_name(intent.stable)) or (live[0] if live else None)
     wanted = [(intent.stable, 100 - intent.candidate_weight if intent.candidate else 100)]
     if intent.candidate is not None:
         wanted.append((intent.candidate, intent.candidate_weight))
+    existing: dict[str, dict[str, Any]] = {}
+    names = units_by_name({*versions, *(version for version, _ in wanted)})
+    for predictor in live:
+        version = names.get(predictor["name"])
+        if version is not None and (version not in existing or predictor["name"] == unit_name(version)):
+            existing[version] = predictor
+    template = existing.get(intent.stable) or (live[0] if live else None)
     predictors = []
     for version, weight in wanted:
-        predictor = existing.get(unit_name(version))
+        predictor = existing.get(version)
         if predictor is None:
             predictor = _predictor(version, spec_of(versions, version, f"SeldonDeployment predictor {unit_name(version)}"),
                                    template)
