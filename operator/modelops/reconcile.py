@@ -37,8 +37,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import GROUP, VERSION, drills, metrics
-from .api.modeldeployment import (MAX_HISTORY_LIMIT, Backend, ModelDeploymentSpec, ModelDeploymentStatus, Phase,
-                                  Serving, full_weight_refusal)
+from .api.modeldeployment import (MAX_HISTORY_LIMIT, Action, Backend, ModelDeploymentSpec, ModelDeploymentStatus,
+                                  Phase, Request, Serving, full_weight_refusal)
 from .kube import Resource, merge_patch
 from .analysis.provider import ProviderFactory
 from .measuring import measure_if_due
@@ -366,7 +366,8 @@ def pace(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | 
 async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[VersionRecord], memory: Memory,
                           old: Base, status: ModelDeploymentStatus, refused: Problem) -> tuple[float, Problem]:
     """A refused spec and none accepted before it in this loop (the operator restarted meanwhile): nothing can be
-    judged, so the safe side. A candidate in flight goes back to stable and a drill ends (`fail_safe`), and the
+    judged, so the safe side. An Abort valid on its own is carried out (G4), a candidate in flight goes back to
+    stable and a drill ends (`fail_safe`), and the
     backend that the spec's `serving` names is converged to stable, when that part of the spec is valid; otherwise
     nothing can be routed, and the status only says why. No notification is sent: which ones the spec opts into
     cannot be read."""
@@ -380,11 +381,11 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     versions, target, router = catalog(records), Target(namespace, name, serving), shell.routers[serving.backend]
     # The status must not say "all traffic on stable" beside a rule the backend carries but the operator refuses.
     seen = await observe(router, target, versions, status, memory)
-    # Only fail_safe reads it: no rollout starts, no request is acted on, nothing is measured under it; the history
-    # limit is the largest, so that no entry the real spec keeps is cut.
+    # Only fail_safe reads it: no rollout starts, no request but an Abort is acted on, nothing is measured under it;
+    # the history limit is the largest, so that no entry the real spec keeps is cut.
     stand_in = ModelDeploymentSpec.model_construct(serving=serving, history_limit=MAX_HISTORY_LIMIT)
     decision = fail_safe(stand_in, status, refused.message, shell.clock(),
-                         Observations(ready_versions=None, refused=seen.refused))
+                         Observations(ready_versions=None, refused=seen.refused), abort=abort_of(obj))
     await persist(shell, obj, memory, old, decision, refused, refused)
     shell.slots.settle(namespace, name, str((obj.get("spec") or {}).get("model")), decision.status)
     metrics.count_outcomes(namespace, name, status, decision.status)
@@ -394,6 +395,15 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
         settled = await apply_intent(shell, obj, router, target, decision.intent, versions, None)
     await record_serving_roles(shell, namespace, name, versions, records, status, decision.status)
     return IDLE_SECONDS if settled else CONVERGE_SECONDS, refused
+
+
+def abort_of(obj: Mapping[str, Any]) -> Request | None:
+    """The spec's `request` when it is an Abort valid on its own (G4: an Abort never waits for another field's fix)."""
+    try:
+        request = Request.model_validate((obj.get("spec") or {}).get("request"))
+    except (ValidationError, AttributeError):
+        return None
+    return request if request.action is Action.Abort else None
 
 
 def serving_of(obj: Mapping[str, Any]) -> Serving | None:

@@ -105,7 +105,7 @@ from modelops.rollout.values import ACTIVE, MAX_DRILL_SECONDS, ROUTING_GRACE_SEC
 from .fakes import dig
 
 
-TOLERATED: set[str] = {"kserve-rolled-out-candidate", "abort-unjudged-pinned"}
+TOLERATED: set[str] = {"kserve-rolled-out-candidate"}
 """What the schedule search steps over. Backend facts, not bugs:
 
 - kserve-rolled-out-candidate: after a 100 % step (HotSwap, or a last step of 100) KServe has rolled the
@@ -113,13 +113,11 @@ TOLERATED: set[str] = {"kserve-rolled-out-candidate", "abort-unjudged-pinned"}
   ready KServe keeps routing to the rolled-out one. Tolerated: traffic that reaches a version only through
   the rolled-out revision, until a settle plus one fault-free round.
 
-Known bugs (a named xfail(strict=True) test each):
-- abort-unjudged-pinned: reconcile.refuse_unjudged (a refused spec, none accepted since a restart) acts on no
-  request, and its fail_safe leaves a candidate pinned by trafficOverride in flight: an Abort waits for the spec's
+Fixed since, tolerance kept available (add the name back to step over a regression):
+- abort-unjudged-pinned: reconcile.refuse_unjudged (a refused spec, none accepted since a restart) acted on no
+  request, and its fail_safe left a candidate pinned by trafficOverride in flight: an Abort waited for the spec's
   fix (test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out).
   Tolerated: G4, for a round as `RoundInfo.unjudged` says, of a candidate pinned when it began.
-
-Fixed since, tolerance kept available (add the name back to step over a regression):
 - stale-echo-base: reconcile.py took a stale echo of an EARLIER own write as the base
   (test_stale_echo_of_an_earlier_own_write_is_taken_as_the_base).
 - stale-status-base: reconcile.py decided from, and merge-patched against, a status older than its own

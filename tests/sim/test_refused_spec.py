@@ -184,8 +184,6 @@ def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_
     assert_refusal_reported(w, "analysis.interval")
 
 
-@pytest.mark.xfail(strict=True, reason="a round with no accepted spec acts on no request, and fail_safe leaves a "
-                                       "pinned candidate where it is")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out(worlds, backend):
     """G4: an Abort never waits for a fix of another field, a pin (trafficOverride) or a restart notwithstanding."""

@@ -468,12 +468,16 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
 
 
 def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: str, now: datetime,
-              observations: Observations = Observations(ready_versions=None)) -> Decision:
+              observations: Observations = Observations(ready_versions=None), *,
+              abort: Request | None = None) -> Decision:
     """The decision when a tick could not run to its end (an unexpected error), or ran under a spec the operator
     refuses: a candidate in flight goes back to stable unless an SRE pinned its weight, and a drill ends. Unsure
     means stable. `observations` are what the round saw of the backend (by default nothing), so that the status
-    claims no more than that."""
+    claims no more than that. An `abort` request not yet handled is carried out first, as decide would: a pin
+    does not keep a candidate an SRE aborted."""
     run = _Run(spec, status.model_copy(deep=True), observations, now)
+    if abort is not None and abort.id not in run.s.handled_requests:
+        run.handle_request(abort)
     if run.s.drill is not None:
         run.end_drill(DrillResult.Interrupted, f"the operator could not evaluate it ({error})")
     if run.s.canary_version is not None and run.s.pinned_weight is None:
