@@ -10,9 +10,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from playground.operator import OperatorProcess, lease_holder
 from .scenario import Scenario, fast_spec
 from .test_backends import GOOD, stable_on
-from .test_leader_election import TIMINGS, wait_for
+from .test_leader_election import wait_for
 
 SHARDS = {"a": ["fraud", "churn"], "b": ["iris", "ranker"]}
+TIMINGS = ["--lease-duration", "15", "--renew-deadline", "10", "--retry-period", "2", "--lease-request-timeout", "5"]
+"""The production defaults' proportions: this test is about shards, not failover, and a leader that lost its Lease
+on a starved machine would stop (as it must) with nobody here to restart it, as Kubernetes would the pod."""
 
 
 def driven_by(process: OperatorProcess, namespace: str) -> set[str]:
