@@ -18,6 +18,10 @@ from playground.operator import OperatorProcess, lease, lease_holder
 LEASE_DURATION = 3
 TIMINGS = ["--lease-duration", str(LEASE_DURATION), "--renew-deadline", "2", "--retry-period", "0.5",
            "--lease-request-timeout", "1"]
+STEADY_TIMINGS = ["--lease-duration", "15", "--renew-deadline", "10", "--retry-period", "2",
+                  "--lease-request-timeout", "5"]
+"""For tests of one leader per Lease, not of failover: the production defaults' proportions. A leader that lost its
+Lease on a starved machine stops, as it must, and nobody here restarts it as Kubernetes would the pod."""
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):

@@ -14,7 +14,7 @@ from playground.argocd_lua import ArgoCDLua
 from playground.operator import OperatorProcess, lease_holder
 from .scenario import Scenario, fast_spec
 from .test_backends import GOOD, stable_on
-from .test_leader_election import TIMINGS, wait_for
+from .test_leader_election import STEADY_TIMINGS, wait_for
 
 NAMES = ["fraud", "churn", "iris"]
 SHARD = "queue"  # an operator of the test's own drives these: the session's does not
@@ -45,7 +45,7 @@ def under_one_slot(control_plane, operator_kubeconfig, namespace, stand_ins, pro
         s.labels = {"modelops.io/shard": SHARD}
         scenarios.append(s)
     operator = OperatorProcess(operator_kubeconfig, tmp_path, identity="queue",
-                               args=["-n", namespace, "--shard", SHARD, "--max-rollouts", "1", *TIMINGS])
+                               args=["-n", namespace, "--shard", SHARD, "--max-rollouts", "1", *STEADY_TIMINGS])
     try:
         operator.start()
         wait_for(lambda: lease_holder(control_plane, f"modelops-operator-{SHARD}") == "queue", 15, "the leader")

@@ -10,12 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from playground.operator import OperatorProcess, lease_holder
 from .scenario import Scenario, fast_spec
 from .test_backends import GOOD, stable_on
-from .test_leader_election import wait_for
+from .test_leader_election import STEADY_TIMINGS, wait_for
 
 SHARDS = {"a": ["fraud", "churn"], "b": ["iris", "ranker"]}
-TIMINGS = ["--lease-duration", "15", "--renew-deadline", "10", "--retry-period", "2", "--lease-request-timeout", "5"]
-"""The production defaults' proportions: this test is about shards, not failover, and a leader that lost its Lease
-on a starved machine would stop (as it must) with nobody here to restart it, as Kubernetes would the pod."""
 
 
 def driven_by(process: OperatorProcess, namespace: str) -> set[str]:
@@ -38,7 +35,7 @@ def test_two_shards_each_drive_their_own_deployments_and_none_is_dropped(control
     unlabelled = Scenario(control_plane, namespace, standin, "orphan")  # the unlabelled shard's
     # Each shard is a replica group of its own: it watches this test's namespace only, elects on its own Lease.
     operators = {shard: OperatorProcess(operator_kubeconfig, tmp_path, identity=f"shard-{shard}",
-                                        args=["-n", namespace, "--shard", shard, *TIMINGS])
+                                        args=["-n", namespace, "--shard", shard, *STEADY_TIMINGS])
                  for shard in SHARDS}
     try:
         for process in operators.values():
