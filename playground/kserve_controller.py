@@ -157,5 +157,9 @@ class KServeController:
         return self
 
     def stop(self) -> None:
+        """The manager goes, and its webhooks with it: they fail closed, so left behind they would
+        refuse every InferenceService (and its pods) on this control plane."""
         if self.process:
+            for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+                self.cp.kubectl("delete", kind, f"inferenceservice.{GROUP}", "--ignore-not-found", check=False)
             self.process.stop()

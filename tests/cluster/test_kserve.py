@@ -1,7 +1,7 @@
 """KServe's real controller (playground/kserve_controller.py) on a real single-node cluster: an
 InferenceService in Standard mode becomes a Deployment and a Service made by KServe, its pod runs a
 locally built model server answering KServe's v1 protocol, and KServe reports the InferenceService
-Ready from what the cluster really did.
+Ready from what the cluster really did. Stopped, it leaves no webhook behind.
 
 Needs root (the node) and builds KServe's manager on first use (~9 minutes on two cores).
 Deselect with `-m "not kserve"`.
@@ -133,6 +133,12 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
                                          data=json.dumps({"instances": [[1.0], [2.0]]}).encode(), method="POST")
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
+
+        # Stopped, KServe takes its fail-closed webhooks along: the control plane admits InferenceServices again.
+        webhooks = ("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-o", "name")
+        assert plane.kubectl(*webhooks).stdout.count("inferenceservice.serving.kserve.io") == 2
+        kserve.stop()
+        assert "inferenceservice.serving.kserve.io" not in plane.kubectl(*webhooks).stdout
     finally:
         if kserve:
             kserve.stop()
