@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit bench setup system-deps controlplane helm argocd-lua crds clean image kind-up upstream-crds
+.PHONY: demo test unit bench setup system-deps controlplane kserve helm argocd-lua crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $@
 
-setup: upstream-crds $(VENV)/.installed system-deps controlplane helm argocd-lua
+setup: upstream-crds $(VENV)/.installed system-deps controlplane kserve helm argocd-lua
 
 # First, and with the system's Python alone: without the serving systems' CRDs nothing else is
 # worth installing, and the message says what to do.
@@ -39,6 +39,11 @@ system-deps:
 # With kube-controller-manager, kube-scheduler and kubelet: the single-node cluster of tests/cluster.
 controlplane:
 	@tools/controlplane/build.sh node >/dev/null
+
+# KServe's controller, from its Go source beside the checkout (../shared/kserve-v0.20.0) or in
+# $$MODELOPS_KSERVE_SOURCE: tests/cluster runs it on the single-node cluster.
+kserve:
+	@tools/kserve/build.sh >/dev/null
 
 helm:
 	@tools/helm/build.sh >/dev/null
