@@ -16,7 +16,7 @@ Sizing: KServe and Gateway API run `SCALE` times the Hypothesis profile's max_ex
 3 x 300 = 900 each by default; the two Seldon backends `SELDON_SCALE` times, 2 x 300 = 600 each (together
 about 32 s of CPU on the 2-core development machine, so that they add no more than about 40 s to the default
 run): 3,000 schedules, about 95 s of CPU in all there. With HYPOTHESIS_PROFILE=thorough every backend runs
-5 x 5,000 = 25,000 (100,000 schedules, about 55 min of CPU).
+5 x 5,000 = 25,000 (100,000 schedules, a little over an hour of CPU: run the backends in parallel).
 """
 
 from __future__ import annotations
