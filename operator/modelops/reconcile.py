@@ -315,10 +315,10 @@ def problem_of(spec: ModelDeploymentSpec, versions: Catalog, refused_spec: Probl
                seen: Seen) -> Problem | None:
     """The one problem a round reports before its apply: a backend it could not read, else a spec it refuses,
     else what the backend refuses, else a stored spec the API server would now refuse, else a missing version."""
-    if seen.backend is None or refused_spec is not None:
-        return seen.problem if seen.backend is None else refused_spec
-    if seen.problem is not None:
+    if seen.backend is None:
         return seen.problem
+    if refused_spec is not None or seen.problem is not None:
+        return refused_spec or seen.problem
     refusal = full_weight_refusal(spec)
     if refusal is not None:
         return Problem(INVALID_SPEC, f"spec is invalid: {refusal}", standing=True)

@@ -12,7 +12,7 @@ from typing import Iterable
 from ..api.modeldeployment import LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, NoDataPolicy, Outcome, Verdict
 from ..api.types import duration_seconds
 from .sequential import (MIN_SAMPLES, Buckets, Finding, Proportion, Unresolvable, bucket_total, compare_proportions,
-                         samples_to_locate, tail_above)
+                         percentile_name, samples_to_locate, tail_above)
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
         quantile = LATENCY_QUANTILES[check.template]
         if counts[1] < samples_to_locate(quantile):
             return Verdict.Undecided, (f"not enough evidence yet: {values}, {sizes} ({samples_to_locate(quantile)} of "
-                                    f"stable's needed to locate its p{quantile * 100:g})")
+                                    f"stable's needed to locate its {percentile_name(quantile)})")
         try:
             tail = tail_above(measured.buckets, measured.baseline_buckets, quantile)
         except Unresolvable as error:
@@ -175,7 +175,7 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
                                        confidence=confidence)
         edge = f"{_fmt(percent)}% above stable's share"
         found = (f"{_share(tail.candidate.rate)} of the candidate's requests vs {_share(tail.stable.rate)} of stable's "
-                 f"slower than {tail.bound:g}s, the bucket bound nearest stable's p{quantile * 100:g}")
+                 f"slower than {tail.bound:g}s, the bucket bound nearest stable's {percentile_name(quantile)}")
         if tail.too_far is not None and evidence.finding is not Finding.worse:
             # Slower at the nearest bound is slower (the safe side); anything else says nothing of the quantile.
             return Verdict.Error, f"{values}: {tail.too_far}"

@@ -198,7 +198,7 @@ def tail_above(candidate: Buckets, stable: Buckets, quantile: float) -> Tail:
     slack = 3 * math.sqrt(above * (1 - above) / n_s)  # three standard errors: chance alone is never "too far"
     too_far = None
     if above + slack < share / NEAR or above - slack > min(NEAR * share, 1 - quantile / 2):
-        too_far = (f"no bucket bound lies near stable's {_percentile(quantile)}: the nearest, le={bound:g}, has "
+        too_far = (f"no bucket bound lies near stable's {percentile_name(quantile)}: the nearest, le={bound:g}, has "
                    f"{above:.1%} of stable's requests above it where {share:.1%} would be; add bucket bounds around "
                    "that latency")
     return Tail(bound, Proportion(n_c - below_c[bound], n_c), Proportion(n_s - below_s[bound], n_s), too_far)
@@ -209,5 +209,6 @@ def _bounds_words(buckets: Buckets) -> str:
     return "le " + ", ".join(finite[:4]) + (", ..." if len(finite) > 4 else "") if finite else "no finite le"
 
 
-def _percentile(quantile: float) -> str:
+def percentile_name(quantile: float) -> str:
+    """0.95 -> p95."""
     return f"p{quantile * 100:g}"
