@@ -62,14 +62,27 @@ ACCURACY = TemplateQuery(
     f"(sum(increase({_CORRECT}[{{{{window}}}}])) or vector(0)) / sum(increase({_GRADED}[{{{{window}}}}]))",
     f"sum(increase({_GRADED}[{{{{window}}}}]))")
 
-# The drift contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its latest
-# score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per evaluation.
-# The check takes the highest score of the window; its samples are the scores reported in it.
+# The drift score contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its
+# latest score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per
+# evaluation. The check takes the highest score of the window; its samples are the scores reported in it.
 _DRIFT = 'model_drift_score{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
                             f"sum(count_over_time({_DRIFT}[{{{{window}}}}]))")
+
+# The binned drift contract (README, "Drift"): whatever sees a version's inputs counts each input in one bin of
+# every feature it watches,
+#   model_input_bin_total{namespace, model, version, feature, bin}   (every bin's counter created at 0), and
+#   model_reference_bin_share{namespace, model, version, feature, bin}
+# holds the share of the version's reference (training) inputs in each bin. A window's counts are the counters'
+# difference across it, not increase(), whose extrapolation would scale every count and the test's statistic
+# with them; a counter lower than a window before (a restart) counts 0 for the window.
+_BINS = 'model_input_bin_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+_REFERENCE = 'model_reference_bin_share{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+DRIFT_TEST = TemplateQuery(f"sum by (feature, bin) (clamp_min({_BINS} - {_BINS} offset {{{{window}}}}, 0))",
+                           reference=f"max by (feature, bin) ({_REFERENCE})")
 CONTRACT_TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.accuracy: ACCURACY,
-                                                          CheckTemplate.driftScore: DRIFT_SCORE}
+                                                          CheckTemplate.driftScore: DRIFT_SCORE,
+                                                          CheckTemplate.driftTest: DRIFT_TEST}
 """The templates over the documented contracts rather than a backend's own metrics: every backend has them."""
 
 

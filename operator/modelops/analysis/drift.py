@@ -1,0 +1,158 @@
+"""Input drift judged as a test: binned counts of a version's live inputs against its reference's shares.
+
+Pure: counts in, evidence out. For each feature, Pearson's chi-square goodness-of-fit statistic
+X^2 = sum over bins (observed - expected)^2 / expected, expected = the window's inputs * the reference's share of
+the bin, has (without drift) a chi-square distribution with bins - 1 degrees of freedom once every bin expects a
+few inputs; its p-value is that distribution's upper tail at X^2.
+
+A rollout looks many times (one analysis per interval) at several features, and each look at each feature is one
+more chance of a false alarm. The test spends its alpha = 1 - confidence up front over both (Bonferroni): each
+look at each feature is tested at alpha / (looks * features). The chance that a version without drift fails any of
+its first `looks` analyses is then at most alpha, however the windows overlap; past them it grows by at most alpha
+per further `looks` analyses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from .sequential import Unresolvable
+
+Binned = Mapping[tuple[str, str], float]
+"""(feature, bin) -> a count of inputs (live) or a share of them (reference; any non-negative weights, normalised
+per feature)."""
+
+MIN_EXPECTED = 5.0
+"""Inputs every bin of a feature must expect before its chi-square p-value is trusted (Cochran's rule)."""
+
+
+def chi_square_sf(statistic: float, df: int) -> float:
+    """P(X >= statistic) for X chi-square with `df` degrees of freedom: the regularised upper incomplete gamma
+    function Q(df / 2, statistic / 2), by its series below a + 1 and its continued fraction above."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if statistic <= 0:
+        return 1.0
+    a, x = df / 2, statistic / 2
+    log_front = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1:
+        term = total = 1 / a
+        n = a
+        while abs(term) > abs(total) * 1e-15:
+            n += 1
+            term *= x / n
+            total += term
+        return max(0.0, 1 - total * math.exp(log_front))
+    # Lentz's evaluation of the continued fraction for Q.
+    tiny = 1e-300
+    b = x + 1 - a
+    c, d = 1 / tiny, 1 / b
+    fraction = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        step = d * c
+        fraction *= step
+        if abs(step - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(log_front) * fraction)
+
+
+class DriftFinding(str, Enum):
+    drifted = "drifted"
+    """Some feature's live inputs differ from the reference, with the confidence asked for: a failure."""
+    same = "same"
+    """No feature's inputs differ detectably: a pass."""
+    undecided = "undecided"
+    """Some feature's bins expect too few inputs for the test: no verdict."""
+
+
+@dataclass(frozen=True)
+class FeatureTest:
+    feature: str
+    inputs: float
+    """Live inputs counted in the window."""
+    statistic: float
+    bins: int
+    smallest_expected: float
+    """The fewest inputs any bin expects: below MIN_EXPECTED the p-value is not computed."""
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class DriftEvidence:
+    finding: DriftFinding
+    alpha: float
+    """What each feature's p-value is held against: (1 - confidence) / (looks * features)."""
+    features: tuple[FeatureTest, ...]
+
+    @property
+    def inputs(self) -> float:
+        """The window's live inputs: each feature bins every input, so the most any feature counted."""
+        return max((f.inputs for f in self.features), default=0.0)
+
+
+def _by_feature(binned: Binned, side: str) -> dict[str, dict[str, float]]:
+    features: dict[str, dict[str, float]] = {}
+    for (feature, bin_), value in binned.items():
+        if not math.isfinite(value) or value < 0:
+            raise Unresolvable(f"the {side}'s feature {feature!r} bin {bin_!r} is {value:g}, not a count or share")
+        features.setdefault(feature, {})[bin_] = value
+    return features
+
+
+def _names(names: set[str]) -> str:
+    shown = sorted(names)
+    return ", ".join(repr(n) for n in shown[:5]) + (", ..." if len(shown) > 5 else "")
+
+
+def judge_drift(live: Binned, reference: Binned, *, confidence: float, looks: int) -> DriftEvidence:
+    """Whether `live` counts differ from the `reference` shares, feature by feature. Raises Unresolvable when
+    the two do not bin the same features into the same bins (every bin counted on both sides, at 0 if need be),
+    or a reference feature's shares are all 0."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    if looks < 1:
+        raise ValueError(f"looks must be at least 1, got {looks}")
+    counted, expected_shares = _by_feature(live, "live inputs"), _by_feature(reference, "reference")
+    if set(counted) != set(expected_shares):
+        only_live, only_reference = set(counted) - set(expected_shares), set(expected_shares) - set(counted)
+        words = [f"features {_names(only_live)} have live counts but no reference shares"] if only_live else []
+        words += [f"features {_names(only_reference)} have reference shares but no live counts"] if only_reference else []
+        raise Unresolvable("; ".join(words))
+    alpha = (1 - confidence) / (looks * len(expected_shares))
+    tests = []
+    for feature in sorted(expected_shares):
+        observed, shares = counted[feature], expected_shares[feature]
+        if set(observed) != set(shares):
+            only_live, only_reference = set(observed) - set(shares), set(shares) - set(observed)
+            words = [f"bins {_names(only_live)} have no reference share"] if only_live else []
+            words += [f"bins {_names(only_reference)} have no live count"] if only_reference else []
+            raise Unresolvable(f"feature {feature!r}: " + "; ".join(words) + " (every bin must be published on "
+                               "both sides, a bin without inputs at 0)")
+        if len(shares) < 2:
+            raise Unresolvable(f"feature {feature!r} has {len(shares)} bin: at least 2 are needed to compare")
+        weight = sum(shares.values())
+        if weight <= 0:
+            raise Unresolvable(f"feature {feature!r}: its reference shares are all 0")
+        inputs = sum(observed.values())
+        expected = {b: inputs * s / weight for b, s in shares.items()}
+        smallest = min(expected.values())
+        statistic = sum((observed[b] - e) ** 2 / e for b, e in expected.items()) if smallest > 0 else math.inf
+        p_value = chi_square_sf(statistic, len(shares) - 1) if smallest >= MIN_EXPECTED else None
+        tests.append(FeatureTest(feature, inputs, statistic, len(shares), smallest, p_value))
+    if any(t.p_value is not None and t.p_value < alpha for t in tests):
+        finding = DriftFinding.drifted
+    elif any(t.p_value is None for t in tests):
+        finding = DriftFinding.undecided
+    else:
+        finding = DriftFinding.same
+    return DriftEvidence(finding, alpha, tuple(tests))
