@@ -1,9 +1,14 @@
 """Input drift judged as a test: binned counts of a version's live inputs against its reference's shares.
 
-Pure: counts in, evidence out. For each feature, Pearson's chi-square goodness-of-fit statistic
-X^2 = sum over bins (observed - expected)^2 / expected, expected = the window's inputs * the reference's share of
-the bin, has (without drift) a chi-square distribution with bins - 1 degrees of freedom once every bin expects a
-few inputs; its p-value is that distribution's upper tail at X^2.
+Pure: counts in, evidence out. For each feature, with expected = the window's inputs * the reference's share of
+each bin, the Cressie-Read power-divergence statistic with lambda = 2/3,
+
+    9/5 * sum over bins observed * ((observed / expected)^(2/3) - 1),
+
+has (without drift) about a chi-square distribution with bins - 1 degrees of freedom once every bin expects a few
+inputs; its p-value is that distribution's upper tail at the statistic. Cressie and Read chose lambda = 2/3 for how
+closely it follows the chi-square distribution in the tail, where a test at a small alpha decides: Pearson's X^2
+(lambda = 1) there fails slightly more often than alpha says (tests/unit/drift_sim.py measures both).
 
 A rollout looks many times (one analysis per interval) at several features, and each look at each feature is one
 more chance of a false alarm. The test spends its alpha = 1 - confidence up front over both (Bonferroni): each
@@ -27,6 +32,13 @@ per feature)."""
 
 MIN_EXPECTED = 5.0
 """Inputs every bin of a feature must expect before its chi-square p-value is trusted (Cochran's rule)."""
+LAMBDA = 2 / 3
+
+
+def power_divergence(observed: float, expected: float, power: float = LAMBDA) -> float:
+    """One bin's term of the Cressie-Read statistic (expected > 0): 0 when nothing was observed. Over the bins,
+    power 1 sums to Pearson's X^2. Arithmetic alone, so arrays of bins work too."""
+    return 2 / (power * (power + 1)) * observed * ((observed / expected) ** power - 1)
 
 
 def chi_square_sf(statistic: float, df: int) -> float:
@@ -146,7 +158,7 @@ def judge_drift(live: Binned, reference: Binned, *, confidence: float, looks: in
         inputs = sum(observed.values())
         expected = {b: inputs * s / weight for b, s in shares.items()}
         smallest = min(expected.values())
-        statistic = sum((observed[b] - e) ** 2 / e for b, e in expected.items()) if smallest > 0 else math.inf
+        statistic = sum(power_divergence(observed[b], e) for b, e in expected.items()) if smallest > 0 else math.inf
         p_value = chi_square_sf(statistic, len(shares) - 1) if smallest >= MIN_EXPECTED else None
         tests.append(FeatureTest(feature, inputs, statistic, len(shares), smallest, p_value))
     if any(t.p_value is not None and t.p_value < alpha for t in tests):

@@ -224,7 +224,7 @@ def _test_drift(check: Check, measured: Measurement) -> tuple[Verdict, str, floa
     threshold = f"p < {evidence.alpha:.3g} fails"
     if evidence.finding is DriftFinding.drifted:
         drifted = [f for f in tested if f.p_value < evidence.alpha]
-        words = ", ".join(f"{f.feature!r} (p = {f.p_value:.3g}, chi-square {f.statistic:.4g} over {f.bins} bins)"
+        words = ", ".join(f"{f.feature!r} (p = {f.p_value:.3g}, statistic {f.statistic:.4g} over {f.bins} bins)"
                           for f in drifted)
         return (Verdict.Fail, f"the live inputs differ from the reference in {words}; {threshold}, {inputs} inputs",
                 smallest, inputs)
