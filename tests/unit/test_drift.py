@@ -45,13 +45,17 @@ def test_the_chi_square_tail_at_known_quantiles():
     assert chi_square_sf(0.0, 3) == 1.0
 
 
-def test_power_one_is_pearsons_statistic_and_the_test_uses_two_thirds():
+def test_power_one_is_pearsons_statistic_and_the_test_uses_two_thirds_over_both_samples():
     observed, expected = np.array([10.0, 30.0, 0.0, 60.0]), np.array([25.0, 25.0, 25.0, 25.0])
     assert power_divergence(observed, expected, 1.0).sum() == pytest.approx(((observed - expected) ** 2 / expected).sum())
-    live = shares("x", list(observed))
-    found = judge_drift(live, shares("x", [1, 1, 1, 1]), confidence=0.95, looks=1).features[0]
-    assert found.statistic == pytest.approx(power_divergence(observed, expected).sum())
-    assert found.statistic != pytest.approx(power_divergence(observed, expected, 1.0).sum())
+    reference = np.array([300.0, 300.0, 0.0, 200.0])  # bin 2 is empty on both sides: left out
+    table = np.stack([observed, reference])[:, [0, 1, 3]]
+    cells = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    found = judge_drift(shares("x", list(observed)), shares("x", list(reference)), confidence=0.95, looks=1).features[0]
+    assert found.bins == 3 and found.smallest_expected == pytest.approx(cells.min())
+    assert found.statistic == pytest.approx(power_divergence(table, cells).sum())
+    assert found.statistic != pytest.approx(power_divergence(table, cells, 1.0).sum())
+    assert found.p_value == pytest.approx(chi_square_sf(found.statistic, 2))
 
 
 # --- verdicts, and what cannot be judged ---------------------------------------------------------------------------
@@ -63,35 +67,37 @@ def test_alpha_is_split_over_looks_and_features():
 
 
 def test_bins_or_features_on_one_side_only_cannot_be_compared_and_say_which():
-    reference = shares("brightness", [0.5, 0.5])
-    with pytest.raises(Unresolvable, match=r"feature 'brightness': bins '2' have no reference share"):
+    reference = shares("brightness", [500, 500])
+    with pytest.raises(Unresolvable, match=r"feature 'brightness': bins '2' have no reference count"):
         judge_drift(shares("brightness", [10, 10, 10]), reference, confidence=0.95, looks=1)
     with pytest.raises(Unresolvable, match=r"bins '1' have no live count"):
         judge_drift(shares("brightness", [10]), reference, confidence=0.95, looks=1)
-    with pytest.raises(Unresolvable, match=r"features 'contrast' have live counts but no reference shares"):
+    with pytest.raises(Unresolvable, match=r"features 'contrast' have live counts but no reference counts"):
         judge_drift({**shares("brightness", [10, 10]), **shares("contrast", [1, 2])}, reference, confidence=0.95, looks=1)
-    with pytest.raises(Unresolvable, match=r"reference shares are all 0"):
+    with pytest.raises(Unresolvable, match=r"its reference counts no input"):
         judge_drift(shares("brightness", [10, 10]), shares("brightness", [0, 0]), confidence=0.95, looks=1)
     with pytest.raises(Unresolvable, match=r"-1, not a count"):
         judge_drift(shares("brightness", [10, -1]), reference, confidence=0.95, looks=1)
 
 
-def test_bins_expecting_too_few_inputs_give_no_verdict_however_skewed():
-    reference = shares("x", [0.5, 0.45, 0.05])
-    few = judge_drift(shares("x", [0, 0, 99]), reference, confidence=0.95, looks=1)  # the last bin expects 4.95
+def test_cells_expecting_too_few_inputs_give_no_verdict_however_skewed():
+    reference = shares("x", [500, 450, 50])
+    few = judge_drift(shares("x", [0, 0, 50]), reference, confidence=0.95, looks=1)  # bin 2 expects 50 * 100 / 1050
     assert few.finding is DriftFinding.undecided and few.features[0].p_value is None
-    assert few.features[0].smallest_expected < MIN_EXPECTED
-    enough = judge_drift(shares("x", [0, 0, 101]), reference, confidence=0.95, looks=1)
+    assert few.features[0].smallest_expected == pytest.approx(50 * 100 / 1050) and 50 * 100 / 1050 < MIN_EXPECTED
+    enough = judge_drift(shares("x", [0, 0, 60]), reference, confidence=0.95, looks=1)  # 60 * 110 / 1060 = 6.2
     assert enough.finding is DriftFinding.drifted
+    assert judge_drift(shares("x", [0, 0]), shares("x", [5, 5]), confidence=0.95,
+                       looks=1).finding is DriftFinding.undecided
 
 
 @pytest.mark.parametrize("bins, reference, verdict, words", [
-    ({}, shares("x", [1, 1]), Verdict.NoData, "no live inputs counted"),
-    (shares("x", [50, 50]), {}, Verdict.Error, "no reference shares published"),
-    (shares("x", [50, 50, 0]), shares("x", [1, 1]), Verdict.Error, "feature 'x': bins '2' have no reference share"),
-    (shares("x", [3, 3]), shares("x", [1, 1]), Verdict.NoData, "too few inputs to test"),
-    (shares("x", [10, 290]), shares("x", [1, 1]), Verdict.Fail, "differ from the reference in 'x' (p = "),
-    (shares("x", [148, 152]), shares("x", [1, 1]), Verdict.Pass, "no feature's live inputs differ"),
+    ({}, shares("x", [1000, 1000]), Verdict.NoData, "no live inputs counted"),
+    (shares("x", [50, 50]), {}, Verdict.Error, "no reference counts published"),
+    (shares("x", [50, 50, 0]), shares("x", [1000, 1000]), Verdict.Error, "feature 'x': bins '2' have no reference count"),
+    (shares("x", [3, 3]), shares("x", [1000, 1000]), Verdict.NoData, "too few inputs to test"),
+    (shares("x", [10, 290]), shares("x", [1000, 1000]), Verdict.Fail, "differ from the reference in 'x' (p = "),
+    (shares("x", [148, 152]), shares("x", [1000, 1000]), Verdict.Pass, "no feature's live inputs differ"),
 ])
 def test_a_drift_check_judges_the_binned_counts(bins, reference, verdict, words):
     status = evaluate(DRIFT, Measurement(None, bins=bins, reference_bins=reference), AT)
@@ -101,21 +107,21 @@ def test_a_drift_check_judges_the_binned_counts(bins, reference, verdict, words)
 
 def test_a_drift_checks_value_is_its_smallest_p_value_and_its_samples_the_inputs():
     bins = {**shares("a", [148, 152]), **shares("b", [100, 200])}
-    status = evaluate(DRIFT, Measurement(None, bins=bins, reference_bins={**shares("a", [1, 1]), **shares("b", [1, 1])}), AT)
+    reference = {**shares("a", [1000, 1000]), **shares("b", [1000, 1000])}
+    status = evaluate(DRIFT, Measurement(None, bins=bins, reference_bins=reference), AT)
     assert status.samples == 300
-    assert status.value == pytest.approx(chi_square_sf(judge_drift(
-        shares("b", [100, 200]), shares("b", [1, 1]), confidence=0.95, looks=1).features[0].statistic, 1))
+    assert status.value == pytest.approx(judge_drift(shares("b", [100, 200]), shares("b", [1000, 1000]), confidence=0.95,
+                                                     looks=1).features[0].p_value)
     fewer = Check.model_validate({"name": "drift", "template": "driftTest", "minSamples": 301})
-    assert evaluate(fewer, Measurement(None, bins=bins, reference_bins={**shares("a", [1, 1]), **shares("b", [1, 1])}),
-                    AT).verdict is Verdict.NoData
+    assert evaluate(fewer, Measurement(None, bins=bins, reference_bins=reference), AT).verdict is Verdict.NoData
 
 
 def test_the_drift_test_settings_are_used():
     lenient = Check.model_validate({"name": "drift", "template": "driftTest",
                                     "driftTest": {"confidence": 0.8, "looks": 1}})
-    bins = shares("x", [130, 170])  # p = 0.021: below 0.2, above 0.05 / 60
-    assert evaluate(lenient, Measurement(None, bins=bins, reference_bins=shares("x", [1, 1])), AT).verdict is Verdict.Fail
-    assert evaluate(DRIFT, Measurement(None, bins=bins, reference_bins=shares("x", [1, 1])), AT).verdict is Verdict.Pass
+    bins, reference = shares("x", [130, 170]), shares("x", [100_000, 100_000])  # p = 0.021: below 0.2, above 0.05 / 60
+    assert evaluate(lenient, Measurement(None, bins=bins, reference_bins=reference), AT).verdict is Verdict.Fail
+    assert evaluate(DRIFT, Measurement(None, bins=bins, reference_bins=reference), AT).verdict is Verdict.Pass
 
 
 # --- what it measures ----------------------------------------------------------------------------------------------
@@ -130,15 +136,15 @@ class Binned:
 
     async def series(self, promql, at, labels):
         self.asked.append((promql, labels))
-        return self.answers["reference" if "model_reference_bin_share" in promql else "live"]
+        return self.answers["reference" if "model_reference_bin_count" in promql else "live"]
 
 
 @pytest.mark.asyncio
 async def test_a_drift_test_reads_the_candidates_bins_and_reference_by_feature_and_bin():
-    provider = Binned({"live": {("x", "0"): 148.0, ("x", "1"): 152.0}, "reference": {("x", "0"): 0.5, ("x", "1"): 0.5}})
+    provider = Binned({"live": {("x", "0"): 148.0, ("x", "1"): 152.0}, "reference": {("x", "0"): 50, ("x", "1"): 50}})
     candidate, stable = Subject("ns", "m", "2.0.0", "v2", "obj", "1m"), Subject("ns", "m", "1.0.0", "v1", "obj", "1m")
     measured = await measure(provider, DRIFT, CONTRACT_TEMPLATES, candidate, stable, datetime.now(timezone.utc))
-    assert measured.bins == {("x", "0"): 148.0, ("x", "1"): 152.0} and measured.reference_bins[("x", "1")] == 0.5
+    assert measured.bins == {("x", "0"): 148.0, ("x", "1"): 152.0} and measured.reference_bins[("x", "1")] == 50
     assert {labels for _, labels in provider.asked} == {("feature", "bin")} and len(provider.asked) == 2
     assert all('version="2.0.0"' in promql and "1.0.0" not in promql for promql, _ in provider.asked)
     assert any(" offset 1m" in promql for promql, _ in provider.asked)
@@ -166,20 +172,20 @@ def within_alpha(failed: np.ndarray, alpha: float = 1 - sim.CONFIDENCE) -> bool:
 
 
 def test_without_drift_at_most_alpha_of_rollouts_fail_and_forgetting_looks_or_features_would_fail_more():
-    counts = sim.live_counts(np.random.default_rng(1), sim.ROLLOUTS, sim.LOOKS)
-    assert within_alpha(sim.rolled_back(counts, sim.Judge()))
-    assert not within_alpha(sim.rolled_back(counts, sim.Judge(looks=1)))
-    assert not within_alpha(sim.rolled_back(counts, sim.Judge(per_feature=True)))
+    simulated = sim.rollouts(1, 5000, sim.LOOKS)
+    assert within_alpha(sim.rolled_back(simulated, sim.Judge()))
+    assert not within_alpha(sim.rolled_back(simulated, sim.Judge(looks=1)))
+    assert not within_alpha(sim.rolled_back(simulated, sim.Judge(per_feature=True)))
 
 
-def test_a_shift_of_a_fifth_of_a_standard_deviation_is_caught_within_ten_looks_and_an_overspent_alpha_would_miss_it():
-    counts = sim.live_counts(np.random.default_rng(2), 2000, 10, shift=0.2)
-    assert sim.rolled_back(counts, sim.Judge()).mean() >= 0.95
-    assert sim.rolled_back(counts, sim.Judge(looks=100_000)).mean() < 0.95
+def test_a_shift_of_a_quarter_standard_deviation_is_caught_within_ten_looks_and_an_overspent_alpha_would_miss_it():
+    simulated = sim.rollouts(2, 2000, 10, shift=sim.SHIFT)
+    assert sim.rolled_back(simulated, sim.Judge()).mean() >= 0.95
+    assert sim.rolled_back(simulated, sim.Judge(looks=100_000)).mean() < 0.95
 
 
 def test_a_threshold_on_the_demo_detectors_score_fails_rollouts_without_drift():
     """The caveat the README states for driftScore: its false alarms depend on the score's noise."""
-    assert sim.score_rollouts(3, 400, 0.3, 50.0, rollouts=100) > 0.5
-    assert sim.score_rollouts(3, 100, 0.3, rollouts=100) > 0.5
-    assert sim.score_rollouts(3, 400, 0.25, rollouts=100) < 0.05
+    assert sim.score_rollouts(3, 400, 0.3, 50.0, count=100) > 0.5
+    assert sim.score_rollouts(3, 100, 0.3, count=100) > 0.5
+    assert sim.score_rollouts(3, 400, 0.25, count=100) < 0.05

@@ -1,14 +1,17 @@
-"""Input drift judged as a test: binned counts of a version's live inputs against its reference's shares.
+"""Input drift judged as a test: binned counts of a version's live inputs against its reference's counts.
 
-Pure: counts in, evidence out. For each feature, with expected = the window's inputs * the reference's share of
-each bin, the Cressie-Read power-divergence statistic with lambda = 2/3,
+Pure: counts in, evidence out. For each feature, the live inputs and the reference (training) inputs are two
+samples binned alike, a 2 x bins table; a cell's expected count is its row's total times its bin's share of both
+rows. The reference is a sample too, so it is a row of the table rather than exact shares: a live window far
+larger than the reference cannot find its sampling noise to be drift. The Cressie-Read power-divergence statistic
+with lambda = 2/3,
 
-    9/5 * sum over bins observed * ((observed / expected)^(2/3) - 1),
+    9/5 * sum over cells observed * ((observed / expected)^(2/3) - 1),
 
-has (without drift) about a chi-square distribution with bins - 1 degrees of freedom once every bin expects a few
-inputs; its p-value is that distribution's upper tail at the statistic. Cressie and Read chose lambda = 2/3 for how
-closely it follows the chi-square distribution in the tail, where a test at a small alpha decides: Pearson's X^2
-(lambda = 1) there fails slightly more often than alpha says (tests/unit/drift_sim.py measures both).
+has (without drift) about a chi-square distribution with bins - 1 degrees of freedom once every cell expects a few
+inputs; its p-value is that distribution's upper tail at the statistic. Cressie and Read recommend lambda = 2/3 for
+how closely it follows the chi-square distribution in the tail, where a test at a small alpha decides. Bins without
+an input on either side say nothing and are left out.
 
 A rollout looks many times (one analysis per interval) at several features, and each look at each feature is one
 more chance of a false alarm. The test spends its alpha = 1 - confidence up front over both (Bonferroni): each
@@ -27,11 +30,10 @@ from enum import Enum
 from .sequential import Unresolvable
 
 Binned = Mapping[tuple[str, str], float]
-"""(feature, bin) -> a count of inputs (live) or a share of them (reference; any non-negative weights, normalised
-per feature)."""
+"""(feature, bin) -> a count of inputs."""
 
 MIN_EXPECTED = 5.0
-"""Inputs every bin of a feature must expect before its chi-square p-value is trusted (Cochran's rule)."""
+"""Inputs every cell of a feature's table must expect before its chi-square p-value is trusted (Cochran's rule)."""
 LAMBDA = 2 / 3
 
 
@@ -84,7 +86,7 @@ class DriftFinding(str, Enum):
     same = "same"
     """No feature's inputs differ detectably: a pass."""
     undecided = "undecided"
-    """Some feature's bins expect too few inputs for the test: no verdict."""
+    """Some feature's cells expect too few inputs for the test: no verdict."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ class FeatureTest:
     """Live inputs counted in the window."""
     statistic: float
     bins: int
+    """Bins with an input on either side."""
     smallest_expected: float
-    """The fewest inputs any bin expects: below MIN_EXPECTED the p-value is not computed."""
+    """The fewest inputs any cell expects: below MIN_EXPECTED the p-value is not computed."""
     p_value: float | None
 
 
@@ -116,7 +119,7 @@ def _by_feature(binned: Binned, side: str) -> dict[str, dict[str, float]]:
     features: dict[str, dict[str, float]] = {}
     for (feature, bin_), value in binned.items():
         if not math.isfinite(value) or value < 0:
-            raise Unresolvable(f"the {side}'s feature {feature!r} bin {bin_!r} is {value:g}, not a count or share")
+            raise Unresolvable(f"the {side}'s feature {feature!r} bin {bin_!r} is {value:g}, not a count")
         features.setdefault(feature, {})[bin_] = value
     return features
 
@@ -127,40 +130,21 @@ def _names(names: set[str]) -> str:
 
 
 def judge_drift(live: Binned, reference: Binned, *, confidence: float, looks: int) -> DriftEvidence:
-    """Whether `live` counts differ from the `reference` shares, feature by feature. Raises Unresolvable when
+    """Whether the `live` counts differ from the `reference` counts, feature by feature. Raises Unresolvable when
     the two do not bin the same features into the same bins (every bin counted on both sides, at 0 if need be),
-    or a reference feature's shares are all 0."""
+    or a feature's reference has no input."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     if looks < 1:
         raise ValueError(f"looks must be at least 1, got {looks}")
-    counted, expected_shares = _by_feature(live, "live inputs"), _by_feature(reference, "reference")
-    if set(counted) != set(expected_shares):
-        only_live, only_reference = set(counted) - set(expected_shares), set(expected_shares) - set(counted)
-        words = [f"features {_names(only_live)} have live counts but no reference shares"] if only_live else []
-        words += [f"features {_names(only_reference)} have reference shares but no live counts"] if only_reference else []
+    counted, known = _by_feature(live, "live inputs"), _by_feature(reference, "reference")
+    if set(counted) != set(known):
+        only_live, only_reference = set(counted) - set(known), set(known) - set(counted)
+        words = [f"features {_names(only_live)} have live counts but no reference counts"] if only_live else []
+        words += [f"features {_names(only_reference)} have reference counts but no live counts"] if only_reference else []
         raise Unresolvable("; ".join(words))
-    alpha = (1 - confidence) / (looks * len(expected_shares))
-    tests = []
-    for feature in sorted(expected_shares):
-        observed, shares = counted[feature], expected_shares[feature]
-        if set(observed) != set(shares):
-            only_live, only_reference = set(observed) - set(shares), set(shares) - set(observed)
-            words = [f"bins {_names(only_live)} have no reference share"] if only_live else []
-            words += [f"bins {_names(only_reference)} have no live count"] if only_reference else []
-            raise Unresolvable(f"feature {feature!r}: " + "; ".join(words) + " (every bin must be published on "
-                               "both sides, a bin without inputs at 0)")
-        if len(shares) < 2:
-            raise Unresolvable(f"feature {feature!r} has {len(shares)} bin: at least 2 are needed to compare")
-        weight = sum(shares.values())
-        if weight <= 0:
-            raise Unresolvable(f"feature {feature!r}: its reference shares are all 0")
-        inputs = sum(observed.values())
-        expected = {b: inputs * s / weight for b, s in shares.items()}
-        smallest = min(expected.values())
-        statistic = sum(power_divergence(observed[b], e) for b, e in expected.items()) if smallest > 0 else math.inf
-        p_value = chi_square_sf(statistic, len(shares) - 1) if smallest >= MIN_EXPECTED else None
-        tests.append(FeatureTest(feature, inputs, statistic, len(shares), smallest, p_value))
+    alpha = (1 - confidence) / (looks * len(known))
+    tests = [_feature_test(feature, counted[feature], known[feature]) for feature in sorted(known)]
     if any(t.p_value is not None and t.p_value < alpha for t in tests):
         finding = DriftFinding.drifted
     elif any(t.p_value is None for t in tests):
@@ -168,3 +152,32 @@ def judge_drift(live: Binned, reference: Binned, *, confidence: float, looks: in
     else:
         finding = DriftFinding.same
     return DriftEvidence(finding, alpha, tuple(tests))
+
+
+def _feature_test(feature: str, observed: dict[str, float], reference: dict[str, float]) -> FeatureTest:
+    if set(observed) != set(reference):
+        only_live, only_reference = set(observed) - set(reference), set(reference) - set(observed)
+        words = [f"bins {_names(only_live)} have no reference count"] if only_live else []
+        words += [f"bins {_names(only_reference)} have no live count"] if only_reference else []
+        raise Unresolvable(f"feature {feature!r}: " + "; ".join(words) + " (every bin must be published on "
+                           "both sides, a bin without inputs at 0)")
+    if len(reference) < 2:
+        raise Unresolvable(f"feature {feature!r} has {len(reference)} bin: at least 2 are needed to compare")
+    inputs, known = sum(observed.values()), sum(reference.values())
+    if known <= 0:
+        raise Unresolvable(f"feature {feature!r}: its reference counts no input")
+    both = {b: observed[b] + reference[b] for b in reference if observed[b] + reference[b] > 0}
+    if inputs <= 0:
+        return FeatureTest(feature, inputs, 0.0, len(both), 0.0, None)
+    if len(both) < 2:  # every input of both sides in one bin: nothing differs
+        return FeatureTest(feature, inputs, 0.0, len(both), math.inf, 1.0)
+    total = inputs + known
+    statistic = 0.0
+    smallest = math.inf
+    for b, count in both.items():
+        for seen, row in ((observed[b], inputs), (reference[b], known)):
+            expected = row * count / total
+            smallest = min(smallest, expected)
+            statistic += power_divergence(seen, expected)
+    p_value = chi_square_sf(statistic, len(both) - 1) if smallest >= MIN_EXPECTED else None
+    return FeatureTest(feature, inputs, statistic, len(both), smallest, p_value)

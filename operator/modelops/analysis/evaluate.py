@@ -36,7 +36,7 @@ class Measurement:
     """The two versions' latency histograms (sequential latency checks)."""
     bins: Binned = field(default_factory=dict)
     reference_bins: Binned = field(default_factory=dict)
-    """The candidate's live inputs in the window by (feature, bin), and its reference's shares (drift tests)."""
+    """The candidate's live inputs in the window by (feature, bin), and its reference's (drift tests)."""
 
 
 def _fmt(x: float) -> str:
@@ -208,7 +208,7 @@ def _test_drift(check: Check, measured: Measurement) -> tuple[Verdict, str, floa
     if not measured.bins:
         return Verdict.NoData, "no live inputs counted for the candidate", None, None
     if not measured.reference_bins:
-        return (Verdict.Error, "no reference shares published for the candidate (model_reference_bin_share)",
+        return (Verdict.Error, "no reference counts published for the candidate (model_reference_bin_count)",
                 None, None)
     settings = check.drift_test or DriftTest()
     try:
@@ -231,7 +231,7 @@ def _test_drift(check: Check, measured: Measurement) -> tuple[Verdict, str, floa
     if evidence.finding is DriftFinding.undecided:
         short = ", ".join(f"{f.feature!r} ({_fmt(f.smallest_expected)})" for f in evidence.features
                           if f.p_value is None)
-        return (Verdict.NoData, f"too few inputs to test: the fewest any bin expects, by feature: {short}; "
+        return (Verdict.NoData, f"too few inputs to test: the fewest any cell expects, by feature: {short}; "
                                 f"{_fmt(MIN_EXPECTED)} needed", smallest, inputs)
     return (Verdict.Pass, f"no feature's live inputs differ from the reference (smallest p = {smallest:.3g}; "
                           f"{threshold}), {inputs} inputs", smallest, inputs)

@@ -39,7 +39,7 @@ class TemplateQuery:
     buckets: str | None = None
     """A latency template's histogram: cumulative counts by `le` in the window (for sequential comparisons)."""
     reference: str | None = None
-    """A drift test's reference shares by (feature, bin)."""
+    """A drift test's reference (training) inputs counted by (feature, bin)."""
 
 
 def escape(value: str) -> str:

@@ -206,8 +206,8 @@ class CheckTemplate(str, Enum):
     """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE).
     Held against a threshold: without drift its false-alarm rate depends on the score's noise (README, "Drift")."""
     driftTest = "driftTest"
-    """A chi-square test of the version's binned live inputs in the window against its reference's shares (see
-    DRIFT_TEST and DriftTest): fails when they differ, with a stated false-alarm rate."""
+    """A chi-square test of the version's binned live inputs in the window against its reference inputs binned
+    alike (see DRIFT_TEST and DriftTest): fails when they differ, with a stated false-alarm rate."""
 
 
 CHECK_SOURCE_RULE = {
@@ -292,7 +292,7 @@ class SequentialTest(ApiModel):
 
 class DriftTest(ApiModel):
     """How a driftTest check judges: each feature's live inputs in the window against the version's reference
-    shares, by a chi-square test whose false alarms are bounded over a number of analyses."""
+    inputs, by a chi-square test whose false alarms are bounded over a number of analyses."""
 
     confidence: float = Field(default=0.95, ge=0.8, le=0.999)
     """A version without drift fails at most 1 - confidence of its first `looks` analyses, all features together."""

@@ -72,12 +72,12 @@ DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
 # The binned drift contract (README, "Drift"): whatever sees a version's inputs counts each input in one bin of
 # every feature it watches,
 #   model_input_bin_total{namespace, model, version, feature, bin}   (every bin's counter created at 0), and
-#   model_reference_bin_share{namespace, model, version, feature, bin}
-# holds the share of the version's reference (training) inputs in each bin. A window's counts are the counters'
+#   model_reference_bin_count{namespace, model, version, feature, bin}
+# holds the number of the version's reference (training) inputs in each bin. A window's counts are the counters'
 # difference across it, not increase(), whose extrapolation would scale every count and the test's statistic
 # with them; a counter lower than a window before (a restart) counts 0 for the window.
 _BINS = 'model_input_bin_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
-_REFERENCE = 'model_reference_bin_share{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+_REFERENCE = 'model_reference_bin_count{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 DRIFT_TEST = TemplateQuery(f"sum by (feature, bin) (clamp_min({_BINS} - {_BINS} offset {{{{window}}}}, 0))",
                            reference=f"max by (feature, bin) ({_REFERENCE})")
 CONTRACT_TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.accuracy: ACCURACY,
