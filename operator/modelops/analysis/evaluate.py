@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..api.modeldeployment import (LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, CheckTemplate, DriftTest, NoDataPolicy,
-                                   Outcome, Verdict)
+from ..api.modeldeployment import (LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, CheckTemplate, DriftTest,
+                                   NoDataPolicy, Outcome, Verdict)
 from ..api.types import duration_seconds
 from .drift import MIN_EXPECTED, Binned, DriftFinding, judge_drift
 from .sequential import (MAX_SAMPLES, MIN_SAMPLES, Buckets, Finding, Proportion, Unresolvable, bucket_total,
