@@ -142,6 +142,11 @@ def report(rollouts: int = 4000) -> list[str]:
     for scenario in HEALTHY:
         rows.append((f"{scenario.name}, onBudget Fail", scenario, {"on_budget": BudgetPolicy.Fail}))
         rows.append((f"{scenario.name}, undecided counted as missing data", scenario, {"undecided_is_missing": True}))
+    bursty = "errors in bursts (10x in 1 % of minutes)"
+    for scenario in (HEALTHY[0], BAD[0]):
+        rows.append((f"{scenario.name}, {bursty}", scenario, {"bursts": Bursts()}))
+    rows.append((f"{HEALTHY[0].name}, {bursty}, binomial variance only", HEALTHY[0],
+                 {"bursts": Bursts(), "binomial_only": True}))
     lines = []
     for seed, (name, scenario, options) in enumerate(rows):
         endings = scenario.run(rollouts, seed, **options)
