@@ -4,8 +4,9 @@ Requests lost: once a drill has ended and its window has been scraped (its end p
 one measurement through the metric provider the analyses use, with the backend's built-in `errorRate`
 check: for each serving unit of the fallback and of stable that took the drill's traffic (a KServe
 drill makes a revision for each), the error rate times the requests over a window from the drill's
-start, summed and rounded: an estimate from rates, short of what a unit made for the drill served before
-its first scrape. Without that template (Gateway API) or when the provider fails, the number is null and
+start, summed and rounded: the counts as scraped (a unit made for the drill counts from 0, so what it served
+before its first scrape is in), but a unit whose counter reset meanwhile comes from increase()'s extrapolation.
+Without that template (Gateway API) or when the provider fails, the number is null and
 the note says why. Which units took the drill's traffic is kept in the deployment loop's
 memory only: after a restart during the drill it is unknown, and so is the number.
 """

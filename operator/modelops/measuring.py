@@ -45,12 +45,13 @@ async def measure_if_due(providers: ProviderFactory, spec: ModelDeploymentSpec, 
                        router.object_name(target), analysis_window(spec))
 
     asker = Asker(target.namespace, target.deployment)
+    previous = {c.name: c for c in status.checks}
 
     async def run() -> tuple:
         provider = await providers(spec.analysis, asker, budget)
         return await analyse(provider, checks, router.templates, subject(status.canary_version),
                              subject(status.stable_version), at, rfc3339(at),
-                             {c.name: check_window(spec, status, c, at) for c in checks})
+                             {c.name: check_window(spec, status, c, at) for c in checks}, previous)
 
     started = time.monotonic()
     try:
@@ -59,7 +60,7 @@ async def measure_if_due(providers: ProviderFactory, spec: ModelDeploymentSpec, 
             return None
     except (asyncio.TimeoutError, ProviderError) as e:
         words = f"analysis gave no answer within {budget:g}s" if isinstance(e, asyncio.TimeoutError) else str(e)
-        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at)) for c in checks)
+        results = tuple(evaluate(c, Measurement(None, error=words), rfc3339(at), previous.get(c.name)) for c in checks)
     metrics.show_analysis(target.namespace, target.deployment, status.canary_version, checks, results,
                           time.monotonic() - started)
     return AnalysisReport(at, tuple(results) + grading)

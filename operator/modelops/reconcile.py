@@ -45,7 +45,7 @@ from .measuring import measure_if_due
 from .modelversions import Catalog, VersionRecord, catalog, record_of, served_by_changes, serving_patch
 from .problems import (EXPECTED, EventSink, Problem, Unfinished, classify, count_problem, naming, note_problem,
                        tell_problem)
-from .rollout import Carried, Decision, Event, Observations, TrafficIntent, decide, fail_safe, intent_of
+from .rollout import Carried, Decision, Event, Observations, TrafficIntent, decide, fail_safe, intent_of, unread
 from .rollout import rollout_wanted, seconds_to_next_analysis
 from .rollout.conditions import unsynced
 from .rollout.values import rfc3339
@@ -231,7 +231,7 @@ async def reconcile(shell: Shell, obj: Mapping[str, Any], records: list[VersionR
     router, target = shell.routers[spec.serving.backend], Target(namespace, name, spec.serving)
     seen = await observe(router, target, versions, status, memory)
     observations = await observations_of(shell, accepted, status, versions, router, target, seen, memory)
-    decision = decide_in_force(spec, status, observations, shell.clock())
+    decision = decide_in_force(spec, status, observations, shell.clock(), spec_problem is not None)
     problem = problem_of(spec, versions, spec_problem, seen)
     memory.drill_units = drills.remember_units(memory.drill_units, status, decision.status, seen.backend)
     shell.slots.settle(namespace, name, spec.model, decision.status)
@@ -299,11 +299,12 @@ async def observations_of(shell: Shell, accepted: Accepted, status: ModelDeploym
 
 
 def decide_in_force(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations,
-                    now: datetime) -> Decision:
-    """The engine's decision; under a spec the API server refuses now but stored before its rule (a candidate at
-    100 % on kserve), requests are handled as decided and whatever candidate that leaves in flight goes back to
-    stable before anything is applied."""
-    decision = decide(spec, status, observations, now)
+                    now: datetime, refused: bool) -> Decision:
+    """The engine's decision (`refused`: under the last accepted spec, the operator refusing the object's); under a
+    spec the API server refuses now but stored before its rule (a candidate at 100 % on kserve), requests are
+    handled as decided and whatever candidate that leaves in flight goes back to stable before anything is
+    applied."""
+    decision = decide(spec, status, observations, now, refused=refused)
     refusal = full_weight_refusal(spec)
     if refusal is None or (decision.status.canary_version is None and decision.status.drill is None):
         return decision
@@ -373,7 +374,8 @@ async def refuse_unjudged(shell: Shell, obj: Mapping[str, Any], records: list[Ve
     cannot be read."""
     serving = serving_of(obj)
     if serving is None:
-        await write_status(shell, obj, memory, old, unsynced(status, refused.reason, refused.message,
+        said = unread(status, "spec.serving is refused")
+        await write_status(shell, obj, memory, old, unsynced(said, refused.reason, refused.message,
                                                              rfc3339(shell.clock())))
         note_problem(shell.events, obj, refused)
         return IDLE_SECONDS, refused

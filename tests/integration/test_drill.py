@@ -117,9 +117,8 @@ def test_drill_to_the_fallback_and_back_on_live_traffic(scenario, prometheus):
     last = status["lastDrill"]
     assert last.get("requestsLostNote") is None and "requestsLostDue" not in last, last
     assert errors_during > 10, (errors_during, s.load.results)
-    # An estimate from rates: increase() cannot count what the drill's new revision served before Prometheus first
-    # scraped it (file discovery and scrape, about 2 s here), so it may fall short by that much, never far above.
-    # A drill shorter than that (1.7 s on a busy machine: 14 counted of 59) can miss most of it: some, not none.
+    # Counted as scraped: the drill's new revision counts from 0, so what it served before Prometheus first scraped
+    # it is in; the load generator's count and the server's may still differ by requests in flight at either end.
     assert 0 < last["requestsLost"] <= 1.5 * errors_during + 5, (last, errors_during)
     print(f"\ndrill: {last['secondsToFallback']}s to fallback, {last['secondsBack']}s back, "
           f"{last['requestsLost']} requests lost (the load generator saw {errors_during} fail on 1.0.0)")

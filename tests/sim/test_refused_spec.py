@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from modelops.api.modeldeployment import DrillResult, Phase
-from modelops.reconcile import run_round
+from modelops.reconcile import DEPLOYMENTS, run_round
 from modelops.rollout.values import MAX_DRILL_SECONDS
 
-from .fakes import Fault
+from .fakes import FailOn, Fault
 from .test_drills import FALLBACK, STABLE, promoted
-from .test_named_defects import start
+from .test_named_defects import BACKENDS as ALL_BACKENDS, start
 from .world import World, new_world
 
 BACKENDS = ["kserve", "gatewayAPI"]
@@ -184,6 +184,30 @@ def test_an_earlier_rollback_under_a_refused_spec_after_a_restart_is_not_called_
     assert_refusal_reported(w, "analysis.interval")
 
 
+def test_a_rollback_under_a_refused_serving_after_a_restart_no_longer_claims_all_traffic_on_stable(worlds):
+    """With no accepted spec and no valid `serving`, the backend cannot even be named, let alone read: a rule the
+    operator refuses, added meanwhile, may route to the failed candidate, so the earlier claim goes (H)."""
+    w = new_world(worlds, "gatewayAPI")
+    start(w)
+    w.request("A", "Abort")
+    w.tick(1)
+    assert w.status().message.endswith("all traffic on stable 1.0.0"), w.trace[-4:]
+    w.edit_refused({"serving": {"backend": "gatewayAPI", "gatewayAPI": None}}, "gatewayAPI without its route")
+    w.refused_rule(True)
+    w.restart()
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0", w.trace[-6:]
+    assert "all traffic on stable" not in s.message and "backend unread: spec.serving is refused" in s.message, \
+        s.message
+    assert_refusal_reported(w, "gatewayAPI")
+    w.refused_rule(False)
+    w.repair_spec()
+    for _ in range(3):  # the repair is written, seen carried, and said in the round after
+        w.tick(30)
+    assert w.status().message.endswith("all traffic on stable 1.0.0"), w.trace[-4:]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_restart_is_carried_out(worlds, backend):
     """G4: an Abort never waits for a fix of another field, a pin (trafficOverride) or a restart notwithstanding."""
@@ -197,3 +221,28 @@ def test_an_abort_of_a_pinned_candidate_written_into_a_refused_spec_after_a_rest
     w.tick(1)
     s = w.status()
     assert s.phase is Phase.RolledBack and s.canary_version is None and "1.1.0" not in w.live(), w.trace[-6:]
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_an_abort_in_a_refused_spec_acts_on_the_candidate_in_flight_before_an_older_accepted_version(worlds, backend):
+    """G4: under a refused spec the last accepted one may name a version the user has written over since (its round
+    failed before acting on it); an Abort written with the refusal acts on the candidate in flight, which is marked
+    failed, rather than finding it superseded by that older version and nothing left to abort."""
+    w = new_world(worlds, backend)
+    start(w)
+    w.set_version("1.0.0")
+    w.kube.hook = FailOn("patch_status", DEPLOYMENTS.plural, Fault(409))
+    w.tick(1)
+    assert w.kube.hook.fired and w.status().canary_version == "1.1.0", w.trace[-4:]
+    w.heal()
+    w.set_version("1.1.0")
+    w.edit_refused(ZERO_INTERVAL, "analysis.interval 0s")
+    w.request("A", "Abort")
+    w.tick(1)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and "A" in s.handled_requests, w.trace[-6:]
+    assert "1.1.0" not in w.live()
+    w.repair_spec()
+    w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and "1.1.0" not in w.live(), w.trace[-4:]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelops.analysis.sequential import MIN_SAMPLES, Finding, Proportion, compare_proportions, samples_to_locate, tail_above
+from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_proportions, fold, samples_to_locate,
+                                          tail_above)
 
 ROLLOUTS = 1000
 LOOKS = 60
@@ -55,13 +56,16 @@ def proportions(scenario: str, stable_rate: float, candidate_rate: float, *, tol
     hits_s = rng.binomial(per_s, stable_rate, size=(ROLLOUTS, LOOKS)).cumsum(axis=1)
     findings = []
     for r in range(ROLLOUTS):
-        finding, n = Finding.undecided, 0
+        finding, n, intervals_c, intervals_s = Finding.undecided, 0, None, None
         for look in range(LOOKS):
-            n = per_c * (look + 1)
+            n, n_s = per_c * (look + 1), per_s * (look + 1)
+            # As the operator does: every look's counts go into the intervals, judged or not.
+            intervals_c = fold(intervals_c, float(hits_c[r, look]), n)
+            intervals_s = fold(intervals_s, float(hits_s[r, look]), n_s)
             if n < MIN_SAMPLES:
                 continue
-            finding = compare_proportions(Proportion(float(hits_c[r, look]), n),
-                                          Proportion(float(hits_s[r, look]), per_s * (look + 1)),
+            finding = compare_proportions(Proportion(float(hits_c[r, look]), n, intervals_c),
+                                          Proportion(float(hits_s[r, look]), n_s, intervals_s),
                                           tolerance=tolerance, higher_is_better=higher_is_better,
                                           confidence=confidence).finding
             if finding is not Finding.undecided:

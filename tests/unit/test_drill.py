@@ -466,7 +466,7 @@ class Provider:
         if self.fail is not None:
             raise self.fail
         unit = next(u for u in self.rates if f'"{u}"' in promql)
-        return self.requests[unit] if "increase(" in promql else self.rates[unit]
+        return self.rates[unit] if " / " in promql else self.requests[unit]
 
 
 class Router:

@@ -1,6 +1,10 @@
+import re
+
 import pytest
 
 from modelops.analysis.promql import Subject, escape, render
+from modelops.api.modeldeployment import CheckTemplate
+from modelops.routers import registry
 from modelops.routers.base import CONTRACT_TEMPLATES
 from modelops.routers.kserve import TEMPLATES
 
@@ -41,6 +45,28 @@ def test_contract_templates_select_the_version_by_namespace_model_and_version(te
     for query in (queries.value, queries.samples, queries.reference):
         if query is not None:
             assert 'namespace="prod", model="fraud", version="1.2.0"' in render(query, SUBJECT)
-    for windowed in (queries.value, queries.samples):  # the reference's shares are a gauge read as it is
+    for windowed in (queries.value, queries.samples):  # the reference's counts are a gauge read as it is
         if windowed is not None:
             assert "[5m]" in render(windowed, SUBJECT) or " offset 5m" in render(windowed, SUBJECT)
+
+
+def _counting_queries():
+    """Every built-in query that counts: samples, histogram buckets, and the values that are counts (a drift test's
+    binned inputs) or a ratio of counts."""
+    ratios = {CheckTemplate.errorRate, CheckTemplate.accuracy, CheckTemplate.shadowAgreement, CheckTemplate.driftTest}
+    for backend, router in sorted(registry.ROUTERS.items(), key=lambda item: item[0].value):
+        for template, query in sorted(router.templates.items(), key=lambda item: item[0].value):
+            if template is CheckTemplate.driftScore:
+                continue  # a gauge: its samples are the scores reported, not a counter's increase
+            for kind, text in (("samples", query.samples), ("buckets", query.buckets),
+                               ("value", query.value if template in ratios else None)):
+                if text is not None:
+                    yield pytest.param(text, id=f"{backend.value}-{template.value}-{kind}")
+
+
+@pytest.mark.parametrize("query", list(_counting_queries()))
+def test_counts_are_taken_as_scraped_and_increase_only_where_a_counter_reset(query):
+    rendered = render(query, SUBJECT)
+    assert "rate(" not in rendered and "offset 5m" in rendered
+    guarded = re.findall(r"increase\(([^\[]+)\[5m\]\) and \(resets\(\1\[5m\]\) > 0\)", rendered)
+    assert guarded and len(guarded) == rendered.count("increase(")

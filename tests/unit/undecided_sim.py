@@ -50,10 +50,20 @@ class Ending:
     """Minutes since the candidate began serving."""
 
 
+@dataclass(frozen=True)
+class Bursts:
+    """Minutes whose rate is `factor` times the usual one, each minute of each version on its own with chance
+    `chance` (capped at 1: a rate of 1 % bursts to 10 %)."""
+
+    chance: float = 0.01
+    factor: float = 10.0
+
+
 def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng: np.random.Generator, *,
-             undecided_is_missing: bool = False) -> Ending:
+             undecided_is_missing: bool = False, bursts: Bursts | None = None, binomial_only: bool = False) -> Ending:
     """One rollout; `undecided_is_missing` counts an Undecided analysis as inconclusive (missing data), as the
-    operator once did."""
+    operator once did; `binomial_only` judges every look without the last one's intervals, so with the binomial
+    variance alone, as the operator once did."""
     analysis, steps = SPEC.analysis, SPEC.strategy.steps
     assert analysis.interval == "1m" and analysis.window is None, "one look a minute over the minute"
     delay = round(duration_seconds(check.grading_delay or "0s") / MINUTE)
@@ -64,18 +74,23 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
     weights: list[float] = []
     hits_c = n_c = hits_s = n_s = 0
     streaks, step, in_step = Streaks(), 0, 0
+    judged = None
+
+    def p_of(p: float) -> float:
+        return min(1.0, p * bursts.factor) if bursts is not None and rng.random() < bursts.chance else p
+
     for minute in range(1, last + 1):
         weights.append(steps[step].weight / 100)
         graded = minute - 1 - delay  # the minute whose predictions are graded in this one
         share = weights[graded] if graded >= 0 else 0.0
         c, s = round(per_minute * share), round(per_minute * (1 - share))
-        hits_c += rng.binomial(c, candidate_p) if c else 0
-        hits_s += rng.binomial(s, stable_p)
+        hits_c += rng.binomial(c, p_of(candidate_p)) if c else 0
+        hits_s += rng.binomial(s, p_of(stable_p))
         n_c, n_s, in_step = n_c + c, n_s + s, in_step + 1
         if minute < first:
             continue  # waiting for labels: nothing passes, nothing counts
         measured = Measurement(hits_c / n_c if n_c else None, hits_s / n_s, n_c, baseline_samples=n_s)
-        judged = spend_budget(check, evaluate(check, measured, AT), minute * MINUTE)
+        judged = spend_budget(check, evaluate(check, measured, AT, None if binomial_only else judged), minute * MINUTE)
         result = outcome([check], [judged])
         if undecided_is_missing and result is Outcome.Undecided:
             result = Outcome.Inconclusive
@@ -127,6 +142,11 @@ def report(rollouts: int = 4000) -> list[str]:
     for scenario in HEALTHY:
         rows.append((f"{scenario.name}, onBudget Fail", scenario, {"on_budget": BudgetPolicy.Fail}))
         rows.append((f"{scenario.name}, undecided counted as missing data", scenario, {"undecided_is_missing": True}))
+    bursty = "errors in bursts (10x in 1 % of minutes)"
+    for scenario in (HEALTHY[0], BAD[0]):
+        rows.append((f"{scenario.name}, {bursty}", scenario, {"bursts": Bursts()}))
+    rows.append((f"{HEALTHY[0].name}, {bursty}, binomial variance only", HEALTHY[0],
+                 {"bursts": Bursts(), "binomial_only": True}))
     lines = []
     for seed, (name, scenario, options) in enumerate(rows):
         endings = scenario.run(rollouts, seed, **options)

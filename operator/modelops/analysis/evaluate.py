@@ -13,8 +13,8 @@ from ..api.modeldeployment import (LATENCY_QUANTILES, BudgetPolicy, Check, Check
                                    NoDataPolicy, Outcome, Verdict)
 from ..api.types import duration_seconds
 from .drift import MIN_EXPECTED, Binned, DriftFinding, judge_drift
-from .sequential import (MAX_SAMPLES, MIN_SAMPLES, Buckets, Finding, Proportion, Unresolvable, bucket_total,
-                         compare_proportions, percentile_name, samples_to_locate, tail_above)
+from .sequential import (MAX_SAMPLES, MIN_SAMPLES, Buckets, Finding, Intervals, Proportion, Unresolvable, bucket_total,
+                         compare_proportions, fold, percentile_name, samples_to_locate, tail_above)
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,11 @@ def limit_bounds(check: Check, baseline: float | None) -> dict[str, float]:
     return effective
 
 
-def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
-    """Judge one check. `at` is the end of the measured window, as RFC 3339."""
+def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus | None = None) -> CheckStatus:
+    """Judge one check. `at` is the end of the measured window, as RFC 3339; `previous` is the check's status from
+    the rollout's last analysis, whose intervals a sequential check carries on."""
     baseline = _finite(measured.baseline)
+    intervals = _intervals(check, measured, previous)
     bounds = _bounds(check, baseline)
     limit = "; ".join(words for _, _, words in bounds) or _relative_words(check)
 
@@ -108,6 +110,8 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
             message=message,
             time=at,
             dry_run=check.dry_run,
+            candidate_intervals=intervals[0],
+            stable_intervals=intervals[1],
         )
 
     if measured.error is not None:
@@ -125,7 +129,7 @@ def evaluate(check: Check, measured: Measurement, at: str) -> CheckStatus:
     value = measured.value
     assert value is not None
     if check.sequential is not None:
-        return result(*_weigh(check, measured))
+        return result(*_weigh(check, measured, intervals))
     for kind, bound, words in bounds:
         if _breaks(kind, value, bound):
             return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
@@ -152,8 +156,25 @@ def _breaks(kind: str, value: float, bound: float) -> bool:
     return value < bound if kind == "min" else value > bound
 
 
-def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
-    """A sequential check's verdict: the evidence so far on the candidate against stable (see sequential)."""
+def _intervals(check: Check, measured: Measurement,
+               previous: CheckStatus | None) -> tuple[Intervals | None, Intervals | None]:
+    """A sequential proportion check's intervals (candidate's, stable's) with this look's counts folded in; the
+    previous ones as they were when the look brought no counts (no data, an error), so that a failed look loses
+    none of the spread seen so far."""
+    if check.sequential is None or check.compares_latencies:
+        return None, None
+    kept = (previous.candidate_intervals, previous.stable_intervals) if previous is not None else (None, None)
+    value, baseline, n_c, n_s = measured.value, measured.baseline, measured.samples, measured.baseline_samples
+    if (measured.error is not None or value is None or baseline is None or n_c is None or n_s is None
+            or not (0 <= value <= 1 and 0 <= baseline <= 1)):  # NaN is not between 0 and 1 either
+        return kept
+    return fold(kept[0], value * n_c, n_c), fold(kept[1], baseline * n_s, n_s)
+
+
+def _weigh(check: Check, measured: Measurement,
+           intervals: tuple[Intervals | None, Intervals | None]) -> tuple[Verdict, str]:
+    """A sequential check's verdict: the evidence so far on the candidate against stable (see sequential), a
+    proportion's variance widened by its `intervals`' spread."""
     assert check.sequential is not None and measured.value is not None and measured.baseline is not None
     confidence = check.sequential.confidence
     higher_is_better = check.max_drop_percent is not None
@@ -190,8 +211,8 @@ def _weigh(check: Check, measured: Measurement) -> tuple[Verdict, str]:
     else:
         if not (0 <= measured.value <= 1 and 0 <= measured.baseline <= 1):
             return Verdict.Error, f"{values}: a sequential check's value must be a proportion between 0 and 1"
-        evidence = compare_proportions(Proportion(measured.value * counts[0], counts[0]),
-                                       Proportion(measured.baseline * counts[1], counts[1]),
+        evidence = compare_proportions(Proportion(measured.value * counts[0], counts[0], intervals[0]),
+                                       Proportion(measured.baseline * counts[1], counts[1], intervals[1]),
                                        tolerance=percent / 100, higher_is_better=higher_is_better,
                                        confidence=confidence)
         found = values

@@ -42,6 +42,20 @@ class TemplateQuery:
     """A drift test's reference (training) inputs counted by (feature, bin)."""
 
 
+def observed(counter: str, by: str = "") -> str:
+    """PromQL for what `counter` (a selector of one counter) counted over `{{window}}`, summed (`by` those labels,
+    such as `le`), as its samples show it: each series' last sample in the window less its sample at the window's
+    start (`offset`), where increase() would extrapolate both ends to the window's edges. A series born within the
+    window counts from 0, one that vanished within it up to its last sample. A series whose counter reset within the
+    window (its pod restarted) takes increase()'s count instead, which allows for the reset but extrapolates."""
+    window = "[{{window}}]"
+    last = f"last_over_time({counter}{window})"
+    reset = f"(resets({counter}{window}) > 0)"
+    kept = f" by ({by}) " if by else ""
+    return (f"sum{kept}((({last} - {counter} offset {{{{window}}}}) unless {reset})"
+            f" or (increase({counter}{window}) and {reset}) or {last})")
+
+
 def escape(value: str) -> str:
     """Content for a double-quoted PromQL string literal."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -25,6 +25,10 @@ Two comparisons:
 
 Both rest on the normal approximation of the estimate, which needs a few dozen samples on each side: below
 MIN_SAMPLES per version there is no verdict.
+
+A proportion's variance is the binomial one unless its counts vary more from one interval to the next than
+independent samples would (errors that come in bursts, a bad minute of labels): then the spread between intervals
+(batch means, see Intervals) stands for it. It is never below the binomial form.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+
+from ..api.base import StatusModel
 
 MIN_SAMPLES = 30
 """Samples each version needs before the normal approximation, and so any verdict, is trusted."""
@@ -87,11 +93,59 @@ def _confidence_alpha(confidence: float) -> float:
     return 1 - confidence
 
 
+class Intervals(StatusModel):
+    """One version's counts between consecutive analyses, kept as sums: a fixed size however long the rollout, and
+    enough for the spread of its rate from one interval to the next."""
+
+    looks: int = 0
+    """Intervals counted."""
+    hits: float = 0.0
+    """Hits since the rollout began, as of the last analysis: where the next interval starts."""
+    total: float = 0.0
+    """Samples since the rollout began, as of the last analysis."""
+    sum_hits: float = 0.0
+    """Sum over the intervals of their hits h."""
+    sum_total: float = 0.0
+    """Sum of their samples n."""
+    sum_hits_squared: float = 0.0
+    """Sum of h^2."""
+    sum_hits_total: float = 0.0
+    """Sum of h n."""
+    sum_total_squared: float = 0.0
+    """Sum of n^2."""
+
+    def rate_variance(self, total: float) -> float | None:
+        """The variance of the rate over `total` samples (the cumulative count) as the intervals' spread shows it:
+        the batch-means (ratio estimator) form k/(k-1) * sum((h - p n)^2) / (sum(n) * total), p = sum(h) / sum(n).
+        It grows with bursts however they are spread, and is about the binomial variance when there are none.
+        None before two intervals."""
+        if self.looks < 2 or self.sum_total <= 0 or total <= 0:
+            return None
+        p = self.sum_hits / self.sum_total
+        residuals = self.sum_hits_squared - 2 * p * self.sum_hits_total + p * p * self.sum_total_squared
+        return self.looks / (self.looks - 1) * max(residuals, 0.0) / (self.sum_total * total)
+
+
+def fold(intervals: Intervals | None, hits: float, total: float) -> Intervals:
+    """`intervals` with the one that ends at a look counting `hits` of `total` since the rollout began (None: the
+    first look, whose interval starts at 0). A look with no new samples, or fewer than the last one counted, adds
+    no interval and only moves the start of the next."""
+    base = intervals or Intervals()
+    h, n = hits - base.hits, total - base.total
+    if n <= 0:
+        return base.model_copy(update={"hits": hits, "total": total})
+    return Intervals(looks=base.looks + 1, hits=hits, total=total, sum_hits=base.sum_hits + h,
+                     sum_total=base.sum_total + n, sum_hits_squared=base.sum_hits_squared + h * h,
+                     sum_hits_total=base.sum_hits_total + h * n, sum_total_squared=base.sum_total_squared + n * n)
+
+
 @dataclass(frozen=True)
 class Proportion:
     hits: float
-    """Events counted (correct predictions, errors); Prometheus' increase() may make it fractional."""
+    """Events counted (correct predictions, errors); a query's ratio times its count may make it fractional."""
     total: float
+    intervals: Intervals | None = None
+    """How the counts came in, look by look: their spread raises the variance above the binomial one."""
 
     @property
     def rate(self) -> float:
@@ -100,9 +154,11 @@ class Proportion:
     @property
     def variance_term(self) -> float:
         """p (1 - p) / n with p pulled off 0 and 1 (Agresti-Coull style), so that a version without a single error
-        yet does not look certain."""
+        yet does not look certain; or the intervals' spread (Intervals.rate_variance) where that is larger."""
         p = (self.hits + 1) / (self.total + 2)
-        return p * (1 - p) / self.total
+        binomial = p * (1 - p) / self.total
+        spread = self.intervals.rate_variance(self.total) if self.intervals is not None else None
+        return binomial if spread is None else max(binomial, spread)
 
 
 def compare_proportions(candidate: Proportion, stable: Proportion, *, tolerance: float, higher_is_better: bool,
@@ -129,8 +185,9 @@ def bucket_total(buckets: Buckets) -> float:
 
 
 def _clean(buckets: Buckets) -> Buckets:
-    """Sorted by bound, negative and NaN counts dropped, cumulative counts made non-decreasing: increase()
-    extrapolates each bucket on its own, so neighbours can come out a hair out of order."""
+    """Sorted by bound, negative and NaN counts dropped, cumulative counts made non-decreasing: a bucket's series
+    whose counter reset is counted by increase(), which extrapolates each bucket on its own, so neighbours can come
+    out a hair out of order."""
     ordered = sorted((le, c) for le, c in buckets if not math.isnan(le) and not math.isnan(c) and c >= 0 and le >= 0)
     cleaned: list[tuple[float, float]] = []
     running = 0.0

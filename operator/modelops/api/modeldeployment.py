@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES
+from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES, Intervals
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
 from .types import Duration, ObjectName, PositiveDuration, Reason, SemVer, Text, Weight
@@ -724,6 +724,11 @@ class CheckStatus(StatusModel):
     """The check is a dry run: its verdict decided nothing."""
     budget_left: str | None = None
     """What is left of an Undecided sequential check's budget, in words (`55m of maxDuration 1h`)."""
+    candidate_intervals: Intervals | None = None
+    """A sequential proportion check's candidate counts, analysis by analysis, as sums: their spread across
+    intervals (bursts) widens the evidence's variance beyond the binomial one."""
+    stable_intervals: Intervals | None = None
+    """The same of stable's counts."""
 
 
 class HistoryEntry(StatusModel):

@@ -19,7 +19,7 @@ from .conditions import conditions_for, pin_condition
 from .drill_steps import DrillSteps
 from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_until,
                    intent_of, step_words, steps_of)
-from .values import (ACTIVE, BACKEND_REFUSES, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS, Decision,
+from .values import (ACTIVE, BACKEND_REFUSES, BACKEND_UNREAD, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS, Decision,
                      Event, Observations, parse_rfc3339, rfc3339)
 
 
@@ -139,13 +139,13 @@ class _Run(DrillSteps):
         s, intent = self.s, intent_of(self.s)
         if s.message is None or intent is None or intent.candidate is not None:
             return
-        said = next((words for words in (BACKEND_REFUSES, ON_STABLE) if words in s.message), None)
-        if said is None:
+        claim = stable_claim(s.message)
+        if claim is None:
             return
-        head = s.message.rsplit(said, 1)[0]
+        head, said = claim
         if self.obs.refused is not None:
             s.message = head + BACKEND_REFUSES + self.obs.refused
-        elif said == BACKEND_REFUSES and self.obs.carried is not None and self.obs.carried.intent == intent:
+        elif said != ON_STABLE and self.obs.carried is not None and self.obs.carried.intent == intent:
             s.message = head + ON_STABLE + s.stable_version
 
     # --- the steps of one decision --------------------------------------------------------
@@ -218,7 +218,9 @@ class _Run(DrillSteps):
         self.events.append(Event("Warning", "RequestIgnored", f"{request.action.value} ({request.id}): {why}",
                                  request.version, request.actor or "unknown"))
 
-    def follow_spec_version(self) -> None:
+    def follow_spec_version(self, refused: bool = False) -> None:
+        """`refused`: spec.version is the last accepted one, perhaps written over since; it may still take a
+        candidate off, but a failure it finds stands (an Abort just carried out, say) until a spec is accepted."""
         s, target = self.s, self.spec.version
         if s.canary_version is not None and target != s.canary_version:
             old = s.canary_version
@@ -230,6 +232,8 @@ class _Run(DrillSteps):
         if target == s.stable_version:
             if s.drill is not None:
                 return  # drilling: stable stays what it is (guard_drill ends a drill spec.version left)
+            if refused and s.failed_version is not None:
+                return
             if s.phase is not Phase.Stable or s.failed_version is not None:
                 s.phase, s.failed_version = Phase.Stable, None
                 s.message = f"spec.version is back on stable {target}"
@@ -443,8 +447,10 @@ class _Run(DrillSteps):
         return Decision(s, intent_of(s), tuple(self.events))
 
 
-def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime) -> Decision:
-    """The whole rollout policy, one step at a time."""
+def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations, now: datetime, *,
+           refused: bool = False) -> Decision:
+    """The whole rollout policy, one step at a time. `refused`: `spec` is the last one accepted, with the SRE
+    fields of a newer one the operator refuses; its version may be one the user has written over since."""
     run = _Run(spec, status.model_copy(deep=True), observations, now)
     s = run.s
     run.take_drill_loss()
@@ -453,8 +459,11 @@ def decide(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observation
     if s.stable_version is not None:
         run.follow_manual_holds()
         run.guard_drill()  # a drill gives way before anything else moves
+        abort = spec.request if spec.request is not None and spec.request.action is Action.Abort else None
+        if refused and abort is not None and abort.id not in s.handled_requests:
+            run.handle_request(abort)  # G4: on the candidate in flight, not after an older version superseded it
         # spec.version first, then the request: a request written after a version bump acts on the new candidate.
-        run.follow_spec_version()
+        run.follow_spec_version(refused)
         if s.drill is not None:
             run.drill_step()  # before the request, whose words (a Retry waiting, say) are then the last
         if spec.request is not None and spec.request.id not in s.handled_requests:
@@ -484,3 +493,20 @@ def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: s
         run.finish_rollback("RolledBack", f"the operator could not evaluate it ({error})")
     run.restate_return_to_stable()  # an earlier return to stable says no more than the backend now carries
     return run.finish(status)
+
+
+def stable_claim(message: str | None) -> tuple[str, str] | None:
+    """A return to stable's message split before its last words on the backend (ON_STABLE, BACKEND_REFUSES or
+    BACKEND_UNREAD), and those words; None when it makes no such claim."""
+    said = next((words for words in (BACKEND_REFUSES, BACKEND_UNREAD, ON_STABLE) if words in (message or "")), None)
+    return None if message is None or said is None else (message.rsplit(said, 1)[0], said)
+
+
+def unread(status: ModelDeploymentStatus, why: str) -> ModelDeploymentStatus:
+    """The status when its backend cannot even be named (`why`): an earlier return to stable no longer claims what
+    the backend carries, since a rule added meanwhile may route anywhere; it says so again once the backend is seen
+    carrying all of it (restate_return_to_stable)."""
+    claim = stable_claim(status.message)
+    if claim is None or intent_of(status) is None or intent_of(status).candidate is not None:
+        return status
+    return status.model_copy(update={"message": claim[0] + BACKEND_UNREAD + why})

@@ -111,6 +111,9 @@ ON_STABLE = "all traffic on stable "
 """How a decision that takes every version but stable off the backend ends its words, followed by stable."""
 BACKEND_REFUSES = "rollback decided, backend refuses: "
 """What a status says in place of ON_STABLE while the backend refuses part of that routing, followed by why."""
+BACKEND_UNREAD = "rollback decided, backend unread: "
+"""What a status says in place of ON_STABLE while the backend cannot even be named (no accepted spec, its `serving`
+refused), followed by why: a rule added meanwhile may route anywhere."""
 ROUTING_GRACE_SECONDS = 2.0
 """A step's routing the backend is seen carrying within this of the step's decision counts from the decision:
 analysis instants are whole seconds, and a write is seen carried by the round its echo wakes. Routing that took

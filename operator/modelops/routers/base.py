@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
-from ..analysis.promql import TemplateQuery
+from ..analysis.promql import TemplateQuery, observed
 from ..api.modeldeployment import CheckTemplate, Serving
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, managed_fields
@@ -45,10 +45,8 @@ from ..rollout import TrafficIntent
 #   model_shadow_comparisons_total{namespace, model, version, outcome="agree"|"disagree"}
 # with `version` the candidate's. Not a serving system's metric: the same query on every backend that mirrors.
 _COMPARED = 'model_shadow_comparisons_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"'
-SHADOW_AGREEMENT = TemplateQuery(
-    f'(sum(rate({_COMPARED}, outcome="agree"}}[{{{{window}}}}])) or vector(0))'
-    f" / sum(rate({_COMPARED}}}[{{{{window}}}}]))",
-    f"sum(increase({_COMPARED}}}[{{{{window}}}}]))")
+_AGREED = _COMPARED + ', outcome="agree"}'
+SHADOW_AGREEMENT = TemplateQuery(f"({observed(_AGREED)} or vector(0)) / {observed(_COMPARED + '}')}", observed(_COMPARED + "}"))
 
 # The delayed ground truth contract (README, "Metric contracts"): whatever joins labels to predictions (a
 # feedback endpoint, a job reading prediction logs) counts, when a prediction's label arrives,
@@ -58,9 +56,7 @@ SHADOW_AGREEMENT = TemplateQuery(
 # a check on them waits for its gradingDelay before its first verdict; its samples are the graded predictions.
 _GRADED = 'model_predictions_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 _CORRECT = 'model_predictions_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
-ACCURACY = TemplateQuery(
-    f"(sum(increase({_CORRECT}[{{{{window}}}}])) or vector(0)) / sum(increase({_GRADED}[{{{{window}}}}]))",
-    f"sum(increase({_GRADED}[{{{{window}}}}]))")
+ACCURACY = TemplateQuery(f"({observed(_CORRECT)} or vector(0)) / {observed(_GRADED)}", observed(_GRADED))
 
 # The drift score contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its
 # latest score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per
@@ -73,13 +69,11 @@ DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
 # every feature it watches,
 #   model_input_bin_total{namespace, model, version, feature, bin}   (every bin's counter created at 0), and
 #   model_reference_bin_count{namespace, model, version, feature, bin}
-# holds the number of the version's reference (training) inputs in each bin. A window's counts are the counters'
-# difference across it, not increase(), whose extrapolation would scale every count and the test's statistic
-# with them; a counter lower than a window before (a restart) counts 0 for the window.
+# holds the number of the version's reference (training) inputs in each bin. A window's counts are counted as
+# scraped (`observed`): increase()'s extrapolation would scale every count, and the test's statistic with them.
 _BINS = 'model_input_bin_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 _REFERENCE = 'model_reference_bin_count{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
-DRIFT_TEST = TemplateQuery(f"sum by (feature, bin) (clamp_min({_BINS} - {_BINS} offset {{{{window}}}}, 0))",
-                           reference=f"max by (feature, bin) ({_REFERENCE})")
+DRIFT_TEST = TemplateQuery(observed(_BINS, by="feature, bin"), reference=f"max by (feature, bin) ({_REFERENCE})")
 CONTRACT_TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.accuracy: ACCURACY,
                                                           CheckTemplate.driftScore: DRIFT_SCORE,
                                                           CheckTemplate.driftTest: DRIFT_TEST}

@@ -70,7 +70,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from ..analysis.promql import TemplateQuery
+from ..analysis.promql import TemplateQuery, observed
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
@@ -98,25 +98,20 @@ def _quantile(q: float) -> TemplateQuery:
 
 
 # Buckets in either unit: a comparison of two versions' histograms does not care which.
-_BUCKETS = _either(
-    f"sum by (le) (increase(kn_serving_invocation_duration_seconds_bucket{{{_NEW}}}[{{{{window}}}}]))",
-    f"sum by (le) (increase(revision_app_request_latencies_bucket{{{_OLD}}}[{{{{window}}}}]))",
-)
-
-
-_SAMPLES = _either(
-    f"sum(increase(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
-    f"sum(increase(revision_app_request_count{{{_OLD}}}[{{{{window}}}}]))",
-)
+_REQUESTS_NEW = f"kn_serving_invocation_duration_seconds_count{{{_NEW}}}"
+_ERRORS_NEW = f'kn_serving_invocation_duration_seconds_count{{{_NEW}, http_response_status_code=~"5.."}}'
+_REQUESTS_OLD = f"revision_app_request_count{{{_OLD}}}"
+_ERRORS_OLD = f'revision_app_request_count{{{_OLD}, response_code_class="5xx"}}'
+_BUCKETS = _either(observed(f"kn_serving_invocation_duration_seconds_bucket{{{_NEW}}}", "le"),
+                   observed(f"revision_app_request_latencies_bucket{{{_OLD}}}", "le"))
+_SAMPLES = _either(observed(_REQUESTS_NEW), observed(_REQUESTS_OLD))
 
 TEMPLATES = {
     **CONTRACT_TEMPLATES,
     # A revision with traffic but no 5xx has no 5xx series: count that as zero errors, not as no data.
     CheckTemplate.errorRate: TemplateQuery(_either(
-        f'(sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}, http_response_status_code=~"5.."}}[{{{{window}}}}])) or vector(0))'
-        f" / sum(rate(kn_serving_invocation_duration_seconds_count{{{_NEW}}}[{{{{window}}}}]))",
-        f'(sum(rate(revision_app_request_count{{{_OLD}, response_code_class="5xx"}}[{{{{window}}}}])) or vector(0))'
-        f" / sum(rate(revision_app_request_count{{{_OLD}}}[{{{{window}}}}]))",
+        f"({observed(_ERRORS_NEW)} or vector(0)) / {observed(_REQUESTS_NEW)}",
+        f"({observed(_ERRORS_OLD)} or vector(0)) / {observed(_REQUESTS_OLD)}",
     ), _SAMPLES),
     CheckTemplate.latencyP50: _quantile(0.5),
     CheckTemplate.latencyP95: _quantile(0.95),

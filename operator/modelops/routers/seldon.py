@@ -38,7 +38,7 @@ import copy
 import re
 from typing import Any, Iterable
 
-from ..analysis.promql import TemplateQuery
+from ..analysis.promql import TemplateQuery, observed
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import Kube, Resource, is_applied
@@ -60,8 +60,10 @@ def _quantile(q: float) -> TemplateQuery:
                          _SAMPLES, _BUCKETS)
 
 
-_SAMPLES = f"sum(increase({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))"
-_BUCKETS = f"sum by (le) (increase({_METRIC}_bucket{{{_SERIES}}}[{{{{window}}}}]))"
+_REQUESTS = f"{_METRIC}_count{{{_SERIES}}}"
+_ERRORS = f'{_METRIC}_count{{{_SERIES}, code=~"5.."}}'
+_SAMPLES = observed(_REQUESTS)
+_BUCKETS = observed(f"{_METRIC}_bucket{{{_SERIES}}}", "le")
 # Seldon's Feedback API counts each feedback and adds up its reward, per predictor: with a reward of 1 for a right
 # prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy.
 _FEEDBACK = f"seldon_api_model_feedback_total{{{_SERIES}}}"
@@ -69,11 +71,8 @@ _REWARD = f"seldon_api_model_feedback_reward_total{{{_SERIES}}}"
 TEMPLATES = {
     **CONTRACT_TEMPLATES,
     CheckTemplate.accuracy: TemplateQuery(
-        f"(sum(increase({_REWARD}[{{{{window}}}}])) or vector(0)) / sum(increase({_FEEDBACK}[{{{{window}}}}]))",
-        f"sum(increase({_FEEDBACK}[{{{{window}}}}]))"),
-    CheckTemplate.errorRate: TemplateQuery(
-        f'(sum(rate({_METRIC}_count{{{_SERIES}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
-        f" / sum(rate({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),
+        f"({observed(_REWARD)} or vector(0)) / {observed(_FEEDBACK)}", observed(_FEEDBACK)),
+    CheckTemplate.errorRate: TemplateQuery(f"({observed(_ERRORS)} or vector(0)) / {_SAMPLES}", _SAMPLES),
     CheckTemplate.latencyP50: _quantile(0.5),
     CheckTemplate.latencyP95: _quantile(0.95),
     CheckTemplate.latencyP99: _quantile(0.99),

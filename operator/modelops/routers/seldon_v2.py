@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..analysis.promql import TemplateQuery
+from ..analysis.promql import TemplateQuery, observed
 from ..api.modeldeployment import CheckTemplate
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
@@ -43,13 +43,13 @@ VERSION_ANNOTATION = "modelops.io/version"
 OWNER_LABEL = "modelops.io/deployment"
 
 _SERIES = 'namespace="{{namespace}}", model="{{revision}}"'
-_SAMPLES = f"sum(increase(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))"
+_SAMPLES = observed(f"seldon_model_infer_total{{{_SERIES}}}")
+_ERRORS = f'seldon_model_infer_total{{{_SERIES}, code=~"5.."}}'
 # Seldon v2 exports no per-model latency histogram: mean latency is what there is.
 TEMPLATES = {
     **CONTRACT_TEMPLATES,
     CheckTemplate.errorRate: TemplateQuery(
-        f'(sum(rate(seldon_model_infer_total{{{_SERIES}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
-        f" / sum(rate(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),
+        f"({observed(_ERRORS)} or vector(0)) / {_SAMPLES}", _SAMPLES),
     CheckTemplate.meanLatency: TemplateQuery(
         f"sum(rate(seldon_model_infer_seconds_total{{{_SERIES}}}[{{{{window}}}}]))"
         f" / sum(rate(seldon_model_infer_total{{{_SERIES}}}[{{{{window}}}}]))", _SAMPLES),
