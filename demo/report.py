@@ -195,8 +195,9 @@ def write_report(demo, traffic, phases: dict[str, Any], drill: dict[str, Any]) -
     lines += ["", "Agreement: the share of mirrored requests, among those the candidate answered, on which its "
               "prediction equals the one stable answered (model_shadow_comparisons_total); the analysis requires "
               f"at least {AGREEMENT_MIN:.0%}. Input drift: the drift detector's population stability index of the "
-              "live inputs against the version's training data (model_drift_score); the analysis allows at most "
-              f"{DRIFT_MAX}.", "", "## Figures", ""]
+              "live inputs against the version's training data (model_drift_score), over "
+              f"{DRIFT_MAX} a significant shift by a common rule of thumb; the analysis tests the binned inputs "
+              "against the training data's instead (driftTest, 95 % confidence).", "", "## Figures", ""]
     if breach is not None:
         lines.append(f"- first failed answer of {breach[1]} visible in Prometheus -> 100 % stable (no share, no copies): "
                      f"**{breach[0]:.2f} s** "

@@ -194,6 +194,13 @@ def bound_refusals() -> Iterator[Case]:
     budget = check + ("sequential", "maxSamples")
     yield Case(f"a sequential budget under {MIN_SAMPLES} samples, the fewest any verdict needs",
                _at(manifest, budget, MIN_SAMPLES - 1), budget, None)
+    yield Case("a driftTest check with a limit", _at(manifest, check, {
+        "name": "drift", "template": "driftTest", "max": 0.3}), check, "judged by its test alone")
+    yield Case("driftTest settings on a driftScore check", _at(manifest, check, {
+        "name": "drift", "template": "driftScore", "max": 0.3, "driftTest": {}}), check, "driftTest settings belong")
+    looks = check + ("driftTest", "looks")
+    yield Case("a driftTest over no analyses", _at(manifest, check, {
+        "name": "drift", "template": "driftTest", "driftTest": {"looks": 0}}), looks, None)
 
 
 def bound_acceptances() -> Iterator[Case]:
@@ -201,6 +208,8 @@ def bound_acceptances() -> Iterator[Case]:
     check = ("analysis", "checks", "0")
     yield Case("a check whose min is its max", _at(manifest, check, {
         "name": "errors", "template": "errorRate", "min": 0.1, "max": 0.1}), check)
+    yield Case("a driftTest check without a limit, over one analysis", _at(manifest, check, {
+        "name": "drift", "template": "driftTest", "driftTest": {"looks": 1, "confidence": 0.999}}), check)
     yield Case(f"limits of {MAX_ANALYSES_LIMIT}", _at(_at(manifest, ("analysis", "failureLimit"), MAX_ANALYSES_LIMIT),
                                                       ("analysis", "noDataLimit"), MAX_ANALYSES_LIMIT), ("analysis",))
 

@@ -41,14 +41,19 @@ def test_kserve_templates_cover_both_knative_metric_schemes(template):
 
 @pytest.mark.parametrize("template", sorted(CONTRACT_TEMPLATES))
 def test_contract_templates_select_the_version_by_namespace_model_and_version(template):
-    for query in (CONTRACT_TEMPLATES[template].value, CONTRACT_TEMPLATES[template].samples):
-        rendered = render(query, SUBJECT)
-        assert 'namespace="prod", model="fraud", version="1.2.0"' in rendered and "[5m]" in rendered
+    queries = CONTRACT_TEMPLATES[template]
+    for query in (queries.value, queries.samples, queries.reference):
+        if query is not None:
+            assert 'namespace="prod", model="fraud", version="1.2.0"' in render(query, SUBJECT)
+    for windowed in (queries.value, queries.samples):  # the reference's counts are a gauge read as it is
+        if windowed is not None:
+            assert "[5m]" in render(windowed, SUBJECT) or " offset 5m" in render(windowed, SUBJECT)
 
 
 def _counting_queries():
-    """Every built-in query that counts: samples, histogram buckets, and the values that are a ratio of counts."""
-    ratios = {CheckTemplate.errorRate, CheckTemplate.accuracy, CheckTemplate.shadowAgreement}
+    """Every built-in query that counts: samples, histogram buckets, and the values that are counts (a drift test's
+    binned inputs) or a ratio of counts."""
+    ratios = {CheckTemplate.errorRate, CheckTemplate.accuracy, CheckTemplate.shadowAgreement, CheckTemplate.driftTest}
     for backend, router in sorted(registry.ROUTERS.items(), key=lambda item: item[0].value):
         for template, query in sorted(router.templates.items(), key=lambda item: item[0].value):
             if template is CheckTemplate.driftScore:

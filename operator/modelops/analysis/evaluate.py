@@ -6,12 +6,14 @@ Pure: no I/O, no clock. The caller measures; this module judges and explains.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..api.modeldeployment import LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, NoDataPolicy, Outcome, Verdict
+from ..api.modeldeployment import (LATENCY_QUANTILES, BudgetPolicy, Check, CheckStatus, CheckTemplate, DriftTest,
+                                   NoDataPolicy, Outcome, Verdict)
 from ..api.types import duration_seconds
-from .sequential import (MIN_SAMPLES, Buckets, Finding, Intervals, Proportion, Unresolvable, bucket_total,
+from .drift import MIN_EXPECTED, Binned, DriftFinding, judge_drift
+from .sequential import (MAX_SAMPLES, MIN_SAMPLES, Buckets, Finding, Intervals, Proportion, Unresolvable, bucket_total,
                          compare_proportions, fold, percentile_name, samples_to_locate, tail_above)
 
 
@@ -32,6 +34,9 @@ class Measurement:
     buckets: Buckets = ()
     baseline_buckets: Buckets = ()
     """The two versions' latency histograms (sequential latency checks)."""
+    bins: Binned = field(default_factory=dict)
+    reference_bins: Binned = field(default_factory=dict)
+    """The candidate's live inputs in the window by (feature, bin), and its reference's (drift tests)."""
 
 
 def _fmt(x: float) -> str:
@@ -93,13 +98,14 @@ def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus
     bounds = _bounds(check, baseline)
     limit = "; ".join(words for _, _, words in bounds) or _relative_words(check)
 
-    def result(verdict: Verdict, message: str) -> CheckStatus:
+    def result(verdict: Verdict, message: str, value: float | None = measured.value,
+               samples: int | None = _candidate_samples(measured)) -> CheckStatus:
         return CheckStatus(
             name=check.name,
             verdict=verdict,
-            value=_finite(measured.value),
+            value=_finite(value),
             baseline=baseline,
-            samples=_candidate_samples(measured),
+            samples=samples,
             limit=limit,
             message=message,
             time=at,
@@ -110,6 +116,8 @@ def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus
 
     if measured.error is not None:
         return result(Verdict.Error, f"could not measure: {measured.error}")
+    if check.template is CheckTemplate.driftTest:
+        return result(*_test_drift(check, measured))
     if _missing(measured.value):
         return result(Verdict.NoData, "no data for the candidate")
     if measured.samples is not None and measured.samples < check.min_samples:
@@ -216,6 +224,40 @@ def _weigh(check: Check, measured: Measurement,
     }[evidence.finding]
 
 
+def _test_drift(check: Check, measured: Measurement) -> tuple[Verdict, str, float | None, int | None]:
+    """A drift test's verdict, its value (the smallest p-value of the features tested) and samples (live inputs)."""
+    if not measured.bins:
+        return Verdict.NoData, "no live inputs counted for the candidate", None, None
+    if not measured.reference_bins:
+        return (Verdict.Error, "no reference counts published for the candidate (model_reference_bin_count)",
+                None, None)
+    settings = check.drift_test or DriftTest()
+    try:
+        evidence = judge_drift(measured.bins, measured.reference_bins, confidence=settings.confidence,
+                               looks=settings.looks)
+    except Unresolvable as error:
+        return Verdict.Error, f"the live inputs and the reference cannot be compared: {error}", None, None
+    inputs = min(int(evidence.inputs), MAX_SAMPLES)
+    tested = [f for f in evidence.features if f.p_value is not None]
+    smallest = min((f.p_value for f in tested), default=None)
+    if inputs < check.min_samples:
+        return Verdict.NoData, f"{inputs} inputs, {check.min_samples} needed for a verdict", smallest, inputs
+    threshold = f"p < {evidence.alpha:.3g} fails"
+    if evidence.finding is DriftFinding.drifted:
+        drifted = [f for f in tested if f.p_value < evidence.alpha]
+        words = ", ".join(f"{f.feature!r} (p = {f.p_value:.3g}, statistic {f.statistic:.4g} over {f.bins} bins)"
+                          for f in drifted)
+        return (Verdict.Fail, f"the live inputs differ from the reference in {words}; {threshold}, {inputs} inputs",
+                smallest, inputs)
+    if evidence.finding is DriftFinding.undecided:
+        short = ", ".join(f"{f.feature!r} ({_fmt(f.smallest_expected)})" for f in evidence.features
+                          if f.p_value is None)
+        return (Verdict.NoData, f"too few inputs to test: the fewest any cell expects, by feature: {short}; "
+                                f"{_fmt(MIN_EXPECTED)} needed", smallest, inputs)
+    return (Verdict.Pass, f"no feature's live inputs differ from the reference (smallest p = {smallest:.3g}; "
+                          f"{threshold}), {inputs} inputs", smallest, inputs)
+
+
 def _share(rate: float) -> str:
     return f"{rate * 100:.3g}%"
 
@@ -273,6 +315,10 @@ def _relative_words(check: Check) -> str:
         parts.append(f"at most {_fmt(check.max_increase_percent)}% above stable")
     if check.sequential is not None:
         parts.append(f"sequential test, {_fmt(check.sequential.confidence * 100)}% confidence")
+    if check.template is CheckTemplate.driftTest:
+        settings = check.drift_test or DriftTest()
+        parts.append(f"chi-square test against the reference, {_fmt(settings.confidence * 100)}% confidence over "
+                     f"{settings.looks} analyses")
     return "; ".join(parts)
 
 

@@ -32,7 +32,7 @@ def queries_for(check: Check, templates: dict[CheckTemplate, TemplateQuery]) -> 
     if check.template not in templates:
         raise ProviderError("unsupported", f"the backend has no built-in {check.template.value} check")
     template = templates[check.template]
-    return TemplateQuery(template.value, check.sample_query or template.samples, template.buckets)
+    return replace(template, samples=check.sample_query or template.samples)
 
 
 def batch_key(query: str, templates: dict[CheckTemplate, TemplateQuery], namespace: str,
@@ -68,8 +68,17 @@ async def measure(provider: MetricProvider, check: Check, templates: dict[CheckT
     async def buckets_of(query: str | None, subject: Subject) -> Buckets:
         return await provider.buckets(render(query, subject), at) if query is not None else ()
 
+    async def binned(query: str | None) -> dict[tuple[str, str], float]:
+        if query is None:
+            raise ProviderError("unsupported", "the backend has no binned drift contract")
+        found = await provider.series(render(query, candidate), at, ("feature", "bin"))
+        return {(feature, bin_): value for (feature, bin_), value in found.items()}
+
     try:
         queries = queries_for(check, templates)
+        if check.template is CheckTemplate.driftTest:
+            bins, reference = await asyncio.gather(binned(queries.value), binned(queries.reference))
+            return Measurement(None, bins=bins, reference_bins=reference)
         sequential = check.sequential is not None
         histograms = queries.buckets if sequential and check.compares_latencies else None
         if sequential and check.compares_latencies and histograms is None:

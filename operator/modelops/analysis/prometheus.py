@@ -38,10 +38,10 @@ import re
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -50,6 +50,8 @@ from ..api.types import duration_seconds
 from .gate import ACROSS_NAMESPACES, FairGate
 from .provider import SHARED_BATCH, Asker, ErrorKind, ProviderError
 from .sequential import Buckets
+
+T = TypeVar("T")
 
 MAX_TIMEOUT_SECONDS = 30.0
 """No query waits longer than this, whatever the ModelDeployment asks."""
@@ -67,6 +69,8 @@ _BATCH_LABEL = "modelops_batch_query"
 _MAX_LONERS = 4096
 MAX_BUCKETS = 256
 """A latency histogram has a few dozen buckets at most; more series are a query that is not one histogram."""
+MAX_SERIES = 4096
+"""Binned counts: a few features of a few dozen bins each; more series are a query that is not those."""
 _DNS_ERROR: Any = getattr(aiohttp, "ClientConnectorDNSError", ())  # aiohttp >= 3.10
 _BAD_URL: Any = tuple(getattr(aiohttp, n) for n in ("InvalidURL", "NonHttpUrlClientError") if hasattr(aiohttp, n))
 
@@ -123,9 +127,16 @@ class PrometheusProvider:
                 raise self._error(e.kind, e.detail) from None
 
     async def buckets(self, promql: str, at: datetime) -> Buckets:
+        return await self._alone(promql, at, _buckets)
+
+    async def series(self, promql: str, at: datetime, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        return await self._alone(promql, at, lambda kind, result: _by_labels(kind, result, labels))
+
+    async def _alone(self, promql: str, at: datetime, read: Callable[[str, Any], T]) -> T:
+        """A query asked on its own, its answer's resultType and result `read`."""
         async with _lease(self._key, self._ssl, self._headers, self._max_concurrency) as pooled:
             try:
-                return _buckets(*_answer(*await self._send(pooled, promql, f"{at.timestamp():.3f}")))
+                return read(*_answer(*await self._send(pooled, promql, f"{at.timestamp():.3f}")))
             except _Failure as e:
                 raise self._error(e.kind, e.detail) from None
 
@@ -202,14 +213,19 @@ def _value(kind: str, result: Any) -> float | None:
     raise _bad()
 
 
+def _vector_of(kind: str, result: Any, most: int, what: str, labels: tuple[str, ...]) -> list[Any]:
+    """The series of an instant vector, at most `most` of them."""
+    if kind != "vector" or not isinstance(result, list):
+        raise _Failure("bad_response", f"an instant vector of {what} by {', '.join(labels)} expected")
+    if len(result) > most:
+        raise _Failure("many_series", f"{len(result)} series, at most {most} {what} expected")
+    return result
+
+
 def _buckets(kind: str, result: Any) -> Buckets:
     """A histogram's series by `le`; a series without a number for `le` is not a histogram's."""
-    if kind != "vector" or not isinstance(result, list):
-        raise _Failure("bad_response", "a histogram's buckets by le expected")
-    if len(result) > MAX_BUCKETS:
-        raise _Failure("many_series", f"{len(result)} series, at most {MAX_BUCKETS} buckets expected")
     buckets = []
-    for series in result:
+    for series in _vector_of(kind, result, MAX_BUCKETS, "buckets", ("le",)):
         labels = series.get("metric") if isinstance(series, dict) else None
         try:
             le = float(labels["le"])
@@ -219,6 +235,23 @@ def _buckets(kind: str, result: Any) -> Buckets:
         if count is not None and not math.isnan(le):
             buckets.append((le, count))
     return tuple(sorted(buckets))
+
+
+def _by_labels(kind: str, result: Any, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """Each series' value by its values of `labels`; a series without one of them is not what was asked for, and two
+    with the same values are a query that does not aggregate by them. NaN values are left out (no data)."""
+    found: dict[tuple[str, ...], float] = {}
+    for series in _vector_of(kind, result, MAX_SERIES, "series", labels):
+        metric = series.get("metric") if isinstance(series, dict) else None
+        key = tuple(metric.get(label) for label in labels) if isinstance(metric, dict) else (None,)
+        if not all(isinstance(k, str) for k in key):
+            raise _Failure("bad_response", f"a series without the labels {', '.join(labels)}")
+        if key in found:
+            raise _Failure("many_series", f"two series for {dict(zip(labels, key))}: aggregate by {', '.join(labels)}")
+        value = _sample(series.get("value"))
+        if value is not None:
+            found[key] = value
+    return found
 
 
 def _vector_value(result: list[Any]) -> float | None:

@@ -34,9 +34,12 @@ class TemplateQuery:
     """A built-in check of one backend: the value's PromQL and the sample count's PromQL."""
 
     value: str
+    """The value; for a drift test, the live inputs counted in the window by (feature, bin)."""
     samples: str | None = None
     buckets: str | None = None
     """A latency template's histogram: cumulative counts by `le` in the window (for sequential comparisons)."""
+    reference: str | None = None
+    """A drift test's reference (training) inputs counted by (feature, bin)."""
 
 
 def observed(counter: str, by: str = "") -> str:

@@ -99,6 +99,11 @@ class MetricProvider(Protocol):
         its own: it answers one series per bucket."""
         ...
 
+    async def series(self, promql: str, at: datetime, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        """Each series' value evaluated at `at`, keyed by its values of `labels` (binned counts by feature and
+        bin); {} when there are none. Asked on its own: it answers many series."""
+        ...
+
 
 ProviderFactory = Callable[[Analysis, Asker, float], Awaitable[MetricProvider]]
 """(spec.analysis, the deployment it asks for, timeout cap) -> a provider for one analysis; raises

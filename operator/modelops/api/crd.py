@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from .. import GROUP, VERSION
 from .modeldeployment import (
+    CHECK_DRIFT_TEST_RULE,
     CHECK_LIMIT_RULE,
     CHECK_MIN_MAX_RULE,
     CHECK_NAMES_UNIQUE_RULE,
@@ -210,6 +211,7 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["strategy", "steps", "[]", "match", "headers"], HEADER_NAMES_ONCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SOURCE_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_LIMIT_RULE)
+    _add_rule(spec, ["analysis", "checks", "[]"], CHECK_DRIFT_TEST_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_MIN_MAX_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SAMPLES_RULE)
     _add_rule(spec, ["analysis", "checks", "[]"], CHECK_SEQUENTIAL_LIMIT_RULE)

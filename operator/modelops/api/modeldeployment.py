@@ -203,7 +203,11 @@ class CheckTemplate(str, Enum):
     """Share of graded predictions that were correct, from labels that arrive late (see ACCURACY); pair it with
     gradingDelay."""
     driftScore = "driftScore"
-    """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE)."""
+    """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE).
+    Held against a threshold: without drift its false-alarm rate depends on the score's noise (README, "Drift")."""
+    driftTest = "driftTest"
+    """A chi-square test of the version's binned live inputs in the window against its reference inputs binned
+    alike (see DRIFT_TEST and DriftTest): fails when they differ, with a stated false-alarm rate."""
 
 
 CHECK_SOURCE_RULE = {
@@ -219,8 +223,15 @@ CHECK_MIN_MAX_RULE = {
     "message": "min is above max: no value could pass the check",
 }
 CHECK_LIMIT_RULE = {
-    "rule": "has(self.min) || has(self.max) || has(self.maxDropPercent) || has(self.maxIncreasePercent)",
+    "rule": "(has(self.template) && self.template == 'driftTest') || "
+            "has(self.min) || has(self.max) || has(self.maxDropPercent) || has(self.maxIncreasePercent)",
     "message": "a check needs at least one limit: min, max, maxDropPercent or maxIncreasePercent",
+}
+CHECK_DRIFT_TEST_RULE = {
+    "rule": "has(self.template) && self.template == 'driftTest' ? !has(self.min) && !has(self.max) && "
+            "!has(self.maxDropPercent) && !has(self.maxIncreasePercent) && !has(self.sequential) : !has(self.driftTest)",
+    "message": "a driftTest check is judged by its test alone (no min, max, maxDropPercent, maxIncreasePercent or "
+               "sequential), and driftTest settings belong to a driftTest check",
 }
 
 # Templates a sequential test can judge: counts behind a proportion, or a latency histogram's buckets.
@@ -279,6 +290,18 @@ class SequentialTest(ApiModel):
     """What an Undecided check becomes once its budget is spent: Pass (the evidence did not say worse) or Fail."""
 
 
+class DriftTest(ApiModel):
+    """How a driftTest check judges: each feature's live inputs in the window against the version's reference
+    inputs, by a chi-square test whose false alarms are bounded over a number of analyses."""
+
+    confidence: float = Field(default=0.95, ge=0.8, le=0.999)
+    """A version without drift fails at most 1 - confidence of its first `looks` analyses, all features together."""
+    looks: int = Field(default=60, ge=1, le=100000)
+    """The analyses 1 - confidence is spread over (Bonferroni): each tests each of F features at
+    (1 - confidence) / (looks * F). 60 is an hour at the default 1m interval; past them the bound grows by
+    1 - confidence per further `looks` analyses."""
+
+
 class Check(ApiModel):
     name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$", max_length=63)
     """Name shown in status and events."""
@@ -313,6 +336,8 @@ class Check(ApiModel):
     """Test maxDropPercent or maxIncreasePercent sequentially (see SequentialTest): for accuracy, errorRate or a
     query whose value is a proportion of its sampleQuery's count, a two-proportion test; for the latency templates,
     a comparison of the two versions' latency histograms."""
+    drift_test: DriftTest | None = None
+    """The driftTest template's settings (its defaults when unset); only on a driftTest check."""
     step_kinds: list[StepKind] | None = Field(default=None, min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     """The kinds of step (weight, mirror, match) whose analyses this check takes part in; by default every kind,
     except for the shadowAgreement template: mirror steps only, the only ones with mirrored requests to compare."""
@@ -325,7 +350,10 @@ class Check(ApiModel):
             raise ValueError(f"check {self.name!r}: minSamples on a query check needs a sampleQuery that counts the samples")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"check {self.name!r}: {CHECK_MIN_MAX_RULE['message']}")
-        if self.limits_missing:
+        if self.template is CheckTemplate.driftTest or self.drift_test is not None:
+            if self.template is not CheckTemplate.driftTest or not self.limits_missing or self.sequential is not None:
+                raise ValueError(f"check {self.name!r}: {CHECK_DRIFT_TEST_RULE['message']}")
+        elif self.limits_missing:
             raise ValueError(
                 f"check {self.name!r}: needs at least one limit: min, max, maxDropPercent or maxIncreasePercent"
             )
@@ -368,8 +396,9 @@ CHECK_NAMES_UNIQUE_RULE = {
 # The built-in checks each backend has metrics for (the routers' TEMPLATES must say the same; a test holds them equal).
 # shadowAgreement reads the serving side's comparison counters (a contract, not a backend's metric): every backend
 # that can mirror has it. accuracy and driftScore read contracts too (graded predictions, a drift detector's
-# score), so every backend has them; on Seldon v1, accuracy reads Seldon's own feedback counters instead.
-_CONTRACTS = frozenset({CheckTemplate.accuracy, CheckTemplate.driftScore})
+# score or binned inputs), so every backend has them; on Seldon v1, accuracy reads Seldon's own feedback counters
+# instead.
+_CONTRACTS = frozenset({CheckTemplate.accuracy, CheckTemplate.driftScore, CheckTemplate.driftTest})
 BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
     Backend.kserve: frozenset(CheckTemplate) - {CheckTemplate.shadowAgreement},
     Backend.seldon: frozenset(CheckTemplate),

@@ -58,14 +58,25 @@ _GRADED = 'model_predictions_graded_total{namespace="{{namespace}}", model="{{mo
 _CORRECT = 'model_predictions_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 ACCURACY = TemplateQuery(f"({observed(_CORRECT)} or vector(0)) / {observed(_GRADED)}", observed(_GRADED))
 
-# The drift contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its latest
-# score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per evaluation.
-# The check takes the highest score of the window; its samples are the scores reported in it.
+# The drift score contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its
+# latest score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per
+# evaluation. The check takes the highest score of the window; its samples are the scores reported in it.
 _DRIFT = 'model_drift_score{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
 DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
                             f"sum(count_over_time({_DRIFT}[{{{{window}}}}]))")
+
+# The binned drift contract (README, "Drift"): whatever sees a version's inputs counts each input in one bin of
+# every feature it watches,
+#   model_input_bin_total{namespace, model, version, feature, bin}   (every bin's counter created at 0), and
+#   model_reference_bin_count{namespace, model, version, feature, bin}
+# holds the number of the version's reference (training) inputs in each bin. A window's counts are counted as
+# scraped (`observed`): increase()'s extrapolation would scale every count, and the test's statistic with them.
+_BINS = 'model_input_bin_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+_REFERENCE = 'model_reference_bin_count{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
+DRIFT_TEST = TemplateQuery(observed(_BINS, by="feature, bin"), reference=f"max by (feature, bin) ({_REFERENCE})")
 CONTRACT_TEMPLATES: dict[CheckTemplate, TemplateQuery] = {CheckTemplate.accuracy: ACCURACY,
-                                                          CheckTemplate.driftScore: DRIFT_SCORE}
+                                                          CheckTemplate.driftScore: DRIFT_SCORE,
+                                                          CheckTemplate.driftTest: DRIFT_TEST}
 """The templates over the documented contracts rather than a backend's own metrics: every backend has them."""
 
 
