@@ -63,7 +63,9 @@ def _quantile(q: float) -> TemplateQuery:
 _SAMPLES = f"sum(increase({_METRIC}_count{{{_SERIES}}}[{{{{window}}}}]))"
 _BUCKETS = f"sum by (le) (increase({_METRIC}_bucket{{{_SERIES}}}[{{{{window}}}}]))"
 # Seldon's Feedback API counts each feedback and adds up its reward, per predictor: with a reward of 1 for a right
-# prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy.
+# prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy. It counts a
+# feedback when it is sent: only a sender that sends each at the prediction's grading age (holding earlier labels,
+# dropping later ones) keeps arrival order from biasing it, as the contract's counters do (see base.ACCURACY).
 _FEEDBACK = f"seldon_api_model_feedback_total{{{_SERIES}}}"
 _REWARD = f"seldon_api_model_feedback_reward_total{{{_SERIES}}}"
 TEMPLATES = {
