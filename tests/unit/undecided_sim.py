@@ -182,11 +182,11 @@ def rolled_back(endings: list[Ending]) -> float:
 
 
 def report(rollouts: int = 4000) -> list[str]:
-    rows: list[tuple[str, Scenario, dict]] = [(scenario.name, scenario, {})
-                                              for scenario in HEALTHY + BAD + [LATE_HEALTHY, LATE_BAD, ON_ARRIVAL]]
+    rows: list[tuple[str, Scenario, dict]] = [(scenario.name, scenario, {}) for scenario in HEALTHY + BAD]
     for scenario in HEALTHY:
         rows.append((f"{scenario.name}, onBudget Fail", scenario, {"on_budget": BudgetPolicy.Fail}))
         rows.append((f"{scenario.name}, undecided counted as missing data", scenario, {"undecided_is_missing": True}))
+    rows += [(scenario.name, scenario, {}) for scenario in (LATE_HEALTHY, LATE_BAD, ON_ARRIVAL)]
     lines = []
     for seed, (name, scenario, options) in enumerate(rows):
         endings = scenario.run(rollouts, seed, **options)
