@@ -107,8 +107,9 @@ def plot(demo, traffic, history: list[dict[str, Any]], path: Path) -> None:
             f'histogram_quantile(0.95, sum by (le, service) (rate(http_request_duration_seconds_bucket{{namespace="demo"}}[{WINDOW}])))',
             "service", start, end)),
         ("accuracy", series_by_version(demo, traffic,
-            f'sum by (version) (rate(model_correct_total{{namespace="demo"}}[{WINDOW}]))'
-            f' / sum by (version) (rate(model_graded_total{{namespace="demo"}}[{WINDOW}]))', "version", start, end)),
+            f'sum by (version) (rate(model_predictions_aged_total{{namespace="demo", grade="correct"}}[{WINDOW}]))'
+            f' / sum by (version) (rate(model_predictions_aged_total{{namespace="demo", grade=~"correct|wrong"}}[{WINDOW}]))',
+            "version", start, end)),
         ("input drift (PSI)", series_by_version(demo, traffic, 'max by (version) (model_drift_score{namespace="demo"})',
                                                 "version", start, end)),
     ]

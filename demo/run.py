@@ -57,9 +57,6 @@ REQUESTS_IN_WINDOW = "sum(increase(" + _requests("count") + "[{{window}}]))"
 ERROR_RATE = ("(sum(rate(" + _requests("count", ', code=~"5.."') + "[{{window}}])) or vector(0))"
               " / sum(rate(" + _requests("count") + "[{{window}}]))")
 LATENCY_P95 = "histogram_quantile(0.95, sum by (le) (rate(" + _requests("bucket") + "[{{window}}])))"
-ACCURACY = ('sum(rate(model_correct_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
-            ' / sum(rate(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))')
-GRADED = 'sum(increase(model_graded_total{namespace="{{namespace}}", version="{{version}}"}[{{window}}]))'
 
 
 def service_name(version: str) -> str:
@@ -82,7 +79,7 @@ def deployment_spec(versions: list[str]) -> dict[str, Any]:
                 {"name": "p95-latency", "query": LATENCY_P95, "sampleQuery": REQUESTS_IN_WINDOW,
                  "maxIncreasePercent": 150, "minSamples": 20},
                 # Graded answers are users' answers: in the shadow step nobody grades the candidate's discarded ones.
-                {"name": "accuracy", "query": ACCURACY, "sampleQuery": GRADED, "maxDropPercent": 5, "minSamples": 30,
+                {"name": "accuracy", "template": "accuracy", "maxDropPercent": 5, "minSamples": 30,
                  "stepKinds": ["weight"]},
                 {"name": "agreement", "template": "shadowAgreement", "min": AGREEMENT_MIN, "minSamples": 20},
                 # The drift detector's binned inputs tested against the version's training data's, alpha 5 % spread
@@ -218,7 +215,7 @@ def rollout_story(demo: Demo, trained: list[Any]) -> dict[str, Any]:
                             references={t.version: t.reference for t in trained})
     demo.prometheus.add_target(f"127.0.0.1:{traffic.metrics_port}", role="ground-truth")
     traffic.start()
-    demo.prometheus.wait_for(f'rate(model_graded_total{{namespace="{NAMESPACE}", version="1.0.0"}}[10s]) > 0', 60)
+    demo.prometheus.wait_for(f'rate(model_predictions_aged_total{{namespace="{NAMESPACE}", version="1.0.0"}}[10s]) > 0', 60)
     phases: dict[str, Any] = {}
 
     def chapter(version: str, done, what: str) -> None:

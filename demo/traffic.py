@@ -1,8 +1,9 @@
 """Real inference traffic with ground truth: digits from the held-out split, graded per version.
 
-The grades are exported as Prometheus counters (model_graded_total, model_correct_total by
-namespace, model and version), the way a feedback service reports live accuracy; the inputs sent go through a
-drift detector, whose scores are exported beside them.
+The grades are exported under the accuracy contract (README, "Accuracy from labels that arrive late"):
+model_predictions_aged_total by namespace, model, version and grade, each prediction counted once at its grading
+age, here when it is made, since the truth is known at once; the inputs sent go through a drift detector, whose
+scores are exported beside them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ class GradedTraffic(LoadGenerator):
         _, self.x, _, self.y = dataset()
         self.namespace, self.model, self.n = namespace, model, 0
         registry = CollectorRegistry()
-        labels = ["namespace", "model", "version"]
-        self.graded = Counter("model_graded", "Predictions with ground truth.", labels, registry=registry)
-        self.correct = Counter("model_correct", "Predictions matching ground truth.", labels, registry=registry)
+        self.aged = Counter("model_predictions_aged", "Predictions at their grading age, by their grade.",
+                            ["namespace", "model", "version", "grade"], registry=registry)
         self.drift = DriftDetector(references, namespace, model, registry)
         self.metrics_port = free_port()
         start_http_server(self.metrics_port, "127.0.0.1", registry=registry)
@@ -40,8 +40,6 @@ class GradedTraffic(LoadGenerator):
         self.drift.observe(self.x[i:i + 1])
         code, answer = self.post(target["url"], request, self.headers)
         if code == 200:
-            labels = (self.namespace, self.model, target["version"])
-            self.graded.labels(*labels).inc()
-            if json.loads(answer)["predictions"][0] == int(self.y[i]):
-                self.correct.labels(*labels).inc()
+            right = json.loads(answer)["predictions"][0] == int(self.y[i])
+            self.aged.labels(self.namespace, self.model, target["version"], "correct" if right else "wrong").inc()
         return Exchange(request, code, answer)

@@ -59,8 +59,12 @@ class ContractExporter:
         for version, (correct, drift) in VERSIONS.items():
             labels = f'namespace="prod",model="fraud",version="{version}"'
             predictor = f'namespace="prod",deployment_name="fraud",predictor_name="v{version.replace(".", "-")}"'
-            lines += [f"model_predictions_graded_total{{{labels}}} {graded:.3f}",
-                      f"model_predictions_correct_total{{{labels}}} {graded * correct:.3f}",
+            lines += [f'model_predictions_aged_total{{{labels},grade="correct"}} {graded * correct:.3f}',
+                      f'model_predictions_aged_total{{{labels},grade="wrong"}} {graded * (1 - correct):.3f}',
+                      f'model_predictions_aged_total{{{labels},grade="none"}} {graded:.3f}',
+                      # The arrival-counting contract's counters, all right: the template never reads them.
+                      f"model_predictions_graded_total{{{labels}}} {graded:.3f}",
+                      f"model_predictions_correct_total{{{labels}}} {graded:.3f}",
                       f"model_drift_score{{{labels}}} {drift}",
                       f"seldon_api_model_feedback_total{{{predictor}}} {graded:.3f}",
                       f"seldon_api_model_feedback_reward_total{{{predictor}}} {graded * correct:.3f}"]

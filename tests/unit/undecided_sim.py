@@ -6,16 +6,21 @@ engine does: the check's evidence is everything since the candidate began servin
 `outcome`'s, and the engine counts it (`count_analysis`) toward failureLimit and noDataLimit. A step passes after
 its pause on a passed analysis; failureLimit failures in a row roll back.
 
-Traffic: `rate` requests (or labels) a second over both versions, split by the step's weight. Labels arrive
-`gradingDelay` after the prediction they grade, so the versions' labelled counts follow the weights of that much
-earlier (stable had everything before the rollout), and the check waits for its first verdict as the engine
-makes it (window and delay), without counting toward any limit.
+Traffic: predictions (or requests) arrive as a Poisson process of `rate` a second over both versions, split by the
+step's weight; stable had everything before the rollout. Labels come as `Labels` says, at once unless said. As the
+accuracy contract counts them, each prediction is counted once when it is `gradingDelay` old, graded if its label
+came by then: the versions' counts follow the weights of that much earlier, so the check waits for its first
+verdict (window and delay) without counting toward any limit, its evidence starts one delay after the candidate
+began serving (`rollout.plan.check_window`), and a step passes only once a window of its own predictions is counted
+(the engine's `graded_own_traffic`). `Labels.on_arrival` models the contract before: labels counted when they
+arrive, read as the operator read them then.
 
 `python -m tests.unit.undecided_sim` prints the report.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,19 +64,56 @@ class Bursts:
     factor: float = 10.0
 
 
+@dataclass(frozen=True)
+class Labels:
+    """When the labels of predictions come, each after an exponential delay of its own: a wrong prediction's may come
+    sooner than a right one's (a complaint comes at once, the absence of one is known only later)."""
+
+    right_minutes: float = 0.0
+    """Mean delay of a right prediction's label; 0: at once."""
+    wrong_minutes: float = 0.0
+    on_arrival: bool = False
+    """Counted when the label arrives (the contract before), and read as the operator read it then: evidence since
+    the candidate began serving, a step passing after its pause however late its predictions' labels."""
+
+    def by_age(self, minutes: float) -> tuple[float, float]:
+        """The chance that a right and a wrong prediction are labelled by that age."""
+        return tuple(1.0 if mean == 0 else -math.expm1(-minutes / mean)
+                     for mean in (self.right_minutes, self.wrong_minutes))
+
+    def came_by(self, minutes: float) -> tuple[float, float]:
+        """The chance that a right and a wrong prediction made in a minute (uniformly within it) have their label
+        `minutes` after that minute began: P(u + delay < minutes), u uniform on [0, 1)."""
+        def chance(mean: float) -> float:
+            if mean == 0:
+                return min(minutes, 1.0)
+            if minutes < 1:
+                return minutes + mean * math.expm1(-minutes / mean)
+            return 1 - mean * math.exp(-minutes / mean) * math.expm1(1 / mean)
+        return chance(self.right_minutes), chance(self.wrong_minutes)
+
+
+AT_ONCE = Labels()
+
+
 def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng: np.random.Generator, *,
-             undecided_is_missing: bool = False, bursts: Bursts | None = None, binomial_only: bool = False) -> Ending:
+             labels: Labels = AT_ONCE, undecided_is_missing: bool = False, bursts: Bursts | None = None,
+             binomial_only: bool = False) -> Ending:
     """One rollout; `undecided_is_missing` counts an Undecided analysis as inconclusive (missing data), as the
     operator once did; `binomial_only` judges every look without the last one's intervals, so with the binomial
-    variance alone, as the operator once did."""
+    variance alone, as the operator once did. `stable_p` and `candidate_p`: the share of right predictions (or of
+    errors)."""
     analysis, steps = SPEC.analysis, SPEC.strategy.steps
     assert analysis.interval == "1m" and analysis.window is None, "one look a minute over the minute"
     delay = round(duration_seconds(check.grading_delay or "0s") / MINUTE)
     first = 1 + delay  # the window, then the grading delay (rollout.plan.grading_until)
-    last = round(duration_seconds(check.sequential.max_duration) / MINUTE) + sum(
-        round(duration_seconds(s.pause) / MINUTE) + 1 for s in steps)
+    own = 1 if labels.on_arrival else first  # a window of the step's own predictions counted (graded_own_traffic)
+    since = 1 if labels.on_arrival else first  # the first minute whose counts are evidence (check_window)
+    pauses = [round(duration_seconds(s.pause) / MINUTE) for s in steps]
+    last = round(duration_seconds(check.sequential.max_duration) / MINUTE) + sum(max(p, own) + 1 for p in pauses)
     per_minute = rate * MINUTE
-    weights: list[float] = []
+    kept_right, kept_wrong = labels.by_age(delay)
+    changes: list[tuple[int, float]] = []  # (the first minute of a new candidate share, by how much it rose)
     hits_c = n_c = hits_s = n_s = 0
     streaks, step, in_step = Streaks(), 0, 0
     judged = None
@@ -80,16 +122,24 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
         return min(1.0, p * bursts.factor) if bursts is not None and rng.random() < bursts.chance else p
 
     for minute in range(1, last + 1):
-        weights.append(steps[step].weight / 100)
-        graded = minute - 1 - delay  # the minute whose predictions are graded in this one
-        share = weights[graded] if graded >= 0 else 0.0
-        c, s = round(per_minute * share), round(per_minute * (1 - share))
-        hits_c += rng.binomial(c, p_of(candidate_p)) if c else 0
-        hits_s += rng.binomial(s, p_of(stable_p))
-        n_c, n_s, in_step = n_c + c, n_s + s, in_step + 1
+        if not changes or steps[step].weight / 100 != sum(d for _, d in changes):
+            changes.append((minute, steps[step].weight / 100 - sum(d for _, d in changes)))
+        if labels.on_arrival:  # this minute's labels, of predictions made in it or before (stable had all of those)
+            came = [sum(d * labels.came_by(minute - began + 1)[i] for began, d in changes) for i in (0, 1)]
+            candidate, stable = came, [1 - c for c in came]
+        else:  # predictions made `delay` minutes ago, old enough now, and labelled by now
+            share = sum(d for began, d in changes if began <= minute - delay)
+            candidate, stable = [share * kept_right, share * kept_wrong], [(1 - share) * kept_right, (1 - share) * kept_wrong]
+        p_c, p_s = p_of(candidate_p), p_of(stable_p)
+        right_c, wrong_c, right_s, wrong_s = rng.poisson([
+            per_minute * p_c * candidate[0], per_minute * (1 - p_c) * candidate[1],
+            per_minute * p_s * stable[0], per_minute * (1 - p_s) * stable[1]])
+        if minute >= since:
+            hits_c, n_c, hits_s, n_s = hits_c + right_c, n_c + right_c + wrong_c, hits_s + right_s, n_s + right_s + wrong_s
+        in_step += 1
         if minute < first:
             continue  # waiting for labels: nothing passes, nothing counts
-        measured = Measurement(hits_c / n_c if n_c else None, hits_s / n_s, n_c, baseline_samples=n_s)
+        measured = Measurement(hits_c / n_c if n_c else None, hits_s / n_s, int(n_c), baseline_samples=int(n_s))
         judged = spend_budget(check, evaluate(check, measured, AT, None if binomial_only else judged), minute * MINUTE)
         result = outcome([check], [judged])
         if undecided_is_missing and result is Outcome.Undecided:
@@ -97,7 +147,7 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
         streaks, result = count_analysis(streaks, result, analysis.no_data_limit, no_data_counts=True)
         if result is Outcome.Failed and streaks.failures >= analysis.failure_limit:
             return Ending(True, minute)
-        if result is Outcome.Passed and in_step * MINUTE >= duration_seconds(steps[step].pause):
+        if result is Outcome.Passed and in_step >= max(pauses[step], own):
             step, in_step = step + 1, 0
             if step == len(steps):
                 return Ending(False, minute)
@@ -111,6 +161,7 @@ class Scenario:
     rate: float
     stable_p: float
     candidate_p: float
+    labels: Labels = AT_ONCE
 
     def run(self, rollouts: int, seed: int, *, on_budget: BudgetPolicy | None = None, **options) -> list[Ending]:
         """`on_budget`: instead of the README's."""
@@ -118,7 +169,8 @@ class Scenario:
         if on_budget is not None:
             assert check.sequential is not None
             check = check.model_copy(update={"sequential": check.sequential.model_copy(update={"on_budget": on_budget})})
-        return [roll_out(check, self.rate, self.stable_p, self.candidate_p, rng, **options) for _ in range(rollouts)]
+        return [roll_out(check, self.rate, self.stable_p, self.candidate_p, rng, labels=self.labels, **options)
+                for _ in range(rollouts)]
 
 
 HEALTHY = [
@@ -131,6 +183,16 @@ BAD = [
     Scenario("accuracy 0.97 -> 0.92, 80 labels/s", "accuracy", 80, 0.97, 0.92),
     Scenario("accuracy 0.97 -> 0.92, 10 labels/s", "accuracy", 10, 0.97, 0.92),
 ]
+
+LATE = Labels(right_minutes=8, wrong_minutes=2)
+"""Late labels, a wrong prediction's sooner: with gradingDelay 10m, 99 % of the wrong ones and 71 % of the right ones
+are labelled by their grading age."""
+LATE_HEALTHY = Scenario("accuracy 0.97 = 0.97, 80 predictions/s, wrong ones labelled sooner (2 vs 8 min)", "accuracy",
+                        80, 0.97, 0.97, LATE)
+LATE_BAD = Scenario("accuracy 0.97 -> 0.92, 80 predictions/s, wrong ones labelled sooner (2 vs 8 min)", "accuracy",
+                    80, 0.97, 0.92, LATE)
+ON_ARRIVAL = Scenario(f"{LATE_HEALTHY.name}, counted on arrival (the contract before)", "accuracy", 80, 0.97, 0.97,
+                      Labels(right_minutes=8, wrong_minutes=2, on_arrival=True))
 
 
 def rolled_back(endings: list[Ending]) -> float:
@@ -147,6 +209,7 @@ def report(rollouts: int = 4000) -> list[str]:
         rows.append((f"{scenario.name}, {bursty}", scenario, {"bursts": Bursts()}))
     rows.append((f"{HEALTHY[0].name}, {bursty}, binomial variance only", HEALTHY[0],
                  {"bursts": Bursts(), "binomial_only": True}))
+    rows += [(scenario.name, scenario, {}) for scenario in (LATE_HEALTHY, LATE_BAD, ON_ARRIVAL)]
     lines = []
     for seed, (name, scenario, options) in enumerate(rows):
         endings = scenario.run(rollouts, seed, **options)

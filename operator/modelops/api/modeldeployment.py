@@ -200,8 +200,8 @@ class CheckTemplate(str, Enum):
     shadowAgreement = "shadowAgreement"
     """Share of mirrored requests on which the candidate's prediction agrees with stable's (see SHADOW_AGREEMENT)."""
     accuracy = "accuracy"
-    """Share of graded predictions that were correct, from labels that arrive late (see ACCURACY); pair it with
-    gradingDelay."""
+    """Share of graded predictions that were correct, each counted once at its grading age (see ACCURACY); pair it
+    with gradingDelay, that age."""
     driftScore = "driftScore"
     """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE).
     Held against a threshold: without drift its false-alarm rate depends on the score's noise (README, "Drift")."""
@@ -329,9 +329,11 @@ class Check(ApiModel):
     """Measured and shown (status.checks, metrics, a DryRunCheckFailed event) but never part of a decision: a new
     check tried on live rollouts before it may roll anything back."""
     grading_delay: Duration | None = None
-    """How long after a prediction its label (ground truth) is in: the check gives its first verdict of a rollout only
-    once the candidate has served for the window and this delay, so that its window holds graded predictions of
-    the candidate's own. Until then it waits: the step cannot pass, and the wait is not counted as missing data."""
+    """How long after a prediction the check's metrics count it (the accuracy contract's grading age): the check gives
+    its first verdict of a rollout only once the candidate has served for the window and this delay, and passes a
+    step only once the window and this delay have passed since that step began, so that its window holds
+    predictions made at that step; a sequential check's evidence starts this delay after the candidate began serving. Until its first
+    verdict it waits: the step cannot pass, and the wait is not counted as missing data."""
     sequential: SequentialTest | None = None
     """Test maxDropPercent or maxIncreasePercent sequentially (see SequentialTest): for accuracy, errorRate or a
     query whose value is a proportion of its sampleQuery's count, a two-proportion test; for the latency templates,

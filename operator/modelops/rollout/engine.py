@@ -17,10 +17,10 @@ from ..api.modeldeployment import (Action, DrillResult, HistoryEntry, ModelDeplo
 from ..api.types import duration_seconds
 from .conditions import conditions_for, pin_condition
 from .drill_steps import DrillSteps
-from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_until,
-                   intent_of, step_words, steps_of)
-from .values import (ACTIVE, BACKEND_REFUSES, BACKEND_UNREAD, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS, Decision,
-                     Event, Observations, parse_rfc3339, rfc3339)
+from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_lag,
+                   grading_until, intent_of, step_words, steps_of)
+from .values import (ACTIVE, BACKEND_REFUSES, BACKEND_UNREAD, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS,
+                     Decision, Event, Observations, parse_rfc3339, rfc3339)
 
 
 @dataclass
@@ -372,7 +372,20 @@ class _Run(DrillSteps):
         pause = duration_seconds(self.canary_steps()[self.step_index()].pause)
         elapsed = (self.now - parse_rfc3339(s.step_started_at)).total_seconds()
         return elapsed >= pause and s.last_outcome is Outcome.Passed and s.last_analysis_at is not None \
-            and self.of_own_traffic(parse_rfc3339(s.last_analysis_at))
+            and self.graded_own_traffic(parse_rfc3339(s.last_analysis_at))
+
+    def graded_own_traffic(self, at: datetime) -> bool:
+        """Whether the analysis at `at` judged this step's own traffic: `of_own_traffic`, and in a check with a
+        grading delay, whose metrics count a prediction only that long after it, a whole window of predictions made
+        since the step began. A weight change thus holds the step for the window and the delay; evidence from
+        before it still fails a check (a worse candidate is worse at any weight), it passes no step."""
+        lag = grading_lag(self.spec, self.s)
+        if not lag:
+            return self.of_own_traffic(at)
+        assert self.s.step_started_at is not None
+        judged_until = at - timedelta(seconds=lag)
+        window = timedelta(seconds=duration_seconds(analysis_window(self.spec)))
+        return self.of_own_traffic(judged_until) and judged_until - window >= parse_rfc3339(self.s.step_started_at)
 
     def of_own_traffic(self, at: datetime) -> bool:
         """Whether an analysis whose window ends at `at` measured the traffic this step routes: the backend is seen

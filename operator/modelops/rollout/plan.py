@@ -107,22 +107,35 @@ def checks_in_effect(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -
 def grading_until(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> datetime | None:
     """When a check with a grading delay judges first in this rollout, if it is still waiting for labels at `at`;
     None when it judges at `at`. It judges once the candidate has served for a window and the delay: its window
-    then holds labels of the candidate's own predictions."""
+    then counts only predictions made since the candidate began serving."""
     if check.grading_delay is None or status.analysis_since is None:
         return None
-    delay = duration_seconds(analysis_window(spec)) + duration_seconds(check.grading_delay)
+    delay = duration_seconds(analysis_window(spec)) + grading_seconds(check)
     first = parse_rfc3339(status.analysis_since) + timedelta(seconds=delay)
     return first if at < first else None
 
 
 def check_window(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, check: Check, at: datetime) -> str:
     """A check's query range at `at`: the analysis window; for a sequential check, everything since the candidate
-    began taking traffic (its evidence accumulates over the rollout), never less than the analysis window."""
+    began taking traffic (its evidence accumulates over the rollout), never less than the analysis window. With a
+    grading delay the range starts that delay later: its metrics count each prediction once it is that old, so
+    what they counted before were predictions made before the candidate served."""
     window = analysis_window(spec)
     if check.sequential is None or status.analysis_since is None:
         return window
-    served = math.ceil((at - parse_rfc3339(status.analysis_since)).total_seconds())
+    since = parse_rfc3339(status.analysis_since) + timedelta(seconds=grading_seconds(check))
+    served = math.ceil((at - since).total_seconds())
     return f"{max(served, math.ceil(duration_seconds(window)))}s"
+
+
+def grading_seconds(check: Check) -> float:
+    return duration_seconds(check.grading_delay) if check.grading_delay else 0.0
+
+
+def grading_lag(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> float:
+    """The longest grading delay (seconds) of the checks in effect that take part in decisions: how long after a
+    prediction the last of them counts it."""
+    return max((grading_seconds(c) for c in checks_in_effect(spec, status) if not c.dry_run), default=0.0)
 
 
 def rollout_wanted(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> bool:
@@ -183,7 +196,7 @@ def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) 
     steps = steps_of(spec)
     pause = duration_seconds(steps[min(status.current_step, len(steps) - 1)].pause)
     analyses = spec.analysis.no_data_limit + spec.analysis.failure_limit + 1
-    grading = max((duration_seconds(c.grading_delay) for c in spec.analysis.checks if c.grading_delay), default=0.0)
+    grading = max((grading_seconds(c) for c in spec.analysis.checks), default=0.0)
     undecided = max((duration_seconds(c.sequential.max_duration) for c in spec.analysis.checks if c.sequential),
                     default=0.0)
     allowed = (pause + duration_seconds(analysis_window(spec)) + grading + undecided

@@ -49,14 +49,17 @@ _AGREED = _COMPARED + ', outcome="agree"}'
 SHADOW_AGREEMENT = TemplateQuery(f"({observed(_AGREED)} or vector(0)) / {observed(_COMPARED + '}')}", observed(_COMPARED + "}"))
 
 # The delayed ground truth contract (README, "Metric contracts"): whatever joins labels to predictions (a
-# feedback endpoint, a job reading prediction logs) counts, when a prediction's label arrives,
-#   model_predictions_graded_total{namespace, model, version}   and, when it was right,
-#   model_predictions_correct_total{namespace, model, version}
-# with `version` the version that made the prediction. A window's counts are the labels that arrived in it, so
-# a check on them waits for its gradingDelay before its first verdict; its samples are the graded predictions.
-_GRADED = 'model_predictions_graded_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
-_CORRECT = 'model_predictions_correct_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"}'
-ACCURACY = TemplateQuery(f"({observed(_CORRECT)} or vector(0)) / {observed(_GRADED)}", observed(_GRADED))
+# feedback endpoint, a job reading prediction logs) counts each prediction once, when it is as old as the check's
+# gradingDelay (its grading age), by the label it had by then:
+#   model_predictions_aged_total{namespace, model, version, grade="correct"|"wrong"|"none"}
+# with `version` the version that made it; "none": no label by that age (a later one is never counted). Counting
+# on arrival instead biases a window toward the outcomes labelled soonest. A new name, so that counters of the
+# arrival-counting contract before it (model_predictions_graded_total) are never read as this one: the check has no
+# data. Its samples are the predictions graded correct or wrong, counted as scraped (`observed`).
+_AGED = 'model_predictions_aged_total{namespace="{{namespace}}", model="{{model}}", version="{{version}}"'
+_GRADED = observed(_AGED + ', grade=~"correct|wrong"}')
+_RIGHT = observed(_AGED + ', grade="correct"}')
+ACCURACY = TemplateQuery(f"({_RIGHT} or vector(0)) / {_GRADED}", _GRADED)
 
 # The drift score contract: a drift detector (Alibi Detect, Evidently...) watching a version's inputs exports its
 # latest score as the gauge model_drift_score{namespace, model, version}, higher meaning more drift, once per

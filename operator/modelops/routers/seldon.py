@@ -65,7 +65,9 @@ _ERRORS = f'{_METRIC}_count{{{_SERIES}, code=~"5.."}}'
 _SAMPLES = observed(_REQUESTS)
 _BUCKETS = observed(f"{_METRIC}_bucket{{{_SERIES}}}", "le")
 # Seldon's Feedback API counts each feedback and adds up its reward, per predictor: with a reward of 1 for a right
-# prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy.
+# prediction and 0 for a wrong one (the documented convention here), reward per feedback is accuracy. It counts a
+# feedback when it is sent: only a sender that sends each at the prediction's grading age (holding earlier labels,
+# dropping later ones) keeps arrival order from biasing it, as the contract's counters do (see base.ACCURACY).
 _FEEDBACK = f"seldon_api_model_feedback_total{{{_SERIES}}}"
 _REWARD = f"seldon_api_model_feedback_reward_total{{{_SERIES}}}"
 TEMPLATES = {

@@ -1,0 +1,21 @@
+"""Labels that come late, a wrong prediction's sooner than a right one's (see undecided_sim): counted once at the
+grading age, the README's sequential accuracy check rolls a healthy candidate back at most 1 - confidence of the
+time and a clearly worse one at least `confidence` of the time; counted on arrival, as the contract before said,
+the healthy one is rolled back far more often (the defect this guards against)."""
+
+from . import undecided_sim as sim
+
+ROLLOUTS = 4000
+CONFIDENCE = sim.readme_check("accuracy").sequential.confidence
+
+
+def test_counted_at_the_grading_age_a_healthy_candidate_is_rarely_rolled_back():
+    assert sim.rolled_back(sim.LATE_HEALTHY.run(ROLLOUTS, seed=21)) <= 1 - CONFIDENCE
+
+
+def test_counted_at_the_grading_age_a_worse_candidate_is_rolled_back():
+    assert sim.rolled_back(sim.LATE_BAD.run(ROLLOUTS, seed=22)) >= CONFIDENCE
+
+
+def test_counted_on_arrival_a_healthy_candidate_is_rolled_back_too_often():
+    assert sim.rolled_back(sim.ON_ARRIVAL.run(ROLLOUTS, seed=23)) > 1 - CONFIDENCE
