@@ -48,6 +48,8 @@ class Ending:
     """Rolled back (else promoted)."""
     minutes: int
     """Minutes since the candidate began serving."""
+    samples: int
+    """The candidate's samples judged at the end (graded ones, for a check with a grading delay)."""
 
 
 def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng: np.random.Generator, *,
@@ -81,11 +83,11 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
             result = Outcome.Inconclusive
         streaks, result = count_analysis(streaks, result, analysis.no_data_limit, no_data_counts=True)
         if result is Outcome.Failed and streaks.failures >= analysis.failure_limit:
-            return Ending(True, minute)
+            return Ending(True, minute, n_c)
         if result is Outcome.Passed and in_step * MINUTE >= duration_seconds(steps[step].pause):
             step, in_step = step + 1, 0
             if step == len(steps):
-                return Ending(False, minute)
+                return Ending(False, minute, n_c)
     raise AssertionError(f"a rollout neither promoted nor rolled back in {last} minutes")
 
 
