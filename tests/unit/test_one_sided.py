@@ -12,7 +12,7 @@ import pytest
 
 from bench.stats import sprt_samples
 from modelops.analysis.evaluate import Measurement, alpha_split, evaluate, sequential_checks
-from modelops.analysis.sequential import MIXING_SAMPLES, boundary
+from modelops.analysis.sequential import WITHIN_MIXING, WORSE_MIXING, boundary
 from modelops.api.modeldeployment import Check, Verdict
 
 from . import sequential_sim as sim
@@ -23,19 +23,20 @@ AT = "2026-01-01T00:00:00.000Z"
 
 # --- the boundary ----------------------------------------------------------------------------------------------
 
-def mixture(s: float, n: float, rho: float = MIXING_SAMPLES) -> float:
+def mixture(s: float, n: float, rho: float) -> float:
     """The half-normal mixture of exp(l s - l^2 n / 2) over l >= 0, precision rho: the exact one-sided mixture."""
     total = n + rho
     x = s / math.sqrt(total)
     return 2 * math.sqrt(rho / total) * math.exp(x * x / 2) * 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
+@pytest.mark.parametrize("rho", [WORSE_MIXING, WITHIN_MIXING])
 @pytest.mark.parametrize("alpha", [0.2, 0.05, 0.01, 0.001])
-def test_the_closed_form_boundary_lies_just_beyond_the_exact_mixtures(alpha):
+def test_the_closed_form_boundary_lies_just_beyond_the_exact_mixtures(alpha, rho):
     for n in (1, 10, 50, 1_000, 10**6):
-        crossing = boundary(n, alpha) * math.sqrt(n)  # the bound on the sum: z(n) standard errors of n samples
-        assert mixture(crossing, n) >= 1 / alpha  # so the chance of ever reaching it is at most alpha (Ville)
-        assert mixture(0.85 * crossing, n) < 1 / alpha  # and not far beyond the exact boundary
+        crossing = boundary(n, alpha, rho) * math.sqrt(n)  # the bound on the sum: z(n) standard errors of n samples
+        assert mixture(crossing, n, rho) >= 1 / alpha  # so the chance of ever reaching it is at most alpha (Ville)
+        assert mixture(0.85 * crossing, n, rho) < 1 / alpha  # and not far beyond the exact boundary
 
 
 def test_a_random_walk_crosses_the_boundary_at_most_alpha_of_the_time_and_with_alpha_tripled_more():
@@ -43,12 +44,13 @@ def test_a_random_walk_crosses_the_boundary_at_most_alpha_of_the_time_and_with_a
     sums = rng.standard_normal((4000, 3000), dtype=np.float32).cumsum(axis=1)
     n = np.arange(1, 3001)
 
-    def crossed(alpha: float) -> float:
-        edge = np.array([boundary(k, alpha) for k in n]) * np.sqrt(n)
+    def crossed(alpha: float, rho: float) -> float:
+        edge = np.array([boundary(k, alpha, rho) for k in n]) * np.sqrt(n)
         return float((sums >= edge).any(axis=1).mean())
 
-    assert 0.5 * ALPHA < crossed(ALPHA) <= ALPHA
-    assert crossed(3 * ALPHA) > ALPHA
+    for rho in (WORSE_MIXING, WITHIN_MIXING):
+        assert crossed(ALPHA, rho) <= ALPHA
+        assert crossed(3 * ALPHA, rho) > ALPHA
 
 
 # --- whole rollouts at the tolerated edge -------------------------------------------------------------------------
