@@ -1,7 +1,7 @@
 """Simulated canary rollouts of the README's sequential checks, judged by the operator's own pure parts.
 
 Each rollout walks the default steps (10 %, 25 %, 50 %; pauses 1m, 2m, 2m) with an analysis every minute, as the
-engine does: the check's evidence is everything since the candidate began serving (`evaluate`, the mSPRT of
+engine does: the check's evidence is everything since the candidate began serving (`evaluate`, the one-sided bounds of
 `analysis.sequential`), an Undecided check is held against its budget (`spend_budget`), the analysis' outcome is
 `outcome`'s, and the engine counts it (`count_analysis`) toward failureLimit and noDataLimit. A step passes after
 its pause on a passed analysis; failureLimit failures in a row roll back.

@@ -14,9 +14,9 @@ a nonnegative supermartingale, so (Ville) the chance that it ever reaches 1/alph
 
     S >= u(V) = sqrt(2 (V + rho) log(sqrt((V + rho) / rho) / (2 alpha) + 1)):
 
-a closed-form boundary that the sum crosses, at any look however many there are, with chance at most alpha. In
-sample time (`V` the candidate's samples, each of the contrast's per-sample variance) and divided by the samples,
-it bounds an estimate of variance `v` from n samples by `sqrt(v) * z(n)` with
+a closed-form boundary that the sum crosses, at any look however many there are, with chance at most alpha.
+Counting time in the candidate's samples (the sum standardised by the contrast's variance per candidate sample,
+so V = n) and dividing by n, it bounds an estimate of variance `v` after n samples by `sqrt(v) * z(n)` with
 z(n) = sqrt(2 (1 + rho / n) log(sqrt(1 + n / rho) / (2 alpha) + 1)). `rho` is a constant of each bound
 (WORSE_MIXING, WITHIN_MIXING): a mixture over a parameter chosen from the data would not be one. The variance is the plug-in estimate at each look, which
 makes the bound asymptotic (Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas 2021, "Time-uniform central limit
