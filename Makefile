@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit bench setup system-deps controlplane kserve helm argocd-lua crds clean image kind-up upstream-crds
+.PHONY: demo test unit bench bench-stats setup system-deps controlplane kserve helm argocd-lua crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,10 @@ test: setup
 N ?= 1000
 bench: upstream-crds $(VENV)/.installed system-deps controlplane
 	$(PY) -m bench.run --deployments $(N) --out bench-output $(if $(COMPARE),--compare $(COMPARE))
+
+# How soon the sequential checks roll a worse candidate back, against Wald's SPRT (simulated; prints a table).
+bench-stats: $(VENV)/.installed
+	$(PY) -m bench.stats
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

@@ -162,9 +162,10 @@ def serve(config: dict) -> None:
             request = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if upstream is not None:  # queue-proxy in front of a real model server
                 code, body = forward("POST", self.path, request)
-                self._send(code, body, "application/json")
+                # Counted before the answer goes out, so that whoever got it reads /metrics with it counted.
                 observe(time.perf_counter() - started, code)
                 self._compare(predictions_of(code, body))
+                self._send(code, body, "application/json")
                 return
             outcome = behaviour.next()
             time.sleep(behaviour.latency)
@@ -176,9 +177,9 @@ def serve(config: dict) -> None:
                     if outcome.correct:
                         correct.labels(**model_labels).inc()
             code = 500 if outcome.fails else 200
-            self._send(code, json.dumps(answer).encode(), "application/json")
             observe(time.perf_counter() - started, code)
             self._compare(answer.get("predictions"))
+            self._send(code, json.dumps(answer).encode(), "application/json")
 
         def _compare(self, own: list | None) -> None:
             """A mirrored copy answered: do its predictions agree with those the serving version answered?"""

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 
 from . import metrics
-from .analysis.evaluate import Measurement, awaiting_labels, evaluate
+from .analysis.evaluate import Measurement, awaiting_labels, evaluate, sequential_checks
 from .analysis.measure import analyse, unless_set
 from .analysis.promql import Subject
 from .analysis.provider import Asker, ProviderError, ProviderFactory, answered_within
@@ -51,7 +51,8 @@ async def measure_if_due(providers: ProviderFactory, spec: ModelDeploymentSpec, 
         provider = await providers(spec.analysis, asker, budget)
         return await analyse(provider, checks, router.templates, subject(status.canary_version),
                              subject(status.stable_version), at, rfc3339(at),
-                             {c.name: check_window(spec, status, c, at) for c in checks}, previous)
+                             {c.name: check_window(spec, status, c, at) for c in checks}, previous,
+                             sequential_checks(spec.analysis.checks))
 
     started = time.monotonic()
     try:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_proportions, fold, samples_to_locate,
-                                          tail_above)
+from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_proportions, fold,
+                                          proportion_contrast, samples_to_locate, tail_above)
 
 ROLLOUTS = 1000
 LOOKS = 60
@@ -72,6 +72,43 @@ def proportions(scenario: str, stable_rate: float, candidate_rate: float, *, tol
                 break
         findings.append((finding, n))
     return _summarise(scenario, findings)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Many simulated rollouts of `checks` independent proportion checks, each judged every look, vectorised."""
+
+    rolled_back: float
+    """Share of the rollouts in which some check was found worse before being found within."""
+    passed: float
+    """Share in which every check was found within before any was found worse."""
+    samples: np.ndarray
+    """Candidate samples at each rollout's first "worse" (its rollback), NaN where there was none."""
+
+
+def decisions(stable_rate: float, candidate_rate: float, *, tolerance: float, higher_is_better: bool, alpha: float,
+              looks: int, per_look: int = PER_LOOK, checks: int = 1, rollouts: int = 4000, seed: int = 1) -> Decisions:
+    """Each check at 1 - `alpha` confidence split over the `checks` (Bonferroni, as evaluate splits it), the
+    candidate `per_look` samples a look and stable STABLE_SHARE times as many; a check stops at its first finding.
+    Every count is the operator's arithmetic (proportion_contrast) on arrays of rollouts."""
+    rng = np.random.default_rng(seed)
+    shape = (rollouts, checks)
+    hits_c, hits_s = np.zeros(shape), np.zeros(shape)
+    worse_at, within_at = np.full(shape, np.inf), np.full(shape, np.inf)
+    for look in range(1, looks + 1):
+        hits_c += rng.binomial(per_look, candidate_rate, size=shape)
+        hits_s += rng.binomial(per_look * STABLE_SHARE, stable_rate, size=shape)
+        n = per_look * look
+        if n < MIN_SAMPLES:
+            continue
+        c = proportion_contrast(Proportion(hits_c, n), Proportion(hits_s, n * STABLE_SHARE), tolerance=tolerance,
+                                higher_is_better=higher_is_better, alpha=alpha / checks)
+        undecided = np.isinf(worse_at) & np.isinf(within_at)
+        worse_at[undecided & c.worse] = n
+        within_at[undecided & c.within] = n
+    rollback, promotion = worse_at.min(axis=1), within_at.max(axis=1)  # any check worse; every check within
+    rolled = rollback < promotion
+    return Decisions(rolled.mean(), (promotion < rollback).mean(), np.where(rolled, rollback, np.nan))
 
 
 FINE_BUCKETS = tuple(round(0.05 * 1.1 ** i, 6) for i in range(20)) + (math.inf,)

@@ -1,7 +1,7 @@
 """Simulated canary rollouts of the README's sequential checks, judged by the operator's own pure parts.
 
 Each rollout walks the default steps (10 %, 25 %, 50 %; pauses 1m, 2m, 2m) with an analysis every minute, as the
-engine does: the check's evidence is everything since the candidate began serving (`evaluate`, the mSPRT of
+engine does: the check's evidence is everything since the candidate began serving (`evaluate`, the one-sided bounds of
 `analysis.sequential`), an Undecided check is held against its budget (`spend_budget`), the analysis' outcome is
 `outcome`'s, and the engine counts it (`count_analysis`) toward failureLimit and noDataLimit. A step passes after
 its pause on a passed analysis; failureLimit failures in a row roll back.
@@ -53,6 +53,8 @@ class Ending:
     """Rolled back (else promoted)."""
     minutes: int
     """Minutes since the candidate began serving."""
+    samples: int
+    """The candidate's samples judged at the end (graded ones, for a check with a grading delay)."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,11 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
             result = Outcome.Inconclusive
         streaks, result = count_analysis(streaks, result, analysis.no_data_limit, no_data_counts=True)
         if result is Outcome.Failed and streaks.failures >= analysis.failure_limit:
-            return Ending(True, minute)
+            return Ending(True, minute, int(n_c))
         if result is Outcome.Passed and in_step >= max(pauses[step], own):
             step, in_step = step + 1, 0
             if step == len(steps):
-                return Ending(False, minute)
+                return Ending(False, minute, int(n_c))
     raise AssertionError(f"a rollout neither promoted nor rolled back in {last} minutes")
 
 

@@ -90,9 +90,11 @@ def limit_bounds(check: Check, baseline: float | None) -> dict[str, float]:
     return effective
 
 
-def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus | None = None) -> CheckStatus:
+def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus | None = None, *,
+             sequential_checks: int = 1) -> CheckStatus:
     """Judge one check. `at` is the end of the measured window, as RFC 3339; `previous` is the check's status from
-    the rollout's last analysis, whose intervals a sequential check carries on."""
+    the rollout's last analysis, whose intervals a sequential check carries on. `sequential_checks`: how many
+    sequential checks decide the analysis (see `alpha_split`)."""
     baseline = _finite(measured.baseline)
     intervals = _intervals(check, measured, previous)
     bounds = _bounds(check, baseline)
@@ -129,7 +131,7 @@ def evaluate(check: Check, measured: Measurement, at: str, previous: CheckStatus
     value = measured.value
     assert value is not None
     if check.sequential is not None:
-        return result(*_weigh(check, measured, intervals))
+        return result(*_weigh(check, measured, intervals, alpha_split(check, sequential_checks)))
     for kind, bound, words in bounds:
         if _breaks(kind, value, bound):
             return result(Verdict.Fail, f"{_fmt(value)} breaks the limit {words}")
@@ -171,12 +173,26 @@ def _intervals(check: Check, measured: Measurement,
     return fold(kept[0], value * n_c, n_c), fold(kept[1], baseline * n_s, n_s)
 
 
-def _weigh(check: Check, measured: Measurement,
-           intervals: tuple[Intervals | None, Intervals | None]) -> tuple[Verdict, str]:
+def sequential_checks(checks: Iterable[Check]) -> int:
+    """The sequential checks that decide an analysis of these: dry runs decide nothing."""
+    return sum(c.sequential is not None and not c.dry_run for c in checks)
+
+
+def alpha_split(check: Check, sequential: int) -> int:
+    """In how many shares a sequential check's 1 - confidence is split (Bonferroni) when `sequential` checks decide
+    its analysis: a false failure of any of them then has at most the largest of their 1 - confidence. A dry run
+    is judged as it would be if it decided too, so that adding one changes no other check's verdict."""
+    return max(1, sequential + check.dry_run)
+
+
+def _weigh(check: Check, measured: Measurement, intervals: tuple[Intervals | None, Intervals | None],
+           split: int) -> tuple[Verdict, str]:
     """A sequential check's verdict: the evidence so far on the candidate against stable (see sequential), a
-    proportion's variance widened by its `intervals`' spread."""
+    proportion's variance widened by its `intervals`' spread, each of its one-sided bounds at 1 - confidence split
+    in `split` shares."""
     assert check.sequential is not None and measured.value is not None and measured.baseline is not None
-    confidence = check.sequential.confidence
+    alpha = (1 - check.sequential.confidence) / split
+    confidence = 1 - alpha
     higher_is_better = check.max_drop_percent is not None
     percent = check.max_drop_percent if higher_is_better else check.max_increase_percent
     assert percent is not None
@@ -216,7 +232,8 @@ def _weigh(check: Check, measured: Measurement,
                                        tolerance=percent / 100, higher_is_better=higher_is_better,
                                        confidence=confidence)
         found = values
-    sure = f"with {_fmt(confidence * 100)}% confidence, {sizes}"
+    shared = f" ({_fmt(check.sequential.confidence * 100)}% split over {split} sequential checks)" if split > 1 else ""
+    sure = f"with {_fmt(confidence * 100)}% confidence{shared}, {sizes}"
     return {
         Finding.worse: (Verdict.Fail, f"{found}: more than {edge}, {sure}"),
         Finding.within: (Verdict.Pass, f"{found}: within {edge}, {sure}"),

@@ -104,17 +104,19 @@ async def measure(provider: MetricProvider, check: Check, templates: dict[CheckT
 
 async def analyse(provider: MetricProvider, checks: list[Check], templates: dict[CheckTemplate, TemplateQuery],
                   candidate: Subject, stable: Subject, at: datetime, at_text: str,
-                  windows: Mapping[str, str] | None = None,
-                  previous: Mapping[str, CheckStatus] | None = None) -> tuple[CheckStatus, ...]:
+                  windows: Mapping[str, str] | None = None, previous: Mapping[str, CheckStatus] | None = None,
+                  split_over: int = 1) -> tuple[CheckStatus, ...]:
     """`windows`: check name -> its query window where it is not the subjects' own; `previous`: check name -> its
-    status from the rollout's last analysis (see evaluate)."""
+    status from the rollout's last analysis (see evaluate). `split_over`: the sequential checks that decide the
+    analysis, all of the spec's (see evaluate.alpha_split), whichever are measured now."""
     def window(check: Check, subject: Subject) -> Subject:
         own = (windows or {}).get(check.name)
         return replace(subject, window=own) if own else subject
 
     measured = await asyncio.gather(*(measure(provider, c, templates, window(c, candidate), window(c, stable), at,
                                               window(c, candidate).window != candidate.window) for c in checks))
-    return tuple(evaluate(c, m, at_text, (previous or {}).get(c.name)) for c, m in zip(checks, measured))
+    return tuple(evaluate(c, m, at_text, (previous or {}).get(c.name), sequential_checks=split_over)
+                 for c, m in zip(checks, measured))
 
 
 async def unless_set(interrupted: asyncio.Event, measurement: Awaitable[T]) -> T | None:

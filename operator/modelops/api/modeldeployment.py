@@ -278,7 +278,8 @@ class SequentialTest(ApiModel):
 
     confidence: float = Field(default=0.95, ge=0.8, le=0.999)
     """How sure the test must be before a verdict: a healthy candidate fails at most 1 - confidence of its
-    rollouts, whatever their length. Until it is that sure either way, the check is Undecided: the step holds,
+    rollouts, whatever their length (split evenly over the analysis' sequential checks, so that this holds for
+    all of them together). Until it is that sure either way, the check is Undecided: the step holds,
     and no analysis counts toward noDataLimit or failureLimit for it, until the budget (maxDuration, maxSamples)
     is spent."""
     max_duration: PositiveDuration = "1h"
