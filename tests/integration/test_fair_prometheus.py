@@ -164,13 +164,19 @@ def test_a_tenant_flooding_the_shared_prometheus_does_not_move_anothers_verdicts
 
     print(f"\nshared Prometheus answering in {DELAY:g} s; flood: 4 deployments x {FLOOD_CHECKS} unbatchable dry-run "
           f"checks in 2 namespaces, {flood_peak} requests in flight at the peak")
+    mean = {}
     for what, figures in (("alone", alone), ("beside the flood", beside)):
-        mean = figures["seconds"] / figures["analyses"] if figures["analyses"] else float("nan")
+        mean[what] = figures["seconds"] / figures["analyses"] if figures["analyses"] else float("nan")
         print(f"victim {what}: {'promoted' if figures['promoted'] else 'ROLLED BACK'} after "
-              f"{figures['rollout seconds']:.1f} s; {figures['analyses']:.0f} analyses, mean latency {mean:.2f} s; "
+              f"{figures['rollout seconds']:.1f} s; {figures['analyses']:.0f} analyses, mean latency {mean[what]:.2f} s; "
               f"{figures['errors']:.0f} Error and {figures['fails']:.0f} Fail verdicts")
     assert alone["promoted"] and alone["errors"] == 0 and alone["fails"] == 0, alone
     # The verdicts beside the flood are those alone: every analysis answered, nothing failed, promoted.
     assert beside["promoted"], beside["reason"]
     assert beside["errors"] == 0 and beside["fails"] == 0, beside
+    # And their timing: an analysis waits at most one turn behind the flood per request (VICTIM_INTERVAL).
+    bound = mean["alone"] + 2 * DELAY
+    print(f"victim's mean analysis latency beside the flood {mean['beside the flood']:.2f} s, bound {bound:.2f} s "
+          f"(alone + 2 x {DELAY:g} s)")
+    assert mean["beside the flood"] <= bound, mean
     assert flood_peak >= 16
