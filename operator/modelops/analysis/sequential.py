@@ -60,7 +60,9 @@ WORSE_MIXING = 50
 """The worse bound's `rho`, in the candidate's samples. A constant, so the same at every look and after a restart.
 Chosen by simulation for detection speed on differences of the size these checks exist to catch, which take a few
 hundred samples: an accuracy of 0.97 against 0.92 and an error rate of 1 % against 3 %, each with a 4x larger
-stable (25 to 100 came out within 6 % of each other there; 400 was 15 to 35 % slower)."""
+stable (25 to 100 came out within 6 % of each other there; 400 was 15 to 35 % slower). Against Wald's SPRT at the
+same looks (bench.stats) 50 was the fastest tried, 35 and 70 within 3 %; 200 was up to 20 % slower and let a candidate
+at the edge be rolled back more than alpha / 2 of the time over 1,000 looks."""
 WITHIN_MIXING = 500
 """The within bound's `rho`: proving a healthy candidate within the tolerance takes thousands of samples, where a
 larger `rho` is tighter (the README's healthy rollouts of the errors check were promoted in 23 minutes rather than
