@@ -128,8 +128,8 @@ class Row:
         return "| " + " | ".join(cells + [f"{self.seconds:.1f}"]) + " |"
 
 
-HEADER = ("| row | median samples to rollback | SPRT at the same looks | ratio | Wald's E[N], a look per sample | ratio "
-          "| looks to first Fail / SPRT's | looks to rollback / SPRT's | looks failureLimit adds | minutes to rollback "
+HEADER = ("| row | median samples to rollback | SPRT at the same looks | ratio | Wald's E[N], a look per sample "
+          "| ratio | looks to first Fail / SPRT's | looks to rollback / SPRT's | looks failureLimit adds | minutes to rollback "
           "| SPRT's minutes | seconds |")
 
 # The README's examples' tolerances: accuracy maxDropPercent 1, errors maxIncreasePercent 10.
