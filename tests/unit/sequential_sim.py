@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelops.analysis.sequential import (MIN_SAMPLES, Finding, Proportion, compare_proportions, fold,
-                                          proportion_contrast, samples_to_locate, tail_above)
+                                          nearest_bound, proportion_contrast, samples_to_locate, tail_above)
 
 ROLLOUTS = 1000
 LOOKS = 60
@@ -115,7 +115,7 @@ FINE_BUCKETS = tuple(round(0.05 * 1.1 ** i, 6) for i in range(20)) + (math.inf,)
 """Bucket bounds 10 % apart from 50 ms to 306 ms: a layout that resolves narrow latency distributions."""
 
 
-def _bucket_probabilities(bounds: tuple[float, ...], median: float, sigma: float, *, tail: float = 0.0,
+def bucket_probabilities(bounds: tuple[float, ...], median: float, sigma: float, *, tail: float = 0.0,
                           tail_factor: float = 1.0) -> np.ndarray:
     """Chance of a log-normal latency landing in each bucket; with `tail`, that share of requests takes
     `tail_factor` times as long (a regression of the slowest requests only)."""
@@ -127,15 +127,61 @@ def _bucket_probabilities(bounds: tuple[float, ...], median: float, sigma: float
     return np.diff(np.concatenate([[0.0], mixed]))
 
 
+def tail_scaled(probabilities: np.ndarray, factor: float) -> np.ndarray:
+    """Bucket probabilities whose share above every bound is `factor` times that of `probabilities` (capped at all
+    requests): a candidate exactly at a tolerance of `factor` - 1 whichever bound a latency check picks."""
+    above = np.clip(factor * (1 - probabilities.cumsum()), 0, 1)
+    return np.diff(np.concatenate([[0.0], 1 - above]))
+
+
+def tails(below_c: np.ndarray, below_s: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What tail_above reads, for arrays of rollouts' cumulative bucket counts (a row each, +Inf last): the index of
+    the bound nearest stable's `quantile` (nearest_bound) and each version's requests above it."""
+    n_c, n_s = below_c[:, -1], below_s[:, -1]
+    finite = below_s.shape[1] - 1  # +Inf holds every request: never a bound to test at
+    chosen = nearest_bound([n_s - below_s[:, i] for i in range(finite)], n_s, quantile)
+    at = chosen[:, None]
+    return (chosen, n_c - np.take_along_axis(below_c, at, axis=1)[:, 0],
+            n_s - np.take_along_axis(below_s, at, axis=1)[:, 0])
+
+
+def latency_decisions(stable: np.ndarray, candidate: np.ndarray, *, quantile: float, tolerance: float, alpha: float,
+                      looks: int, per_look: int = PER_LOOK, rollouts: int = 4000, seed: int = 1) -> Decisions:
+    """Rollouts of a sequential latency check on `quantile`, the versions' requests landing in the buckets with the
+    chances `stable` and `candidate`, the candidate `per_look` requests a look and stable STABLE_SHARE times as
+    many; a rollout stops at its first finding. As evaluate judges: no look before MIN_SAMPLES and
+    samples_to_locate, the bound nearest stable's quantile (nearest_bound, what tail_above picks) and the shares
+    above it compared (proportion_contrast, what compare_proportions decides on), on arrays of rollouts. A bound
+    too far from the quantile is not modelled (evaluate's Error there is no verdict), so the passes counted are at
+    least the operator's and the rollbacks the same."""
+    rng = np.random.default_rng(seed)
+    below_c, below_s = np.zeros((rollouts, len(stable))), np.zeros((rollouts, len(stable)))
+    worse_at, within_at = np.full(rollouts, np.inf), np.full(rollouts, np.inf)
+    for look in range(1, looks + 1):
+        below_c += rng.multinomial(per_look, candidate, size=rollouts).cumsum(axis=1)
+        below_s += rng.multinomial(per_look * STABLE_SHARE, stable, size=rollouts).cumsum(axis=1)
+        n, n_s = per_look * look, per_look * STABLE_SHARE * look
+        if n < MIN_SAMPLES or n_s < samples_to_locate(quantile):
+            continue
+        _, above_c, above_s = tails(below_c, below_s, quantile)
+        c = proportion_contrast(Proportion(above_c, n), Proportion(above_s, n_s), tolerance=tolerance,
+                                higher_is_better=False, alpha=alpha)
+        undecided = np.isinf(worse_at) & np.isinf(within_at)
+        worse_at[undecided & c.worse] = n
+        within_at[undecided & c.within] = n
+    return Decisions(float(np.isfinite(worse_at).mean()), float(np.isfinite(within_at).mean()),
+                     np.where(np.isfinite(worse_at), worse_at, np.nan))
+
+
 def latencies(scenario: str, stable_median: float, candidate_median: float, *, tolerance: float, quantile: float,
               sigma: float = 0.5, bounds: tuple[float, ...] = PROMETHEUS_BUCKETS, tail: float = 0.0,
               tail_factor: float = 1.0, confidence: float = 0.95, seed: int = 2) -> Summary:
     """Rollouts of a sequential latency check on `quantile` (latencyP50: 0.5, latencyP95: 0.95)."""
     rng = np.random.default_rng(seed)
     per_c, per_s = PER_LOOK, PER_LOOK * STABLE_SHARE
-    counts_c = rng.multinomial(per_c, _bucket_probabilities(bounds, candidate_median, sigma, tail=tail,
+    counts_c = rng.multinomial(per_c, bucket_probabilities(bounds, candidate_median, sigma, tail=tail,
                                                             tail_factor=tail_factor), size=(ROLLOUTS, LOOKS))
-    counts_s = rng.multinomial(per_s, _bucket_probabilities(bounds, stable_median, sigma), size=(ROLLOUTS, LOOKS))
+    counts_s = rng.multinomial(per_s, bucket_probabilities(bounds, stable_median, sigma), size=(ROLLOUTS, LOOKS))
     # Cumulative over looks (the window grows), then over buckets (Prometheus' `le` counts).
     cum_c = counts_c.cumsum(axis=1).cumsum(axis=2)
     cum_s = counts_s.cumsum(axis=1).cumsum(axis=2)

@@ -1,18 +1,20 @@
 """The benchmark's pure parts (bench/): quantiles from histogram buckets, metric text, request rates by
-verb, the table and the comparison with a previous run, and the objects it creates. The benchmark
-itself is `make bench`, never run here."""
+verb, the table and the comparison with a previous run, the objects it creates, and the ideal SPRT that
+`make bench-stats` compares with. The benchmarks themselves are never run here."""
 
 from __future__ import annotations
 
 import math
 import re
 
+import numpy as np
 import pytest
 
 from bench import figures as fig
 from bench.kube import resource_of
 from bench.run import GC_PAUSE_SAMPLES, http_route, model_deployment, model_version
 from bench.standins import Exporter, accepted, checks, endpoint_slice, route_status
+from bench.stats import BETA, sprt_at_looks, sprt_samples
 from modelops.api.modeldeployment import ModelDeploymentSpec
 from modelops.api.modelversion import ModelVersionSpec
 
@@ -247,3 +249,19 @@ def test_exporter_counts_requests_from_when_a_service_was_added():
     found = fig.samples(text, ["bench_requests_total", "bench_errors_total"])
     assert fig.total(found, "bench_requests_total", service="a") == 25
     assert fig.total(found, "bench_errors_total", namespace="bench") == 0
+
+
+# --- bench-stats: the ideal SPRT simulated at given looks ----------------------------------------
+
+
+@pytest.mark.parametrize("stable, candidate, tolerance, higher", [(0.97, 0.92, 0.01, True), (0.01, 0.03, 0.10, False)])
+def test_the_sprt_simulated_with_a_look_per_sample_is_walds(stable, candidate, tolerance, higher):
+    """It rejects the edge about 1 - beta of the time, after about Wald's expected samples (a little more: the
+    overshoot his approximation leaves out)."""
+    expected = sprt_samples(stable, candidate, tolerance=tolerance, higher_is_better=higher, stable_per_candidate=4)
+    stops = sprt_at_looks(stable, candidate, tolerance=tolerance, higher_is_better=higher, candidate_per_look=1,
+                          stable_per_look=4, poisson=False, looks=math.ceil(6 * expected), rollouts=4000, seed=3)
+    rejected = stops.samples[~np.isnan(stops.samples)]
+    assert 1 - BETA <= len(rejected) / len(stops.samples) <= 1 - BETA / 2
+    assert expected <= rejected.mean() <= 1.2 * expected
+    assert (stops.looks[~np.isnan(stops.looks)] == rejected).all()  # a look per candidate sample

@@ -1,7 +1,8 @@
 """The one-sided bounds of the sequential checks: the closed-form boundary against the exact mixture, its coverage,
 and the error rates of whole simulated rollouts at the tolerated edge (false rollback at most alpha / 2, false
-"within" at most alpha), on a long horizon, for rare events and for several checks at once; with alpha tripled the
-same assertions fail. Fixed seeds, 4,000 rollouts a row."""
+"within" at most alpha), on a long horizon, for rare events, for several checks at once and for latencies (narrow ones,
+and a regression of the tail alone); with alpha tripled the same assertions fail. Fixed seeds, 4,000 rollouts a
+row."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from bench.stats import sprt_samples
 from modelops.analysis.evaluate import Measurement, alpha_split, evaluate, sequential_checks
-from modelops.analysis.sequential import WITHIN_MIXING, WORSE_MIXING, boundary
+from modelops.analysis.sequential import WITHIN_MIXING, WORSE_MIXING, boundary, tail_above
 from modelops.api.modeldeployment import Check, Verdict
 
 from . import sequential_sim as sim
@@ -71,13 +72,28 @@ BETTER_ROWS = {
                                                                           looks=1000)),
 }
 
+# Latency: log-normal requests with a median of 100 ms. Narrow ones in buckets 10 % apart (the usual layouts have no
+# bound near their p95, which evaluate refuses); "at the edge" is a candidate whose share above every bound is 1.1x
+# stable's, so exactly at a 10 % tolerance whichever bound the check picks. 200 looks of 150 requests.
+NARROW = {sigma: sim.bucket_probabilities(sim.FINE_BUCKETS, 0.1, sigma) for sigma in (0.1, 0.2)}
+WIDE = sim.bucket_probabilities(sim.PROMETHEUS_BUCKETS, 0.1, 0.5)
+LATENCY = dict(quantile=0.95, tolerance=0.10, looks=200, per_look=150)
+LATENCY_EDGE_ROWS = {
+    f"latency p95, sigma {sigma}, 10 % more requests above every bound, tolerance 10 %, 200 looks":
+        (NARROW[sigma], sim.tail_scaled(NARROW[sigma], 1.1), LATENCY) for sigma in (0.1, 0.2)
+}
+LATENCY_BETTER_ROWS = {
+    "latency p95, sigma 0.5 in the default buckets, equal, tolerance 10 %, 200 looks": (WIDE, WIDE, LATENCY),
+}
 
-def broken_promises(rows: dict, alpha: float, *, edge: bool) -> list[str]:
+
+def broken_promises(rows: dict, alpha: float, *, edge: bool, simulate=sim.decisions, seed: int = 0) -> list[str]:
     """The rows whose rollouts, judged with bounds at `alpha`, break the promises made for ALPHA: a false rollback
-    at most ALPHA / 2, and (at the edge) a false "within" at most ALPHA."""
+    at most ALPHA / 2, and (at the edge) a false "within" at most ALPHA. `simulate`: sim.decisions (rows of rates)
+    or sim.latency_decisions (rows of bucket chances)."""
     broken = []
-    for seed, (name, (stable, candidate, options)) in enumerate(rows.items()):
-        found = sim.decisions(stable, candidate, alpha=alpha, rollouts=4000, seed=seed, **options)
+    for offset, (name, (stable, candidate, options)) in enumerate(rows.items()):
+        found = simulate(stable, candidate, alpha=alpha, rollouts=4000, seed=seed + offset, **options)
         if found.rolled_back > ALPHA / 2 or (edge and found.passed > ALPHA):
             broken.append(f"{name}: rolled back {found.rolled_back:.2%}, passed {found.passed:.2%}")
     return broken
@@ -88,11 +104,42 @@ def test_at_the_edge_a_candidate_is_rolled_back_at_most_half_alpha_and_passed_at
     assert broken_promises(BETTER_ROWS, ALPHA, edge=False) == []
 
 
+def test_at_the_latency_edge_the_same_promises_hold():
+    latency = sim.latency_decisions
+    assert broken_promises(LATENCY_EDGE_ROWS, ALPHA, edge=True, simulate=latency, seed=10) == []
+    assert broken_promises(LATENCY_BETTER_ROWS, ALPHA, edge=False, simulate=latency, seed=20) == []
+
+
 def test_with_alpha_tripled_the_same_promises_are_broken():
-    """The suite can fail: bounds three times too loose break it on the long horizon and with several checks."""
+    """The suite can fail: bounds three times too loose break it on the long horizon, with several checks and for
+    narrow latencies."""
     broken = broken_promises(EDGE_ROWS, 3 * ALPHA, edge=True)
     assert any(name.startswith("accuracy 0.90 at a 2 % drop, 1,000 looks") for name in broken), broken
     assert any(name.startswith("three accuracy checks") for name in broken), broken
+    narrowest = dict(list(LATENCY_EDGE_ROWS.items())[:1])
+    broken = broken_promises(narrowest, 3 * ALPHA, edge=True, simulate=sim.latency_decisions, seed=10)
+    assert len(broken) == 1 and broken[0].startswith("latency p95, sigma 0.1,"), broken
+
+
+def test_a_tail_only_regression_is_caught():
+    """The slowest 10 % of requests 3x slower, the median unchanged: the p95 check rolls it back."""
+    slower = sim.bucket_probabilities(sim.PROMETHEUS_BUCKETS, 0.1, 0.5, tail=0.10, tail_factor=3.0)
+    found = sim.latency_decisions(WIDE, slower, quantile=0.95, tolerance=0.10, alpha=ALPHA, looks=60, rollouts=4000,
+                                  seed=30)
+    assert found.rolled_back >= 0.95
+
+
+def test_the_simulated_tails_are_what_tail_above_reads():
+    rng = np.random.default_rng(31)
+    sizes = rng.integers(30, 3000, size=(2, 200))  # from few requests, where the bound picked varies, to many
+    below_c = rng.multinomial(sizes[0], sim.tail_scaled(NARROW[0.2], 1.1)).cumsum(axis=1).astype(float)
+    below_s = rng.multinomial(sizes[1], NARROW[0.2]).cumsum(axis=1).astype(float)
+    chosen, above_c, above_s = sim.tails(below_c, below_s, 0.95)
+    assert len(set(chosen.tolist())) > 1
+    for r in range(200):
+        tail = tail_above(tuple(zip(sim.FINE_BUCKETS, below_c[r])), tuple(zip(sim.FINE_BUCKETS, below_s[r])), 0.95)
+        assert (tail.bound, tail.candidate.hits, tail.stable.hits) == (sim.FINE_BUCKETS[chosen[r]], above_c[r],
+                                                                      above_s[r])
 
 
 # --- missed detections and speed --------------------------------------------------------------------------------

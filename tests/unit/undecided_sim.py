@@ -55,6 +55,9 @@ class Ending:
     """Minutes since the candidate began serving."""
     samples: int
     """The candidate's samples judged at the end (graded ones, for a check with a grading delay)."""
+    first_failed: int | None = None
+    """Minutes since the candidate began serving at the first failed analysis, None without one: a rollback waits
+    for failureLimit of them."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
     changes: list[tuple[int, float]] = []  # (the first minute of a new candidate share, by how much it rose)
     hits_c = n_c = hits_s = n_s = 0
     streaks, step, in_step = Streaks(), 0, 0
-    judged = None
+    judged, first_failed = None, None
 
     def p_of(p: float) -> float:
         return min(1.0, p * bursts.factor) if bursts is not None and rng.random() < bursts.chance else p
@@ -147,12 +150,14 @@ def roll_out(check: Check, rate: float, stable_p: float, candidate_p: float, rng
         if undecided_is_missing and result is Outcome.Undecided:
             result = Outcome.Inconclusive
         streaks, result = count_analysis(streaks, result, analysis.no_data_limit, no_data_counts=True)
+        if result is Outcome.Failed and first_failed is None:
+            first_failed = minute
         if result is Outcome.Failed and streaks.failures >= analysis.failure_limit:
-            return Ending(True, minute, int(n_c))
+            return Ending(True, minute, int(n_c), first_failed)
         if result is Outcome.Passed and in_step >= max(pauses[step], own):
             step, in_step = step + 1, 0
             if step == len(steps):
-                return Ending(False, minute, int(n_c))
+                return Ending(False, minute, int(n_c), first_failed)
     raise AssertionError(f"a rollout neither promoted nor rolled back in {last} minutes")
 
 

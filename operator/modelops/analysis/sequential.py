@@ -60,7 +60,9 @@ WORSE_MIXING = 50
 """The worse bound's `rho`, in the candidate's samples. A constant, so the same at every look and after a restart.
 Chosen by simulation for detection speed on differences of the size these checks exist to catch, which take a few
 hundred samples: an accuracy of 0.97 against 0.92 and an error rate of 1 % against 3 %, each with a 4x larger
-stable (25 to 100 came out within 6 % of each other there; 400 was 15 to 35 % slower)."""
+stable (25 to 100 came out within 6 % of each other there; 400 was 15 to 35 % slower). Against Wald's SPRT at the
+same looks (bench.stats) 50 was the fastest tried, 35 and 70 within 3 %; 200 was up to 20 % slower and let a candidate
+at the edge be rolled back more than alpha / 2 of the time over 1,000 looks."""
 WITHIN_MIXING = 500
 """The within bound's `rho`: proving a healthy candidate within the tolerance takes thousands of samples, where a
 larger `rho` is tighter (the README's healthy rollouts of the errors check were promoted in 23 minutes rather than
@@ -270,6 +272,26 @@ class Tail:
     median), give or take three standard errors of that share."""
 
 
+def nearest_bound(above: list, total, quantile: float):
+    """The index in `above` (stable's requests above each bucket bound, of `total`) of the bound whose share lies
+    nearest 1 - `quantile` in log-odds, the first of equals; a share of 0 or 1 counts as half a request off it.
+    Arithmetic and comparisons only, so that arrays of counts (one per simulated rollout) work as well as numbers."""
+    share = 1 - quantile
+
+    def distance(count):  # 2 cosh of the log-odds difference: ordered as that difference's size, no log needed
+        at_least = (count + 0.5 + abs(count - 0.5)) / 2  # max(count, 0.5)
+        clamped = (at_least + total - 0.5 - abs(at_least - total + 0.5)) / 2  # min(that, total - 0.5)
+        ratio = clamped / (total - clamped) * (1 - share) / share
+        return ratio + 1 / ratio
+
+    best, nearest = 0, distance(above[0])
+    for i, count in enumerate(above[1:], start=1):
+        d = distance(count)
+        closer = d < nearest
+        best, nearest = best + closer * (i - best), nearest + closer * (d - nearest)
+    return best
+
+
 def tail_above(candidate: Buckets, stable: Buckets, quantile: float) -> Tail:
     """The requests of each version slower than the bucket bound nearest stable's `quantile` (0.95: the bound
     with about 5 % of stable's requests above it). Counts are read at a bound both histograms have, never
@@ -286,12 +308,7 @@ def tail_above(candidate: Buckets, stable: Buckets, quantile: float) -> Tail:
     n_c, n_s = bucket_total(candidate), bucket_total(stable)
     share = 1 - quantile
     below_s, below_c = dict(stable), dict(candidate)
-
-    def distance(le: float) -> float:  # how far stable's share above `le` is from `share`, in log-odds
-        above = min(max(n_s - below_s[le], 0.5), n_s - 0.5) / n_s
-        return abs(math.log(above / (1 - above)) - math.log(share / (1 - share)))
-
-    bound = min(bounds, key=distance)
+    bound = bounds[nearest_bound([n_s - below_s[le] for le in bounds], n_s, quantile)]
     above = (n_s - below_s[bound]) / n_s
     slack = 3 * math.sqrt(above * (1 - above) / n_s)  # three standard errors: chance alone is never "too far"
     too_far = None
