@@ -55,6 +55,6 @@ def test_the_report_states_each_checks_false_rollbacks_and_detection(rates):
         # failureLimit 2 at a 2 s interval after a first window of 10 s: 12 s at the soonest
         assert 12 <= float(median) <= 30, rows[name]
     assert rows["error-rate"][1] == rows["agreement"][1] == "0.0%"
-    # An accuracy window of 8 to 20 graded answers at a 5 % limit: chance alone rolls some healthy candidates back.
+    # An accuracy window of 80 to 200 graded answers at a 5 % limit: chance alone rolls some healthy candidates back.
     assert float(rows["accuracy"][1].rstrip("%")) > 0
     assert "200 simulated rollouts" in "\n".join(lines)
