@@ -8,14 +8,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+import joblib
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .run import AGREEMENT_MIN, DRIFT_MAX, _epoch  # noqa: E402
+from modelops.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
+from tests.unit.window_sim import Samples, rollouts  # noqa: E402
+
+from .drift import brightness  # noqa: E402
+from .models import SlowAndBrittle, dataset  # noqa: E402
+from .run import AGREEMENT_MIN, DRIFT_MAX, RPS, _epoch, deployment_spec  # noqa: E402
 
 WINDOW = "10s"
+SIMULATED_ROLLOUTS = 400
+"""Rollouts per simulated figure: a few seconds for the report, a figure's standard error at most 2.5 points."""
+SIMULATED = {"error-rate": (Samples.answered, "errors"), "accuracy": (Samples.users, "accuracy"),
+             "agreement": (Samples.copies, "agreement")}
+"""The demo's checks of proportions: which of the candidate's requests each counts, and which offline rate."""
+NOT_SIMULATED = {
+    "p95-latency": "a quantile of the model servers' real latencies, which no model here describes: not simulated",
+    "drift": "driftTest fails a candidate without drift in at most 1 - confidence (5 %) of rollouts over its first "
+             "`looks` (60) analyses, by its construction (Bonferroni; 4.5 % measured by tests/unit/drift_sim.py)",
+}
 
 
 def operator_usage(pid: int, wall_seconds: float) -> dict[str, float]:
@@ -169,7 +186,51 @@ def mttr_lines(breach: tuple[float, str] | None, drill: dict[str, Any]) -> list[
     return rows
 
 
-def write_report(demo, traffic, phases: dict[str, Any], drill: dict[str, Any]) -> dict[str, Any]:
+def offline_rates(trained: list[Any]) -> dict[str, dict[str, float]]:
+    """Version -> its share of failed requests ("errors"), its accuracy on the requests it answers ("accuracy") and
+    how often its answer equals v1's there ("agreement"), on the held-out split the traffic replays."""
+    _, x, _, y = dataset()
+    predictions, answered = {}, {}
+    for t in trained:
+        model = joblib.load(t.path)
+        inner = model.model if isinstance(model, SlowAndBrittle) else model  # one batch, without its delay
+        predictions[t.version] = inner.predict(x)
+        answered[t.version] = (brightness(x) <= model.max_brightness if isinstance(model, SlowAndBrittle)
+                               else np.ones(len(y), dtype=bool))
+    first = predictions[trained[0].version]
+    return {v: {"errors": 1 - float(ok.mean()), "accuracy": float((predictions[v][ok] == y[ok]).mean()),
+                "agreement": float((predictions[v][ok] == first[ok]).mean())} for v, ok in answered.items()}
+
+
+def check_statistics(spec: ModelDeploymentSpec, rates: dict[str, dict[str, float]], stable: str, healthy: str,
+                     worse: str, *, per_second: float, count: int = SIMULATED_ROLLOUTS) -> list[str]:
+    """The report's section on each check's false-rollback rate and time to detection, by simulation
+    (tests.unit.window_sim) at the demo's traffic and the versions' offline `rates`: a healthy candidate is as
+    good as `stable` (for agreement: `healthy`'s agreement with it), a worse one has `worse`'s rates."""
+    lines = ["## The checks' error rates (simulated)", "",
+             f"Each check alone, in {count} simulated rollouts per figure of this ModelDeployment's steps, interval, "
+             f"window and limits at {per_second:g} requests/s, judged by the operator's own functions "
+             "(tests/unit/window_sim.py), with the versions' rates on the held-out split the traffic replays. "
+             "Seconds count from the candidate's first traffic.", "",
+             "| check | healthy candidate | false rollbacks | worse candidate | rolled back | median seconds to "
+             "rollback |", "|---|---|---|---|---|---|"]
+    for check in spec.analysis.checks:
+        if check.name not in SIMULATED:
+            lines.append(f"| {check.name} | {NOT_SIMULATED[check.name]} | | | | |")
+            continue
+        samples, rate = SIMULATED[check.name]
+        base = rates[stable][rate]
+        good = rates[healthy][rate] if rate == "agreement" else base
+        bad = rates[worse][rate]
+        false = rollouts(spec, check, samples, per_second, base, good, count=count, seed=1)
+        caught = rollouts(spec, check, samples, per_second, base, bad, count=count, seed=2)
+        median = "-" if caught.median_seconds is None else f"{caught.median_seconds:g}"
+        lines.append(f"| {check.name} | {rate} {good:.3g} (stable {base:.3g}) | {false.rolled_back:.1%} "
+                     f"| {rate} {bad:.3g} ({worse}) | {caught.rolled_back:.1%} | {median} |")
+    return lines + [""]
+
+
+def write_report(demo, traffic, phases: dict[str, Any], drill: dict[str, Any], trained: list[Any]) -> dict[str, Any]:
     wall = demo.timeline.points[-1]["t"] - demo.timeline.start
     usage = operator_usage(demo.operator.process.proc.pid, wall)
     breach = breach_to_stable(demo, traffic)
@@ -207,6 +268,8 @@ def write_report(demo, traffic, phases: dict[str, Any], drill: dict[str, Any]) -
     lines += [f"- operator CPU: {usage['cpu_seconds']:.1f} s over {wall:.0f} s of demo ({usage['cpu_percent']:.1f} % of one core)",
               f"- operator peak memory (VmHWM): {usage['peak_rss_mib']:.0f} MiB", ""]
     lines += mttr_lines(breach, drill)
+    lines += check_statistics(ModelDeploymentSpec.model_validate(deployment_spec([t.version for t in trained])),
+                              offline_rates(trained), "1.0.0", "3.0.0", "2.0.0", per_second=RPS)
     lines += ["## Decisions (status.history)", ""]
     lines += [f"- {h['time']} **{h['action']}** {h['version']}: {h['reason']}" for h in drill["history"]]
     lines += ["", "![timeline](timeline.png)", ""]

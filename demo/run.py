@@ -40,6 +40,8 @@ AGREEMENT_MIN = 0.9
 worst 100 consecutive requests), v2 on 56 %: 0.9 passes v3 with margin and would stop v2 even without its errors."""
 
 
+RPS = 40
+"""The users' requests a second."""
 DRIFT_MAX = 0.25
 """The drift score (PSI) the report holds a candidate's inputs against: live inputs score about 0.05 against v1's
 and v3's training data (the whole training split), about 1.2 against v2's (its dimmer half). The analysis judges
@@ -211,7 +213,7 @@ def rollout_story(demo: Demo, trained: list[Any]) -> dict[str, Any]:
     plane.apply({"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
                  "metadata": {"name": MODEL, "namespace": NAMESPACE}, "spec": spec})
     demo.follow(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "1.0.0", 60, "v1 serving")
-    traffic = GradedTraffic(demo.standin.split_file(NAMESPACE, ROUTE), NAMESPACE, MODEL, rps=40,
+    traffic = GradedTraffic(demo.standin.split_file(NAMESPACE, ROUTE), NAMESPACE, MODEL, rps=RPS,
                             references={t.version: t.reference for t in trained})
     demo.prometheus.add_target(f"127.0.0.1:{traffic.metrics_port}", role="ground-truth")
     traffic.start()
@@ -236,7 +238,7 @@ def rollout_story(demo: Demo, trained: list[Any]) -> dict[str, Any]:
     drill = rollback_drill(demo, traffic)
     time.sleep(3)  # a few more seconds of v3 alone on the chart
     traffic.stop()
-    return write_report(demo, traffic, phases, drill)
+    return write_report(demo, traffic, phases, drill, trained)
 
 
 def rollback_drill(demo: Demo, traffic: GradedTraffic) -> dict[str, Any]:

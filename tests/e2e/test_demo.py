@@ -54,6 +54,7 @@ def test_bad_version_is_rolled_back_in_its_shadow_step_unseen_and_good_one_promo
     assert "requests mirrored to the candidate" in report and "agreement with stable" in report
     assert f"{seen_v3['agreement']:.1%} of {seen_v3['compared']}" in report
     assert "visible in Prometheus -> 100 % stable" in report and "operator peak memory" in report
+    assert "## The checks' error rates (simulated)" in report
     # The rollback drill: to the fallback v1 and back to v3 on live traffic, timed, nothing failed.
     drill = result["drill"]
     assert (drill["status"]["result"], drill["status"]["fallbackVersion"], drill["status"]["returnedTo"]) == \

@@ -84,6 +84,8 @@ class Decisions:
     """Share in which every check was found within before any was found worse."""
     samples: np.ndarray
     """Candidate samples at each rollout's first "worse" (its rollback), NaN where there was none."""
+    passed_samples: np.ndarray
+    """Candidate samples when every check was found within (its promotion), NaN where that did not come first."""
 
 
 def decisions(stable_rate: float, candidate_rate: float, *, tolerance: float, higher_is_better: bool, alpha: float,
@@ -108,7 +110,9 @@ def decisions(stable_rate: float, candidate_rate: float, *, tolerance: float, hi
         within_at[undecided & c.within] = n
     rollback, promotion = worse_at.min(axis=1), within_at.max(axis=1)  # any check worse; every check within
     rolled = rollback < promotion
-    return Decisions(rolled.mean(), (promotion < rollback).mean(), np.where(rolled, rollback, np.nan))
+    promoted = promotion < rollback
+    return Decisions(rolled.mean(), promoted.mean(), np.where(rolled, rollback, np.nan),
+                     np.where(promoted, promotion, np.nan))
 
 
 FINE_BUCKETS = tuple(round(0.05 * 1.1 ** i, 6) for i in range(20)) + (math.inf,)

@@ -14,7 +14,8 @@ from ..api.modeldeployment import (LATENCY_QUANTILES, BudgetPolicy, Check, Check
 from ..api.types import duration_seconds
 from .drift import MIN_EXPECTED, Binned, DriftFinding, judge_drift
 from .sequential import (MAX_SAMPLES, MIN_SAMPLES, Buckets, Finding, Intervals, Proportion, Unresolvable, bucket_total,
-                         compare_proportions, fold, percentile_name, samples_to_locate, tail_above)
+                         compare_proportions, fold, percentile_name, samples_to_locate, samples_to_within,
+                         tail_above)
 
 
 @dataclass(frozen=True)
@@ -279,10 +280,13 @@ def _share(rate: float) -> str:
     return f"{rate * 100:.3g}%"
 
 
-def spend_budget(check: Check, judged: CheckStatus, served_seconds: float) -> CheckStatus:
+def spend_budget(check: Check, judged: CheckStatus, served_seconds: float, *, evidence_seconds: float | None = None,
+                 split: int = 1) -> CheckStatus:
     """An Undecided sequential check held against its budget (see SequentialTest): `served_seconds` since the
     candidate began serving, the candidate's samples in `judged`. Within it the check stays Undecided and says what
-    is left; once it is spent, the check takes onBudget's verdict. Any other verdict is returned as it is."""
+    is left, and (see budget_warning) when the budget left is not expected to reach a verdict; `evidence_seconds`
+    (the part of `served_seconds` its evidence covers, all of it when None) and `split` (see alpha_split) are for
+    that. Once the budget is spent, the check takes onBudget's verdict. Any other verdict is returned as it is."""
     test = check.sequential
     if judged.verdict is not Verdict.Undecided or test is None:
         return judged
@@ -293,7 +297,10 @@ def spend_budget(check: Check, judged: CheckStatus, served_seconds: float) -> Ch
         if test.max_samples is not None:
             left.append(f"{_fmt(test.max_samples - samples)} of maxSamples {_fmt(test.max_samples)} samples")
         words = " and ".join(left)
-        return judged.model_copy(update={"message": f"{judged.message}; budget left: {words}", "budget_left": words})
+        warning = budget_warning(check, judged, served_seconds,
+                                 served_seconds if evidence_seconds is None else evidence_seconds, split)
+        message = f"{judged.message}; budget left: {words}" + (f"; {warning}" if warning else "")
+        return judged.model_copy(update={"message": message, "budget_left": words, "budget_warning": warning})
     spent = (f"maxDuration {test.max_duration}" if served_seconds >= most
              else f"maxSamples {_fmt(test.max_samples or 0)}")
     if test.on_budget is BudgetPolicy.Pass:
@@ -303,6 +310,45 @@ def spend_budget(check: Check, judged: CheckStatus, served_seconds: float) -> Ch
     return judged.model_copy(update={"verdict": verdict,
                                      "message": f"undecided when its budget ({spent}) was spent, {words}; "
                                                 f"{judged.message}"})
+
+
+def budget_warning(check: Check, judged: CheckStatus, served_seconds: float, evidence_seconds: float,
+                   split: int) -> str | None:
+    """Why an Undecided sequential proportion check's budget left is not expected to reach a verdict, in words;
+    None when it is, or when there is too little evidence to tell. A candidate as good as stable needs about
+    samples_to_within samples (stable's rate and spread as seen, the versions' samples in the proportion seen so
+    far, 1 - confidence split in `split` shares); it is expected to have its samples so far plus as many more as
+    their rate over the `evidence_seconds` brings in the rest of maxDuration (a step holds while a check is
+    undecided, so the candidate's share holds too), at most maxSamples. Latency checks are not estimated."""
+    test, candidate, stable = check.sequential, judged.candidate_intervals, judged.stable_intervals
+    if test is None or candidate is None or stable is None or evidence_seconds <= 0:
+        return None
+    if min(candidate.total, stable.total) < MIN_SAMPLES:
+        return None
+    higher_is_better = check.max_drop_percent is not None
+    percent = check.max_drop_percent if higher_is_better else check.max_increase_percent
+    assert percent is not None
+    needed = samples_to_within(Proportion(stable.hits, stable.total, stable), tolerance=percent / 100,
+                               higher_is_better=higher_is_better, alpha=(1 - test.confidence) / split,
+                               stable_per_candidate=stable.total / candidate.total)
+    left = max(duration_seconds(test.max_duration) - served_seconds, 0.0)
+    by_duration = candidate.total * (1 + left / evidence_seconds)
+    cap = test.max_samples if test.max_samples is not None and test.max_samples <= by_duration else None
+    if needed <= (by_duration if cap is None else cap):
+        return None
+    reach = (f"within maxDuration {test.max_duration} at this traffic" if cap is None
+             else f"within maxSamples {_fmt(cap)}")
+    if math.isinf(needed):
+        why = "a candidate as good as stable is never proven within the tolerance"
+    else:
+        why = f"a candidate as good as stable needs about {_about(needed)} samples to be proven within the tolerance"
+    expected = f", about {_about(by_duration)} expected" if cap is None else ""
+    return f"cannot reach a verdict {reach}: {why}{expected}; onBudget {test.on_budget.value} will decide"
+
+
+def _about(n: float) -> str:
+    """A sample count to two significant figures, with thousands separators: an estimate's precision."""
+    return f"{float(f'{n:.2g}'):,.0f}"
 
 
 def _seconds_words(seconds: float) -> str:

@@ -727,6 +727,11 @@ class CheckStatus(StatusModel):
     """The check is a dry run: its verdict decided nothing."""
     budget_left: str | None = None
     """What is left of an Undecided sequential check's budget, in words (`55m of maxDuration 1h`)."""
+    budget_warning: str | None = None
+    """Why the budget left of an Undecided sequential check is not expected to reach a verdict, in words (a candidate
+    as good as stable would need more samples than the traffic brings in it); None when it is."""
+    budget_warned: bool = False
+    """A Warning event has said so in this rollout: it is said once per rollout."""
     candidate_intervals: Intervals | None = None
     """A sequential proportion check's candidate counts, analysis by analysis, as sums: their spread across
     intervals (bursts) widens the evidence's variance beyond the binomial one."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..analysis.evaluate import outcome, spend_budget
-from ..api.modeldeployment import (Action, DrillResult, HistoryEntry, ModelDeploymentSpec, ModelDeploymentStatus,
-                                   Outcome, Phase, Request, RollbackMode, Step, Verdict)
+from ..analysis.evaluate import alpha_split, outcome, sequential_checks, spend_budget
+from ..api.modeldeployment import (Action, CheckStatus, DrillResult, HistoryEntry, ModelDeploymentSpec,
+                                   ModelDeploymentStatus, Outcome, Phase, Request, RollbackMode, Step, Verdict)
 from ..api.types import duration_seconds
 from .conditions import conditions_for, pin_condition
 from .drill_steps import DrillSteps
 from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_lag,
-                   grading_until, intent_of, step_words, steps_of)
+                   grading_seconds, grading_until, intent_of, step_words, steps_of)
 from .values import (ACTIVE, BACKEND_REFUSES, BACKEND_UNREAD, HANDLED_REQUESTS_KEPT, ON_STABLE, ROUTING_GRACE_SECONDS,
                      Decision, Event, Observations, parse_rfc3339, rfc3339)
 
@@ -266,8 +266,7 @@ class _Run(DrillSteps):
             return None
         assert s.analysis_since is not None
         served = (report.at - parse_rfc3339(s.analysis_since)).total_seconds()
-        by_name = {c.name: c for c in self.spec.analysis.checks}
-        results = [spend_budget(by_name[r.name], r, served) if r.name in by_name else r for r in report.results]
+        results = self.spend_budgets(report.results, served)
         s.last_analysis_at, s.checks = rfc3339(report.at), results
         deciding = [c for c in checks_in_effect(self.spec, s) if not c.dry_run]
         judged = [c for c in deciding if grading_until(self.spec, s, c, report.at) is None]
@@ -290,6 +289,25 @@ class _Run(DrillSteps):
             self.events.append(Event("Warning", "AnalysisFailed", self.explain(result), s.canary_version))
         s.last_outcome = result
         return result
+
+    def spend_budgets(self, results: tuple[CheckStatus, ...], served: float) -> list[CheckStatus]:
+        """The checks' statuses with their budgets spent (see spend_budget); a budget not expected to reach a verdict
+        is said in a Warning event once per rollout and check (budget_warned carries that on from the last
+        analysis)."""
+        by_name = {c.name: c for c in self.spec.analysis.checks}
+        warned = {c.name for c in self.s.checks if c.budget_warned}
+        split = sequential_checks(self.spec.analysis.checks)
+        spent = []
+        for r in results:
+            check = by_name.get(r.name)
+            if check is not None:
+                r = spend_budget(check, r, served, evidence_seconds=served - grading_seconds(check),
+                                 split=alpha_split(check, split))
+            if r.budget_warning is not None and r.name not in warned:
+                self.events.append(Event("Warning", "BudgetTooSmall", f"{r.name}: {r.budget_warning}",
+                                         self.s.canary_version))
+            spent.append(r.model_copy(update={"budget_warned": r.name in warned or r.budget_warning is not None}))
+        return spent
 
     def explain(self, result: Outcome) -> str:
         s = self.s
