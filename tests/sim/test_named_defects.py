@@ -744,3 +744,24 @@ def test_a_backend_write_refused_every_round_settles_on_one_status(worlds, backe
     w.heal()
     w.tick(10)
     assert synced_of(w).status == "True" and w.live() == {"1.0.0": 100}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_manual_rollback_to_a_version_whose_modelversion_is_gone_is_refused_and_leaves_traffic_where_it_is(
+        worlds, backend):
+    """G1: a rollback the backend cannot carry (the retained version's ModelVersion deleted, its unit gone since the
+    promotion) must not be persisted as done: the status would name the promoted version failed while it keeps all
+    the traffic. Without its ModelVersion no backend reports the version ready, so it is refused everywhere."""
+    w = new_world(worlds, backend)
+    start(w)
+    w.request("A", "Promote")
+    w.tick(10)
+    w.tick(10)
+    assert w.status().stable_version == "1.1.0" and w.live() == {"1.1.0": 100}, w.trace[-4:]
+    w.delete_mv("1.0.0")
+    w.request("B", "Rollback")
+    w.tick(10)
+    s = w.status()
+    assert s.phase is Phase.Stable and s.stable_version == "1.1.0" and s.failed_version is None, w.trace[-4:]
+    assert "B" in s.handled_requests and "RequestIgnored" in w.events.reasons()
+    assert w.live() == {"1.1.0": 100}

@@ -201,6 +201,11 @@ class _Run(DrillSteps):
         if target is None or target not in s.retained_versions:
             self.ignore(request, f"version {target} is not retained for rollback (retained: {s.retained_versions})")
             return
+        if not self.available(target) and not self.ready(target):
+            # Nothing to deploy it from, nothing serving it: persisted as done, the status would lie (G1).
+            self.ignore(request, f"version {target} cannot be rolled back to: "
+                                 f"{self.missing_version_message(target)}, and the backend does not serve it")
+            return
         self.clear_candidate()
         previous = s.stable_version
         assert previous is not None
