@@ -40,7 +40,7 @@ from .rollout import TrafficIntent
 from .rollout.values import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
-from .routers.kserve import INFERENCE_SERVICE as KSERVE
+from .routers.kserve import INFERENCE_SERVICE as KSERVE, KServeRouter
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
@@ -184,7 +184,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
     memo.endpoint_slices = IndexedEndpointSlices()
-    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices)}
+    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices),
+               Backend.kserve: KServeRouter(memo.backends, memo.endpoint_slices)}
     options = memo.sources.options
     slots = RolloutSlots(options.max_rollouts, options.max_rollouts_per_model, memo.wakeups.wake)
     memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify, slots=slots)

@@ -26,9 +26,18 @@ class Backend(str, Enum):
     gatewayAPI = "gatewayAPI"
 
 
+class KServeRoute(ApiModel):
+    name: ObjectName
+    """HTTPRoute whose backendRefs carry the split between the predictor Services (as on the gatewayAPI backend)."""
+    port: int = Field(default=80, ge=1, le=65535)
+    """Port of the predictor Services (KServe gives them 80)."""
+
+
 class KServeServing(ApiModel):
     name: ObjectName | None = None
     """InferenceService to drive; defaults to the ModelDeployment's name."""
+    http_route: KServeRoute | None = Field(default=None, alias="httpRoute")
+    """Required in KServe's Standard mode (which sends no request to spec.canary), refused in serverless mode."""
 
 
 class SeldonServing(ApiModel):
@@ -424,7 +433,7 @@ BACKEND_STEPS: dict[Backend, StepSupport] = {
     Backend.kserve: StepSupport(frozenset(), False, (
         "KServe (serverless, on Knative) has no request mirroring and no header routing: mirror and match steps "
         "cannot be carried (with the annotation serving.kserve.io/enable-tag-routing the candidate's revision gets a "
-        "URL of its own, for testers to call directly)")),
+        "URL of its own, for testers to call directly); in Standard mode, serving.kserve.httpRoute carries them")),
     Backend.seldon: StepSupport(frozenset({100}), False, (
         "Seldon Core v1 copies every request to a shadow predictor (mirror: 100 only) and has no header routing "
         "(no match steps)")),
@@ -433,6 +442,16 @@ BACKEND_STEPS: dict[Backend, StepSupport] = {
         "call the candidate Model by name with the Seldon-Model header)")),
     Backend.gatewayAPI: StepSupport(ANY_PERCENT, True, ""),
 }
+
+
+# Backends where a route the spec names carries the split: with it, the steps gatewayAPI carries (CEL: its presence).
+ROUTED_BACKENDS = {Backend.kserve: "has(self.serving.kserve) && has(self.serving.kserve.httpRoute)"}
+
+
+def step_support(serving: Serving) -> StepSupport:
+    """The steps the spec's serving section can carry."""
+    routed = serving.backend is Backend.kserve and serving.kserve is not None and serving.kserve.http_route is not None
+    return BACKEND_STEPS[Backend.gatewayAPI if routed else serving.backend]
 
 
 def _steps_rule() -> dict[str, str]:
@@ -445,7 +464,8 @@ def _steps_rule() -> dict[str, str]:
         if not support.match:
             allowed.append("!has(s.match)")
         if allowed:
-            clauses.append(f"(self.serving.backend != '{backend.value}' || "
+            routed = f"({ROUTED_BACKENDS[backend]}) || " if backend in ROUTED_BACKENDS else ""
+            clauses.append(f"(self.serving.backend != '{backend.value}' || {routed}"
                            f"self.strategy.steps.all(s, {' && '.join(allowed)}))")
     words = "; ".join(f"{b.value}: {s.limits}" for b, s in BACKEND_STEPS.items() if s.limits)
     return {"rule": "!has(self.strategy) || !has(self.strategy.steps) || (" + " && ".join(clauses) + ")",
@@ -607,7 +627,7 @@ class ModelDeploymentSpec(ApiModel):
 
     @model_validator(mode="after")
     def _steps_supported(self) -> ModelDeploymentSpec:
-        support = BACKEND_STEPS[self.serving.backend]
+        support = step_support(self.serving)
         refused = [i for i, step in enumerate(self.strategy.steps) if support.refuses(step)]
         if refused:
             raise ValueError(f"strategy.steps {refused}: the {self.serving.backend.value} backend cannot carry them: "
