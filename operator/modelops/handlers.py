@@ -38,9 +38,9 @@ from .problems import EXPECTED, classify
 from .reconcile import VERSIONS, Memory, Shell, current_status, record_serving_roles, run_round, serving_of, spec_in_force
 from .rollout import TrafficIntent
 from .rollout.values import rfc3339
-from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
+from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target, unit_name
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
-from .routers.kserve import INFERENCE_SERVICE as KSERVE, KServeRouter
+from .routers.kserve import INFERENCE_SERVICE as KSERVE, KServeRouter, predictor_service
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
@@ -66,9 +66,13 @@ class Wakeups:
     def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> bool:
         """Register the loop under its spec's topics; True when they changed (or are new)."""
         self.loops[(namespace, name)] = wake
-        gateway = (spec.get("serving") or {}).get("gatewayAPI") or {}
-        topics = frozenset({("model", str(spec.get("model")))} |
-                           {("service", service) for service in (gateway.get("services") or {}).values()})
+        serving = spec.get("serving") or {}
+        services = set(((serving.get("gatewayAPI") or {}).get("services") or {}).values())
+        kserve = serving.get("kserve") or {}
+        if kserve.get("httpRoute"):  # Standard mode: stable's predictor Service as KServe first names it, the candidate's
+            isvc = str(kserve.get("name") or name)
+            services |= {predictor_service(isvc, None), predictor_service(isvc, unit_name(str(spec.get("version"))))}
+        topics = frozenset({("model", str(spec.get("model")))} | {("service", service) for service in services})
         if topics == self.followed.get((namespace, name)):
             return False
         self._unregister(namespace, name)

@@ -429,10 +429,10 @@ PREDICTOR_NAME: FieldPath = ("spec", "predictor", "name")
 SERVICE_NAME_LENGTH = 63  # a Service name is a DNS-1035 label
 
 
-def predictor_service(isvc: dict[str, Any], predictor_name: str | None) -> str:
-    """The Deployment and Service KServe names for a predictor (constants.PredictorServiceName)."""
-    name = dig(isvc, "metadata", "name")
-    return f"{name}-{predictor_name}-predictor" if predictor_name else f"{name}-predictor"
+def predictor_service(isvc: str, predictor_name: str | None) -> str:
+    """The Deployment and Service KServe names for a predictor of InferenceService `isvc`
+    (constants.PredictorServiceName)."""
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
 
 
 @dataclass(frozen=True)
@@ -468,9 +468,9 @@ def layout(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> Layou
                 "this ModelDeployment: the operator owns spec.canary whole (an atomic list) and would remove it; "
                 "remove it, or roll that model out as a version")
         canaries[by_name[name]] = entry
-    services = {v: predictor_service(isvc, unit_name(v)) for v in _known(isvc, versions)}
+    services = {v: predictor_service(dig(isvc, "metadata", "name"), unit_name(v)) for v in _known(isvc, versions)}
     if stable is not None:
-        services[stable] = predictor_service(isvc, spec.get("name"))
+        services[stable] = predictor_service(dig(isvc, "metadata", "name"), spec.get("name"))
     return Layout(stable, canaries, services)
 
 
@@ -547,7 +547,7 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
     canary: list[dict[str, Any]] = []
     if intent.candidate is not None and intent.candidate != intent.stable:
         unit = unit_name(intent.candidate)
-        service = predictor_service(isvc, unit)
+        service = predictor_service(dig(isvc, "metadata", "name"), unit)
         if len(service) > SERVICE_NAME_LENGTH:
             raise BackendMisconfigured(
                 f"the candidate {intent.candidate}'s predictor Service would be {service}, longer than "
