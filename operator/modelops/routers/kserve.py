@@ -527,11 +527,12 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
     live_annotations = annotations_of(isvc)
     annotations = {k: live_annotations[k] for k in BOOKKEEPING if isinstance(live_annotations.get(k), str)}
 
-    def model_of(version: str) -> dict[str, Any]:
+    def model_of(version: str, live: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The version's model: its ModelVersion's, else as the object holds it (`live`) or recorded it."""
         if version in versions:
             return _model(versions[version])
-        if version in models:
-            return models[version]
+        if live is not None or version in models:
+            return dict(live or models[version])
         raise VersionUnavailable(version, f"InferenceService {name} predictor")
 
     predictor = kept(isvc, MODEL, PREDICTOR_NAME).get("spec", {}).get("predictor", {})
@@ -552,8 +553,7 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
             raise BackendMisconfigured(
                 f"the candidate {intent.candidate}'s predictor Service would be {service}, longer than "
                 f"{SERVICE_NAME_LENGTH} characters: a shorter InferenceService name (serving.kserve.name) is needed")
-        live = found.canaries.get(intent.candidate)
-        model = dict(live["predictor"]["model"]) if live else model_of(intent.candidate)
+        model = model_of(intent.candidate, dig(found.canaries.get(intent.candidate), "predictor", "model"))
         canary = [{"predictor": {"name": unit, "model": model}, "trafficPercent": intent.candidate_weight}]
     # Every version's model as written, so that the versions stay known (their Services named, stable restored)
     # once their ModelVersions are gone.
