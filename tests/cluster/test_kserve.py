@@ -216,6 +216,7 @@ def test_a_standard_mode_canary_runs_as_kserves_deployment_with_its_weight_on_th
             RUNTIME, STORAGE, ROUTE, echo_version("1.0.0", "v1"), echo_version("1.1.0", "v2")]})
         plane.kubectl("patch", "httproute", "echo-route", "-n", "default", "--subresource=status", "--type=merge",
                       "-p", json.dumps(ROUTE_VERDICT))
+        (tmp_path / "operator").mkdir()
         operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), tmp_path / "operator").start()
         plane.apply(DEPLOYMENT)
 
