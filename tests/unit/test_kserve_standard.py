@@ -262,3 +262,15 @@ def report_ready(kube: FakeKube, *versions: str) -> None:
         "canaryStatuses": [{"name": e["predictor"]["name"], "ready": any(e["predictor"]["name"] == unit_name(v)
                                                                           for v in versions),
                             "trafficPercent": e["trafficPercent"]} for e in canaries]}
+
+
+def test_with_a_route_the_knative_templates_are_refused_and_the_contract_ones_accepted():
+    """KServe exports no request metrics in Standard mode: errorRate would find no series (NoData, never a verdict)."""
+    def spec(template: str, serving: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "churn", "version": "1.1.0", "serving": serving,
+                "analysis": {"checks": [{"name": "c", "template": template, "max": 0.5}]}}
+    routed = {"backend": "kserve", "kserve": {"httpRoute": {"name": "r"}}}
+    ModelDeploymentSpec.model_validate(spec("driftScore", routed))
+    ModelDeploymentSpec.model_validate(spec("errorRate", {"backend": "kserve"}))
+    with pytest.raises(ValueError, match=r"analysis.checks \['c'\]: the kserve backend \(Standard mode"):
+        ModelDeploymentSpec.model_validate(spec("errorRate", routed))

@@ -387,15 +387,34 @@ BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
 }
 
 
+# Backends where a route the spec names carries the split (CEL: that it is named). With it they carry the steps
+# gatewayAPI carries, and (KServe exporting no request metrics in Standard mode) only the contract templates.
+ROUTED_BACKENDS = {Backend.kserve: "has(self.serving.kserve) && has(self.serving.kserve.httpRoute)"}
+ROUTED_TEMPLATES = _CONTRACTS
+
+
+def routed(serving: Serving) -> bool:
+    """The spec names a route that carries the split (serving.kserve.httpRoute)."""
+    return serving.backend is Backend.kserve and serving.kserve is not None and serving.kserve.http_route is not None
+
+
+def template_support(serving: Serving) -> frozenset[CheckTemplate]:
+    """The built-in templates the spec's serving section has metrics for."""
+    return ROUTED_TEMPLATES if routed(serving) else BACKEND_TEMPLATES[serving.backend]
+
+
 def _templates_rule() -> dict[str, str]:
-    clauses = []
-    for backend, allowed in BACKEND_TEMPLATES.items():
-        if allowed != frozenset(CheckTemplate):
-            names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
-            clauses.append(f"(self.serving.backend != '{backend.value}' || "
-                           f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
+    def within(allowed: frozenset[CheckTemplate]) -> str:
+        names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
+        return f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}])"
+
+    clauses = [f"(self.serving.backend != '{backend.value}' || {within(allowed)})"
+               for backend, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate)]
+    clauses += [f"(self.serving.backend != '{backend.value}' || !({cel}) || {within(ROUTED_TEMPLATES)})"
+                for backend, cel in ROUTED_BACKENDS.items()]
     words = "; ".join(f"{b.value}: {', '.join(sorted(t.value for t in allowed)) or 'none, write a query'}"
                       for b, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate))
+    words += "; kserve with serving.kserve.httpRoute: " + ", ".join(sorted(t.value for t in ROUTED_TEMPLATES))
     return {"rule": "!has(self.analysis) || !has(self.analysis.checks) || (" + " && ".join(clauses) + ")",
             "fieldPath": ".analysis.checks",
             "message": f"a check uses a built-in template the serving backend has no metrics for ({words})"}
@@ -444,14 +463,9 @@ BACKEND_STEPS: dict[Backend, StepSupport] = {
 }
 
 
-# Backends where a route the spec names carries the split: with it, the steps gatewayAPI carries (CEL: its presence).
-ROUTED_BACKENDS = {Backend.kserve: "has(self.serving.kserve) && has(self.serving.kserve.httpRoute)"}
-
-
 def step_support(serving: Serving) -> StepSupport:
     """The steps the spec's serving section can carry."""
-    routed = serving.backend is Backend.kserve and serving.kserve is not None and serving.kserve.http_route is not None
-    return BACKEND_STEPS[Backend.gatewayAPI if routed else serving.backend]
+    return BACKEND_STEPS[Backend.gatewayAPI if routed(serving) else serving.backend]
 
 
 def _steps_rule() -> dict[str, str]:
@@ -644,10 +658,11 @@ class ModelDeploymentSpec(ApiModel):
 
     @model_validator(mode="after")
     def _templates_supported(self) -> ModelDeploymentSpec:
-        allowed = BACKEND_TEMPLATES[self.serving.backend]
+        allowed = template_support(self.serving)
         unsupported = [c.name for c in self.analysis.checks if c.template is not None and c.template not in allowed]
         if unsupported:
-            raise ValueError(f"analysis.checks {unsupported}: the {self.serving.backend.value} backend has no metrics "
+            where = " (Standard mode, serving.kserve.httpRoute)" if routed(self.serving) else ""
+            raise ValueError(f"analysis.checks {unsupported}: the {self.serving.backend.value} backend{where} has no metrics "
                              f"for their template; built-in: {sorted(t.value for t in allowed) or 'none'} "
                              "(write a query instead)")
         return self

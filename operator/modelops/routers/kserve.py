@@ -110,8 +110,8 @@ The route names a candidate's Service only once KServe reports the canary ready 
 route naming a missing Service unresolved, and nothing on it would be ready), and each apply writes the
 route before the InferenceService, so requests leave a Service before KServe deletes it. `{{revision}}`
 in a check's query is the version's predictor Service name (its Deployment's too); KServe exports no
-request metrics of its own in Standard mode, so the built-in Knative templates find no series there:
-write the checks' queries over what the model server or the Gateway exports. The operator owns on the
+request metrics of its own in Standard mode, so admission refuses the Knative templates with a route
+(api.modeldeployment.template_support): checks query what the model server or the Gateway exports. The operator owns on the
 InferenceService, besides its bookkeeping annotations, spec.canary (whole) and, once it wrote them,
 spec.predictor.name and spec.predictor.model's keys; an entry in spec.canary that is no version of the
 ModelDeployment is refused (BackendMisconfigured) rather than removed. Applies carry the read's
