@@ -56,7 +56,8 @@ BACKEND_RESOURCES = (KSERVE, SELDON_DEPLOYMENT, SELDON_MODEL, SELDON_EXPERIMENT,
 class Wakeups:
     """Which deployment loops a watched change concerns: each loop's wake event by (namespace, name), and the
     loops whose spec names a topic by (namespace, topic): ("model", its model), whose ModelVersions it needs,
-    and ("service", a Service of its HTTPRoute), whose EndpointSlices its readiness reads."""
+    and ("service", a Service of its HTTPRoute: gatewayAPI's named ones, kserve's predictor Services with
+    serving.kserve.httpRoute), whose EndpointSlices its readiness reads."""
 
     loops: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     topics: dict[tuple[str, tuple[str, str]], set[str]] = field(default_factory=dict)
