@@ -38,9 +38,9 @@ from .problems import EXPECTED, classify
 from .reconcile import VERSIONS, Memory, Shell, current_status, record_serving_roles, run_round, serving_of, spec_in_force
 from .rollout import TrafficIntent
 from .rollout.values import rfc3339
-from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target
+from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target, unit_name
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
-from .routers.kserve import INFERENCE_SERVICE as KSERVE
+from .routers.kserve import INFERENCE_SERVICE as KSERVE, KServeRouter, predictor_service
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL
@@ -56,7 +56,8 @@ BACKEND_RESOURCES = (KSERVE, SELDON_DEPLOYMENT, SELDON_MODEL, SELDON_EXPERIMENT,
 class Wakeups:
     """Which deployment loops a watched change concerns: each loop's wake event by (namespace, name), and the
     loops whose spec names a topic by (namespace, topic): ("model", its model), whose ModelVersions it needs,
-    and ("service", a Service of its HTTPRoute), whose EndpointSlices its readiness reads."""
+    and ("service", a Service of its HTTPRoute: gatewayAPI's named ones, kserve's predictor Services with
+    serving.kserve.httpRoute), whose EndpointSlices its readiness reads."""
 
     loops: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     topics: dict[tuple[str, tuple[str, str]], set[str]] = field(default_factory=dict)
@@ -66,9 +67,13 @@ class Wakeups:
     def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> bool:
         """Register the loop under its spec's topics; True when they changed (or are new)."""
         self.loops[(namespace, name)] = wake
-        gateway = (spec.get("serving") or {}).get("gatewayAPI") or {}
-        topics = frozenset({("model", str(spec.get("model")))} |
-                           {("service", service) for service in (gateway.get("services") or {}).values()})
+        serving = spec.get("serving") or {}
+        services = set(((serving.get("gatewayAPI") or {}).get("services") or {}).values())
+        kserve = serving.get("kserve") or {}
+        if kserve.get("httpRoute"):  # Standard mode: stable's predictor Service as KServe first names it, the candidate's
+            isvc = str(kserve.get("name") or name)
+            services |= {predictor_service(isvc, None), predictor_service(isvc, unit_name(str(spec.get("version"))))}
+        topics = frozenset({("model", str(spec.get("model")))} | {("service", service) for service in services})
         if topics == self.followed.get((namespace, name)):
             return False
         self._unregister(namespace, name)
@@ -184,7 +189,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
     memo.endpoint_slices = IndexedEndpointSlices()
-    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices)}
+    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices),
+               Backend.kserve: KServeRouter(memo.backends, memo.endpoint_slices)}
     options = memo.sources.options
     slots = RolloutSlots(options.max_rollouts, options.max_rollouts_per_model, memo.wakeups.wake)
     memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify, slots=slots)

@@ -1,7 +1,8 @@
 """KServe's real controller (playground/kserve_controller.py) on a real single-node cluster: an
 InferenceService in Standard mode becomes a Deployment and a Service made by KServe, its pod runs a
 locally built model server answering KServe's v1 protocol, and KServe reports the InferenceService
-Ready from what the cluster really did. Stopped, it leaves no webhook behind.
+Ready from what the cluster really did. Stopped, it leaves no webhook behind. The operator drives a
+Standard-mode rollout there: KServe's canary Deployment beside stable's, the split on an HTTPRoute.
 
 Needs root (the node) and builds KServe's manager on first use (~9 minutes on two cores).
 Deselect with `-m "not kserve"`.
@@ -14,10 +15,13 @@ import urllib.request
 
 import pytest
 
-from playground.controlplane import ControlPlane
+from playground.controlplane import REPO, ControlPlane
 from playground.kserve_controller import KServeController
 from playground.node import PYTHON_IMAGE, Node
+from playground.operator import OperatorProcess
+from playground.upstream_crds import GATEWAY_HTTPROUTES, upstream_crds
 
+from ..conftest import model_version_manifest
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.kserve]
@@ -140,6 +144,126 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
         kserve.stop()
         assert "inferenceservice.serving.kserve.io" not in plane.kubectl(*webhooks).stdout
     finally:
+        if kserve:
+            kserve.stop()
+        node.stop()
+        plane.stop()
+
+
+OWNER = {"modelops.io/deployment": "echo"}
+# The user's HTTPRoute in front of the model: one path-only rule to stable's predictor Service. No Gateway
+# implementation runs here, so the test writes the verdict one would (Accepted, references resolved).
+ROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+    "metadata": {"name": "echo-route", "namespace": "default", "annotations": OWNER},
+    "spec": {"parentRefs": [{"name": "gateway"}],
+             "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                        "backendRefs": [{"name": "echo-predictor", "port": 80}]}]},
+}
+ROUTE_VERDICT = {"status": {"parents": [{
+    "parentRef": {"name": "gateway"}, "controllerName": "example.com/gateway-stand-in",
+    "conditions": [{"type": kind, "status": "True", "reason": kind, "message": "", "observedGeneration": 1,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"} for kind in ("Accepted", "ResolvedRefs")]}]}}
+
+
+def echo_version(version: str, folder: str) -> dict:
+    manifest = model_version_manifest("echo", version)
+    manifest["metadata"]["namespace"] = "default"
+    manifest["spec"]["artifact"].update(uri=f"modelops://echo/{folder}", format="modelops-echo")
+    return manifest
+
+
+DEPLOYMENT = {
+    "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
+    "metadata": {"name": "echo", "namespace": "default"},
+    "spec": {"model": "echo", "version": "1.0.0",
+             "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "echo-route"}}},
+             # One long step: the rollout holds at 10 % until the Abort.
+             "strategy": {"steps": [{"weight": 10, "pause": "1h"}]},
+             "analysis": {"interval": "5s", "checks": []}},
+}
+
+
+def find(plane: ControlPlane, kind: str, name: str) -> dict | None:
+    out = plane.kubectl("get", kind, name, "-n", "default", "-o", "json", "--ignore-not-found").stdout
+    return json.loads(out) if out.strip() else None
+
+
+def weights(plane: ControlPlane) -> dict[str, int]:
+    [rule] = find(plane, "httproute", "echo-route")["spec"]["rules"]
+    return {r["name"]: r.get("weight", 1) for r in rule["backendRefs"]}
+
+
+def replicas(plane: ControlPlane) -> dict[str, tuple[int, int]]:
+    """Deployment -> (spec.replicas, status.readyReplicas), of the InferenceService's predictors."""
+    items = get(plane, "deployments", "-n", "default", "-l", "serving.kserve.io/inferenceservice=echo")["items"]
+    return {d["metadata"]["name"]: (d["spec"].get("replicas"), (d.get("status") or {}).get("readyReplicas", 0))
+            for d in items}
+
+
+def test_a_standard_mode_canary_runs_as_kserves_deployment_with_its_weight_on_the_route_and_an_abort_removes_it(
+        tmp_path):
+    plane = ControlPlane(tmp_path / "controlplane").start()
+    node = Node(plane, tmp_path / "node")
+    kserve = operator = None
+    try:
+        node.start()
+        kserve = KServeController(plane, tmp_path / "kserve").start()
+        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")),
+                           upstream_crds([GATEWAY_HTTPROUTES]) / GATEWAY_HTTPROUTES)
+        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        plane.apply({"apiVersion": "v1", "kind": "List", "items": [
+            RUNTIME, STORAGE, ROUTE, echo_version("1.0.0", "v1"), echo_version("1.1.0", "v2")]})
+        plane.kubectl("patch", "httproute", "echo-route", "-n", "default", "--subresource=status", "--type=merge",
+                      "-p", json.dumps(ROUTE_VERDICT))
+        (tmp_path / "operator").mkdir()
+        operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), tmp_path / "operator").start()
+        plane.apply(DEPLOYMENT)
+
+        # The operator creates the InferenceService in Standard mode; KServe runs stable's predictor.
+        isvc = wait_for(plane, "Ready InferenceService", lambda: (
+            lambda i: i if i and condition(i, "Ready") == "True" else None)(find(plane, "inferenceservice", "echo")), 180)
+        assert isvc["status"]["deploymentMode"] == "Standard"
+        stable_phase = wait_for(plane, "ModelDeployment Stable on 1.0.0", lambda: (
+            lambda st: st if st.get("phase") == "Stable" and st.get("stableVersion") == "1.0.0" else None)(
+            (find(plane, "modeldeployment", "echo") or {}).get("status") or {}), 60)
+        print(f"\nstable: phase {stable_phase['phase']}, Deployments (replicas, ready) {replicas(plane)}, "
+              f"route {weights(plane)}")
+
+        plane.kubectl("patch", "modeldeployment", "echo", "-n", "default", "--type=merge",
+                      "-p", json.dumps({"spec": {"version": "1.1.0"}}))
+        status = wait_for(plane, "the 10 % step", lambda: (
+            lambda st: st if st.get("canaryWeight") == 10 else None)(
+            (find(plane, "modeldeployment", "echo") or {}).get("status") or {}), 180)
+        route = wait_for(plane, "the step's weights on the route", lambda: (
+            lambda w: w if w == {"echo-predictor": 90, "echo-v1-1-0-predictor": 10} else None)(weights(plane)), 30)
+        isvc = find(plane, "inferenceservice", "echo")
+        [canary] = isvc["spec"]["canary"]
+        assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 10
+        assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
+        at_step = replicas(plane)
+        print(f"step 10 %: Deployments (replicas, ready) {at_step}, route {route}, status canaryWeight "
+              f"{status['canaryWeight']}, KServe canaryStatuses {isvc['status'].get('canaryStatuses')}")
+        # KServe's own sizing: ceil(1 x 10 / 100) = 1 canary pod; stable keeps its one (minReplicas unset).
+        assert at_step["echo-v1-1-0-predictor"][1] >= 1 and at_step["echo-predictor"][1] >= 1
+        service = find(plane, "service", "echo-v1-1-0-predictor")
+        assert service["spec"]["selector"] == {"app": "isvc.echo-v1-1-0-predictor"}  # its own pods
+
+        plane.kubectl("patch", "modeldeployment", "echo", "-n", "default", "--type=merge", "-p", json.dumps(
+            {"spec": {"request": {"id": "abort-1", "action": "Abort", "reason": "cluster test", "actor": "tester"}}}))
+        wait_for(plane, "the route all on stable", lambda: weights(plane) == {"echo-predictor": 100}, 60)
+        wait_for(plane, "the canary entry gone", lambda: not find(plane, "inferenceservice", "echo")["spec"].get("canary"),
+                 30)
+        wait_for(plane, "KServe deleting the canary's Deployment",
+                 lambda: "echo-v1-1-0-predictor" not in replicas(plane), 60)
+        status = find(plane, "modeldeployment", "echo")["status"]
+        print(f"aborted: phase {status['phase']}, Deployments (replicas, ready) {replicas(plane)}, "
+              f"route {weights(plane)}")
+        assert status["stableVersion"] == "1.0.0" and not status.get("canaryWeight")
+        assert find(plane, "service", "echo-v1-1-0-predictor") is None
+    finally:
+        if operator:
+            operator.stop()
         if kserve:
             kserve.stop()
         node.stop()

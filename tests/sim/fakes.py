@@ -27,8 +27,9 @@ What is faked, and why:
   process died at that instruction, before the write or after it (written, never learned).
   Calls made by the world (a user's kubectl, a GitOps tool's apply, a serving controller) go
   through `world_*` methods that no fault reaches.
-- KServeController / GatewayController / SeldonController / SeldonV2Controller: what KServe's
-  serverless controller (with Knative's routing), a Gateway API implementation (and the Services'
+- KServeController / KServeStandardController / GatewayController / SeldonController / SeldonV2Controller:
+  what KServe's serverless controller (with Knative's routing), KServe's Standard-mode controller (with a
+  Gateway for the route in front of its predictor Services), a Gateway API implementation (and the Services'
   EndpointSlices the Gateway reads readiness from), Seldon Core v1's controller and Seldon Core
   v2's scheduler write to status, small and named as stand-ins, plus what each version really
   receives from the backend objects (live traffic, copies, cohorts).
@@ -774,6 +775,69 @@ class GatewayController:
             for ref in (rule or {}).get("backendRefs") or []:
                 out[ref["name"]] = out.get(ref["name"], 0) + int(ref.get("weight", 1))
         return out
+
+
+class KServeStandardController:
+    """Stand-in for KServe's Standard-mode predictor reconciler (v0.20) and, in front of its predictor Services, a
+    Gateway (GatewayController) for the HTTPRoute of the same name as the InferenceService.
+
+    - Predictor Services: stable's `<isvc>-predictor` (`<isvc>-<predictor.name>-predictor` once named) and one
+      per spec.canary entry, `<isvc>-<entry name>-predictor`, each serving its own artifact (the entry's model,
+      else stable's). KServe deletes any other at once: a ref to it serves nothing.
+    - status: deploymentMode Standard, observedGeneration the generation reconciled, PredictorReady and each
+      canaryStatuses[] entry ready on a `ready` settle (not on another: a new Deployment's pods are not ready).
+    - Traffic follows the route alone (KServe routes nothing to a canary): a ref's weight goes to its Service's
+      artifact, or to nothing when KServe has no such Service."""
+
+    ISVC = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+    ROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+
+    def __init__(self) -> None:
+        self.gateway = GatewayController()
+
+    @staticmethod
+    def services(isvc: dict[str, Any] | None) -> dict[str, str | None]:
+        """Predictor Service -> the artifact URI it serves, as KServe has reconciled the spec as it is now."""
+        if isvc is None:
+            return {}
+        name = isvc["metadata"]["name"]
+        predictor = dig(isvc, "spec", "predictor") or {}
+        stable = dig(predictor, "model", "storageUri")
+        out = {f"{name}-{predictor['name']}-predictor" if predictor.get("name") else f"{name}-predictor": stable}
+        for entry in dig(isvc, "spec", "canary") or []:
+            out[f"{name}-{dig(entry, 'predictor', 'name')}-predictor"] = dig(entry, "predictor", "model", "storageUri") or stable
+        return out
+
+    def settle(self, kube: FakeKube, resource: Resource, namespace: str, name: str, ready: bool = True) -> None:
+        isvc = kube.peek(resource, namespace, name)
+        if isvc is not None:
+            entries = dig(isvc, "spec", "canary") or []
+            status = {"deploymentMode": "Standard", "observedGeneration": isvc["metadata"].get("generation"),
+                      "conditions": [{"type": "PredictorReady", "status": "True" if ready else "False"}],
+                      "canaryStatuses": [{"name": dig(e, "predictor", "name"), "ready": ready,
+                                          "trafficPercent": e.get("trafficPercent")} for e in entries]}
+            kube.world_patch(resource, namespace, name, {"status": merge_replace(isvc.get("status"), status)},
+                             status=True)
+        route = kube.peek(self.ROUTE, namespace, name)
+        refs = {ref["name"] for rule in dig(route, "spec", "rules") or [] for ref in (rule or {}).get("backendRefs") or []}
+        # A ref to a Service KServe does not have is unresolved, as a Gateway reports it.
+        self.gateway.settle(kube, self.ROUTE, namespace, name, ready and refs <= set(self.services(isvc)))
+
+    def per_uri(self, kube: FakeKube, namespace: str, name: str, per_service: dict[str, int]) -> dict[str | None, int]:
+        served = self.services(kube.view(self.ISVC, namespace, name))
+        out: dict[str | None, int] = {}
+        for service, amount in per_service.items():
+            uri = served.get(service, f"no Service {service}")
+            out[uri] = out.get(uri, 0) + amount
+        return out
+
+    def live_uris(self, kube: FakeKube, namespace: str, name: str) -> dict[str | None, int]:
+        return self.per_uri(kube, namespace, name, self.gateway.live_services(kube, self.ROUTE, namespace, name))
+
+    def side_uris(self, kube: FakeKube, namespace: str, name: str) -> dict[str, dict[str | None, int]]:
+        route = kube.view(self.ROUTE, namespace, name)
+        return {"copies": self.per_uri(kube, namespace, name, self.gateway.mirrors(route)),
+                "cohort": self.per_uri(kube, namespace, name, self.gateway.cohorts(route))}
 
 
 class SeldonController:

@@ -15,7 +15,7 @@ three ways (World.exposure, read from the objects alone, never from the operator
 - cohort: a header cohort sent to it: on Gateway API a rule named `modelops-cohort-*` with a ref to
   its Service (rules the user wrote with header matches, pins, are the user's and not counted).
 "No traffic" below means none of the three: weight 0, no copies, no cohort. The world simulates all four
-backends; KServe has only weights, the Seldon ones no cohorts.
+backends, KServe in both modes; serverless KServe has only weights, the Seldon ones no cohorts.
 
 - G1 rollback sticks. Once a status with phase RolledBack and failedVersion X is in the store,
   the first round after it that runs without injected faults on the newest object (a round handed
@@ -75,6 +75,9 @@ backends; KServe has only weights, the Seldon ones no cohorts.
   (analysis/gate.py, the real FairGate) never move this deployment's verdicts: after a round whose new analysis
   ran amid the flood, no check says it got no answer (unless the metrics hang); and no other namespace gets two
   slots while a query of this deployment waits within its bounds, between two grants to its namespace.
+- K KServe Standard mode: after a round as in G3, no request (weight, copy or cohort) goes to a predictor Service
+  KServe does not have (a canary's, removed from spec.canary, is deleted at once), and spec.canary holds at most the
+  one entry, its trafficPercent an integer in 0..100 (W).
 - W weights: KServe canaryTrafficPercent is absent or an integer in 0..100; Seldon v1's non-shadow predictors
   and Seldon v2's Experiment candidates have integer weights in 0..100 summing to 100 (a shadow predictor
   none); the HTTPRoute's refs
@@ -357,6 +360,9 @@ class Checker:
             cohorts = [r for r in rules if str(r.get("name") or "").startswith("modelops-cohort-")]
             self.check(world, not cohorts or bool(status.canary_match), "W",
                        f"cohort rules {[r['name'] for r in cohorts]} while no match step is persisted")
+        if world.standard:
+            gone = {label: kind for kind, per in world.exposure().items() for label in per if label.startswith("unknown:")}
+            self.check(world, not gone, "K", f"requests to a predictor Service KServe does not have: {gone}")
 
     def check_backend(self, world: Any) -> None:
         objects = world.backend_objects()
@@ -368,6 +374,11 @@ class Checker:
         for uri in world.duplicate_uris:
             self.check(world, f'"{uri}"' not in text, "G5", f"duplicate claim's artifact {uri} is in the backend object")
         backend = world.backend()
+        if world.standard:
+            entries = dig(backend, "spec", "canary") or []
+            self.check(world, len(entries) <= 1 and all(type(e.get("trafficPercent")) is int and 0 <= e["trafficPercent"]
+                                                        <= 100 for e in entries), "W", f"spec.canary is {entries}")
+            return
         if world.kserve:
             percent = dig(backend, "spec", "predictor", "canaryTrafficPercent")
             self.check(world, percent is None or (type(percent) is int and 0 <= percent <= 100), "W",

@@ -420,10 +420,10 @@ def test_kserve_a_first_version_is_written_until_it_serves_and_the_echo_of_that_
 
 
 def test_an_inference_service_in_standard_mode_is_refused_and_never_written(worlds):
-    """routers/kserve.py require_serverless: KServe ignores canaryTrafficPercent outside serverless mode, so a
+    """routers/kserve.py driven_mode: KServe ignores canaryTrafficPercent outside serverless mode, so a
     candidate written at 0 % or 10 % would take every request. An InferenceService handed over in RawDeployment
-    mode (KServe's status says Standard) is read, refused with its mode named, and never written: stable keeps
-    everything while spec.version names a candidate."""
+    mode (KServe's status says Standard) to a spec naming no serving.kserve.httpRoute is read, refused with its
+    mode named, and never written: stable keeps everything while spec.version names a candidate."""
     w = World(Config())
     worlds.append(w)
     w.kube.world_put(INFERENCE_SERVICE, NS, {

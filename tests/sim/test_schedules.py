@@ -1,4 +1,5 @@
-"""Hypothesis-generated schedules against the real round, on KServe, Gateway API, Seldon Core v1 and Seldon Core v2.
+"""Hypothesis-generated schedules against the real round, on KServe (serverless, and Standard mode with its route),
+Gateway API, Seldon Core v1 and Seldon Core v2.
 
 A schedule is a starting configuration (its steps weighted only, or with mirror and match steps where
 the backend carries them: world.EXPOSURE_STEP_SETS, drawn about half the time there) and up to ~40 operations (rounds, settles, time, metric
@@ -12,11 +13,12 @@ included - and restarts), followed by a drain:
 faults cleared, a few ticks, then rounds with the clock stopped, which must come to write nothing. The
 invariants (invariants.py) are checked after every operation; a failure prints the trace.
 
-Sizing: KServe and Gateway API run `SCALE` times the Hypothesis profile's max_examples (tests/conftest.py),
-3 x 300 = 900 each by default; the two Seldon backends `SELDON_SCALE` times, 2 x 300 = 600 each (together
-about 32 s of CPU on the 2-core development machine, so that they add no more than about 40 s to the default
-run): 3,000 schedules, about 95 s of CPU in all there. With HYPOTHESIS_PROFILE=thorough every backend runs
-5 x 5,000 = 25,000 (100,000 schedules, a little over an hour of CPU: run the backends in parallel).
+Sizing: KServe (both modes) and Gateway API run `SCALE` times the Hypothesis profile's max_examples
+(tests/conftest.py), 3 x 300 = 900 each by default; the two Seldon backends `SELDON_SCALE` times, 2 x 300 = 600
+each (together about 32 s of CPU on the 2-core development machine, so that they add no more than about 40 s to
+the default run): 3,900 schedules; without Standard mode's (about 55 s of CPU, measured on a busy machine) about
+95 s of CPU there. With HYPOTHESIS_PROFILE=thorough every one runs 5 x 5,000 = 25,000 (125,000 schedules, about
+an hour and a half of CPU: run them in parallel).
 """
 
 from __future__ import annotations
@@ -188,6 +190,13 @@ def schedule(backend: str):
 @scaled()
 @given(config=configs("kserve"), first=FIRST, ops=schedule("kserve"))
 def test_kserve_schedules(config, first, ops):
+    simulate(config, first, ops)
+
+
+@scaled()
+@given(config=configs("kserveStandard"), first=FIRST, ops=schedule("kserveStandard"))
+def test_kserve_standard_mode_schedules(config, first, ops):
+    """KServe in Standard mode: the candidate a spec.canary entry, the split on the HTTPRoute (world: kserveStandard)."""
     simulate(config, first, ops)
 
 

@@ -44,8 +44,8 @@ from pydantic import ValidationError
 from modelops.kube import FIELD_MANAGER
 
 from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController,
-                    KServeController, SeldonController, SeldonV2Controller, WatchedGate, answering_after, clone, leaves,
-                    merge, owners_of, provider_factory, remove_leaf)
+                    KServeController, KServeStandardController, SeldonController, SeldonV2Controller, WatchedGate,
+                    answering_after, clone, leaves, merge, owners_of, provider_factory, remove_leaf)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -56,6 +56,7 @@ COHORT = {"name": "x-canary", "value": "yes"}
 EXPOSURE_STEP_SETS: dict[str, tuple[tuple, ...]] = {
     "kserve": (),
     "gatewayAPI": (("m50", "match", 10, 50), ("match", 50), ("m30", 20, 100), (10, "m100", "match", 50)),
+    "kserveStandard": (("m50", "match", 10, 50), (10, "m100", "match", 50)),
     "seldon": (("m100", 10, 50), (10, "m100", 50)),
     "seldonV2": (("m30", 20), ("m100", 10, 50), (10, "m50")),
 }
@@ -102,7 +103,7 @@ OWNER = getattr(routers_base, "OWNER_ANNOTATION", "modelops.io/deployment")
 SELDON_EXPERIMENT = f"{NAME}-rollout"
 """The Experiment routers.seldon_v2 writes for the deployment (serving.seldonV2.experiment unset)."""
 BACKEND_RESOURCES = {"kserve": (INFERENCE_SERVICE,), "gatewayAPI": (HTTP_ROUTE,), "seldon": (SELDON_DEPLOYMENT,),
-                     "seldonV2": (SELDON_MODEL, EXPERIMENT)}
+                     "seldonV2": (SELDON_MODEL, EXPERIMENT), "kserveStandard": (INFERENCE_SERVICE, HTTP_ROUTE)}
 """The kinds of backend object each backend's router drives (all watched), the one Git holds first."""
 
 STATS: Counter = Counter()
@@ -148,8 +149,10 @@ def deployment_spec(config: Config, version: str = "1.0.0") -> dict[str, Any]:
     checks = [errors]
     if config.relative:
         checks.append({"name": "accuracy", "query": 'sim_accuracy{version="{{version}}"}', "maxDropPercent": 5})
-    if config.backend != "gatewayAPI":
-        serving: dict[str, Any] = {"backend": config.backend}
+    if config.backend == "kserveStandard":  # KServe in Standard mode, the split on the route of the same name
+        serving: dict[str, Any] = {"backend": "kserve", "kserve": {"httpRoute": {"name": NAME}}}
+    elif config.backend != "gatewayAPI":
+        serving = {"backend": config.backend}
     else:
         serving = {"backend": "gatewayAPI", "gatewayAPI": {
             "route": NAME, "port": 8080, "services": {v: f"{NAME}-{unit_name(v)}" for v in VERSION_NAMES}}}
@@ -234,8 +237,10 @@ class World:
         self.duplicate_uris: set[str] = set()
         self.kserve = self.config.backend == "kserve"
         self.gateway = self.config.backend == "gatewayAPI"
+        self.standard = self.config.backend == "kserveStandard"
         self.controller = {"kserve": KServeController, "gatewayAPI": GatewayController, "seldon": SeldonController,
-                           "seldonV2": lambda: SeldonV2Controller(SELDON_EXPERIMENT)}[self.config.backend]()
+                           "seldonV2": lambda: SeldonV2Controller(SELDON_EXPERIMENT),
+                           "kserveStandard": KServeStandardController}[self.config.backend]()
         self.backend_resource = BACKEND_RESOURCES[self.config.backend][0]
         """The object git_manifest describes and backend() reads (on Seldon v2 the stable Model)."""
         self.services = {f"{NAME}-{unit_name(v)}": v for v in VERSION_NAMES}
@@ -252,8 +257,15 @@ class World:
         """The spec's top-level fields a standing refused edit wrote (empty: the stored spec is valid)."""
         self.refused_generations: set[int] = set()
         """Generations of the spec the operator refuses: no status may say it observed one."""
-        if self.gateway or self.config.backend == "seldon":  # the user's object, as Git holds it, created by the user
+        if self.gateway or self.config.backend == "seldon" or self.standard:  # the user's, as Git holds it
             self.kube.world_put(self.backend_resource, NS, self.git_manifest())
+        if self.standard:  # and the user's route in front of stable's predictor Service
+            self.kube.world_put(HTTP_ROUTE, NS, {
+                "apiVersion": HTTP_ROUTE.api_version, "kind": HTTP_ROUTE.kind,
+                "metadata": {"name": NAME, "annotations": {OWNER: NAME}},
+                "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/fraud"}}],
+                    "backendRefs": [{"name": f"{NAME}-predictor", "port": 80, "weight": 100}]}]}})
         self.checker = self.checker or Checker()
         self.checker.start(self)
         STATS["schedules"] += 1
@@ -302,6 +314,9 @@ class World:
         cohorts: dict[str, int] = {}
         if self.config.backend.startswith("seldon"):
             copies = self._by_label(self._seldon_exposure()["copies"])
+        if self.standard:
+            side = self.controller.side_uris(self.kube, NS, NAME)
+            copies, cohorts = self._by_label(side["copies"]), self._by_label(side["cohort"])
         if self.gateway:
             route = self.backend()
             for service, percent in self.controller.mirrors(route).items():
@@ -319,6 +334,8 @@ class World:
             for uri, percent in self.controller.live_uris(self.kube, INFERENCE_SERVICE, NS, NAME).items():
                 label = self.uri_labels.get(uri or "", f"unknown:{uri}")
                 out[label] = out.get(label, 0) + percent
+        elif self.standard:
+            out = self._by_label(self.controller.live_uris(self.kube, NS, NAME))
         elif not self.gateway:
             out = self._by_label(self._seldon_exposure()["weight"])
         else:
@@ -587,7 +604,9 @@ class World:
                     "metadata": {**meta, "labels": {"app.kubernetes.io/part-of": "fraud"}},
                     "spec": {"predictors": [{"name": unit_name("1.0.0"), "replicas": 1, "traffic": 100, "graph": {
                         "name": "model", "implementation": "SKLEARN_SERVER", "modelUri": uri_of("1.0.0")}}]}}
-        if self.kserve:
+        if self.standard:
+            meta = {**meta, "annotations": {**meta["annotations"], "serving.kserve.io/deploymentMode": "Standard"}}
+        if self.kserve or self.standard:
             return {"apiVersion": INFERENCE_SERVICE.api_version, "kind": INFERENCE_SERVICE.kind,
                     "metadata": {**meta, "labels": {"app.kubernetes.io/part-of": "fraud"}},
                     "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri_of("1.0.0")}}}}
@@ -617,6 +636,10 @@ class World:
         """What decides traffic on the backend object: the KServe predictor, the HTTPRoute's rules, or the
         SeldonDeployment's predictors."""
         backend = self.backend() or {}
+        if self.standard:
+            routed = self.kube.view(HTTP_ROUTE, NS, NAME) or {}
+            return clone({"predictor": (backend.get("spec") or {}).get("predictor"),
+                          "canary": (backend.get("spec") or {}).get("canary"), "rules": (routed.get("spec") or {}).get("rules")})
         field = {"kserve": "predictor", "gatewayAPI": "rules", "seldon": "predictors"}.get(self.config.backend)
         return clone((backend.get("spec") or {}).get(field))
 

@@ -174,7 +174,8 @@ def latency_decisions(stable: np.ndarray, candidate: np.ndarray, *, quantile: fl
         worse_at[undecided & c.worse] = n
         within_at[undecided & c.within] = n
     return Decisions(float(np.isfinite(worse_at).mean()), float(np.isfinite(within_at).mean()),
-                     np.where(np.isfinite(worse_at), worse_at, np.nan))
+                     np.where(np.isfinite(worse_at), worse_at, np.nan),
+                     np.where(np.isfinite(within_at), within_at, np.nan))
 
 
 def latencies(scenario: str, stable_median: float, candidate_median: float, *, tolerance: float, quantile: float,

@@ -66,3 +66,14 @@ def test_kopf_drops_events_of_endpoint_slices_no_deployment_follows_before_calli
     assert asyncio.run(deliver())
     memo.wakeups.forget("ml", "fraud")
     assert not passes("ml", {handlers.SERVICE_NAME_LABEL: "fraud-v1"})
+
+
+def test_a_kserve_deployment_with_a_route_follows_the_predictor_services_its_readiness_reads():
+    """KServe Standard mode: stable's predictor Service (as KServe first names it) and the desired version's."""
+    wakeups = handlers.Wakeups()
+    spec = {"model": "fraud", "version": "1.1.0", "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "r"}}}}
+    wakeups.follow("ml", "fraud", Memory().wake, spec)
+    assert wakeups.followed_by_any("ml", ("service", "fraud-predictor"))
+    assert wakeups.followed_by_any("ml", ("service", "fraud-v1-1-0-predictor"))
+    wakeups.follow("ml", "fraud", Memory().wake, {**spec, "serving": {"backend": "kserve"}})  # serverless: none
+    assert not wakeups.followed_by_any("ml", ("service", "fraud-predictor"))

@@ -26,9 +26,18 @@ class Backend(str, Enum):
     gatewayAPI = "gatewayAPI"
 
 
+class KServeRoute(ApiModel):
+    name: ObjectName
+    """HTTPRoute whose backendRefs carry the split between the predictor Services (as on the gatewayAPI backend)."""
+    port: int = Field(default=80, ge=1, le=65535)
+    """Port of the predictor Services (KServe gives them 80)."""
+
+
 class KServeServing(ApiModel):
     name: ObjectName | None = None
     """InferenceService to drive; defaults to the ModelDeployment's name."""
+    http_route: KServeRoute | None = Field(default=None, alias="httpRoute")
+    """Required in KServe's Standard mode (which sends no request to spec.canary), refused in serverless mode."""
 
 
 class SeldonServing(ApiModel):
@@ -410,15 +419,34 @@ BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
 }
 
 
+# Backends where a route the spec names carries the split (CEL: that it is named). With it they carry the steps
+# gatewayAPI carries, and (KServe exporting no request metrics in Standard mode) only the contract templates.
+ROUTED_BACKENDS = {Backend.kserve: "has(self.serving.kserve) && has(self.serving.kserve.httpRoute)"}
+ROUTED_TEMPLATES = _CONTRACTS
+
+
+def routed(serving: Serving) -> bool:
+    """The spec names a route that carries the split (serving.kserve.httpRoute)."""
+    return serving.backend is Backend.kserve and serving.kserve is not None and serving.kserve.http_route is not None
+
+
+def template_support(serving: Serving) -> frozenset[CheckTemplate]:
+    """The built-in templates the spec's serving section has metrics for."""
+    return ROUTED_TEMPLATES if routed(serving) else BACKEND_TEMPLATES[serving.backend]
+
+
 def _templates_rule() -> dict[str, str]:
-    clauses = []
-    for backend, allowed in BACKEND_TEMPLATES.items():
-        if allowed != frozenset(CheckTemplate):
-            names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
-            clauses.append(f"(self.serving.backend != '{backend.value}' || "
-                           f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}]))")
+    def within(allowed: frozenset[CheckTemplate]) -> str:
+        names = ", ".join(f"'{t.value}'" for t in sorted(allowed, key=lambda t: t.value))
+        return f"self.analysis.checks.all(c, !has(c.template) || c.template in [{names}])"
+
+    clauses = [f"(self.serving.backend != '{backend.value}' || {within(allowed)})"
+               for backend, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate)]
+    clauses += [f"(self.serving.backend != '{backend.value}' || !({cel}) || {within(ROUTED_TEMPLATES)})"
+                for backend, cel in ROUTED_BACKENDS.items()]
     words = "; ".join(f"{b.value}: {', '.join(sorted(t.value for t in allowed)) or 'none, write a query'}"
                       for b, allowed in BACKEND_TEMPLATES.items() if allowed != frozenset(CheckTemplate))
+    words += "; kserve with serving.kserve.httpRoute: " + ", ".join(sorted(t.value for t in ROUTED_TEMPLATES))
     return {"rule": "!has(self.analysis) || !has(self.analysis.checks) || (" + " && ".join(clauses) + ")",
             "fieldPath": ".analysis.checks",
             "message": f"a check uses a built-in template the serving backend has no metrics for ({words})"}
@@ -456,7 +484,7 @@ BACKEND_STEPS: dict[Backend, StepSupport] = {
     Backend.kserve: StepSupport(frozenset(), False, (
         "KServe (serverless, on Knative) has no request mirroring and no header routing: mirror and match steps "
         "cannot be carried (with the annotation serving.kserve.io/enable-tag-routing the candidate's revision gets a "
-        "URL of its own, for testers to call directly)")),
+        "URL of its own, for testers to call directly); in Standard mode, serving.kserve.httpRoute carries them")),
     Backend.seldon: StepSupport(frozenset({100}), False, (
         "Seldon Core v1 copies every request to a shadow predictor (mirror: 100 only) and has no header routing "
         "(no match steps)")),
@@ -465,6 +493,11 @@ BACKEND_STEPS: dict[Backend, StepSupport] = {
         "call the candidate Model by name with the Seldon-Model header)")),
     Backend.gatewayAPI: StepSupport(ANY_PERCENT, True, ""),
 }
+
+
+def step_support(serving: Serving) -> StepSupport:
+    """The steps the spec's serving section can carry."""
+    return BACKEND_STEPS[Backend.gatewayAPI if routed(serving) else serving.backend]
 
 
 def _steps_rule() -> dict[str, str]:
@@ -477,7 +510,8 @@ def _steps_rule() -> dict[str, str]:
         if not support.match:
             allowed.append("!has(s.match)")
         if allowed:
-            clauses.append(f"(self.serving.backend != '{backend.value}' || "
+            routed = f"({ROUTED_BACKENDS[backend]}) || " if backend in ROUTED_BACKENDS else ""
+            clauses.append(f"(self.serving.backend != '{backend.value}' || {routed}"
                            f"self.strategy.steps.all(s, {' && '.join(allowed)}))")
     words = "; ".join(f"{b.value}: {s.limits}" for b, s in BACKEND_STEPS.items() if s.limits)
     return {"rule": "!has(self.strategy) || !has(self.strategy.steps) || (" + " && ".join(clauses) + ")",
@@ -639,7 +673,7 @@ class ModelDeploymentSpec(ApiModel):
 
     @model_validator(mode="after")
     def _steps_supported(self) -> ModelDeploymentSpec:
-        support = BACKEND_STEPS[self.serving.backend]
+        support = step_support(self.serving)
         refused = [i for i, step in enumerate(self.strategy.steps) if support.refuses(step)]
         if refused:
             raise ValueError(f"strategy.steps {refused}: the {self.serving.backend.value} backend cannot carry them: "
@@ -656,10 +690,11 @@ class ModelDeploymentSpec(ApiModel):
 
     @model_validator(mode="after")
     def _templates_supported(self) -> ModelDeploymentSpec:
-        allowed = BACKEND_TEMPLATES[self.serving.backend]
+        allowed = template_support(self.serving)
         unsupported = [c.name for c in self.analysis.checks if c.template is not None and c.template not in allowed]
         if unsupported:
-            raise ValueError(f"analysis.checks {unsupported}: the {self.serving.backend.value} backend has no metrics "
+            where = " (Standard mode, serving.kserve.httpRoute)" if routed(self.serving) else ""
+            raise ValueError(f"analysis.checks {unsupported}: the {self.serving.backend.value} backend{where} has no metrics "
                              f"for their template; built-in: {sorted(t.value for t in allowed) or 'none'} "
                              "(write a query instead)")
         return self

@@ -252,8 +252,10 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
     return BackendState(frozenset(ready), units, tuple(drift), refused=refused, pins=pins)
 
 
-def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int) -> dict[str, Any] | None:
-    """The operator's complete applied configuration carrying `intent` (pure); None when the route holds it."""
+def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int,
+               field: str = "serving.gatewayAPI.services") -> dict[str, Any] | None:
+    """The operator's complete applied configuration carrying `intent` (pure); None when the route holds it.
+    `field` names where `services` come from, for a refusal."""
     ours = set(services.values())
     wanted = {services[intent.stable]: 100 - intent.candidate_weight if intent.candidate else 100}
     if intent.candidate is not None:
@@ -262,7 +264,7 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
     if not driven:
         refused = "".join(f"; {words}" for words in refused_rules(route, ours))
         raise BackendMisconfigured(f"HTTPRoute {dig(route, 'metadata', 'name')} has no rule routing to any of "
-                                   f"serving.gatewayAPI.services ({sorted(ours)}) by path alone (rules matching "
+                                   f"{field} ({sorted(ours)}) by path alone (rules matching "
                                    f"{'/'.join(CONDITIONAL)} are pins, left alone){refused}")
     rules: list[dict[str, Any]] = []
     cohorts = 0
@@ -299,6 +301,36 @@ def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str,
     return config
 
 
+async def read_route(objects: OwnedObjects, endpoint_slices: EndpointSlices, target: Target, name: str,
+                     services: dict[str, str]) -> BackendState:
+    """The route `name` read and observed (`observe`), with the EndpointSlices of the Services its model's rules
+    route to; `read` is the route."""
+    route = await objects.get(HTTP_ROUTE, target, name)
+    slices = {}
+    for service in sorted(served_services(route, set(services.values()))):
+        slices[service] = await endpoint_slices.of(target.namespace, service)
+    return replace(observe(route, services, slices), read=route)
+
+
+async def write_route(objects: OwnedObjects, target: Target, name: str, route: dict[str, Any] | None,
+                      intent: TrafficIntent, services: dict[str, str], port: int, *, create: bool = True,
+                      field: str = "serving.gatewayAPI.services") -> bool:
+    """Make the route `name` (as read: `route`) carry `intent` over `services` (version -> Service, from `field`);
+    True when it already did. Finalizing (`create` False), a route that is gone or no longer routes to those Services is left
+    as it is."""
+    if not create and (route is None or not routes_to(route, set(services.values()))):
+        return True
+    if route is None:
+        raise BackendMisconfigured(f"HTTPRoute {name} not found in {target.namespace}")
+    missing = [v for v in (intent.stable, intent.candidate) if v is not None and v not in services]
+    if missing:
+        raise BackendMisconfigured(f"{field} names no Service for version(s) {missing}")
+    applied = config_for(route, intent, services, port, field)
+    if applied is not None:
+        await objects.apply(HTTP_ROUTE, target, name, applied)
+    return applied is None
+
+
 class GatewayAPIRouter:
     templates = TEMPLATES
 
@@ -314,31 +346,14 @@ class GatewayAPIRouter:
     def object_name(self, target: Target) -> str:
         return self._config(target).route
 
-    def _services(self, target: Target, *versions: str | None) -> dict[str, str]:
-        services = self._config(target).services
-        missing = [v for v in versions if v is not None and v not in services]
-        if missing:
-            raise BackendMisconfigured(f"serving.gatewayAPI.services names no Service for version(s) {missing}")
-        return services
-
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
         config = self._config(target)
-        route = await self.objects.get(HTTP_ROUTE, target, config.route)
-        slices = {}
-        for service in sorted(served_services(route, set(config.services.values()))):
-            slices[service] = await self.endpoint_slices.of(target.namespace, service)
-        return replace(observe(route, config.services, slices), read=route)
+        return await read_route(self.objects, self.endpoint_slices, target, config.route, config.services)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         config = self._config(target)
         route = state.read or await self.objects.get(HTTP_ROUTE, target, config.route)
-        if not create and (route is None or not routes_to(route, set(config.services.values()))):
-            return True  # finalizing: a route that is gone, or no longer ours, is left as it is
-        if route is None:
-            raise BackendMisconfigured(f"HTTPRoute {config.route} not found in {target.namespace}")
-        applied = config_for(route, intent, self._services(target, intent.stable, intent.candidate), config.port)
-        if applied is not None:
-            await self.objects.apply(HTTP_ROUTE, target, config.route, applied)
-        return applied is None
+        return await write_route(self.objects, target, config.route, route, intent, config.services, config.port,
+                                 create=create)

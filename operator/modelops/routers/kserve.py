@@ -1,24 +1,24 @@
-"""KServe InferenceService (serverless mode): the canary is `spec.predictor.canaryTrafficPercent`.
+"""KServe InferenceService: serverless mode through canaryTrafficPercent, Standard mode through spec.canary[]
+and an HTTPRoute the ModelDeployment names.
 
-Serverless mode only. KServe applies canaryTrafficPercent through Knative revisions; in its
-Standard mode (formerly RawDeployment) or ModelMesh it ignores the field and a predictor change
-replaces the model for every request at once. KServe facts (v0.20.0): the mode is
-`status.deploymentMode` once its controller recorded it, else the annotation
-`serving.kserve.io/deploymentMode`, else the cluster default `defaultDeploymentMode` of the
+The mode. KServe facts (v0.20.0): the mode is `status.deploymentMode` once its controller recorded it, else the
+annotation `serving.kserve.io/deploymentMode`, else the cluster default `defaultDeploymentMode` of the
 `inferenceservice-config` ConfigMap (pkg/controller/v1beta1/inferenceservice/utils/utils.go,
 GetDeploymentMode; the controller writes the status on every reconcile, controller.go updateStatus).
 Values: Knative and its older name Serverless, Standard and its older name RawDeployment,
 ModelMesh (pkg/constants/constants.go, DeploymentModeType). KServe's defaulting webhook writes the
 annotation on every InferenceService admitted without one when the cluster default is Standard or
-ModelMesh (pkg/apis/serving/v1beta1/inference_service_defaults.go), so an object with neither the
-annotation nor a recorded mode was admitted under a Knative default: it is driven. Any other mode
-is refused (BackendMisconfigured) before any write; KServe refuses changing the mode of an
-InferenceService whose status recorded one (inference_service_validation.go,
-validateDeploymentMode), so the fix is a new object in serverless mode. The operator creates its
-InferenceServices with the annotation set to Serverless (the name every KServe version knows;
-v0.20's webhook rewrites it to Knative), whatever the cluster default.
+ModelMesh (pkg/apis/serving/v1beta1/inference_service_defaults.go, DefaultInferenceService), so an object
+with neither the annotation nor a recorded mode was admitted under a Knative default: it is serverless.
+`driven_mode` decides, before any write: serverless is driven as below (refused when
+serving.kserve.httpRoute is set: there is no Service per version for a route there); Standard is driven
+as in "Standard mode" (refused without serving.kserve.httpRoute); ModelMesh is refused. KServe refuses
+changing the mode of an InferenceService whose status recorded one (inference_service_validation.go,
+validateDeploymentMode). The operator creates its InferenceServices in Standard mode when the spec names
+a route, else with the annotation Serverless (the name every KServe version knows; v0.20's webhook
+rewrites it to Knative), whatever the cluster default.
 
-KServe facts this module relies on: changing the predictor (storageUri, format, runtime)
+Serverless mode. KServe facts this module relies on: changing the predictor (storageUri, format, runtime)
 makes a new revision that gets canaryTrafficPercent percent, while the last fully rolled
 out revision keeps the rest (tagged `prev`); removing the field sends everything to the
 latest revision; 0 sends everything back to the rolled-out one. Status lives under
@@ -62,21 +62,77 @@ for the previous one; a runtime or `modelFormat.version` another manager wrote s
 KServe facts relied on for this: `canaryTrafficPercent`, `model` and its keys have no
 list-type or map-type markers in the CRD (objects are per key), and only a predictor change
 other than canaryTrafficPercent makes a new revision (labels and annotations do not).
+
+
+Standard mode (KServe v0.20.0; files under pkg/). Facts, read in KServe's source and seen on its controller:
+
+- A spec.canary[] entry is a predictor of its own: KServe builds it from stable's predictor with the
+  entry's predictor merged over it (mergo WithOverride: fields the entry sets win, the rest are stable's)
+  and makes a Deployment and a Service named `{isvc}-{predictor.name}-predictor`
+  (controller/v1beta1/inferenceservice/components/predictor.go, reconcileCanaryDeployments and
+  buildCanaryPredictor; constants/constants.go, PredictorServiceName: `{isvc}-predictor` when the name is
+  empty). Each Service selects its own Deployment's pods, `app: isvc.<that name>`
+  (reconcilers/service/service_reconciler.go, via constants.GetRawServiceLabel).
+- trafficPercent routes nothing. Every Service, Ingress, HTTPRoute and address KServe writes points at
+  stable's predictor Service (reconcilers/ingress/ingress_reconciler.go, kube_ingress_reconciler.go and
+  httproute_reconciler.go all take constants.PredictorServiceName(isvc.Name, isvc.Spec.Predictor.Name)).
+  It sizes replicas: a canary runs its own minReplicas, else ceil(stable's minReplicas (1 when unset) x
+  trafficPercent / 100) (predictor.go, canaryReplicaCount), with autoscaling fields cleared
+  (buildCanaryPredictor); stable's minReplicas, when set, is reduced by the canaries' and never below 1.
+  Under the default HPA class the HPA's minimum is at least 1 (reconcilers/hpa/hpa_reconciler.go,
+  createHPA), so a 0 % canary still gets a pod (seen on the controller).
+- status.canaryStatuses[] has, per entry, name, ready (its Deployment's availableReplicas > 0) and
+  trafficPercent; the condition CanaryPredictorReady is all of them, and is not part of Ready
+  (predictor.go, reconcileCanaryDeployments; apis/serving/v1beta1/inference_service_status.go).
+  PredictorReady is stable's Deployment's Available condition (inference_service_status.go,
+  PropagateRawStatus).
+- KServe deletes every predictor Deployment and Service of the InferenceService whose name is neither
+  stable's nor a canary's (reconcileCanaryDeployments, its cleanup). Promotion is "set predictor.name to
+  the canary's name and remove its entry" (apis/serving/v1beta1/inference_service.go, the comment on
+  Canary): stable then is the canary's Deployment, already running. The old stable's HorizontalPodAutoscaler
+  is not deleted with its Deployment (a KServe bug: it is left behind, scaling nothing).
+- spec.canary is `listType=atomic` (inference_service.go): one manager owns the whole list. KServe's
+  validation requires each entry's predictor.name, unique and other than stable's, and one model, and
+  refuses maxReplicas, scaleTarget, scaleMetric and autoScaling on it (inference_service_validation.go,
+  validateCanarySpecs); it accepts canaries in Standard mode only.
+
+So the split is the route's. serving.kserve.httpRoute names an HTTPRoute whose path-only rules route to
+stable's predictor Service; the operator drives it exactly as the gatewayAPI router drives its route
+(gateway_api.read_route and write_route: rules, pins, mirror and match steps, drift, readiness by the
+route's verdicts and the Services' ready endpoints), over the predictor Services. The candidate (and a
+drill's fallback) is the one spec.canary entry, `predictor.name` its unit name (base.unit_name: a DNS
+label, distinct per version), carrying the version's artifact (`model`), trafficPercent the step's
+weight (so KServe sizes it as that share); a rollback removes the entry; promotion names the predictor
+after the promoted entry with its model, and removes the entry. A version is ready when KServe reports it
+(stable: PredictorReady True in a status that saw the operator's last write of the predictor,
+`modelops.io/artifact-generation`; a canary: its canaryStatuses[] entry ready) and the route finds it ready.
+The route names a candidate's Service only once KServe reports the canary ready (a Gateway reports a
+route naming a missing Service unresolved, and nothing on it would be ready), and each apply writes the
+route before the InferenceService, so requests leave a Service before KServe deletes it. `{{revision}}`
+in a check's query is the version's predictor Service name (its Deployment's too); KServe exports no
+request metrics of its own in Standard mode, so admission refuses the Knative templates with a route
+(api.modeldeployment.template_support): checks query what the model server or the Gateway exports. The operator owns on the
+InferenceService, besides its bookkeeping annotations, spec.canary (whole) and, once it wrote them,
+spec.predictor.name and spec.predictor.model's keys; an entry in spec.canary that is no version of the
+ModelDeployment is refused (BackendMisconfigured) rather than removed. Applies carry the read's
+resourceVersion.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..analysis.promql import TemplateQuery, observed
-from ..api.modeldeployment import CheckTemplate
+from ..api.modeldeployment import CheckTemplate, KServeRoute
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
 from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, OwnedObjects, BackendMisconfigured, BackendState, Target,
-                   VersionUnavailable, annotations_of, artifact_version, dig, kept, merged, spec_of)
+                   VersionUnavailable, annotations_of, artifact_version, dig, kept, merged, objects_at, spec_of, unit_name,
+                   units_by_name)
+from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, read_route, write_route
 
 INFERENCE_SERVICE = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 
@@ -127,7 +183,9 @@ TEMPLATES = {
 
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 SERVERLESS_MODES = frozenset({"Knative", "Serverless"})
+STANDARD_MODES = frozenset({"Standard", "RawDeployment"})
 MODE: FieldPath = ("metadata", "annotations", DEPLOYMENT_MODE)
+SERVERLESS, STANDARD = "serverless", "standard"
 
 
 def deployment_mode(isvc: dict[str, Any]) -> tuple[str, str] | None:
@@ -140,16 +198,31 @@ def deployment_mode(isvc: dict[str, Any]) -> tuple[str, str] | None:
     return (annotated, f"annotation {DEPLOYMENT_MODE}") if annotated else None
 
 
-def require_serverless(isvc: dict[str, Any]) -> None:
-    """BackendMisconfigured unless KServe runs the InferenceService in serverless (Knative) mode (pure)."""
+def driven_mode(isvc: dict[str, Any], routed: bool) -> str:
+    """SERVERLESS or STANDARD: how the InferenceService is driven, `routed` when serving.kserve.httpRoute is set
+    (pure); BackendMisconfigured, naming the mode, where it was read and the fix, when it cannot be driven."""
+    name = dig(isvc, "metadata", "name")
     mode = deployment_mode(isvc)
-    if mode is not None and mode[0] not in SERVERLESS_MODES:
-        raise BackendMisconfigured(
-            f"InferenceService {dig(isvc, 'metadata', 'name')} runs in KServe's {mode[0]} deployment mode "
-            f"({mode[1]}), where KServe ignores spec.predictor.canaryTrafficPercent and a new model would take every "
-            f"request at once: only serverless mode is supported. KServe does not change the mode of an existing "
-            f"InferenceService: delete it (the operator then creates it in serverless mode) or recreate it with the "
-            f"annotation {DEPLOYMENT_MODE}: Serverless")
+    if mode is None or mode[0] in SERVERLESS_MODES:
+        if routed:
+            where = f"{mode[0]} ({mode[1]})" if mode else "Knative (the default it was admitted under)"
+            raise BackendMisconfigured(
+                f"serving.kserve.httpRoute is set, but InferenceService {name} runs in KServe's serverless mode "
+                f"{where}, where canaryTrafficPercent splits the traffic between Knative revisions and no predictor "
+                "Service per version exists for a route: remove serving.kserve.httpRoute")
+        return SERVERLESS
+    if mode[0] in STANDARD_MODES:
+        if not routed:
+            raise BackendMisconfigured(
+                f"InferenceService {name} runs in KServe's {mode[0]} deployment mode ({mode[1]}), where KServe "
+                "sends no request to spec.canary (its Services, Ingress and HTTPRoutes all point at stable's "
+                "predictor; trafficPercent only sizes the canary's replicas): name an HTTPRoute in "
+                "serving.kserve.httpRoute, whose rules then carry the split between the predictor Services")
+        return STANDARD
+    raise BackendMisconfigured(
+        f"InferenceService {name} runs in KServe's {mode[0]} deployment mode ({mode[1]}): the kserve backend drives "
+        f"serverless (Knative) and Standard mode only. KServe does not change the mode of an existing "
+        f"InferenceService: recreate it with the annotation {DEPLOYMENT_MODE}: Standard or Serverless")
 
 
 def _predictor(isvc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -232,7 +305,7 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
     """Readiness and drift, from the InferenceService alone (pure)."""
     if isvc is None:
         return BackendState()
-    require_serverless(isvc)
+    driven_mode(isvc, routed=False)
     spec, status = _predictor(isvc)
     latest, in_spec, latest_ready = _latest(isvc, versions)
     ready: set[str] = set()
@@ -274,7 +347,7 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
 
     VersionUnavailable when it would have to write the artifact of a version whose ModelVersion is gone;
     BackendMisconfigured when KServe does not run it in serverless mode."""
-    require_serverless(isvc)
+    driven_mode(isvc, routed=False)
     spec, status = _predictor(isvc)
     wanted = intent.candidate or intent.stable
     model: dict[str, Any] | None = None
@@ -335,41 +408,209 @@ def leftover_patch(isvc: dict[str, Any], config: dict[str, Any]) -> dict[str, An
             "spec": {"predictor": {"canaryTrafficPercent": None}}}
 
 
-def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec]) -> dict[str, Any]:
-    """The InferenceService the operator creates: serverless, stable's artifact, all traffic to it (the owner
-    annotation is added on creation)."""
+def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec], mode: str = SERVERLESS) -> dict[str, Any]:
+    """The InferenceService the operator creates: in `mode` (serverless, or Standard with a route), stable's
+    artifact, all traffic to it (the owner annotation is added on creation)."""
     model = _model(spec_of(versions, stable, f"creating InferenceService {name}"))
     annotations = {VERSION_MODELS: _with({}, stable, model), ARTIFACT_GENERATION: "1",  # created at generation 1
-                   DEPLOYMENT_MODE: "Serverless"}
+                   DEPLOYMENT_MODE: "Standard" if mode == STANDARD else "Serverless"}
     return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": annotations},
             "spec": {"predictor": {"model": model}}}
+
+
+# Standard mode (see the module docstring, "Standard mode").
+CANARY: FieldPath = ("spec", "canary")
+PREDICTOR_NAME: FieldPath = ("spec", "predictor", "name")
+SERVICE_NAME_LENGTH = 63  # a Service name is a DNS-1035 label
+
+
+def predictor_service(isvc: str, predictor_name: str | None) -> str:
+    """The Deployment and Service KServe names for a predictor of InferenceService `isvc`
+    (constants.PredictorServiceName)."""
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which version each predictor of a Standard-mode InferenceService serves, as its spec says."""
+
+    stable: str | None
+    """The version of spec.predictor's artifact; None when it is no known version's."""
+    canaries: dict[str, dict[str, Any]]
+    """Version -> its spec.canary[] entry."""
+    services: dict[str, str]
+    """Version -> its predictor Service: stable's as it is named now, any other version's as its canary's would be."""
+
+
+def _known(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> set[str]:
+    return set(versions) | set(_recorded(isvc, VERSION_MODELS, dict))
+
+
+def layout(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> Layout:
+    """The versions of the predictor and of each canary entry (pure); BackendMisconfigured for a canary entry that
+    is no version of this deployment (the operator owns spec.canary whole: its apply would remove it)."""
+    spec = dig(isvc, "spec", "predictor") or {}
+    uri = dig(spec, "model", "storageUri")
+    recorded = [v for v, model in _recorded(isvc, VERSION_MODELS, dict).items() if model.get("storageUri") == uri]
+    stable = artifact_version(uri, versions) or (recorded[-1] if recorded else None)
+    by_name = units_by_name(_known(isvc, versions))
+    canaries: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(objects_at(isvc, *CANARY)):
+        name = dig(entry, "predictor", "name")
+        if name not in by_name:
+            raise BackendMisconfigured(
+                f"InferenceService {dig(isvc, 'metadata', 'name')} spec.canary[{index}] ({name}) is no version of "
+                "this ModelDeployment: the operator owns spec.canary whole (an atomic list) and would remove it; "
+                "remove it, or roll that model out as a version")
+        canaries[by_name[name]] = entry
+    services = {v: predictor_service(dig(isvc, "metadata", "name"), unit_name(v)) for v in _known(isvc, versions)}
+    if stable is not None:
+        services[stable] = predictor_service(dig(isvc, "metadata", "name"), spec.get("name"))
+    return Layout(stable, canaries, services)
+
+
+def _condition(isvc: dict[str, Any], kind: str) -> str | None:
+    return next((c.get("status") for c in objects_at(isvc, "status", "conditions") if c.get("type") == kind), None)
+
+
+def kserve_ready(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> frozenset[str]:
+    """The versions KServe reports ready (pure): stable when PredictorReady is True in a status that saw the
+    operator's last write of the predictor; a canary's version when its status.canaryStatuses[] entry is ready."""
+    found = layout(isvc, versions)
+    ready = set()
+    seen = _integer(dig(isvc, "status", "observedGeneration")) or 0
+    if found.stable is not None and _condition(isvc, "PredictorReady") == "True" and \
+            seen >= (_artifact_generation(isvc) or 0):
+        ready.add(found.stable)
+    statuses = {s.get("name"): s for s in objects_at(isvc, "status", "canaryStatuses")}
+    for version, entry in found.canaries.items():
+        if (statuses.get(dig(entry, "predictor", "name")) or {}).get("ready") is True:
+            ready.add(version)
+    return frozenset(ready)
+
+
+def observe_standard(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec], route: BackendState) -> BackendState:
+    """Readiness, units and drift of a Standard-mode InferenceService and the route that splits between its
+    predictor Services (`route`: gateway_api.observe over `layout(...).services`) (pure). A version is ready when
+    KServe reports it ready and the route finds its Service ready; units are the predictor Services."""
+    found = layout(isvc, versions)
+    ready = kserve_ready(isvc, versions) & route.ready_versions
+    present = ({found.stable} if found.stable else set()) | set(found.canaries)
+    units = {v: found.services[v] for v in present}
+    return BackendState(ready, units, route.drift, refused=route.refused, pins=route.pins)
+
+
+def route_intent(intent: TrafficIntent, isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> TrafficIntent:
+    """What the route carries of `intent`: a candidate gets its ref (at its weight) only once KServe reports its
+    canary ready, so that the route never names a Service KServe has not made yet (a Gateway then reports the
+    route's references unresolved, and nothing on it reads as ready)."""
+    found = layout(isvc, versions)
+    if intent.candidate is None or intent.candidate == found.stable or intent.candidate in kserve_ready(isvc, versions):
+        return intent
+    return TrafficIntent(intent.stable)
+
+
+def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec]) -> dict[str, Any] | None:
+    """The operator's complete applied configuration of a Standard-mode InferenceService for `intent` (pure); None
+    when the object holds it. The candidate is the one spec.canary entry, named after its unit name, carrying its
+    artifact, trafficPercent its weight; promotion names the predictor after the promoted entry and removes the
+    entry; without a candidate there is no entry. VersionUnavailable when it would write the artifact of a version
+    whose ModelVersion is gone and that the object does not hold either."""
+    found = layout(isvc, versions)
+    name = dig(isvc, "metadata", "name")
+    models = _recorded(isvc, VERSION_MODELS, dict)
+    live_annotations = annotations_of(isvc)
+    annotations = {k: live_annotations[k] for k in BOOKKEEPING if isinstance(live_annotations.get(k), str)}
+
+    def model_of(version: str, live: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The version's model: its ModelVersion's, else as the object holds it (`live`) or recorded it."""
+        if version in versions:
+            return _model(versions[version])
+        if live is not None or version in models:
+            return dict(live or models[version])
+        raise VersionUnavailable(version, f"InferenceService {name} predictor")
+
+    predictor = kept(isvc, MODEL, PREDICTOR_NAME).get("spec", {}).get("predictor", {})
+    if intent.stable != found.stable:
+        promoted = found.canaries.get(intent.stable)
+        # Promotion as KServe documents it: the predictor takes the canary's name (and so its Deployment and
+        # Service, already running) and its model; the entry goes. Otherwise stable's artifact is written in place.
+        model = dict(promoted["predictor"]["model"]) if promoted else model_of(intent.stable)
+        predictor = {**predictor, "model": model}
+        if promoted:
+            predictor["name"] = promoted["predictor"]["name"]
+        annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
+    canary: list[dict[str, Any]] = []
+    if intent.candidate is not None and intent.candidate != intent.stable:
+        unit = unit_name(intent.candidate)
+        service = predictor_service(dig(isvc, "metadata", "name"), unit)
+        if len(service) > SERVICE_NAME_LENGTH:
+            raise BackendMisconfigured(
+                f"the candidate {intent.candidate}'s predictor Service would be {service}, longer than "
+                f"{SERVICE_NAME_LENGTH} characters: a shorter InferenceService name (serving.kserve.name) is needed")
+        model = model_of(intent.candidate, dig(found.canaries.get(intent.candidate), "predictor", "model"))
+        canary = [{"predictor": {"name": unit, "model": model}, "trafficPercent": intent.candidate_weight}]
+    # Every version's model as written, so that the versions stay known (their Services named, stable restored)
+    # once their ModelVersions are gone.
+    written = [(found.stable, dig(isvc, *MODEL))] if found.stable is not None else []
+    if intent.stable != found.stable:
+        written.append((intent.stable, predictor["model"]))
+    if canary:
+        written.append((intent.candidate, canary[0]["predictor"]["model"]))
+    recorded = models
+    for version, model in written:
+        if recorded.get(version) != model:
+            recorded = json.loads(_with(recorded, version, model))
+    if recorded != models:
+        annotations[VERSION_MODELS] = json.dumps(recorded)
+    spec = {"predictor": predictor, "canary": canary} if canary else {"predictor": predictor}
+    config = merged(kept(isvc, *IDENTITY, MODE), {"metadata": {"annotations": annotations}, "spec": spec})
+    if is_applied(isvc, config, absent=() if canary else (CANARY,)):
+        return None
+    config["metadata"]["resourceVersion"] = isvc["metadata"]["resourceVersion"]
+    return config
 
 
 class KServeRouter:
     templates = TEMPLATES
 
-    def __init__(self, kube: Kube):
+    def __init__(self, kube: Kube, endpoint_slices: EndpointSlices | None = None):
         self.objects = OwnedObjects(kube)
+        self.endpoint_slices = endpoint_slices or ListedEndpointSlices(kube)
 
     def _name(self, target: Target) -> str:
         return target.object_name(target.serving.kserve.name if target.serving.kserve else None)
 
     object_name = _name
 
+    @staticmethod
+    def _route(target: Target) -> KServeRoute | None:
+        return target.serving.kserve.http_route if target.serving.kserve else None
+
     async def observe(self, target: Target, versions: dict[str, ModelVersionSpec],
                       last: TrafficIntent | None) -> BackendState:
         isvc = await self.objects.get(INFERENCE_SERVICE, target, self._name(target))
-        return replace(observe(isvc, versions, last), read=isvc)
+        route = self._route(target)
+        if isvc is None or driven_mode(isvc, route is not None) == SERVERLESS:
+            return replace(observe(isvc, versions, last), read=isvc)
+        assert route is not None  # driven_mode refuses Standard mode without one
+        routed = await read_route(self.objects, self.endpoint_slices, target, route.name, layout(isvc, versions).services)
+        return replace(observe_standard(isvc, versions, routed), read=isvc)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
         name = self._name(target)
+        route = self._route(target)
         isvc = state.read or await self.objects.get(INFERENCE_SERVICE, target, name)
         if isvc is None:
             if not create:
                 return True
-            await self.objects.create(INFERENCE_SERVICE, target, creation_config(name, intent.stable, versions))
+            await self.objects.create(INFERENCE_SERVICE, target, creation_config(
+                name, intent.stable, versions, STANDARD if route else SERVERLESS))
             return False
+        if driven_mode(isvc, route is not None) == STANDARD:
+            assert route is not None
+            return await self._apply_standard(target, route, isvc, intent, versions, create)
         config = config_for(isvc, intent, versions, state)
         if config is not None:
             applied = await self.objects.apply(INFERENCE_SERVICE, target, name, config)
@@ -383,3 +624,20 @@ class KServeRouter:
             return True
         return intent.stable in state.ready_versions and (
             "canaryTrafficPercent" not in _predictor(isvc)[0] or intent.stable not in versions)
+
+    async def _apply_standard(self, target: Target, route: KServeRoute, isvc: dict[str, Any], intent: TrafficIntent,
+                              versions: dict[str, ModelVersionSpec], create: bool) -> bool:
+        """The route first, then the InferenceService: requests leave a Service before KServe deletes it (a
+        rollback's canary, a promotion's old stable), and reach a candidate's only once KServe has made it."""
+        config = config_standard(isvc, intent, versions)  # refusals (a version gone, a name too long) before writes
+        carried = route_intent(intent, isvc, versions)
+        routed = await write_route(self.objects, target, route.name,
+                                   await self.objects.get(HTTP_ROUTE, target, route.name), carried,
+                                   layout(isvc, versions).services, route.port, create=create,
+                                   field=f"the predictor Services of InferenceService {self._name(target)}")
+        if config is not None:
+            await self.objects.apply(INFERENCE_SERVICE, target, self._name(target), config)
+            return False
+        if intent.candidate is None:
+            return routed and not objects_at(isvc, *CANARY) and intent.stable in kserve_ready(isvc, versions)
+        return routed and carried == intent

@@ -1,0 +1,276 @@
+"""The kserve router in KServe's Standard mode: the candidate as a spec.canary entry, the split on the HTTPRoute."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+
+from modelops.api.modeldeployment import ModelDeploymentSpec
+from modelops.api.modelversion import ModelVersionSpec
+from modelops.rollout import TrafficIntent
+from modelops.routers.base import BackendMisconfigured, unit_name
+from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
+from modelops.routers.kserve import (ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE, SERVERLESS, STANDARD,
+                                     VERSION_MODELS, KServeRouter, config_standard, driven_mode, kserve_ready, layout,
+                                     route_intent)
+
+from ..conftest import model_version_manifest
+from .test_kserve_router import owned
+from .test_router_faults import FakeKube, run, target
+
+RC = "1.2.0-rc.1"
+VERSIONS = {v: ModelVersionSpec.model_validate(model_version_manifest(version=v)["spec"]) for v in ("1.0.0", "1.1.0", RC)}
+ROUTED = target({"backend": "kserve", "kserve": {"httpRoute": {"name": "churn-route"}}})
+UNROUTED = target({"backend": "kserve"})
+
+
+def model_of(version: str) -> dict[str, Any]:
+    return {"modelFormat": {"name": "sklearn"}, "storageUri": VERSIONS[version].artifact.uri}
+
+
+def entry(version: str, percent: int) -> dict[str, Any]:
+    return {"predictor": {"name": unit_name(version), "model": model_of(version)}, "trafficPercent": percent}
+
+
+def standard(stable: str = "1.0.0", *canaries: tuple[str, int], ready: tuple[str, ...] = (), generation: int = 2,
+             observed: int = 2, mode: dict[str, str] | None = None, name: str | None = None,
+             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Standard-mode InferenceService `churn`: `stable` in the predictor (named `name`), one canary entry per
+    (version, percent); KServe reports ready whichever of stable and those versions `ready` names."""
+    predictor: dict[str, Any] = {"model": model_of(stable)}
+    if name:
+        predictor["name"] = name
+    spec: dict[str, Any] = {"predictor": predictor}
+    if canaries:
+        spec["canary"] = [entry(v, p) for v, p in canaries]
+    mode = {"annotation": "Standard"} if mode is None else mode
+    status: dict[str, Any] = {"observedGeneration": observed, "conditions": [
+        {"type": "PredictorReady", "status": "True" if stable in ready else "False"}],
+        "canaryStatuses": [{"name": unit_name(v), "ready": v in ready, "trafficPercent": p} for v, p in canaries]}
+    if "status" in mode:
+        status["deploymentMode"] = mode["status"]
+    meta_annotations = {**({DEPLOYMENT_MODE: mode["annotation"]} if "annotation" in mode else {}), **(annotations or {})}
+    return {"metadata": {"name": "churn", "generation": generation, "resourceVersion": "41",
+                         "annotations": meta_annotations}, "spec": spec, "status": status}
+
+
+def route(weights: dict[str, int]) -> dict[str, Any]:
+    """The user's HTTPRoute, accepted and resolved by its Gateway, one path-only rule with those Service weights."""
+    return {"metadata": {"name": "churn-route", "generation": 1, "resourceVersion": "3"},
+            "spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "backendRefs": [{"name": s, "port": 80, "weight": w} for s, w in weights.items()]}]},
+            "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"},
+                                                   {"type": "ResolvedRefs", "status": "True"}]}]}}
+
+
+def endpoints(service: str, ready: bool = True) -> dict[str, Any]:
+    return {"metadata": {"name": f"{service}-abcde", "labels": {SERVICE_NAME_LABEL: service}},
+            "endpoints": [{"conditions": {"ready": ready}}]}
+
+
+def cluster(isvc: dict[str, Any], weights: dict[str, int], *ready_services: str) -> FakeKube:
+    return FakeKube((INFERENCE_SERVICE, isvc), (HTTP_ROUTE, route(weights)),
+                    *[(ENDPOINT_SLICES, endpoints(s)) for s in ready_services])
+
+
+def live_weights(kube: FakeKube) -> dict[str, int]:
+    [rule] = kube.objects[("httproutes", "churn-route")]["spec"]["rules"]
+    return {r["name"]: r["weight"] for r in rule["backendRefs"]}
+
+
+# Mode detection.
+
+@pytest.mark.parametrize("mode, routed, driven", [
+    ({}, False, SERVERLESS), ({"annotation": "Knative"}, False, SERVERLESS),
+    ({"annotation": "Standard"}, True, STANDARD), ({"annotation": "RawDeployment"}, True, STANDARD),
+    ({"annotation": "Knative", "status": "Standard"}, True, STANDARD),  # KServe's recorded mode wins
+])
+def test_the_mode_is_read_as_kserve_resolves_it_and_each_is_driven_its_way(mode, routed, driven):
+    assert driven_mode(standard(mode=mode), routed) == driven
+
+
+def test_standard_mode_without_a_route_is_refused_naming_the_field_and_why():
+    with pytest.raises(BackendMisconfigured) as refused:
+        driven_mode(standard(mode={"status": "Standard"}), routed=False)
+    words = str(refused.value)
+    assert "Standard deployment mode (status.deploymentMode)" in words
+    assert "sends no request to spec.canary" in words and "serving.kserve.httpRoute" in words
+
+
+@pytest.mark.parametrize("mode, words", [({}, "remove serving.kserve.httpRoute"),
+                                         ({"annotation": "ModelMesh"}, "serverless (Knative) and Standard mode only")])
+def test_a_route_on_serverless_and_modelmesh_in_any_case_are_refused(mode, words):
+    with pytest.raises(BackendMisconfigured, match=re.escape(words)):
+        driven_mode(standard(mode=mode), routed=True)
+
+
+def test_without_a_route_nothing_is_written_and_the_split_is_never_claimed():
+    kube = cluster(standard("1.0.0", ready=("1.0.0",)), {"churn-predictor": 100}, "churn-predictor")
+    with pytest.raises(BackendMisconfigured, match="serving.kserve.httpRoute"):
+        run(KServeRouter(kube), UNROUTED, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
+    assert kube.writes("apply") == [] and kube.writes("patch") == []
+
+
+# The canary entry.
+
+def test_a_candidate_is_one_canary_entry_named_after_its_unit_with_its_artifact_and_its_weight():
+    live = owned(standard("1.0.0", ready=("1.0.0",)))
+    config = config_standard(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
+    assert config["spec"]["canary"] == [entry("1.1.0", 10)]
+    assert config["metadata"]["resourceVersion"] == "41"
+    assert set(json.loads(config["metadata"]["annotations"][VERSION_MODELS])) == {"1.0.0", "1.1.0"}
+    assert config["spec"]["predictor"]["model"] == model_of("1.0.0")  # stable's own, as the operator owned it
+
+
+def test_an_entry_already_carrying_the_intent_needs_no_write_and_a_new_weight_does():
+    live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"),
+                          annotations={VERSION_MODELS: json.dumps({"1.0.0": model_of("1.0.0"),
+                                                                   "1.1.0": model_of("1.1.0")})}))
+    assert config_standard(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS) is None
+    assert config_standard(live, TrafficIntent("1.0.0", "1.1.0", 25), VERSIONS)["spec"]["canary"] == [entry("1.1.0", 25)]
+
+
+def test_a_rollback_removes_the_entry():
+    live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0")))
+    config = config_standard(live, TrafficIntent("1.0.0"), VERSIONS)
+    assert config is not None and "canary" not in config["spec"]  # left out of the apply: the API server removes it
+
+
+def test_the_candidates_entry_needs_no_modelversion_once_written():
+    live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"),
+                          annotations={VERSION_MODELS: json.dumps({"1.1.0": model_of("1.1.0")})}))
+    config = config_standard(live, TrafficIntent("1.0.0", "1.1.0", 25), {"1.0.0": VERSIONS["1.0.0"]})
+    assert config["spec"]["canary"] == [entry("1.1.0", 25)]
+
+
+# Promotion.
+
+def test_promotion_names_the_predictor_after_the_entry_with_its_model_and_removes_the_entry():
+    live = owned(standard("1.0.0", ("1.1.0", 50), ready=("1.0.0", "1.1.0")))
+    config = config_standard(live, TrafficIntent("1.1.0"), VERSIONS)
+    assert config["spec"]["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
+    assert "canary" not in config["spec"]
+    assert config["metadata"]["annotations"][ARTIFACT_GENERATION] == "3"
+
+
+def test_after_promotion_stable_is_ready_only_once_kserve_saw_the_write():
+    promoted = standard("1.1.0", ready=("1.1.0",), name="v1-1-0", generation=3, observed=2,
+                        annotations={ARTIFACT_GENERATION: "3"})
+    assert kserve_ready(promoted, VERSIONS) == frozenset()
+    promoted["status"]["observedGeneration"] = 3
+    assert kserve_ready(promoted, VERSIONS) == {"1.1.0"}
+    assert layout(promoted, VERSIONS).services["1.1.0"] == "churn-v1-1-0-predictor"
+
+
+# Unit names.
+
+def test_a_prerelease_version_gets_its_digest_named_unit_and_is_read_back_from_it():
+    live = owned(standard("1.0.0", ready=("1.0.0",)))
+    [written] = config_standard(live, TrafficIntent("1.0.0", RC, 0), VERSIONS)["spec"]["canary"]
+    assert written["predictor"]["name"] == unit_name(RC) and unit_name(RC).startswith("v1-2-0-rc-1-")
+    found = layout(standard("1.0.0", (RC, 0)), VERSIONS)
+    assert list(found.canaries) == [RC] and found.services[RC] == f"churn-{unit_name(RC)}-predictor"
+
+
+def test_an_entry_that_is_no_version_of_the_deployment_is_refused_not_removed():
+    live = standard("1.0.0")
+    live["spec"]["canary"] = [{"predictor": {"name": "someones-test", "model": model_of("1.1.0")}, "trafficPercent": 0}]
+    with pytest.raises(BackendMisconfigured, match=r"spec.canary\[0\] \(someones-test\) is no version"):
+        layout(live, VERSIONS)
+
+
+def test_a_predictor_service_name_over_63_characters_is_refused_before_any_write():
+    live = owned(standard("1.0.0"))
+    live["metadata"]["name"] = "n" * 50
+    with pytest.raises(BackendMisconfigured, match="longer than 63"):
+        config_standard(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
+
+
+# The route.
+
+def test_the_route_names_the_candidate_only_once_kserve_reports_its_canary_ready():
+    intent = TrafficIntent("1.0.0", "1.1.0", 0)
+    assert route_intent(intent, standard("1.0.0", ("1.1.0", 0), ready=("1.0.0",)), VERSIONS) == TrafficIntent("1.0.0")
+    assert route_intent(intent, standard("1.0.0", ("1.1.0", 0), ready=("1.0.0", "1.1.0")), VERSIONS) == intent
+
+
+def test_a_rollout_step_a_rollback_and_a_promotion_through_the_router():
+    """The entry is written at 0 %, the route names the candidate once KServe has it ready, a step's weight is the
+    route's and the entry's; a rollback puts the route all on stable before the entry goes; promotion puts it on the
+    candidate's Service before the predictor is renamed."""
+    kube = cluster(owned(standard("1.0.0", ready=("1.0.0",))), {"churn-predictor": 100},
+                   "churn-predictor", "churn-v1-1-0-predictor")
+    router = KServeRouter(kube)
+    assert not run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
+    assert kube.spec(INFERENCE_SERVICE)["canary"] == [entry("1.1.0", 0)]
+    assert live_weights(kube) == {"churn-predictor": 100}  # KServe has not reported the canary ready
+    state = asyncio_observe(router, TrafficIntent("1.0.0", "1.1.0", 0))
+    assert state.ready_versions == {"1.0.0"}
+
+    report_ready(kube, "1.0.0", "1.1.0")
+    run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
+    assert live_weights(kube) == {"churn-predictor": 100, "churn-v1-1-0-predictor": 0}
+    state = asyncio_observe(router, TrafficIntent("1.0.0", "1.1.0", 0))
+    assert state.ready_versions == {"1.0.0", "1.1.0"}
+    assert state.units == {"1.0.0": "churn-predictor", "1.1.0": "churn-v1-1-0-predictor"}
+
+    run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
+    assert live_weights(kube) == {"churn-predictor": 90, "churn-v1-1-0-predictor": 10}
+    assert kube.spec(INFERENCE_SERVICE)["canary"] == [entry("1.1.0", 10)]
+    assert run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)  # carried: nothing more to write
+
+    kube.calls.clear()
+    run(router, ROUTED, TrafficIntent("1.0.0"), VERSIONS)
+    assert live_weights(kube) == {"churn-predictor": 100}
+    assert "canary" not in kube.spec(INFERENCE_SERVICE)
+    assert [c[1] for c in kube.writes("apply")] == ["HTTPRoute", "InferenceService"]
+
+    run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 50), VERSIONS)
+    report_ready(kube, "1.0.0", "1.1.0")
+    run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 50), VERSIONS)
+    kube.calls.clear()
+    run(router, ROUTED, TrafficIntent("1.1.0"), VERSIONS)
+    assert live_weights(kube) == {"churn-v1-1-0-predictor": 100}
+    assert kube.spec(INFERENCE_SERVICE)["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
+    assert [c[1] for c in kube.writes("apply")] == ["HTTPRoute", "InferenceService"]
+
+
+def test_mirror_and_match_steps_are_admitted_on_kserve_only_with_a_route():
+    def spec(serving: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "churn", "version": "1.1.0", "serving": serving,
+                "strategy": {"steps": [{"mirror": 50}, {"match": {"headers": [{"name": "x-cohort", "value": "a"}]}}]}}
+    ModelDeploymentSpec.model_validate(spec({"backend": "kserve", "kserve": {"httpRoute": {"name": "r"}}}))
+    with pytest.raises(ValueError, match=r"strategy.steps \[0, 1\].*serving.kserve.httpRoute carries them"):
+        ModelDeploymentSpec.model_validate(spec({"backend": "kserve"}))
+
+
+def asyncio_observe(router: KServeRouter, last: TrafficIntent):
+    return asyncio.run(router.observe(ROUTED, VERSIONS, last))
+
+
+def report_ready(kube: FakeKube, *versions: str) -> None:
+    """What KServe's reconcile writes to the status: this generation seen, stable's and the canaries' readiness."""
+    isvc = kube.objects[("inferenceservices", "churn")]
+    stable = layout(isvc, VERSIONS).stable
+    canaries = isvc["spec"].get("canary") or []
+    isvc["status"] = {"observedGeneration": isvc["metadata"].get("generation", 2), "conditions": [
+        {"type": "PredictorReady", "status": "True" if stable in versions else "False"}],
+        "canaryStatuses": [{"name": e["predictor"]["name"], "ready": any(e["predictor"]["name"] == unit_name(v)
+                                                                          for v in versions),
+                            "trafficPercent": e["trafficPercent"]} for e in canaries]}
+
+
+def test_with_a_route_the_knative_templates_are_refused_and_the_contract_ones_accepted():
+    """KServe exports no request metrics in Standard mode: errorRate would find no series (NoData, never a verdict)."""
+    def spec(template: str, serving: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "churn", "version": "1.1.0", "serving": serving,
+                "analysis": {"checks": [{"name": "c", "template": template, "max": 0.5}]}}
+    routed = {"backend": "kserve", "kserve": {"httpRoute": {"name": "r"}}}
+    ModelDeploymentSpec.model_validate(spec("driftScore", routed))
+    ModelDeploymentSpec.model_validate(spec("errorRate", {"backend": "kserve"}))
+    with pytest.raises(ValueError, match=r"analysis.checks \['c'\]: the kserve backend \(Standard mode"):
+        ModelDeploymentSpec.model_validate(spec("errorRate", routed))
