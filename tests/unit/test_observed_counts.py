@@ -19,9 +19,10 @@ WINDOW = "5m"
 """Evaluated at 10m: the window runs from 5m to 10m, the series' samples one a minute from 0m."""
 
 
-def expect(tmp_path, series: dict[str, str], expressions: list[tuple[str, dict[str, float]]]) -> None:
-    """Each expression (with {{window}} = WINDOW) evaluates at 10m to those values by label set."""
-    tests = [{"expr": expr.replace("{{window}}", WINDOW), "eval_time": "10m",
+def expect(tmp_path, series: dict[str, str], expressions: list[tuple[str, dict[str, float]]],
+           at: str = "10m") -> None:
+    """Each expression (with {{window}} = WINDOW) evaluates at `at` to those values by label set."""
+    tests = [{"expr": expr.replace("{{window}}", WINDOW), "eval_time": at,
               "exp_samples": [{"labels": labels, "value": value} for labels, value in values.items()]}
              for expr, values in expressions]
     path = tmp_path / "counts.yaml"
@@ -43,6 +44,17 @@ def test_a_series_counts_what_its_samples_show_and_resets_are_allowed_for(tmp_pa
     expect(tmp_path, {'x{job="j", pod="p"}': history, 'x{job="other", pod="p"}': "0+1000x10"},
            [(observed('x{job="j"}'), {"{}": counted}),
             ('sum(increase(x{job="j"}[{{window}}]))', {"{}": extrapolated})])
+
+
+@pytest.mark.parametrize(("history", "counted"), [
+    ("1000+10x9 stale 1110+10x10", 60),  # a failed scrape at 10m, before the window (10m30s-15m30s): counted from
+    # the last sample before it (9m); 1150 if its staleness marker hid the start and the series counted from 0
+    ("1000+10x10 5+10x10", 50),  # reset between the start (10m) and the window's first sample (11m): -1055 if taken
+    # as last less start; increase()'s 5 + 40, extrapolated half a minute at each end
+])
+def test_a_staleness_marker_or_a_reset_at_the_windows_start_is_no_lifetime_or_negative_count(tmp_path, history,
+                                                                                             counted):
+    expect(tmp_path, {'x{job="j"}': history}, [(observed('x{job="j"}'), {"{}": counted})], at="15m30s")
 
 
 def test_series_are_counted_each_on_its_own_then_summed(tmp_path):

@@ -68,5 +68,6 @@ def _counting_queries():
 def test_counts_are_taken_as_scraped_and_increase_only_where_a_counter_reset(query):
     rendered = render(query, SUBJECT)
     assert "rate(" not in rendered and "offset 5m" in rendered
-    guarded = re.findall(r"increase\(([^\[]+)\[5m\]\) and \(resets\(\1\[5m\]\) > 0\)", rendered)
+    guarded = re.findall(r"increase\(([^\[]+)\[5m\]\) and \(\(resets\(\1\[5m\]\) > 0\) or "
+                         r"\(min_over_time\(\1\[5m\]\) < last_over_time\(\1\[5m\] offset 5m\)\)\)", rendered)
     assert guarded and len(guarded) == rendered.count("increase(")

@@ -44,15 +44,18 @@ class TemplateQuery:
 
 def observed(counter: str, by: str = "") -> str:
     """PromQL for what `counter` (a selector of one counter) counted over `{{window}}`, summed (`by` those labels,
-    such as `le`), as its samples show it: each series' last sample in the window less its sample at the window's
-    start (`offset`), where increase() would extrapolate both ends to the window's edges. A series born within the
-    window counts from 0, one that vanished within it up to its last sample. A series whose counter reset within the
-    window (its pod restarted) takes increase()'s count instead, which allows for the reset but extrapolates."""
+    such as `le`), as its samples show it: each series' last sample in the window less its last sample before the
+    window's start (`offset`; a range, so that a staleness marker left by a failed scrape there is skipped, as an
+    instant selector would not), where increase() would extrapolate both ends to the window's edges. A series born
+    within the window counts from 0, one that vanished within it up to its last sample. A series whose counter
+    reset (its pod restarted) within the window, or between the start and the window's first sample (a sample in
+    the window below the start), takes increase()'s count instead, which allows for the reset but extrapolates."""
     window = "[{{window}}]"
     last = f"last_over_time({counter}{window})"
-    reset = f"(resets({counter}{window}) > 0)"
+    start = f"last_over_time({counter}[5m] offset {{{{window}}}})"
+    reset = f"((resets({counter}{window}) > 0) or (min_over_time({counter}{window}) < {start}))"
     kept = f" by ({by}) " if by else ""
-    return (f"sum{kept}((({last} - {counter} offset {{{{window}}}}) unless {reset})"
+    return (f"sum{kept}((({last} - {start}) unless {reset})"
             f" or (increase({counter}{window}) and {reset}) or {last})")
 
 
