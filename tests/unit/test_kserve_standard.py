@@ -274,3 +274,25 @@ def test_with_a_route_the_knative_templates_are_refused_and_the_contract_ones_ac
     ModelDeploymentSpec.model_validate(spec("errorRate", {"backend": "kserve"}))
     with pytest.raises(ValueError, match=r"analysis.checks \['c'\]: the kserve backend \(Standard mode"):
         ModelDeploymentSpec.model_validate(spec("errorRate", routed))
+
+
+def test_a_rollback_to_a_retained_version_runs_it_as_an_entry_before_the_route_moves_and_it_is_promoted():
+    """Never written in place: the route would name a Service KServe never makes (all traffic lost), and two versions
+    would share one Deployment's name."""
+    isvc = owned(standard("1.1.0", ready=("1.1.0",), name="v1-1-0"))
+    isvc["metadata"]["annotations"][VERSION_MODELS] = json.dumps({"1.0.0": model_of("1.0.0"),
+                                                                  "1.1.0": model_of("1.1.0")})
+    kube = cluster(isvc, {"churn-v1-1-0-predictor": 100}, "churn-v1-1-0-predictor", "churn-v1-0-0-predictor")
+    router = KServeRouter(kube)
+    assert not run(router, ROUTED, TrafficIntent("1.0.0"), VERSIONS)
+    live = kube.spec(INFERENCE_SERVICE)
+    assert live["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
+    assert live["canary"] == [entry("1.0.0", 0)]
+    assert live_weights(kube) == {"churn-v1-1-0-predictor": 100}  # the version running keeps serving
+    report_ready(kube, "1.1.0", "1.0.0")
+    assert not run(router, ROUTED, TrafficIntent("1.0.0"), VERSIONS)
+    assert live_weights(kube) == {"churn-v1-0-0-predictor": 100}
+    live = kube.spec(INFERENCE_SERVICE)
+    assert live["predictor"] == {"name": "v1-0-0", "model": model_of("1.0.0")} and "canary" not in live
+    report_ready(kube, "1.0.0")
+    assert run(router, ROUTED, TrafficIntent("1.0.0"), VERSIONS)

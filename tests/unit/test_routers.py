@@ -346,11 +346,14 @@ def test_gateway_route_without_rules_or_status_is_nothing_served():
 
 
 def test_the_api_knows_the_built_in_checks_each_router_has():
-    """BACKEND_TEMPLATES (what admission accepts) and each router's TEMPLATES (what it can query) say the same."""
-    from modelops.api.modeldeployment import BACKEND_TEMPLATES
+    """BACKEND_TEMPLATES and ROUTED_TEMPLATES (what admission accepts) and each router's TEMPLATES (what it can
+    query) say the same."""
+    from modelops.api.modeldeployment import BACKEND_TEMPLATES, ROUTED_BACKENDS, ROUTED_TEMPLATES
     from modelops.routers.registry import ROUTERS
 
-    assert {backend: frozenset(router.templates) for backend, router in ROUTERS.items()} == BACKEND_TEMPLATES
+    accepted = {backend: allowed | (ROUTED_TEMPLATES if backend in ROUTED_BACKENDS else frozenset())
+                for backend, allowed in BACKEND_TEMPLATES.items()}
+    assert {backend: frozenset(router.templates) for backend, router in ROUTERS.items()} == accepted
 
 
 AUDIT = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "audit-log", "port": 9000}}}

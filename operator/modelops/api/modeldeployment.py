@@ -420,9 +420,10 @@ BACKEND_TEMPLATES: dict[Backend, frozenset[CheckTemplate]] = {
 
 
 # Backends where a route the spec names carries the split (CEL: that it is named). With it they carry the steps
-# gatewayAPI carries, and (KServe exporting no request metrics in Standard mode) only the contract templates.
+# gatewayAPI carries, and (KServe exporting no request metrics in Standard mode) only the contract templates, the
+# shadow-comparison one with them (mirror steps are carried there).
 ROUTED_BACKENDS = {Backend.kserve: "has(self.serving.kserve) && has(self.serving.kserve.httpRoute)"}
-ROUTED_TEMPLATES = _CONTRACTS
+ROUTED_TEMPLATES = _CONTRACTS | {CheckTemplate.shadowAgreement}
 
 
 def routed(serving: Serving) -> bool:

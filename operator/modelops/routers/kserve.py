@@ -103,7 +103,10 @@ route's verdicts and the Services' ready endpoints), over the predictor Services
 drill's fallback) is the one spec.canary entry, `predictor.name` its unit name (base.unit_name: a DNS
 label, distinct per version), carrying the version's artifact (`model`), trafficPercent the step's
 weight (so KServe sizes it as that share); a rollback removes the entry; promotion names the predictor
-after the promoted entry with its model, and removes the entry. A version is ready when KServe reports it
+after the promoted entry with its model, and removes the entry. A new stable that is not running yet (a
+manual rollback to a retained version, whose Deployment KServe deleted at the promotion after it) is
+brought up the same way: the entry at 0 % while the route stays on the version running, then promoted once
+KServe reports it ready. A version is ready when KServe reports it
 (stable: PredictorReady True in a status that saw the operator's last write of the predictor,
 `modelops.io/artifact-generation`; a canary: its canaryStatuses[] entry ready) and the route finds it ready.
 The route names a candidate's Service only once KServe reports the canary ready (a Gateway reports a
@@ -129,7 +132,7 @@ from ..api.modeldeployment import CheckTemplate, KServeRoute
 from ..api.modelversion import ModelVersionSpec
 from ..kube import FieldPath, Kube, Resource, is_applied
 from ..rollout import TrafficIntent
-from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, OwnedObjects, BackendMisconfigured, BackendState, Target,
+from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, SHADOW_AGREEMENT, OwnedObjects, BackendMisconfigured, BackendState, Target,
                    VersionUnavailable, annotations_of, artifact_version, dig, kept, merged, objects_at, spec_of, unit_name,
                    units_by_name)
 from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, read_route, write_route
@@ -164,6 +167,7 @@ _SAMPLES = _either(observed(_REQUESTS_NEW), observed(_REQUESTS_OLD))
 
 TEMPLATES = {
     **CONTRACT_TEMPLATES,
+    CheckTemplate.shadowAgreement: SHADOW_AGREEMENT,  # Standard mode's mirror steps only (admission refuses it elsewhere)
     # A revision with traffic but no 5xx has no 5xx series: count that as zero errors, not as no data.
     CheckTemplate.errorRate: TemplateQuery(_either(
         f"({observed(_ERRORS_NEW)} or vector(0)) / {observed(_REQUESTS_NEW)}",
@@ -501,11 +505,15 @@ def observe_standard(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]
 
 
 def route_intent(intent: TrafficIntent, isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> TrafficIntent:
-    """What the route carries of `intent`: a candidate gets its ref (at its weight) only once KServe reports its
-    canary ready, so that the route never names a Service KServe has not made yet (a Gateway then reports the
-    route's references unresolved, and nothing on it reads as ready)."""
+    """What the route carries of `intent`: a candidate gets its ref (at its weight), and a new stable all of it, only
+    once KServe reports its predictor ready, so that the route never names a Service KServe has not made yet (a
+    Gateway then reports the route's references unresolved, and nothing on it reads as ready); until then stable's
+    traffic stays where it is."""
     found = layout(isvc, versions)
-    if intent.candidate is None or intent.candidate == found.stable or intent.candidate in kserve_ready(isvc, versions):
+    ready = kserve_ready(isvc, versions)
+    if intent.stable != found.stable and found.stable is not None and intent.stable not in ready:
+        return TrafficIntent(found.stable)
+    if intent.candidate is None or intent.candidate == found.stable or intent.candidate in ready:
         return intent
     return TrafficIntent(intent.stable)
 
@@ -514,7 +522,8 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
     """The operator's complete applied configuration of a Standard-mode InferenceService for `intent` (pure); None
     when the object holds it. The candidate is the one spec.canary entry, named after its unit name, carrying its
     artifact, trafficPercent its weight; promotion names the predictor after the promoted entry and removes the
-    entry; without a candidate there is no entry. VersionUnavailable when it would write the artifact of a version
+    entry; without a candidate there is no entry. A new stable that is no running entry (a manual rollback to a
+    retained version) is first that entry, at 0 %, and promoted once KServe reports it ready. VersionUnavailable when it would write the artifact of a version
     whose ModelVersion is gone and that the object does not hold either."""
     found = layout(isvc, versions)
     name = dig(isvc, "metadata", "name")
@@ -531,17 +540,28 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
         raise VersionUnavailable(version, f"InferenceService {name} predictor")
 
     predictor = kept(isvc, MODEL, PREDICTOR_NAME).get("spec", {}).get("predictor", {})
+    staged = None  # a new stable not yet running: brought up as the canary entry first
     if intent.stable != found.stable:
         promoted = found.canaries.get(intent.stable)
-        # Promotion as KServe documents it: the predictor takes the canary's name (and so its Deployment and
-        # Service, already running) and its model; the entry goes. Otherwise stable's artifact is written in place.
-        model = dict(promoted["predictor"]["model"]) if promoted else model_of(intent.stable)
-        predictor = {**predictor, "model": model}
-        if promoted:
-            predictor["name"] = promoted["predictor"]["name"]
-        annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
+        if (promoted is not None and intent.stable in kserve_ready(isvc, versions)) or found.stable is None:
+            # Promotion as KServe documents it: the predictor takes the canary's name (and so its Deployment and
+            # Service, already running) and its model; the entry goes. With no stable known to keep serving,
+            # stable's artifact is written in place.
+            model = dict(promoted["predictor"]["model"]) if promoted else model_of(intent.stable)
+            predictor = {**predictor, "model": model}
+            if promoted:
+                predictor["name"] = promoted["predictor"]["name"]
+            annotations[ARTIFACT_GENERATION] = str(_generation(isvc) + 1)
+        else:
+            # A rollback to a retained version, say: the version running now keeps serving, and keeps its
+            # Deployment's name, until the new one runs as an entry of its own (never written in place, which would
+            # leave the route naming a Service KServe never makes, and two versions on one Deployment).
+            staged = intent.stable
     canary: list[dict[str, Any]] = []
-    if intent.candidate is not None and intent.candidate != intent.stable:
+    if staged is not None:
+        canary = [{"predictor": {"name": unit_name(staged), "model": model_of(
+            staged, dig(found.canaries.get(staged), "predictor", "model"))}, "trafficPercent": 0}]
+    elif intent.candidate is not None and intent.candidate != intent.stable:
         unit = unit_name(intent.candidate)
         service = predictor_service(dig(isvc, "metadata", "name"), unit)
         if len(service) > SERVICE_NAME_LENGTH:
@@ -553,10 +573,10 @@ def config_standard(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[
     # Every version's model as written, so that the versions stay known (their Services named, stable restored)
     # once their ModelVersions are gone.
     written = [(found.stable, dig(isvc, *MODEL))] if found.stable is not None else []
-    if intent.stable != found.stable:
+    if intent.stable != found.stable and staged is None:
         written.append((intent.stable, predictor["model"]))
     if canary:
-        written.append((intent.candidate, canary[0]["predictor"]["model"]))
+        written.append((staged or intent.candidate, canary[0]["predictor"]["model"]))
     recorded = models
     for version, model in written:
         if recorded.get(version) != model:
