@@ -64,15 +64,19 @@ class Wakeups:
     followed: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
     """The topics each loop is registered under, so that a round changes only what its spec changed."""
 
-    def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any]) -> bool:
-        """Register the loop under its spec's topics; True when they changed (or are new)."""
+    def follow(self, namespace: str, name: str, wake: asyncio.Event, spec: Mapping[str, Any],
+               stable: str | None = None) -> bool:
+        """Register the loop under its spec's topics (and `stable`'s, the status' stable version); True when they
+        changed (or are new)."""
         self.loops[(namespace, name)] = wake
         serving = spec.get("serving") or {}
         services = set(((serving.get("gatewayAPI") or {}).get("services") or {}).values())
         kserve = serving.get("kserve") or {}
-        if kserve.get("httpRoute"):  # Standard mode: stable's predictor Service as KServe first names it, the candidate's
+        if kserve.get("httpRoute"):  # Standard mode: stable's predictor Service as KServe first names it, as a
+            # promotion renamed it (after the promoted entry), and the candidate's
             isvc = str(kserve.get("name") or name)
-            services |= {predictor_service(isvc, None), predictor_service(isvc, unit_name(str(spec.get("version"))))}
+            versions = {str(spec.get("version"))} | ({stable} if stable else set())
+            services |= {predictor_service(isvc, None)} | {predictor_service(isvc, unit_name(v)) for v in versions}
         topics = frozenset({("model", str(spec.get("model")))} | {("service", service) for service in services})
         if topics == self.followed.get((namespace, name)):
             return False
@@ -364,7 +368,8 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
     try:
         while True:
             model = (body.get("spec") or {}).get("model")
-            if memo.wakeups.follow(namespace, name, memory.wake, body.get("spec") or {}):
+            if memo.wakeups.follow(namespace, name, memory.wake, body.get("spec") or {},
+                                   (body.get("status") or {}).get("stableVersion")):
                 await check_versions_of(memo.shell, namespace, model, model_versions)
             delay = await run_round(memo.shell, body, records_of(model_versions, body["metadata"]["namespace"], model),
                                     memory)

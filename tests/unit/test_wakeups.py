@@ -75,5 +75,9 @@ def test_a_kserve_deployment_with_a_route_follows_the_predictor_services_its_rea
     wakeups.follow("ml", "fraud", Memory().wake, spec)
     assert wakeups.followed_by_any("ml", ("service", "fraud-predictor"))
     assert wakeups.followed_by_any("ml", ("service", "fraud-v1-1-0-predictor"))
+    # After a promotion, stable's Service is named after the promoted entry: the stable version's unit.
+    assert wakeups.follow("ml", "fraud", Memory().wake, {**spec, "version": "1.2.0"}, stable="1.1.0")
+    assert wakeups.followed_by_any("ml", ("service", "fraud-v1-1-0-predictor"))
+    assert wakeups.followed_by_any("ml", ("service", "fraud-v1-2-0-predictor"))
     wakeups.follow("ml", "fraud", Memory().wake, {**spec, "serving": {"backend": "kserve"}})  # serverless: none
     assert not wakeups.followed_by_any("ml", ("service", "fraud-predictor"))
