@@ -146,3 +146,15 @@ def test_a_manual_rollback_while_the_backend_object_is_not_owned_says_the_backen
     assert "manual rollback from 1.1.0" in s.message and "rollback decided, backend refuses: " in s.message
     hand_over(w, NAME)
     back_on_stable(w)
+
+
+def test_a_refused_rule_a_stale_watch_has_not_delivered_is_spoken_of_once_its_event_is():
+    """Found by the thorough profile: a rule the operator refuses, added after a rollback, then a round whose watch
+    had not delivered it. That round cannot know of the rule; the round its event wakes must say the backend refuses
+    (H), which the schedule's later rounds and its drain check."""
+    from .test_schedules import simulate
+    from .world import Config
+
+    simulate(Config("gatewayAPI", (10, 50), "Canary", "Immediate", 1, 1, False, False, "Hold"), "1.1.0",
+             [("round", False), ("tick", 1, False, False), ("tick", 1, False, False), ("tick", 1, False, False),
+              ("advance", 120), ("event_storm", 2, False), ("refused_rule", True), ("round", True), ("round", False)])

@@ -181,6 +181,8 @@ class RoundInfo:
     """The round was handed the newest object (not a stale watch event)."""
     unjudged: bool = False
     """The round ran under a refused spec with none accepted before it (restarted meanwhile): it acts on no request."""
+    backend_fresh: bool = True
+    """The operator's watches had delivered every backend object as it was when the round began."""
 
 
 @dataclass
@@ -436,8 +438,16 @@ class World:
             self.watched.saw(group, plural, "MODIFIED", clone(obj))
             self.backend_delivered[key] = obj["metadata"]["resourceVersion"]
 
+    def backend_seen(self) -> bool:
+        """Whether the operator's watches have delivered every backend object as it is now."""
+        return all(self.backend_delivered.get(key) == self.kube.revisions[key][-1]["metadata"]["resourceVersion"]
+                   for resource in BACKEND_RESOURCES[self.config.backend]
+                   for key in self.kube.revisions if key[0] == resource.plural and key[1] == NS
+                   and key in self.kube.objects)
+
     def round(self, stale: bool = False) -> RoundInfo:
         self.deliver_backend(stale)
+        backend_fresh = self.backend_seen()
         obj = self.deliver(stale)
         fresh = obj["metadata"]["resourceVersion"] == self.obj()["metadata"]["resourceVersion"]
         records = self.records()
@@ -459,7 +469,7 @@ class World:
                 self.own_status_write = self.kube.status_writes.get((DEPLOYMENTS.plural, NS, NAME))
         info = RoundInfo(obj, before, self._fired() != fired, crashed, self.memory.failures_in_a_row,
                          self.kube.calls[first_call:], self.events.posted[first_event:], error, fresh,
-                         self.memory.accepted is None)
+                         self.memory.accepted is None, backend_fresh)
         self._note(f"round{' stale' if stale else ''} rv={obj['metadata']['resourceVersion']}"
                    f"{' CRASH' if crashed else ''}{' faulted' if info.faulted and not crashed else ''}"
                    f" -> {self._summary()}")
