@@ -96,6 +96,7 @@ backends, KServe in both modes; serverless KServe has only weights, the Seldon o
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,8 +151,9 @@ class Ban:
 class Checker:
     def __init__(self) -> None:
         self.bans: dict[str, Ban] = {}
-        self.history: set[tuple] = set()
-        self.request_entries: dict[str, set[tuple]] = {}
+        self.history: Counter[tuple] = Counter()
+        """How often each entry is in the last status' history: two equal entries (an unmoved clock) are two events."""
+        self.request_entries: dict[str, list[tuple]] = {}
         self.prev_live: dict[str, int] = {}
         self.live_since: dict[tuple[str, int], float] = {}
         """(version, live weight) -> the clock since which the store has carried it without a break."""
@@ -252,15 +254,25 @@ class Checker:
                    f"store carried {before.canary_weight} % to {before.canary_version} only since {since}")
 
     def check_history(self, world: Any, status: ModelDeploymentStatus) -> None:
-        for entry in status.history:
-            key = (entry.version, entry.action, entry.reason, entry.actor, entry.time)
-            if key in self.history:
-                continue
-            self.history.add(key)
+        def key_of(entry: Any) -> tuple:
+            return entry.version, entry.action, entry.reason, entry.actor, entry.time
+
+        # The newest occurrences of an entry beyond those seen last time are new. History is bounded: an entry that
+        # fell off lowers its count, so a later equal one counts as new.
+        counts = Counter(map(key_of, status.history))
+        unseen = counts - self.history
+        self.history = counts
+        new = []
+        for entry in reversed(status.history):
+            if unseen[key_of(entry)] > 0:
+                unseen[key_of(entry)] -= 1
+                new.append(entry)
+        for entry in reversed(new):
+            key = key_of(entry)
             if "#" in entry.reason:
                 request = entry.reason.split("#")[1]
-                seen = self.request_entries.setdefault(request, set())
-                seen.add(key)
+                seen = self.request_entries.setdefault(request, [])
+                seen.append(key)
                 self.check(world, len(seen) <= 1, "G4", f"request {request} acted on more than once: {sorted(seen)}")
             rolled_back_now = status.phase is Phase.RolledBack and status.failed_version == entry.version
             if entry.action == "RolledBack" and entry.actor != "modelops" and entry.version in self.bans \

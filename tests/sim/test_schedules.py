@@ -200,6 +200,16 @@ def test_kserve_standard_mode_schedules(config, first, ops):
     simulate(config, first, ops)
 
 
+def test_a_version_rolled_back_and_asked_for_again_within_the_same_second_is_a_new_rollout():
+    """Found by the thorough profile (the checker, not the operator): 1.1.0 rolled back, spec.version to 1.0.0 and
+    back to 1.1.0 with a traffic pin, all before the clock moved. The second "RolloutStarted 1.1.0" entry equals the
+    first to the second, and the checker took it for the one it had seen, so the pinned 30 % of a new rollout read as
+    a rolled-back version's traffic (G1). Equal history entries are now counted, not deduplicated."""
+    simulate(Config("kserveStandard", (10, 50), "Canary", "Immediate", 1, 1, False, False, "Hold"), "1.1.0",
+             [("strategy", (10, 50), "HotSwap", "Immediate"), ("repair_spec",), ("round", False),
+              ("version", "1.0.0"), ("round", False), ("version", "1.1.0"), ("override", 30), ("round", False)])
+
+
 @scaled()
 @given(config=configs("gatewayAPI"), first=FIRST, ops=schedule("gatewayAPI"))
 def test_gateway_api_schedules(config, first, ops):
