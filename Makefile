@@ -71,11 +71,13 @@ demo: setup
 
 # The test command: every tier, with branch coverage of the pure core printed and enforced. The tiers that mostly
 # wait on rollouts (unit, integration, deploy, end-to-end) run on two workers, a file each at a time, every worker
-# with a control plane of its own; the fault simulation (which prints its counts) and the chaos tier (whose bounds
-# are timings) run after them, alone.
+# with a control plane of its own; the statistical simulations (thousands of rollouts each, six times slower under
+# coverage tracing) run on two workers without it; the fault simulation
+# (which prints its counts) and the chaos tier (whose bounds are timings) run after them, alone.
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15 --cov=modelops --cov-branch --cov-report= tests \
-	  --ignore=tests/sim --ignore=tests/chaos
+	  --ignore=tests/sim --ignore=tests/chaos -m "not statistics"
+	$(PY) -m pytest -n 2 --dist loadfile --durations=5 -m statistics tests/unit
 	$(PY) -m pytest --durations=10 --cov=modelops --cov-branch --cov-report= --cov-append tests/sim tests/chaos
 	$(PY) -m coverage report --include='$(CORE)' --fail-under=90
 

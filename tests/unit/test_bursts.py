@@ -12,6 +12,8 @@ from modelops.analysis.sequential import Proportion, fold
 
 from .undecided_sim import AT, Bursts, Scenario, readme_check, rolled_back
 
+pytestmark = pytest.mark.statistics
+
 ROLLOUTS = 4000
 HEALTHY = Scenario("errors 1 % = 1 %, 1,000 req/s", "errors", 1000, 0.01, 0.01)
 WORSE = Scenario("errors 1 % -> 3 %, 1,000 req/s", "errors", 1000, 0.01, 0.03)

@@ -171,6 +171,7 @@ def within_alpha(failed: np.ndarray, alpha: float = 1 - sim.CONFIDENCE) -> bool:
     return failed.mean() <= alpha + 2.33 * math.sqrt(alpha * (1 - alpha) / len(failed))
 
 
+@pytest.mark.statistics
 def test_without_drift_at_most_alpha_of_rollouts_fail_and_forgetting_looks_or_features_would_fail_more():
     simulated = sim.rollouts(1, 5000, sim.LOOKS)
     assert within_alpha(sim.rolled_back(simulated, sim.Judge()))
@@ -178,12 +179,14 @@ def test_without_drift_at_most_alpha_of_rollouts_fail_and_forgetting_looks_or_fe
     assert not within_alpha(sim.rolled_back(simulated, sim.Judge(per_feature=True)))
 
 
+@pytest.mark.statistics
 def test_a_shift_of_a_quarter_standard_deviation_is_caught_within_ten_looks_and_an_overspent_alpha_would_miss_it():
     simulated = sim.rollouts(2, 2000, 10, shift=sim.SHIFT)
     assert sim.rolled_back(simulated, sim.Judge()).mean() >= 0.95
     assert sim.rolled_back(simulated, sim.Judge(looks=100_000)).mean() < 0.95
 
 
+@pytest.mark.statistics
 def test_a_threshold_on_the_demo_detectors_score_fails_rollouts_without_drift():
     """The caveat the README states for driftScore: its false alarms depend on the score's noise."""
     assert sim.score_rollouts(3, 400, 0.3, 50.0, count=100) > 0.5

@@ -3,7 +3,11 @@ grading age, the README's sequential accuracy check rolls a healthy candidate ba
 time and a clearly worse one at least `confidence` of the time; counted on arrival, as the contract before said,
 the healthy one is rolled back far more often (the defect this guards against)."""
 
+import pytest
+
 from . import undecided_sim as sim
+
+pytestmark = pytest.mark.statistics
 
 ROLLOUTS = 4000
 CONFIDENCE = sim.readme_check("accuracy").sequential.confidence

@@ -18,6 +18,8 @@ from modelops.api.modeldeployment import Check, Verdict
 
 from . import sequential_sim as sim
 
+pytestmark = pytest.mark.statistics
+
 ALPHA = 0.05
 AT = "2026-01-01T00:00:00.000Z"
 

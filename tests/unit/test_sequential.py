@@ -29,6 +29,7 @@ def simulated():
     return summaries
 
 
+@pytest.mark.statistics
 def test_equal_versions_are_rolled_back_at_most_one_minus_confidence_of_the_time(simulated):
     for name, summary in simulated.items():
         if " = " in name:
@@ -36,6 +37,7 @@ def test_equal_versions_are_rolled_back_at_most_one_minus_confidence_of_the_time
             assert summary.rolled_back <= 1 - confidence, summary
 
 
+@pytest.mark.statistics
 def test_a_five_percent_accuracy_drop_is_caught_and_the_median_samples_are_reported(simulated):
     for name in ("accuracy 0.90 -> 0.855 (5 % drop), tolerance 0 %", "accuracy 0.90 -> 0.855 (5 % drop), tolerance 1 %"):
         caught = simulated[name]
@@ -43,6 +45,7 @@ def test_a_five_percent_accuracy_drop_is_caught_and_the_median_samples_are_repor
         assert caught.median_samples is not None and caught.median_samples <= 1500, caught
 
 
+@pytest.mark.statistics
 def test_slower_latencies_are_caught_at_the_median_and_in_the_tail_and_equal_ones_pass(simulated):
     for name in ("latency p50 100 ms -> 120 ms, tolerance 10 %",
                  "latency p95, narrow (sigma 0.1, buckets 10 % apart), 100 ms -> 130 ms, tolerance 10 %",
@@ -52,6 +55,7 @@ def test_slower_latencies_are_caught_at_the_median_and_in_the_tail_and_equal_one
     assert alike.passed >= 0.9 and alike.rolled_back == 0, alike
 
 
+@pytest.mark.statistics
 def test_equal_rates_within_the_tolerance_pass_in_time(simulated):
     assert simulated["accuracy 0.90 = 0.90, tolerance 2 %"].passed >= 0.5
 

@@ -8,6 +8,8 @@ from modelops.api.types import duration_seconds
 
 from . import undecided_sim as sim
 
+pytestmark = pytest.mark.statistics
+
 HEALTHY_ROLLOUTS = 1400
 """Per scenario: 4,200 healthy rollouts in all."""
 BAD_ROLLOUTS = 500
