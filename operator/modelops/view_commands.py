@@ -44,14 +44,13 @@ def add_target_flags(parser: argparse.ArgumentParser, top: bool = False) -> None
 
 
 def kubectl_flags(args: argparse.Namespace) -> list[str]:
-    """The flags every kubectl call of the plugin carries: where to act, as the user said it."""
+    """kubectl's global flags that every kubectl call of the plugin carries: where to act, as the user said it
+    (`--all-namespaces` is not one of them: it goes after `get`)."""
     flags = []
-    for name in ("kubeconfig", "context"):
+    for name in ("kubeconfig", "context", "namespace"):
         if getattr(args, name, None):
             flags += [f"--{name}", getattr(args, name)]
-    if getattr(args, "all_namespaces", False):
-        return flags + ["--all-namespaces"]
-    return flags + (["-n", args.namespace] if getattr(args, "namespace", None) else [])
+    return flags
 
 
 def _timeout(text: str) -> float:
@@ -85,7 +84,8 @@ def add_parsers(actions: argparse._SubParsersAction) -> None:
 
 def kubectl_get(args: argparse.Namespace, *what: str) -> dict[str, Any]:
     try:
-        done = subprocess.run(["kubectl", *kubectl_flags(args), "get", RESOURCE, *what, "-o", "json"],
+        every = ["--all-namespaces"] if getattr(args, "all_namespaces", False) else []
+        done = subprocess.run(["kubectl", *kubectl_flags(args), "get", RESOURCE, *what, *every, "-o", "json"],
                               capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         raise ReadError("kubectl get did not answer within 30s") from None

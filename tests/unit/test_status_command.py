@@ -148,8 +148,8 @@ def test_the_watch_stream_is_read_object_by_object_until_the_deadline(fake_kubec
     args = args_for(["status", "fraud", "--kubeconfig", "/tmp/k", "-n", "prod"])
     got = list(view_commands.kubectl_watch(args, "fraud", time.monotonic() + 1.5))
     assert got == [{"n": 1, "message": "café"}, {"n": 2, "message": "café"}, None]
-    assert fake_kubectl.read_text() == "--kubeconfig /tmp/k -n prod get modeldeployments.modelops.io fraud -o json " \
-                                       "--watch\n"
+    assert fake_kubectl.read_text() == "--kubeconfig /tmp/k --namespace prod get modeldeployments.modelops.io fraud " \
+                                       "-o json --watch\n"
 
 
 def test_a_watch_the_server_closes_is_opened_again_and_a_refusal_is_an_error(fake_kubectl, monkeypatch):
@@ -176,5 +176,4 @@ def test_the_namespace_is_taken_before_or_after_any_command(argv):
 
 def test_kubeconfig_and_context_anywhere_reach_every_kubectl_call():
     args = args_for(["--kubeconfig", "/tmp/k", "pin", "fraud", "30", "--reason", "x", "--context", "east", "-n", "p"])
-    assert view_commands.kubectl_flags(args) == ["--kubeconfig", "/tmp/k", "--context", "east", "-n", "p"]
-    assert view_commands.kubectl_flags(args_for(["list", "-A", "-n", "ignored"]))[-1] == "--all-namespaces"
+    assert view_commands.kubectl_flags(args) == ["--kubeconfig", "/tmp/k", "--context", "east", "--namespace", "p"]

@@ -379,8 +379,9 @@ def test_kubectl_arguments(monkeypatch):
     view_commands.kubectl_get(args_for(["list", "-A"]))
     view_commands.kubectl_get(args_for(["history", "fraud"]), "fraud")
     assert seen == [
-        ["kubectl", "--context", "east", "-n", "prod", "get", "modeldeployments.modelops.io", "fraud", "-o", "json"],
-        ["kubectl", "--all-namespaces", "get", "modeldeployments.modelops.io", "-o", "json"],
+        ["kubectl", "--context", "east", "--namespace", "prod", "get", "modeldeployments.modelops.io", "fraud", "-o",
+         "json"],
+        ["kubectl", "get", "modeldeployments.modelops.io", "--all-namespaces", "-o", "json"],
         ["kubectl", "get", "modeldeployments.modelops.io", "fraud", "-o", "json"],
     ]
 
