@@ -206,7 +206,9 @@ def plugin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modelops",
                                      description="Manual actions on a ModelDeployment (each lands in its status history), "
                                                  "and views of where it stands (get, list, history).")
-    parser.add_argument("-n", "--namespace", help="namespace of the ModelDeployment")
+    from .view_commands import add_parsers as add_view_parsers, add_target_flags  # get, list, history, status
+
+    add_target_flags(parser, top=True)
     actions = parser.add_subparsers(dest="action", required=True)
     from .actions import DEFINITIONS  # the actions' help, and what each writes (plugin_patch)
     for name in ("promote", "abort", "rollback", "retry", "drill"):
@@ -225,8 +227,9 @@ def plugin_parser() -> argparse.ArgumentParser:
     pin.add_argument("name")
     pin.add_argument("weight", type=int, choices=range(0, 101), metavar="WEIGHT")
     pin.add_argument("--reason", required=True)
-    from .view_commands import add_parsers as add_view_parsers  # get, list, history (read-only)
     add_view_parsers(actions)
+    for sub in actions.choices.values():
+        add_target_flags(sub)
     return parser
 
 
@@ -238,12 +241,12 @@ def kubectl_plugin(argv: list[str] | None = None) -> int:
     from . import view_commands
     if args.action in view_commands.COMMANDS:
         return view_commands.run(args)
-    scope = ["-n", args.namespace] if args.namespace else []
-    who = subprocess.run(["kubectl", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+    target = view_commands.kubectl_flags(args)
+    who = subprocess.run(["kubectl", *target, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
                          capture_output=True, text=True)
     actor = who.stdout.strip() if who.returncode == 0 and who.stdout.strip() else os.environ.get("USER", "unknown")
     patch = plugin_patch(args, f"{args.action}-{int(time.time() * 1000)}", actor)
     # Under a field manager of its own, so that a GitOps tool told to ignore its fields
     # (Argo CD: ignoreDifferences managedFieldsManagers) never reverts a pause, a pin or a request.
-    return subprocess.run(["kubectl", "patch", "modeldeployment", args.name, *scope, "--type", "merge",
+    return subprocess.run(["kubectl", *target, "patch", "modeldeployment", args.name, "--type", "merge",
                            f"--field-manager={PLUGIN_FIELD_MANAGER}", "-p", json.dumps(patch)]).returncode

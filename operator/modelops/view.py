@@ -61,7 +61,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Step, StrategyType
+from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase, Step, StrategyType
 from .rollout.conditions import PIN_TO_FAILED
 from .rollout.plan import (intent_of, progress_deadline, seconds_between, seconds_to_next_analysis, sent_to_candidate,
                            step_words, steps_of)
@@ -299,6 +299,35 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "history": [{"time": h.time, "ageSeconds": _since(h.time, now), "action": h.action, "version": h.version,
                      "actor": h.actor, "reason": h.reason} for h in status.history],
     }
+
+
+STATUS_STABLE, STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNREADABLE = 0, 1, 2, 3
+"""`kubectl modelops status` exit statuses, for CI pipelines."""
+
+
+def rollout_outcome(obj: dict[str, Any]) -> tuple[int | None, str]:
+    """What one read of a ModelDeployment says of its rollout to spec.version: STATUS_STABLE once the operator has
+    acted on this generation and stable is spec.version with the backend reporting it serving (the Ready
+    condition), STATUS_FAILED when it was rolled back or failed, None while it is under way; with words to show."""
+    meta = obj.get("metadata") or {}
+    _, status, problems = _read(obj)
+    desired = (obj.get("spec") or {}).get("version")
+    generation = meta.get("generation")
+    if problems:
+        return None, problems[0]["message"]
+    if status.observed_generation is None or (generation is not None and status.observed_generation < generation):
+        return None, f"waiting for the operator to act on generation {generation}"
+    phase, message = status.phase, printable(status.message or "")
+    if phase in (Phase.RolledBack, Phase.Failed):
+        failed = f" ({status.failed_version} failed)" if status.failed_version else ""
+        return STATUS_FAILED, f"{phase.value}{failed}: {message}"
+    if phase is Phase.Stable and status.stable_version == desired:
+        ready = next((c for c in status.conditions if c.type == "Ready"), None)
+        if ready is not None and ready.status == "True":
+            return STATUS_STABLE, f"Stable: {desired} serves all traffic"
+        why = f"{ready.reason}: {printable(ready.message or '')}" if ready else "no Ready condition yet"
+        return None, f"Stable on {desired}, not yet reported serving ({why})"
+    return None, f"{phase.value if phase else 'no phase yet'}: {message}"
 
 
 def unchanging(v: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""`kubectl modelops get | list | history`: read ModelDeployments with kubectl, show them with `view`.
+"""`kubectl modelops get | list | history | status`: read ModelDeployments with kubectl, show them with `view`.
 
-Objects are read with `kubectl get ... -o json`, so the current context, KUBECONFIG, `-n` and
-`--context` mean what they mean to kubectl. On a terminal the output is drawn with rich
+Objects are read with `kubectl get ... -o json`, so the current context, KUBECONFIG, `-n`,
+`--context` and `--kubeconfig` mean what they mean to kubectl (and are taken before or after the
+command, as kubectl takes them). `status` follows the object through the API server's watch
+(`kubectl get --watch`) until the rollout to spec.version ends, for CI pipelines. On a terminal the output is drawn with rich
 (`get --watch` redraws every second until Ctrl-C); otherwise it is plain text, or JSON with
 `-o json` (`get --watch` then prints a new block, or JSON line, whenever what is shown changes).
 Times ("for 41s", "next analysis in 3s") are computed against this machine's clock.
@@ -10,20 +12,52 @@ Times ("for 41s", "next analysis in 3s") are computed against this machine's clo
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import math
+import os
+import select
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-COMMANDS = ("get", "list", "history")
+from .api.types import duration_seconds
+
+COMMANDS = ("get", "list", "history", "status")
 RESOURCE = "modeldeployments.modelops.io"
 POLL_SECONDS = 1.0
 
 
 class ReadError(Exception):
     """kubectl could not read what was asked (its own words)."""
+
+
+def add_target_flags(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """-n, --context and --kubeconfig, before the command (`top`) or after it, as kubectl takes them; after it,
+    SUPPRESS keeps a value given before it."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("-n", "--namespace", default=default, help="namespace (default: kubectl's)")
+    parser.add_argument("--context", default=default, help="kubeconfig context (default: the current one)")
+    parser.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: kubectl's)")
+
+
+def kubectl_flags(args: argparse.Namespace) -> list[str]:
+    """kubectl's global flags that every kubectl call of the plugin carries: where to act, as the user said it
+    (`--all-namespaces` is not one of them: it goes after `get`)."""
+    flags = []
+    for name in ("kubeconfig", "context", "namespace"):
+        if getattr(args, name, None):
+            flags += [f"--{name}", getattr(args, name)]
+    return flags
+
+
+def _timeout(text: str) -> float:
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parsers(actions: argparse._SubParsersAction) -> None:
@@ -37,22 +71,21 @@ def add_parsers(actions: argparse._SubParsersAction) -> None:
     listing.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
     history = actions.add_parser("history", help="the whole status.history of a ModelDeployment")
     history.add_argument("name")
+    status = actions.add_parser(
+        "status", help="wait for the rollout to spec.version to end: exit 0 once stable on it and serving, 1 when "
+                       "rolled back or failed, 2 at the timeout, 3 when it cannot be read")
+    status.add_argument("name")
+    status.add_argument("--timeout", type=_timeout, default=0, metavar="DURATION",
+                        help="give up after this long, e.g. 10m (default: wait as long as it takes)")
     for sub in (get, listing, history):
-        # SUPPRESS: without -n here, the plugin's own `-n` (before the command) is kept.
-        sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: kubectl's)")
-        sub.add_argument("--context", help="kubeconfig context (default: the current one)")
         sub.add_argument("-o", "--output", choices=["json", "plain"],
                          help="json, or plain text; default: coloured on a terminal, plain otherwise")
 
 
 def kubectl_get(args: argparse.Namespace, *what: str) -> dict[str, Any]:
-    context = ["--context", args.context] if getattr(args, "context", None) else []
-    if getattr(args, "all_namespaces", False):
-        scope = ["--all-namespaces"]
-    else:
-        scope = ["-n", args.namespace] if getattr(args, "namespace", None) else []
     try:
-        done = subprocess.run(["kubectl", *context, "get", RESOURCE, *what, *scope, "-o", "json"],
+        every = ["--all-namespaces"] if getattr(args, "all_namespaces", False) else []
+        done = subprocess.run(["kubectl", *kubectl_flags(args), "get", RESOURCE, *what, *every, "-o", "json"],
                               capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         raise ReadError("kubectl get did not answer within 30s") from None
@@ -66,6 +99,40 @@ def kubectl_get(args: argparse.Namespace, *what: str) -> dict[str, Any]:
         raise ReadError("kubectl get printed something that is not JSON") from None
 
 
+def kubectl_watch(args: argparse.Namespace, name: str, deadline: float) -> Iterator[dict[str, Any] | None]:
+    """The object, then each new state of it as the API server's watch delivers it (`kubectl get --watch -o json`);
+    a last None once `deadline` (time.monotonic()) has passed. A watch the server ends is opened again."""
+    while True:
+        process = subprocess.Popen(["kubectl", *kubectl_flags(args), "get", RESOURCE, name, "-o", "json", "--watch"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        text, decoder, buffer = codecs.getincrementaldecoder("utf-8")(), json.JSONDecoder(), ""
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    yield None
+                    return
+                if not select.select([process.stdout], [], [], None if math.isinf(left) else left)[0]:
+                    continue
+                chunk = os.read(process.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    break
+                buffer += text.decode(chunk)
+                while buffer.strip():
+                    try:
+                        obj, end = decoder.raw_decode(buffer.lstrip())
+                    except json.JSONDecodeError:
+                        break  # the rest of the object is still to come
+                    buffer = buffer.lstrip()[end:]
+                    yield obj
+        finally:
+            process.kill()
+            errors = process.communicate()[1].decode(errors="replace").strip()
+        if process.returncode not in (0, -9):
+            raise ReadError(errors or f"kubectl get --watch exited with {process.returncode}")
+        time.sleep(1)  # the server closed the watch: open it again, unhurried
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -77,19 +144,41 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, read: Callable[..., dict[str, Any]] = kubectl_get,
-        clock: Callable[[], datetime] = utcnow) -> int:
+        clock: Callable[[], datetime] = utcnow, watch: Callable[..., Iterator[dict[str, Any] | None]] = kubectl_watch) -> int:
     """Carry out one read-only command; Ctrl-C ends it with status 0."""
-    command = {"get": _get, "list": _list, "history": _history}[args.action]
+    from .view import STATUS_UNREADABLE
+
     try:
-        return command(args, read, clock)
+        if args.action == "status":
+            return _status(args, watch)
+        return {"get": _get, "list": _list, "history": _history}[args.action](args, read, clock)
     except ReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return STATUS_UNREADABLE if args.action == "status" else 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
         sys.stderr.close()
         return 0
+
+
+def _status(args: argparse.Namespace, watch) -> int:
+    """Print each new state of the rollout (with the time) until it ends or the timeout passes."""
+    from . import view
+
+    started = time.monotonic()
+    last = None
+    for obj in watch(args, args.name, started + args.timeout if args.timeout else math.inf):
+        if obj is None:
+            print(f"timed out after {view.duration(args.timeout)}: {last}", file=sys.stderr)
+            return view.STATUS_TIMEOUT
+        code, words = view.rollout_outcome(obj)
+        if words != last:
+            _print_lines([words])
+            last = words
+        if code is not None:
+            return code
+    raise ReadError("the watch ended")
 
 
 def _console():

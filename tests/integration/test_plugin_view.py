@@ -95,6 +95,24 @@ def plugin(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def status_of(env: dict[str, str], ns: str, timeout: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PLUGIN), "status", "fraud", "-n", ns, "--timeout", timeout], env=env,
+                          capture_output=True, text=True, timeout=150)
+
+
+def test_status_exits_1_when_the_candidate_is_rolled_back(scenario, prometheus, plugin_env):
+    scenario.version("1.0.0", **GOOD)
+    scenario.version("1.1.0", error_rate=0.4, accuracy=0.95)
+    scenario.serve("1.0.0", fast_spec(prometheus.url), prometheus)
+    assert status_of(plugin_env, scenario.ns, "30s").returncode == 0  # the first version, serving
+    scenario.patch({"version": "1.1.0"})
+    done = status_of(plugin_env, scenario.ns, "120s")
+    said = done.stdout.splitlines()
+    assert done.returncode == 1 and said[-1].startswith("RolledBack (1.1.0 failed): "), (said, done.stderr)
+    assert scenario.status()["phase"] == "RolledBack"
+    print("\n$ kubectl modelops status fraud --timeout 120s    (exit 1 at the rollback)\n" + "\n".join(said))
+
+
 def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, plugin_env, tmp_path):
     scenario.version("1.0.0", **GOOD)
     scenario.version("1.1.0", **GOOD)
@@ -118,6 +136,10 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
             assert time.monotonic() < deadline, "the piped watch printed no first block"
             time.sleep(0.1)
         scenario.patch({"version": "1.1.0"})
+        # For a CI pipeline: one status call that times out mid-rollout, one that waits for the promotion.
+        assert status_of(plugin_env, ns, "2s").returncode == 2
+        waiting = subprocess.Popen([str(PLUGIN), "status", "fraud", "-n", ns, "--timeout", "120s"], env=plugin_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         mid = terminal.wait_for(lambda s: weight_row("candidate", "1.1.0", 20).search(s)
                                 and weight_row("stable", "1.0.0", 80).search(s)
                                 and set(check_rows(s)) == {"errors", "accuracy"}
@@ -136,6 +158,10 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
                                  "1.1.0 promoted")
         promoted = time.monotonic()
         assert "stable 1.1.0, candidate -, fallback 1.0.0" in done
+        said = waiting.communicate(timeout=30)[0].splitlines()
+        assert waiting.returncode == 0 and said[-1] == "Stable: 1.1.0 serves all traffic", said
+        assert any(line.startswith("Progressing: ") for line in said), said
+        print(f"$ kubectl modelops status fraud -n {ns} --timeout 120s    (exit 0 at the promotion)\n" + "\n".join(said))
         assert re.search(r"Promoted\s+1\.1\.0\s+modelops", done), done
         terminal.tmux("send-keys", "-t", terminal.session, "C-c")
         terminal.wait_for(lambda s: "plugin exited with status 0" in s, 10, "Ctrl-C ends the watch with status 0")

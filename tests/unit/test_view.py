@@ -379,7 +379,8 @@ def test_kubectl_arguments(monkeypatch):
     view_commands.kubectl_get(args_for(["list", "-A"]))
     view_commands.kubectl_get(args_for(["history", "fraud"]), "fraud")
     assert seen == [
-        ["kubectl", "--context", "east", "get", "modeldeployments.modelops.io", "fraud", "-n", "prod", "-o", "json"],
+        ["kubectl", "--context", "east", "--namespace", "prod", "get", "modeldeployments.modelops.io", "fraud", "-o",
+         "json"],
         ["kubectl", "get", "modeldeployments.modelops.io", "--all-namespaces", "-o", "json"],
         ["kubectl", "get", "modeldeployments.modelops.io", "fraud", "-o", "json"],
     ]
