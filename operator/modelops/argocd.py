@@ -5,10 +5,12 @@ actions/`, a `discovery.lua` and one `<name>/action.lua` per action, in Argo CD'
 `out/argocd-cm.yaml`, the same scripts (with the hand-written health.lua files found there) as the
 `argocd-cm` entries that install them in an Argo CD. Every action writes what `spec_patch` says,
 leaf by leaf (RFC 7386 applied to the live object), so that Argo CD's patch and the plugin's are
-the same change; the request's id is made of the action, the time and the object's generation.
+the same change; the request's id is made of the action and the object's generation, so a script's
+result depends on its input alone (Argo CD's test runner compares it exactly) and a second click on
+the same generation is the same request, which the operator carries out once.
 
 Argo CD runs a customization from argocd-cm with gopher-lua's package, base and table libraries
-only, plus an `os` with time and date reached by require("os"): the scripts use nothing else.
+only (plus an `os` with time and date reached by require("os"), which the scripts do not use).
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def action_lua(name: str, actor: str) -> str:
     lines = [HEADER.rstrip("\n"), f"-- {name}: {d.help}. The same change as `kubectl modelops {name}`."]
     placeholders: dict[str, Any] = {}
     if d.takes_reason:
-        lines += ["", PARAM_FUNCTION.rstrip("\n"), 'local os = require("os")']
+        lines += ["", PARAM_FUNCTION.rstrip("\n")]
         placeholders = {
-            "request_id": Lua(f'"argocd-{name}-" .. os.time() .. "-" .. (obj.metadata.generation or 0)'),
+            # Every request changes the spec, so the generation: the next click is a new request.
+            "request_id": Lua(f'"argocd-{name}-" .. (obj.metadata.generation or 0)'),
             "actor": actor,
             "reason": Lua(f'param("reason") or {lua_literal(DEFAULT_REASON)}'),
             "version": Lua('param("version")'),

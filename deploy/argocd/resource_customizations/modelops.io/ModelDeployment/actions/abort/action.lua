@@ -8,11 +8,10 @@ local function param(name)
   end
   return nil
 end
-local os = require("os")
 
 if type(obj["spec"]) ~= "table" then obj["spec"] = {} end
 if type(obj["spec"]["request"]) ~= "table" then obj["spec"]["request"] = {} end
-obj["spec"]["request"]["id"] = "argocd-abort-" .. os.time() .. "-" .. (obj.metadata.generation or 0)
+obj["spec"]["request"]["id"] = "argocd-abort-" .. (obj.metadata.generation or 0)
 obj["spec"]["request"]["action"] = "Abort"
 obj["spec"]["request"]["reason"] = param("reason") or "Argo CD action"
 obj["spec"]["request"]["actor"] = "system:serviceaccount:argocd:argocd-server"

@@ -8,11 +8,10 @@ local function param(name)
   end
   return nil
 end
-local os = require("os")
 
 if type(obj["spec"]) ~= "table" then obj["spec"] = {} end
 if type(obj["spec"]["request"]) ~= "table" then obj["spec"]["request"] = {} end
-obj["spec"]["request"]["id"] = "argocd-retry-" .. os.time() .. "-" .. (obj.metadata.generation or 0)
+obj["spec"]["request"]["id"] = "argocd-retry-" .. (obj.metadata.generation or 0)
 obj["spec"]["request"]["action"] = "Retry"
 obj["spec"]["request"]["reason"] = param("reason") or "Argo CD action"
 obj["spec"]["request"]["actor"] = "system:serviceaccount:argocd:argocd-server"
