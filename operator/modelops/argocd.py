@@ -1,6 +1,6 @@
 """Argo CD's resource actions for ModelDeployments, generated from actions.py (pure).
 
-`write_argocd(out, actor)` writes, under `out/resource_customizations/modelops.io/ModelDeployment/
+`write_argocd(out)` writes, under `out/resource_customizations/modelops.io/ModelDeployment/
 actions/`, a `discovery.lua` and one `<name>/action.lua` per action, in Argo CD's own layout; and
 `out/argocd-cm.yaml`, the same scripts (with the hand-written health.lua files found there) as the
 `argocd-cm` entries that install them in an Argo CD. Every action writes what `spec_patch` says,
@@ -24,8 +24,6 @@ import yaml
 from .actions import DEFINITIONS, Condition, Equals, Not, OneOf, Present, SameAs, spec_patch
 
 GROUP = "modelops.io"
-DEFAULT_ACTOR = "system:serviceaccount:argocd:argocd-server"
-"""Argo CD's API server runs actions with its own credentials: in-cluster, its ServiceAccount."""
 DEFAULT_REASON = "Argo CD action"
 ARGOCD_ACTIONS = ("promote", "abort", "pause", "resume", "retry", "rollback")
 ICONS = {"promote": "fa fa-fw fa-forward", "abort": "fa fa-fw fa-times-circle", "pause": "fa fa-fw fa-pause-circle",
@@ -106,7 +104,9 @@ end
 """
 
 
-def action_lua(name: str, actor: str) -> str:
+def action_lua(name: str, actor: str | None = None) -> str:
+    """The action's script. Without `actor` a request names nobody: the API server's MutatingAdmissionPolicy
+    (deploy/admission.yaml, Kubernetes 1.36+) fills in the user Argo CD writes as, whatever its install."""
     d = DEFINITIONS[name]
     lines = [HEADER.rstrip("\n"), f"-- {name}: {d.help}. The same change as `kubectl modelops {name}`."]
     placeholders: dict[str, Any] = {}
@@ -200,7 +200,7 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _LiteralDumper.add_representer(str, _represent_str)
 
 
-def write_argocd(out: Path, actor: str = DEFAULT_ACTOR) -> list[Path]:
+def write_argocd(out: Path, actor: str | None = None) -> list[Path]:
     """Write the generated files (and remove generated actions no longer defined); returns them."""
     actions = kind_folder(out, "ModelDeployment") / "actions"
     actions.mkdir(parents=True, exist_ok=True)

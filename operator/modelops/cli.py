@@ -170,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                                f"at least this (default {REQUEST_TIMEOUT:g})")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
-    from .argocd import DEFAULT_ACTOR
     argocd = commands.add_parser("argocd", help="write Argo CD's actions for ModelDeployments (Lua, generated from "
                                                 "the plugin's actions) and the argocd-cm entries")
     argocd.add_argument("--out", type=Path, default=Path("deploy/argocd"),
                         help="directory holding resource_customizations/ (default: deploy/argocd)")
-    argocd.add_argument("--actor", default=DEFAULT_ACTOR,
-                        help="the user Argo CD writes as: its server's ServiceAccount, which the request-actor "
-                             f"admission policy checks (default: {DEFAULT_ACTOR})")
+    argocd.add_argument("--actor", default=None,
+                        help="the user Argo CD writes as, for clusters before Kubernetes 1.36 (no "
+                             "MutatingAdmissionPolicy to fill it in), e.g. system:serviceaccount:argocd:argocd-server; "
+                             "default: none, the API server fills in the requesting user")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.leader_election:

@@ -53,10 +53,13 @@ def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
     return path
 
 
+MUTATING_POLICY = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"  # served from Kubernetes 1.36
+
+
 def render(helms, tmp_path, values: dict[str, Any], namespace: str = "modelops-system", which: str = "helm4",
-           release: str = "modelops") -> list[dict[str, Any]]:
+           release: str = "modelops", api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     out = helm(helms, which, "template", release, str(CHART), "--namespace", namespace, "--include-crds",
-               "-f", str(values_file(tmp_path, values))).stdout
+               "-f", str(values_file(tmp_path, values)), *(f"--api-versions={v}" for v in api_versions)).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -115,7 +118,7 @@ def test_crds_are_one_source(tmp_path):
 def comparable(obj: dict[str, Any]) -> Any:
     """What an RBAC object or admission policy grants or enforces, without names and labels."""
     body = {k: v for k, v in obj.items() if k not in ("metadata", "subjects", "roleRef", "apiVersion")}
-    if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+    if obj["kind"] in ("ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicyBinding"):
         body["spec"] = {k: v for k, v in body["spec"].items() if k != "policyName"}
     aggregation = {k: v for k, v in obj["metadata"].get("labels", {}).items() if k.startswith("rbac.authorization")}
     return body, aggregation
@@ -123,10 +126,11 @@ def comparable(obj: dict[str, Any]) -> Any:
 
 def test_rbac_and_policies_are_those_of_deploy(helms, tmp_path):
     """deploy/*.yaml (what the tests run the operator under) and the chart grant exactly the same."""
-    rendered = render(helms, tmp_path, {"allowInlineProviders": True})
+    rendered = render(helms, tmp_path, {"allowInlineProviders": True}, api_versions=(MUTATING_POLICY,))
     by_kind: dict[str, list] = {}
     for obj in rendered:
-        if obj["kind"] in ("ClusterRole", "Role", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        if obj["kind"] in ("ClusterRole", "Role", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                           "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"):
             by_kind.setdefault(obj["kind"], []).append(comparable(obj))
     shipped: dict[str, list] = {}
     for name in ("rbac.yaml", "rbac-inline-providers.yaml", "admission.yaml", "user-roles.yaml"):
@@ -135,6 +139,10 @@ def test_rbac_and_policies_are_those_of_deploy(helms, tmp_path):
                 shipped.setdefault(obj["kind"], []).append(comparable(obj))
     for kind in by_kind:
         assert sorted(map(json.dumps, by_kind[kind])) == sorted(map(json.dumps, shipped.get(kind, []))), kind
+    assert {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"} <= set(by_kind)
+    # A cluster that does not serve MutatingAdmissionPolicy (before 1.36) gets the validation alone.
+    older = {o["kind"] for o in render(helms, tmp_path, {"allowInlineProviders": True})}
+    assert "ValidatingAdmissionPolicy" in older and not older & {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
     binding = find(rendered, "ClusterRoleBinding", "modelops")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelops", "namespace": "modelops-system"}]
 
@@ -167,7 +175,7 @@ def test_bad_values_fail_at_install_with_a_clear_message(helms, tmp_path, which,
 def names_in(plane, namespace: str, release: str) -> set[str]:
     done = plane.kubectl("get", "deployment,serviceaccount,service,poddisruptionbudget,role,rolebinding",
                          "-n", namespace, "-l", f"app.kubernetes.io/instance={release}", "-o", "name")
-    cluster = plane.kubectl("get", "clusterrole,clusterrolebinding,validatingadmissionpolicy",
+    cluster = plane.kubectl("get", "clusterrole,clusterrolebinding,validatingadmissionpolicy,mutatingadmissionpolicy",
                             "-l", f"app.kubernetes.io/instance={release}", "-o", "name")
     return set((done.stdout + cluster.stdout).split())
 
@@ -183,7 +191,8 @@ def test_install_upgrade_uninstall(helms, deploy_plane, which, tmp_path):
     objects = names_in(deploy_plane, namespace, release)
     assert {f"deployment.apps/{release}-modelops", f"serviceaccount/{release}-modelops",
             f"poddisruptionbudget.policy/{release}-modelops", f"clusterrole.rbac.authorization.k8s.io/{release}-modelops",
-            f"validatingadmissionpolicy.admissionregistration.k8s.io/{release}-modelops-request-actor"} <= objects, objects
+            f"validatingadmissionpolicy.admissionregistration.k8s.io/{release}-modelops-request-actor",
+            f"mutatingadmissionpolicy.admissionregistration.k8s.io/{release}-modelops-request-actor"} <= objects, objects
     started = time.monotonic()
     helm(helms, which, "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values",
          "--set", "replicaCount=3", "--set", "resources.limits.memory=768Mi", kubeconfig=kubeconfig)

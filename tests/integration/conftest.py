@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import re
 import time
 
@@ -40,14 +42,22 @@ def control_plane(tmp_path_factory):
 
 
 def wait_until_admission_policy_enforced(plane: ControlPlane, timeout: float = 30) -> None:
-    """A new ValidatingAdmissionPolicy takes effect once the API server has compiled it: probe with a dry run."""
+    """New admission policies take effect once the API server has compiled them: probe with dry runs until a
+    forged actor is refused and a missing one is filled in."""
     forged = model_deployment_manifest()
     forged["metadata"]["namespace"] = "default"
     forged["spec"]["request"] = {"id": "probe", "action": "Abort", "reason": "probe", "actor": "nobody"}
+    unnamed = copy.deepcopy(forged)
+    del unnamed["spec"]["request"]["actor"]
+
+    def filled_in() -> bool:
+        done = plane.apply(unnamed, "--dry-run=server", "-o", "json", check=False)
+        return done.returncode == 0 and "actor" in json.loads(done.stdout)["spec"]["request"]
+
     deadline = time.monotonic() + timeout
-    while plane.apply(forged, "--dry-run=server", check=False).returncode == 0:
+    while plane.apply(forged, "--dry-run=server", check=False).returncode == 0 or not filled_in():
         if time.monotonic() > deadline:
-            raise AssertionError(f"the request-actor admission policy was not enforced within {timeout}s")
+            raise AssertionError(f"the request-actor admission policies were not enforced within {timeout}s")
         time.sleep(0.2)
 
 

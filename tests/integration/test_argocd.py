@@ -3,8 +3,9 @@
 Real rollouts on the KServe stand-in: at each moment worth a health check the live object is read
 and its Lua health is run the way Argo CD runs it (playground/argocd_lua.py); each action's Lua
 runs on the live object, and its result is written as Argo CD's server writes it (the JSON merge
-patch from the live object to the result) as Argo CD's ServiceAccount, with a real token, through
-the request-actor admission policy; then the operator must carry it out.
+patch from the live object to the result) as Argo CD's ServiceAccount (in a namespace other than
+argocd), with a real token, through the request-actor admission policies: the actions name no actor,
+the API server fills it in; then the operator must carry it out with that actor recorded.
 
 With MODELOPS_CAPTURE_ARGOCD_TESTDATA=1 the objects seen here (volatile metadata stripped, the
 namespace renamed) become the committed testdata/, health_test.yaml and action_test.yaml that the
@@ -25,7 +26,7 @@ import pytest
 import yaml
 
 from modelops.actions import merge_patch
-from modelops.argocd import DEFAULT_ACTOR, action_lua
+from modelops.argocd import action_lua
 from modelops.cli import plugin_parser, plugin_patch
 from playground.argocd_lua import CUSTOMIZATIONS, TEST_CLOCK, ArgoCDLua
 
@@ -37,7 +38,9 @@ CAPTURE = os.environ.get("MODELOPS_CAPTURE_ARGOCD_TESTDATA") == "1"
 GOOD = {"error_rate": 0.0, "accuracy": 0.95}
 PATIENT = {"strategy": {"steps": [{"weight": 20, "pause": "1h"}, {"weight": 50, "pause": "1h"}]}}
 NAMESPACE = "ml-prod"  # the captured objects' namespace, in place of the test's own
-ARGOCD_NAMESPACE, ARGOCD_ACCOUNT = DEFAULT_ACTOR.split(":")[2:]
+# Argo CD installed in a namespace of its own choosing: the actions name no actor, the API server fills it in.
+ARGOCD_NAMESPACE, ARGOCD_ACCOUNT = "gitops", "argocd-server"
+ARGOCD_USER = f"system:serviceaccount:{ARGOCD_NAMESPACE}:{ARGOCD_ACCOUNT}"
 
 
 # ---- what the tests saw, for the committed testdata ------------------------------------------
@@ -131,8 +134,8 @@ def capture(argo):
 
 @pytest.fixture(scope="session")
 def argocd_server_kubeconfig(control_plane, tmp_path_factory):
-    """A token of the ServiceAccount argocd/argocd-server from the TokenRequest API: the user Argo CD's
-    server is when it runs an action on its own cluster."""
+    """A token of the ServiceAccount gitops/argocd-server from the TokenRequest API: the user Argo CD's
+    server is when it runs an action on its own cluster (installed in the namespace gitops)."""
     control_plane.kubectl("create", "namespace", ARGOCD_NAMESPACE, check=False)
     control_plane.kubectl("create", "serviceaccount", ARGOCD_ACCOUNT, "-n", ARGOCD_NAMESPACE, check=False)
     token = control_plane.kubectl("create", "token", ARGOCD_ACCOUNT, "-n", ARGOCD_NAMESPACE,
@@ -144,7 +147,7 @@ def argocd_server_kubeconfig(control_plane, tmp_path_factory):
     path = tmp_path_factory.mktemp("argocd") / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     assert control_plane.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}",
-                                 kubeconfig=path).stdout == DEFAULT_ACTOR
+                                 kubeconfig=path).stdout == ARGOCD_USER
     return path
 
 
@@ -189,7 +192,7 @@ class ArgoCD:
         assert action in self.enabled(obj), f"{action} is not offered on {name}"
         result = self.argo["ModelDeployment"].action(action, obj, params)
         request_id = (result["object"]["spec"].get("request") or {}).get("id")
-        plugin = plugin_patch(plugin_parser().parse_args(argv or [action, "fraud"]), request_id, DEFAULT_ACTOR)
+        plugin = plugin_patch(plugin_parser().parse_args(argv or [action, "fraud"]), request_id, None)
         assert result["object"] == merge_patch(obj, plugin), "Argo CD's action and the plugin differ"
         assert set(result["mergePatch"]) == {"spec"}, result["mergePatch"]
         self.s.cp.kubectl("patch", "mdep", self.s.name, "-n", self.s.ns, "--type", "merge",
@@ -309,7 +312,7 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
                    ["promote", "fraud", "--reason", "validated offline"])
         status = s.wait(stable_on("1.1.0"), 20, "promoted by Argo CD")
         entry = status["history"][-1]
-        assert (entry["action"], entry["actor"]) == ("Promoted", DEFAULT_ACTOR) and "validated offline" in entry["reason"]
+        assert (entry["action"], entry["actor"]) == ("Promoted", ARGOCD_USER) and "validated offline" in entry["reason"]
         s.wait(lambda st: rolled_out(s, "1.1.0"), 20, "1.1.0's revision rolled out by KServe")
         s.wait(lambda st: any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])), 20,
                "Ready once rolled out")
@@ -322,14 +325,14 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
     argocd.run("rollback", obj, "healthy_promoted", argv=["rollback", "fraud", "--reason", "Argo CD action"])
     s.wait(lambda st: st.get("phase") == "RolledBack" and st.get("stableVersion") == "1.0.0", 20,
            "rolled back to the fallback by Argo CD")
-    assert (last(s)["action"], last(s)["actor"]) == ("RolledBack", DEFAULT_ACTOR)
+    assert (last(s)["action"], last(s)["actor"]) == ("RolledBack", ARGOCD_USER)
 
     obj = s.get()
     argocd.check("degraded_rolledBackByHand", obj, "Degraded", discovery=True)
     assert argocd.enabled(obj) == {"pause", "retry", "rollback"}
     argocd.run("retry", obj, "degraded_rolledBackByHand", argv=["retry", "fraud", "--reason", "Argo CD action"])
     s.wait(lambda st: st.get("phase") == "Progressing" and st.get("canaryWeight", 0) > 0, 40, "retried by Argo CD")
-    assert any(h["action"] == "RolloutStarted" and h["actor"] == DEFAULT_ACTOR and h["reason"] == "manual retry: "
+    assert any(h["action"] == "RolloutStarted" and h["actor"] == ARGOCD_USER and h["reason"] == "manual retry: "
                "Argo CD action" for h in s.status()["history"])
 
     s.patch({"trafficOverride": {"weight": 35, "reason": "load test"}})  # `kubectl modelops pin`: no Argo CD action
@@ -346,11 +349,11 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
     result = argocd.argo["ModelDeployment"].run("action", forged, obj)[0]
     refused = cp.kubectl("patch", "mdep", "fraud", "-n", s.ns, "--type", "merge", "-p", json.dumps(result["mergePatch"]),
                          kubeconfig=argocd.kubeconfig, check=False)
-    assert refused.returncode != 0 and f'must be the requesting user "{DEFAULT_ACTOR}"' in refused.stderr
+    assert refused.returncode != 0 and f'must be the requesting user "{ARGOCD_USER}"' in refused.stderr
     argocd.run("abort", obj, "progressing_retried", {"reason": "wrong feature set"},
                ["abort", "fraud", "--reason", "wrong feature set"])
     s.wait(lambda st: st.get("phase") == "RolledBack" and st.get("failedVersion") == "1.1.0", 15, "aborted by Argo CD")
-    assert (last(s)["action"], last(s)["actor"]) == ("Aborted", DEFAULT_ACTOR)
+    assert (last(s)["action"], last(s)["actor"]) == ("Aborted", ARGOCD_USER)
     argocd.check("degraded_aborted", s.get(), "Degraded", discovery=True)
 
     impostor = {"apiVersion": "modelops.io/v1alpha1", "kind": "ModelVersion",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from modelops.actions import DEFINITIONS, enabled, merge_patch, spec_patch
-from modelops.argocd import ARGOCD_ACTIONS, DEFAULT_ACTOR, DEFAULT_REASON, action_lua, lua_string
+from modelops.argocd import ARGOCD_ACTIONS, DEFAULT_REASON, action_lua, lua_string
 from modelops.cli import main, plugin_parser, plugin_patch
 from playground.argocd_lua import CUSTOMIZATIONS, ArgoCDLua, argocd_lua_binary, run_tests
 
@@ -93,7 +93,7 @@ def test_each_action_makes_the_plugins_change(md, path, action):
         request_id = (result["object"]["spec"].get("request") or {}).get("id")
         if DEFINITIONS[action].request is not None:
             assert request_id == f"argocd-{action}-{obj['metadata']['generation']}"
-        patch = plugin_patch(plugin_parser().parse_args(argv + extra_argv), request_id, DEFAULT_ACTOR)
+        patch = plugin_patch(plugin_parser().parse_args(argv + extra_argv), request_id, None)
         assert result["object"] == merge_patch(obj, patch)
         assert set(result["mergePatch"]) <= {"spec"}
 
@@ -115,17 +115,23 @@ def test_actions_work_without_action_parameters(md, tmp_path):
     obj = load(MD_TESTDATA[0])
     obj["spec"]["request"] = {"id": "old", "action": "Rollback", "version": "0.9.0", "reason": "x", "actor": "y"}
     script = tmp_path / "action.lua"
-    script.write_text(action_lua("rollback", DEFAULT_ACTOR).replace("type(actionParams)", "type(nil)"))
+    script.write_text(action_lua("rollback").replace("type(actionParams)", "type(nil)"))
     result = md.run("action", script, obj)[0]
     request = result["object"]["spec"]["request"]
     assert request["reason"] == DEFAULT_REASON and "version" not in request  # the old request's version is gone
     assert result["mergePatch"]["spec"]["request"]["version"] is None
 
 
-def test_generator_takes_the_actor(tmp_path):
+def test_the_actions_name_no_actor_unless_generated_with_one(md, tmp_path):
+    """By default the API server fills the actor in; the old request's actor is removed, not carried over."""
+    obj = load(MD_TESTDATA[0])
+    obj["spec"]["request"] = {"id": "old", "action": "Abort", "reason": "x", "actor": "someone-before"}
+    result = md.action("promote", obj, {"reason": "ok"})
+    assert "actor" not in result["object"]["spec"]["request"]
+    assert result["mergePatch"]["spec"]["request"]["actor"] is None
     assert main(["argocd", "--out", str(tmp_path), "--actor", "system:serviceaccount:gitops:argocd-server"]) == 0
     promote = (tmp_path / "resource_customizations/modelops.io/ModelDeployment/actions/promote/action.lua").read_text()
-    assert '"system:serviceaccount:gitops:argocd-server"' in promote and DEFAULT_ACTOR not in promote
+    assert 'obj["spec"]["request"]["actor"] = "system:serviceaccount:gitops:argocd-server"' in promote
     cm = load(tmp_path / "argocd-cm.yaml")
     definitions = yaml.safe_load(cm["data"]["resource.customizations.actions.modelops.io_ModelDeployment"])
     assert sorted(d["name"] for d in definitions["definitions"]) == sorted(ARGOCD_ACTIONS)

@@ -14,5 +14,5 @@ if type(obj["spec"]["request"]) ~= "table" then obj["spec"]["request"] = {} end
 obj["spec"]["request"]["id"] = "argocd-abort-" .. (obj.metadata.generation or 0)
 obj["spec"]["request"]["action"] = "Abort"
 obj["spec"]["request"]["reason"] = param("reason") or "Argo CD action"
-obj["spec"]["request"]["actor"] = "system:serviceaccount:argocd:argocd-server"
+obj["spec"]["request"]["actor"] = nil
 return obj

@@ -14,6 +14,6 @@ if type(obj["spec"]["request"]) ~= "table" then obj["spec"]["request"] = {} end
 obj["spec"]["request"]["id"] = "argocd-rollback-" .. (obj.metadata.generation or 0)
 obj["spec"]["request"]["action"] = "Rollback"
 obj["spec"]["request"]["reason"] = param("reason") or "Argo CD action"
-obj["spec"]["request"]["actor"] = "system:serviceaccount:argocd:argocd-server"
+obj["spec"]["request"]["actor"] = nil
 obj["spec"]["request"]["version"] = param("version")
 return obj
