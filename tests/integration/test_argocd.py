@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ class Capture:
         "ModelDeployment": {"healthy_stable", "progressing_newGeneration", "progressing_canary", "suspended_paused",
                             "progressing_canary_resumed", "healthy_promoted", "degraded_rolledBackByHand",
                             "progressing_retried", "suspended_pinned", "degraded_aborted",
-                            "degraded_modelVersionMissing", "degraded_rollingBack", "degraded_rolledBack"},
+                            "degraded_modelVersionMissing", "degraded_rollingBack", "degraded_rolledBack",
+                            "progressing_drilling", "progressing_noStatus", "degraded_neverDeployed",
+                            "progressing_stableNotReady", "progressing_deleting"},
         "ModelVersion": {"progressing_new", "healthy_available", "healthy_serving", "degraded_duplicateVersion"},
     }
 
@@ -322,6 +325,15 @@ def test_health_and_every_action_through_a_release(scenario, prometheus, argocd,
     obj = s.get()
     argocd.check("healthy_promoted", obj, "Healthy", discovery=True)
     assert argocd.enabled(obj) == {"pause", "rollback"}
+    # A rollback drill (kubectl modelops drill; no Argo CD action): Progressing while the fallback serves.
+    # The last request's actor removed: the API server names this one's (a merge patch would keep the old one).
+    s.patch({"request": {"id": "drill-1", "action": "Drill", "reason": "game day", "actor": None}})
+    s.wait(lambda st: st.get("phase") == "Drilling", 20, "drilling")
+    health = argocd.check("progressing_drilling", s.get(), "Progressing")
+    assert health["message"].startswith("Rollback drill: all traffic to fallback 1.0.0, then back to stable 1.1.0")
+    s.wait(lambda st: st.get("phase") == "Stable" and (st.get("lastDrill") or {}).get("result") == "Completed", 30,
+           "drill completed")
+    obj = s.get()
     argocd.run("rollback", obj, "healthy_promoted", argv=["rollback", "fraud", "--reason", "Argo CD action"])
     s.wait(lambda st: st.get("phase") == "RolledBack" and st.get("stableVersion") == "1.0.0", 20,
            "rolled back to the fallback by Argo CD")
@@ -399,3 +411,40 @@ def test_automatic_rollback_is_degraded_and_offers_retry(scenario, prometheus, a
     health = argocd.check("degraded_rolledBack", obj, "Degraded", discovery=True)
     assert "1.1.0 is rolled back; stable 1.0.0 serves" in health["message"] and "errors:" in health["message"]
     assert argocd.enabled(obj) == {"pause", "retry"}
+
+
+def test_health_before_a_first_version_serves_and_while_deleted(scenario, argocd, kserve):
+    """The moments before a rollout: no status yet (a shard no operator runs), a first version that does not
+    exist (Failed), one whose backend never gets ready; and a ModelDeployment being deleted."""
+    s, cp = scenario, scenario.cp
+    unseen = Scenario(cp, s.ns, kserve, name="unseen")
+    unseen.labels = {"modelops.io/shard": "nobody"}
+    unseen.deploy("1.0.0", {})
+    time.sleep(2)  # an operator that took it would have written a status by now
+    health = argocd.check("progressing_noStatus", unseen.get(), "Progressing")
+    assert health["message"] == "Waiting for the operator to report a status"
+
+    ghost = Scenario(cp, s.ns, kserve, name="ghost")
+    ghost.deploy("9.9.9", {})
+    ghost.wait(lambda st: st.get("phase") == "Failed", 20, "failed: no such version")
+    health = argocd.check("degraded_neverDeployed", ghost.get(), "Degraded")
+    assert health["message"].startswith("ModelVersionMissing: "), health
+
+    s.version("1.0.0", never_ready=True)
+    s.deploy("1.0.0", {})
+    s.wait(lambda st: st.get("phase") == "Stable" and any(c["type"] == "Ready" and c["status"] == "False"
+                                                          for c in st.get("conditions", [])), 20, "stable, not ready")
+    health = argocd.check("progressing_stableNotReady", s.get(), "Progressing")
+    assert health["message"].startswith("BackendNotReady: stable 1.0.0 is not ready on the backend"), health
+
+    # Held in deletion by a finalizer of the test's own, once the operator has let go of it.
+    cp.kubectl("patch", "mdep", s.name, "-n", s.ns, "--type", "merge",
+               "-p", json.dumps({"metadata": {"finalizers": ["modelops.io/finalizer", "test.modelops.io/hold"]}}))
+    cp.kubectl("delete", "mdep", s.name, "-n", s.ns, "--wait=false")
+    deadline = time.monotonic() + 20
+    while (obj := s.get())["metadata"].get("finalizers") != ["test.modelops.io/hold"]:
+        assert time.monotonic() < deadline, obj["metadata"]
+        time.sleep(0.1)
+    health = argocd.check("progressing_deleting", obj, "Progressing")
+    assert health["message"] == "Pending deletion: waiting for finalizers test.modelops.io/hold", health
+    cp.kubectl("patch", "mdep", s.name, "-n", s.ns, "--type", "merge", "-p", '{"metadata": {"finalizers": null}}')

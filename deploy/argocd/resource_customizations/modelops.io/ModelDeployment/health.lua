@@ -30,6 +30,17 @@ local function with(text, detail)
   return text
 end
 
+-- Being deleted: Argo CD (gitops-engine's GetResourceHealth) answers "Pending deletion" before any script
+-- runs; the script says the same, and what the deletion waits for, to any other caller.
+if obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Pending deletion"
+  if type(obj.metadata.finalizers) == "table" and #obj.metadata.finalizers > 0 then
+    hs.message = hs.message .. ": waiting for finalizers " .. table.concat(obj.metadata.finalizers, ", ")
+  end
+  return hs
+end
+
 local status = obj.status
 if status == nil or (status.phase == nil and status.conditions == nil and status.observedGeneration == nil) then
   hs.status = "Progressing"
