@@ -3,7 +3,8 @@
 `write_argocd(out)` writes, under `out/resource_customizations/modelops.io/ModelDeployment/
 actions/`, a `discovery.lua` and one `<name>/action.lua` per action, in Argo CD's own layout; and
 `out/argocd-cm.yaml`, the same scripts (with the hand-written health.lua files found there) as the
-`argocd-cm` entries that install them in an Argo CD. Every action writes what `spec_patch` says,
+`argocd-cm` entries that install them in an Argo CD, with the status fields whose updates need not
+refresh an Application (`ANALYSIS_FIELDS`). Every action writes what `spec_patch` says,
 leaf by leaf (RFC 7386 applied to the live object), so that Argo CD's patch and the plugin's are
 the same change; the request's id is made of the action and the object's generation, so a script's
 result depends on its input alone (Argo CD's test runner compares it exactly) and a second click on
@@ -161,6 +162,15 @@ def discovery_lua(names: tuple[str, ...] = ARGOCD_ACTIONS) -> str:
     return "\n".join(lines) + "\n"
 
 
+ANALYSIS_FIELDS = {
+    "jsonPointers": ["/status/checks", "/status/lastAnalysisAt", "/status/lastOutcome", "/status/consecutiveFailures",
+                     "/status/consecutiveNoData"],
+    "jqPathExpressions": ['.status.conditions[] | select(.type == "AnalysisHealthy")'],
+}
+"""What every analysis rewrites in a ModelDeployment's status and its health never reads: Argo CD's
+ignoreResourceUpdates for them keeps one status write per analysis from refreshing the Application."""
+
+
 def kind_folder(out: Path, kind: str) -> Path:
     return out / "resource_customizations" / GROUP / kind
 
@@ -172,6 +182,9 @@ def argocd_cm(out: Path) -> str:
         key = f"{GROUP}_{folder.name}"
         if (folder / "health.lua").exists():
             data[f"resource.customizations.health.{key}"] = (folder / "health.lua").read_text()
+        if folder.name == "ModelDeployment":
+            data[f"resource.customizations.ignoreResourceUpdates.{key}"] = yaml.dump(
+                ANALYSIS_FIELDS, Dumper=_LiteralDumper, sort_keys=False, width=1000)
         actions = folder / "actions"
         if (actions / "discovery.lua").exists():
             definitions = [{"name": d.name, "action.lua": (d / "action.lua").read_text()}

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from modelops.actions import DEFINITIONS, enabled, merge_patch, spec_patch
-from modelops.argocd import ARGOCD_ACTIONS, DEFAULT_REASON, action_lua, lua_string
+from modelops.analysis.evaluate import Measurement
+from modelops.argocd import ANALYSIS_FIELDS, ARGOCD_ACTIONS, DEFAULT_REASON, action_lua, lua_string
 from modelops.cli import main, plugin_parser, plugin_patch
 from playground.argocd_lua import CUSTOMIZATIONS, ArgoCDLua, argocd_lua_binary, run_tests
 
@@ -211,3 +212,39 @@ def parse_time(text: str):
     from modelops.rollout.values import parse_rfc3339
 
     return parse_rfc3339(text)
+
+
+def without_analysis_fields(obj: dict) -> dict:
+    """The object as Argo CD compares it for ignoreResourceUpdates: ANALYSIS_FIELDS taken out."""
+    out = copy.deepcopy(obj)
+    status = out.get("status") or {}
+    for pointer in ANALYSIS_FIELDS["jsonPointers"]:
+        status.pop(pointer.removeprefix("/status/"), None)
+    [expression] = ANALYSIS_FIELDS["jqPathExpressions"]
+    kind = re.fullmatch(r'\.status\.conditions\[\] \| select\(\.type == "(\w+)"\)', expression).group(1)
+    status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != kind]
+    return out
+
+
+def test_the_fields_whose_updates_refresh_no_application_are_all_an_analysis_changes_and_nothing_health_reads(md):
+    """Analyses that decide nothing (passing, within the failure limit, no data) change only ANALYSIS_FIELDS, and
+    the health of every object (the engine's along a rollout, and every captured one) is the same without them."""
+    from .test_view import GOOD, Rollout, in_step_two
+
+    r: Rollout = in_step_two()
+    objects, quiet = [r.obj()], 0
+    noisy = [GOOD, {"errors": Measurement(0.004, samples=500), "accuracy": Measurement(0.95, baseline=0.95, samples=90)},
+             {**GOOD, "errors": Measurement(0.2, samples=400)},  # one failure, below failureLimit 2
+             {"errors": Measurement(None, samples=0), "accuracy": Measurement(None, samples=0)}, GOOD]
+    for measured in noisy:
+        before = r.status.model_copy(deep=True)
+        r.analyse(measured, seconds=5)
+        objects.append(r.obj())
+        decided = (before.current_step, before.canary_weight, before.phase, before.message, len(before.history)) != \
+            (r.status.current_step, r.status.canary_weight, r.status.phase, r.status.message, len(r.status.history))
+        if not decided:
+            quiet += 1
+            assert without_analysis_fields(objects[-2]) == without_analysis_fields(objects[-1])
+    assert quiet >= 4
+    for obj in objects + [load(p) for p in MD_TESTDATA]:
+        assert md.health(obj) == md.health(without_analysis_fields(obj)), obj.get("status")
