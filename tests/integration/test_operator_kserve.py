@@ -216,6 +216,9 @@ def test_operator_killed_mid_rollout_resumes_without_skipping_or_repeating(scena
 
 def test_deleting_the_deployment_leaves_the_backend_on_stable(scenario, prometheus):
     rollout_started(scenario, prometheus, GOOD, **PATIENT)
+    # The operator created the InferenceService, but owns none of it: no ownerReferences, so Argo CD shows it as
+    # its own resource (or none) and deleting the ModelDeployment never cascades to the model's serving.
+    assert "ownerReferences" not in scenario.get("isvc")["metadata"]
     scenario.cp.kubectl("delete", "mdep", "fraud", "-n", scenario.ns, "--timeout", "30s")
     isvc = scenario.get("isvc")
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/1.0.0")
@@ -232,7 +235,7 @@ def test_kubectl_plugin_actions_are_recorded_with_the_user(scenario, prometheus)
     env = {**os.environ, "KUBECONFIG": str(scenario.cp.kubeconfig),
            "PATH": f"{scenario.cp.bin}{os.pathsep}{os.environ['PATH']}"}
     plugin = Path(sys.executable).with_name("kubectl-modelops")
-    subprocess.run([str(plugin), "-n", scenario.ns, "pause", "fraud"], env=env, check=True)
+    subprocess.run([str(plugin), "pause", "fraud", "-n", scenario.ns], env=env, check=True)  # -n after, as kubectl
     scenario.wait(lambda st: st.get("phase") == "Paused", 10, "paused by the plugin")
     subprocess.run([str(plugin), "-n", scenario.ns, "promote", "fraud", "--reason", "canary looks fine"],
                    env=env, check=True)
