@@ -274,6 +274,14 @@ disabled_plugins = [{", ".join(f'"io.containerd.snapshotter.v1.{p}"' for p in un
         self.ctr("images", "import", str(archive))
         archive.unlink()
 
+    def import_image(self, name: str) -> None:
+        """A podman image of this machine (the operator's, say) into the node's containerd."""
+        archive = self.state / "image.tar"
+        subprocess.run(["podman", "save", "-q", "-o", str(archive), name], check=True, capture_output=True,
+                       env={**os.environ, "CONTAINERS_CONF": str(IMAGE_TOOLS / "containers.conf")})
+        self.ctr("images", "import", str(archive))
+        archive.unlink()
+
     def _start_controllers(self) -> None:
         controller_manager = self._kubeconfig("kube-controller-manager", "system:kube-controller-manager")
         scheduler = self._kubeconfig("kube-scheduler", "system:kube-scheduler")

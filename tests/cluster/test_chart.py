@@ -1,0 +1,160 @@
+"""The chart, running: `helm install` of charts/modelops on the real single-node cluster
+(playground/node.py, with kube-proxy for Service ClusterIPs), its pods from the operator's image
+built from the Dockerfile and imported into the node's containerd. Two pods become Ready, one
+holds the Lease, and the test Prometheus scrapes `/metrics` through the chart's Service ClusterIP.
+The operator pods reach the API server on the `kubernetes` Service, and Prometheus on the node's
+bridge address (loopback is not reachable from pods).
+
+One cluster and one install for the module. Needs root, podman, containerd and the CNI plugins
+(`make system-deps`); builds kubelet, kube-proxy and the image on first use. Deselect with `-m "not node"`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from playground import upstream_crds as upstream
+from playground.controlplane import ControlPlane, control_plane_binaries
+from playground.helm import helm_binaries
+from playground.image import operator_image
+from playground.node import Node
+from playground.operator import lease_holder
+from playground.prometheus import Prometheus
+
+from ..conftest import upstream_crd_folder
+from ..deploy.conftest import CHART, helm
+from .test_node import get, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.node]
+
+RELEASE = NAMESPACE = "modelops"
+SELECTOR = f"app.kubernetes.io/name=modelops,app.kubernetes.io/instance={RELEASE}"
+
+
+@dataclass
+class Cluster:
+    plane: ControlPlane
+    node: Node
+    prometheus: Prometheus
+    helms: dict[str, Path]
+    chains_before: set[str]  # KUBE-* chains of this machine before the node started (other runs' kubelets)
+
+    def stop(self) -> None:
+        """Idempotent: the fixture stops it again at the module's end."""
+        self.prometheus.stop()
+        self.node.stop()
+        self.plane.stop()
+
+
+def kube_chains() -> set[str]:
+    """Every KUBE-* chain of this machine's iptables and ip6tables, as `table/chain`."""
+    chains = set()
+    for tool in ("iptables-save", "ip6tables-save"):
+        table = ""
+        for line in subprocess.run([tool], check=True, capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("*"):
+                table = f"{tool[:-5]}/{line[1:]}"
+            elif line.startswith(":KUBE-"):
+                chains.add(f"{table}/{line[1:].split()[0]}")
+    return chains
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    crds = upstream_crd_folder([upstream.KSERVE, upstream.GATEWAY_STANDARD])
+    try:
+        image = operator_image()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    started = time.monotonic()
+    control_plane_binaries(node=True)
+    binaries = time.monotonic() - started
+    work = tmp_path_factory.mktemp("chart-cluster")
+    chains_before = kube_chains()
+    plane = ControlPlane(work / "controlplane").start()
+    node = Node(plane, work / "node", service_proxy=True)
+    prometheus = None
+    try:
+        node.start()
+        print(f"\nnode binaries (built or cached) {binaries:.1f} s; control plane {plane.startup_seconds:.1f} s; "
+              f"node with kube-proxy {node.startup_seconds:.1f} s")
+        prometheus = Prometheus(work / "prometheus", host=str(node.ip)).start()  # the bridge: the pods' way to it
+        cluster = Cluster(plane, node, prometheus, helm_binaries(), chains_before)
+        plane.install_crds(*(crds / f for f in (upstream.KSERVE, upstream.GATEWAY_STANDARD)))
+        started = time.monotonic()
+        node.import_image(image)
+        repository, tag = image.rsplit(":", 1)
+        values = work / "values.yaml"
+        values.write_text(yaml.safe_dump({
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "metricProviders": [{"name": "test", "prometheus": {"address": prometheus.url}, "namespaceSelector": {}}],
+        }))
+        helm(cluster.helms, "helm4", "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
+             "-f", str(values), kubeconfig=plane.kubeconfig)
+        print(f"image imported and chart installed in {time.monotonic() - started:.1f} s")
+        yield cluster
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        node.stop()
+        plane.stop()
+
+
+def ready_pods(plane: ControlPlane) -> list[dict]:
+    return [p for p in get(plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"]
+            if p["status"].get("phase") == "Running" and p["metadata"].get("deletionTimestamp") is None
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def test_the_chart_runs_two_ready_operator_pods_and_one_holds_the_lease(cluster):
+    plane, node = cluster.plane, cluster.node
+    started = time.monotonic()
+    pods = wait_for(plane, "two Ready operator pods", lambda: (lambda r: r if len(r) == 2 else None)(ready_pods(plane)),
+                    timeout=120)
+    print(f"two operator pods Ready {time.monotonic() - started:.1f} s after the install")
+    names = {p["metadata"]["name"] for p in pods}
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == node.name
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in node.subnet
+        [container] = pod["status"]["containerStatuses"]
+        assert container["ready"] and container["restartCount"] == 0, container
+    holder = wait_for(plane, "the Lease held", lambda: lease_holder(plane, RELEASE, NAMESPACE), timeout=60)
+    assert holder in names, (holder, names)
+    deployment = get(plane, "deployment", RELEASE, "-n", NAMESPACE)
+    assert deployment["status"].get("availableReplicas") == 2
+    # The provider the chart created, naming the address on the bridge the pods reach Prometheus at.
+    provider = get(plane, "clustermetricprovider", "test")
+    assert provider["spec"]["prometheus"]["address"] == cluster.prometheus.url
+
+
+def test_metrics_are_scraped_through_the_service_cluster_ip(cluster):
+    plane, prometheus = cluster.plane, cluster.prometheus
+    wait_for(plane, "two Ready operator pods", lambda: len(ready_pods(plane)) == 2, timeout=120)
+    service = get(plane, "service", f"{RELEASE}-metrics", "-n", NAMESPACE)
+    cluster_ip, port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]
+    assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network("10.96.0.0/24")
+    target = f"{cluster_ip}:{port}"
+    prometheus.add_target(target, job="modelops-chart")
+    [up] = prometheus.wait_for(f'up{{instance="{target}"}} == 1', timeout=30)
+    assert up["value"][1] == "1"
+    # Either pod answers through the ClusterIP; both export modelops_leader (1 on the leader).
+    [leader] = prometheus.wait_for(f'modelops_leader{{instance="{target}"}}', timeout=30)
+    assert leader["value"][1] in ("0", "1")
+
+
+def test_stopping_the_node_removes_its_service_proxy_rules(cluster):
+    """Last in the module: stops the cluster (the fixture's own stop then finds nothing to do)."""
+    running = kube_chains()
+    assert "iptables/nat/KUBE-SERVICES" in running, sorted(running)
+    cluster.stop()
+    assert kube_chains() <= cluster.chains_before, sorted(kube_chains() - cluster.chains_before)
+    rules = subprocess.run(["ip", "rule"], check=True, capture_output=True, text=True).stdout
+    assert cluster.node.bridge not in rules, rules
