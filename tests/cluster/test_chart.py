@@ -16,6 +16,7 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,23 @@ from playground.controlplane import ControlPlane, control_plane_binaries
 from playground.helm import helm_binaries
 from playground.image import operator_image
 from playground.node import Node
-from playground.operator import lease_holder
+from playground.operator import lease, lease_holder
 from playground.prometheus import Prometheus
+from playground.serving import ServingStandIn
 
 from ..conftest import upstream_crd_folder
 from ..deploy.conftest import CHART, helm
+from ..integration.scenario import Scenario, check_history, fast_spec
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 
 RELEASE = NAMESPACE = "modelops"
+# Shorter than the chart's defaults (15/10/2/5 s) so that a handover test takes seconds; the chart's
+# own rules hold: retryPeriod < renewDeadline < leaseDuration, leaseDuration - renewDeadline >= requestTimeout.
+LEADER_ELECTION = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1, "requestTimeout": 2}
+GOOD = {"error_rate": 0.0, "accuracy": 0.95}
+STEPS = [20, 50, 80]
 SELECTOR = f"app.kubernetes.io/name=modelops,app.kubernetes.io/instance={RELEASE}"
 
 
@@ -95,6 +103,7 @@ def cluster(tmp_path_factory):
         values = work / "values.yaml"
         values.write_text(yaml.safe_dump({
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "leaderElection": LEADER_ELECTION,
             "metricProviders": [{"name": "test", "prometheus": {"address": prometheus.url}, "namespaceSelector": {}}],
         }))
         helm(cluster.helms, "helm4", "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
@@ -106,6 +115,11 @@ def cluster(tmp_path_factory):
             prometheus.stop()
         node.stop()
         plane.stop()
+
+
+def _time(stamp: str) -> datetime:
+    """A Lease's MicroTime (RFC 3339 with microseconds, Z)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def ready_pods(plane: ControlPlane) -> list[dict]:
@@ -148,6 +162,54 @@ def test_metrics_are_scraped_through_the_service_cluster_ip(cluster):
     # Either pod answers through the ClusterIP; both export modelops_leader (1 on the leader).
     [leader] = prometheus.wait_for(f'modelops_leader{{instance="{target}"}}', timeout=30)
     assert leader["value"][1] in ("0", "1")
+
+
+def test_the_leader_pod_force_deleted_mid_rollout_hands_over_with_no_step_repeated_or_skipped(cluster, tmp_path):
+    """A ModelDeployment on the Gateway API backend (the stand-in's data plane and model servers, host
+    processes; the operator pods reach only the API server and Prometheus), the leading pod deleted
+    with --grace-period=0 --force while a step is paused: the other pod takes the Lease within
+    leaseDuration + retryPeriod and the rollout ends promoted, each step recorded exactly once."""
+    plane, prometheus = cluster.plane, cluster.prometheus
+    wait_for(plane, "two Ready operator pods", lambda: len(ready_pods(plane)) == 2, timeout=120)
+    namespace = "handover"
+    plane.kubectl("create", "namespace", namespace)
+    standin = ServingStandIn("gatewayAPI", plane.kubeconfig, prometheus, tmp_path / "gateway-standin")
+    scenario = Scenario(plane, namespace, standin)
+    try:
+        scenario.version("1.0.0", **GOOD)
+        scenario.version("1.1.0", **GOOD)
+        spec = fast_spec(prometheus.url, "gatewayAPI",
+                         strategy={"steps": [{"weight": w, "pause": "4s"} for w in STEPS]})
+        spec["historyLimit"] = 50
+        scenario.serve("1.0.0", spec, prometheus)
+        scenario.patch({"version": "1.1.0"})
+        scenario.wait(lambda st: st.get("canaryWeight", 0) > 0, 60, "1.1.0 at its first step")
+        leader = lease_holder(plane, RELEASE, NAMESPACE)
+        assert leader in {p["metadata"]["name"] for p in ready_pods(plane)}, leader
+        deleted, deleted_at = time.monotonic(), datetime.now(timezone.utc)
+        plane.kubectl("delete", "pod", leader, "-n", NAMESPACE, "--grace-period=0", "--force")
+        last_renewal = None  # the deleted leader's, as written into the Lease: it renews until its container dies
+        while (spec := lease(plane, RELEASE, NAMESPACE)["spec"]).get("holderIdentity") in (None, "", leader):
+            if spec.get("holderIdentity") == leader:
+                last_renewal = _time(spec["renewTime"])
+            assert time.monotonic() - deleted < 30, f"nobody took the Lease from {leader} within 30 s"
+            time.sleep(0.1)
+        holder, taken = spec["holderIdentity"], _time(spec["acquireTime"])
+        gap = (taken - last_renewal).total_seconds()
+        print(f"\nleader {leader} force-deleted; its last renewal {(last_renewal - deleted_at).total_seconds():+.1f} s "
+              f"after the deletion; {holder} took the Lease {(taken - deleted_at).total_seconds():.1f} s after the "
+              f"deletion, {gap:.1f} s after that last renewal")
+        assert holder != leader and holder in {p["metadata"]["name"] for p in ready_pods(plane)}, holder
+        # A standby takes over leaseDuration after it last saw the Lease change; it looks every retryPeriod.
+        assert gap <= LEADER_ELECTION["leaseDuration"] + 2 * LEADER_ELECTION["retryPeriod"], gap
+        assert scenario.status()["phase"] != "Stable", "the rollout ended before the handover: nothing was proven"
+        status = scenario.wait(lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 90,
+                               "1.1.0 promoted after the handover")
+        check_history(status["history"], "1.1.0", "Promoted", STEPS, f"{namespace}/{scenario.name}")
+        assert [t["version"] for t in standin.route(namespace, scenario.name)] == ["1.1.0"]
+    finally:
+        scenario.stop_load()
+        standin.stop()
 
 
 def test_stopping_the_node_removes_its_service_proxy_rules(cluster):
