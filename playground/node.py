@@ -20,9 +20,9 @@ Settings, and why:
   cannot give a sandbox the OOM score -998 kubelet asks for and the pod never starts ("can't get
   final child's PID from pipe"); the score is capped at containerd's own instead.
 - Pod addresses: a /24 in 10.213.0.0/16 that no route or address of this machine covers, on a CNI
-  bridge of this run. The host reaches pods through the bridge (the gateway address); no NAT, no
-  forwarding, no route outside the machine: pod addresses exist only in network namespaces this
-  run creates.
+  bridge of this run. The host reaches pods through the bridge (the gateway address); pods have no
+  default route, and without the Service proxy (below) there is no NAT and no forwarding: pod
+  addresses exist only in network namespaces this run creates.
 - The node's address is the bridge's (the pods' gateway): kubelet refuses a loopback one. kubelet
   serves on it, on free ports, so several nodes (of several test runs) can coexist. kube-apiserver
   has no client certificate for kubelet, so `kubectl logs/exec` do not work: the containers' logs
