@@ -5,7 +5,8 @@ holds the Lease, and the test Prometheus scrapes `/metrics` through the chart's 
 The operator pods reach the API server on the `kubernetes` Service, and Prometheus on the node's
 bridge address (loopback is not reachable from pods).
 
-One cluster and one install for the module. Needs root, podman, containerd and the CNI plugins
+A drain meets the PodDisruptionBudget and `helm upgrade` rolls the pods with no leadership gap longer
+than the lease. One cluster and one install for the module. Needs root, podman, containerd and the CNI plugins
 (`make system-deps`); builds kubelet, kube-proxy and the image on first use. Deselect with `-m "not node"`.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -186,19 +188,23 @@ def test_the_leader_pod_force_deleted_mid_rollout_hands_over_with_no_step_repeat
         scenario.wait(lambda st: st.get("canaryWeight", 0) > 0, 60, "1.1.0 at its first step")
         leader = lease_holder(plane, RELEASE, NAMESPACE)
         assert leader in {p["metadata"]["name"] for p in ready_pods(plane)}, leader
+        # The deleted leader's last renewal, as written into the Lease: it renews until its container dies
+        # (SIGTERM, then SIGKILL after kubelet's minimum grace), unless it released the Lease on SIGTERM.
+        last_renewal = _time(lease(plane, RELEASE, NAMESPACE)["spec"]["renewTime"])
+        released = False
         deleted, deleted_at = time.monotonic(), datetime.now(timezone.utc)
         plane.kubectl("delete", "pod", leader, "-n", NAMESPACE, "--grace-period=0", "--force")
-        last_renewal = None  # the deleted leader's, as written into the Lease: it renews until its container dies
         while (spec := lease(plane, RELEASE, NAMESPACE)["spec"]).get("holderIdentity") in (None, "", leader):
             if spec.get("holderIdentity") == leader:
                 last_renewal = _time(spec["renewTime"])
+            released = released or not spec.get("holderIdentity")
             assert time.monotonic() - deleted < 30, f"nobody took the Lease from {leader} within 30 s"
             time.sleep(0.1)
         holder, taken = spec["holderIdentity"], _time(spec["acquireTime"])
         gap = (taken - last_renewal).total_seconds()
         print(f"\nleader {leader} force-deleted; its last renewal {(last_renewal - deleted_at).total_seconds():+.1f} s "
               f"after the deletion; {holder} took the Lease {(taken - deleted_at).total_seconds():.1f} s after the "
-              f"deletion, {gap:.1f} s after that last renewal")
+              f"deletion, {gap:.1f} s after that last renewal; {'released on SIGTERM' if released else 'not released'}")
         assert holder != leader and holder in {p["metadata"]["name"] for p in ready_pods(plane)}, holder
         # A standby takes over leaseDuration after it last saw the Lease change; it looks every retryPeriod.
         assert gap <= LEADER_ELECTION["leaseDuration"] + 2 * LEADER_ELECTION["retryPeriod"], gap
@@ -210,6 +216,73 @@ def test_the_leader_pod_force_deleted_mid_rollout_hands_over_with_no_step_repeat
     finally:
         scenario.stop_load()
         standin.stop()
+
+
+def test_a_drain_evicts_one_operator_pod_and_the_budget_refuses_the_second(cluster):
+    """The chart's PodDisruptionBudget (minAvailable 1): the drain evicts one pod; its replacement cannot
+    be scheduled on the cordoned node, so the second eviction is refused until the node is uncordoned."""
+    plane, node = cluster.plane, cluster.node
+    before = {p["metadata"]["name"] for p in wait_for(
+        plane, "two Ready operator pods", lambda: (lambda r: r if len(r) == 2 else None)(ready_pods(plane)), timeout=120)}
+    drain = plane.kubectl("drain", node.name, "--pod-selector", SELECTOR, "--delete-emptydir-data",
+                          "--ignore-daemonsets", "--timeout=12s", check=False)
+    try:
+        assert drain.returncode != 0, drain.stdout
+        assert "would violate the pod's disruption budget" in drain.stderr, drain.stderr
+        pods = get(plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"]
+        kept = before & {p["metadata"]["name"] for p in pods}
+        assert len(kept) == 1, (before, [p["metadata"]["name"] for p in pods])
+        [replacement] = [p for p in pods if p["metadata"]["name"] not in before]
+        assert replacement["status"]["phase"] == "Pending" and not replacement["spec"].get("nodeName"), replacement["status"]
+        budget = get(plane, "pdb", RELEASE, "-n", NAMESPACE)["status"]
+        assert budget["currentHealthy"] == 1 and budget["disruptionsAllowed"] == 0, budget
+    finally:
+        plane.kubectl("uncordon", node.name)
+    wait_for(plane, "two Ready operator pods after the uncordon", lambda: len(ready_pods(plane)) == 2, timeout=120)
+    assert get(plane, "pdb", RELEASE, "-n", NAMESPACE)["status"]["disruptionsAllowed"] == 1
+
+
+def test_helm_upgrade_rolls_the_pods_with_no_leadership_gap_longer_than_the_lease(cluster, tmp_path):
+    plane = cluster.plane
+    before = {p["metadata"]["name"] for p in wait_for(
+        plane, "two Ready operator pods", lambda: (lambda r: r if len(r) == 2 else None)(ready_pods(plane)), timeout=120)}
+    renewals = []  # (renewTime, holder) of every sample where someone holds the Lease
+    holders = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            spec = (lease(plane, RELEASE, NAMESPACE) or {}).get("spec") or {}
+            if spec.get("holderIdentity"):
+                renewals.append(_time(spec["renewTime"]))
+                holders.add(spec["holderIdentity"])
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = datetime.now(timezone.utc)
+    try:
+        helm(cluster.helms, "helm4", "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+             "--set-string", "podAnnotations.modelops-test/revision=2", kubeconfig=plane.kubeconfig)
+        plane.kubectl("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=120s")
+        after = {p["metadata"]["name"] for p in wait_for(
+            plane, "two Ready pods of the upgrade", lambda: (lambda r: r if len(r) == 2 else None)(ready_pods(plane)))}
+        holder = wait_for(plane, "a leader among the new pods", lambda: lease_holder(plane, RELEASE, NAMESPACE) in after)
+        assert holder
+        time.sleep(LEADER_ELECTION["retryPeriod"] * 2)  # a renewal or two by the new leader, sampled
+    finally:
+        stop.set()
+        sampler.join(5)
+    ended = datetime.now(timezone.utc)
+    assert not before & after, (before, after)
+    assert all(p["metadata"].get("annotations", {}).get("modelops-test/revision") == "2"
+               for p in get(plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"])
+    times = [started, *sorted(set(renewals)), ended]
+    gap = max((b - a).total_seconds() for a, b in zip(times, times[1:]))
+    print(f"\nhelm upgrade: pods {sorted(before)} -> {sorted(after)}; leaders {sorted(holders)}; "
+          f"longest time without a renewal {gap:.1f} s over {(ended - started).total_seconds():.0f} s")
+    assert holders & after, holders
+    assert gap <= LEADER_ELECTION["leaseDuration"], gap
 
 
 def test_stopping_the_node_removes_its_service_proxy_rules(cluster):
