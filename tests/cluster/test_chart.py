@@ -5,8 +5,9 @@ holds the Lease, and the test Prometheus scrapes `/metrics` through the chart's 
 The operator pods reach the API server on the `kubernetes` Service, and Prometheus on the node's
 bridge address (loopback is not reachable from pods).
 
-A drain meets the PodDisruptionBudget and `helm upgrade` rolls the pods with no leadership gap longer
-than the lease. One cluster and one install for the module. Needs root, podman, containerd and the CNI plugins
+The leading pod, force-deleted mid-rollout, hands over with no step repeated or skipped; a drain meets
+the PodDisruptionBudget; `helm upgrade` rolls the pods with no leadership gap longer than the lease.
+One cluster and one install for the module. Needs root, podman, containerd and the CNI plugins
 (`make system-deps`); builds kubelet, kube-proxy and the image on first use. Deselect with `-m "not node"`.
 """
 
