@@ -4,6 +4,7 @@ single-node cluster (tests/cluster)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -14,6 +15,9 @@ from .controlplane import REPO
 BUILD = REPO / "tools" / "image" / "build.sh"
 BASE_IMAGE = "localhost/modelops-base:bookworm"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO / "tools" / "image" / "containers.conf")}
+# A tag per checkout: test runs of several checkouts on one machine share podman's image store, and
+# one must not run (or import into its node) the image another just built under the same name.
+IMAGE = f"localhost/modelops:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -26,7 +30,8 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 def build() -> tuple[str, float]:
     """The image's name and the seconds its build took."""
     started = time.monotonic()
-    result = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=1800)
+    result = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=1800,
+                            env={**os.environ, "IMAGE": IMAGE})
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD.name} failed ({result.returncode}):\n{result.stderr[-6000:]}")
     return result.stdout.strip().splitlines()[-1], time.monotonic() - started
