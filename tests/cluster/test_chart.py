@@ -213,7 +213,9 @@ def test_the_leader_pod_force_deleted_mid_rollout_hands_over_with_no_step_repeat
         status = scenario.wait(lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 90,
                                "1.1.0 promoted after the handover")
         check_history(status["history"], "1.1.0", "Promoted", STEPS, f"{namespace}/{scenario.name}")
-        assert [t["version"] for t in standin.route(namespace, scenario.name)] == ["1.1.0"]
+        # The stand-in's data plane follows the promoted route as it reads it.
+        wait_for(plane, "the data plane routing all to 1.1.0", timeout=15,
+                 probe=lambda: [t["version"] for t in standin.route(namespace, scenario.name)] == ["1.1.0"])
     finally:
         scenario.stop_load()
         standin.stop()
