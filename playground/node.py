@@ -27,8 +27,8 @@ Settings, and why:
   serves on it, on free ports, so several nodes (of several test runs) can coexist. kube-apiserver
   has no client certificate for kubelet, so `kubectl logs/exec` do not work: the containers' logs
   are files in the node's work folder (`pod-logs/`), kept after it stops.
-- kubelet's own iptables chains (`makeIPTablesUtilChains: false`): they serve only kube-proxy and
-  would outlive the node; the proxy below makes what it needs itself.
+- No iptables chains of kubelet's (`makeIPTablesUtilChains: false`): they are there for kube-proxy
+  (which backend iptables uses; a guard for route_localnet, off here) and would outlive the node.
 
 Service ClusterIPs (`Node(..., service_proxy=True)`; off by default, which starts faster): kube-proxy
 of the same version, iptables mode, in the host's network namespace, with everything that would
@@ -52,10 +52,10 @@ range (nothing is routed off the machine).
 Pods reach the API server on the `kubernetes` Service (10.96.0.1:443, in the serving certificate's
 names). kube-apiserver listens on 127.0.0.1 only and would publish that as the Service's endpoint,
 which the API refuses (Endpoints and EndpointSlices may not hold loopback addresses), so
-`--endpoint-reconciler-type=none` there. Instead of making the API server listen beyond loopback,
-or DNAT to 127.0.0.1 (route_localnet), the node runs a userspace TCP relay (relay.py) on its bridge address, in
-front of the API server, and publishes that address and port as the Service's EndpointSlice: no
-sysctl changes, and TLS passes through unchanged.
+`--endpoint-reconciler-type=none` there. Rather than make the API server listen beyond loopback, or
+DNAT to 127.0.0.1 (route_localnet), the node runs a userspace TCP relay (relay.py) on its bridge
+address in front of the API server and publishes that address and port as the Service's
+EndpointSlice: no sysctl changes, and TLS passes through unchanged.
 """
 
 from __future__ import annotations
