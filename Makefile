@@ -36,7 +36,7 @@ system-deps:
 	  echo "installing Debian packages containerd containernetworking-plugins"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd containernetworking-plugins >/dev/null; }
 
-# With kube-controller-manager, kube-scheduler and kubelet: the single-node cluster of tests/cluster.
+# With kube-controller-manager, kube-scheduler, kubelet and kube-proxy: the single-node cluster of tests/cluster.
 controlplane:
 	@tools/controlplane/build.sh node >/dev/null
 

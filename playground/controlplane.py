@@ -7,6 +7,7 @@ production cluster, so the operator's own ClusterRole is exercised for real.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import subprocess
@@ -22,6 +23,9 @@ from .processes import Process, free_port
 ADMIN_USER = "modelops-test-admin"  # the tests' kubectl user (system:masters)
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
+SERVICE_RANGE = ipaddress.ip_network("10.96.0.0/24")
+# The `kubernetes` Service's ClusterIP (the range's first address): what pods dial with in-cluster config.
+KUBERNETES_SERVICE_IP = str(next(SERVICE_RANGE.hosts()))
 
 
 def control_plane_binaries(node: bool = False) -> Path:
@@ -78,7 +82,7 @@ class ControlPlane:
     def _start_apiserver(self, etcd_url: str, timeout: float) -> None:
         port = free_port()
         self.url = f"https://127.0.0.1:{port}"
-        serving = self.ca.issue("apiserver", "kube-apiserver", server_ips=("127.0.0.1",),
+        serving = self.ca.issue("apiserver", "kube-apiserver", server_ips=("127.0.0.1", KUBERNETES_SERVICE_IP),
                                 server_names=("localhost", "kubernetes.default.svc"))
         sa_key = service_account_key(self.dir / "service-account.key")
         apiserver = Process("kube-apiserver", [
@@ -91,7 +95,11 @@ class ControlPlane:
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(sa_key), "--service-account-signing-key-file", str(sa_key),
             "--api-audiences", "https://kubernetes.default.svc",
-            "--service-cluster-ip-range", "10.96.0.0/24",
+            "--service-cluster-ip-range", str(SERVICE_RANGE),
+            # The `kubernetes` Service gets no endpoint from the API server: it would publish its
+            # advertise address, 127.0.0.1, which Endpoints and EndpointSlices refuse (loopback). A
+            # node with a Service proxy publishes one of its own (node.py).
+            "--endpoint-reconciler-type", "none",
             "--cert-dir", str(self.dir / "apiserver-certs"),
             f"--profiling={'true' if self.profiling else 'false'}",
             "-v", "1",

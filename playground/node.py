@@ -20,13 +20,42 @@ Settings, and why:
   cannot give a sandbox the OOM score -998 kubelet asks for and the pod never starts ("can't get
   final child's PID from pipe"); the score is capped at containerd's own instead.
 - Pod addresses: a /24 in 10.213.0.0/16 that no route or address of this machine covers, on a CNI
-  bridge of this run. The host reaches pods through the bridge (the gateway address); no NAT, no
-  forwarding, no route outside the machine: pod addresses exist only in network namespaces this
-  run creates.
+  bridge of this run. The host reaches pods through the bridge (the gateway address); pods have no
+  default route, and without the Service proxy (below) there is no NAT and no forwarding: pod
+  addresses exist only in network namespaces this run creates.
 - The node's address is the bridge's (the pods' gateway): kubelet refuses a loopback one. kubelet
   serves on it, on free ports, so several nodes (of several test runs) can coexist. kube-apiserver
   has no client certificate for kubelet, so `kubectl logs/exec` do not work: the containers' logs
   are files in the node's work folder (`pod-logs/`), kept after it stops.
+- No iptables chains of kubelet's (`makeIPTablesUtilChains: false`): they are there for kube-proxy
+  (which backend iptables uses; a guard for route_localnet, off here) and would outlive the node.
+
+Service ClusterIPs (`Node(..., service_proxy=True)`; off by default, which starts faster): kube-proxy
+of the same version, iptables mode, in the host's network namespace, with everything that would
+reach beyond this run turned off:
+- `iptables.localhostNodePorts: false`: otherwise it sets net.ipv4.conf.all.route_localnet.
+- `conntrack.maxPerCore: 0`, `min: 0` and the TCP timeouts 0: the host's conntrack sysctls stay.
+- `clusterCIDR`: the node's pod /24, so traffic from elsewhere counts as external.
+- `masqueradeAll: true`: a pod reaching a ClusterIP whose endpoint is a pod on the same bridge must
+  see the reply come back through the host; SNAT to the bridge address makes it so, whether or not
+  the host passes bridged traffic through iptables (br_netfilter).
+- `nodePortAddresses`: the node's address only; metrics and healthz on free ports of 127.0.0.1;
+  `oomScoreAdj: 0`: a test's proxy asks for no protection from the OOM killer.
+- Its chains (KUBE-SERVICES, ...) have machine-wide names: a node with a proxy holds an exclusive
+  lock (a file in the temp folder) from start to stop, so a second test run's proxied node waits,
+  and at stop `kube-proxy --cleanup` removes every chain and rule it made.
+The networking rule holds: pods get a route to the Service range (10.96.0.0/24) via the host and no
+other beyond their subnet; the host's proxy rules translate ClusterIPs to pod addresses of this
+run's bridge or to the node's address, and a policy rule of the bridge refuses the rest of the
+range (nothing is routed off the machine).
+
+Pods reach the API server on the `kubernetes` Service (10.96.0.1:443, in the serving certificate's
+names). kube-apiserver listens on 127.0.0.1 only and would publish that as the Service's endpoint,
+which the API refuses (Endpoints and EndpointSlices may not hold loopback addresses), so
+`--endpoint-reconciler-type=none` there. Rather than make the API server listen beyond loopback, or
+DNAT to 127.0.0.1 (route_localnet), the node runs a userspace TCP relay (relay.py) on its bridge
+address in front of the API server and publishes that address and port as the Service's
+EndpointSlice: no sysctl changes, and TLS passes through unchanged.
 """
 
 from __future__ import annotations
@@ -36,14 +65,18 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import yaml
 
-from .controlplane import REPO, ControlPlane, control_plane_binaries
+from .controlplane import REPO, SERVICE_RANGE, ControlPlane, control_plane_binaries
 from .processes import Process, free_port
 
 POD_NETWORKS = ipaddress.ip_network("10.213.0.0/16")  # each run takes a free /24 of it
@@ -52,6 +85,8 @@ STATE_SIZE = "4g"  # the node's tmpfs: images, containers' writable layers, logs
 PYTHON_IMAGE = "localhost/modelops-base:bookworm"  # what tools/image/base.sh makes: Debian with python3
 # The pod sandbox holds the pod's namespaces: python3 waiting for SIGTERM, on the same base.
 PAUSE_IMAGE = "localhost/modelops-pause:bookworm"
+# Held while a node with kube-proxy runs: its iptables chains are named machine-wide.
+PROXY_LOCK = Path(tempfile.gettempdir()) / "modelops-node-kube-proxy.lock"
 PAUSE_COMMAND = '["python3", "-c", "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"]'
 
 
@@ -93,8 +128,12 @@ class Node:
     """kube-controller-manager, kube-scheduler, containerd and a kubelet registered as `name`.
     Needs root (containers, network namespaces, cgroups)."""
 
-    def __init__(self, control_plane: ControlPlane, work_dir: Path, name: str = "modelops-node"):
+    def __init__(self, control_plane: ControlPlane, work_dir: Path, name: str = "modelops-node",
+                 service_proxy: bool = False):
+        """`service_proxy`: kube-proxy and the `kubernetes` Service's endpoint, so ClusterIPs work."""
         self.cp = control_plane
+        self.service_proxy = service_proxy
+        self._proxy_lock = None  # the open lock file while kube-proxy may have chains
         self.dir = work_dir  # logs and configuration
         self.name = name
         self.bin = control_plane_binaries(node=True)
@@ -121,6 +160,8 @@ class Node:
         self._import_images()
         self._start_controllers()
         self._start_kubelet(timeout)
+        if self.service_proxy:
+            self._start_service_proxy(timeout)
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -130,6 +171,11 @@ class Node:
             if process.name == "containerd" and process.alive():
                 self._remove_containers()
             process.stop()
+        if self._proxy_lock is not None:
+            subprocess.run([str(self.bin / "kube-proxy"), "--cleanup"], check=False, capture_output=True, timeout=60)
+            subprocess.run(["ip", "rule", "del", *self._unallocated_rule()], check=False, capture_output=True)
+            self._proxy_lock.close()  # releases the lock
+            self._proxy_lock = None
         for mount in sorted(self._mounts(), key=len, reverse=True):  # the tmpfs itself last
             subprocess.run(["umount", mount], check=False, capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
@@ -184,9 +230,11 @@ class Node:
         containerd.wait_until(lambda: self.socket.exists() and bool(self.ctr("version")), timeout, "serving containerd")
 
     def _cni_config(self) -> dict:
+        # No default route in pods: their subnet, and with the proxy the Service range (via the host).
+        routes = [{"dst": str(SERVICE_RANGE)}] if self.service_proxy else []
         return {"cniVersion": "1.0.0", "name": "modelops-pods", "plugins": [
             {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": str(self.state / "ipam"),
+             "ipam": {"type": "host-local", "dataDir": str(self.state / "ipam"), "routes": routes,
                       "ranges": [[{"subnet": str(self.subnet), "gateway": str(self.ip)}]]}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
             {"type": "loopback"},
@@ -223,6 +271,14 @@ disabled_plugins = [{", ".join(f'"io.containerd.snapshotter.v1.{p}"' for p in un
 
     def _import_images(self) -> None:
         archive = pod_images_archive(self.state / "images.tar")
+        self.ctr("images", "import", str(archive))
+        archive.unlink()
+
+    def import_image(self, name: str) -> None:
+        """A podman image of this machine (the operator's, say) into the node's containerd."""
+        archive = self.state / "image.tar"
+        subprocess.run(["podman", "save", "-q", "-o", str(archive), name], check=True, capture_output=True,
+                       env={**os.environ, "CONTAINERS_CONF": str(IMAGE_TOOLS / "containers.conf")})
         self.ctr("images", "import", str(archive))
         archive.unlink()
 
@@ -274,6 +330,7 @@ disabled_plugins = [{", ".join(f'"io.containerd.snapshotter.v1.{p}"' for p in un
             "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                              "nodefs.inodesFree": "1%"},
             "imageGCHighThresholdPercent": 100,
+            "makeIPTablesUtilChains": False,
         }))
         kubelet = Process("kubelet", [
             str(self.bin / "kubelet"), "--config", str(config), "--kubeconfig", str(kubeconfig),
@@ -289,3 +346,60 @@ disabled_plugins = [{", ".join(f'"io.containerd.snapshotter.v1.{p}"' for p in un
             return False
         node = json.loads(result.stdout)
         return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+
+    # --- Service ClusterIPs -------------------------------------------------------------
+
+    def _start_service_proxy(self, timeout: float) -> None:
+        self._proxy_lock = open(PROXY_LOCK, "w")
+        fcntl.flock(self._proxy_lock, fcntl.LOCK_EX)  # a proxied node of another run: wait for its stop
+        subprocess.run(["ip", "rule", "add", *self._unallocated_rule()], check=True, capture_output=True)
+        self._publish_apiserver()
+        config = self.dir / "kube-proxy.yaml"
+        healthz = free_port()
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self._kubeconfig("kube-proxy", "system:kube-proxy"))},
+            "hostnameOverride": self.name, "bindAddress": str(self.ip),
+            "mode": "iptables",
+            "iptables": {"localhostNodePorts": False, "masqueradeAll": True},
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "clusterCIDR": str(self.subnet), "detectLocalMode": "ClusterCIDR",
+            "nodePortAddresses": [f"{self.ip}/32"],
+            "metricsBindAddress": f"127.0.0.1:{free_port()}", "healthzBindAddress": f"127.0.0.1:{healthz}",
+            "oomScoreAdj": 0,
+        }))
+        proxy = Process("kube-proxy", [str(self.bin / "kube-proxy"), "--config", str(config), "-v", "1"], self.dir)
+        self.processes.append(proxy)
+        # healthz answers 200 once the rules of the Services it has seen are written.
+        proxy.wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{healthz}/healthz", timeout=2).status == 200,
+                         timeout, "kube-proxy's rules written")
+
+    def _unallocated_rule(self) -> list[str]:
+        """A policy rule refusing what pods send to the Service range and no proxy rule translated
+        (a ClusterIP nobody has): the host would otherwise route it off the machine. Only packets
+        coming in on this node's bridge match; the host's own packets to ClusterIPs do not."""
+        return ["iif", self.bridge, "to", str(SERVICE_RANGE), "prohibit"]
+
+    def _publish_apiserver(self) -> None:
+        """The relay on the bridge address, and the `kubernetes` Service's endpoint naming it. The
+        bootstrap policy already binds the proxy's identity (system:kube-proxy) to its role."""
+        apiserver = urllib.parse.urlsplit(self.cp.url)
+        port = free_port()
+        relay = Process("apiserver-relay", [sys.executable, "-m", "playground.relay", str(self.ip), str(port),
+                                            apiserver.hostname, str(apiserver.port)],
+                        self.dir, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.processes.append(relay)
+        relay.wait_until(lambda: _connects(str(self.ip), port), 30, "relay listening")
+        self.cp.apply({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                       "metadata": {"name": "kubernetes", "namespace": "default", "labels": {
+                           "kubernetes.io/service-name": "kubernetes",
+                           "endpointslice.kubernetes.io/managed-by": "modelops-node"}},
+                       "addressType": "IPv4",
+                       "endpoints": [{"addresses": [str(self.ip)], "conditions": {"ready": True}}],
+                       "ports": [{"name": "https", "port": port, "protocol": "TCP"}]})
+
+
+def _connects(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0

@@ -1,4 +1,5 @@
-"""A real Prometheus server (Debian's package) scraping loopback targets the tests provide."""
+"""A real Prometheus server (Debian's package) scraping targets the tests provide: on loopback, or
+ClusterIPs of the single-node cluster."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from .processes import Process, SilentListener, free_port
 
 
 class Prometheus:
-    def __init__(self, work_dir: Path, scrape_interval: str = "1s", binary: str = "prometheus"):
+    def __init__(self, work_dir: Path, scrape_interval: str = "1s", binary: str = "prometheus",
+                 host: str = "127.0.0.1"):
+        """`host`: the address it listens on (the node's bridge address, for pods to reach it)."""
         self.dir = work_dir
         self.scrape_interval = scrape_interval
         self.binary = binary
         self.targets: dict[str, dict[str, str]] = {}
         self.process: Process | None = None
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 30) -> Prometheus:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,7 @@ class Prometheus:
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.process = Process("prometheus", [
             self.binary, f"--config.file={self.dir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address={self.host}:{self.port}",
             "--storage.tsdb.retention.time=1h", "--log.level=warn",
         ], self.dir)
         self.process.wait_until(lambda: urllib.request.urlopen(f"{self.url}/-/ready", timeout=1).status == 200,

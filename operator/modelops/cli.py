@@ -77,8 +77,10 @@ def run_operator(args: argparse.Namespace) -> int:
                                args.shard, args.max_rollouts, args.max_rollouts_per_model)
 
     def operator():
+        # kopf's own default identity asks the password database for the user, and a pod's uid (the
+        # chart's 65532, an arbitrary one on some platforms) may have no entry there.
         return kopf.operator(clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
-                             memo=kopf.Memo(options=options))
+                             memo=kopf.Memo(options=options), identity=leader.default_identity())
 
     async def elected() -> None:
         # The Lease API client is made on the lease keeper's own thread and loop (see leader.run_elected), so

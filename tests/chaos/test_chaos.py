@@ -33,6 +33,7 @@ from playground.controlplane import ControlPlane
 from playground.loadgen import LoadGenerator
 from playground.processes import Process, SilentListener
 from ..integration.scenario import DIGEST, Scenario, fast_spec
+from ..integration.scenario import check_history as rollout_history
 from .conftest import figure
 from .traffic import Track, TrafficWatcher, TransitionWatch, breach_visible, version_of_uri
 
@@ -112,18 +113,8 @@ def serve_all(lanes: list[Lane], watcher: TrafficWatcher, prometheus, spec: dict
 
 def check_history(lane: Lane, version: str, outcome: str, steps: list[int], status: dict | None = None) -> None:
     """The rollout of `version` is in history once: started once, each step once and in order, one outcome."""
-    entries = [h for h in (status or lane.track.status()).get("history", []) if h["version"] == version]
-    actions = [h["action"] for h in entries]
-    reasons = [h["reason"] for h in entries if h["action"] == "StepAdvanced"]
-    expected_steps = [f"step {i + 1}/{len(steps)} at {w}%" for i, w in enumerate(steps)]
-    where = f"{lane.ns}/{lane.name} {version}: history {[(h['action'], h['reason']) for h in entries]}"
-    assert actions.count("RolloutStarted") == 1 and actions[0] == "RolloutStarted", where
-    assert len(reasons) == len(set(reasons)), f"a step recorded twice: {where}"
-    assert reasons == expected_steps[:len(reasons)], f"steps skipped or out of order: {where}"
-    assert actions.count(outcome) == 1 and actions[-1] == outcome, where
-    assert set(actions) <= {"RolloutStarted", "StepAdvanced", outcome}, where
-    if outcome == "Promoted":
-        assert reasons == expected_steps, f"promoted without walking every step: {where}"
+    history = (status or lane.track.status()).get("history", [])
+    rollout_history(history, version, outcome, steps, f"{lane.ns}/{lane.name}")
 
 
 @pytest.fixture

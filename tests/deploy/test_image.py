@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from playground.controlplane import REPO
+from playground.image import operator_image, podman
 from playground.operator import lease_holder
 from playground.processes import free_port
 
@@ -31,39 +29,16 @@ from .conftest import CHART, helm, token_kubeconfig
 
 pytestmark = pytest.mark.integration
 
-BUILD = REPO / "tools" / "image" / "build.sh"
-BASE_IMAGE = "localhost/modelops-base:bookworm"
-PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO / "tools" / "image" / "containers.conf")}
 GOOD = {"error_rate": 0.0, "accuracy": 0.95}
 NON_ROOT_UID = 65532  # the Dockerfile's USER
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run(["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
-
-
-def build() -> tuple[str, float]:
-    started = time.monotonic()
-    result = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise AssertionError(f"{BUILD.name} failed ({result.returncode}):\n{result.stderr[-6000:]}")
-    return result.stdout.strip().splitlines()[-1], time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    if shutil.which("podman") is None:
-        pytest.fail("podman is not installed: `make system-deps` installs it (with runc and debootstrap)")
-    base_existed = podman("image", "exists", BASE_IMAGE, check=False).returncode == 0
-    name, first = build()
-    _, warm = build()  # nothing changed: every layer from the cache
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", name).stdout.strip())
-    what = "with the base reused" if base_existed else "cold: base made, then the image"
-    print(f"\nimage {name}: {size / 1e6:.1f} MB; build {what}: {first:.1f} s; warm rebuild: {warm:.1f} s")
-    return name
+    try:
+        return operator_image()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 def self_contained_kubeconfig(kubeconfig: Path, out: Path) -> Path:

@@ -48,6 +48,23 @@ def fast_spec(prometheus_url: str, backend: str = "kserve", **overrides: Any) ->
     return spec
 
 
+def check_history(history: list[dict[str, Any]], version: str, outcome: str, steps: list[int], where: str) -> None:
+    """The rollout of `version` is in `history` once: started once, each step once and in order, one
+    outcome (`where` names the ModelDeployment in a failure)."""
+    entries = [h for h in history if h["version"] == version]
+    actions = [h["action"] for h in entries]
+    reasons = [h["reason"] for h in entries if h["action"] == "StepAdvanced"]
+    expected_steps = [f"step {i + 1}/{len(steps)} at {w}%" for i, w in enumerate(steps)]
+    where = f"{where} {version}: history {[(h['action'], h['reason']) for h in entries]}"
+    assert actions.count("RolloutStarted") == 1 and actions[0] == "RolloutStarted", where
+    assert len(reasons) == len(set(reasons)), f"a step recorded twice: {where}"
+    assert reasons == expected_steps[:len(reasons)], f"steps skipped or out of order: {where}"
+    assert actions.count(outcome) == 1 and actions[-1] == outcome, where
+    assert set(actions) <= {"RolloutStarted", "StepAdvanced", outcome}, where
+    if outcome == "Promoted":
+        assert reasons == expected_steps, f"promoted without walking every step: {where}"
+
+
 def unit_name(version: str) -> str:
     return "v" + version.replace(".", "-")
 

@@ -76,3 +76,30 @@ def test_short_election_timings_pass_with_a_request_timeout_within_their_margin(
     assert main(["run", "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
                  "--lease-request-timeout", "1"]) == 0
     assert started == [1.0]
+
+
+def test_the_operator_runs_for_a_uid_the_password_database_does_not_know(monkeypatch):
+    """A pod's uid may have no passwd entry (the chart's 65532 on the image): kopf must not ask for one."""
+    import getpass
+
+    import kopf
+
+    import modelops.cli as cli
+
+    def no_such_user():
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setattr(getpass, "getuser", no_such_user)
+    monkeypatch.setenv("POD_NAME", "modelops-abc12")
+    monkeypatch.delenv("POD_ID", raising=False)
+    given = {}
+
+    async def operator(**kwargs):
+        given.update(kwargs)
+        # What kopf does with the identity it is given: with none it would call getuser() here.
+        from kopf._core.engines import peering
+        given["resolved"] = kwargs.get("identity") or peering.detect_own_id(manual=False)
+
+    monkeypatch.setattr(kopf, "operator", operator)
+    assert main(["run", "--no-leader-election", "--metrics-port", "0"]) == 0
+    assert given["resolved"] == "modelops-abc12"

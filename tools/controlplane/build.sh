@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver and kubectl once into a cache folder outside the repo;
-# `build.sh node` also builds kube-controller-manager, kube-scheduler and kubelet (the
-# single-node cluster of playground/node.py), which most tiers do not need.
+# `build.sh node` also builds kube-controller-manager, kube-scheduler, kubelet and kube-proxy
+# (the single-node cluster of playground/node.py), which most tiers do not need.
 # The folder's name carries a hash of go.mod, go.sum and the wrappers, so a change of
 # pinned version builds anew and an unchanged pin reuses the binaries; a binary already
 # in the folder is not built again.
@@ -13,7 +13,7 @@ cache_root="${MODELOPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops}"
 key=$(cat go.mod go.sum cmd/*/main.go | sha256sum | cut -c1-12)
 out="$cache_root/controlplane-$KUBERNETES_VERSION-$key"
 bins=(etcd kube-apiserver kubectl)
-if [ "${1:-}" = node ]; then bins+=(kube-controller-manager kube-scheduler kubelet); fi
+if [ "${1:-}" = node ]; then bins+=(kube-controller-manager kube-scheduler kubelet kube-proxy); fi
 
 missing=()
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing+=("$b"); done
