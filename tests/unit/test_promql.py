@@ -2,8 +2,10 @@ import re
 
 import pytest
 
-from modelops.analysis.promql import Subject, escape, render
-from modelops.api.modeldeployment import CheckTemplate
+from pydantic import ValidationError
+
+from modelops.analysis.promql import Subject, check_query, escape, render
+from modelops.api.modeldeployment import Check, CheckTemplate
 from modelops.routers import registry
 from modelops.routers.base import CONTRACT_TEMPLATES
 from modelops.routers.kserve import TEMPLATES
@@ -28,6 +30,39 @@ def test_unknown_variables_and_bad_windows_are_errors():
         render("up{x=\"{{nope}}\"}", SUBJECT)
     with pytest.raises(ValueError, match="window"):
         render("up", Subject("n", "m", "1.0.0", "r", "o", "5m] or up[1m"))
+
+
+@pytest.mark.parametrize("query, words", [
+    ('sum(rate(x{v="{{version}}"}[5m])', "not PromQL: unclosed left parenthesis"),
+    ('sum(rate({{revision}}[5m]))', '{{revision}} may only stand inside the value of a label matcher'),
+    ('label_replace(x, "v", "{{version}}", "a", ".*")', "{{version}} may only stand inside the value"),
+    ('x{a="{{nope}}"}', "unknown variable {{nope}}"),
+    ('x{a="modelopsvariable0x"}', "is reserved"),
+])
+def test_a_query_that_is_not_promql_or_puts_a_variable_elsewhere_is_refused_naming_the_check(query, words):
+    check_query('sum(rate(x{service="{{revision}}", ns="{{namespace}}"}[{{window}}]))')  # the shape that is right
+    with pytest.raises(ValidationError) as refused:
+        Check.model_validate({"name": "p99", "query": 'x{v="{{version}}"}', "sampleQuery": query, "max": 1})
+    assert "check 'p99': sampleQuery: " in str(refused.value) and words in str(refused.value)
+
+
+def test_a_value_in_a_regular_expression_matcher_matches_itself_only():
+    """In `=~` a version's dots would match any character (1.2.0 would select 1x2y0's series too)."""
+    query = 'sum(x{pod=~"{{revision}}-.*", version=~"{{version}}", other!~"{{version}}|{{namespace}}", v="{{version}}"})'
+    hostile = Subject("prod", "fraud", "1.2.0+b(7)", "r.e*v", "fraud", "5m")
+    rendered = render(query, hostile)
+    quoted = {"revision": r"r\.e\*v", "version": r"1\.2\.0\+b\(7\)"}
+    assert rendered == (f'sum(x{{pod=~"{escape(quoted["revision"])}-.*", version=~"{escape(quoted["version"])}", '
+                        f'other!~"{escape(quoted["version"])}|prod", v="1.2.0+b(7)"}})')
+    assert re.fullmatch(quoted["version"], "1.2.0+b(7)") and not re.fullmatch(quoted["version"], "1x2y0+b(7)")
+
+
+def test_every_built_in_template_of_every_backend_is_promql_with_its_variables_in_label_matchers():
+    for router in registry.ROUTERS.values():
+        for template in router.templates.values():
+            for query in (template.value, template.samples, template.buckets, template.reference):
+                if query is not None:
+                    check_query(query)
 
 
 @pytest.mark.parametrize("template", sorted(set(TEMPLATES) - set(CONTRACT_TEMPLATES) - {CheckTemplate.shadowAgreement}))

@@ -201,10 +201,10 @@ class Recording:
         return self._buckets
 
 
-TEMPLATES = {CheckTemplate.accuracy: TemplateQuery("value {{version}}", "samples {{version}}"),
-             CheckTemplate.latencyP95: TemplateQuery("value {{version}}", "samples {{version}}",
-                                                     "buckets {{version}} {{window}}"),
-             CheckTemplate.meanLatency: TemplateQuery("value {{version}}", "samples {{version}}")}
+VALUE, SAMPLES = 'value{v="{{version}}"}', 'samples{v="{{version}}"}'
+TEMPLATES = {CheckTemplate.accuracy: TemplateQuery(VALUE, SAMPLES),
+             CheckTemplate.latencyP95: TemplateQuery(VALUE, SAMPLES, 'buckets{v="{{version}}"}[{{window}}]'),
+             CheckTemplate.meanLatency: TemplateQuery(VALUE, SAMPLES)}
 
 
 def subject(version: str, window: str = "1m") -> Subject:
@@ -215,7 +215,7 @@ def subject(version: str, window: str = "1m") -> Subject:
 async def test_a_sequential_proportion_counts_both_versions_samples():
     provider = Recording()
     measured = await measure(provider, ACCURACY, TEMPLATES, subject("2"), subject("1"), datetime.now(timezone.utc))
-    assert sorted(provider.asked) == ["samples 1", "samples 2", "value 1", "value 2"]
+    assert sorted(provider.asked) == ['samples{v="1"}', 'samples{v="2"}', 'value{v="1"}', 'value{v="2"}']
     assert (measured.samples, measured.baseline_samples) == (1000, 1000) and provider.histograms == []
 
 
@@ -224,7 +224,7 @@ async def test_a_sequential_latency_check_reads_both_histograms_over_its_window(
     provider = Recording()
     measured = await measure(provider, P95, TEMPLATES, subject("2", "15m"), subject("1", "15m"),
                              datetime.now(timezone.utc))
-    assert sorted(provider.histograms) == ["buckets 1 15m", "buckets 2 15m"]
+    assert sorted(provider.histograms) == ['buckets{v="1"}[15m]', 'buckets{v="2"}[15m]']
     assert measured.buckets == measured.baseline_buckets == ((0.1, 50.0), (math.inf, 100.0))
 
 

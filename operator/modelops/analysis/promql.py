@@ -1,18 +1,32 @@
 """PromQL text from check templates and user queries (pure).
 
 Values go in only as escaped PromQL string-literal content, so a label value such as a
-namespace or a version can never close the quotes and change the query around it.
+namespace or a version can never close the quotes and change the query around it; inside a
+regular-expression matcher (`=~`, `!~`, as in `pod=~"{{revision}}-.*"`) a value is also quoted for
+the regular expression, so a version's dots match dots only. A query is parsed (Prometheus'
+grammar as the Rust crate `promql-parser` implements it) when its spec is read (`check_query`):
+a syntax error, or a variable anywhere but inside a label matcher's value, is refused then rather
+than failing every analysis.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any, Iterator
+
+import promql_parser
 
 from ..api.types import DURATION_PATTERN
 
 _VARIABLE = re.compile(r"\{\{\s*([a-zA-Z]+)\s*\}\}")
 VARIABLES = ("namespace", "model", "version", "revision", "object", "window")
+_MARKER = "modelopsvariable{}x"
+"""What the n-th variable of a query stands as while it is parsed: a name no real label value or metric has."""
+_REGEX_OPS = (promql_parser.MatchOp.Re, promql_parser.MatchOp.NotRe)
+_REGEX_SPECIAL = re.compile(r"[\\.+*?()|\[\]{}^$]")
+"""What Go's regexp.QuoteMeta escapes (Prometheus' matchers are Go regular expressions)."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +78,71 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _nodes(node: Any) -> Iterator[Any]:
+    """Every node of a parsed expression, depth first."""
+    yield node
+    for name in ("expr", "lhs", "rhs", "param", "vector_selector"):
+        child = getattr(node, name, None)
+        if child is not None:
+            yield from _nodes(child)
+    for child in getattr(node, "args", None) or ():
+        yield from _nodes(child)
+
+
+@functools.lru_cache(maxsize=4096)
+def _variables(query: str) -> tuple[tuple[str, bool], ...]:
+    """Each {{variable}} of `query` in order: its name, and whether it stands in a regular-expression matcher. A
+    ValueError, in words, unless `query` is PromQL with every variable but {{window}} inside a label matcher's value
+    (as in `service="{{revision}}"`) and {{window}} where a duration goes."""
+    reserved = _MARKER.split("{")[0]
+    if reserved in query:
+        raise ValueError(f"{reserved!r} is reserved")
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in VARIABLES:
+            raise ValueError(f"unknown variable {{{{{name}}}}}; known: {', '.join(VARIABLES)}")
+        names.append(name)
+        return "5m" if name == "window" else _MARKER.format(len(names) - 1)
+
+    text = _VARIABLE.sub(placeholder, query)
+    try:
+        tree = promql_parser.parse(text)
+    except ValueError as e:
+        raise ValueError(f"not PromQL: {e}") from None
+    in_regex: dict[int, bool] = {}
+    for node in _nodes(tree):
+        matchers = getattr(node, "matchers", None)
+        if matchers is None:
+            continue
+        for matcher in [*matchers.matchers, *(m for group in matchers.or_matchers for m in group)]:
+            if matcher.name == "__name__":
+                continue
+            for n in map(int, re.findall(_MARKER.format(r"(\d+)"), matcher.value)):
+                in_regex[n] = matcher.op in _REGEX_OPS
+    for n, name in enumerate(names):
+        if name != "window" and n not in in_regex:
+            raise ValueError(f"{{{{{name}}}}} may only stand inside the value of a label matcher, "
+                             f'as in {name}="{{{{{name}}}}}"')
+    return tuple((name, in_regex.get(n, False)) for n, name in enumerate(names))
+
+
+def check_query(query: str) -> None:
+    """A ValueError, in words, unless `query` is PromQL whose variables stand where `render` can fill them in."""
+    _variables(query)
+
+
 def render(query: str, subject: Subject) -> str:
-    """Substitute {{variable}}s; unknown variables are an error, not silently left in."""
+    """Substitute {{variable}}s: as PromQL string content, quoted for the regular expression in a regex matcher.
+    A query `check_query` refuses is a ValueError here too."""
     if not re.fullmatch(DURATION_PATTERN, subject.window):
         raise ValueError(f"window {subject.window!r} is not a duration")
-    values = {name: escape(getattr(subject, name)) for name in VARIABLES}
+    places = iter(_variables(query))
 
     def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise ValueError(f"unknown variable {{{{{name}}}}} in query; known: {', '.join(VARIABLES)}")
-        return values[name]
+        name, in_regex = next(places)
+        value = getattr(subject, name)
+        return escape(_REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value) if in_regex else value)
 
     return _VARIABLE.sub(substitute, query)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ..analysis.promql import check_query
 from ..analysis.sequential import MAX_SAMPLES, MIN_SAMPLES, Intervals
 from .base import ApiModel, StatusModel
 from .modelversion import Condition
@@ -360,6 +361,12 @@ class Check(ApiModel):
             raise ValueError(f"check {self.name!r}: exactly one of template or query is required")
         if self.query is not None and self.min_samples > 0 and self.sample_query is None:
             raise ValueError(f"check {self.name!r}: minSamples on a query check needs a sampleQuery that counts the samples")
+        for field, text in (("query", self.query), ("sampleQuery", self.sample_query)):
+            if text is not None:
+                try:
+                    check_query(text)
+                except ValueError as e:
+                    raise ValueError(f"check {self.name!r}: {field}: {e}") from None
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"check {self.name!r}: {CHECK_MIN_MAX_RULE['message']}")
         if self.template is CheckTemplate.driftTest or self.drift_test is not None:
