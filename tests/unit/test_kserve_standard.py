@@ -139,12 +139,14 @@ def test_an_entry_already_carrying_the_intent_needs_no_write_and_a_new_weight_do
 
 
 def test_an_entry_as_kserves_webhook_round_trips_it_needs_no_write_and_an_entry_changed_otherwise_does():
-    """KServe's defaulting webhook re-encodes the entry from its Go structs, adding the model's `name: ""` and
+    """KServe's defaulting webhook re-encodes the object from its Go structs, adding the models' `name: ""` and
     `resources: {}` (seen on its controller v0.20.0): that is the operator's entry, or no step would ever be seen
-    carried. A value in it that is not empty is a difference."""
+    carried, and the model it recorded (rewriting the annotation would restart every predictor's pods: KServe
+    copies the InferenceService's annotations into them). A value that is not empty is a difference."""
     models = {VERSION_MODELS: json.dumps({"1.0.0": model_of("1.0.0"), "1.1.0": model_of("1.1.0")})}
     live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"), annotations=models))
     live["spec"]["canary"][0]["predictor"]["model"].update(name="", resources={})
+    live["spec"]["predictor"]["model"].update(name="", resources={})  # recorded as written, not rewritten
     assert configured(live, TrafficIntent("1.0.0", "1.1.0", 10)) is None
     live["spec"]["canary"][0]["predictor"]["model"]["runtime"] = "another-runtime"
     assert configured(live, TrafficIntent("1.0.0", "1.1.0", 10))["spec"]["canary"] == [entry("1.1.0", 10)]

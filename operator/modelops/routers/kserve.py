@@ -61,7 +61,11 @@ resourceVersion its apply produced. A new artifact removes a `runtime` the opera
 for the previous one; a runtime or `modelFormat.version` another manager wrote stays theirs.
 KServe facts relied on for this: `canaryTrafficPercent`, `model` and its keys have no
 list-type or map-type markers in the CRD (objects are per key), and only a predictor change
-other than canaryTrafficPercent makes a new revision (labels and annotations do not).
+other than canaryTrafficPercent makes a new revision, with one exception: KServe copies the
+InferenceService's annotations into the Knative revision template
+(pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go, read in the source,
+not run here), so the operator's bookkeeping annotations make revisions unless the cluster lists them in
+`serviceAnnotationDisallowedList` of `inferenceservice-config`, as the README asks.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ Facts (KServe v0.20.0; files under pkg/), read in KServe's source and seen on it
   httproute_reconciler.go all take constants.PredictorServiceName(isvc.Name, isvc.Spec.Predictor.Name)).
   It sizes replicas: a canary runs its own minReplicas, else ceil(stable's minReplicas (1 when unset) x
   trafficPercent / 100) (predictor.go, canaryReplicaCount), with autoscaling fields cleared
-  (buildCanaryPredictor); stable's minReplicas, when set, is reduced by the canaries' and never below 1.
-  Under the default HPA class the HPA's minimum is at least 1 (reconcilers/hpa/hpa_reconciler.go,
-  createHPA), so a 0 % canary still gets a pod (seen on the controller).
+  (buildCanaryPredictor); stable's minReplicas, when set, is reduced by the canaries' and never below 1
+  (reconcileRawDeployment). Under the default HPA class each predictor, canaries too, gets an HPA whose
+  minimum is that count, at least 1 (reconcilers/hpa/hpa_reconciler.go, createHPA), so a 0 % canary still
+  gets a pod; stable's reduced minimum lowers its HPA's, not its Deployment's pods, which only the HPA
+  scales (seen on the controller: with minReplicas 2 and no metrics, stable kept 2 pods beside the canary's).
 - status.canaryStatuses[] has, per entry, name, ready (its Deployment's availableReplicas > 0) and
   trafficPercent; the condition CanaryPredictorReady is all of them, and is not part of Ready
   (predictor.go, reconcileCanaryDeployments; apis/serving/v1beta1/inference_service_status.go).
@@ -26,12 +28,16 @@ Facts (KServe v0.20.0; files under pkg/), read in KServe's source and seen on it
 - KServe deletes every predictor Deployment and Service of the InferenceService whose name is neither
   stable's nor a canary's (reconcileCanaryDeployments, its cleanup). Promotion is "set predictor.name to
   the canary's name and remove its entry" (apis/serving/v1beta1/inference_service.go, the comment on
-  Canary): stable then is the canary's Deployment, already running. The old stable's HorizontalPodAutoscaler
-  is not deleted with its Deployment (a KServe bug: it is left behind, scaling nothing).
+  Canary): stable then is the canary's Deployment, already running, and its HPA takes stable's minimum. The
+  old stable's HorizontalPodAutoscaler is not deleted with its Deployment: the cleanup lists Deployments and
+  Services only, and the HPA's owner is the InferenceService (a KServe bug: it is left behind, scaling
+  nothing; seen on the controller).
 - spec.canary is `listType=atomic` (inference_service.go): one manager owns the whole list. KServe's
   validation requires each entry's predictor.name, unique and other than stable's, and one model, and
   refuses maxReplicas, scaleTarget, scaleMetric and autoScaling on it (inference_service_validation.go,
-  validateCanarySpecs); it accepts canaries in Standard mode only.
+  validateCanarySpecs); it accepts canaries in Standard mode only. Its defaulting webhook re-encodes the
+  object from its Go structs, so an entry's model comes back with `name: ""` and `resources: {}` (seen on
+  the controller): kube.is_applied counts such empty additions as no difference.
 
 So the split is the route's. serving.kserve.httpRoute names an HTTPRoute whose path-only rules route to
 stable's predictor Service; the operator drives it exactly as the gatewayAPI router drives its route
@@ -65,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.modelversion import ModelVersionSpec
-from ..kube import FieldPath, is_applied
+from ..kube import FieldPath, is_applied, round_tripped
 from ..rollout import TrafficIntent
 from .base import (IDENTITY, BackendMisconfigured, BackendState, VersionUnavailable, annotations_of, dig, kept, merged,
                    objects_at, unit_name, units_by_name)
@@ -227,7 +233,7 @@ def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
         written.append((staged or intent.candidate, canary[0]["predictor"]["model"]))
     kept_models = models
     for version, model in written:
-        if kept_models.get(version) != model:
+        if not round_tripped(model, kept_models.get(version)):  # as KServe's webhook leaves it, it is the same
             kept_models = json.loads(with_newest(kept_models, version, model))
     if kept_models != models:
         annotations[VERSION_MODELS] = json.dumps(kept_models)
