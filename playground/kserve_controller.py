@@ -14,6 +14,7 @@ Settings, and why:
   `deploy.defaultDeploymentMode: Standard` (raw Deployments and Services, no Knative); `ingress` with
   `disableIngressCreation` (no Ingress object: nothing here would serve it) and
   `disableIstioVirtualHost` (no Istio; otherwise every reconcile warns about the missing CRD);
+  `inferenceService.serviceAnnotationDisallowedList` with the operator's bookkeeping annotations (see CONFIG);
   `agent`, `batcher`, `logger` and `storageInitializer` with resource values, because the pod mutator
   refuses every predictor pod when their quantities do not parse. Their images are never used:
   nothing here asks for an agent, a batcher, a logger or a storage URI.
@@ -61,6 +62,11 @@ CONFIG = {
     "batcher": {"image": "unused", **SIDECAR_RESOURCES},
     "logger": {"image": "unused", "defaultUrl": "http://unused", **SIDECAR_RESOURCES},
     "storageInitializer": {"image": "unused", **SIDECAR_RESOURCES},
+    # As the README asks of a cluster the operator drives in Standard mode: KServe copies an InferenceService's
+    # annotations into its predictors' pods, so each change of the operator's bookkeeping would restart them all.
+    "inferenceService": {"serviceAnnotationDisallowedList": [
+        "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
+        "modelops.io/revision-versions", "modelops.io/version-models"]},
 }
 
 

@@ -40,7 +40,9 @@ from .rollout import TrafficIntent
 from .rollout.values import rfc3339
 from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target, unit_name
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
-from .routers.kserve import INFERENCE_SERVICE as KSERVE, KServeRouter, predictor_service
+from .routers.inference_service import INFERENCE_SERVICE as KSERVE
+from .routers.kserve import KServeRouter
+from .routers.kserve_standard import predictor_service
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
 from .routers.seldon_v2 import EXPERIMENT as SELDON_EXPERIMENT, MODEL as SELDON_MODEL, OWNER_LABEL

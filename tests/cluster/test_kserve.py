@@ -1,8 +1,53 @@
-"""KServe's real controller (playground/kserve_controller.py) on a real single-node cluster: an
-InferenceService in Standard mode becomes a Deployment and a Service made by KServe, its pod runs a
-locally built model server answering KServe's v1 protocol, and KServe reports the InferenceService
-Ready from what the cluster really did. Stopped, it leaves no webhook behind. The operator drives a
-Standard-mode rollout there: KServe's canary Deployment beside stable's, the split on an HTTPRoute.
+"""KServe's real controller (playground/kserve_controller.py, its manager v0.20.0) on a real single-node
+cluster, and the operator driving Standard-mode rollouts there.
+
+One cluster for the module (`cluster`): control plane, node, KServe with its webhooks, the modelops CRDs,
+the serving runtime, a Prometheus on loopback and the operator as a host process (as its RBAC user); each
+test runs in a namespace of its own. The start-up time is printed.
+
+The data path. No Gateway implementation runs: `Gateway` below plays one. It reads the HTTPRoute the
+operator drives and the predictor Services' EndpointSlices (made by the real EndpointSlice controller
+from KServe's Deployments' ready pods), writes the route's Accepted/ResolvedRefs verdict once, and
+publishes the route's weights as the split a `LoadGenerator` follows, each Service's share sent to one of
+its ready pods by pod IP over the node's bridge (a Service without a ready pod: that share is lost, as a
+Gateway answers 503). It also hands Prometheus every ready pod as a scrape target labelled with its
+namespace and Service, so a check's `{{revision}}` (a version's predictor Service) selects a version. The
+model server counts its answers (`model_requests_total{code}`); a model whose artifact is
+`modelops://echo/bad` answers 500.
+
+What ran against the real controller (asserted on objects: route weights, Deployments, ReplicaSets, HPAs,
+InferenceService spec and status, ModelDeployment status; never on logs):
+- an InferenceService made Ready in Standard mode, its pod answering KServe's v1 protocol;
+- a rollout to promotion, stable with a user's minReplicas 2: per step KServe's Deployments' replica counts
+  and HPA minimums (printed) and the route's weights; promotion as KServe documents it (predictor.name the
+  canary's, the entry removed), stable's Deployment then the canary's, scaled to stable's minimum and
+  serving the new version, the old stable's Deployment and Service deleted, no pod template changed.
+  KServe leaves the old stable's HorizontalPodAutoscaler behind: reconcileCanaryDeployments
+  (pkg/controller/v1beta1/inferenceservice/components/predictor.go) deletes orphaned predictor Deployments
+  and Services only, and the HPA, owned by the InferenceService, is not garbage-collected with the
+  Deployment it scales; the test asserts it is still there after the promotion;
+- an automatic rollback: the candidate answers 500, the check fails, the route goes all to stable, the
+  canary entry goes (and KServe deletes its Deployment), status RolledBack with failedVersion, no request
+  reaches the candidate afterwards and none is lost;
+- a pin (spec.trafficOverride) holding the route at the pinned weight, KServe's canary Deployment and
+  Service staying, and an Abort removing them.
+Not run here: drills, GitOps re-applies, faults, warm fallbacks; serverless mode (no Knative) runs against
+the stand-in only.
+
+Divergences from the stand-in (playground/standin_backends.py), found here:
+- KServe's defaulting webhook re-encodes the InferenceService from its Go structs: every model, a
+  spec.canary[] entry's too, comes back with `name: ""` and `resources: {}`. The operator compared the
+  atomic canary list whole, saw its own entry as not applied every round, and never saw a step carried: a
+  rollout held its first step forever. Fixed (kube.round_tripped).
+- KServe copies the InferenceService's annotations into every predictor's pod template
+  (predictor.go buildObjectMeta; reconcilers/deployment/deployment_reconciler.go): the operator's
+  bookkeeping writes restarted stable's pods after creation (version-models rewritten as round-tripped,
+  now fixed) and at each rollout's start. The cluster lists them in serviceAnnotationDisallowedList
+  (playground/kserve_controller.py), as the README asks of real clusters; the tests assert one pod
+  template per Deployment and no request lost.
+- The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
+  its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below
+  1), while its Deployment keeps its pods (nothing here gives the HPA metrics); and the HPA left behind.
 
 Needs root (the node) and builds KServe's manager on first use (~9 minutes on two cores).
 Deselect with `-m "not kserve"`.
@@ -10,15 +55,25 @@ Deselect with `-m "not kserve"`.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import ssl
+import threading
+import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from playground.controlplane import REPO, ControlPlane
 from playground.kserve_controller import KServeController
+from playground.loadgen import LoadGenerator
 from playground.node import PYTHON_IMAGE, Node
 from playground.operator import OperatorProcess
+from playground.prometheus import Prometheus
 from playground.upstream_crds import GATEWAY_HTTPROUTES, upstream_crds
 
 from ..conftest import model_version_manifest
@@ -34,30 +89,43 @@ uri, folder = sys.argv[1:]
 pathlib.Path(folder, "version").write_text(uri.rsplit("/", 1)[1])
 """
 
-# KServe's v1 protocol, the least of it: the model's readiness and :predict, one prediction per
-# instance naming the model's version (read from what the storage initializer fetched) and the pod
-# that answered. No "{{" in it: KServe expands the runtime container's text as a Go template (the
-# "{{.Name}}" below).
+# KServe's v1 protocol, the least of it: the model's readiness and :predict (under any model name), one
+# prediction per instance naming the model's version (read from what the storage initializer fetched) and
+# the pod that answered; the version "bad" answers 500. /metrics counts the answers by status code. No
+# "{{" in it: KServe expands the runtime container's text as a Go template (the "{{.Name}}" below).
 MODEL_SERVER = """
-import http.server, json, os, pathlib
+import collections, http.server, json, os, pathlib, threading
 NAME, POD = os.environ["MODEL_NAME"], os.environ["POD_NAME"]
 VERSION = pathlib.Path("/mnt/models/version").read_text()
+ANSWERS, LOCK = collections.Counter(), threading.Lock()
 class V1(http.server.BaseHTTPRequestHandler):
-    def reply(self, code, body):
-        data = json.dumps(body).encode()
+    def log_message(self, *args):
+        pass
+    def reply(self, code, body, kind="application/json"):
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
     def do_GET(self):
         if self.path == "/v1/models/" + NAME:
             return self.reply(200, dict(name=NAME, ready=True))
+        if self.path == "/metrics":
+            with LOCK:
+                lines = ['model_requests_total{code="%s"} %d' % item for item in sorted(ANSWERS.items())]
+            return self.reply(200, "# TYPE model_requests_total counter\\n" + "".join(l + "\\n" for l in lines),
+                              "text/plain; version=0.0.4")
         self.reply(200 if self.path == "/" else 404, dict(status="alive" if self.path == "/" else "not found"))
     def do_POST(self):
-        if self.path != "/v1/models/" + NAME + ":predict":
-            return self.reply(404, dict(error="model " + self.path + " not found"))
+        if not (self.path.startswith("/v1/models/") and self.path.endswith(":predict")):
+            return self.reply(404, dict(error=self.path + " not found"))
         instances = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
+        code = 500 if VERSION == "bad" else 200
+        with LOCK:
+            ANSWERS[str(code)] += 1
+        if code != 200:
+            return self.reply(code, dict(error="model " + VERSION + " failed"))
         self.reply(200, dict(predictions=[dict(version=VERSION, pod=POD) for _ in instances]))
 http.server.ThreadingHTTPServer(("", 8080), V1).serve_forever()
 """
@@ -87,184 +155,417 @@ STORAGE = {
                            "command": ["python3", "-c", FETCH_MODEL]}},
 }
 
-ISVC = {
-    "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-    "metadata": {"name": "echo", "namespace": "default"},
-    "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"}, "storageUri": "modelops://echo/v1"}}},
-}
+PROVIDER = "loopback-prometheus"
+
+
+@dataclass
+class Cluster:
+    plane: ControlPlane
+    kserve: KServeController
+    prometheus: Prometheus
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Control plane, node, KServe, the modelops CRDs and RBAC, the runtime, Prometheus and the operator: started
+    once for the module, stopped in reverse order (also when a start fails half-way)."""
+    root = tmp_path_factory.mktemp("kserve-cluster")
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        plane = ControlPlane(root / "controlplane")
+        stack.callback(plane.stop)
+        plane.start()
+        node = Node(plane, root / "node")
+        stack.callback(node.stop)
+        node.start()
+        kserve = KServeController(plane, root / "kserve")
+        stack.callback(kserve.stop)
+        kserve.start()
+        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")),
+                           upstream_crds([GATEWAY_HTTPROUTES]) / GATEWAY_HTTPROUTES)
+        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        prometheus = stack.enter_context(Prometheus(root / "prometheus"))
+        plane.apply({"apiVersion": "v1", "kind": "List", "items": [RUNTIME, STORAGE, {
+            "apiVersion": "modelops.io/v1alpha1", "kind": "ClusterMetricProvider", "metadata": {"name": PROVIDER},
+            "spec": {"prometheus": {"address": prometheus.url, "timeout": "2s"}, "namespaceSelector": {}}}]})
+        (root / "operator").mkdir()
+        operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), root / "operator")
+        stack.callback(operator.stop)
+        operator.start()
+        print(f"\ncluster start-up: {time.monotonic() - started:.0f} s (control plane, node, KServe, Prometheus, "
+              f"operator; control plane alone {plane.startup_seconds:.0f} s)")
+        yield Cluster(plane, kserve, prometheus, root)
+
+
+_namespaces = itertools.count(1)
+
+
+@pytest.fixture
+def ns(cluster) -> str:
+    """A namespace of the test's own; deleted afterwards without waiting (its pods stop in the background)."""
+    name = f"kserve-{next(_namespaces)}"
+    cluster.plane.kubectl("create", "namespace", name)
+    yield name
+    cluster.plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def condition(obj: dict, kind: str) -> str | None:
     return next((c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
-def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(tmp_path):
-    plane = ControlPlane(tmp_path / "controlplane").start()
-    node = Node(plane, tmp_path / "node")
-    kserve = None
-    try:
-        node.start()
-        kserve = KServeController(plane, tmp_path / "kserve").start()
-        plane.apply({"apiVersion": "v1", "kind": "List", "items": [RUNTIME, STORAGE]})
-        plane.apply(ISVC)
-        isvc = wait_for(plane, "Ready InferenceService", lambda: (
-            lambda i: i if condition(i, "Ready") == "True" else None)(get(plane, "inferenceservice", "echo")), 180)
-
-        # KServe's defaulting webhook ran (the mode comes from its ConfigMap), and its controller chose the runtime.
-        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
-        assert isvc["status"]["deploymentMode"] == "Standard"
-        assert isvc["status"]["clusterServingRuntimeName"] == "modelops-echo"
-        conditions = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
-        assert conditions.items() >= {"PredictorReady": "True", "IngressReady": "True", "Ready": "True"}.items()
-        assert isvc["status"]["modelStatus"]["transitionStatus"] == "UpToDate"
-        assert isvc["status"]["address"]["url"] == "http://echo-predictor.default.svc.cluster.local"
-
-        deployment = get(plane, "deployment", "echo-predictor")
-        assert deployment["metadata"]["ownerReferences"][0]["uid"] == isvc["metadata"]["uid"]
-        assert deployment["status"]["availableReplicas"] == 1
-        service = get(plane, "service", "echo-predictor")
-        assert service["spec"]["selector"] == {"app": "isvc.echo-predictor"}
-
-        [pod] = [p for p in get(plane, "pods", "-l", "app=isvc.echo-predictor")["items"]
-                 if p["status"].get("phase") == "Running"]
-        [container] = pod["spec"]["containers"]
-        assert container["name"] == "kserve-container" and container["image"] == PYTHON_IMAGE
-        assert {"name": "MODEL_NAME", "value": "echo"} in container["env"]  # KServe filled in its placeholder
-        # The pod webhook added the model's fetch, from the ClusterStorageContainer that claims the URI.
-        [fetch] = pod["spec"]["initContainers"]
-        assert fetch["name"] == "storage-initializer" and fetch["args"] == ["modelops://echo/v1", "/mnt/models"]
-        request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
-                                         data=json.dumps({"instances": [[1.0], [2.0]]}).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
-
-        # Stopped, KServe takes its fail-closed webhooks along: the control plane admits InferenceServices again.
-        webhooks = ("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-o", "name")
-        assert plane.kubectl(*webhooks).stdout.count("inferenceservice.serving.kserve.io") == 2
-        kserve.stop()
-        assert "inferenceservice.serving.kserve.io" not in plane.kubectl(*webhooks).stdout
-    finally:
-        if kserve:
-            kserve.stop()
-        node.stop()
-        plane.stop()
+def find(plane: ControlPlane, ns: str, kind: str, name: str) -> dict | None:
+    out = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found").stdout
+    return json.loads(out) if out.strip() else None
 
 
-OWNER = {"modelops.io/deployment": "echo"}
-# The user's HTTPRoute in front of the model: one path-only rule to stable's predictor Service. No Gateway
-# implementation runs here, so the test writes the verdict one would (Accepted, references resolved).
-ROUTE = {
-    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-    "metadata": {"name": "echo-route", "namespace": "default", "annotations": OWNER},
-    "spec": {"parentRefs": [{"name": "gateway"}],
-             "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [{"name": "echo-predictor", "port": 80}]}]},
-}
+def weights(plane: ControlPlane, ns: str) -> dict[str, int]:
+    [rule] = find(plane, ns, "httproute", "echo-route")["spec"]["rules"]
+    return {r["name"]: r.get("weight", 1) for r in rule["backendRefs"]}
+
+
+def replicas(plane: ControlPlane, ns: str) -> dict[str, tuple[int, int]]:
+    """Deployment -> (spec.replicas, status.readyReplicas), of the InferenceService's predictors."""
+    items = get(plane, "deployments", "-n", ns, "-l", "serving.kserve.io/inferenceservice=echo")["items"]
+    return {d["metadata"]["name"]: (d["spec"].get("replicas"), (d.get("status") or {}).get("readyReplicas", 0))
+            for d in items}
+
+
+def hpas(plane: ControlPlane, ns: str) -> dict[str, int]:
+    """HorizontalPodAutoscaler -> its minReplicas."""
+    return {h["metadata"]["name"]: h["spec"].get("minReplicas", 1) for h in get(plane, "hpa", "-n", ns)["items"]}
+
+
+def pod_templates(plane: ControlPlane, ns: str, deployment: str) -> int:
+    """How many pod templates (ReplicaSets) the Deployment has had: each change of it restarts its pods."""
+    return len(get(plane, "replicasets", "-n", ns, "-l", f"app=isvc.{deployment}")["items"])
+
+
+def status(plane: ControlPlane, ns: str) -> dict:
+    return (find(plane, ns, "modeldeployment", "echo") or {}).get("status") or {}
+
+
+def wait_status(plane: ControlPlane, ns: str, what: str, holds, timeout: float) -> dict:
+    return wait_for(plane, what, lambda: (lambda st: st if holds(st) else None)(status(plane, ns)), timeout)
+
+
+def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns):
+    plane = cluster.plane
+    plane.apply({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "echo", "namespace": ns},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"}, "storageUri": "modelops://echo/v1"}}},
+    })
+    isvc = wait_for(plane, "Ready InferenceService", lambda: (
+        lambda i: i if i and condition(i, "Ready") == "True" else None)(find(plane, ns, "inferenceservice", "echo")), 120)
+
+    # KServe's defaulting webhook ran (the mode comes from its ConfigMap), and its controller chose the runtime.
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert isvc["status"]["deploymentMode"] == "Standard"
+    assert isvc["status"]["clusterServingRuntimeName"] == "modelops-echo"
+    conditions = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
+    assert conditions.items() >= {"PredictorReady": "True", "IngressReady": "True", "Ready": "True"}.items()
+    assert isvc["status"]["modelStatus"]["transitionStatus"] == "UpToDate"
+    assert isvc["status"]["address"]["url"] == f"http://echo-predictor.{ns}.svc.cluster.local"
+
+    deployment = find(plane, ns, "deployment", "echo-predictor")
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == isvc["metadata"]["uid"]
+    assert deployment["status"]["availableReplicas"] == 1
+    assert find(plane, ns, "service", "echo-predictor")["spec"]["selector"] == {"app": "isvc.echo-predictor"}
+
+    [pod] = [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-predictor")["items"]
+             if p["status"].get("phase") == "Running"]
+    [container] = pod["spec"]["containers"]
+    assert container["name"] == "kserve-container" and container["image"] == PYTHON_IMAGE
+    assert {"name": "MODEL_NAME", "value": "echo"} in container["env"]  # KServe filled in its placeholder
+    # The pod webhook added the model's fetch, from the ClusterStorageContainer that claims the URI.
+    [fetch] = pod["spec"]["initContainers"]
+    assert fetch["name"] == "storage-initializer" and fetch["args"] == ["modelops://echo/v1", "/mnt/models"]
+    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
+                                     data=json.dumps({"instances": [[1.0], [2.0]]}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
+
+
+# The user's HTTPRoute in front of the model: one path-only rule to stable's predictor Service, handed to the
+# ModelDeployment `echo`.
+def route(ns: str) -> dict:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "echo-route", "namespace": ns, "annotations": {"modelops.io/deployment": "echo"}},
+            "spec": {"parentRefs": [{"name": "gateway"}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "backendRefs": [{"name": "echo-predictor", "port": 80}]}]}}
+
+
 ROUTE_VERDICT = {"status": {"parents": [{
     "parentRef": {"name": "gateway"}, "controllerName": "example.com/gateway-stand-in",
     "conditions": [{"type": kind, "status": "True", "reason": kind, "message": "", "observedGeneration": 1,
                     "lastTransitionTime": "2026-01-01T00:00:00Z"} for kind in ("Accepted", "ResolvedRefs")]}]}}
 
 
-def echo_version(version: str, folder: str) -> dict:
+def echo_version(ns: str, version: str, folder: str) -> dict:
     manifest = model_version_manifest("echo", version)
-    manifest["metadata"]["namespace"] = "default"
+    manifest["metadata"]["namespace"] = ns
     manifest["spec"]["artifact"].update(uri=f"modelops://echo/{folder}", format="modelops-echo")
     return manifest
 
 
-DEPLOYMENT = {
-    "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
-    "metadata": {"name": "echo", "namespace": "default"},
-    "spec": {"model": "echo", "version": "1.0.0",
-             "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "echo-route"}}},
-             # One long step: the rollout holds at 10 % until the Abort.
-             "strategy": {"steps": [{"weight": 10, "pause": "1h"}]},
-             "analysis": {"interval": "5s", "checks": []}},
-}
+# The candidate's share of 5xx answers, from the model server's own counter, per predictor Service.
+_ANSWERS = 'model_requests_total{namespace="{{namespace}}", service="{{revision}}"'
+ERRORS = {"name": "errors", "max": 0.05, "minSamples": 5,
+          "query": f'(sum(rate({_ANSWERS}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
+                   f' / sum(rate({_ANSWERS}}}[{{{{window}}}}]))',
+          "sampleQuery": f"sum(increase({_ANSWERS}}}[{{{{window}}}}]))"}
 
 
-def find(plane: ControlPlane, kind: str, name: str) -> dict | None:
-    out = plane.kubectl("get", kind, name, "-n", "default", "-o", "json", "--ignore-not-found").stdout
-    return json.loads(out) if out.strip() else None
+def deployment(ns: str, steps: list[dict]) -> dict:
+    return {"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "echo", "namespace": ns},
+            "spec": {"model": "echo", "version": "1.0.0",
+                     "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "echo-route"}}},
+                     "strategy": {"steps": steps},
+                     "analysis": {"interval": "2s", "window": "6s", "failureLimit": 2, "noDataLimit": 100,
+                                  "provider": PROVIDER, "checks": [ERRORS]}}}
 
 
-def weights(plane: ControlPlane) -> dict[str, int]:
-    [rule] = find(plane, "httproute", "echo-route")["spec"]["rules"]
-    return {r["name"]: r.get("weight", 1) for r in rule["backendRefs"]}
+class Gateway(threading.Thread):
+    """The route's data plane and the pods' scrape targets, for one namespace (see the module docstring)."""
+
+    def __init__(self, cluster: Cluster, ns: str):
+        super().__init__(daemon=True)
+        self.plane, self.prometheus, self.ns = cluster.plane, cluster.prometheus, ns
+        self.split_file = cluster.root / f"split-{ns}.json"
+        self.context = ssl.create_default_context(cafile=str(self.plane.ca.cert_path))
+        self.context.load_cert_chain(str(self.plane.admin.cert), str(self.plane.admin.key))
+        self.targets: dict[str, str] = {}
+        self.verdict_written = False
+        self.halt = threading.Event()
+
+    def api(self, path: str) -> dict | None:
+        try:
+            with urllib.request.urlopen(self.plane.url + path, context=self.context, timeout=5) as reply:
+                return json.load(reply)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def ready_pods(self) -> dict[str, list[str]]:
+        """Service -> its ready pods' IPs, from the EndpointSlices."""
+        pods: dict[str, list[str]] = {}
+        for eps in self.api(f"/apis/discovery.k8s.io/v1/namespaces/{self.ns}/endpointslices")["items"]:
+            service = eps["metadata"].get("labels", {}).get("kubernetes.io/service-name")
+            for endpoint in eps.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is not False:
+                    pods.setdefault(service, []).extend(endpoint["addresses"])
+        return {service: sorted(ips) for service, ips in pods.items()}
+
+    def sync(self) -> None:
+        pods = self.ready_pods()
+        targets = {f"{ip}:8080": service for service, ips in pods.items() for ip in ips}
+        if targets != self.targets:
+            for address in self.targets.keys() - targets.keys():
+                self.prometheus.remove_target(address)
+            for address, service in targets.items():
+                self.prometheus.add_target(address, namespace=self.ns, service=service)
+            self.targets = targets
+        found = self.api(f"/apis/gateway.networking.k8s.io/v1/namespaces/{self.ns}/httproutes/echo-route")
+        if found is None:
+            return
+        if not self.verdict_written:
+            self.plane.kubectl("patch", "httproute", "echo-route", "-n", self.ns, "--subresource=status",
+                               "--type=merge", "-p", json.dumps(ROUTE_VERDICT))
+            self.verdict_written = True
+        [rule] = found["spec"]["rules"]
+
+        # A share whose Service has no ready pod goes nowhere (port 9 refuses): the request is lost.
+        split = [{"unit": ref["name"], "percent": ref.get("weight", 1),
+                  "url": f"http://{pods[ref['name']][0]}:8080" if pods.get(ref["name"]) else "http://127.0.0.1:9"}
+                 for ref in rule["backendRefs"] if ref.get("weight", 1) > 0]
+        partial = self.split_file.with_suffix(".partial")
+        partial.write_text(json.dumps(split))
+        partial.replace(self.split_file)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            with contextlib.suppress(OSError, ValueError, KeyError, RuntimeError):
+                self.sync()
+            self.halt.wait(0.3)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)
+        for address in self.targets:
+            self.prometheus.remove_target(address)
 
 
-def replicas(plane: ControlPlane) -> dict[str, tuple[int, int]]:
-    """Deployment -> (spec.replicas, status.readyReplicas), of the InferenceService's predictors."""
-    items = get(plane, "deployments", "-n", "default", "-l", "serving.kserve.io/inferenceservice=echo")["items"]
-    return {d["metadata"]["name"]: (d["spec"].get("replicas"), (d.get("status") or {}).get("readyReplicas", 0))
-            for d in items}
-
-
-def test_a_standard_mode_canary_runs_as_kserves_deployment_with_its_weight_on_the_route_and_an_abort_removes_it(
-        tmp_path):
-    plane = ControlPlane(tmp_path / "controlplane").start()
-    node = Node(plane, tmp_path / "node")
-    kserve = operator = None
+@contextlib.contextmanager
+def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = "v2", rps: float = 20):
+    """Versions 1.0.0 (artifact v1) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0, the
+    Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through the route."""
+    plane = cluster.plane
+    plane.apply({"apiVersion": "v1", "kind": "List", "items": [
+        route(ns), echo_version(ns, "1.0.0", "v1"), echo_version(ns, "1.1.0", candidate_folder)]})
+    gateway = Gateway(cluster, ns)
+    gateway.start()
+    load = LoadGenerator(gateway.split_file, rps)
     try:
-        node.start()
-        kserve = KServeController(plane, tmp_path / "kserve").start()
-        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")),
-                           upstream_crds([GATEWAY_HTTPROUTES]) / GATEWAY_HTTPROUTES)
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-        plane.apply({"apiVersion": "v1", "kind": "List", "items": [
-            RUNTIME, STORAGE, ROUTE, echo_version("1.0.0", "v1"), echo_version("1.1.0", "v2")]})
-        plane.kubectl("patch", "httproute", "echo-route", "-n", "default", "--subresource=status", "--type=merge",
-                      "-p", json.dumps(ROUTE_VERDICT))
-        (tmp_path / "operator").mkdir()
-        operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), tmp_path / "operator").start()
-        plane.apply(DEPLOYMENT)
-
-        # The operator creates the InferenceService in Standard mode; KServe runs stable's predictor.
-        isvc = wait_for(plane, "Ready InferenceService", lambda: (
-            lambda i: i if i and condition(i, "Ready") == "True" else None)(find(plane, "inferenceservice", "echo")), 180)
-        assert isvc["status"]["deploymentMode"] == "Standard"
-        stable_phase = wait_for(plane, "ModelDeployment Stable on 1.0.0", lambda: (
-            lambda st: st if st.get("phase") == "Stable" and st.get("stableVersion") == "1.0.0" else None)(
-            (find(plane, "modeldeployment", "echo") or {}).get("status") or {}), 60)
-        print(f"\nstable: phase {stable_phase['phase']}, Deployments (replicas, ready) {replicas(plane)}, "
-              f"route {weights(plane)}")
-
-        plane.kubectl("patch", "modeldeployment", "echo", "-n", "default", "--type=merge",
-                      "-p", json.dumps({"spec": {"version": "1.1.0"}}))
-        status = wait_for(plane, "the 10 % step", lambda: (
-            lambda st: st if st.get("canaryWeight") == 10 else None)(
-            (find(plane, "modeldeployment", "echo") or {}).get("status") or {}), 180)
-        route = wait_for(plane, "the step's weights on the route", lambda: (
-            lambda w: w if w == {"echo-predictor": 90, "echo-v1-1-0-predictor": 10} else None)(weights(plane)), 30)
-        isvc = find(plane, "inferenceservice", "echo")
-        [canary] = isvc["spec"]["canary"]
-        assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 10
-        assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
-        at_step = replicas(plane)
-        print(f"step 10 %: Deployments (replicas, ready) {at_step}, route {route}, status canaryWeight "
-              f"{status['canaryWeight']}, KServe canaryStatuses {isvc['status'].get('canaryStatuses')}")
-        # KServe's own sizing: ceil(1 x 10 / 100) = 1 canary pod; stable keeps its one (minReplicas unset).
-        assert at_step["echo-v1-1-0-predictor"][1] >= 1 and at_step["echo-predictor"][1] >= 1
-        service = find(plane, "service", "echo-v1-1-0-predictor")
-        assert service["spec"]["selector"] == {"app": "isvc.echo-v1-1-0-predictor"}  # its own pods
-
-        plane.kubectl("patch", "modeldeployment", "echo", "-n", "default", "--type=merge", "-p", json.dumps(
-            {"spec": {"request": {"id": "abort-1", "action": "Abort", "reason": "cluster test", "actor": "tester"}}}))
-        wait_for(plane, "the route all on stable", lambda: weights(plane) == {"echo-predictor": 100}, 60)
-        wait_for(plane, "the canary entry gone", lambda: not find(plane, "inferenceservice", "echo")["spec"].get("canary"),
-                 30)
-        wait_for(plane, "KServe deleting the canary's Deployment",
-                 lambda: "echo-v1-1-0-predictor" not in replicas(plane), 60)
-        status = find(plane, "modeldeployment", "echo")["status"]
-        print(f"aborted: phase {status['phase']}, Deployments (replicas, ready) {replicas(plane)}, "
-              f"route {weights(plane)}")
-        assert status["stableVersion"] == "1.0.0" and not status.get("canaryWeight")
-        assert find(plane, "service", "echo-v1-1-0-predictor") is None
+        plane.apply(deployment(ns, steps))
+        # Stable from the first round on; Ready once stable serves (KServe's predictor ready, its pod on the route).
+        wait_status(plane, ns, "ModelDeployment Stable on 1.0.0 and serving", lambda st: st.get("phase") == "Stable"
+                    and st.get("stableVersion") == "1.0.0" and condition({"status": st}, "Ready") == "True", 120)
+        load.start()
+        wait_for(plane, "answers from stable through the route", lambda: load.results[("echo-predictor", 200)] > 5, 30)
+        yield load
     finally:
-        if operator:
-            operator.stop()
-        if kserve:
-            kserve.stop()
-        node.stop()
-        plane.stop()
+        load.stop()
+        gateway.stop()
+
+
+def start_rollout(plane: ControlPlane, ns: str) -> None:
+    plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge",
+                  "-p", json.dumps({"spec": {"version": "1.1.0"}}))
+
+
+def at_step(plane: ControlPlane, ns: str, weight: int) -> dict:
+    """The state once the step of `weight` is on the route: printed, and returned."""
+    wait_status(plane, ns, f"the {weight} % step", lambda st: st.get("canaryWeight") == weight, 120)
+    route_now = wait_for(plane, f"the {weight} % step on the route", lambda: (
+        lambda w: w if w == {"echo-predictor": 100 - weight, "echo-v1-1-0-predictor": weight} else None)(
+        weights(plane, ns)), 30)
+    isvc = find(plane, ns, "inferenceservice", "echo")
+    deployments = replicas(plane, ns)
+    autoscalers = hpas(plane, ns)
+    print(f"step {weight} %: Deployments (replicas, ready) {deployments}, HPA minReplicas {autoscalers}, "
+          f"route {route_now}, KServe canaryStatuses {isvc['status'].get('canaryStatuses')}")
+    return {"isvc": isvc, "replicas": deployments, "hpas": autoscalers}
+
+
+def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizing_per_step(cluster, ns):
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 20, "pause": "4s"}, {"weight": 50, "pause": "4s"}]) as load:
+        # A user's minReplicas on stable (a field the operator does not own): KServe sizes the canary from it.
+        plane.kubectl("patch", "inferenceservice", "echo", "-n", ns, "--type=merge",
+                      "-p", json.dumps({"spec": {"predictor": {"minReplicas": 2}}}))
+        wait_for(plane, "stable's two ready pods", lambda: replicas(plane, ns).get("echo-predictor") == (2, 2), 60)
+        print(f"\nstable: Deployments (replicas, ready) {replicas(plane, ns)}, route {weights(plane, ns)}")
+        start_rollout(plane, ns)
+
+        step = at_step(plane, ns, 20)
+        [canary] = step["isvc"]["spec"]["canary"]
+        assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 20
+        assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
+        assert find(plane, ns, "service", "echo-v1-1-0-predictor")["spec"]["selector"] == \
+            {"app": "isvc.echo-v1-1-0-predictor"}  # its own pods
+        # ceil(2 x 20 / 100) = 1 canary pod, its HPA's minimum. Stable's HPA minimum drops to 2 - 1; its
+        # Deployment keeps its 2 pods (nothing here gives the HPA metrics to scale it down by).
+        assert step["replicas"]["echo-v1-1-0-predictor"] == (1, 1)
+        assert step["hpas"] == {"echo-predictor": 1, "echo-v1-1-0-predictor": 1}
+        assert step["replicas"]["echo-predictor"] == (2, 2)
+        step = at_step(plane, ns, 50)
+        assert step["replicas"]["echo-v1-1-0-predictor"] == (1, 1)  # ceil(2 x 50 / 100)
+        # Neither the canary entry nor the operator's bookkeeping (kept out of the pods by the ConfigMap, see
+        # playground/kserve_controller.py) changed stable's pods.
+        assert pod_templates(plane, ns, "echo-predictor") == 1
+
+        promoted = wait_status(plane, ns, "promotion of 1.1.0",
+                               lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 120)
+        isvc = wait_for(plane, "KServe's promotion as the operator wrote it", lambda: (
+            lambda i: i if i["spec"]["predictor"].get("name") == "v1-1-0" and not i["spec"].get("canary") else None)(
+            find(plane, ns, "inferenceservice", "echo")), 30)
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
+        wait_for(plane, "the route all on the promoted Deployment's Service",
+                 lambda: weights(plane, ns) == {"echo-v1-1-0-predictor": 100}, 30)
+        wait_for(plane, "KServe deleting the old stable's Deployment",
+                 lambda: set(replicas(plane, ns)) == {"echo-v1-1-0-predictor"}, 60)
+        assert find(plane, ns, "service", "echo-predictor") is None
+        # The promoted Deployment gets stable's HPA (minReplicas 2) and scales up; the old stable's HPA outlives its
+        # Deployment (see the module docstring).
+        wait_for(plane, "the promoted Deployment at stable's minReplicas",
+                 lambda: replicas(plane, ns).get("echo-v1-1-0-predictor") == (2, 2), 60)
+        autoscalers = hpas(plane, ns)
+        print(f"promoted: phase {promoted['phase']}, Deployments (replicas, ready) {replicas(plane, ns)}, "
+              f"HPA minReplicas {autoscalers}, route {weights(plane, ns)}")
+        assert autoscalers == {"echo-predictor": 1, "echo-v1-1-0-predictor": 2}
+
+        # The stable Deployment now serves the new version, through the route.
+        before = load.results[("echo-v1-1-0-predictor", 200)]
+        wait_for(plane, "answers of the promoted version", lambda: load.results[("echo-v1-1-0-predictor", 200)] > before + 5, 30)
+        print(f"promoted Deployment's pod templates: {pod_templates(plane, ns, 'echo-v1-1-0-predictor')}")
+        pods = wait_for(plane, "the promoted Deployment's two pods, none terminating", lambda: (
+            lambda running: running if len(running) == 2 else None)(
+            [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-v1-1-0-predictor")["items"]
+             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]), 60)
+        for pod in pods:
+            request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
+                                             data=b'{"instances": [[1]]}', method="POST")
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                assert json.load(reply)["predictions"][0]["version"] == "v2"
+
+
+def test_a_failing_candidate_is_rolled_back_automatically_and_gets_no_request_afterwards(cluster, ns):
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder="bad") as load:
+        start_rollout(plane, ns)
+        at_step(plane, ns, 20)
+        rolled = wait_status(plane, ns, "the automatic rollback", lambda st: st.get("phase") == "RolledBack", 120)
+        assert rolled["failedVersion"] == "1.1.0" and rolled["stableVersion"] == "1.0.0"
+        assert load.results[("echo-v1-1-0-predictor", 500)] >= 5  # what the check saw
+        wait_for(plane, "the route all on stable", lambda: weights(plane, ns) == {"echo-predictor": 100}, 30)
+        wait_for(plane, "the canary entry gone",
+                 lambda: not find(plane, ns, "inferenceservice", "echo")["spec"].get("canary"), 30)
+        time.sleep(1)  # the Gateway's next read (0.3 s) and the load generator's (0.1 s), with margin
+        after_rollback = load.results[("echo-v1-1-0-predictor", 500)]
+        stable_before = load.results[("echo-predictor", 200)]
+        wait_for(plane, "KServe deleting the canary's Deployment",
+                 lambda: "echo-v1-1-0-predictor" not in replicas(plane, ns), 60)
+        wait_for(plane, "more answers from stable", lambda: load.results[("echo-predictor", 200)] > stable_before + 20, 30)
+        print(f"rolled back: phase {rolled['phase']}, failedVersion {rolled['failedVersion']}, Deployments "
+              f"{replicas(plane, ns)}, route {weights(plane, ns)}, answers {dict(load.results)}")
+        assert load.results[("echo-v1-1-0-predictor", 500)] == after_rollback
+        assert not any(unit == "echo-v1-1-0-predictor" and code == 200 for unit, code in load.results)
+        assert load.lost == []  # every request answered: stable's pods were never restarted under the load
+
+
+def test_a_pinned_weight_holds_the_route_while_kserves_canary_stays_and_an_abort_removes_it(cluster, ns):
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 10, "pause": "1h"}]) as load:
+        start_rollout(plane, ns)
+        at_step(plane, ns, 10)
+        plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge", "-p", json.dumps(
+            {"spec": {"trafficOverride": {"weight": 30, "reason": "cluster test"}}}))
+        wait_status(plane, ns, "the pin", lambda st: st.get("pinnedWeight") == 30, 30)
+        wait_for(plane, "the pinned weight on the route",
+                 lambda: weights(plane, ns) == {"echo-predictor": 70, "echo-v1-1-0-predictor": 30}, 30)
+        held_since = time.monotonic()
+        while time.monotonic() - held_since < 6:  # several analysis intervals: the pin holds
+            assert weights(plane, ns) == {"echo-predictor": 70, "echo-v1-1-0-predictor": 30}
+            time.sleep(1)
+        [canary] = find(plane, ns, "inferenceservice", "echo")["spec"]["canary"]
+        assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 30
+        assert replicas(plane, ns)["echo-v1-1-0-predictor"][1] >= 1
+        assert find(plane, ns, "service", "echo-v1-1-0-predictor") is not None
+        assert status(plane, ns)["canaryVersion"] == "1.1.0"
+        assert load.results[("echo-v1-1-0-predictor", 200)] > 0
+        print(f"pinned 30 %: Deployments (replicas, ready) {replicas(plane, ns)}, route {weights(plane, ns)}")
+
+        plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge", "-p", json.dumps(
+            {"spec": {"trafficOverride": None,
+                      "request": {"id": "abort-1", "action": "Abort", "reason": "cluster test", "actor": "tester"}}}))
+        wait_for(plane, "the route all on stable", lambda: weights(plane, ns) == {"echo-predictor": 100}, 60)
+        wait_for(plane, "the canary entry gone",
+                 lambda: not find(plane, ns, "inferenceservice", "echo")["spec"].get("canary"), 30)
+        wait_for(plane, "KServe deleting the canary's Deployment",
+                 lambda: "echo-v1-1-0-predictor" not in replicas(plane, ns), 60)
+        aborted = status(plane, ns)
+        assert aborted["stableVersion"] == "1.0.0" and not aborted.get("canaryWeight")
+        assert find(plane, ns, "service", "echo-v1-1-0-predictor") is None
+
+
+def test_stopped_kserve_takes_its_webhooks_along(cluster):
+    """Last in the module: it stops the module's KServe. Its webhooks fail closed, so left behind they would
+    refuse every InferenceService (and its pods) on the control plane."""
+    webhooks = ("get", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-o", "name")
+    assert cluster.plane.kubectl(*webhooks).stdout.count("inferenceservice.serving.kserve.io") == 2
+    cluster.kserve.stop()
+    assert "inferenceservice.serving.kserve.io" not in cluster.plane.kubectl(*webhooks).stdout

@@ -12,8 +12,8 @@ import pytest
 from modelops.api.modeldeployment import Phase
 from modelops.kube import FIELD_MANAGER
 from modelops.routers.base import APPLIED_WEIGHTS, OWNER_ANNOTATION
-from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE,
-                                     REVISION_VERSIONS, VERSION_MODELS)
+from modelops.routers.inference_service import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE,
+                                                INFERENCE_SERVICE, REVISION_VERSIONS, VERSION_MODELS)
 
 from .fakes import FailOn, Fault, dig, owners_of, server_side_apply
 from .world import GITOPS, NAME, NS, World, new_world, uri_of

@@ -20,7 +20,7 @@ from modelops import reconcile
 from modelops.reconcile import DEPLOYMENTS
 from modelops.rollout.values import parse_rfc3339
 from modelops.routers.base import OWNER_ANNOTATION
-from modelops.routers.kserve import DEPLOYMENT_MODE, INFERENCE_SERVICE
+from modelops.routers.inference_service import DEPLOYMENT_MODE, INFERENCE_SERVICE
 
 from . import invariants
 from .fakes import CrashAt, FailOn, Fault, dig

@@ -13,7 +13,7 @@ import pytest
 from modelops.api.modeldeployment import Phase
 from modelops.reconcile import VERSIONS
 from modelops.routers.gateway_api import HTTP_ROUTE
-from modelops.routers.kserve import INFERENCE_SERVICE
+from modelops.routers.inference_service import INFERENCE_SERVICE
 
 from .fakes import FailOn, Fault
 from .world import NAME, NS, World, new_world

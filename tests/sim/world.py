@@ -30,7 +30,7 @@ from modelops.rollout.values import rfc3339
 from modelops.routers import base as routers_base
 from modelops.routers.base import unit_name
 from modelops.routers.gateway_api import HTTP_ROUTE
-from modelops.routers.kserve import INFERENCE_SERVICE
+from modelops.routers.inference_service import INFERENCE_SERVICE
 from modelops.routers.registry import routers_for
 from modelops.routers.seldon import SELDON_DEPLOYMENT
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL as SELDON_MODEL

@@ -9,8 +9,9 @@ from modelops.api.modelversion import ModelVersionSpec
 from modelops.kube import applied_fields, is_applied
 from modelops.rollout import Observations, TrafficIntent, decide
 from modelops.routers.base import OWNER_ANNOTATION, BackendMisconfigured, BackendState, VersionUnavailable
-from modelops.routers.kserve import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE, REVISION_VERSIONS,
-                                     VERSION_MODELS, config_for, creation_config, leftover_patch, observe)
+from modelops.routers.inference_service import (APPLIED_PERCENT, ARTIFACT_GENERATION, DEPLOYMENT_MODE,
+                                                REVISION_VERSIONS, VERSION_MODELS)
+from modelops.routers.kserve import config_for, creation_config, leftover_patch, observe
 
 from ..conftest import model_version_manifest
 from .rollout_sim import START, make_spec

@@ -14,9 +14,9 @@ from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
 from modelops.routers.base import BackendMisconfigured, unit_name
 from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
-from modelops.routers.kserve import (ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE, SERVERLESS, STANDARD,
-                                     VERSION_MODELS, KServeRouter, config_standard, driven_mode, kserve_ready, layout,
-                                     route_intent)
+from modelops.routers.inference_service import ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE, VERSION_MODELS
+from modelops.routers.kserve import SERVERLESS, STANDARD, KServeRouter, driven_mode
+from modelops.routers.kserve_standard import config_standard, layout, route_intent
 
 from ..conftest import model_version_manifest
 from .test_kserve_router import owned
@@ -30,6 +30,10 @@ UNROUTED = target({"backend": "kserve"})
 
 def model_of(version: str) -> dict[str, Any]:
     return {"modelFormat": {"name": "sklearn"}, "storageUri": VERSIONS[version].artifact.uri}
+
+
+def configured(live: dict[str, Any], intent: TrafficIntent, versions: dict[str, ModelVersionSpec] = VERSIONS):
+    return config_standard(live, layout(live, versions), intent, versions)
 
 
 def entry(version: str, percent: int) -> dict[str, Any]:
@@ -119,7 +123,7 @@ def test_without_a_route_nothing_is_written_and_the_split_is_never_claimed():
 
 def test_a_candidate_is_one_canary_entry_named_after_its_unit_with_its_artifact_and_its_weight():
     live = owned(standard("1.0.0", ready=("1.0.0",)))
-    config = config_standard(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
+    config = configured(live, TrafficIntent("1.0.0", "1.1.0", 10))
     assert config["spec"]["canary"] == [entry("1.1.0", 10)]
     assert config["metadata"]["resourceVersion"] == "41"
     assert set(json.loads(config["metadata"]["annotations"][VERSION_MODELS])) == {"1.0.0", "1.1.0"}
@@ -130,20 +134,34 @@ def test_an_entry_already_carrying_the_intent_needs_no_write_and_a_new_weight_do
     live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"),
                           annotations={VERSION_MODELS: json.dumps({"1.0.0": model_of("1.0.0"),
                                                                    "1.1.0": model_of("1.1.0")})}))
-    assert config_standard(live, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS) is None
-    assert config_standard(live, TrafficIntent("1.0.0", "1.1.0", 25), VERSIONS)["spec"]["canary"] == [entry("1.1.0", 25)]
+    assert configured(live, TrafficIntent("1.0.0", "1.1.0", 10)) is None
+    assert configured(live, TrafficIntent("1.0.0", "1.1.0", 25))["spec"]["canary"] == [entry("1.1.0", 25)]
+
+
+def test_an_entry_as_kserves_webhook_round_trips_it_needs_no_write_and_an_entry_changed_otherwise_does():
+    """KServe's defaulting webhook re-encodes the object from its Go structs, adding the models' `name: ""` and
+    `resources: {}` (seen on its controller v0.20.0): that is the operator's entry, or no step would ever be seen
+    carried, and the model it recorded (rewriting the annotation would restart every predictor's pods: KServe
+    copies the InferenceService's annotations into them). A value that is not empty is a difference."""
+    models = {VERSION_MODELS: json.dumps({"1.0.0": model_of("1.0.0"), "1.1.0": model_of("1.1.0")})}
+    live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"), annotations=models))
+    live["spec"]["canary"][0]["predictor"]["model"].update(name="", resources={})
+    live["spec"]["predictor"]["model"].update(name="", resources={})  # recorded as written, not rewritten
+    assert configured(live, TrafficIntent("1.0.0", "1.1.0", 10)) is None
+    live["spec"]["canary"][0]["predictor"]["model"]["runtime"] = "another-runtime"
+    assert configured(live, TrafficIntent("1.0.0", "1.1.0", 10))["spec"]["canary"] == [entry("1.1.0", 10)]
 
 
 def test_a_rollback_removes_the_entry():
     live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0")))
-    config = config_standard(live, TrafficIntent("1.0.0"), VERSIONS)
+    config = configured(live, TrafficIntent("1.0.0"))
     assert config is not None and "canary" not in config["spec"]  # left out of the apply: the API server removes it
 
 
 def test_the_candidates_entry_needs_no_modelversion_once_written():
     live = owned(standard("1.0.0", ("1.1.0", 10), ready=("1.0.0", "1.1.0"),
                           annotations={VERSION_MODELS: json.dumps({"1.1.0": model_of("1.1.0")})}))
-    config = config_standard(live, TrafficIntent("1.0.0", "1.1.0", 25), {"1.0.0": VERSIONS["1.0.0"]})
+    config = configured(live, TrafficIntent("1.0.0", "1.1.0", 25), {"1.0.0": VERSIONS["1.0.0"]})
     assert config["spec"]["canary"] == [entry("1.1.0", 25)]
 
 
@@ -151,7 +169,7 @@ def test_the_candidates_entry_needs_no_modelversion_once_written():
 
 def test_promotion_names_the_predictor_after_the_entry_with_its_model_and_removes_the_entry():
     live = owned(standard("1.0.0", ("1.1.0", 50), ready=("1.0.0", "1.1.0")))
-    config = config_standard(live, TrafficIntent("1.1.0"), VERSIONS)
+    config = configured(live, TrafficIntent("1.1.0"))
     assert config["spec"]["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
     assert "canary" not in config["spec"]
     assert config["metadata"]["annotations"][ARTIFACT_GENERATION] == "3"
@@ -160,9 +178,9 @@ def test_promotion_names_the_predictor_after_the_entry_with_its_model_and_remove
 def test_after_promotion_stable_is_ready_only_once_kserve_saw_the_write():
     promoted = standard("1.1.0", ready=("1.1.0",), name="v1-1-0", generation=3, observed=2,
                         annotations={ARTIFACT_GENERATION: "3"})
-    assert kserve_ready(promoted, VERSIONS) == frozenset()
+    assert layout(promoted, VERSIONS).ready == frozenset()
     promoted["status"]["observedGeneration"] = 3
-    assert kserve_ready(promoted, VERSIONS) == {"1.1.0"}
+    assert layout(promoted, VERSIONS).ready == {"1.1.0"}
     assert layout(promoted, VERSIONS).services["1.1.0"] == "churn-v1-1-0-predictor"
 
 
@@ -170,7 +188,7 @@ def test_after_promotion_stable_is_ready_only_once_kserve_saw_the_write():
 
 def test_a_prerelease_version_gets_its_digest_named_unit_and_is_read_back_from_it():
     live = owned(standard("1.0.0", ready=("1.0.0",)))
-    [written] = config_standard(live, TrafficIntent("1.0.0", RC, 0), VERSIONS)["spec"]["canary"]
+    [written] = configured(live, TrafficIntent("1.0.0", RC, 0))["spec"]["canary"]
     assert written["predictor"]["name"] == unit_name(RC) and unit_name(RC).startswith("v1-2-0-rc-1-")
     found = layout(standard("1.0.0", (RC, 0)), VERSIONS)
     assert list(found.canaries) == [RC] and found.services[RC] == f"churn-{unit_name(RC)}-predictor"
@@ -187,15 +205,16 @@ def test_a_predictor_service_name_over_63_characters_is_refused_before_any_write
     live = owned(standard("1.0.0"))
     live["metadata"]["name"] = "n" * 50
     with pytest.raises(BackendMisconfigured, match="longer than 63"):
-        config_standard(live, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
+        configured(live, TrafficIntent("1.0.0", "1.1.0", 0))
 
 
 # The route.
 
 def test_the_route_names_the_candidate_only_once_kserve_reports_its_canary_ready():
     intent = TrafficIntent("1.0.0", "1.1.0", 0)
-    assert route_intent(intent, standard("1.0.0", ("1.1.0", 0), ready=("1.0.0",)), VERSIONS) == TrafficIntent("1.0.0")
-    assert route_intent(intent, standard("1.0.0", ("1.1.0", 0), ready=("1.0.0", "1.1.0")), VERSIONS) == intent
+    assert route_intent(intent, layout(standard("1.0.0", ("1.1.0", 0), ready=("1.0.0",)), VERSIONS)) == \
+        TrafficIntent("1.0.0")
+    assert route_intent(intent, layout(standard("1.0.0", ("1.1.0", 0), ready=("1.0.0", "1.1.0")), VERSIONS)) == intent
 
 
 def test_a_rollout_step_a_rollback_and_a_promotion_through_the_router():

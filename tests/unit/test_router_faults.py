@@ -15,7 +15,8 @@ from modelops.rollout import TrafficIntent
 from modelops.routers.base import (APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMisconfigured, BackendNotOwned, Target, VersionUnavailable,
                                    weight_drift)
 from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, GatewayAPIRouter
-from modelops.routers.kserve import INFERENCE_SERVICE, REVISION_VERSIONS, KServeRouter
+from modelops.routers.inference_service import INFERENCE_SERVICE, REVISION_VERSIONS
+from modelops.routers.kserve import KServeRouter
 from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
 
