@@ -47,7 +47,8 @@ Divergences from the stand-in (playground/standin_backends.py), found here:
   template per Deployment and no request lost.
 - The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
   its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below
-  1), while its Deployment keeps its pods (nothing here gives the HPA metrics); and the HPA left behind.
+  1), and its Deployment keeps its pods or goes to that minimum as the HPA controller decides (both seen
+  without metrics); and the HPA left behind.
 
 Needs root (the node) and builds KServe's manager on first use (~9 minutes on two cores).
 Deselect with `-m "not kserve"`.
@@ -457,11 +458,11 @@ def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizin
         assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
         assert find(plane, ns, "service", "echo-v1-1-0-predictor")["spec"]["selector"] == \
             {"app": "isvc.echo-v1-1-0-predictor"}  # its own pods
-        # ceil(2 x 20 / 100) = 1 canary pod, its HPA's minimum. Stable's HPA minimum drops to 2 - 1; its
-        # Deployment keeps its 2 pods (nothing here gives the HPA metrics to scale it down by).
+        # ceil(2 x 20 / 100) = 1 canary pod, its HPA's minimum. Stable's HPA minimum drops to 2 - 1; whether its
+        # Deployment keeps 2 pods or goes to that minimum is the HPA controller's (without metrics, both were seen).
         assert step["replicas"]["echo-v1-1-0-predictor"] == (1, 1)
         assert step["hpas"] == {"echo-predictor": 1, "echo-v1-1-0-predictor": 1}
-        assert step["replicas"]["echo-predictor"] == (2, 2)
+        assert step["replicas"]["echo-predictor"] in ((1, 1), (2, 2))
         step = at_step(plane, ns, 50)
         assert step["replicas"]["echo-v1-1-0-predictor"] == (1, 1)  # ceil(2 x 50 / 100)
         # Neither the canary entry nor the operator's bookkeeping (kept out of the pods by the ConfigMap, see

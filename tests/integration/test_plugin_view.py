@@ -136,10 +136,11 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
             assert time.monotonic() < deadline, "the piped watch printed no first block"
             time.sleep(0.1)
         scenario.patch({"version": "1.1.0"})
-        # For a CI pipeline: one status call that times out mid-rollout, one that waits for the promotion.
-        assert status_of(plugin_env, ns, "2s").returncode == 2
-        waiting = subprocess.Popen([str(PLUGIN), "status", "fraud", "-n", ns, "--timeout", "120s"], env=plugin_env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # For a CI pipeline: one status call that times out mid-rollout, one that waits for the promotion (both
+        # running beside the terminal, which must see step 1 while it lasts).
+        timing_out, waiting = (subprocess.Popen([str(PLUGIN), "status", "fraud", "-n", ns, "--timeout", timeout],
+                                                env=plugin_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               for timeout in ("2s", "120s"))
         mid = terminal.wait_for(lambda s: weight_row("candidate", "1.1.0", 20).search(s)
                                 and weight_row("stable", "1.0.0", 80).search(s)
                                 and set(check_rows(s)) == {"errors", "accuracy"}
@@ -158,6 +159,7 @@ def test_watch_in_a_terminal_follows_a_rollout_to_stable(scenario, prometheus, p
                                  "1.1.0 promoted")
         promoted = time.monotonic()
         assert "stable 1.1.0, candidate -, fallback 1.0.0" in done
+        assert timing_out.wait(timeout=10) == 2, timing_out.communicate()
         said = waiting.communicate(timeout=30)[0].splitlines()
         assert waiting.returncode == 0 and said[-1] == "Stable: 1.1.0 serves all traffic", said
         assert any(line.startswith("Progressing: ") for line in said), said

@@ -37,12 +37,17 @@ def request(actor: str | None, id_: str = "r1") -> str:
 def test_a_request_must_name_its_writer_as_actor(control_plane, namespace, tenant):
     created = tenant("apply", "-f", "-", input=json.dumps(model_deployment_manifest()))
     assert created.returncode == 0, created.stderr
-    for forged in ("someone-else", "system:serviceaccount:kube-system:default", None):
+    for forged in ("someone-else", "system:serviceaccount:kube-system:default"):
         refused = tenant("patch", "mdep", "fraud", "--type", "merge", "-p", request(forged))
         assert refused.returncode != 0
         assert "spec.request.actor must be the requesting user" in refused.stderr and tenant.user in refused.stderr
     accepted = tenant("patch", "mdep", "fraud", "--type", "merge", "-p", request(tenant.user))
     assert accepted.returncode == 0, accepted.stderr
+    # A request naming nobody gets its writer's name from the API server (the MutatingAdmissionPolicy).
+    unnamed = tenant("patch", "mdep", "fraud", "--type", "merge", "-p", request(None, "r2"), "-o", "json")
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert json.loads(unnamed.stdout)["spec"]["request"] == {"id": "r2", "action": "Abort", "reason": "testing",
+                                                             "actor": tenant.user}
 
 
 def test_an_unchanged_request_survives_anyone_elses_edit(control_plane, namespace, tenant):

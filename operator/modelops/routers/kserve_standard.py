@@ -19,7 +19,8 @@ Facts (KServe v0.20.0; files under pkg/), read in KServe's source and seen on it
   (reconcileRawDeployment). Under the default HPA class each predictor, canaries too, gets an HPA whose
   minimum is that count, at least 1 (reconcilers/hpa/hpa_reconciler.go, createHPA), so a 0 % canary still
   gets a pod; stable's reduced minimum lowers its HPA's, not its Deployment's pods, which only the HPA
-  scales (seen on the controller: with minReplicas 2 and no metrics, stable kept 2 pods beside the canary's).
+  scales (seen on the controller: with minReplicas 2 and no metrics, stable kept 2 pods beside the canary's
+  in one run and went to 1 in another).
 - status.canaryStatuses[] has, per entry, name, ready (its Deployment's availableReplicas > 0) and
   trafficPercent; the condition CanaryPredictorReady is all of them, and is not part of Ready
   (predictor.go, reconcileCanaryDeployments; apis/serving/v1beta1/inference_service_status.go).
