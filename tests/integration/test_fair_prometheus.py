@@ -139,6 +139,10 @@ def test_a_tenant_flooding_the_shared_prometheus_does_not_move_anothers_verdicts
                     flood.version(version, **GOOD)
                 flood.deploy("1.0.0", flood_spec)  # stable: no analyses yet
         spec = fast_spec(proxy.url, analysis={"interval": f"{VICTIM_INTERVAL:g}s", "noDataLimit": 4})
+        # Both versions answer 19 in 20 right; a 5 % limit on a 5 s window of a few dozen graded requests fails now
+        # and then on counting alone (seen once in CI): this test is about the flood, so the limit is out of noise.
+        spec["analysis"]["checks"] = [{**c, "maxDropPercent": 20} if c["name"] == "accuracy" else c
+                                      for c in spec["analysis"]["checks"]]
         victim.serve("1.0.0", spec, prometheus)
         alone = rollout(victim, operator, "1.1.0")
 
