@@ -51,10 +51,10 @@ def recorded(isvc: dict[str, Any], annotation: str, kind: type) -> dict[str, Any
     return {k: v for k, v in found.items() if isinstance(v, kind)} if isinstance(found, dict) else {}
 
 
-def with_newest(entries: dict[str, Any], key: str, value: Any) -> str:
-    """The annotation value with key -> value added as the newest, keeping the newest KEPT."""
-    newest = {**{k: v for k, v in entries.items() if k != key}, key: value}
-    return json.dumps(dict(list(newest.items())[-KEPT:]))
+def newest(entries: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """`entries` with key -> value added as the newest, keeping the newest KEPT (an annotation's JSON object)."""
+    added = {**{k: v for k, v in entries.items() if k != key}, key: value}
+    return dict(list(added.items())[-KEPT:])
 
 
 def artifact_generation(isvc: dict[str, Any]) -> int | None:

@@ -70,6 +70,7 @@ not run here), so the operator's bookkeeping annotations make revisions unless t
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -83,7 +84,7 @@ from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, SHADOW_AGREEMENT, O
 from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, read_route, write_route
 from .inference_service import (APPLIED_PERCENT, ARTIFACT_GENERATION, BOOKKEEPING, DEPLOYMENT_MODE, INFERENCE_SERVICE,
                                 MODE, MODEL, REVISION_VERSIONS, VERSION_MODELS, artifact_generation, generation,
-                                integer, model_version, predictor_model, recorded, with_newest)
+                                integer, model_version, predictor_model, recorded, newest)
 from .kserve_standard import CANARY, config_standard, layout, observe_standard, route_intent
 
 # Knative >= 1.19 (OpenTelemetry names) and older (OpenCensus names, latencies in ms): a query
@@ -249,7 +250,7 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     latest, in_spec, latest_ready = _latest(isvc, versions)
     revisions = _revisions(isvc)
     if latest_ready and in_spec is not None and revisions.get(latest) != in_spec:
-        annotations[REVISION_VERSIONS] = with_newest(revisions, latest, in_spec)
+        annotations[REVISION_VERSIONS] = json.dumps(newest(revisions, latest, in_spec))
     models = recorded(isvc, VERSION_MODELS, dict)
     percent: int | None
     if in_spec != wanted:
@@ -260,7 +261,7 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
             # 100 % step, once stable's restored revision is ready: KServe rolled the candidate out).
             model = predictor_model(versions[wanted]) if wanted in versions else models[wanted]
             annotations[ARTIFACT_GENERATION] = str(generation(isvc) + 1)
-            annotations[VERSION_MODELS] = with_newest(models, wanted, model)
+            annotations[VERSION_MODELS] = json.dumps(newest(models, wanted, model))
         elif intent.candidate is not None or not rolled_out_serves_it:
             raise VersionUnavailable(wanted, f"InferenceService {dig(isvc, 'metadata', 'name')} predictor")
         # else: stable's ModelVersion is gone; the rolled-out revision is stable's, and 0 % leaves it everything.
@@ -305,7 +306,7 @@ def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec
     """The InferenceService the operator creates: in `mode` (serverless, or Standard with a route), stable's
     artifact, all traffic to it (the owner annotation is added on creation)."""
     model = predictor_model(spec_of(versions, stable, f"creating InferenceService {name}"))
-    annotations = {VERSION_MODELS: with_newest({}, stable, model), ARTIFACT_GENERATION: "1",  # created at generation 1
+    annotations = {VERSION_MODELS: json.dumps(newest({}, stable, model)), ARTIFACT_GENERATION: "1",  # created at generation 1
                    DEPLOYMENT_MODE: "Standard" if mode == STANDARD else "Serverless"}
     return {"metadata": {"name": name, "labels": dict(MANAGED_BY), "annotations": annotations},
             "spec": {"predictor": {"model": model}}}

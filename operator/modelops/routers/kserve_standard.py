@@ -77,7 +77,7 @@ from ..rollout import TrafficIntent
 from .base import (IDENTITY, BackendMisconfigured, BackendState, VersionUnavailable, annotations_of, dig, kept, merged,
                    objects_at, unit_name, units_by_name)
 from .inference_service import (ARTIFACT_GENERATION, BOOKKEEPING, MODE, MODEL, VERSION_MODELS, artifact_generation,
-                                generation, integer, model_version, predictor_model, recorded, with_newest)
+                                generation, integer, model_version, predictor_model, recorded, newest)
 
 CANARY: FieldPath = ("spec", "canary")
 PREDICTOR_NAME: FieldPath = ("spec", "predictor", "name")
@@ -235,7 +235,7 @@ def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
     kept_models = models
     for version, model in written:
         if not round_tripped(model, kept_models.get(version)):  # as KServe's webhook leaves it, it is the same
-            kept_models = json.loads(with_newest(kept_models, version, model))
+            kept_models = newest(kept_models, version, model)
     if kept_models != models:
         annotations[VERSION_MODELS] = json.dumps(kept_models)
     spec = {"predictor": predictor, "canary": canary} if canary else {"predictor": predictor}
