@@ -278,8 +278,10 @@ def test_helm_upgrade_rolls_the_pods_with_no_leadership_gap_longer_than_the_leas
         sampler.join(5)
     ended = datetime.now(timezone.utc)
     assert not before & after, (before, after)
-    assert all(p["metadata"].get("annotations", {}).get("modelops-test/revision") == "2"
-               for p in get(plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"])
+    # `rollout status` returns while the old pods may still be in their termination grace period.
+    remaining = wait_for(plane, "the old pods gone", timeout=45, probe=lambda: (lambda pods: pods if not before & {
+        p["metadata"]["name"] for p in pods} else None)(get(plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"]))
+    assert all(p["metadata"].get("annotations", {}).get("modelops-test/revision") == "2" for p in remaining), remaining
     times = [started, *sorted(set(renewals)), ended]
     gap = max((b - a).total_seconds() for a, b in zip(times, times[1:]))
     print(f"\nhelm upgrade: pods {sorted(before)} -> {sorted(after)}; leaders {sorted(holders)}; "
