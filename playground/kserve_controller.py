@@ -41,6 +41,7 @@ import yaml
 
 from .controlplane import REPO, ControlPlane
 from .processes import Process, free_port
+from .serving import KSERVE_DISALLOWED_LIST
 from .upstream_crds import KSERVE, KSERVE_INFERENCEGRAPHS, upstream_crds
 
 BUILD_SCRIPT = REPO / "tools" / "kserve" / "build.sh"
@@ -62,11 +63,9 @@ CONFIG = {
     "batcher": {"image": "unused", **SIDECAR_RESOURCES},
     "logger": {"image": "unused", "defaultUrl": "http://unused", **SIDECAR_RESOURCES},
     "storageInitializer": {"image": "unused", **SIDECAR_RESOURCES},
-    # As the README asks of a cluster the operator drives in Standard mode: KServe copies an InferenceService's
-    # annotations into its predictors' pods, so each change of the operator's bookkeeping would restart them all.
-    "inferenceService": {"serviceAnnotationDisallowedList": [
-        "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
-        "modelops.io/revision-versions", "modelops.io/version-models"]},
+    # As the README asks: KServe copies an InferenceService's annotations into its predictors' pods, so each change
+    # of the operator's bookkeeping would restart them all (and the operator refuses to move toward a candidate).
+    "inferenceService": KSERVE_DISALLOWED_LIST,
 }
 
 

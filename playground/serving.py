@@ -6,14 +6,48 @@ import json
 import sys
 from pathlib import Path
 
+import kubernetes
+
 from .controlplane import REPO
 from .processes import Process
 from .prometheus import Prometheus
+
+KSERVE_NAMESPACE = "kserve"
+KSERVE_CONFIG = "inferenceservice-config"
+
+
+# What the README asks a cluster's KServe ConfigMap to list (the operator refuses to move toward a candidate
+# otherwise, so a key missing here fails every KServe test).
+KSERVE_DISALLOWED_LIST = {"serviceAnnotationDisallowedList": [
+    "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
+    "modelops.io/revision-versions", "modelops.io/version-models"]}
+
+
+def kserve_config_data() -> dict[str, str]:
+    """KServe's ConfigMap as a KServe install makes it, with the list the README asks for."""
+    return {"inferenceService": json.dumps(KSERVE_DISALLOWED_LIST)}
+
+
+def install_kserve_config(kubeconfig: Path) -> None:
+    """The namespace `kserve` and its ConfigMap (kserve_config_data), made or replaced."""
+    client = kubernetes.config.new_client_from_config(str(kubeconfig))
+    core = kubernetes.client.CoreV1Api(client)
+    body = {"metadata": {"name": KSERVE_CONFIG, "namespace": KSERVE_NAMESPACE}, "data": kserve_config_data()}
+    for create in (lambda: core.create_namespace({"metadata": {"name": KSERVE_NAMESPACE}}),
+                   lambda: core.create_namespaced_config_map(KSERVE_NAMESPACE, body)):
+        try:
+            create()
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+    core.replace_namespaced_config_map(KSERVE_CONFIG, KSERVE_NAMESPACE, body)
 
 
 class ServingStandIn:
     def __init__(self, backend: str, kubeconfig: Path, prometheus: Prometheus, work_dir: Path):
         self.backend, self.dir = backend, work_dir
+        if backend == "kserve":
+            install_kserve_config(kubeconfig)
         work_dir.mkdir(parents=True, exist_ok=True)
         self.behaviours = work_dir / "behaviours.json"
         self.behaviours.write_text("{}")

@@ -10,21 +10,43 @@ import kubernetes
 from .standin import StandIn, Unit, condition, traffic_entry
 
 
+# KServe's own serviceAnnotationDisallowedList (pkg/constants/constants.go, v0.20.0), before the ConfigMap's.
+KSERVE_DISALLOWED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+                     "internal.serving.kserve.io/storage-initializer-sourceuri",
+                     "kubectl.kubernetes.io/last-applied-configuration", "serving.kserve.io/model-format")
+
+
 class KServe(StandIn):
-    """KServe serverless: a new revision per predictor change; canaryTrafficPercent splits
-    latest and last rolled-out revision; the status names revisions and traffic[]."""
+    """KServe serverless: a new revision per change of the revision template, which holds the predictor (but
+    canaryTrafficPercent) and the InferenceService's annotations but those of serviceAnnotationDisallowedList
+    (KServe's own, then the ConfigMap `inferenceservice-config` of the namespace `kserve`'s, read on every
+    reconcile; without that ConfigMap nothing is reconciled, as KServe's reconcile fails);
+    canaryTrafficPercent splits latest and last rolled-out revision; the status names revisions and traffic[]."""
 
     group, version, plural, flavour = "serving.kserve.io", "v1beta1", "inferenceservices", "knative"
 
     def __init__(self, *args: Any):
         super().__init__(*args)
+        self.disallowed: frozenset[str] = frozenset(KSERVE_DISALLOWED)
         self.revisions: dict[tuple[str, str], list[tuple[str, Unit]]] = {}  # (template, unit) per service
         self.rolled: dict[tuple[str, str], tuple[Unit | None, Unit | None]] = {}  # (latest rolled out, previous)
+
+    def reconcile_all(self) -> None:
+        try:
+            config = self.core.read_namespaced_config_map("inferenceservice-config", "kserve").data or {}
+        except kubernetes.client.ApiException as e:
+            print(f"KServe: unable to get configmap kserve/inferenceservice-config: {e.status}", flush=True)
+            return
+        listed = json.loads(config.get("inferenceService") or "{}").get("serviceAnnotationDisallowedList") or []
+        self.disallowed = frozenset((*KSERVE_DISALLOWED, *listed))
+        super().reconcile_all()
 
     def reconcile(self, isvc: dict[str, Any]) -> None:
         meta, predictor = isvc["metadata"], isvc["spec"].get("predictor", {})
         key = (meta["namespace"], meta["name"])
-        template = json.dumps({k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}, sort_keys=True)
+        copied = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in self.disallowed}
+        template = json.dumps({"predictor": {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"},
+                               "annotations": copied}, sort_keys=True)
         revisions = self.revisions.setdefault(key, [])
         if not revisions or revisions[-1][0] != template:
             name = f"{meta['name']}-predictor-{len(revisions) + 1:05d}"

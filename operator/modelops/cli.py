@@ -14,6 +14,7 @@ import yaml
 
 from .api.crd import all_crds
 from .leader import REQUEST_TIMEOUT
+from .routers.kserve_config import DEFAULT_NAMESPACE as DEFAULT_KSERVE_NAMESPACE
 
 
 def write_crds(directory: Path) -> list[Path]:
@@ -74,7 +75,7 @@ def run_operator(args: argparse.Namespace) -> int:
     # Its debug lines are whole response bodies: one per lease renewal.
     logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
     options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers,
-                               args.shard, args.max_rollouts, args.max_rollouts_per_model)
+                               args.shard, args.max_rollouts, args.max_rollouts_per_model, args.kserve_namespace)
 
     def operator():
         # kopf's own default identity asks the password database for the user, and a pod's uid (the
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--allow-inline-providers", action="store_true",
                      help="honour analysis.prometheus in ModelDeployments: lets every tenant choose where the operator "
                           "sends queries and which of its namespace's Secrets it sends (default: off)")
+    run.add_argument("--kserve-namespace", default=DEFAULT_KSERVE_NAMESPACE, metavar="NAMESPACE",
+                     help="where KServe runs: its ConfigMap inferenceservice-config there must keep the operator's "
+                          f"bookkeeping annotations off pods and revisions (default: {DEFAULT_KSERVE_NAMESPACE})")
     election = run.add_argument_group("leader election (one active replica; the others stand by)")
     election.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
                           help="run handlers only while holding the Lease (default: on)")

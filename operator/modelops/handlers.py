@@ -31,7 +31,7 @@ from .analysis.sources import resolve
 from .api.metricprovider import ClusterMetricProviderSpec
 from .api.modeldeployment import DEFAULT_PROVIDER, Analysis, Backend, ModelDeploymentStatus
 from .api.notifier import ClusterNotifierSpec
-from .kube import Kube, Secrets, api_client, merge_patch
+from .kube import ConfigMaps, Kube, Secrets, api_client, merge_patch
 from .modelversions import VersionRecord, catalog, holder_of, record_of, version_status
 from .notifications import Notifications
 from .problems import EXPECTED, classify
@@ -42,6 +42,7 @@ from .routers.base import OWNER_ANNOTATION, BackendNotOwned, Target, unit_name
 from .routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL, GatewayAPIRouter, readiness_view
 from .routers.inference_service import INFERENCE_SERVICE as KSERVE
 from .routers.kserve import KServeRouter
+from .routers.kserve_config import DEFAULT_NAMESPACE as DEFAULT_KSERVE_NAMESPACE, KServeSettings
 from .routers.kserve_standard import predictor_service
 from .routers.registry import routers_for
 from .routers.seldon import SELDON_DEPLOYMENT
@@ -127,6 +128,8 @@ class Options:
     """Rollouts in flight at once, over all the deployments it drives; None: no limit (see slots.py)."""
     max_rollouts_per_model: int | None = None
     """Rollouts in flight at once per model (spec.model in a namespace); None: no limit."""
+    kserve_namespace: str = DEFAULT_KSERVE_NAMESPACE
+    """Where KServe's ConfigMap inferenceservice-config is read (routers/kserve_config.py)."""
 
 
 SHARD_LABEL = "modelops.io/shard"
@@ -195,9 +198,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.sources = Sources(memo.get("options") or Options(), Secrets(memo.client))
     memo.notifications = Notifications(memo.sources.options.operator_namespace, memo.sources.secrets, _post_event)
     memo.endpoint_slices = IndexedEndpointSlices()
-    routers = {**routers_for(memo.backends), Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices),
-               Backend.kserve: KServeRouter(memo.backends, memo.endpoint_slices)}
     options = memo.sources.options
+    kserve = KServeSettings(ConfigMaps(memo.client), options.kserve_namespace)
+    routers = {**routers_for(memo.backends, kserve),
+               Backend.gatewayAPI: GatewayAPIRouter(memo.backends, memo.endpoint_slices),
+               Backend.kserve: KServeRouter(memo.backends, kserve, memo.endpoint_slices)}
     slots = RolloutSlots(options.max_rollouts, options.max_rollouts_per_model, memo.wakeups.wake)
     memo.shell = Shell(kube, routers, memo.sources.provider, _post_event, notify=memo.notifications.notify, slots=slots)
 

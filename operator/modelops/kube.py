@@ -286,27 +286,20 @@ class Kube:
 SECRET_TTL_SECONDS = 30.0
 """A Secret read is used this long: a thousand analyses a minute read each credential twice, and a rotated token
 is in use within half a minute."""
+CONFIG_MAP_TTL_SECONDS = 10.0
+"""A ConfigMap read is used this long: every round of every deployment on a backend may ask."""
 
 
-class Secrets:
-    """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only.
+class SharedReads:
+    """Reads of one kind of core object, shared: concurrent askers wait for one GET, and its answer serves for `ttl`
+    seconds. A failed read is not kept (the next asker reads again)."""
 
-    Reads are shared: concurrent askers wait for one GET, and its answer serves for SECRET_TTL_SECONDS. A failed
-    read is not kept (the next asker reads again)."""
-
-    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = SECRET_TTL_SECONDS,
-                 clock: Any = time.monotonic):
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float, clock: Any = time.monotonic):
         self._core = kubernetes_asyncio.client.CoreV1Api(api_client)
         self._ttl, self._clock = ttl, clock
-        self._reads: dict[tuple[str, str], tuple[float, asyncio.Future[dict[str, str]]]] = {}
+        self._reads: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
 
-    async def value(self, namespace: str, name: str, key: str) -> str:
-        data = await self._data(namespace, name)
-        if key not in data:
-            raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
-
-    async def _data(self, namespace: str, name: str) -> dict[str, str]:
+    async def _shared(self, namespace: str, name: str) -> Any:
         now, key = self._clock(), (namespace, name)
         read = self._reads.get(key)
         failed = read is not None and read[1].done() and (read[1].cancelled() or read[1].exception() is not None)
@@ -314,6 +307,43 @@ class Secrets:
             read = self._reads[key] = (now, asyncio.ensure_future(self._read(namespace, name)))
         return await asyncio.shield(read[1])
 
+    async def _read(self, namespace: str, name: str) -> Any:
+        raise NotImplementedError
+
+
+class Secrets(SharedReads):
+    """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only."""
+
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = SECRET_TTL_SECONDS,
+                 clock: Any = time.monotonic):
+        super().__init__(api_client, ttl=ttl, clock=clock)
+
+    async def value(self, namespace: str, name: str, key: str) -> str:
+        data = await self._shared(namespace, name)
+        if key not in data:
+            raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()
+
     async def _read(self, namespace: str, name: str) -> dict[str, str]:
         secret = await self._core.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
         return secret.data or {}
+
+
+class ConfigMaps(SharedReads):
+    """Reads a ConfigMap's data; None when it does not exist."""
+
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = CONFIG_MAP_TTL_SECONDS,
+                 clock: Any = time.monotonic):
+        super().__init__(api_client, ttl=ttl, clock=clock)
+
+    async def data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await self._shared(namespace, name)
+
+    async def _read(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found = await self._core.read_namespaced_config_map(name, namespace, _request_timeout=API_TIMEOUT_SECONDS)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return found.data or {}

@@ -58,6 +58,9 @@ from modelops.analysis.gate import FairGate
 from modelops.analysis.provider import Asker, ProviderError
 from modelops.kube import FIELD_MANAGER, Resource
 from modelops.rollout.values import rfc3339
+from modelops.routers.inference_service import BOOKKEEPING
+from modelops.routers.kserve import KServeRouter
+from modelops.routers.kserve_config import CONFIG_MAP, DEFAULT_NAMESPACE, KServeSettings
 
 
 class Crash(BaseException):
@@ -575,6 +578,28 @@ def dig(obj: Any, *path: str) -> Any:
             return None
         obj = obj.get(key)
     return obj
+
+
+KSERVE_CONFIGURED = {"inferenceService": json.dumps({"serviceAnnotationDisallowedList": list(BOOKKEEPING)})}
+"""KServe's ConfigMap data on a cluster set up as the README asks: the bookkeeping kept off pods and revisions."""
+
+
+class FakeConfigMaps:
+    """(namespace, name) -> data, answered as kube.ConfigMaps does (None: absent), or `error` raised."""
+
+    def __init__(self, maps: dict[tuple[str, str], dict[str, str]] | None = None, error: BaseException | None = None):
+        self.maps, self.error = dict(maps or {}), error
+
+    async def data(self, namespace: str, name: str) -> dict[str, str] | None:
+        if self.error is not None:
+            raise self.error
+        return self.maps.get((namespace, name))
+
+
+def kserve_router(kube: Any, data: dict[str, str] | None = KSERVE_CONFIGURED) -> KServeRouter:
+    """The kserve router on a cluster whose KServe ConfigMap holds `data` (None: there is no such ConfigMap)."""
+    maps = {} if data is None else {(DEFAULT_NAMESPACE, CONFIG_MAP): data}
+    return KServeRouter(kube, KServeSettings(FakeConfigMaps(maps)))
 
 
 @dataclass

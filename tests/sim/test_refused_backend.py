@@ -12,6 +12,7 @@ from modelops.api.modeldeployment import Phase
 from modelops.routers.base import OWNER_ANNOTATION
 
 from .test_named_defects import BACKENDS, start
+from .fakes import KSERVE_CONFIGURED
 from .world import NAME, NS, REFUSED_RULE, World, new_world
 
 ON_STABLE = "all traffic on stable 1.0.0"
@@ -158,3 +159,41 @@ def test_a_refused_rule_a_stale_watch_has_not_delivered_is_spoken_of_once_its_ev
     simulate(Config("gatewayAPI", (10, 50), "Canary", "Immediate", 1, 1, False, False, "Hold"), "1.1.0",
              [("round", False), ("tick", 1, False, False), ("tick", 1, False, False), ("tick", 1, False, False),
               ("advance", 120), ("event_storm", 2, False), ("refused_rule", True), ("round", True), ("round", False)])
+
+
+@pytest.mark.parametrize("backend", ["kserve", "kserveStandard"])
+def test_kserve_copying_the_bookkeeping_holds_a_rollout_where_it_is_and_a_failing_candidate_still_goes(worlds, backend):
+    """KServe's ConfigMap stops listing the bookkeeping mid-rollout (routers/kserve_config.py): with healthy metrics
+    no step moves and the status says why; a failing candidate is still rolled back, all traffic on stable."""
+    w = new_world(worlds, backend, steps=(10, 50))
+    start(w)
+    held = w.live()
+    w.kserve_config({"inferenceService": "{}"})
+    for _ in range(6):
+        w.tick(10)
+    s = w.status()
+    assert s.canary_version == "1.1.0" and s.canary_weight == 10 and w.live() == held, (s.message, w.live())
+    assert (synced(w).status, synced(w).reason) == ("False", "BackendMisconfigured")
+    assert "does not list modelops.io/" in synced(w).message and ON_STABLE not in s.message
+    w.metric("candidate", "bad")
+    tick_until_rolled_back(w)
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and s.canary_version is None
+    for _ in range(6):
+        w.tick(10)
+    assert w.live() == {"1.0.0": 100}, w.live()
+
+
+@pytest.mark.parametrize("backend", ["kserve", "kserveStandard"])
+def test_kserve_copying_the_bookkeeping_starts_no_rollout_until_the_config_map_lists_it(worlds, backend):
+    w = new_world(worlds, backend, steps=(10, 50))
+    w.kserve_config(None)
+    before = w.traffic_fields()
+    w.set_version("1.1.0")
+    for _ in range(4):
+        w.tick(10)
+    assert w.traffic_fields() == before and w.live() == {"1.0.0": 100}  # no candidate written anywhere
+    assert "ConfigMap kserve/inferenceservice-config is not found" in synced(w).message
+    w.kserve_config(KSERVE_CONFIGURED)
+    start(w)
+    assert w.live() == {"1.0.0": 90, "1.1.0": 10}

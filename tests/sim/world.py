@@ -31,6 +31,7 @@ from modelops.routers import base as routers_base
 from modelops.routers.base import unit_name
 from modelops.routers.gateway_api import HTTP_ROUTE
 from modelops.routers.inference_service import INFERENCE_SERVICE
+from modelops.routers.kserve_config import CONFIG_MAP as KSERVE_CONFIG_MAP, DEFAULT_NAMESPACE as KSERVE_NAMESPACE, KServeSettings
 from modelops.routers.registry import routers_for
 from modelops.routers.seldon import SELDON_DEPLOYMENT
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL as SELDON_MODEL
@@ -45,7 +46,8 @@ from modelops.kube import FIELD_MANAGER
 
 from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController,
                     KServeController, KServeStandardController, SeldonController, SeldonV2Controller, WatchedGate,
-                    answering_after, clone, leaves, merge, owners_of, provider_factory, remove_leaf)
+                    answering_after, clone, leaves, merge, owners_of, provider_factory, remove_leaf,
+                    KSERVE_CONFIGURED, FakeConfigMaps)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -247,7 +249,9 @@ class World:
         """The object git_manifest describes and backend() reads (on Seldon v2 the stable Model)."""
         self.services = {f"{NAME}-{unit_name(v)}": v for v in VERSION_NAMES}
         self.watched = self._watch()
-        self.shell = Shell(self.kube, routers_for(self.watched), self._providers(), self.events, self.clock)
+        self.kserve_config_maps = FakeConfigMaps({(KSERVE_NAMESPACE, KSERVE_CONFIG_MAP): KSERVE_CONFIGURED})
+        """KServe's ConfigMap as the kserve router reads it (`kserve_config` changes it)."""
+        self.shell = Shell(self.kube, self._routers(), self._providers(), self.events, self.clock)
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))
         self.kube.world_put(DEPLOYMENTS, NS, {"metadata": {"name": NAME}, "spec": deployment_spec(self.config)})
@@ -753,6 +757,13 @@ class World:
         self._restart()
         self.checker.after(self, "restart", None)
 
+    def _routers(self) -> dict[Any, Any]:
+        return routers_for(self.watched, KServeSettings(self.kserve_config_maps))
+
+    def kserve_config(self, data: dict[str, str] | None) -> None:
+        """An administrator edits KServe's ConfigMap to hold `data` (None: deletes it)."""
+        self.kserve_config_maps.maps = {} if data is None else {(KSERVE_NAMESPACE, KSERVE_CONFIG_MAP): data}
+
     def _restart(self) -> None:
         if self.flood is not None:  # a new process has a gate of its own, which the other tenants flood anew
             self._stop_flood(restart=True)
@@ -761,7 +772,7 @@ class World:
         self.memory = Memory()
         self.delivered_rv = None
         self.watched = self._watch()
-        self.shell.routers = routers_for(self.watched)
+        self.shell.routers = self._routers()
 
     def tick(self, seconds: float = 10, ready: bool = True, stale: bool = False) -> RoundInfo:
         """Time passes, the serving controller catches up, one round runs."""

@@ -16,6 +16,7 @@ from modelops.routers.base import BackendMisconfigured, unit_name
 from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
 from modelops.routers.inference_service import ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE, VERSION_MODELS
 from modelops.routers.kserve import SERVERLESS, STANDARD, KServeRouter, driven_mode
+from tests.sim.fakes import kserve_router
 from modelops.routers.kserve_standard import config_standard, layout, route_intent
 
 from ..conftest import model_version_manifest
@@ -115,7 +116,7 @@ def test_a_route_on_serverless_and_modelmesh_in_any_case_are_refused(mode, words
 def test_without_a_route_nothing_is_written_and_the_split_is_never_claimed():
     kube = cluster(standard("1.0.0", ready=("1.0.0",)), {"churn-predictor": 100}, "churn-predictor")
     with pytest.raises(BackendMisconfigured, match="serving.kserve.httpRoute"):
-        run(KServeRouter(kube), UNROUTED, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
+        run(kserve_router(kube), UNROUTED, TrafficIntent("1.0.0", "1.1.0", 10), VERSIONS)
     assert kube.writes("apply") == [] and kube.writes("patch") == []
 
 
@@ -223,7 +224,7 @@ def test_a_rollout_step_a_rollback_and_a_promotion_through_the_router():
     candidate's Service before the predictor is renamed."""
     kube = cluster(owned(standard("1.0.0", ready=("1.0.0",))), {"churn-predictor": 100},
                    "churn-predictor", "churn-v1-1-0-predictor")
-    router = KServeRouter(kube)
+    router = kserve_router(kube)
     assert not run(router, ROUTED, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
     assert kube.spec(INFERENCE_SERVICE)["canary"] == [entry("1.1.0", 0)]
     assert live_weights(kube) == {"churn-predictor": 100}  # KServe has not reported the canary ready
@@ -302,7 +303,7 @@ def test_a_rollback_to_a_retained_version_runs_it_as_an_entry_before_the_route_m
     isvc["metadata"]["annotations"][VERSION_MODELS] = json.dumps({"1.0.0": model_of("1.0.0"),
                                                                   "1.1.0": model_of("1.1.0")})
     kube = cluster(isvc, {"churn-v1-1-0-predictor": 100}, "churn-v1-1-0-predictor", "churn-v1-0-0-predictor")
-    router = KServeRouter(kube)
+    router = kserve_router(kube)
     assert not run(router, ROUTED, TrafficIntent("1.0.0"), VERSIONS)
     live = kube.spec(INFERENCE_SERVICE)
     assert live["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}

@@ -16,7 +16,7 @@ from modelops.routers.base import (APPLIED_WEIGHTS, OWNER_ANNOTATION, BackendMis
                                    weight_drift)
 from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, GatewayAPIRouter
 from modelops.routers.inference_service import INFERENCE_SERVICE, REVISION_VERSIONS
-from modelops.routers.kserve import KServeRouter
+from tests.sim.fakes import kserve_router
 from modelops.routers.seldon import SELDON_DEPLOYMENT, SeldonRouter
 from modelops.routers.seldon_v2 import EXPERIMENT, MODEL, OWNER_LABEL, VERSION_ANNOTATION, SeldonV2Router
 
@@ -177,35 +177,35 @@ def test_kserve_rollback_without_stable_modelversion_holds_traffic_on_the_rolled
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
     only_candidate = {"1.1.0": VERSIONS["1.1.0"]}
     before = kube.spec(INFERENCE_SERVICE)["predictor"]["model"]
-    assert not run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)
+    assert not run(kserve_router(kube), KSERVE, ROLLBACK, only_candidate)
     assert kube.spec(INFERENCE_SERVICE)["predictor"] == {"model": before, "canaryTrafficPercent": 0}  # the artifact stays
-    assert run(KServeRouter(kube), KSERVE, ROLLBACK, only_candidate)  # nothing more to do: rest
-    assert run(KServeRouter(kube), KSERVE, ROLLBACK, {})  # candidate's ModelVersion gone too
+    assert run(kserve_router(kube), KSERVE, ROLLBACK, only_candidate)  # nothing more to do: rest
+    assert run(kserve_router(kube), KSERVE, ROLLBACK, {})  # candidate's ModelVersion gone too
 
 
 def test_kserve_rollback_without_stable_modelversion_or_rolled_out_revision_is_version_unavailable():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", latest="r2", rolled="r2")))
     with pytest.raises(VersionUnavailable, match="1.0.0"):
-        run(KServeRouter(kube), KSERVE, ROLLBACK, {"1.1.0": VERSIONS["1.1.0"]})
+        run(kserve_router(kube), KSERVE, ROLLBACK, {"1.1.0": VERSIONS["1.1.0"]})
     assert not kube.calls
 
 
 def test_kserve_candidate_gone_while_the_intent_names_it_is_version_unavailable():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
     with pytest.raises(VersionUnavailable, match="1.1.0"):
-        run(KServeRouter(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.0.0": VERSIONS["1.0.0"]})
+        run(kserve_router(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.0.0": VERSIONS["1.0.0"]})
 
 
 def test_kserve_weight_step_needs_no_stable_modelversion():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
-    run(KServeRouter(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.1.0": VERSIONS["1.1.0"]})
+    run(kserve_router(kube), KSERVE, TrafficIntent("1.0.0", "1.1.0", 50), {"1.1.0": VERSIONS["1.1.0"]})
     assert kube.spec(INFERENCE_SERVICE)["predictor"]["canaryTrafficPercent"] == 50
     assert kube.writes("apply") == [("apply", "InferenceService", "churn")]
 
 
 def test_kserve_creating_without_stable_modelversion_is_version_unavailable():
     with pytest.raises(VersionUnavailable, match="creating InferenceService churn"):
-        run(KServeRouter(FakeKube()), KSERVE, ROLLBACK, {})
+        run(kserve_router(FakeKube()), KSERVE, ROLLBACK, {})
 
 
 def test_seldon_reuses_existing_predictors_without_modelversions():
@@ -323,7 +323,7 @@ def test_seldon_v2_promotion_sets_the_new_server():
 
 # 4. Finalizing (create=False) never recreates a backend object.
 
-@pytest.mark.parametrize("router, tgt", [(KServeRouter, KSERVE), (SeldonRouter, SELDON),
+@pytest.mark.parametrize("router, tgt", [(kserve_router, KSERVE), (SeldonRouter, SELDON),
                                          (SeldonV2Router, SELDON_V2), (GatewayAPIRouter, GATEWAY)])
 def test_finalizing_leaves_a_gone_object_gone(router, tgt):
     kube = FakeKube()
@@ -332,7 +332,7 @@ def test_finalizing_leaves_a_gone_object_gone(router, tgt):
     assert not kube.calls
 
 
-@pytest.mark.parametrize("router, tgt", [(KServeRouter, KSERVE), (SeldonRouter, SELDON), (SeldonV2Router, SELDON_V2)])
+@pytest.mark.parametrize("router, tgt", [(kserve_router, KSERVE), (SeldonRouter, SELDON), (SeldonV2Router, SELDON_V2)])
 def test_creating_is_the_default_and_is_an_apply_without_force(router, tgt):
     kube = FakeKube()
     assert not run(router(kube), tgt, ROLLBACK, VERSIONS)
@@ -358,7 +358,7 @@ def test_seldon_v2_finalizing_creates_no_model_and_still_removes_the_candidate()
 
 def test_finalizing_still_moves_traffic_off_the_candidate_of_a_live_object():
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20)))
-    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS, create=False)
+    run(kserve_router(kube), KSERVE, ROLLBACK, VERSIONS, create=False)
     assert kube.writes("apply") and kube.spec(INFERENCE_SERVICE)["predictor"]["canaryTrafficPercent"] == 0
 
 
@@ -395,7 +395,7 @@ def foreign(obj: dict[str, Any], owner: str | None) -> dict[str, Any]:
 @pytest.mark.parametrize("owner, words", [(None, "not driven by any ModelDeployment"),
                                           ("team-b-fraud", "driven by ModelDeployment team-b-fraud")])
 @pytest.mark.parametrize("router, tgt, resource, obj", [
-    (KServeRouter, KSERVE, INFERENCE_SERVICE, isvc("1.0.0")),
+    (kserve_router, KSERVE, INFERENCE_SERVICE, isvc("1.0.0")),
     (SeldonRouter, SELDON, SELDON_DEPLOYMENT, sdep(("v1-0-0", 100))),
     (GatewayAPIRouter, GATEWAY, HTTP_ROUTE, http_route([{"name": "churn-v1", "port": 8080, "weight": 100}])),
     (SeldonV2Router, SELDON_V2, EXPERIMENT, experiment({"churn": 80, "churn-v1-1-0": 20})),
@@ -410,7 +410,7 @@ def test_an_object_that_does_not_name_the_deployment_is_never_written(router, tg
 
 def test_objects_the_operator_creates_name_their_deployment():
     kube = FakeKube()
-    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)
+    run(kserve_router(kube), KSERVE, ROLLBACK, VERSIONS)
     assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][OWNER_ANNOTATION] == "churn"
 
 
@@ -442,16 +442,16 @@ def test_an_object_created_by_someone_else_between_the_read_and_the_create_is_re
 
     kube = Racing()
     with pytest.raises(ApiException) as refused:
-        run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)
+        run(kserve_router(kube), KSERVE, ROLLBACK, VERSIONS)
     assert refused.value.status == 409
     assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][OWNER_ANNOTATION] == "team-b-fraud"
 
 
 def test_every_apply_carries_the_identity_and_bookkeeping_the_operator_keeps():
     kube = FakeKube()
-    run(KServeRouter(kube), KSERVE, ROLLBACK, VERSIONS)  # created
+    run(kserve_router(kube), KSERVE, ROLLBACK, VERSIONS)  # created
     for intent in (ROLLBACK, CANARY, TrafficIntent("1.0.0", "1.1.0", 50), TrafficIntent("1.1.0")):
-        run(KServeRouter(kube), KSERVE, intent, VERSIONS)
+        run(kserve_router(kube), KSERVE, intent, VERSIONS)
         live = kube.objects[("inferenceservices", "churn")]
         assert live["metadata"]["annotations"][OWNER_ANNOTATION] == "churn"
         assert live["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "modelops"}
@@ -527,7 +527,7 @@ def test_kserve_apply_is_conditional_on_the_read_so_a_second_driver_gets_a_confl
     writes between the other's read and its apply. That apply carries its read's resourceVersion, so the API server
     answers 409 (reconcile.apply_intent reads again) instead of the older decision overwriting the newer one."""
     kube = FakeKube((INFERENCE_SERVICE, isvc("1.0.0", latest="r1", rolled="r1")))
-    router = KServeRouter(kube)
+    router = kserve_router(kube)
 
     async def go() -> None:
         state = await router.observe(KSERVE, VERSIONS, CANARY)

@@ -85,6 +85,7 @@ from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, read_
 from .inference_service import (APPLIED_PERCENT, ARTIFACT_GENERATION, BOOKKEEPING, DEPLOYMENT_MODE, INFERENCE_SERVICE,
                                 MODE, MODEL, REVISION_VERSIONS, VERSION_MODELS, artifact_generation, generation,
                                 integer, model_version, predictor_model, recorded, newest)
+from .kserve_config import KServeSettings
 from .kserve_standard import CANARY, config_standard, layout, observe_standard, route_intent
 
 # Knative >= 1.19 (OpenTelemetry names) and older (OpenCensus names, latencies in ms): a query
@@ -315,8 +316,9 @@ def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec
 class KServeRouter:
     templates = TEMPLATES
 
-    def __init__(self, kube: Kube, endpoint_slices: EndpointSlices | None = None):
+    def __init__(self, kube: Kube, settings: KServeSettings, endpoint_slices: EndpointSlices | None = None):
         self.objects = OwnedObjects(kube)
+        self.settings = settings
         self.endpoint_slices = endpoint_slices or ListedEndpointSlices(kube)
 
     def _name(self, target: Target) -> str:
@@ -333,11 +335,23 @@ class KServeRouter:
         isvc = await self.objects.get(INFERENCE_SERVICE, target, self._name(target))
         route = self._route(target)
         if isvc is None or driven_mode(isvc, route is not None) == SERVERLESS:
-            return replace(observe(isvc, versions, last), read=isvc)
-        assert route is not None  # driven_mode refuses Standard mode without one
-        found = layout(isvc, versions)
-        routed = await read_route(self.objects, self.endpoint_slices, target, route.name, found.services)
-        return replace(observe_standard(found, routed), read=isvc)
+            state = observe(isvc, versions, last)
+        else:
+            assert route is not None  # driven_mode refuses Standard mode without one
+            found = layout(isvc, versions)
+            state = observe_standard(found, await read_route(self.objects, self.endpoint_slices, target, route.name,
+                                                             found.services))
+        refusal = await self.settings.refusal()
+        return replace(state, read=isvc, refused=state.refused + ((refusal,) if refusal else ()))
+
+    async def _guard(self, intent: TrafficIntent) -> None:
+        """Before a write of the InferenceService toward a candidate: BackendMisconfigured when KServe would copy
+        the bookkeeping into pods and revisions (kserve_config). A write that takes traffic back to stable goes
+        ahead."""
+        if intent.candidate is not None:
+            refusal = await self.settings.refusal()
+            if refusal:
+                raise BackendMisconfigured(refusal)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
@@ -355,6 +369,7 @@ class KServeRouter:
             return await self._apply_standard(target, route, isvc, intent, versions, create)
         config = config_for(isvc, intent, versions, state)
         if config is not None:
+            await self._guard(intent)
             applied = await self.objects.apply(INFERENCE_SERVICE, target, name, config)
             leftover = leftover_patch(applied, config)
             if leftover is not None:
@@ -373,6 +388,8 @@ class KServeRouter:
         rollback's canary, a promotion's old stable), and reach a candidate's only once KServe has made it."""
         found = layout(isvc, versions)
         config = config_standard(isvc, found, intent, versions)  # refusals (a version gone, a name too long) before writes
+        if config is not None:
+            await self._guard(intent)
         carried = route_intent(intent, found)
         routed = await write_route(self.objects, target, route.name,
                                    await self.objects.get(HTTP_ROUTE, target, route.name), carried,

@@ -7,6 +7,7 @@ from ..kube import Kube
 from .base import Router
 from .gateway_api import GatewayAPIRouter
 from .kserve import KServeRouter
+from .kserve_config import KServeSettings
 from .seldon import SeldonRouter
 from .seldon_v2 import SeldonV2Router
 
@@ -18,5 +19,7 @@ ROUTERS = {
 }
 
 
-def routers_for(kube: Kube) -> dict[Backend, Router]:
-    return {backend: router(kube) for backend, router in ROUTERS.items()}
+def routers_for(kube: Kube, kserve: KServeSettings) -> dict[Backend, Router]:
+    """One router per backend; the kserve router also reads KServe's settings."""
+    return {backend: KServeRouter(kube, kserve) if router is KServeRouter else router(kube)
+            for backend, router in ROUTERS.items()}

@@ -1,0 +1,113 @@
+"""The kserve router drives nothing toward a candidate unless KServe's ConfigMap keeps the operator's bookkeeping
+annotations off pods and revisions (routers/kserve_config.py); traffic back to stable always goes ahead."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from types import SimpleNamespace
+
+import kubernetes_asyncio
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from modelops.kube import ConfigMaps
+from modelops.rollout import TrafficIntent
+from modelops.routers.base import BackendMisconfigured
+from modelops.routers.inference_service import APPLIED_PERCENT, BOOKKEEPING, INFERENCE_SERVICE
+from modelops.routers.kserve_config import KServeSettings, unlisted_words
+from playground.serving import kserve_config_data
+
+from ..sim.fakes import KSERVE_CONFIGURED, FakeConfigMaps, kserve_router
+from .test_router_faults import KSERVE, VERSIONS, FakeKube, isvc, run
+
+WHERE = "kserve/inferenceservice-config"
+
+
+def listing(keys) -> dict[str, str]:
+    return {"inferenceService": json.dumps({"serviceAnnotationDisallowedList": list(keys)})}
+
+
+def test_a_config_map_listing_every_bookkeeping_key_refuses_nothing():
+    assert unlisted_words(KSERVE_CONFIGURED, WHERE) is None
+    # Other keys and other settings beside them change nothing.
+    assert unlisted_words({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": [
+        "team/x", *BOOKKEEPING], "resource": {"cpuLimit": "1"}}), "deploy": "{}"}, WHERE) is None
+    assert unlisted_words(kserve_config_data(), WHERE) is None  # what the test clusters install, as the README asks
+
+
+@pytest.mark.parametrize("data, words", [
+    (None, "ConfigMap kserve/inferenceservice-config is not found"),
+    ({}, "does not list " + ", ".join(BOOKKEEPING)),
+    ({"deploy": '{"defaultDeploymentMode": "Knative"}'}, "does not list " + ", ".join(BOOKKEEPING)),
+    (listing(BOOKKEEPING[1:]), f"does not list {BOOKKEEPING[0]}:"),
+    (listing(k.upper() for k in BOOKKEEPING), "does not list " + ", ".join(BOOKKEEPING)),  # KServe compares whole keys
+    ({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": ",".join(BOOKKEEPING)})}, "does not list"),
+    ({"inferenceService": "{not json"}, "is not a JSON object (KServe cannot read it either)"),
+    ({"inferenceService": "[1, 2]"}, "is not a JSON object"),
+])
+def test_a_config_map_that_does_not_keep_them_off_is_refused_naming_what_to_add(data, words):
+    refusal = unlisted_words(data, WHERE)
+    assert refusal is not None and words in refusal, refusal
+    assert "serviceAnnotationDisallowedList" in refusal and all(key in refusal for key in BOOKKEEPING)
+
+
+def test_a_forbidden_read_is_a_refusal_and_a_failed_one_is_retried_by_the_round():
+    forbidden = KServeSettings(FakeConfigMaps(error=ApiException(status=403, reason="Forbidden")))
+    refusal = asyncio.run(forbidden.refusal())
+    assert refusal is not None and "may not read ConfigMap kserve/inferenceservice-config (403 Forbidden)" in refusal
+    elsewhere = KServeSettings(FakeConfigMaps({("kserve-system", "inferenceservice-config"): KSERVE_CONFIGURED}),
+                               "kserve-system")
+    assert asyncio.run(elsewhere.refusal()) is None
+    with pytest.raises(ApiException):
+        asyncio.run(KServeSettings(FakeConfigMaps(error=ApiException(status=503))).refusal())
+
+
+def test_on_a_cluster_that_copies_the_bookkeeping_nothing_moves_toward_a_candidate():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.0.0", latest="r1")))
+    before = copy.deepcopy(kube.objects)
+    router = kserve_router(kube, data={})
+
+    async def observed():
+        return await router.observe(KSERVE, VERSIONS, None)
+
+    state = asyncio.run(observed())
+    assert any("does not list" in words for words in state.refused), state.refused
+    with pytest.raises(BackendMisconfigured, match="nothing moves toward a candidate"):
+        run(router, KSERVE, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
+    assert kube.objects == before and not kube.calls
+
+
+def test_on_such_a_cluster_a_candidate_is_still_taken_out_of_traffic():
+    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20, latest="r2", rolled="r1")))
+    run(kserve_router(kube, data=None), KSERVE, TrafficIntent("1.0.0"), VERSIONS)
+    predictor = kube.spec(INFERENCE_SERVICE)["predictor"]
+    assert predictor["model"]["storageUri"] == VERSIONS["1.0.0"].artifact.uri and predictor["canaryTrafficPercent"] == 0
+    assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][APPLIED_PERCENT] == "0"
+
+
+def test_config_map_reads_are_shared_for_a_while_and_an_absent_one_reads_as_none():
+    class Core:
+        def __init__(self):
+            self.reads, self.exists = 0, False
+
+        async def read_namespaced_config_map(self, name, namespace, **_):
+            self.reads += 1
+            await asyncio.sleep(0.01)
+            if not self.exists:
+                raise ApiException(status=404)
+            return SimpleNamespace(data={"inferenceService": "{}"})
+
+    async def scenario():
+        now = [0.0]
+        client = kubernetes_asyncio.client.ApiClient()
+        maps = ConfigMaps(client, ttl=10.0, clock=lambda: now[0])
+        maps._core = core = Core()
+        answers = await asyncio.gather(*(maps.data("kserve", "inferenceservice-config") for _ in range(20)))
+        assert answers == [None] * 20 and core.reads == 1  # twenty rounds at once: one GET
+        core.exists, now[0] = True, 10.0
+        assert await maps.data("kserve", "inferenceservice-config") == {"inferenceService": "{}"} and core.reads == 2
+        await client.close()
+
+    asyncio.run(scenario())
