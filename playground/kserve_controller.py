@@ -62,7 +62,7 @@ CONFIG = {
     "batcher": {"image": "unused", **SIDECAR_RESOURCES},
     "logger": {"image": "unused", "defaultUrl": "http://unused", **SIDECAR_RESOURCES},
     "storageInitializer": {"image": "unused", **SIDECAR_RESOURCES},
-    # As the README asks of a cluster the operator drives in Standard mode: KServe copies an InferenceService's
+    # As docs/backends/kserve.md asks of a cluster the operator drives in Standard mode: KServe copies an InferenceService's
     # annotations into its predictors' pods, so each change of the operator's bookkeeping would restart them all.
     "inferenceService": {"serviceAnnotationDisallowedList": [
         "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
