@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE := */modelops/rollout/*,*/modelops/analysis/evaluate.py
 
-.PHONY: demo test unit bench bench-stats setup system-deps controlplane kserve helm argocd-lua crds clean image kind-up upstream-crds
+.PHONY: demo test unit docs docs-crd bench bench-stats setup system-deps controlplane kserve helm argocd-lua crds clean image kind-up upstream-crds
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,10 @@ demo: setup
 # wait on rollouts (unit, integration, deploy, end-to-end) run on two workers, a file each at a time, every worker
 # with a control plane of its own; the statistical simulations (thousands of rollouts each, six times slower under
 # coverage tracing) run on two workers without it; the fault simulation
-# (which prints its counts) and the chaos tier (whose bounds are timings) run after them, alone.
+# (which prints its counts) and the chaos tier (whose bounds are timings) run after them, alone. First of all, in a
+# second, the documentation site is built strictly: a broken link, a missing anchor or a page left out of its nav fails it.
 test: setup
+	@site=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $$site; status=$$?; rm -rf $$site; exit $$status
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15 --cov=modelops --cov-branch --cov-report= tests \
 	  --ignore=tests/sim --ignore=tests/chaos -m "not statistics"
 	$(PY) -m pytest -n 2 --dist loadfile --durations=5 -m statistics tests/unit
@@ -90,6 +92,14 @@ bench: upstream-crds $(VENV)/.installed system-deps controlplane
 # How soon the sequential checks roll a worse candidate back, against Wald's SPRT (simulated; prints a table).
 bench-stats: $(VENV)/.installed
 	$(PY) -m bench.stats
+
+# The CRD field reference, from the API models (a unit test holds the committed page equal to it).
+docs-crd: $(VENV)/.installed
+	$(VENV)/bin/modelops docs-crd --out docs/reference/crds.md
+
+# The documentation site, into site/ (`make test` builds it strictly into a temporary directory instead).
+docs: docs-crd
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

@@ -17,7 +17,7 @@ log(beta / (1 - alpha))), on simulated counts of the same traffic, and compares 
 in a rollback: candidate samples and, in whole rollouts, looks.
 
 Two kinds of looks: one per candidate sample (the boundary alone, `tests.unit.sequential_sim.decisions`), and the
-README's checks in whole rollouts with the defaults (`tests.unit.undecided_sim`: the default steps, an analysis a
+documented checks in whole rollouts with the defaults (`tests.unit.undecided_sim`: the default steps, an analysis a
 minute, failureLimit 2). A whole rollout's looks are its analyses from the first with evidence (a check with a
 `gradingDelay` has none before it); its statistics decide at the first failed analysis, and failureLimit adds the
 looks from there to the rollback. The SPRT of whole rollouts sees the first step's split (10 %: k = 9) throughout,
@@ -132,7 +132,7 @@ HEADER = ("| row | median samples to rollback | SPRT at the same looks | ratio |
           "| ratio | looks to first Fail / SPRT's | looks to rollback / SPRT's | looks failureLimit adds | minutes to rollback "
           "| SPRT's minutes | seconds |")
 
-# The README's examples' tolerances: accuracy maxDropPercent 1, errors maxIncreasePercent 10.
+# The documented examples' tolerances: accuracy maxDropPercent 1, errors maxIncreasePercent 10.
 PER_SAMPLE = [("accuracy 0.97 -> 0.92", 0.97, 0.92, 0.01, True), ("errors 1 % -> 3 %", 0.01, 0.03, 0.10, False)]
 
 
@@ -158,7 +158,7 @@ def whole_rollouts(rollouts: int) -> list[Row]:
     rows = []
     for seed, scenario in enumerate(undecided_sim.BAD):
         assert scenario.labels == undecided_sim.AT_ONCE, "the SPRT's looks see every label at once"
-        check = undecided_sim.readme_check(scenario.check)
+        check = undecided_sim.documented_check(scenario.check)
         percent = check.max_drop_percent if check.max_drop_percent is not None else check.max_increase_percent
         higher = check.max_drop_percent is not None
         ideal = sprt_samples(scenario.stable_p, scenario.candidate_p, tolerance=percent / 100, higher_is_better=higher,

@@ -1,7 +1,7 @@
 """The demo's drift detector: what Alibi Detect or Evidently would run beside a model, in a few lines.
 
 It bins the brightness (mean pixel) of every input the model is sent, for each version at the deciles of the
-inputs that version was trained on, and publishes both sides of the binned drift contract (README, "Drift"):
+inputs that version was trained on, and publishes both sides of the binned drift contract (docs/concepts/analysis.md, "Drift"):
 model_input_bin_total{namespace, model, version, feature="brightness", bin} counts the live inputs (every bin's
 counter created at 0), model_reference_bin_count{..., feature, bin} the training inputs; the driftTest check
 template tests the one against the other.

@@ -1,6 +1,6 @@
 """Real inference traffic with ground truth: digits from the held-out split, graded per version.
 
-The grades are exported under the accuracy contract (README, "Accuracy from labels that arrive late"):
+The grades are exported under the accuracy contract (docs/concepts/analysis.md, "Accuracy from labels that arrive late"):
 model_predictions_aged_total by namespace, model, version and grade, each prediction counted once at its grading
 age, here when it is made, since the truth is known at once; the inputs sent go through a drift detector, whose
 scores are exported beside them.

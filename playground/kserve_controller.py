@@ -63,8 +63,9 @@ CONFIG = {
     "batcher": {"image": "unused", **SIDECAR_RESOURCES},
     "logger": {"image": "unused", "defaultUrl": "http://unused", **SIDECAR_RESOURCES},
     "storageInitializer": {"image": "unused", **SIDECAR_RESOURCES},
-    # As the README asks: KServe copies an InferenceService's annotations into its predictors' pods, so each change
-    # of the operator's bookkeeping would restart them all (and the operator refuses to move toward a candidate).
+    # As docs/backends/kserve.md asks: KServe copies an InferenceService's annotations into its predictors' pods,
+    # so each change of the operator's bookkeeping would restart them all (and the operator refuses to move toward
+    # a candidate).
     "inferenceService": KSERVE_DISALLOWED_LIST,
 }
 

@@ -16,7 +16,7 @@ KSERVE_NAMESPACE = "kserve"
 KSERVE_CONFIG = "inferenceservice-config"
 
 
-# What the README asks a cluster's KServe ConfigMap to list (the operator refuses to move toward a candidate
+# What docs/backends/kserve.md asks a cluster's KServe ConfigMap to list (the operator refuses to move toward a candidate
 # otherwise, so a key missing here fails every KServe test).
 KSERVE_DISALLOWED_LIST = {"serviceAnnotationDisallowedList": [
     "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
@@ -24,7 +24,7 @@ KSERVE_DISALLOWED_LIST = {"serviceAnnotationDisallowedList": [
 
 
 def kserve_config_data() -> dict[str, str]:
-    """KServe's ConfigMap as a KServe install makes it, with the list the README asks for."""
+    """KServe's ConfigMap as a KServe install makes it, with the list docs/backends/kserve.md asks for."""
     return {"inferenceService": json.dumps(KSERVE_DISALLOWED_LIST)}
 
 

@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                                f"at least this (default {REQUEST_TIMEOUT:g})")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)")
+    docs_crd = commands.add_parser("docs-crd", help="write the CRD field reference (Markdown) generated from the API models")
+    docs_crd.add_argument("--out", type=Path, default=Path("docs/reference/crds.md"),
+                          help="file to write (default: docs/reference/crds.md)")
     argocd = commands.add_parser("argocd", help="write Argo CD's actions for ModelDeployments (Lua, generated from "
                                                 "the plugin's actions) and the argocd-cm entries")
     argocd.add_argument("--out", type=Path, default=Path("deploy/argocd"),
@@ -192,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "crds":
         for path in write_crds(args.out):
             print(path)
+    elif args.command == "docs-crd":
+        from .api.crd_docs import crd_reference
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(crd_reference(all_crds()))
+        print(args.out)
     elif args.command == "argocd":
         from .argocd import write_argocd
         for path in write_argocd(args.out, args.actor):

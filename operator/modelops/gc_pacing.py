@@ -13,7 +13,7 @@ waiting seconds on a busy API server were promoted to generation 2 and soon made
 was collected 45 times while 10,000 deployments were created, and every 30 s in their simultaneous rollout.
 Collecting generation 0 every 50,000 allocations instead, and generation 1 every 20 of those (about once a
 minute under that load), lets such objects die before they reach generation 2: generation 2 was then not collected
-while they were created, and once in the rollout's first ten minutes (README, "Benchmark"). A young
+while they were created, and once in the rollout's first ten minutes (docs/benchmarks.md). A young
 collection then frees tens of thousands of objects at once, up to 0.6 s.
 """
 

@@ -43,7 +43,7 @@ Divergences from the stand-in (playground/standin_backends.py), found here:
   (predictor.go buildObjectMeta; reconcilers/deployment/deployment_reconciler.go): the operator's
   bookkeeping writes restarted stable's pods after creation (version-models rewritten as round-tripped,
   now fixed) and at each rollout's start. The cluster lists them in serviceAnnotationDisallowedList
-  (playground/kserve_controller.py), as the README asks of real clusters; the tests assert one pod
+  (playground/kserve_controller.py), as docs/backends/kserve.md asks of real clusters; the tests assert one pod
   template per Deployment and no request lost.
 - The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
   its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below

@@ -180,7 +180,7 @@ def names_in(plane, namespace: str, release: str) -> set[str]:
     return set((done.stdout + cluster.stdout).split())
 
 
-@pytest.mark.parametrize("which", ["helm4", "helm3"])  # Helm 4 first: it creates the CRDs (see README)
+@pytest.mark.parametrize("which", ["helm4", "helm3"])  # Helm 4 first: it creates the CRDs (see docs/operations/install.md)
 def test_install_upgrade_uninstall(helms, deploy_plane, which, tmp_path):
     release, namespace = f"mo-{which}", f"modelops-{which}"
     kubeconfig = deploy_plane.kubeconfig

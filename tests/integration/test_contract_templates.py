@@ -1,5 +1,5 @@
 """The accuracy and drift templates against the real Prometheus, over series shaped as their contracts say
-(README, "Metric contracts"): each measures its version's value and counts its samples, and leaves the other
+(docs/concepts/analysis.md): each measures its version's value and counts its samples, and leaves the other
 version's series alone."""
 
 from __future__ import annotations

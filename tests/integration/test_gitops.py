@@ -6,7 +6,7 @@ re-applies that manifest client-side (kubectl apply, its default) or server-side
 `argocd-controller`: neither may undo a pause, a pin or an executed request, reset a step or lose
 status. A Git manifest that does carry such a field (`paused: false`) is refused server-side
 without force (Argo CD with RespectIgnoreDifferences and the plugin's manager ignored would not
-send it at all; see README, "GitOps").
+send it at all; see docs/gitops.md).
 """
 
 from __future__ import annotations

@@ -581,7 +581,7 @@ def dig(obj: Any, *path: str) -> Any:
 
 
 KSERVE_CONFIGURED = {"inferenceService": json.dumps({"serviceAnnotationDisallowedList": list(BOOKKEEPING)})}
-"""KServe's ConfigMap data on a cluster set up as the README asks: the bookkeeping kept off pods and revisions."""
+"""KServe's ConfigMap data on a cluster set up as docs/backends/kserve.md asks: the bookkeeping kept off pods and revisions."""
 
 
 class FakeConfigMaps:

@@ -546,7 +546,7 @@ class Checker:
         if "abort-unjudged-pinned" in TOLERATED and info.unjudged and before.pinned_weight is not None:
             return
         if info.unjudged and serving_of(info.obj) is None:
-            return  # no backend to route on (README: "nothing can be routed, and the status only says why")
+            return  # no backend to route on (docs/concepts/guarantees.md: "nothing can be routed, and the status only says why")
         handled = request["id"] in status.handled_requests or info.unjudged  # rolled back by fail_safe instead
         self.check(world, status.phase is Phase.RolledBack and status.failed_version == candidate
                    and status.canary_version is None and handled, "G4",

@@ -10,7 +10,7 @@ import pytest
 from modelops.analysis.evaluate import Measurement, evaluate
 from modelops.analysis.sequential import Proportion, fold
 
-from .undecided_sim import AT, Bursts, Scenario, readme_check, rolled_back
+from .undecided_sim import AT, Bursts, Scenario, documented_check, rolled_back
 
 pytestmark = pytest.mark.statistics
 
@@ -61,7 +61,7 @@ def test_a_look_without_new_samples_adds_no_interval_but_moves_the_next_ones_sta
 
 
 def test_a_sequential_check_carries_its_intervals_across_looks_that_measured_nothing():
-    check = readme_check("errors")
+    check = documented_check("errors")
     first = evaluate(check, Measurement(0.01, 0.01, 1000, baseline_samples=9000), AT)
     assert first.candidate_intervals.looks == first.stable_intervals.looks == 1
     failed = evaluate(check, Measurement(None, error="timeout"), AT, first)
@@ -77,7 +77,7 @@ def test_a_sequential_check_carries_its_intervals_across_looks_that_measured_not
 
 @pytest.fixture(scope="module")
 def bursty_rollouts():
-    """The README's errors check over whole rollouts with bursty errors on both versions."""
+    """The documented errors check over whole rollouts with bursty errors on both versions."""
     return {"healthy": rolled_back(HEALTHY.run(ROLLOUTS, 11, bursts=BURSTS)),
             "worse": rolled_back(WORSE.run(ROLLOUTS, 12, bursts=BURSTS)),
             "healthy, binomial variance": rolled_back(HEALTHY.run(ROLLOUTS, 13, bursts=BURSTS, binomial_only=True))}

@@ -188,7 +188,7 @@ def test_a_shift_of_a_quarter_standard_deviation_is_caught_within_ten_looks_and_
 
 @pytest.mark.statistics
 def test_a_threshold_on_the_demo_detectors_score_fails_rollouts_without_drift():
-    """The caveat the README states for driftScore: its false alarms depend on the score's noise."""
+    """The caveat the documentation states for driftScore: its false alarms depend on the score's noise."""
     assert sim.score_rollouts(3, 400, 0.3, 50.0, count=100) > 0.5
     assert sim.score_rollouts(3, 100, 0.3, count=100) > 0.5
     assert sim.score_rollouts(3, 400, 0.25, count=100) < 0.05

@@ -34,7 +34,7 @@ def test_a_config_map_listing_every_bookkeeping_key_refuses_nothing():
     # Other keys and other settings beside them change nothing.
     assert unlisted_words({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": [
         "team/x", *BOOKKEEPING], "resource": {"cpuLimit": "1"}}), "deploy": "{}"}, WHERE) is None
-    assert unlisted_words(kserve_config_data(), WHERE) is None  # what the test clusters install, as the README asks
+    assert unlisted_words(kserve_config_data(), WHERE) is None  # what the test clusters install, as docs/backends/kserve.md asks
 
 
 @pytest.mark.parametrize("data, words", [

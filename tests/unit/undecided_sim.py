@@ -1,4 +1,4 @@
-"""Simulated canary rollouts of the README's sequential checks, judged by the operator's own pure parts.
+"""Simulated canary rollouts of the documented sequential checks (docs/concepts/statistics.md), judged by the operator's own pure parts.
 
 Each rollout walks the default steps (10 %, 25 %, 50 %; pauses 1m, 2m, 2m) with an analysis every minute, as the
 engine does: the check's evidence is everything since the candidate began serving (`evaluate`, the one-sided bounds of
@@ -33,17 +33,17 @@ from modelops.api.modeldeployment import BudgetPolicy, Check, ModelDeploymentSpe
 from modelops.api.types import duration_seconds
 from modelops.rollout.plan import Streaks, count_analysis
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+STATISTICS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "statistics.md"
 AT = "2026-01-01T00:00:00.000Z"
 MINUTE = 60.0
 SPEC = ModelDeploymentSpec.model_validate({"model": "m", "version": "1.1.0", "serving": {"backend": "kserve"}})
 """The defaults: steps, interval 1m, failureLimit 2, noDataLimit 3."""
 
 
-def readme_check(name: str) -> Check:
-    """The check of that name in the README's example of sequential checks, as a user copies it."""
-    line = re.search(rf"^- (\{{name: {name}, .*sequential.*\}})$", README.read_text(), re.MULTILINE)
-    assert line is not None, f"the README has no sequential check {name}"
+def documented_check(name: str) -> Check:
+    """The check of that name in the documentation's example of sequential checks (docs/concepts/statistics.md), as a user copies it."""
+    line = re.search(rf"^- (\{{name: {name}, .*sequential.*\}})$", STATISTICS_PAGE.read_text(), re.MULTILINE)
+    assert line is not None, f"docs/concepts/statistics.md has no sequential check {name}"
     return Check.model_validate(yaml.safe_load(line.group(1)))
 
 
@@ -171,8 +171,8 @@ class Scenario:
     labels: Labels = AT_ONCE
 
     def run(self, rollouts: int, seed: int, *, on_budget: BudgetPolicy | None = None, **options) -> list[Ending]:
-        """`on_budget`: instead of the README's."""
-        check, rng = readme_check(self.check), np.random.default_rng(seed)
+        """`on_budget`: instead of the documented one."""
+        check, rng = documented_check(self.check), np.random.default_rng(seed)
         if on_budget is not None:
             assert check.sequential is not None
             check = check.model_copy(update={"sequential": check.sequential.model_copy(update={"on_budget": on_budget})})

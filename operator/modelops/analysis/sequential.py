@@ -65,7 +65,7 @@ same looks (bench.stats) 50 was the fastest tried, 35 and 70 within 3 %; 200 was
 at the edge be rolled back more than alpha / 2 of the time over 1,000 looks."""
 WITHIN_MIXING = 500
 """The within bound's `rho`: proving a healthy candidate within the tolerance takes thousands of samples, where a
-larger `rho` is tighter (the README's healthy rollouts of the errors check were promoted in 23 minutes rather than
+larger `rho` is tighter (the documented healthy rollouts of the errors check were promoted in 23 minutes rather than
 28 with 50)."""
 
 

@@ -214,7 +214,7 @@ class CheckTemplate(str, Enum):
     with gradingDelay, that age."""
     driftScore = "driftScore"
     """The highest input drift score a drift detector reported for the version in the window (see DRIFT_SCORE).
-    Held against a threshold: without drift its false-alarm rate depends on the score's noise (README, "Drift")."""
+    Held against a threshold: without drift its false-alarm rate depends on the score's noise (docs/concepts/analysis.md, "Drift")."""
     driftTest = "driftTest"
     """A chi-square test of the version's binned live inputs in the window against its reference inputs binned
     alike (see DRIFT_TEST and DriftTest): fails when they differ, with a stated false-alarm rate."""

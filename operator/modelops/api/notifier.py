@@ -23,7 +23,7 @@ MAX_TIMEOUT_SECONDS = duration_seconds(MAX_TIMEOUT)
 
 class NotificationFormat(str, Enum):
     json = "json"
-    """The generic JSON document (README, "Notifications")."""
+    """The generic JSON document (docs/operations/notifications.md)."""
     slack = "slack"
     """`{"text": ..., "blocks": [...]}`, as Slack's incoming webhooks (and compatible chat servers) take it."""
 

@@ -40,7 +40,7 @@ from ..kube import FieldPath, managed_fields
 from ..rollout import TrafficIntent
 
 
-# The shadow-comparison contract (README, "Shadow and A/B steps"): whatever compares a mirrored request's
+# The shadow-comparison contract (docs/concepts/analysis.md, "Shadow agreement"): whatever compares a mirrored request's
 # answers (a comparator beside the candidate, a job joining prediction logs) counts each compared request in
 #   model_shadow_comparisons_total{namespace, model, version, outcome="agree"|"disagree"}
 # with `version` the candidate's. Not a serving system's metric: the same query on every backend that mirrors.
@@ -48,7 +48,7 @@ _COMPARED = 'model_shadow_comparisons_total{namespace="{{namespace}}", model="{{
 _AGREED = _COMPARED + ', outcome="agree"}'
 SHADOW_AGREEMENT = TemplateQuery(f"({observed(_AGREED)} or vector(0)) / {observed(_COMPARED + '}')}", observed(_COMPARED + "}"))
 
-# The delayed ground truth contract (README, "Metric contracts"): whatever joins labels to predictions (a
+# The delayed ground truth contract (docs/concepts/analysis.md, "Accuracy from labels that arrive late"): whatever joins labels to predictions (a
 # feedback endpoint, a job reading prediction logs) counts each prediction once, when it is as old as the check's
 # gradingDelay (its grading age), by the label it had by then:
 #   model_predictions_aged_total{namespace, model, version, grade="correct"|"wrong"|"none"}
@@ -68,7 +68,7 @@ _DRIFT = 'model_drift_score{namespace="{{namespace}}", model="{{model}}", versio
 DRIFT_SCORE = TemplateQuery(f"max(max_over_time({_DRIFT}[{{{{window}}}}]))",
                             f"sum(count_over_time({_DRIFT}[{{{{window}}}}]))")
 
-# The binned drift contract (README, "Drift"): whatever sees a version's inputs counts each input in one bin of
+# The binned drift contract (docs/concepts/analysis.md, "Drift"): whatever sees a version's inputs counts each input in one bin of
 # every feature it watches,
 #   model_input_bin_total{namespace, model, version, feature, bin}   (every bin's counter created at 0), and
 #   model_reference_bin_count{namespace, model, version, feature, bin}
