@@ -111,3 +111,18 @@ def test_config_map_reads_are_shared_for_a_while_and_an_absent_one_reads_as_none
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_every_place_that_tells_a_cluster_what_to_list_lists_exactly_the_bookkeeping():
+    import re
+    from pathlib import Path
+
+    from playground.serving import KSERVE_DISALLOWED_LIST
+
+    repo = Path(__file__).resolve().parents[2]
+    assert KSERVE_DISALLOWED_LIST["serviceAnnotationDisallowedList"] == list(BOOKKEEPING)
+    page = (repo / "docs" / "backends" / "kserve.md").read_text()
+    snippet = re.search(r"inferenceService: \|\n(.*?)\n```", page, re.S)
+    assert snippet and json.loads(snippet.group(1))["serviceAnnotationDisallowedList"] == list(BOOKKEEPING)
+    script = (repo / "tools" / "kind" / "up.sh").read_text()
+    assert re.findall(r'"(modelops\.io/[a-z-]+)"', script) == list(BOOKKEEPING)

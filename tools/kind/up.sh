@@ -36,6 +36,16 @@ kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERS
 kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl -n kserve wait --for=condition=Available deployment --all --timeout=300s
 kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
+# KServe copies InferenceService annotations into revisions unless listed here (docs/backends/kserve.md); the
+# operator drives nothing toward a candidate until the ConfigMap lists its bookkeeping. Added to what is there.
+current=$(kubectl -n kserve get configmap inferenceservice-config -o 'jsonpath={.data.inferenceService}')
+kubectl -n kserve patch configmap inferenceservice-config --type merge -p "$(CURRENT="$current" python3 -c '
+import json, os
+config = json.loads(os.environ["CURRENT"] or "{}")
+listed = config.setdefault("serviceAnnotationDisallowedList", [])
+listed += [key for key in ("modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
+                           "modelops.io/revision-versions", "modelops.io/version-models") if key not in listed]
+print(json.dumps({"data": {"inferenceService": json.dumps(config)}}))')"
 
 step "prometheus-operator $PROMETHEUS_OPERATOR_VERSION and a Prometheus"
 kubectl apply --server-side -f "$gh/prometheus-operator/prometheus-operator/releases/download/$PROMETHEUS_OPERATOR_VERSION/bundle.yaml"

@@ -65,7 +65,8 @@ other than canaryTrafficPercent makes a new revision, with one exception: KServe
 InferenceService's annotations into the Knative revision template
 (pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go, read in the source,
 not run here), so the operator's bookkeeping annotations make revisions unless the cluster lists them in
-`serviceAnnotationDisallowedList` of `inferenceservice-config`, as docs/backends/kserve.md asks.
+`serviceAnnotationDisallowedList` of `inferenceservice-config`, which kserve_config.py checks before any
+write toward a candidate.
 """
 
 from __future__ import annotations
