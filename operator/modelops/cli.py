@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -218,8 +221,9 @@ def plugin_patch(args: argparse.Namespace, request_id: str, actor: str) -> dict:
 
 def plugin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modelops",
-                                     description="Manual actions on a ModelDeployment (each lands in its status history), "
-                                                 "and views of where it stands (get, list, history).")
+                                     description="Manual actions on a ModelDeployment (each lands in its status "
+                                                 "history), views of where it stands (get, list, history, status), "
+                                                 "the plugin's version and shell completion.")
     from .view_commands import add_parsers as add_view_parsers, add_target_flags  # get, list, history, status
 
     add_target_flags(parser, top=True)
@@ -244,14 +248,35 @@ def plugin_parser() -> argparse.ArgumentParser:
     add_view_parsers(actions)
     for sub in actions.choices.values():
         add_target_flags(sub)
+    # These two do not reach a cluster: no target flags.
+    actions.add_parser("version", help="the plugin's version and the Python it runs on")
+    from .completion import SHELLS
+    completion = actions.add_parser("completion", help="print a shell completion script for kubectl-modelops")
+    completion.add_argument("shell", choices=sorted(SHELLS))
     return parser
 
 
 PLUGIN_FIELD_MANAGER = "kubectl-modelops"
 
 
+def plugin_version() -> str:
+    try:
+        version = importlib.metadata.version("modelops")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "unknown (not installed)"
+    return f"kubectl-modelops {version} (Python {platform.python_version()})"
+
+
 def kubectl_plugin(argv: list[str] | None = None) -> int:
-    args = plugin_parser().parse_args(argv)
+    parser = plugin_parser()
+    args = parser.parse_args(argv)
+    if args.action == "version":
+        print(plugin_version())
+        return 0
+    if args.action == "completion":
+        from .completion import SHELLS
+        sys.stdout.write(SHELLS[args.shell](parser))
+        return 0
     from . import view_commands
     if args.action in view_commands.COMMANDS:
         return view_commands.run(args)

@@ -301,7 +301,7 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-STATUS_STABLE, STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNREADABLE = 0, 1, 2, 3
+STATUS_STABLE, STATUS_FAILED, STATUS_TIMEOUT, STATUS_UNREADABLE, STATUS_NOT_JSON = 0, 1, 2, 3, 4
 """`kubectl modelops status` exit statuses, for CI pipelines."""
 
 

@@ -16,9 +16,11 @@ import codecs
 import json
 import math
 import os
+import re
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
@@ -32,6 +34,34 @@ POLL_SECONDS = 1.0
 
 class ReadError(Exception):
     """kubectl could not read what was asked (its own words)."""
+
+
+class NotJSON(ReadError):
+    """kubectl printed something that is not the JSON asked for (a warning, an error line, a cut-off object)."""
+
+
+def _not_json(command: str, text: str) -> NotJSON:
+    shown = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return NotJSON(f"{command} printed something that is not JSON: {shown!r}")
+
+
+_LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")
+_NUMBER_END = re.compile(r"[-+.eE0-9]*$")
+_NUMBER_START = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*|(?:\.[0-9]+)?[eE][-+]?[0-9]*)")
+"""What a JSON number cut short after its integer part reads as: the decoder stops before its dot or exponent."""
+_ESCAPE_START = re.compile(r"u[0-9a-fA-F]{0,4}")  # the decoder wants a character after the four digits
+
+
+def cut_short(text: str, error: json.JSONDecodeError) -> bool:
+    """Whether `text`, which failed to decode with `error`, may yet be one JSON document whose rest is still to
+    come; False when no continuation can make it one."""
+    rest = text[error.pos:]
+    if error.msg.startswith("Unterminated string") or not rest.strip():
+        return True
+    if error.msg.startswith("Invalid \\uXXXX escape"):
+        return _ESCAPE_START.fullmatch(rest) is not None
+    number = _NUMBER_END.search(text, 0, error.pos).group() + rest
+    return any(literal.startswith(rest) for literal in _LITERALS) or _NUMBER_START.fullmatch(number) is not None
 
 
 def add_target_flags(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -73,7 +103,8 @@ def add_parsers(actions: argparse._SubParsersAction) -> None:
     history.add_argument("name")
     status = actions.add_parser(
         "status", help="wait for the rollout to spec.version to end: exit 0 once stable on it and serving, 1 when "
-                       "rolled back or failed, 2 at the timeout, 3 when it cannot be read")
+                       "rolled back or failed, 2 at the timeout, 3 when it cannot be read, 4 when kubectl prints "
+                       "something that is not JSON")
     status.add_argument("name")
     status.add_argument("--timeout", type=_timeout, default=0, metavar="DURATION",
                         help="give up after this long, e.g. 10m (default: wait as long as it takes)")
@@ -96,40 +127,59 @@ def kubectl_get(args: argparse.Namespace, *what: str) -> dict[str, Any]:
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError:
-        raise ReadError("kubectl get printed something that is not JSON") from None
+        raise _not_json("kubectl get", done.stdout) from None
 
 
 def kubectl_watch(args: argparse.Namespace, name: str, deadline: float) -> Iterator[dict[str, Any] | None]:
     """The object, then each new state of it as the API server's watch delivers it (`kubectl get --watch -o json`);
-    a last None once `deadline` (time.monotonic()) has passed. A watch the server ends is opened again."""
+    a last None once `deadline` (time.monotonic()) has passed. A watch the server ends is opened again. NotJSON as
+    soon as kubectl prints what cannot begin or continue a JSON object, or ends its output inside one."""
+    command = "kubectl get --watch"
     while True:
-        process = subprocess.Popen(["kubectl", *kubectl_flags(args), "get", RESOURCE, name, "-o", "json", "--watch"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        text, decoder, buffer = codecs.getincrementaldecoder("utf-8")(), json.JSONDecoder(), ""
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    yield None
-                    return
-                if not select.select([process.stdout], [], [], None if math.isinf(left) else left)[0]:
-                    continue
-                chunk = os.read(process.stdout.fileno(), 1 << 16)
-                if not chunk:
-                    break
-                buffer += text.decode(chunk)
-                while buffer.strip():
+        # stderr goes to a file: a pipe nobody reads while the watch runs would stall kubectl once it filled up
+        with tempfile.TemporaryFile() as stderr:
+            try:
+                process = subprocess.Popen(["kubectl", *kubectl_flags(args), "get", RESOURCE, name, "-o", "json",
+                                            "--watch"], stdout=subprocess.PIPE, stderr=stderr)
+            except FileNotFoundError:
+                raise ReadError("kubectl is not on PATH") from None
+            text, decoder, buffer = codecs.getincrementaldecoder("utf-8")(), json.JSONDecoder(), ""
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        yield None
+                        return
+                    if not select.select([process.stdout], [], [], None if math.isinf(left) else left)[0]:
+                        continue
+                    chunk = os.read(process.stdout.fileno(), 1 << 16)
+                    if not chunk:
+                        break
                     try:
-                        obj, end = decoder.raw_decode(buffer.lstrip())
-                    except json.JSONDecodeError:
-                        break  # the rest of the object is still to come
-                    buffer = buffer.lstrip()[end:]
-                    yield obj
-        finally:
-            process.kill()
-            errors = process.communicate()[1].decode(errors="replace").strip()
+                        buffer += text.decode(chunk)
+                    except UnicodeDecodeError:
+                        raise NotJSON(f"{command} printed bytes that are not UTF-8") from None
+                    while buffer := buffer.lstrip():
+                        if not buffer.startswith("{"):
+                            raise _not_json(command, buffer)
+                        try:
+                            obj, end = decoder.raw_decode(buffer)
+                        except json.JSONDecodeError as error:
+                            if cut_short(buffer, error):
+                                break  # the rest of the object is still to come
+                            raise _not_json(command, buffer) from None
+                        buffer = buffer[end:]
+                        yield obj
+            finally:
+                process.kill()
+                process.wait()
+                process.stdout.close()
+                stderr.seek(0)
+                errors = stderr.read().decode(errors="replace").strip()
         if process.returncode not in (0, -9):
-            raise ReadError(errors or f"kubectl get --watch exited with {process.returncode}")
+            raise ReadError(errors or f"{command} exited with {process.returncode}")
+        if buffer:
+            raise NotJSON(f"{command} ended inside an object: {buffer[:200]!r}")
         time.sleep(1)  # the server closed the watch: open it again, unhurried
 
 
@@ -146,7 +196,7 @@ def _mode(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, read: Callable[..., dict[str, Any]] = kubectl_get,
         clock: Callable[[], datetime] = utcnow, watch: Callable[..., Iterator[dict[str, Any] | None]] = kubectl_watch) -> int:
     """Carry out one read-only command; Ctrl-C ends it with status 0."""
-    from .view import STATUS_UNREADABLE
+    from .view import STATUS_NOT_JSON, STATUS_UNREADABLE
 
     try:
         if args.action == "status":
@@ -154,7 +204,9 @@ def run(args: argparse.Namespace, read: Callable[..., dict[str, Any]] = kubectl_
         return {"get": _get, "list": _list, "history": _history}[args.action](args, read, clock)
     except ReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return STATUS_UNREADABLE if args.action == "status" else 1
+        if args.action != "status":
+            return 1
+        return STATUS_NOT_JSON if isinstance(exc, NotJSON) else STATUS_UNREADABLE
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # `... | head`: the reader has what it wanted

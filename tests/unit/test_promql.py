@@ -1,9 +1,14 @@
+import asyncio
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from pydantic import ValidationError
 
+from modelops.analysis import promql
 from modelops.analysis.promql import Subject, check_query, escape, render
 from modelops.api.modeldeployment import Check, CheckTemplate
 from modelops.routers import registry
@@ -106,3 +111,69 @@ def test_counts_are_taken_as_scraped_and_increase_only_where_a_counter_reset(que
     guarded = re.findall(r"increase\(([^\[]+)\[5m\]\) and \(\(resets\(\1\[5m\]\) > 0\) or "
                          r"\(min_over_time\(\1\[5m\]\) < last_over_time\(\1\[5m\] offset 5m\)\)\)", rendered)
     assert guarded and len(guarded) == rendered.count("increase(")
+
+
+class PanicException(BaseException):
+    """What pyo3 raises when the Rust parser panics: a BaseException, not an Exception."""
+
+
+def refusal(query):
+    with pytest.raises(ValidationError) as refused:
+        Check.model_validate({"name": "p99", "query": query, "max": 1})
+    return str(refused.value)
+
+
+def test_a_panic_or_any_error_of_the_parser_is_a_refusal_naming_the_field(monkeypatch):
+    def panics(text):
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(promql.promql_parser, "parse", panics)
+    words = refusal('up{job="panics"}')
+    assert "check 'p99': query: could not be parsed: the PromQL parser failed (PanicException: called" in words
+    monkeypatch.setattr(promql.promql_parser, "parse", lambda text: 1 / 0)
+    assert "query: could not be parsed: the PromQL parser failed (ZeroDivisionError" in refusal('up{job="divides"}')
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit, asyncio.CancelledError])
+def test_an_interrupt_or_a_cancellation_during_the_parse_is_not_swallowed(monkeypatch, stop):
+    def stopped(text):
+        raise stop()
+
+    monkeypatch.setattr(promql.promql_parser, "parse", stopped)
+    with pytest.raises(stop):
+        check_query(f'up{{job="{stop.__name__}"}}')
+
+
+def test_a_query_nested_deep_enough_to_kill_the_parser_is_refused_before_it_is_parsed():
+    """7,000 chained `+` (14,001 characters, within the field's 16,384) overflow the parser's stack: the process
+    dies of a signal (8 MB of stack takes 5,000; a thread of 1 MB, here for speed, far fewer), where the spec is
+    refused."""
+    deep = "'+'.join(['x'] * 7000)"
+    crash = subprocess.run([sys.executable, "-c", "import promql_parser, threading\nthreading.stack_size(1 << 20)\n"
+                            f"threading.Thread(target=promql_parser.parse, args=({deep},)).start()"],
+                           capture_output=True)
+    assert crash.returncode < 0
+    validated = subprocess.run(
+        [sys.executable, "-c", "import threading\nthreading.stack_size(1 << 20)\nfrom pydantic import ValidationError\n"
+                               "from modelops.api.modeldeployment import Check\n"
+                               "def validate():\n"
+                               f"    try: Check.model_validate({{'name': 'p99', 'query': {deep}, 'max': 1}})\n"
+                               "    except ValidationError as e: print(e)\n"
+                               "threading.Thread(target=validate).start()"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert validated.returncode == 0, validated.stderr
+    assert (f"check 'p99': query: could not be parsed: 6999 operators and nested brackets, more than the "
+            f"{promql.MAX_NESTING} a query may have") in validated.stdout
+
+
+def test_the_nesting_limit_counts_what_parses_deep_and_only_that():
+    at_the_limit = "+".join(["up"] * (promql.MAX_NESTING + 1))
+    check_query(at_the_limit)
+    assert "251 operators" in refusal(at_the_limit + "+up")
+    check_query("(" * promql.MAX_NESTING + "up" + ")" * promql.MAX_NESTING)
+    assert "could not be parsed: 251" in refusal("(" * 251 + "up" + ")" * 251)
+    # brackets and operators in strings, matchers and comments do not nest; a brace or quote there hides nothing
+    check_query('sum(x{path=~"/a-(b|c)", p="' + "(-" * 300 + '", e!="}"}) # ' + "(+" * 300 + "\nor vector(0)")
+    nested = "(" * 300 + "1" + ")" * 300
+    for hiding in ('x{a="}"} + ', "x{a=\"\\\"}\"} + ", "x{a='}'} + ", "x{a=`}`} + ", '"#" + '):
+        assert "could not be parsed: 301" in refusal(hiding + nested), hiding

@@ -4,6 +4,7 @@ exit statuses over a stand-in watch, kubectl's watch stream read by a stand-in k
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -117,7 +118,9 @@ def test_a_timeout_that_is_not_a_duration_is_refused_naming_it(capsys):
 @pytest.fixture
 def fake_kubectl(tmp_path, monkeypatch):
     """A kubectl on PATH that prints what `--watch -o json` prints: pretty JSON objects back to back, here in pieces
-    (an object cut inside a two-byte character), then waits; or exits as told. Its invocations are logged."""
+    (an object cut inside a two-byte character), then waits; or exits as told; or spoils its output as told (a
+    warning line before the objects, a word for a number in the second, the second cut off before it exits). Its
+    invocations are logged."""
     script = tmp_path / "kubectl"
     log = tmp_path / "calls"
     script.write_text(f"""#!{sys.executable}
@@ -128,13 +131,15 @@ if mode == "refused":
     sys.stderr.write('Error from server (NotFound): modeldeployments.modelops.io "fraud" not found\\n')
     sys.exit(1)
 text = "".join(json.dumps({{"n": n, "message": "caf\\u00e9"}}, indent=4, ensure_ascii=False) + "\\n" for n in (1, 2))
+text = {{"warns": "Warning: modelops.io/v1alpha1 ModelDeployment is deprecated\\n" + text,
+         "garbled": text.replace('"n": 2', '"n": two'), "cut": text[:-12]}}.get(mode, text)
 data = text.encode()
 cut = data.index("\\u00e9".encode()) + 1
 for piece in (data[:cut], data[cut:]):
     sys.stdout.buffer.write(piece)
     sys.stdout.flush()
     time.sleep(0.05)
-if mode == "closes":
+if mode in ("closes", "cut"):
     sys.exit(0)
 time.sleep(30)
 """)
@@ -160,6 +165,50 @@ def test_a_watch_the_server_closes_is_opened_again_and_a_refusal_is_an_error(fak
     monkeypatch.setenv("FAKE_KUBECTL", "refused")
     with pytest.raises(view_commands.ReadError, match="NotFound"):
         list(view_commands.kubectl_watch(args_for(["status", "fraud"]), "fraud", time.monotonic() + 5))
+
+
+@pytest.mark.parametrize("mode, objects, words", [
+    ("warns", 0, "kubectl get --watch printed something that is not JSON: 'Warning: modelops.io/v1alpha1 "
+                 "ModelDeployment is deprecated'"),
+    ("garbled", 1, "kubectl get --watch printed something that is not JSON: '{'"),
+    ("cut", 1, """kubectl get --watch ended inside an object: '{\\n    "n": 2,"""),
+])
+def test_output_that_is_not_json_fails_at_once_with_an_exit_status_of_its_own(fake_kubectl, monkeypatch, capsys,
+                                                                             mode, objects, words):
+    """A warning or a garbled object used to wait for more output that never made it JSON: a hang until the
+    timeout, or for ever; and an object cut off where kubectl exited was read anew every second."""
+    monkeypatch.setenv("FAKE_KUBECTL", mode)
+    got, started = [], time.monotonic()
+    with pytest.raises(view_commands.NotJSON) as refused:
+        for obj in view_commands.kubectl_watch(args_for(["status", "fraud"]), "fraud", started + 20):
+            got.append(obj)
+    assert words in str(refused.value)
+    assert got == [{"n": 1, "message": "café"}] * objects and time.monotonic() - started < 5
+    started = time.monotonic()
+    assert view_commands.run(args_for(["status", "fraud", "--timeout", "20s"])) == view.STATUS_NOT_JSON == 4
+    assert f"error: {words}" in capsys.readouterr().err and time.monotonic() - started < 5
+
+
+PRETTY = json.dumps({"kind": "ModelDeployment", "metadata": {"name": "fraud", "generation": 3},
+                     "status": {"phase": "Progressing", "weight": -12.5e-3, "paused": False, "pin": None, "ready": True,
+                                "message": 'caf\u00e9 \\ "q" \ud83d\ude00', "steps": [1, [], {}, 20]}}, indent=4)
+
+
+def test_every_cut_of_an_object_may_yet_be_json():
+    for end in range(1, len(PRETTY)):
+        with pytest.raises(json.JSONDecodeError) as error:
+            json.JSONDecoder().raw_decode(PRETTY[:end])
+        assert view_commands.cut_short(PRETTY[:end], error.value), PRETTY[:end]
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": oops\n', '{"a": 1 2', r'{"a": "x\q"}', r'{"a": "x\u12G4"}', '{"a": tru ', '{"a": 1.5.', '{"a" 1',
+    '{"a": [1 2]', '{"a": 1 error: unexpected EOF', '{"a": "x\ny"}', '{error from server',
+])
+def test_what_no_continuation_makes_json_is_not_cut_short(text):
+    with pytest.raises(json.JSONDecodeError) as error:
+        json.JSONDecoder().raw_decode(text)
+    assert not view_commands.cut_short(text, error.value)
 
 
 @pytest.mark.parametrize("argv", [
