@@ -155,6 +155,7 @@ BAD_VALUES = [
     ({"leaderElection": {"enabled": True, "renewDeadline": 12}}, "leaseDuration - renewDeadline >= requestTimeout"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
+    ({"podSecurityContext": {"runAsUSer": 1000}}, "runAsUSer"),  # a typo would leave the fixed UID in place
     ({"watchNamespaces": ["Team A"]}, "watchNamespaces"),
     ({"metricProviders": [{"name": "p"}]}, "prometheus"),
     ({"notifiers": [{"name": "n", "namespaceSelector": {}}]}, "webhook"),
@@ -251,6 +252,68 @@ def test_pod_template_passes_the_restricted_pod_security_standard(helms, deploy_
     pod["metadata"]["name"] = "operator-without-security-context"
     refused = deploy_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(pod), check=False)
     assert refused.returncode != 0 and 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
+
+
+OPENSHIFT = {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
+# A stand-in for the check of OpenShift's restricted SCC (MustRunAsRange): a UID or fsGroup that a
+# pod sets must be in its namespace's range (one that the SCC would assign when it sets none).
+SCC_RANGE = (1000680000, 1000689999)
+
+
+def scc_stand_in(name: str, namespace: str) -> list[dict[str, Any]]:
+    low, high = SCC_RANGE
+    def in_range(field: str) -> str:
+        return f"(!has({field}) || ({field} >= {low} && {field} <= {high}))"
+    pod = "object.spec.securityContext"
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE"], "resources": ["pods"]}]},
+                  "validations": [
+                      {"expression": f"!has({pod}) || ({in_range(pod + '.runAsUser')} && {in_range(pod + '.fsGroup')})",
+                       "message": "pod securityContext: runAsUser/fsGroup outside the namespace's range"},
+                      {"expression": "object.spec.containers.all(c, !has(c.securityContext) || "
+                                     f"{in_range('c.securityContext.runAsUser')})",
+                       "message": "container securityContext: runAsUser outside the namespace's range"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+    ]
+
+
+def test_openshift_values_drop_the_fixed_uid_and_the_pod_is_admitted(helms, deploy_plane, deploy_namespace, tmp_path):
+    """With runAsUser/runAsGroup/fsGroup null the pod sets no UID, so OpenShift's restricted SCC can
+    assign one; it still passes the restricted Pod Security Standard, and an SCC-like range check."""
+    deploy_plane.kubectl("label", "namespace", deploy_namespace, "pod-security.kubernetes.io/enforce=restricted",
+                         "pod-security.kubernetes.io/enforce-version=latest")
+    default = pod_from_template(render(helms, tmp_path, {}, deploy_namespace), deploy_namespace, "fixed-uid")
+    assert default["spec"]["securityContext"]["runAsUser"] == 65532  # the control: the default sets one
+    pod = pod_from_template(render(helms, tmp_path, OPENSHIFT, deploy_namespace), deploy_namespace, "openshift-uid")
+    contexts = [pod["spec"]["securityContext"], *(c["securityContext"] for c in pod["spec"]["containers"])]
+    assert not any({"runAsUser", "runAsGroup", "fsGroup"} & set(context) for context in contexts), contexts
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    policy = f"scc-stand-in-{deploy_namespace}"
+    deploy_plane.apply({"apiVersion": "v1", "kind": "List", "items": scc_stand_in(policy, deploy_namespace)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the policy takes effect once the API server has loaded it: the fixed UID is refused
+            refused = deploy_plane.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(default),
+                                           check=False)
+            if refused.returncode != 0:
+                break
+            assert time.monotonic() < deadline, "the SCC stand-in never refused the fixed UID"
+            time.sleep(0.5)
+        assert "runAsUser/fsGroup outside the namespace's range" in refused.stderr, refused.stderr
+        created = deploy_plane.kubectl("create", "-f", "-", "-o", "json", input=yaml.safe_dump(pod), check=False)
+        assert created.returncode == 0 and created.stderr.strip() == "", created.stderr  # not even a warning
+        stored = json.loads(created.stdout)["spec"]
+        assert "runAsUser" not in stored["securityContext"] and "runAsUser" not in stored["containers"][0]["securityContext"]
+        print(f"\nOpenShift-style values: pod admitted with securityContext {stored['securityContext']}")
+    finally:
+        deploy_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
+                             "--ignore-not-found")
 
 
 ALERT_TESTS = """
