@@ -1,6 +1,6 @@
 """The Helm chart, with Helm 3 and Helm 4 built from Go modules, against a real API server.
 
-Rendered with four value sets, linted, created object by object with server-side dry-run;
+Rendered with five value sets, linted, created object by object with server-side dry-run;
 installed, upgraded and uninstalled for real (no kubelet: objects are created, pods are not
 scheduled); its pod template checked by the API server's own Pod Security admission; its
 alerts checked and unit-tested by promtool; and the operator run as the chart's
@@ -32,6 +32,7 @@ PROVIDER = {"name": "team-prometheus", "prometheus": {"address": "http://prometh
             "namespaceSelector": {"matchLabels": {"modelops.io/tenant": "a"}}}
 NOTIFIER = {"name": "ml-oncall", "webhook": {"format": "slack", "urlSecret": {"name": "slack-webhook", "key": "url"}},
             "events": ["RolledBack", "Aborted"], "namespaceSelector": {}}
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namespace, values)
     "defaults": ("modelops-system", {}),
     "ha-off": ("modelops-system", {"replicaCount": 1, "leaderElection": {"enabled": False}}),
@@ -44,6 +45,12 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namesp
                                "metricProviders": [PROVIDER], "notifiers": [NOTIFIER],
                                "admissionPolicy": {"enabled": False},
                                "podLabels": {"team": "ml-platform"}}),
+    "extras": ("modelops-system", {"image": {"repository": "registry.example/modelops", "tag": "0.1.0", "digest": DIGEST},
+                                   "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"}],
+                                   "extraEnvFrom": [{"secretRef": {"name": "proxy-credentials", "optional": True}},
+                                                    {"configMapRef": {"name": "site"}, "prefix": "SITE_"}],
+                                   "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+                                   "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}]}),
 }
 
 
@@ -106,6 +113,16 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
         assert find(objects, "ClusterNotifier", "ml-oncall")["spec"] == {k: v for k, v in NOTIFIER.items() if k != "name"}
         assert "ValidatingAdmissionPolicy" not in kinds and find(objects, "ClusterRole", "mlops-inline-providers")
         assert pod["containers"][0]["image"] == "registry.example/mlops/modelops:0.1.0"
+    if value_set == "extras":  # pinned by digest, the tag ignored; the extras beside the chart's own
+        container = pod["containers"][0]
+        assert container["image"] == f"registry.example/modelops@{DIGEST}"
+        assert container["env"][-1] == values["extraEnv"][0] and [e["name"] for e in container["env"]][:2] == ["POD_NAME", "POD_NAMESPACE"]
+        assert container["envFrom"] == values["extraEnvFrom"]
+        assert pod["volumes"][1:] == values["extraVolumes"] and pod["volumes"][0]["name"] == "tmp"
+        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}, *values["extraVolumeMounts"]]
+    else:
+        assert "@" not in pod["containers"][0]["image"] and "envFrom" not in pod["containers"][0]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
 
 
 def test_crds_are_one_source(tmp_path):
@@ -155,6 +172,10 @@ BAD_VALUES = [
     ({"leaderElection": {"enabled": True, "renewDeadline": 12}}, "leaseDuration - renewDeadline >= requestTimeout"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
+    ({"image": {"repository": "modelops", "digest": "sha256:abc"}}, "/image/digest"),
+    ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
+    ({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "the name tmp is taken"),
+    ({"extraEnvFrom": [{"secret": {"name": "s"}}]}, "/extraEnvFrom/0"),
     ({"podSecurityContext": {"runAsUSer": 1000}}, "runAsUSer"),  # a typo would leave the fixed UID in place
     ({"watchNamespaces": ["Team A"]}, "watchNamespaces"),
     ({"metricProviders": [{"name": "p"}]}, "prometheus"),

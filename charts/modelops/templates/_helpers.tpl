@@ -58,3 +58,14 @@ null set for a field without one (fsGroup) would stay; drop it here too. */}}
 {{- toYaml $out }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's image: pinned by digest when one is given (the tag is then ignored). */}}
+{{- define "modelops.image" -}}
+{{- with .Values.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (.tag | default $.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+{{- end }}
