@@ -43,7 +43,7 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namesp
                                "image": {"repository": "registry.example/mlops/modelops", "tag": "0.1.0"},
                                "watchNamespaces": ["team-a", "team-b"], "allowInlineProviders": True,
                                "metricProviders": [PROVIDER], "notifiers": [NOTIFIER],
-                               "admissionPolicy": {"enabled": False},
+                               "admissionPolicy": {"enabled": False}, "logFormat": "json",
                                "podLabels": {"team": "ml-platform"}}),
     "extras": ("modelops-system", {"image": {"repository": "registry.example/modelops", "tag": "0.1.0", "digest": DIGEST},
                                    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"}],
@@ -96,6 +96,7 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
     args = pod["containers"][0]["args"]
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 2)
     assert ("--no-leader-election" in args) == (value_set == "ha-off")
+    assert f"--log-format={'json' if value_set == 'custom' else 'text'}" in args
     assert ("PodDisruptionBudget" in kinds) == (value_set != "ha-off")  # one replica may always be evicted
     assert ("ServiceMonitor" in kinds) == ("PrometheusRule" in kinds) == (value_set == "monitoring")
     assert kinds.count("CustomResourceDefinition") == 4
@@ -172,6 +173,7 @@ BAD_VALUES = [
     ({"leaderElection": {"enabled": True, "renewDeadline": 12}}, "leaseDuration - renewDeadline >= requestTimeout"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
+    ({"logFormat": "JSON"}, "logFormat"),
     ({"image": {"repository": "modelops", "digest": "sha256:abc"}}, "/image/digest"),
     ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
     ({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "the name tmp is taken"),
