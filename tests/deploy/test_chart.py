@@ -32,6 +32,8 @@ PROVIDER = {"name": "team-prometheus", "prometheus": {"address": "http://prometh
             "namespaceSelector": {"matchLabels": {"modelops.io/tenant": "a"}}}
 NOTIFIER = {"name": "ml-oncall", "webhook": {"format": "slack", "urlSecret": {"name": "slack-webhook", "key": "url"}},
             "events": ["RolledBack", "Aborted"], "namespaceSelector": {}}
+PROMETHEUS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namespace, values)
     "defaults": ("modelops-system", {}),
@@ -50,7 +52,8 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namesp
                                    "extraEnvFrom": [{"secretRef": {"name": "proxy-credentials", "optional": True}},
                                                     {"configMapRef": {"name": "site"}, "prefix": "SITE_"}],
                                    "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
-                                   "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}]}),
+                                   "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+                                   "networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]}}),
 }
 
 
@@ -100,6 +103,7 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
     assert ("PodDisruptionBudget" in kinds) == (value_set != "ha-off")  # one replica may always be evicted
     assert ("ServiceMonitor" in kinds) == ("PrometheusRule" in kinds) == (value_set == "monitoring")
     assert kinds.count("CustomResourceDefinition") == 4
+    assert ("NetworkPolicy" in kinds) == (value_set == "extras")
     dashboards = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
     assert len(dashboards) == (value_set == "monitoring")
     for dashboard in dashboards:  # the chart's dashboard JSON, whole, where Grafana's sidecar finds it
@@ -174,6 +178,7 @@ BAD_VALUES = [
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
     ({"logFormat": "JSON"}, "logFormat"),
+    ({"networkPolicy": {"enabled": True, "metricsFrom": [{"podSelectr": {}}]}}, "podSelectr"),
     ({"image": {"repository": "modelops", "digest": "sha256:abc"}}, "/image/digest"),
     ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
     ({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "the name tmp is taken"),
@@ -275,6 +280,37 @@ def test_pod_template_passes_the_restricted_pod_security_standard(helms, deploy_
     pod["metadata"]["name"] = "operator-without-security-context"
     refused = deploy_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(pod), check=False)
     assert refused.returncode != 0 and 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
+
+
+API_SERVER_EGRESS = {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+
+
+def test_network_policy_admits_the_metrics_port_from_the_named_peers_only(helms, deploy_plane, deploy_namespace,
+                                                                          tmp_path):
+    assert not [o for o in render(helms, tmp_path, {}, deploy_namespace) if o["kind"] == "NetworkPolicy"]  # off by default
+    cases = {  # name -> (values, whether egress is restricted)
+        "ingress-only": ({"networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]},
+                          "metrics": {"port": 9100}}, False),
+        "with-egress": ({"networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER],
+                                           "egress": [API_SERVER_EGRESS]}}, True),
+        "no-peers": ({"networkPolicy": {"enabled": True}}, False),
+    }
+    for case, (values, egress) in cases.items():
+        objects = render(helms, tmp_path, values, deploy_namespace)
+        policy = find(objects, "NetworkPolicy")
+        spec = policy["spec"]
+        assert spec["podSelector"] == find(objects, "Deployment")["spec"]["selector"], case
+        assert spec["policyTypes"] == (["Ingress", "Egress"] if egress else ["Ingress"]), case
+        peers = values["networkPolicy"].get("metricsFrom")
+        port = values.get("metrics", {}).get("port", 8080)
+        # One rule, the metrics port from the peers; none at all without peers (a rule without `from`
+        # would admit every source).
+        assert spec["ingress"] == ([{"ports": [{"port": port, "protocol": "TCP"}], "from": peers}] if peers else []), case
+        assert spec.get("egress") == (values["networkPolicy"]["egress"] if egress else None), case
+        created = deploy_plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                                       input=yaml.safe_dump(policy), check=False)
+        assert created.returncode == 0, f"{case}: {created.stderr}"
+        assert json.loads(created.stdout)["spec"]["policyTypes"] == spec["policyTypes"], case
 
 
 OPENSHIFT = {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
