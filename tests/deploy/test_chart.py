@@ -169,6 +169,24 @@ def test_rbac_and_policies_are_those_of_deploy(helms, tmp_path):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelops", "namespace": "modelops-system"}]
 
 
+BACKEND_GROUPS = {"kserve": {"serving.kserve.io", "gateway.networking.k8s.io"}, "seldon": {"machinelearning.seldon.io"},
+                  "seldonV2": {"mlops.seldon.io"}, "gatewayAPI": {"gateway.networking.k8s.io"}}
+
+
+@pytest.mark.parametrize("off", [(), ("kserve",), ("seldon", "seldonV2"), ("gatewayAPI",), ("kserve", "gatewayAPI"),
+                                 tuple(BACKEND_GROUPS)], ids=lambda off: "+".join(off) or "none")
+def test_rbac_has_no_rules_for_a_backend_switched_off(helms, tmp_path, off):
+    objects = render(helms, tmp_path, {"rbac": {"backends": {backend: False for backend in off}}})
+    rules = find(objects, "ClusterRole", "modelops")["rules"]
+    groups = {group for rule in rules for group in rule["apiGroups"]}
+    wanted = set().union(*(g for backend, g in BACKEND_GROUPS.items() if backend not in off))
+    unwanted = set().union(*BACKEND_GROUPS.values()) - wanted  # HTTPRoutes stay while KServe or Gateway API is on
+    assert wanted <= groups and not unwanted & groups, (sorted(groups), off)
+    # What is not a backend's stays whatever the switches: its own objects, Events, EndpointSlices, namespaces.
+    assert {"modelops.io", "", "discovery.k8s.io", "apiextensions.k8s.io"} <= groups
+    assert all(rule["verbs"] for rule in rules)
+
+
 BAD_VALUES = [
     ({"replicaCount": 0}, "replicaCount"),
     ({"replicas": 2}, "replicas"),  # a typo of replicaCount: refused, not ignored
@@ -178,6 +196,7 @@ BAD_VALUES = [
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
     ({"logFormat": "JSON"}, "logFormat"),
+    ({"rbac": {"backends": {"seldonv2": False}}}, "seldonv2"),  # a typo would leave the rules in place
     ({"networkPolicy": {"enabled": True, "metricsFrom": [{"podSelectr": {}}]}}, "podSelectr"),
     ({"image": {"repository": "modelops", "digest": "sha256:abc"}}, "/image/digest"),
     ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
