@@ -332,7 +332,7 @@ def test_network_policy_admits_the_metrics_port_from_the_named_peers_only(helms,
         assert json.loads(created.stdout)["spec"]["policyTypes"] == spec["policyTypes"], case
 
 
-OPENSHIFT = {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
+OPENSHIFT = yaml.safe_load((CHART / "ci" / "openshift-values.yaml").read_text())
 # A stand-in for the check of OpenShift's restricted SCC (MustRunAsRange): a UID or fsGroup that a
 # pod sets must be in its namespace's range (one that the SCC would assign when it sets none).
 SCC_RANGE = (1000680000, 1000689999)
@@ -392,6 +392,46 @@ def test_openshift_values_drop_the_fixed_uid_and_the_pod_is_admitted(helms, depl
     finally:
         deploy_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
                              "--ignore-not-found")
+
+
+CI_VALUES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))  # what chart-testing picks up
+
+
+def test_ci_values_files_are_the_three_cases():
+    assert CI_VALUES == ["default-values.yaml", "digest-networkpolicy-values.yaml", "openshift-values.yaml"]
+
+
+@pytest.mark.parametrize("name", CI_VALUES)
+def test_ci_values_pass_the_schema_lint_and_server_side_dry_run(helms, deploy_plane, tmp_path, name):
+    path = CHART / "ci" / name
+    for which in HELMS:  # both validate the values against values.schema.json, then render
+        helm(helms, which, "lint", "--strict", str(CHART), "--namespace", "modelops-system", "-f", str(path))
+    out = helm(helms, "helm4", "template", "modelops", str(CHART), "--namespace", "modelops-system", "-f", str(path)).stdout
+    objects = [doc for doc in yaml.safe_load_all(out) if doc]
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    kinds = {o["kind"] for o in objects}
+    if name == "openshift-values.yaml":
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    else:
+        assert pod["securityContext"]["runAsUser"] == 65532
+    digest = name == "digest-networkpolicy-values.yaml"
+    assert ("@sha256:" in pod["containers"][0]["image"]) == digest and ("NetworkPolicy" in kinds) == digest
+    assert ("--log-format=json" in pod["containers"][0]["args"]) == digest
+    if deploy_plane.kubectl("get", "namespace", "modelops-system", check=False).returncode != 0:
+        deploy_plane.kubectl("create", "namespace", "modelops-system")
+    ensure_crds(deploy_plane)
+    for obj in objects:
+        done = deploy_plane.kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", input=yaml.safe_dump(obj),
+                                    check=False)
+        assert done.returncode == 0, f"{name}: {obj['kind']}/{obj['metadata']['name']}: {done.stderr}"
+
+
+def test_a_values_file_against_the_schema_is_refused(helms, tmp_path):
+    """The control of the test above: the same lint refuses a file the schema does not allow."""
+    bad = values_file(tmp_path, {**yaml.safe_load((CHART / "ci" / "digest-networkpolicy-values.yaml").read_text()),
+                                 "logFormat": "yaml"})
+    done = helm(helms, "helm4", "lint", "--strict", str(CHART), "-f", str(bad), check=False)
+    assert done.returncode != 0 and "logFormat" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
 ALERT_TESTS = """
