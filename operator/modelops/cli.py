@@ -17,6 +17,7 @@ import yaml
 
 from .api.crd import all_crds
 from .leader import REQUEST_TIMEOUT
+from .logs import FORMATS as LOG_FORMATS
 from .routers.kserve_config import DEFAULT_NAMESPACE as DEFAULT_KSERVE_NAMESPACE
 
 
@@ -69,14 +70,10 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from . import gc_pacing, handlers, health, leader
+    from . import gc_pacing, handlers, health, leader, logs
 
     gc_pacing.pace()
-    kopf.configure(verbose=args.verbose)
-    if not args.verbose:  # kopf logs each event handler's success at INFO: a line per watched change, at any scale
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    # Its debug lines are whole response bodies: one per lease renewal.
-    logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, logging.getLogger().level))
+    logs.configure(args.verbose, args.log_format)
     options = handlers.Options(args.operator_namespace or leader.default_namespace(), args.allow_inline_providers,
                                args.shard, args.max_rollouts, args.max_rollouts_per_model, args.kserve_namespace)
 
@@ -143,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz; 0 disables them (default 8080)")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="text: kopf's lines; json: one object per line with time, level, logger, message and, "
+                          "when there is one, exception (default: text)")
     run.add_argument("--operator-namespace", default=None,
                      help="the operator's own namespace: ClusterMetricProviders' Secrets are read there and nowhere "
                           "else (default: $POD_NAMESPACE, else modelops-system)")

@@ -1,6 +1,6 @@
 """The Helm chart, with Helm 3 and Helm 4 built from Go modules, against a real API server.
 
-Rendered with four value sets, linted, created object by object with server-side dry-run;
+Rendered with five value sets, linted, created object by object with server-side dry-run;
 installed, upgraded and uninstalled for real (no kubelet: objects are created, pods are not
 scheduled); its pod template checked by the API server's own Pod Security admission; its
 alerts checked and unit-tested by promtool; and the operator run as the chart's
@@ -32,6 +32,9 @@ PROVIDER = {"name": "team-prometheus", "prometheus": {"address": "http://prometh
             "namespaceSelector": {"matchLabels": {"modelops.io/tenant": "a"}}}
 NOTIFIER = {"name": "ml-oncall", "webhook": {"format": "slack", "urlSecret": {"name": "slack-webhook", "key": "url"}},
             "events": ["RolledBack", "Aborted"], "namespaceSelector": {}}
+PROMETHEUS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namespace, values)
     "defaults": ("modelops-system", {}),
     "ha-off": ("modelops-system", {"replicaCount": 1, "leaderElection": {"enabled": False}}),
@@ -42,8 +45,15 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (release namesp
                                "image": {"repository": "registry.example/mlops/modelops", "tag": "0.1.0"},
                                "watchNamespaces": ["team-a", "team-b"], "allowInlineProviders": True,
                                "metricProviders": [PROVIDER], "notifiers": [NOTIFIER],
-                               "admissionPolicy": {"enabled": False},
+                               "admissionPolicy": {"enabled": False}, "logFormat": "json",
                                "podLabels": {"team": "ml-platform"}}),
+    "extras": ("modelops-system", {"image": {"repository": "registry.example/modelops", "tag": "0.1.0", "digest": DIGEST},
+                                   "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"}],
+                                   "extraEnvFrom": [{"secretRef": {"name": "proxy-credentials", "optional": True}},
+                                                    {"configMapRef": {"name": "site"}, "prefix": "SITE_"}],
+                                   "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+                                   "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+                                   "networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]}}),
 }
 
 
@@ -89,9 +99,11 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
     args = pod["containers"][0]["args"]
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 2)
     assert ("--no-leader-election" in args) == (value_set == "ha-off")
+    assert f"--log-format={'json' if value_set == 'custom' else 'text'}" in args
     assert ("PodDisruptionBudget" in kinds) == (value_set != "ha-off")  # one replica may always be evicted
     assert ("ServiceMonitor" in kinds) == ("PrometheusRule" in kinds) == (value_set == "monitoring")
     assert kinds.count("CustomResourceDefinition") == 4
+    assert ("NetworkPolicy" in kinds) == (value_set == "extras")
     dashboards = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
     assert len(dashboards) == (value_set == "monitoring")
     for dashboard in dashboards:  # the chart's dashboard JSON, whole, where Grafana's sidecar finds it
@@ -106,6 +118,16 @@ def test_lint_and_template(helms, tmp_path, which, value_set):
         assert find(objects, "ClusterNotifier", "ml-oncall")["spec"] == {k: v for k, v in NOTIFIER.items() if k != "name"}
         assert "ValidatingAdmissionPolicy" not in kinds and find(objects, "ClusterRole", "mlops-inline-providers")
         assert pod["containers"][0]["image"] == "registry.example/mlops/modelops:0.1.0"
+    if value_set == "extras":  # pinned by digest, the tag ignored; the extras beside the chart's own
+        container = pod["containers"][0]
+        assert container["image"] == f"registry.example/modelops@{DIGEST}"
+        assert container["env"][-1] == values["extraEnv"][0] and [e["name"] for e in container["env"]][:2] == ["POD_NAME", "POD_NAMESPACE"]
+        assert container["envFrom"] == values["extraEnvFrom"]
+        assert pod["volumes"][1:] == values["extraVolumes"] and pod["volumes"][0]["name"] == "tmp"
+        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}, *values["extraVolumeMounts"]]
+    else:
+        assert "@" not in pod["containers"][0]["image"] and "envFrom" not in pod["containers"][0]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
 
 
 def test_crds_are_one_source(tmp_path):
@@ -147,6 +169,24 @@ def test_rbac_and_policies_are_those_of_deploy(helms, tmp_path):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelops", "namespace": "modelops-system"}]
 
 
+BACKEND_GROUPS = {"kserve": {"serving.kserve.io", "gateway.networking.k8s.io"}, "seldon": {"machinelearning.seldon.io"},
+                  "seldonV2": {"mlops.seldon.io"}, "gatewayAPI": {"gateway.networking.k8s.io"}}
+
+
+@pytest.mark.parametrize("off", [(), ("kserve",), ("seldon", "seldonV2"), ("gatewayAPI",), ("kserve", "gatewayAPI"),
+                                 tuple(BACKEND_GROUPS)], ids=lambda off: "+".join(off) or "none")
+def test_rbac_has_no_rules_for_a_backend_switched_off(helms, tmp_path, off):
+    objects = render(helms, tmp_path, {"rbac": {"backends": {backend: False for backend in off}}})
+    rules = find(objects, "ClusterRole", "modelops")["rules"]
+    groups = {group for rule in rules for group in rule["apiGroups"]}
+    wanted = set().union(*(g for backend, g in BACKEND_GROUPS.items() if backend not in off))
+    unwanted = set().union(*BACKEND_GROUPS.values()) - wanted  # HTTPRoutes stay while KServe or Gateway API is on
+    assert wanted <= groups and not unwanted & groups, (sorted(groups), off)
+    # What is not a backend's stays whatever the switches: its own objects, Events, EndpointSlices, namespaces.
+    assert {"modelops.io", "", "discovery.k8s.io", "apiextensions.k8s.io"} <= groups
+    assert all(rule["verbs"] for rule in rules)
+
+
 BAD_VALUES = [
     ({"replicaCount": 0}, "replicaCount"),
     ({"replicas": 2}, "replicas"),  # a typo of replicaCount: refused, not ignored
@@ -155,6 +195,14 @@ BAD_VALUES = [
     ({"leaderElection": {"enabled": True, "renewDeadline": 12}}, "leaseDuration - renewDeadline >= requestTimeout"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ({"metrics": {"port": 80}}, "port"),
+    ({"logFormat": "JSON"}, "logFormat"),
+    ({"rbac": {"backends": {"seldonv2": False}}}, "seldonv2"),  # a typo would leave the rules in place
+    ({"networkPolicy": {"enabled": True, "metricsFrom": [{"podSelectr": {}}]}}, "podSelectr"),
+    ({"image": {"repository": "modelops", "digest": "sha256:abc"}}, "/image/digest"),
+    ({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath"),
+    ({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "the name tmp is taken"),
+    ({"extraEnvFrom": [{"secret": {"name": "s"}}]}, "/extraEnvFrom/0"),
+    ({"podSecurityContext": {"runAsUSer": 1000}}, "runAsUSer"),  # a typo would leave the fixed UID in place
     ({"watchNamespaces": ["Team A"]}, "watchNamespaces"),
     ({"metricProviders": [{"name": "p"}]}, "prometheus"),
     ({"notifiers": [{"name": "n", "namespaceSelector": {}}]}, "webhook"),
@@ -251,6 +299,139 @@ def test_pod_template_passes_the_restricted_pod_security_standard(helms, deploy_
     pod["metadata"]["name"] = "operator-without-security-context"
     refused = deploy_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(pod), check=False)
     assert refused.returncode != 0 and 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
+
+
+API_SERVER_EGRESS = {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+
+
+def test_network_policy_admits_the_metrics_port_from_the_named_peers_only(helms, deploy_plane, deploy_namespace,
+                                                                          tmp_path):
+    assert not [o for o in render(helms, tmp_path, {}, deploy_namespace) if o["kind"] == "NetworkPolicy"]  # off by default
+    cases = {  # name -> (values, whether egress is restricted)
+        "ingress-only": ({"networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]},
+                          "metrics": {"port": 9100}}, False),
+        "with-egress": ({"networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER],
+                                           "egress": [API_SERVER_EGRESS]}}, True),
+        "no-peers": ({"networkPolicy": {"enabled": True}}, False),
+    }
+    for case, (values, egress) in cases.items():
+        objects = render(helms, tmp_path, values, deploy_namespace)
+        policy = find(objects, "NetworkPolicy")
+        spec = policy["spec"]
+        assert spec["podSelector"] == find(objects, "Deployment")["spec"]["selector"], case
+        assert spec["policyTypes"] == (["Ingress", "Egress"] if egress else ["Ingress"]), case
+        peers = values["networkPolicy"].get("metricsFrom")
+        port = values.get("metrics", {}).get("port", 8080)
+        # One rule, the metrics port from the peers; none at all without peers (a rule without `from`
+        # would admit every source).
+        assert spec["ingress"] == ([{"ports": [{"port": port, "protocol": "TCP"}], "from": peers}] if peers else []), case
+        assert spec.get("egress") == (values["networkPolicy"]["egress"] if egress else None), case
+        created = deploy_plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                                       input=yaml.safe_dump(policy), check=False)
+        assert created.returncode == 0, f"{case}: {created.stderr}"
+        assert json.loads(created.stdout)["spec"]["policyTypes"] == spec["policyTypes"], case
+
+
+OPENSHIFT = yaml.safe_load((CHART / "ci" / "openshift-values.yaml").read_text())
+# A stand-in for the check of OpenShift's restricted SCC (MustRunAsRange): a UID or fsGroup that a
+# pod sets must be in its namespace's range (one that the SCC would assign when it sets none).
+SCC_RANGE = (1000680000, 1000689999)
+
+
+def scc_stand_in(name: str, namespace: str) -> list[dict[str, Any]]:
+    low, high = SCC_RANGE
+    def in_range(field: str) -> str:
+        return f"(!has({field}) || ({field} >= {low} && {field} <= {high}))"
+    pod = "object.spec.securityContext"
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE"], "resources": ["pods"]}]},
+                  "validations": [
+                      {"expression": f"!has({pod}) || ({in_range(pod + '.runAsUser')} && {in_range(pod + '.fsGroup')})",
+                       "message": "pod securityContext: runAsUser/fsGroup outside the namespace's range"},
+                      {"expression": "object.spec.containers.all(c, !has(c.securityContext) || "
+                                     f"{in_range('c.securityContext.runAsUser')})",
+                       "message": "container securityContext: runAsUser outside the namespace's range"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+    ]
+
+
+def test_openshift_values_drop_the_fixed_uid_and_the_pod_is_admitted(helms, deploy_plane, deploy_namespace, tmp_path):
+    """With runAsUser/runAsGroup/fsGroup null the pod sets no UID, so OpenShift's restricted SCC can
+    assign one; it still passes the restricted Pod Security Standard, and an SCC-like range check."""
+    deploy_plane.kubectl("label", "namespace", deploy_namespace, "pod-security.kubernetes.io/enforce=restricted",
+                         "pod-security.kubernetes.io/enforce-version=latest")
+    default = pod_from_template(render(helms, tmp_path, {}, deploy_namespace), deploy_namespace, "fixed-uid")
+    assert default["spec"]["securityContext"]["runAsUser"] == 65532  # the control: the default sets one
+    pod = pod_from_template(render(helms, tmp_path, OPENSHIFT, deploy_namespace), deploy_namespace, "openshift-uid")
+    contexts = [pod["spec"]["securityContext"], *(c["securityContext"] for c in pod["spec"]["containers"])]
+    assert not any({"runAsUser", "runAsGroup", "fsGroup"} & set(context) for context in contexts), contexts
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    policy = f"scc-stand-in-{deploy_namespace}"
+    deploy_plane.apply({"apiVersion": "v1", "kind": "List", "items": scc_stand_in(policy, deploy_namespace)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the policy takes effect once the API server has loaded it: the fixed UID is refused
+            refused = deploy_plane.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(default),
+                                           check=False)
+            if refused.returncode != 0:
+                break
+            assert time.monotonic() < deadline, "the SCC stand-in never refused the fixed UID"
+            time.sleep(0.5)
+        assert "runAsUser/fsGroup outside the namespace's range" in refused.stderr, refused.stderr
+        created = deploy_plane.kubectl("create", "-f", "-", "-o", "json", input=yaml.safe_dump(pod), check=False)
+        assert created.returncode == 0 and created.stderr.strip() == "", created.stderr  # not even a warning
+        stored = json.loads(created.stdout)["spec"]
+        assert "runAsUser" not in stored["securityContext"] and "runAsUser" not in stored["containers"][0]["securityContext"]
+        print(f"\nOpenShift-style values: pod admitted with securityContext {stored['securityContext']}")
+    finally:
+        deploy_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy,
+                             "--ignore-not-found")
+
+
+CI_VALUES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))  # what chart-testing picks up
+
+
+def test_ci_values_files_are_the_three_cases():
+    assert CI_VALUES == ["default-values.yaml", "digest-networkpolicy-values.yaml", "openshift-values.yaml"]
+
+
+@pytest.mark.parametrize("name", CI_VALUES)
+def test_ci_values_pass_the_schema_lint_and_server_side_dry_run(helms, deploy_plane, tmp_path, name):
+    path = CHART / "ci" / name
+    for which in HELMS:  # both validate the values against values.schema.json, then render
+        helm(helms, which, "lint", "--strict", str(CHART), "--namespace", "modelops-system", "-f", str(path))
+    out = helm(helms, "helm4", "template", "modelops", str(CHART), "--namespace", "modelops-system", "-f", str(path)).stdout
+    objects = [doc for doc in yaml.safe_load_all(out) if doc]
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    kinds = {o["kind"] for o in objects}
+    if name == "openshift-values.yaml":
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    else:
+        assert pod["securityContext"]["runAsUser"] == 65532
+    digest = name == "digest-networkpolicy-values.yaml"
+    assert ("@sha256:" in pod["containers"][0]["image"]) == digest and ("NetworkPolicy" in kinds) == digest
+    assert ("--log-format=json" in pod["containers"][0]["args"]) == digest
+    if deploy_plane.kubectl("get", "namespace", "modelops-system", check=False).returncode != 0:
+        deploy_plane.kubectl("create", "namespace", "modelops-system")
+    ensure_crds(deploy_plane)
+    for obj in objects:
+        done = deploy_plane.kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", input=yaml.safe_dump(obj),
+                                    check=False)
+        assert done.returncode == 0, f"{name}: {obj['kind']}/{obj['metadata']['name']}: {done.stderr}"
+
+
+def test_a_values_file_against_the_schema_is_refused(helms, tmp_path):
+    """The control of the test above: the same lint refuses a file the schema does not allow."""
+    bad = values_file(tmp_path, {**yaml.safe_load((CHART / "ci" / "digest-networkpolicy-values.yaml").read_text()),
+                                 "logFormat": "yaml"})
+    done = helm(helms, "helm4", "lint", "--strict", str(CHART), "-f", str(bad), check=False)
+    assert done.returncode != 0 and "logFormat" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
 ALERT_TESTS = """

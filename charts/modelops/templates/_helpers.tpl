@@ -44,3 +44,28 @@ app.kubernetes.io/part-of: modelops
   name: {{ include "modelops.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/* A securityContext from values, as YAML: Helm drops a null that overrides a default, but a
+null set for a field without one (fsGroup) would stay; drop it here too. */}}
+{{- define "modelops.withoutNulls" -}}
+{{- $out := dict }}
+{{- range $key, $value := . }}
+{{- if not (kindIs "invalid" $value) }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- end }}
+{{- if $out }}
+{{- toYaml $out }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's image: pinned by digest when one is given (the tag is then ignored). */}}
+{{- define "modelops.image" -}}
+{{- with .Values.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (.tag | default $.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+{{- end }}
