@@ -26,6 +26,8 @@ EVERYWHERE = {
     "events": {"create", "patch"},
     "customresourcedefinitions.apiextensions.k8s.io": {"list", "watch"},
     "namespaces": {"list", "watch"},
+    # KServe's inferenceservice-config only (resourceNames; see the test below), wherever KServe runs.
+    "configmaps": {"get"},
     # What every authenticated user may do (system:basic-user): ask what it may do.
     "selfsubjectreviews.authentication.k8s.io": {"create"},
     "selfsubjectaccessreviews.authorization.k8s.io": {"create"},
@@ -47,6 +49,17 @@ def rights(control_plane, namespace: str) -> dict[str, set[str]]:
 def test_the_operator_may_do_exactly_what_it_calls(control_plane, operator_kubeconfig, namespace):
     assert rights(control_plane, namespace) == EVERYWHERE
     assert rights(control_plane, "modelops-system") == EVERYWHERE | OWN_NAMESPACE
+
+
+def test_of_all_config_maps_the_operator_may_read_kserves_settings_only(control_plane, operator_kubeconfig, namespace):
+    def may(what: str, where: str) -> bool:
+        answer = control_plane.kubectl("auth", "can-i", "get", what, "--as", "modelops-operator", "-n", where,
+                                       check=False).stdout.strip()
+        return answer == "yes"
+
+    assert may("configmap/inferenceservice-config", "kserve") and may("configmap/inferenceservice-config", namespace)
+    assert not may("configmap/app-settings", namespace) and not may("configmap/kube-root-ca.crt", "kserve")
+    assert not may("configmaps", namespace)  # no list, no get by any other name
 
 
 def test_the_operator_reads_no_tenants_secrets(control_plane, operator_kubeconfig, namespace):
