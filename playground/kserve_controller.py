@@ -64,8 +64,7 @@ CONFIG = {
     "logger": {"image": "unused", "defaultUrl": "http://unused", **SIDECAR_RESOURCES},
     "storageInitializer": {"image": "unused", **SIDECAR_RESOURCES},
     # As docs/backends/kserve.md asks: KServe copies an InferenceService's annotations into its predictors' pods,
-    # so each change of the operator's bookkeeping would restart them all (and the operator refuses to move toward
-    # a candidate).
+    # so each change of the operator's bookkeeping would restart them all (and the operator starts no rollout).
     "inferenceService": KSERVE_DISALLOWED_LIST,
 }
 

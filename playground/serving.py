@@ -16,8 +16,8 @@ KSERVE_NAMESPACE = "kserve"
 KSERVE_CONFIG = "inferenceservice-config"
 
 
-# What docs/backends/kserve.md asks a cluster's KServe ConfigMap to list (the operator refuses to move toward a candidate
-# otherwise, so a key missing here fails every KServe test).
+# What docs/backends/kserve.md asks a cluster's KServe ConfigMap to list (the operator starts no rollout otherwise,
+# so a key missing here fails every KServe test).
 KSERVE_DISALLOWED_LIST = {"serviceAnnotationDisallowedList": [
     "modelops.io/applied-canary-traffic-percent", "modelops.io/artifact-generation",
     "modelops.io/revision-versions", "modelops.io/version-models"]}

@@ -10,10 +10,24 @@ import kubernetes
 from .standin import StandIn, Unit, condition, traffic_entry
 
 
-# KServe's own serviceAnnotationDisallowedList (pkg/constants/constants.go, v0.20.0), before the ConfigMap's.
-KSERVE_DISALLOWED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
-                     "internal.serving.kserve.io/storage-initializer-sourceuri",
-                     "kubectl.kubernetes.io/last-applied-configuration", "serving.kserve.io/model-format")
+KSERVE_OWN_DISALLOWED = frozenset({"autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+                                   "internal.serving.kserve.io/storage-initializer-sourceuri",
+                                   "kubectl.kubernetes.io/last-applied-configuration", "modelFormat"})
+"""KServe's own serviceAnnotationDisallowedList (pkg/constants/constants.go, v0.20.0)."""
+
+
+def kserve_disallowed(data: dict[str, str] | None) -> frozenset[str]:
+    """The annotations KServe leaves out of what it makes, given its ConfigMap's data: its own list followed by the
+    ConfigMap's, only when the inferenceService entry exists (pkg/apis/serving/v1beta1/configmap.go). Without the
+    ConfigMap, or with an entry it cannot parse, KServe reconciles nothing, which this leaves to the caller (an
+    unparsable entry is taken here as listing nothing)."""
+    if not data or "inferenceService" not in data:
+        return frozenset()
+    try:
+        listed = json.loads(data["inferenceService"]).get("serviceAnnotationDisallowedList") or []
+    except (ValueError, AttributeError):
+        return frozenset()
+    return KSERVE_OWN_DISALLOWED | frozenset(k for k in listed if isinstance(k, str))
 
 
 class KServe(StandIn):
@@ -27,7 +41,7 @@ class KServe(StandIn):
 
     def __init__(self, *args: Any):
         super().__init__(*args)
-        self.disallowed: frozenset[str] = frozenset(KSERVE_DISALLOWED)
+        self.disallowed: frozenset[str] = frozenset()
         self.revisions: dict[tuple[str, str], list[tuple[str, Unit]]] = {}  # (template, unit) per service
         self.rolled: dict[tuple[str, str], tuple[Unit | None, Unit | None]] = {}  # (latest rolled out, previous)
 
@@ -37,8 +51,7 @@ class KServe(StandIn):
         except kubernetes.client.ApiException as e:
             print(f"KServe: unable to get configmap kserve/inferenceservice-config: {e.status}", flush=True)
             return
-        listed = json.loads(config.get("inferenceService") or "{}").get("serviceAnnotationDisallowedList") or []
-        self.disallowed = frozenset((*KSERVE_DISALLOWED, *listed))
+        self.disallowed = kserve_disallowed(config)
         super().reconcile_all()
 
     def reconcile(self, isvc: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The CRD upgrade step the README documents: Helm never upgrades crds/, so an upgrade applies
+"""The CRD upgrade step the docs give (docs/operations/install.md and upgrade.md): Helm never upgrades crds/, so an upgrade applies
 them with `kubectl apply --server-side --force-conflicts`. Run here over an older copy of the
 ModelDeployment CRD (one field fewer, installed as Helm does it), in a group of its own so that
 the other tests' CRDs are left alone."""
@@ -37,8 +37,9 @@ def without_notifications(crd: dict) -> dict:
     return crd
 
 
-def test_readme_documents_the_crd_upgrade_step():
-    assert COMMAND in (REPO / "README.md").read_text()
+def test_the_docs_give_the_crd_upgrade_step():
+    for page in ("install.md", "upgrade.md"):
+        assert COMMAND in " ".join((REPO / "docs" / "operations" / page).read_text().split()), page
 
 
 def test_applying_the_repos_crd_over_an_older_copy_keeps_existing_objects(deploy_plane, deploy_namespace, tmp_path):

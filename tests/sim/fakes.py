@@ -60,6 +60,7 @@ from modelops.kube import FIELD_MANAGER, Resource
 from modelops.rollout.values import rfc3339
 from modelops.routers.inference_service import BOOKKEEPING
 from modelops.routers.kserve import KServeRouter
+from playground.standin_backends import kserve_disallowed
 from modelops.routers.kserve_config import CONFIG_MAP, DEFAULT_NAMESPACE, KServeSettings
 
 
@@ -633,10 +634,15 @@ class KServeController:
     def __init__(self) -> None:
         self.revisions: dict[Key, list[Revision]] = {}
         self.rolled: dict[Key, str | None] = {}
+        self.disallowed: Callable[[], frozenset[str]] = lambda: frozenset(BOOKKEEPING)
+        """The annotations KServe leaves out of the revision template (its serviceAnnotationDisallowedList)."""
 
     def _plan(self, key: Key, isvc: dict[str, Any], make_ready: bool) -> tuple[list[Revision], str | None, dict[str, int]]:
         predictor = dig(isvc, "spec", "predictor") or {}
-        template = json.dumps({k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}, sort_keys=True)
+        disallowed = self.disallowed()
+        copied = {k: v for k, v in (dig(isvc, "metadata", "annotations") or {}).items() if k not in disallowed}
+        template = json.dumps({"predictor": {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"},
+                               "annotations": copied}, sort_keys=True)
         revisions = [copy.copy(r) for r in self.revisions.get(key, [])]
         if not revisions or revisions[-1].template != template:
             revisions.append(Revision(f"{key[2]}-predictor-{len(revisions) + 1:05d}", template,

@@ -161,39 +161,63 @@ def test_a_refused_rule_a_stale_watch_has_not_delivered_is_spoken_of_once_its_ev
               ("advance", 120), ("event_storm", 2, False), ("refused_rule", True), ("round", True), ("round", False)])
 
 
-@pytest.mark.parametrize("backend", ["kserve", "kserveStandard"])
-def test_kserve_copying_the_bookkeeping_holds_a_rollout_where_it_is_and_a_failing_candidate_still_goes(worlds, backend):
-    """KServe's ConfigMap stops listing the bookkeeping mid-rollout (routers/kserve_config.py): with healthy metrics
-    no step moves and the status says why; a failing candidate is still rolled back, all traffic on stable."""
-    w = new_world(worlds, backend, steps=(10, 50))
-    start(w)
-    held = w.live()
-    w.kserve_config({"inferenceService": "{}"})
-    for _ in range(6):
-        w.tick(10)
-    s = w.status()
-    assert s.canary_version == "1.1.0" and s.canary_weight == 10 and w.live() == held, (s.message, w.live())
-    assert (synced(w).status, synced(w).reason) == ("False", "BackendMisconfigured")
-    assert "does not list modelops.io/" in synced(w).message and ON_STABLE not in s.message
-    w.metric("candidate", "bad")
-    tick_until_rolled_back(w)
-    s = w.status()
-    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and s.canary_version is None
-    for _ in range(6):
-        w.tick(10)
-    assert w.live() == {"1.0.0": 100}, w.live()
+def revisions(w: World) -> int:
+    return sum(len(made) for made in w.controller.revisions.values())
 
 
 @pytest.mark.parametrize("backend", ["kserve", "kserveStandard"])
-def test_kserve_copying_the_bookkeeping_starts_no_rollout_until_the_config_map_lists_it(worlds, backend):
+def test_kserve_copying_the_bookkeeping_starts_no_rollout_and_blames_no_candidate(worlds, backend):
+    """KServe's ConfigMap does not list the bookkeeping (routers/kserve_config.py): no rollout starts, however long,
+    no candidate is marked failed, nothing is written toward it; once it lists them, the rollout starts."""
     w = new_world(worlds, backend, steps=(10, 50))
     w.kserve_config(None)
     before = w.traffic_fields()
     w.set_version("1.1.0")
-    for _ in range(4):
+    for _ in range(20):  # 200 s: past the ready timeout of a rollout that would have started
         w.tick(10)
-    assert w.traffic_fields() == before and w.live() == {"1.0.0": 100}  # no candidate written anywhere
-    assert "ConfigMap kserve/inferenceservice-config is not found" in synced(w).message
+    s = w.status()
+    assert s.canary_version is None and s.failed_version is None and s.phase is Phase.Stable, s
+    assert "1.1.0 cannot start: ConfigMap kserve/inferenceservice-config is not found" in s.message
+    assert w.traffic_fields() == before and w.live() == {"1.0.0": 100}
     w.kserve_config(KSERVE_CONFIGURED)
     start(w)
     assert w.live() == {"1.0.0": 90, "1.1.0": 10}
+
+
+@pytest.mark.parametrize("rollback", ["Immediate", "Progressive"])
+@pytest.mark.parametrize("backend", ["kserve", "kserveStandard"])
+def test_kserve_copying_the_bookkeeping_mid_rollout_never_keeps_a_failing_candidate_in_traffic(worlds, backend,
+                                                                                                 rollback):
+    w = new_world(worlds, backend, steps=(10, 25, 50, 75), rollback=rollback)
+    start(w, until_weight=75)
+    w.kserve_config({"inferenceService": "{}"})  # KServe now copies every annotation
+    w.metric("candidate", "bad")
+    for _ in range(12):
+        w.tick(10)
+        if w.status().phase is Phase.RolledBack and w.live() == {"1.0.0": 100}:
+            break
+    s = w.status()
+    assert s.phase is Phase.RolledBack and s.failed_version == "1.1.0" and w.live() == {"1.0.0": 100}, (s, w.live())
+
+
+def test_kserve_serverless_copying_the_bookkeeping_makes_no_chain_of_revisions(worlds):
+    """Each annotation KServe copies makes a revision; recording that revision's readiness would make the next.
+    At rest and after a rollback the revisions stop."""
+    w = new_world(worlds, "kserve", steps=(10, 50))
+    start(w)
+    w.kserve_config({"inferenceService": "{}"})
+    w.metric("candidate", "bad")
+    tick_until_rolled_back(w)
+    for _ in range(6):
+        w.tick(10)
+    settled = revisions(w)
+    for _ in range(20):
+        w.tick(10)
+    assert revisions(w) == settled and w.live() == {"1.0.0": 100}, (settled, revisions(w))
+    w.kserve_config(KSERVE_CONFIGURED)  # the control: the recording writes resume, and stop again
+    for _ in range(6):
+        w.tick(10)
+    again = revisions(w)
+    for _ in range(10):
+        w.tick(10)
+    assert revisions(w) == again

@@ -47,7 +47,7 @@ from modelops.kube import FIELD_MANAGER
 from .fakes import (Crash, Events, FakeClock, FakeKube, Fault, FaultQueue, GatewayController,
                     KServeController, KServeStandardController, SeldonController, SeldonV2Controller, WatchedGate,
                     answering_after, clone, leaves, merge, owners_of, provider_factory, remove_leaf,
-                    KSERVE_CONFIGURED, FakeConfigMaps)
+                    KSERVE_CONFIGURED, FakeConfigMaps, kserve_disallowed)
 
 NS, NAME, MODEL = "ml", "fraud", "fraud"
 VERSION_NAMES = ("1.0.0", "1.1.0", "1.2.0")
@@ -251,6 +251,9 @@ class World:
         self.watched = self._watch()
         self.kserve_config_maps = FakeConfigMaps({(KSERVE_NAMESPACE, KSERVE_CONFIG_MAP): KSERVE_CONFIGURED})
         """KServe's ConfigMap as the kserve router reads it (`kserve_config` changes it)."""
+        if self.kserve:  # and as KServe does: what it leaves out of the revision template
+            self.controller.disallowed = lambda: kserve_disallowed(
+                self.kserve_config_maps.maps.get((KSERVE_NAMESPACE, KSERVE_CONFIG_MAP)))
         self.shell = Shell(self.kube, self._routers(), self._providers(), self.events, self.clock)
         for version in VERSION_NAMES:
             self._create_mv(version, mv_name(version), uri_of(version))

@@ -1,5 +1,6 @@
-"""The kserve router drives nothing toward a candidate unless KServe's ConfigMap keeps the operator's bookkeeping
-annotations off pods and revisions (routers/kserve_config.py); traffic back to stable always goes ahead."""
+"""No rollout starts on the kserve backend unless KServe's ConfigMap keeps the operator's bookkeeping annotations
+off pods and revisions (routers/kserve_config.py); traffic back to stable always goes ahead, and no write of
+bookkeeping alone is made meanwhile."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelops.kube import ConfigMaps
 from modelops.rollout import TrafficIntent
-from modelops.routers.base import BackendMisconfigured
-from modelops.routers.inference_service import APPLIED_PERCENT, BOOKKEEPING, INFERENCE_SERVICE
+from modelops.routers.inference_service import BOOKKEEPING, INFERENCE_SERVICE
 from modelops.routers.kserve_config import KServeSettings, unlisted_words
 from playground.serving import kserve_config_data
 
@@ -34,7 +34,10 @@ def test_a_config_map_listing_every_bookkeeping_key_refuses_nothing():
     # Other keys and other settings beside them change nothing.
     assert unlisted_words({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": [
         "team/x", *BOOKKEEPING], "resource": {"cpuLimit": "1"}}), "deploy": "{}"}, WHERE) is None
-    assert unlisted_words(kserve_config_data(), WHERE) is None  # what the test clusters install, as docs/backends/kserve.md asks
+    assert unlisted_words(kserve_config_data(), WHERE) is None
+    # Go's encoding/json, which KServe decodes it with, matches the field's name whatever its case.
+    assert unlisted_words({"inferenceService": json.dumps({"serviceannotationdisallowedlist": list(BOOKKEEPING)})},
+                          WHERE) is None  # what the test clusters install, as docs/backends/kserve.md asks
 
 
 @pytest.mark.parametrize("data, words", [
@@ -44,8 +47,11 @@ def test_a_config_map_listing_every_bookkeeping_key_refuses_nothing():
     (listing(BOOKKEEPING[1:]), f"does not list {BOOKKEEPING[0]}:"),
     (listing(k.upper() for k in BOOKKEEPING), "does not list " + ", ".join(BOOKKEEPING)),  # KServe compares whole keys
     ({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": ",".join(BOOKKEEPING)})}, "does not list"),
-    ({"inferenceService": "{not json"}, "is not a JSON object (KServe cannot read it either)"),
-    ({"inferenceService": "[1, 2]"}, "is not a JSON object"),
+    ({"inferenceService": "{not json"}, "cannot be read"),
+    ({"inferenceService": "[1, 2]"}, "cannot be read (not a JSON object)"),
+    ({"inferenceService": json.dumps({"serviceAnnotationDisallowedList": list(BOOKKEEPING),
+                                      "ServiceAnnotationDisallowedList": []})}, "2 keys spell"),  # Go's decoder: either
+    ({"inferenceService": "[" * 100_000 + "]" * 100_000}, "cannot be read"),
 ])
 def test_a_config_map_that_does_not_keep_them_off_is_refused_naming_what_to_add(data, words):
     refusal = unlisted_words(data, WHERE)
@@ -53,38 +59,48 @@ def test_a_config_map_that_does_not_keep_them_off_is_refused_naming_what_to_add(
     assert "serviceAnnotationDisallowedList" in refusal and all(key in refusal for key in BOOKKEEPING)
 
 
-def test_a_forbidden_read_is_a_refusal_and_a_failed_one_is_retried_by_the_round():
-    forbidden = KServeSettings(FakeConfigMaps(error=ApiException(status=403, reason="Forbidden")))
-    refusal = asyncio.run(forbidden.refusal())
-    assert refusal is not None and "may not read ConfigMap kserve/inferenceservice-config (403 Forbidden)" in refusal
+def test_a_failed_read_holds_rollouts_is_kept_for_the_ttl_and_never_raises():
+    now = [0.0]
+    maps = FakeConfigMaps(error=ApiException(status=403, reason="Forbidden"))
+    settings = KServeSettings(maps, clock=lambda: now[0])
+    words = asyncio.run(settings.copies_bookkeeping())
+    assert words is not None and "may not read ConfigMap kserve/inferenceservice-config (403 Forbidden)" in words
+    maps.error, maps.maps = None, {("kserve", "inferenceservice-config"): KSERVE_CONFIGURED}
+    assert asyncio.run(settings.copies_bookkeeping()) == words  # kept: not a GET per round per deployment
+    now[0] = 10.0
+    assert asyncio.run(settings.copies_bookkeeping()) is None
+    for error in (ApiException(status=503), asyncio.TimeoutError(), RecursionError()):
+        now[0] += 10.0
+        maps.error = error
+        words = asyncio.run(settings.copies_bookkeeping())
+        assert words is not None and "could not be read" in words, words
     elsewhere = KServeSettings(FakeConfigMaps({("kserve-system", "inferenceservice-config"): KSERVE_CONFIGURED}),
                                "kserve-system")
-    assert asyncio.run(elsewhere.refusal()) is None
-    with pytest.raises(ApiException):
-        asyncio.run(KServeSettings(FakeConfigMaps(error=ApiException(status=503))).refusal())
+    assert asyncio.run(elsewhere.copies_bookkeeping()) is None
 
 
-def test_on_a_cluster_that_copies_the_bookkeeping_nothing_moves_toward_a_candidate():
-    kube = FakeKube((INFERENCE_SERVICE, isvc("1.0.0", latest="r1")))
-    before = copy.deepcopy(kube.objects)
-    router = kserve_router(kube, data={})
-
-    async def observed():
-        return await router.observe(KSERVE, VERSIONS, None)
-
-    state = asyncio.run(observed())
-    assert any("does not list" in words for words in state.refused), state.refused
-    with pytest.raises(BackendMisconfigured, match="nothing moves toward a candidate"):
-        run(router, KSERVE, TrafficIntent("1.0.0", "1.1.0", 0), VERSIONS)
-    assert kube.objects == before and not kube.calls
+def test_on_a_cluster_that_copies_the_bookkeeping_rollouts_are_held_and_no_bookkeeping_is_written_alone():
+    # The latest revision r2 is ready and serves 1.0.0 but is not yet recorded: on a cluster that keeps the
+    # bookkeeping off, that is recorded (a write of annotations alone); on one that copies it, nothing is written.
+    live = isvc("1.0.0", latest="r2", rolled="r1")
+    configured = FakeKube((INFERENCE_SERVICE, live))
+    run(kserve_router(configured), KSERVE, TrafficIntent("1.0.0"), VERSIONS)
+    assert configured.writes("apply"), "the control: a recording write where KServe keeps the bookkeeping off"
+    copying = FakeKube((INFERENCE_SERVICE, live))
+    router = kserve_router(copying, data={})
+    state = asyncio.run(router.observe(KSERVE, VERSIONS, None))
+    assert state.holds_rollouts is not None and "does not list" in state.holds_rollouts
+    assert not state.refused  # nothing of the routing is refused: a rollout in flight goes on
+    run(router, KSERVE, TrafficIntent("1.0.0"), VERSIONS)
+    assert not copying.calls
 
 
 def test_on_such_a_cluster_a_candidate_is_still_taken_out_of_traffic():
-    kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20, latest="r2", rolled="r1")))
-    run(kserve_router(kube, data=None), KSERVE, TrafficIntent("1.0.0"), VERSIONS)
-    predictor = kube.spec(INFERENCE_SERVICE)["predictor"]
-    assert predictor["model"]["storageUri"] == VERSIONS["1.0.0"].artifact.uri and predictor["canaryTrafficPercent"] == 0
-    assert kube.objects[("inferenceservices", "churn")]["metadata"]["annotations"][APPLIED_PERCENT] == "0"
+    for intent in (TrafficIntent("1.0.0"), TrafficIntent("1.0.0", "1.1.0", 0)):
+        kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20, latest="r2", rolled="r1")))
+        run(kserve_router(kube, data=None), KSERVE, intent, VERSIONS)
+        predictor = kube.spec(INFERENCE_SERVICE)["predictor"]
+        assert predictor.get("canaryTrafficPercent") == 0, (intent, predictor)
 
 
 def test_config_map_reads_are_shared_for_a_while_and_an_absent_one_reads_as_none():

@@ -37,7 +37,7 @@ kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERS
 kubectl -n kserve wait --for=condition=Available deployment --all --timeout=300s
 kubectl apply --server-side -f "$gh/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
 # KServe copies InferenceService annotations into revisions unless listed here (docs/backends/kserve.md); the
-# operator drives nothing toward a candidate until the ConfigMap lists its bookkeeping. Added to what is there.
+# operator starts no rollout until the ConfigMap lists its bookkeeping. Added to what is there.
 current=$(kubectl -n kserve get configmap inferenceservice-config -o 'jsonpath={.data.inferenceService}')
 kubectl -n kserve patch configmap inferenceservice-config --type merge -p "$(CURRENT="$current" python3 -c '
 import json, os

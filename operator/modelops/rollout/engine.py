@@ -250,6 +250,8 @@ class _Run(DrillSteps):
             # A backend not yet serving stable has nothing to fall back on: on KServe the candidate
             # would take everything (no rolled-out revision to keep the rest).
             self.cannot_start(f"waiting for stable {s.stable_version} to serve before rolling out {target}")
+        elif self.obs.holds_rollouts is not None:
+            self.cannot_start(f"{target} cannot start: {self.obs.holds_rollouts}")
         elif self.obs.queued is not None:
             if s.phase is not Phase.Queued:
                 self.events.append(Event("Normal", "Queued", f"{target}: {self.obs.queued}", target))

@@ -43,6 +43,8 @@ class Observations:
     no step moves forward."""
     pins: Mapping[str, tuple[str, ...]] | None = None
     """Version -> the user's pins routing requests to it alone, in words (None: the backend could not be read)."""
+    holds_rollouts: str | None = None
+    """Why no rollout may start on the backend now (BackendState.holds_rollouts); None: one may."""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,9 @@ class BackendState:
     all traffic is on stable while there are any."""
     pins: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Version -> the user's pins routing requests to it alone, each in words naming it (never written)."""
+    holds_rollouts: str | None = None
+    """Why no rollout may start on this backend now, in words naming the fix (KServe copying the operator's
+    bookkeeping into pods and revisions); a rollout in flight goes on and can always be rolled back. None: any may."""
     read: dict[str, Any] | None = field(default=None, compare=False)
     """The backend object as this round's observe read it, for the round's apply to start from (its write is
     conditional on that read's resourceVersion); None: apply reads it."""

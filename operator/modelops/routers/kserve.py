@@ -65,8 +65,8 @@ other than canaryTrafficPercent makes a new revision, with one exception: KServe
 InferenceService's annotations into the Knative revision template
 (pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go, read in the source,
 not run here), so the operator's bookkeeping annotations make revisions unless the cluster lists them in
-`serviceAnnotationDisallowedList` of `inferenceservice-config`, which kserve_config.py checks before any
-write toward a candidate.
+`serviceAnnotationDisallowedList` of `inferenceservice-config`; kserve_config.py checks that list, and while
+it lacks them no rollout starts and `config_for` leaves out writes that would change bookkeeping alone.
 """
 
 from __future__ import annotations
@@ -286,9 +286,21 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     config = merged(kept(isvc, *IDENTITY, MODE), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
     if is_applied(isvc, config, absent=_absent(percent)):
         return None
+    if state.holds_rollouts is not None and is_applied(isvc, _with_live_bookkeeping(config, live_annotations),
+                                                       absent=_absent(percent)):
+        # Only bookkeeping would change, and KServe copies it into the revision template: the write would make
+        # a revision, whose readiness would be recorded by the next, and so on (kserve_config.py).
+        return None
     # Conditional on the read it was computed from: a second driver (or any writer since) gets a 409, not overwritten.
     config["metadata"]["resourceVersion"] = isvc["metadata"]["resourceVersion"]
     return config
+
+
+def _with_live_bookkeeping(config: dict[str, Any], live: dict[str, str]) -> dict[str, Any]:
+    """`config` with the bookkeeping annotations as they are live: what it changes besides them."""
+    annotations = {k: v for k, v in config["metadata"]["annotations"].items() if k not in BOOKKEEPING}
+    annotations.update({k: live[k] for k in BOOKKEEPING if k in live})
+    return {**config, "metadata": {**config["metadata"], "annotations": annotations}}
 
 
 def _absent(percent: int | None) -> tuple[FieldPath, ...]:
@@ -342,17 +354,7 @@ class KServeRouter:
             found = layout(isvc, versions)
             state = observe_standard(found, await read_route(self.objects, self.endpoint_slices, target, route.name,
                                                              found.services))
-        refusal = await self.settings.refusal()
-        return replace(state, read=isvc, refused=state.refused + ((refusal,) if refusal else ()))
-
-    async def _guard(self, intent: TrafficIntent) -> None:
-        """Before a write of the InferenceService toward a candidate: BackendMisconfigured when KServe would copy
-        the bookkeeping into pods and revisions (kserve_config). A write that takes traffic back to stable goes
-        ahead."""
-        if intent.candidate is not None:
-            refusal = await self.settings.refusal()
-            if refusal:
-                raise BackendMisconfigured(refusal)
+        return replace(state, read=isvc, holds_rollouts=await self.settings.copies_bookkeeping())
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:
@@ -370,7 +372,6 @@ class KServeRouter:
             return await self._apply_standard(target, route, isvc, intent, versions, create)
         config = config_for(isvc, intent, versions, state)
         if config is not None:
-            await self._guard(intent)
             applied = await self.objects.apply(INFERENCE_SERVICE, target, name, config)
             leftover = leftover_patch(applied, config)
             if leftover is not None:
@@ -389,8 +390,6 @@ class KServeRouter:
         rollback's canary, a promotion's old stable), and reach a candidate's only once KServe has made it."""
         found = layout(isvc, versions)
         config = config_standard(isvc, found, intent, versions)  # refusals (a version gone, a name too long) before writes
-        if config is not None:
-            await self._guard(intent)
         carried = route_intent(intent, found)
         routed = await write_route(self.objects, target, route.name,
                                    await self.objects.get(HTTP_ROUTE, target, route.name), carried,
