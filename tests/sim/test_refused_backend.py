@@ -221,3 +221,73 @@ def test_kserve_serverless_copying_the_bookkeeping_makes_no_chain_of_revisions(w
     for _ in range(10):
         w.tick(10)
     assert revisions(w) == again
+
+
+def slowly(w: World, ticks: int) -> None:
+    """Rounds 10 s apart where a new revision takes one to two of them to become ready, as on a real cluster."""
+    for i in range(ticks):
+        w.tick(10, ready=i % 2 == 1)
+
+
+@pytest.mark.parametrize("copying", [False, True])
+def test_kserve_copying_the_bookkeeping_makes_no_revision_at_rest_with_revisions_slow_to_be_ready(worlds, copying):
+    w = new_world(worlds, "kserve", steps=(10, 50))
+    if copying:
+        w.kserve_config({"inferenceService": "{}"})
+    slowly(w, 10)
+    settled = revisions(w)
+    slowly(w, 20)
+    assert revisions(w) == settled and w.live() == {"1.0.0": 100}, (settled, revisions(w))
+
+
+@pytest.mark.parametrize("copying", [False, True])
+def test_kserve_a_healthy_rollout_in_flight_when_kserve_starts_copying_is_promoted(worlds, copying):
+    """KServe's next reconcile makes one revision of the candidate with the annotations in it; after that only
+    weights move, so no revision follows and the rollout ends as it would have."""
+    w = new_world(worlds, "kserve", steps=(10, 50))
+    start(w)
+    made = revisions(w)
+    if copying:
+        w.kserve_config({"inferenceService": "{}"})
+    for i in range(30):
+        w.tick(10, ready=i % 2 == 1)
+        if w.status().stable_version == "1.1.0":
+            break
+    s = w.status()
+    assert s.phase is Phase.Stable and s.stable_version == "1.1.0" and w.live() == {"1.1.0": 100}, (s.message, w.live())
+    assert revisions(w) <= made + (1 if copying else 0), (made, revisions(w))
+
+
+def test_kserve_copying_the_bookkeeping_holds_a_drill(worlds):
+    from .test_drills import promoted
+
+    w = promoted(worlds, "kserve")
+    w.kserve_config({"inferenceService": "{}"})
+    w.tick(10)
+    before = revisions(w)
+    w.request("D1", "Drill")
+    for _ in range(4):
+        w.tick(10)
+    assert w.status().drill is None and w.status().last_drill is None, w.status().message
+    assert revisions(w) == before and w.live() == {"1.1.0": 100}
+
+
+def test_kserve_copying_the_bookkeeping_holds_a_retry(worlds):
+    w = new_world(worlds, "kserve", steps=(10, 50))
+    start(w)
+    w.metric("candidate", "bad")
+    tick_until_rolled_back(w)
+    assert w.status().phase is Phase.RolledBack
+    w.metric("candidate", "good")
+    w.kserve_config({"inferenceService": "{}"})
+    w.tick(10)
+    w.request("R1", "Retry")
+    for _ in range(4):
+        w.tick(10)
+    s = w.status()
+    assert s.canary_version is None and s.phase is Phase.RolledBack and w.live() == {"1.0.0": 100}, s.message
+    w.kserve_config(KSERVE_CONFIGURED)  # the control: a Retry goes ahead once KServe keeps the bookkeeping off
+    w.request("R2", "Retry")
+    for _ in range(3):
+        w.tick(10)
+    assert w.status().canary_version == "1.1.0"

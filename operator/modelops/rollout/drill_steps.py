@@ -43,6 +43,8 @@ class DrillSteps:
             return f"fallback {fallback} has no valid ModelVersion"
         if not self.backend_known:
             return "the backend's readiness cannot be read"
+        if self.obs.holds_rollouts is not None:
+            return f"the backend holds rollouts: {self.obs.holds_rollouts}"
         if not self.ready(s.stable_version):
             return f"stable {s.stable_version} is not serving on the backend"
         return None

@@ -190,6 +190,9 @@ class _Run(DrillSteps):
             self.rollback_to(request, actor)
         elif request.action is Action.Drill:
             self.start_drill(request, actor)
+        elif request.action is Action.Retry and s.phase is Phase.RolledBack and s.failed_version == self.spec.version \
+                and self.obs.holds_rollouts is not None:
+            self.ignore(request, f"the backend holds rollouts: {self.obs.holds_rollouts}")
         elif request.action is Action.Retry and s.phase is Phase.RolledBack and s.failed_version == self.spec.version:
             self.start_rollout(self.spec.version, f"manual retry: {request.reason}", actor)
         else:

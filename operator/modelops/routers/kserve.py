@@ -228,7 +228,7 @@ def observe(isvc: dict[str, Any] | None, versions: dict[str, ModelVersionSpec], 
         if in_spec not in ready and (percent is None or (integer(percent) or 0) > 0):
             serving = frozenset({in_spec})  # e.g. promoted: all traffic on it before KServe marks it rolled out
     drift = []
-    applied = annotations_of(isvc).get(APPLIED_PERCENT)
+    applied = annotations_of(isvc).get(APPLIED_PERCENT)  # kept as it was while KServe copies it (config_for)
     live = _percent_text(spec.get("canaryTrafficPercent"))
     if applied is not None and live != applied:
         drift.append(f"spec.predictor.canaryTrafficPercent is {live}, the operator had set {applied}: "
@@ -286,11 +286,13 @@ def config_for(isvc: dict[str, Any], intent: TrafficIntent, versions: dict[str, 
     config = merged(kept(isvc, *IDENTITY, MODE), {"metadata": {"annotations": annotations}, "spec": {"predictor": predictor}})
     if is_applied(isvc, config, absent=_absent(percent)):
         return None
-    if state.holds_rollouts is not None and is_applied(isvc, _with_live_bookkeeping(config, live_annotations),
-                                                       absent=_absent(percent)):
-        # Only bookkeeping would change, and KServe copies it into the revision template: the write would make
-        # a revision, whose readiness would be recorded by the next, and so on (kserve_config.py).
-        return None
+    if state.holds_rollouts is not None and model is None:
+        # KServe copies the bookkeeping into the revision template (kserve_config.py): a write that changes it
+        # without a new artifact would make a revision, whose readiness would show the candidate unready and be
+        # recorded by the next write, and so on. The record stays as it is; only weights move.
+        config = _with_live_bookkeeping(config, live_annotations)
+        if is_applied(isvc, config, absent=_absent(percent)):
+            return None
     # Conditional on the read it was computed from: a second driver (or any writer since) gets a 409, not overwritten.
     config["metadata"]["resourceVersion"] = isvc["metadata"]["resourceVersion"]
     return config
@@ -347,14 +349,17 @@ class KServeRouter:
                       last: TrafficIntent | None) -> BackendState:
         isvc = await self.objects.get(INFERENCE_SERVICE, target, self._name(target))
         route = self._route(target)
+        holds = await self.settings.copies_bookkeeping()
         if isvc is None or driven_mode(isvc, route is not None) == SERVERLESS:
             state = observe(isvc, versions, last)
+            if holds is not None:  # the weight's record stays as it was (config_for): no drift can be told
+                state = replace(state, drift=())
         else:
             assert route is not None  # driven_mode refuses Standard mode without one
             found = layout(isvc, versions)
             state = observe_standard(found, await read_route(self.objects, self.endpoint_slices, target, route.name,
                                                              found.services))
-        return replace(state, read=isvc, holds_rollouts=await self.settings.copies_bookkeeping())
+        return replace(state, read=isvc, holds_rollouts=holds)
 
     async def apply(self, target: Target, intent: TrafficIntent, versions: dict[str, ModelVersionSpec],
                     state: BackendState, *, create: bool = True) -> bool:

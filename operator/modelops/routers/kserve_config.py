@@ -14,10 +14,11 @@ KServe facts (v0.20.0):
 - The controller reads that ConfigMap on every reconcile (pkg/controller/v1beta1/inferenceservice/controller.go,
   Reconcile), so what it says now is what KServe does with the next write.
 
-Where the ConfigMap does not list every bookkeeping key, or cannot be read, no rollout starts on the kserve
-backend (BackendState.holds_rollouts) and the status says what to add. A rollout in flight goes on and can always be
-rolled back: each of its writes then restarts pods or makes one revision, the cost of ending it. Writes that would
-change bookkeeping alone (a revision's readiness recorded) are left out meanwhile, which ends the chain of revisions.
+Where the ConfigMap does not list every bookkeeping key, or cannot be read, no rollout, Retry or drill starts on the
+kserve backend (BackendState.holds_rollouts) and the status says what to add. A rollout in flight goes on and can
+always be rolled back. Meanwhile bookkeeping changes only in a write that changes the predictor's model too (a new
+revision or new pods anyway): serverless weight writes carry the record as it is and bookkeeping-only writes are
+left out (kserve.config_for), which ends the chain of revisions.
 """
 
 from __future__ import annotations
