@@ -185,6 +185,17 @@ def test_after_promotion_stable_is_ready_only_once_kserve_saw_the_write():
     assert layout(promoted, VERSIONS).services["1.1.0"] == "churn-v1-1-0-predictor"
 
 
+def test_a_promoted_predictor_whose_model_was_reverted_under_its_name_gets_stables_model_back_in_place():
+    """A manifest from before the promotion re-applied (or an edit) puts 1.0.0's model on the Deployment named
+    v1-1-0: staging 1.1.0 as an entry of that same name is what KServe's validation refuses."""
+    reverted = owned(standard("1.0.0", ready=("1.0.0",), name="v1-1-0"))
+    config = configured(reverted, TrafficIntent("1.1.0"))
+    assert config["spec"]["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
+    assert "canary" not in config["spec"]
+    assert config["metadata"]["annotations"][ARTIFACT_GENERATION] == "3"  # ready again only once KServe saw it
+    assert route_intent(TrafficIntent("1.1.0"), layout(reverted, VERSIONS)) == TrafficIntent("1.0.0")
+
+
 # Unit names.
 
 def test_a_prerelease_version_gets_its_digest_named_unit_and_is_read_back_from_it():

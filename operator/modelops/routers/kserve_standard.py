@@ -50,7 +50,8 @@ weight (so KServe sizes it as that share); a rollback removes the entry; promoti
 after the promoted entry with its model, and removes the entry. A new stable that is not running yet (a
 manual rollback to a retained version, whose Deployment KServe deleted at the promotion after it) is
 brought up the same way: the entry at 0 % while the route stays on the version running, then promoted once
-KServe reports it ready. A version is ready when KServe reports it
+KServe reports it ready. A predictor already named after the intended stable but holding another artifact (its
+model edited, or a manifest from before the promotion re-applied) gets stable's artifact written back in place. A version is ready when KServe reports it
 (stable: PredictorReady True in a status that saw the operator's last write of the predictor,
 `modelops.io/artifact-generation`; a canary: its canaryStatuses[] entry ready) and the route finds it ready.
 The route names a candidate's Service only once KServe reports the canary ready (a Gateway reports a
@@ -198,10 +199,13 @@ def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
     staged = None  # a new stable not yet running: brought up as the canary entry first
     if intent.stable != found.stable:
         promoted = found.canaries.get(intent.stable)
-        if (promoted is not None and intent.stable in found.ready) or found.stable is None:
+        # Stable's Deployment already named after the intended stable: its model was changed under it (a user's edit,
+        # a re-applied manifest older than the promotion); KServe refuses an entry of stable's own name.
+        renamed = predictor.get("name") == unit_name(intent.stable)
+        if (promoted is not None and intent.stable in found.ready) or found.stable is None or renamed:
             # Promotion as KServe documents it: the predictor takes the canary's name (and so its Deployment and
-            # Service, already running) and its model; the entry goes. With no stable known to keep serving,
-            # stable's artifact is written in place.
+            # Service, already running) and its model; the entry goes. With no stable known to keep serving, or
+            # stable's Deployment already the intended stable's, stable's artifact is written in place.
             model = dict(promoted["predictor"]["model"]) if promoted else model_of(intent.stable)
             predictor = {**predictor, "model": model}
             if promoted:
