@@ -30,9 +30,18 @@ InferenceService spec and status, ModelDeployment status; never on logs):
   canary entry goes (and KServe deletes its Deployment), status RolledBack with failedVersion, no request
   reaches the candidate afterwards and none is lost;
 - a pin (spec.trafficOverride) holding the route at the pinned weight, KServe's canary Deployment and
-  Service staying, and an Abort removing them.
-Not run here: drills, GitOps re-applies, faults, warm fallbacks; serverless mode (no Knative) runs against
-the stand-in only.
+  Service staying, and an Abort removing them;
+- a pause holding its step past the step's own pause, and GitOps re-applies mid-rollout (the ModelDeployment's
+  Git manifest and the user's InferenceService, which has no spec.canary; client-side, then server-side as
+  Argo CD's manager with --force-conflicts): the canary entry (still the operator's alone in managedFields),
+  the bookkeeping annotations, the route and the status stay, no pod restarts; resumed, it is promoted. The
+  same InferenceService manifest re-applied after the promotion reverts the predictor's model under its new
+  name; the operator writes 1.1.0's back and the Deployment ends serving it;
+- a drill after a promotion: the fallback a canary entry (0 %, then 100 % once KServe reports it ready), the
+  route all on its Service only while the entry exists, then back on stable and the entry gone (KServe
+  deletes the fallback's Deployment), stable's pods untouched, no request lost; lastDrill Completed with its
+  timings, its requestsLost not claimed (no request metrics in Standard mode).
+Not run here: faults, warm fallbacks; serverless mode (no Knative) runs against the stand-in only.
 
 Divergences from the stand-in (playground/standin_backends.py), found here:
 - KServe's defaulting webhook re-encodes the InferenceService from its Go structs: every model, a
@@ -45,6 +54,10 @@ Divergences from the stand-in (playground/standin_backends.py), found here:
   now fixed) and at each rollout's start. The cluster lists them in serviceAnnotationDisallowedList
   (playground/kserve_controller.py), as docs/backends/kserve.md asks of real clusters; the tests assert one pod
   template per Deployment and no request lost.
+- KServe's status.observedGeneration in Standard mode is stable's Deployment's generation, not the
+  InferenceService's (PropagateRawStatus); the stand-in and the simulation wrote the InferenceService's. The
+  operator gated stable's readiness on it, so after a promotion stable never read as ready again (Ready False
+  for good, drills refused). Fixed: the gate is status.address naming stable's predictor Service.
 - The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
   its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below
   1), and its Deployment keeps its pods or goes to that minimum as the HPA controller decides (both seen
