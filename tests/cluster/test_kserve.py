@@ -55,9 +55,9 @@ Divergences from the stand-in (playground/standin_backends.py), found here:
   (playground/kserve_controller.py), as docs/backends/kserve.md asks of real clusters; the tests assert one pod
   template per Deployment and no request lost.
 - KServe's status.observedGeneration in Standard mode is stable's Deployment's generation, not the
-  InferenceService's (PropagateRawStatus); the stand-in and the simulation wrote the InferenceService's. The
-  operator gated stable's readiness on it, so after a promotion stable never read as ready again (Ready False
-  for good, drills refused). Fixed: the gate is status.address naming stable's predictor Service.
+  InferenceService's (PropagateRawStatus); the simulation's KServe (tests/sim/fakes.py) wrote the
+  InferenceService's. The operator gated stable's readiness on it, so after a promotion stable never read as
+  ready again (Ready False for good, drills refused). Fixed: the gate is status.address naming stable's predictor Service.
 - The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
   its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below
   1), and its Deployment keeps its pods or goes to that minimum as the HPA controller decides (both seen
