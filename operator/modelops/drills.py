@@ -6,9 +6,9 @@ check: for each serving unit of the fallback and of stable that took the drill's
 drill makes a revision for each), the error rate times the requests over a window from the drill's
 start, summed and rounded: the counts as scraped (a unit made for the drill counts from 0, so what it served
 before its first scrape is in), but a unit whose counter reset meanwhile comes from increase()'s extrapolation.
-Without that template (Gateway API) or when the provider fails, the number is null and
-the note says why. Which units took the drill's traffic is kept in the deployment loop's
-memory only: after a restart during the drill it is unknown, and so is the number.
+Without that template (Gateway API, KServe behind serving.kserve.httpRoute) or when the provider fails, the number
+is null and the note says why. Which units took the drill's traffic is kept in the deployment loop's memory
+only: after a restart during the drill it is unknown, and so is the number.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import datetime
 from .analysis.measure import batch_key, sample_count, unless_set
 from .analysis.promql import Subject, render
 from .analysis.provider import Asker, MetricProvider, ProviderError, ProviderFactory, answered_within
-from .api.modeldeployment import CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.modeldeployment import CheckTemplate, ModelDeploymentSpec, ModelDeploymentStatus, routed, template_support
 from .api.types import duration_seconds
 from .rollout import DrillLoss, analysis_instant
 from .rollout.values import parse_rfc3339
@@ -79,10 +79,13 @@ async def measure_loss(providers: ProviderFactory, spec: ModelDeploymentSpec, st
     due = seconds_to_loss(status, now)
     if last is None or due is None:
         return None
+    # The router's templates are its backend's in every mode; what the spec's serving has metrics for decides (KServe
+    # Standard mode behind a route exports no Knative metrics: asked anyway, every rate would read as no errors).
     template = router.templates.get(CheckTemplate.errorRate)
-    if template is None or template.samples is None:
-        return DrillLoss(last.started_at, None, f"not measured: the {spec.serving.backend.value} backend exports no "
-                                                "error rate (no built-in errorRate check)")
+    if template is None or template.samples is None or CheckTemplate.errorRate not in template_support(spec.serving):
+        how = " with serving.kserve.httpRoute (Standard mode)" if routed(spec.serving) else ""
+        return DrillLoss(last.started_at, None, f"not measured: the {spec.serving.backend.value} backend{how} exports "
+                                                "no error rate (no built-in errorRate check)")
     if due > 0:
         return None
     if units is None or units.started_at != last.started_at or not units.units:

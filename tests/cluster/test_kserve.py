@@ -30,9 +30,18 @@ InferenceService spec and status, ModelDeployment status; never on logs):
   canary entry goes (and KServe deletes its Deployment), status RolledBack with failedVersion, no request
   reaches the candidate afterwards and none is lost;
 - a pin (spec.trafficOverride) holding the route at the pinned weight, KServe's canary Deployment and
-  Service staying, and an Abort removing them.
-Not run here: drills, GitOps re-applies, faults, warm fallbacks; serverless mode (no Knative) runs against
-the stand-in only.
+  Service staying, and an Abort removing them;
+- a pause holding its step past the step's own pause, and GitOps re-applies mid-rollout (the ModelDeployment's
+  Git manifest and the user's InferenceService, which has no spec.canary; client-side, then server-side as
+  Argo CD's manager with --force-conflicts): the canary entry (still the operator's alone in managedFields),
+  the bookkeeping annotations, the route and the status stay, no pod restarts; resumed, it is promoted. The
+  same InferenceService manifest re-applied after the promotion reverts the predictor's model under its new
+  name; the operator writes 1.1.0's back and the Deployment ends serving it;
+- a drill after a promotion: the fallback a canary entry (0 %, then 100 % once KServe reports it ready), the
+  route all on its Service only while the entry exists, then back on stable and the entry gone (KServe
+  deletes the fallback's Deployment), stable's pods untouched, no request lost; lastDrill Completed with its
+  timings, its requestsLost not claimed (no request metrics in Standard mode).
+Not run here: faults, warm fallbacks; serverless mode (no Knative) runs against the stand-in only.
 
 Divergences from the stand-in (playground/standin_backends.py), found here:
 - KServe's defaulting webhook re-encodes the InferenceService from its Go structs: every model, a
@@ -45,6 +54,10 @@ Divergences from the stand-in (playground/standin_backends.py), found here:
   now fixed) and at each rollout's start. The cluster lists them in serviceAnnotationDisallowedList
   (playground/kserve_controller.py), as docs/backends/kserve.md asks of real clusters; the tests assert one pod
   template per Deployment and no request lost.
+- KServe's status.observedGeneration in Standard mode is stable's Deployment's generation, not the
+  InferenceService's (PropagateRawStatus); the simulation's KServe (tests/sim/fakes.py) wrote the
+  InferenceService's. The operator gated stable's readiness on it, so after a promotion stable never read as
+  ready again (Ready False for good, drills refused). Fixed: the gate is status.address naming stable's predictor Service.
 - The stand-in makes no Deployments: KServe gives every predictor, canaries too, an HPA whose minimum is
   its replica count; a user's minReplicas on stable is lowered on its HPA by the canary's pods (never below
   1), and its Deployment keeps its pods or goes to that minimum as the HPA controller decides (both seen
@@ -59,7 +72,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -68,6 +84,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from playground.controlplane import REPO, ControlPlane
 from playground.kserve_controller import KServeController
@@ -401,12 +418,15 @@ class Gateway(threading.Thread):
 
 
 @contextlib.contextmanager
-def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = "v2", rps: float = 20):
+def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = "v2", rps: float = 20,
+            isvc: dict | None = None):
     """Versions 1.0.0 (artifact v1) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0, the
-    Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through the route."""
+    Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through the route. The
+    operator creates the InferenceService, unless the user's (`isvc`) is applied first."""
     plane = cluster.plane
     plane.apply({"apiVersion": "v1", "kind": "List", "items": [
-        route(ns), echo_version(ns, "1.0.0", "v1"), echo_version(ns, "1.1.0", candidate_folder)]})
+        route(ns), echo_version(ns, "1.0.0", "v1"), echo_version(ns, "1.1.0", candidate_folder),
+        *([isvc] if isvc else [])]})
     gateway = Gateway(cluster, ns)
     gateway.start()
     load = LoadGenerator(gateway.split_file, rps)
@@ -561,6 +581,233 @@ def test_a_pinned_weight_holds_the_route_while_kserves_canary_stays_and_an_abort
         aborted = status(plane, ns)
         assert aborted["stableVersion"] == "1.0.0" and not aborted.get("canaryWeight")
         assert find(plane, ns, "service", "echo-v1-1-0-predictor") is None
+
+
+PLUGIN = Path(sys.executable).with_name("kubectl-modelops")
+
+
+def modelops(plane: ControlPlane, ns: str, *args: str) -> None:
+    """`kubectl modelops ARGS` in the namespace, as the cluster's admin."""
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "PATH": f"{plane.bin}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([str(PLUGIN), "-n", ns, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def user_isvc(ns: str) -> dict:
+    """The InferenceService as the user's Git holds it: 1.0.0's model, handed to the ModelDeployment, no canary."""
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "echo", "namespace": ns, "annotations": {
+                "modelops.io/deployment": "echo", "serving.kserve.io/deploymentMode": "Standard"}},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"},
+                                             "storageUri": "modelops://echo/v1"}}}}
+
+
+SRE_FIELDS = ("paused", "trafficOverride", "request")
+
+
+def git_manifest(plane: ControlPlane, ns: str) -> dict:
+    """The ModelDeployment as Git holds it: the live spec (the version bump came from Git) without the SREs' fields."""
+    live = find(plane, ns, "modeldeployment", "echo")
+    return {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": {"name": "echo", "namespace": ns},
+            "spec": {k: v for k, v in live["spec"].items() if k not in SRE_FIELDS}}
+
+
+def reapply(plane: ControlPlane, *manifests: dict) -> None:
+    """As Argo CD syncs: client-side apply (its default), then server-side as its controller, forcing conflicts."""
+    for manifest in manifests:
+        text = yaml.safe_dump(manifest)
+        plane.kubectl("apply", "-f", "-", input=text)
+        plane.kubectl("apply", "--server-side", "--field-manager=argocd-controller", "--force-conflicts", "-f", "-",
+                      input=text)
+
+
+def managers(plane: ControlPlane, ns: str, kind: str, *path: str) -> set[str]:
+    """The field managers owning `path` (fieldsV1 keys, "f:spec", "f:canary") of `kind` echo."""
+    live = json.loads(plane.kubectl("get", kind, "echo", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    owners = set()
+    for entry in live["metadata"].get("managedFields") or []:
+        fields = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None:
+            owners.add(entry["manager"])
+    return owners
+
+
+def operators_annotations(obj: dict) -> dict[str, str]:
+    return {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k.startswith("modelops.io/")}
+
+
+def settled(st: dict) -> dict:
+    """What a re-apply must leave as it was: where the rollout stands, and its history."""
+    kept = ("phase", "stableVersion", "canaryVersion", "canaryWeight", "currentStep", "stepStartedAt", "pinnedWeight",
+            "handledRequests")
+    return {k: st.get(k) for k in kept} | {"history": len(st["history"])}
+
+
+def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_kserve(cluster, ns):
+    """The user's InferenceService from Git, with no spec.canary: re-applied mid-rollout (client- and server-side),
+    it leaves the operator's entry, bookkeeping and route, and restarts no pod. Re-applied stale after the promotion
+    (its model 1.0.0's, without Argo CD's ignoreDifferences of docs/gitops.md) it reverts the promoted predictor's
+    model under its name, and the operator writes 1.1.0's back."""
+    plane = cluster.plane
+    split_20 = {"echo-predictor": 80, "echo-v1-1-0-predictor": 20}
+    with serving(cluster, ns, [{"weight": 20, "pause": "4s"}, {"weight": 50, "pause": "4s"}],
+                 isvc=user_isvc(ns)) as load:
+        start_rollout(plane, ns)
+        at_step(plane, ns, 20)
+        modelops(plane, ns, "pause", "echo")
+        wait_status(plane, ns, "the pause", lambda st: st.get("phase") == "Paused", 30)
+        held_since = time.monotonic()
+        while time.monotonic() - held_since < 10:  # the step's 4 s pause over twice: the step holds
+            assert weights(plane, ns) == split_20 and status(plane, ns).get("canaryWeight") == 20
+            time.sleep(1)
+        before = status(plane, ns)
+        assert before["phase"] == "Paused" and before["currentStep"] == 0, before
+
+        isvc_before = find(plane, ns, "inferenceservice", "echo")
+        reapply(plane, git_manifest(plane, ns), user_isvc(ns))
+        assert find(plane, ns, "modeldeployment", "echo")["spec"]["paused"] is True
+        isvc = find(plane, ns, "inferenceservice", "echo")
+        [canary] = isvc["spec"]["canary"]
+        assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 20
+        assert not isvc["spec"]["predictor"].get("name")
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v1"
+        assert operators_annotations(isvc) == operators_annotations(isvc_before)
+        assert managers(plane, ns, "inferenceservice", "f:spec", "f:canary") == {"modelops"}
+        after = wait_status(plane, ns, "an analysis after the re-apply",
+                            lambda st: st.get("lastAnalysisAt", "") > before.get("lastAnalysisAt", ""), 30)
+        assert settled(after) == settled(before)
+        assert weights(plane, ns) == split_20
+        assert pod_templates(plane, ns, "echo-predictor") == pod_templates(plane, ns, "echo-v1-1-0-predictor") == 1
+        print(f"\npaused at 20 % and re-applied: status {settled(after)}, Deployments {replicas(plane, ns)}, "
+              f"spec.canary managers {managers(plane, ns, 'inferenceservice', 'f:spec', 'f:canary')}")
+
+        modelops(plane, ns, "resume", "echo")
+        at_step(plane, ns, 50)
+        wait_status(plane, ns, "promotion of 1.1.0",
+                    lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 120)
+        promoted = wait_for(plane, "KServe's promotion as the operator wrote it", lambda: (
+            lambda i: i if i["spec"]["predictor"].get("name") == "v1-1-0" and not i["spec"].get("canary") else None)(
+            find(plane, ns, "inferenceservice", "echo")), 30)
+        wait_for(plane, "the route all on the promoted Deployment's Service",
+                 lambda: weights(plane, ns) == {"echo-v1-1-0-predictor": 100}, 30)
+
+        plane.apply(user_isvc(ns))  # stale: Git still names 1.0.0's model
+        reverted = promoted["metadata"]["generation"] + 1
+        restored = wait_for(plane, "1.1.0's model written back over the re-applied one", lambda: (
+            lambda i: i if i["metadata"]["generation"] > reverted
+            and i["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v2" else None)(
+            find(plane, ns, "inferenceservice", "echo")), 60)
+        assert restored["spec"]["predictor"]["name"] == "v1-1-0" and not restored["spec"].get("canary")
+        settled_again = wait_status(plane, ns, "1.1.0 stable and ready again", lambda st: st.get("phase") == "Stable"
+                                    and condition({"status": st}, "Ready") == "True", 90)
+        assert settled_again["stableVersion"] == "1.1.0"
+        assert weights(plane, ns) == {"echo-v1-1-0-predictor": 100}
+        seen = load.results[("echo-v1-1-0-predictor", 200)]
+        wait_for(plane, "answers through the route after the write-back",
+                 lambda: load.results[("echo-v1-1-0-predictor", 200)] > seen + 10, 30)
+        # Ready holds through a rolling update (PredictorReady is the Deployment's Available): the roll back to 1.1.0's
+        # model is over when its one pod left answers v2.
+        wait_for(plane, "the promoted Deployment's one pod, none terminating, answering v2", lambda: (
+            lambda running: len(running) == 1 and answered_version(running[0]) == "v2")(
+            [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-v1-1-0-predictor")["items"]
+             if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]), 120)
+        print(f"stale re-apply after promotion: generation {reverted} reverted, {restored['metadata']['generation']} "
+              f"restored; pod templates {pod_templates(plane, ns, 'echo-v1-1-0-predictor')}, requests lost "
+              f"{len(load.lost)}, answers {dict(load.results)}")
+
+
+def answered_version(pod: dict) -> str | None:
+    """The version the pod's model server answers a prediction with; None when it does not answer."""
+    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
+                                     data=b'{"instances": [[1]]}', method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.load(reply)["predictions"][0]["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Watcher(threading.Thread):
+    """Reads the route and the InferenceService over and over: every distinct (route weights, canary entries)."""
+
+    def __init__(self, plane: ControlPlane, ns: str):
+        super().__init__(daemon=True)
+        self.plane, self.ns, self.halt, self.seen = plane, ns, threading.Event(), []
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            with contextlib.suppress(RuntimeError, ValueError, KeyError, TypeError):
+                isvc = find(self.plane, self.ns, "inferenceservice", "echo")
+                entries = tuple((c["predictor"]["name"], c.get("trafficPercent", 0))
+                                for c in isvc["spec"].get("canary") or [])
+                now = (weights(self.plane, self.ns), entries, replicas(self.plane, self.ns))
+                if not self.seen or self.seen[-1] != now:
+                    self.seen.append(now)
+            self.halt.wait(0.2)
+
+
+def test_a_drill_runs_the_fallback_as_kserves_canary_and_the_route_all_on_it_then_back(cluster, ns):
+    plane = cluster.plane
+    on_stable = {"echo-v1-1-0-predictor": 100}
+    on_fallback = {"echo-v1-1-0-predictor": 0, "echo-v1-0-0-predictor": 100}
+    with serving(cluster, ns, [{"weight": 50, "pause": "2s"}]) as load:
+        start_rollout(plane, ns)
+        promoted = wait_status(plane, ns, "promotion of 1.1.0",
+                               lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 120)
+        assert promoted["fallbackVersion"] == "1.0.0"
+        wait_for(plane, "the route all on stable", lambda: weights(plane, ns) == on_stable, 30)
+        wait_for(plane, "KServe deleting the old stable's Deployment",
+                 lambda: set(replicas(plane, ns)) == {"echo-v1-1-0-predictor"}, 60)
+        stable_templates = pod_templates(plane, ns, "echo-v1-1-0-predictor")
+
+        watcher = Watcher(plane, ns)
+        watcher.start()
+        try:
+            modelops(plane, ns, "drill", "echo", "--reason", "cluster drill")
+            done = wait_status(plane, ns, "the drill over", lambda st: (st.get("lastDrill") or {}).get("result")
+                               and st.get("phase") != "Drilling", 180)
+            wait_for(plane, "the fallback's entry gone", lambda: not watcher.seen[-1][1], 30)
+        finally:
+            watcher.halt.set()
+            watcher.join(5)
+        last = done["lastDrill"]
+        assert last["result"] == "Completed", last
+        assert (last["fallbackVersion"], last["returnedTo"]) == ("1.0.0", "1.1.0")
+        assert 0 < last["secondsToFallback"] < 120 and 0 < last["secondsBack"] < 60, last
+        assert [h["action"] for h in done["history"]][-3:] == ["DrillStarted", "DrillOnFallback", "DrillCompleted"]
+        assert done["stableVersion"] == "1.1.0" and done["phase"] == "Stable"
+
+        # KServe's objects: the fallback is a canary entry (at 0 % until KServe reported it ready, then 100 %, sized
+        # ceil(1 x 100 / 100) = 1 pod), the route moved to its Service and back, then the entry went.
+        routes = [route_now for route_now, _, _ in watcher.seen]
+        assert on_fallback in routes and routes[-1] == on_stable, watcher.seen
+        entries = [entry for _, entry, _ in watcher.seen]
+        assert (("v1-0-0", 100),) in entries and entries[-1] == (), watcher.seen
+        # The route names the fallback's Service only while KServe has its entry (and so its Deployment and Service).
+        assert all(entry for route_now, entry, _ in watcher.seen if route_now.get("echo-v1-0-0-predictor")), \
+            watcher.seen
+        on_fallback_replicas = [r for route_now, _, r in watcher.seen if route_now == on_fallback]
+        assert all(r.get("echo-v1-0-0-predictor") == (1, 1) for r in on_fallback_replicas), watcher.seen
+        wait_for(plane, "KServe deleting the fallback's Deployment",
+                 lambda: set(replicas(plane, ns)) == {"echo-v1-1-0-predictor"}, 60)
+        assert find(plane, ns, "service", "echo-v1-0-0-predictor") is None
+        assert pod_templates(plane, ns, "echo-v1-1-0-predictor") == stable_templates  # no stable pod restarted
+
+        # The data plane followed: all on the fallback's pod at some point, all back on stable's at the end.
+        served = [split for _, split in load.splits_seen if split]
+        assert {"echo-v1-0-0-predictor": 100} in served and served[-1] == {"echo-v1-1-0-predictor": 100}, served
+        assert load.results[("echo-v1-0-0-predictor", 200)] > 0
+        assert load.lost == []
+
+        # Requests lost: Standard mode exports no request metrics of its own, so the figure is not claimed.
+        measured = wait_status(plane, ns, "the drill's requests lost settled",
+                               lambda st: "requestsLostDue" not in (st.get("lastDrill") or {"requestsLostDue": 1}), 60)
+        assert measured["lastDrill"].get("requestsLost") is None
+        assert "serving.kserve.httpRoute" in measured["lastDrill"]["requestsLostNote"], measured["lastDrill"]
+        print(f"\ndrill: {last['secondsToFallback']} s to fallback, {last['secondsBack']} s back; seen "
+              f"{watcher.seen}; answers {dict(load.results)}; note {measured['lastDrill']['requestsLostNote']}")
 
 
 def test_stopped_kserve_takes_its_webhooks_along(cluster):

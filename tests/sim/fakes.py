@@ -815,7 +815,7 @@ class KServeStandardController:
     - Predictor Services: stable's `<isvc>-predictor` (`<isvc>-<predictor.name>-predictor` once named) and one
       per spec.canary entry, `<isvc>-<entry name>-predictor`, each serving its own artifact (the entry's model,
       else stable's). KServe deletes any other at once: a ref to it serves nothing.
-    - status: deploymentMode Standard, observedGeneration the generation reconciled, PredictorReady and each
+    - status: deploymentMode Standard, address stable's predictor Service as reconciled, PredictorReady and each
       canaryStatuses[] entry ready on a `ready` settle (not on another: a new Deployment's pods are not ready).
     - Traffic follows the route alone (KServe routes nothing to a canary): a ref's weight goes to its Service's
       artifact, or to nothing when KServe has no such Service."""
@@ -843,7 +843,8 @@ class KServeStandardController:
         isvc = kube.peek(resource, namespace, name)
         if isvc is not None:
             entries = dig(isvc, "spec", "canary") or []
-            status = {"deploymentMode": "Standard", "observedGeneration": isvc["metadata"].get("generation"),
+            stable = next(iter(self.services(isvc)))
+            status = {"deploymentMode": "Standard", "address": {"url": f"http://{stable}.{namespace}.svc.cluster.local"},
                       "conditions": [{"type": "PredictorReady", "status": "True" if ready else "False"}],
                       "canaryStatuses": [{"name": dig(e, "predictor", "name"), "ready": ready,
                                           "trafficPercent": e.get("trafficPercent")} for e in entries]}

@@ -540,6 +540,20 @@ def test_requests_lost_not_measured_and_why():
     assert measure(Provider({}, {}), status.model_copy(update={"last_drill": None}), due, None) is None
 
 
+def test_requests_lost_not_measured_behind_a_route_in_kserve_standard_mode():
+    """The router's templates are the Knative ones in either mode; Standard mode has no such series, and counting
+    their absence as no errors would report a drill that lost requests as losing none."""
+    spec, status, due = pending_loss()
+    standard = make_spec(strategy={"type": "HotSwap"}, serving={"backend": "kserve", "kserve": {
+        "httpRoute": {"name": "fraud"}}})
+    provider = Provider({"fraud-predictor-00002": 0.5, "fraud-predictor-00003": 0.5, "fraud-predictor-00004": 0.5},
+                        {"fraud-predictor-00002": 10.0, "fraud-predictor-00003": 10.0, "fraud-predictor-00004": 10.0})
+    loss = measure(provider, status, due, units_of(status), spec=standard)
+    assert loss.lost is None and not provider.asked
+    assert "kserve backend with serving.kserve.httpRoute (Standard mode) exports no error rate" in loss.note
+    assert measure(provider, status, due, units_of(status)).lost == 15  # the same provider, serverless: measured
+
+
 def test_the_units_of_a_drill_are_kept_until_its_requests_lost_are_measured():
     from modelops.drills import remember_units
     from modelops.routers.base import BackendState

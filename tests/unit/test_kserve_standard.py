@@ -14,10 +14,10 @@ from modelops.api.modelversion import ModelVersionSpec
 from modelops.rollout import TrafficIntent
 from modelops.routers.base import BackendMisconfigured, unit_name
 from modelops.routers.gateway_api import ENDPOINT_SLICES, HTTP_ROUTE, SERVICE_NAME_LABEL
-from modelops.routers.inference_service import ARTIFACT_GENERATION, DEPLOYMENT_MODE, INFERENCE_SERVICE, VERSION_MODELS
+from modelops.routers.inference_service import DEPLOYMENT_MODE, INFERENCE_SERVICE, VERSION_MODELS
 from modelops.routers.kserve import SERVERLESS, STANDARD, KServeRouter, driven_mode
 from tests.sim.fakes import kserve_router
-from modelops.routers.kserve_standard import config_standard, layout, route_intent
+from modelops.routers.kserve_standard import config_standard, layout, predictor_service, route_intent
 
 from ..conftest import model_version_manifest
 from .test_kserve_router import owned
@@ -42,10 +42,11 @@ def entry(version: str, percent: int) -> dict[str, Any]:
 
 
 def standard(stable: str = "1.0.0", *canaries: tuple[str, int], ready: tuple[str, ...] = (), generation: int = 2,
-             observed: int = 2, mode: dict[str, str] | None = None, name: str | None = None,
+             address: str | None = None, mode: dict[str, str] | None = None, name: str | None = None,
              annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """A Standard-mode InferenceService `churn`: `stable` in the predictor (named `name`), one canary entry per
-    (version, percent); KServe reports ready whichever of stable and those versions `ready` names."""
+    (version, percent); KServe reports ready whichever of stable and those versions `ready` names, its address the
+    Service `address` (by default stable's as named)."""
     predictor: dict[str, Any] = {"model": model_of(stable)}
     if name:
         predictor["name"] = name
@@ -53,7 +54,8 @@ def standard(stable: str = "1.0.0", *canaries: tuple[str, int], ready: tuple[str
     if canaries:
         spec["canary"] = [entry(v, p) for v, p in canaries]
     mode = {"annotation": "Standard"} if mode is None else mode
-    status: dict[str, Any] = {"observedGeneration": observed, "conditions": [
+    status: dict[str, Any] = {"address": {"url": f"http://{address or predictor_service('churn', name)}.ml.svc"},
+                              "conditions": [
         {"type": "PredictorReady", "status": "True" if stable in ready else "False"}],
         "canaryStatuses": [{"name": unit_name(v), "ready": v in ready, "trafficPercent": p} for v, p in canaries]}
     if "status" in mode:
@@ -173,16 +175,27 @@ def test_promotion_names_the_predictor_after_the_entry_with_its_model_and_remove
     config = configured(live, TrafficIntent("1.1.0"))
     assert config["spec"]["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
     assert "canary" not in config["spec"]
-    assert config["metadata"]["annotations"][ARTIFACT_GENERATION] == "3"
 
 
-def test_after_promotion_stable_is_ready_only_once_kserve_saw_the_write():
-    promoted = standard("1.1.0", ready=("1.1.0",), name="v1-1-0", generation=3, observed=2,
-                        annotations={ARTIFACT_GENERATION: "3"})
-    assert layout(promoted, VERSIONS).ready == frozenset()
-    promoted["status"]["observedGeneration"] = 3
+def test_after_promotion_stable_is_ready_only_once_kserves_status_names_its_service():
+    """status.observedGeneration is stable's Deployment's generation (1 for a Deployment made as a canary), no
+    InferenceService generation: a gate on it never opened after a promotion, seen on KServe's controller."""
+    promoted = standard("1.1.0", ready=("1.1.0",), name="v1-1-0", generation=7, address="churn-predictor")
+    promoted["status"]["observedGeneration"] = 1
+    assert layout(promoted, VERSIONS).ready == frozenset()  # a status from before the promotion
+    promoted["status"]["address"]["url"] = "http://churn-v1-1-0-predictor.ml.svc.cluster.local"
     assert layout(promoted, VERSIONS).ready == {"1.1.0"}
     assert layout(promoted, VERSIONS).services["1.1.0"] == "churn-v1-1-0-predictor"
+
+
+def test_a_promoted_predictor_whose_model_was_reverted_under_its_name_gets_stables_model_back_in_place():
+    """A manifest from before the promotion re-applied (or an edit) puts 1.0.0's model on the Deployment named
+    v1-1-0: staging 1.1.0 as an entry of that same name is what KServe's validation refuses."""
+    reverted = owned(standard("1.0.0", ready=("1.0.0",), name="v1-1-0"))
+    config = configured(reverted, TrafficIntent("1.1.0"))
+    assert config["spec"]["predictor"] == {"name": "v1-1-0", "model": model_of("1.1.0")}
+    assert "canary" not in config["spec"]
+    assert route_intent(TrafficIntent("1.1.0"), layout(reverted, VERSIONS)) == TrafficIntent("1.0.0")
 
 
 # Unit names.
@@ -273,11 +286,13 @@ def asyncio_observe(router: KServeRouter, last: TrafficIntent):
 
 
 def report_ready(kube: FakeKube, *versions: str) -> None:
-    """What KServe's reconcile writes to the status: this generation seen, stable's and the canaries' readiness."""
+    """What KServe's reconcile writes to the status: stable's predictor Service as named now, stable's and the
+    canaries' readiness."""
     isvc = kube.objects[("inferenceservices", "churn")]
     stable = layout(isvc, VERSIONS).stable
     canaries = isvc["spec"].get("canary") or []
-    isvc["status"] = {"observedGeneration": isvc["metadata"].get("generation", 2), "conditions": [
+    service = predictor_service("churn", isvc["spec"]["predictor"].get("name"))
+    isvc["status"] = {"address": {"url": f"http://{service}.ml.svc.cluster.local"}, "conditions": [
         {"type": "PredictorReady", "status": "True" if stable in versions else "False"}],
         "canaryStatuses": [{"name": e["predictor"]["name"], "ready": any(e["predictor"]["name"] == unit_name(v)
                                                                           for v in versions),

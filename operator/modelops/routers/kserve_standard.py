@@ -50,9 +50,13 @@ weight (so KServe sizes it as that share); a rollback removes the entry; promoti
 after the promoted entry with its model, and removes the entry. A new stable that is not running yet (a
 manual rollback to a retained version, whose Deployment KServe deleted at the promotion after it) is
 brought up the same way: the entry at 0 % while the route stays on the version running, then promoted once
-KServe reports it ready. A version is ready when KServe reports it
-(stable: PredictorReady True in a status that saw the operator's last write of the predictor,
-`modelops.io/artifact-generation`; a canary: its canaryStatuses[] entry ready) and the route finds it ready.
+KServe reports it ready. A predictor already named after the intended stable but holding another artifact (its
+model edited, or a manifest from before the promotion re-applied) gets stable's artifact written back in place.
+A version is ready when KServe reports it (stable: PredictorReady True in a status whose address names stable's predictor Service, so one that saw the
+predictor's current name; status.observedGeneration is no evidence, being stable's Deployment's generation, not
+the InferenceService's (inference_service_status.go, PropagateRawStatus; seen on the controller); a model written
+in place under the same name has no such evidence, and PredictorReady, its Deployment's Available, stays True through
+the roll; a canary: its canaryStatuses[] entry ready) and the route finds it ready.
 The route names a candidate's Service only once KServe reports the canary ready (a Gateway reports a
 route naming a missing Service unresolved, and nothing on it would be ready), and each apply writes the
 route before the InferenceService, so requests leave a Service before KServe deletes it. `{{revision}}`
@@ -69,6 +73,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Any
 
 from ..api.modelversion import ModelVersionSpec
@@ -76,8 +81,7 @@ from ..kube import FieldPath, is_applied, round_tripped
 from ..rollout import TrafficIntent
 from .base import (IDENTITY, BackendMisconfigured, BackendState, VersionUnavailable, annotations_of, dig, kept, merged,
                    objects_at, unit_name, units_by_name)
-from .inference_service import (ARTIFACT_GENERATION, BOOKKEEPING, MODE, MODEL, VERSION_MODELS, artifact_generation,
-                                generation, integer, model_version, predictor_model, recorded, newest)
+from .inference_service import BOOKKEEPING, MODE, MODEL, VERSION_MODELS, model_version, predictor_model, recorded, newest
 
 CANARY: FieldPath = ("spec", "canary")
 PREDICTOR_NAME: FieldPath = ("spec", "predictor", "name")
@@ -128,21 +132,21 @@ def layout(isvc: dict[str, Any], versions: dict[str, ModelVersionSpec]) -> Layou
     services = {v: predictor_service(dig(isvc, "metadata", "name"), unit_name(v)) for v in _known(isvc, versions)}
     if stable is not None:
         services[stable] = predictor_service(dig(isvc, "metadata", "name"), spec.get("name"))
-    return Layout(stable, canaries, services, kserve_ready(isvc, stable, canaries))
+    return Layout(stable, canaries, services, kserve_ready(isvc, stable, services.get(stable), canaries))
 
 
 def _condition(isvc: dict[str, Any], kind: str) -> str | None:
     return next((c.get("status") for c in objects_at(isvc, "status", "conditions") if c.get("type") == kind), None)
 
 
-def kserve_ready(isvc: dict[str, Any], stable: str | None, canaries: dict[str, dict[str, Any]]) -> frozenset[str]:
-    """The versions KServe reports ready (pure): `stable` when PredictorReady is True in a status that saw the
-    operator's last write of the predictor; a version of `canaries` when its status.canaryStatuses[] entry is
-    ready."""
+def kserve_ready(isvc: dict[str, Any], stable: str | None, stable_service: str | None,
+                 canaries: dict[str, dict[str, Any]]) -> frozenset[str]:
+    """The versions KServe reports ready (pure): `stable` when PredictorReady is True in a status whose address is
+    `stable_service`'s (KServe reconciled the predictor's current name); a version of `canaries` when its
+    status.canaryStatuses[] entry is ready."""
     ready = set()
-    seen = integer(dig(isvc, "status", "observedGeneration")) or 0
-    if stable is not None and _condition(isvc, "PredictorReady") == "True" and \
-            seen >= (artifact_generation(isvc) or 0):
+    host = urlsplit(str(dig(isvc, "status", "address", "url") or "")).hostname or ""
+    if stable is not None and _condition(isvc, "PredictorReady") == "True" and host.split(".")[0] == stable_service:
         ready.add(stable)
     statuses = {s.get("name"): s for s in objects_at(isvc, "status", "canaryStatuses")}
     for version, entry in canaries.items():
@@ -198,15 +202,17 @@ def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
     staged = None  # a new stable not yet running: brought up as the canary entry first
     if intent.stable != found.stable:
         promoted = found.canaries.get(intent.stable)
-        if (promoted is not None and intent.stable in found.ready) or found.stable is None:
+        # Stable's Deployment already named after the intended stable: its model was changed under it (a user's edit,
+        # a re-applied manifest older than the promotion); KServe refuses an entry of stable's own name.
+        renamed = predictor.get("name") == unit_name(intent.stable)
+        if (promoted is not None and intent.stable in found.ready) or found.stable is None or renamed:
             # Promotion as KServe documents it: the predictor takes the canary's name (and so its Deployment and
-            # Service, already running) and its model; the entry goes. With no stable known to keep serving,
-            # stable's artifact is written in place.
+            # Service, already running) and its model; the entry goes. With no stable known to keep serving, or
+            # stable's Deployment already the intended stable's, stable's artifact is written in place.
             model = dict(promoted["predictor"]["model"]) if promoted else model_of(intent.stable)
             predictor = {**predictor, "model": model}
             if promoted:
                 predictor["name"] = promoted["predictor"]["name"]
-            annotations[ARTIFACT_GENERATION] = str(generation(isvc) + 1)
         else:
             # A rollback to a retained version, say: the version running now keeps serving, and keeps its
             # Deployment's name, until the new one runs as an entry of its own (never written in place, which would
