@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import json
 import ssl
 import threading
@@ -121,6 +122,18 @@ def model_status(plane: ControlPlane, ns: str) -> dict:
 def wait_status(plane: ControlPlane, ns: str, what: str, holds, timeout: float) -> dict:
     """The ModelDeployment `echo`'s first status that `holds`."""
     return wait_for(plane, what, lambda: (lambda st: st if holds(st) else None)(model_status(plane, ns)), timeout)
+
+
+_namespaces = itertools.count(1)
+
+
+@contextlib.contextmanager
+def namespace(plane: ControlPlane, prefix: str) -> Iterator[str]:
+    """A namespace of a test's own; deleted afterwards without waiting (its pods stop in the background)."""
+    name = f"{prefix}-{next(_namespaces)}"
+    plane.kubectl("create", "namespace", name)
+    yield name
+    plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @dataclass

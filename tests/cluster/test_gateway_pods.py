@@ -22,7 +22,6 @@ load generator sent it. Needs root (the node). Deselect with `-m "not node"`.
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import time
 import urllib.request
@@ -34,8 +33,8 @@ from playground.loadgen import LoadGenerator
 from playground.node import PYTHON_IMAGE
 
 from ..integration.scenario import check_history
-from .model_pods import (ANALYSIS, ERRORS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find, http_route,
-                         operator_cluster, wait_status)
+from .model_pods import (ANALYSIS, ERRORS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find,
+                         http_route, namespace, operator_cluster, wait_status)
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
@@ -81,19 +80,14 @@ def cluster(tmp_path_factory):
         yield cluster
 
 
-_namespaces = itertools.count(1)
-
-
 @pytest.fixture
 def ns(cluster) -> str:
-    """A namespace of the test's own; deleted afterwards without waiting (its pods stop in the background)."""
-    name = f"gateway-pods-{next(_namespaces)}"
-    cluster.plane.kubectl("create", "namespace", name)
-    yield name
-    cluster.plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with namespace(cluster.plane, "gateway-pods") as name:
+        yield name
 
 
 def weights(plane: ControlPlane, ns: str) -> dict[str, int]:
+    """The route's refs that get requests (weight > 0), with their weights."""
     [rule] = find(plane, ns, "httproute", "echo")["spec"]["rules"]
     return {r["name"]: r.get("weight", 1) for r in rule["backendRefs"] if r.get("weight", 1) > 0}
 

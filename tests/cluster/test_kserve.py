@@ -57,7 +57,6 @@ Deselect with `-m "not kserve"`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
 import urllib.request
@@ -69,7 +68,7 @@ from playground.loadgen import LoadGenerator
 from playground.node import PYTHON_IMAGE
 
 from .model_pods import (ANALYSIS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find, http_route,
-                         model_status, operator_cluster, wait_status)
+                         model_status, namespace, operator_cluster, wait_status)
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.kserve]
@@ -107,16 +106,10 @@ def cluster(tmp_path_factory):
         yield cluster
 
 
-_namespaces = itertools.count(1)
-
-
 @pytest.fixture
 def ns(cluster) -> str:
-    """A namespace of the test's own; deleted afterwards without waiting (its pods stop in the background)."""
-    name = f"kserve-{next(_namespaces)}"
-    cluster.plane.kubectl("create", "namespace", name)
-    yield name
-    cluster.plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with namespace(cluster.plane, "kserve") as name:
+        yield name
 
 
 def condition(obj: dict, kind: str) -> str | None:
