@@ -285,10 +285,22 @@ class GatewayStandIn(threading.Thread):
         if route is None:
             return
         services = {s["metadata"]["name"] for s in self.api(f"/api/v1/namespaces/{self.ns}/services")["items"]}
-        self.write_verdict(route, services)
         partial = self.split_file.with_suffix(".partial")
         partial.write_text(json.dumps(gateway_split(route, services, pods)))
         partial.replace(self.split_file)
+        self.write_verdict(route, services)  # after the split: a slow write must not hold the data plane back
+
+    def wait_programmed(self, timeout: float = 30) -> None:
+        """Until every share of the published split goes to a pod. The operator sees a version ready from the
+        EndpointSlices it watches; this data plane reads them a moment later (as a real one does), and a request
+        sent in between would be answered by the Gateway, not a pod."""
+        def programmed() -> bool:
+            try:
+                split = json.loads(self.split_file.read_text())
+            except (OSError, ValueError):
+                return False
+            return bool(split) and all(t["url"] != NO_BACKEND for t in split)
+        wait_for(self.plane, f"the Gateway routing {self.ns}/{self.route} to pods", programmed, timeout)
 
     def run(self) -> None:
         while not self.halt.is_set():

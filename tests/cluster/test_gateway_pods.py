@@ -132,6 +132,7 @@ class Serving:
             c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or []), 120)
         wait_for(self.plane, f"{candidate}'s pod ready", lambda: (lambda d: (d.get("status") or {}).get(
             "readyReplicas") == 1)(find(self.plane, ns, "deployment", service(candidate))), 60)
+        self.gateway.wait_programmed()
         self.load.start()
         wait_for(self.plane, "answers from 1.0.0's pod", lambda: self.load.results[(service("1.0.0"), 200)] > 5, 30)
         self.setup_seconds = time.monotonic() - started

@@ -201,6 +201,7 @@ def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str 
         # Stable from the first round on; Ready once stable serves (KServe's predictor ready, its pod on the route).
         wait_status(plane, ns, "ModelDeployment Stable on 1.0.0 and serving", lambda st: st.get("phase") == "Stable"
                     and st.get("stableVersion") == "1.0.0" and condition({"status": st}, "Ready") == "True", 120)
+        gateway.wait_programmed()
         load.start()
         wait_for(plane, "answers from stable through the route", lambda: load.results[("echo-predictor", 200)] > 5, 30)
         yield load
