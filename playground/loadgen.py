@@ -60,6 +60,11 @@ class LoadGenerator(threading.Thread):
         self.split: list[dict] = []
         self.mirror: list[dict] = []
         self.splits_seen: list[tuple[float, dict[str, int]]] = []
+        self.sent_by_split: list[collections.Counter[tuple[str, int]]] = []
+        """(unit, status) of the requests picked from each entry of `splits_seen`, in the same order."""
+        self._routing: tuple[list[dict], collections.Counter[tuple[str, int]]] = ([], collections.Counter())
+        """The split requests follow and its tally, in one attribute so that the sender reads both at once."""
+        self._tally: collections.Counter[tuple[str, int]] = collections.Counter()
         self.mirrors_seen: list[tuple[float, dict[str, float]]] = []
         self.unit_versions: dict[str, str] = {}
         self.lost: list[tuple[float, str, str]] = []
@@ -99,11 +104,15 @@ class LoadGenerator(threading.Thread):
             percents = {t["unit"]: t["percent"] for t in targets}
             if not seen or seen[-1][1] != percents:
                 seen.append((time.time(), percents))
+        if len(self.sent_by_split) < len(self.splits_seen):
+            self.sent_by_split.append(collections.Counter())
+        self._routing = (self.split, self.sent_by_split[-1])
 
     def pick(self) -> dict | None:
-        if not self.split:
+        """The next request's unit, from the split last seen (whose tally the following `request` counts in)."""
+        split, self._tally = self._routing
+        if not split:
             return None
-        split = self.split
         total = sum(t["percent"] for t in split)
         for t in split:
             self._credit[t["unit"]] = self._credit.get(t["unit"], 0) + t["percent"]
@@ -142,6 +151,7 @@ class LoadGenerator(threading.Thread):
         """One user request to `target`, then its copies to the mirror targets due."""
         exchange = self.send(target)
         self.results[(target["unit"], exchange.code)] += 1
+        self._tally[(target["unit"], exchange.code)] += 1
         if exchange.code == 0:
             self.lost.append((time.time(), target["unit"], target["url"]))
         served = predictions_of(exchange.code, exchange.answer)

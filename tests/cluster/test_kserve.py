@@ -5,14 +5,14 @@ One cluster for the module (`cluster`): control plane, node, KServe with its web
 the serving runtime, a Prometheus on loopback and the operator as a host process (as its RBAC user); each
 test runs in a namespace of its own. The start-up time is printed.
 
-The data path. No Gateway implementation runs: `Gateway` below plays one. It reads the HTTPRoute the
-operator drives and the predictor Services' EndpointSlices (made by the real EndpointSlice controller
-from KServe's Deployments' ready pods), writes the route's Accepted/ResolvedRefs verdict once, and
+The data path. No Gateway implementation runs: `GatewayStandIn` (model_pods.py) plays one. It reads the
+HTTPRoute the operator drives and the predictor Services' EndpointSlices (made by the real EndpointSlice
+controller from KServe's Deployments' ready pods), writes the route's Accepted/ResolvedRefs verdict, and
 publishes the route's weights as the split a `LoadGenerator` follows, each Service's share sent to one of
-its ready pods by pod IP over the node's bridge (a Service without a ready pod: that share is lost, as a
-Gateway answers 503). It also hands Prometheus every ready pod as a scrape target labelled with its
-namespace and Service, so a check's `{{revision}}` (a version's predictor Service) selects a version. The
-model server counts its answers (`model_requests_total{code}`); a model whose artifact is
+its ready pods by pod IP over the node's bridge (a share the Gateway would answer itself, such as a Service
+without a ready pod's, counts as lost). It also hands Prometheus every ready pod as a scrape target labelled
+with its namespace and Service, so a check's `{{revision}}` (a version's predictor Service) selects a
+version. The model server counts its answers (`model_requests_total{code}`); a model whose artifact is
 `modelops://echo/bad` answers 500.
 
 What ran against the real controller (asserted on objects: route weights, Deployments, ReplicaSets, HPAs,
@@ -70,83 +70,27 @@ Deselect with `-m "not kserve"`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from playground.controlplane import REPO, ControlPlane
-from playground.kserve_controller import KServeController
+from playground.controlplane import ControlPlane
 from playground.loadgen import LoadGenerator
-from playground.node import PYTHON_IMAGE, Node
-from playground.operator import OperatorProcess
-from playground.prometheus import Prometheus
-from playground.upstream_crds import GATEWAY_HTTPROUTES, upstream_crds
+from playground.node import PYTHON_IMAGE
 
-from ..conftest import model_version_manifest
+from .model_pods import (ANALYSIS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find, http_route,
+                         model_status, namespace, operator_cluster, wait_status)
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.kserve]
-
-# The "download" of a storageUri modelops://<name>/<version>: KServe's storage initializer step runs
-# this with the URI and the model folder as arguments; the model is its version, written there.
-FETCH_MODEL = """
-import pathlib, sys
-uri, folder = sys.argv[1:]
-pathlib.Path(folder, "version").write_text(uri.rsplit("/", 1)[1])
-"""
-
-# KServe's v1 protocol, the least of it: the model's readiness and :predict (under any model name), one
-# prediction per instance naming the model's version (read from what the storage initializer fetched) and
-# the pod that answered; the version "bad" answers 500. /metrics counts the answers by status code. No
-# "{{" in it: KServe expands the runtime container's text as a Go template (the "{{.Name}}" below).
-MODEL_SERVER = """
-import collections, http.server, json, os, pathlib, threading
-NAME, POD = os.environ["MODEL_NAME"], os.environ["POD_NAME"]
-VERSION = pathlib.Path("/mnt/models/version").read_text()
-ANSWERS, LOCK = collections.Counter(), threading.Lock()
-class V1(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-    def reply(self, code, body, kind="application/json"):
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        if self.path == "/v1/models/" + NAME:
-            return self.reply(200, dict(name=NAME, ready=True))
-        if self.path == "/metrics":
-            with LOCK:
-                lines = ['model_requests_total{code="%s"} %d' % item for item in sorted(ANSWERS.items())]
-            return self.reply(200, "# TYPE model_requests_total counter\\n" + "".join(l + "\\n" for l in lines),
-                              "text/plain; version=0.0.4")
-        self.reply(200 if self.path == "/" else 404, dict(status="alive" if self.path == "/" else "not found"))
-    def do_POST(self):
-        if not (self.path.startswith("/v1/models/") and self.path.endswith(":predict")):
-            return self.reply(404, dict(error=self.path + " not found"))
-        instances = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
-        code = 500 if VERSION == "bad" else 200
-        with LOCK:
-            ANSWERS[str(code)] += 1
-        if code != 200:
-            return self.reply(code, dict(error="model " + VERSION + " failed"))
-        self.reply(200, dict(predictions=[dict(version=VERSION, pod=POD) for _ in instances]))
-http.server.ThreadingHTTPServer(("", 8080), V1).serve_forever()
-"""
 
 RUNTIME = {
     "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",
@@ -173,68 +117,22 @@ STORAGE = {
                            "command": ["python3", "-c", FETCH_MODEL]}},
 }
 
-PROVIDER = "loopback-prometheus"
-
-
-@dataclass
-class Cluster:
-    plane: ControlPlane
-    kserve: KServeController
-    prometheus: Prometheus
-    root: Path
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Control plane, node, KServe, the modelops CRDs and RBAC, the runtime, Prometheus and the operator: started
-    once for the module, stopped in reverse order (also when a start fails half-way)."""
-    root = tmp_path_factory.mktemp("kserve-cluster")
-    started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        plane = ControlPlane(root / "controlplane")
-        stack.callback(plane.stop)
-        plane.start()
-        node = Node(plane, root / "node")
-        stack.callback(node.stop)
-        node.start()
-        kserve = KServeController(plane, root / "kserve")
-        stack.callback(kserve.stop)
-        kserve.start()
-        plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")),
-                           upstream_crds([GATEWAY_HTTPROUTES]) / GATEWAY_HTTPROUTES)
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-        prometheus = stack.enter_context(Prometheus(root / "prometheus"))
-        plane.apply({"apiVersion": "v1", "kind": "List", "items": [RUNTIME, STORAGE, {
-            "apiVersion": "modelops.io/v1alpha1", "kind": "ClusterMetricProvider", "metadata": {"name": PROVIDER},
-            "spec": {"prometheus": {"address": prometheus.url, "timeout": "2s"}, "namespaceSelector": {}}}]})
-        (root / "operator").mkdir()
-        operator = OperatorProcess(plane.kubeconfig_for("modelops-operator"), root / "operator")
-        stack.callback(operator.stop)
-        operator.start()
-        print(f"\ncluster start-up: {time.monotonic() - started:.0f} s (control plane, node, KServe, Prometheus, "
-              f"operator; control plane alone {plane.startup_seconds:.0f} s)")
-        yield Cluster(plane, kserve, prometheus, root)
-
-
-_namespaces = itertools.count(1)
+    once for the module (model_pods.operator_cluster)."""
+    with operator_cluster(tmp_path_factory.mktemp("kserve-cluster"), kserve=True, objects=[RUNTIME, STORAGE]) as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def ns(cluster) -> str:
-    """A namespace of the test's own; deleted afterwards without waiting (its pods stop in the background)."""
-    name = f"kserve-{next(_namespaces)}"
-    cluster.plane.kubectl("create", "namespace", name)
-    yield name
-    cluster.plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with namespace(cluster.plane, "kserve") as name:
+        yield name
 
 
 def condition(obj: dict, kind: str) -> str | None:
     return next((c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
-
-
-def find(plane: ControlPlane, ns: str, kind: str, name: str) -> dict | None:
-    out = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", "--ignore-not-found").stdout
-    return json.loads(out) if out.strip() else None
 
 
 def weights(plane: ControlPlane, ns: str) -> dict[str, int]:
@@ -257,14 +155,6 @@ def hpas(plane: ControlPlane, ns: str) -> dict[str, int]:
 def pod_templates(plane: ControlPlane, ns: str, deployment: str) -> int:
     """How many pod templates (ReplicaSets) the Deployment has had: each change of it restarts its pods."""
     return len(get(plane, "replicasets", "-n", ns, "-l", f"app=isvc.{deployment}")["items"])
-
-
-def status(plane: ControlPlane, ns: str) -> dict:
-    return (find(plane, ns, "modeldeployment", "echo") or {}).get("status") or {}
-
-
-def wait_status(plane: ControlPlane, ns: str, what: str, holds, timeout: float) -> dict:
-    return wait_for(plane, what, lambda: (lambda st: st if holds(st) else None)(status(plane, ns)), timeout)
 
 
 def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns):
@@ -305,116 +195,13 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
         assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
 
 
-# The user's HTTPRoute in front of the model: one path-only rule to stable's predictor Service, handed to the
-# ModelDeployment `echo`.
-def route(ns: str) -> dict:
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "echo-route", "namespace": ns, "annotations": {"modelops.io/deployment": "echo"}},
-            "spec": {"parentRefs": [{"name": "gateway"}],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                                "backendRefs": [{"name": "echo-predictor", "port": 80}]}]}}
-
-
-ROUTE_VERDICT = {"status": {"parents": [{
-    "parentRef": {"name": "gateway"}, "controllerName": "example.com/gateway-stand-in",
-    "conditions": [{"type": kind, "status": "True", "reason": kind, "message": "", "observedGeneration": 1,
-                    "lastTransitionTime": "2026-01-01T00:00:00Z"} for kind in ("Accepted", "ResolvedRefs")]}]}}
-
-
-def echo_version(ns: str, version: str, folder: str) -> dict:
-    manifest = model_version_manifest("echo", version)
-    manifest["metadata"]["namespace"] = ns
-    manifest["spec"]["artifact"].update(uri=f"modelops://echo/{folder}", format="modelops-echo")
-    return manifest
-
-
-# The candidate's share of 5xx answers, from the model server's own counter, per predictor Service.
-_ANSWERS = 'model_requests_total{namespace="{{namespace}}", service="{{revision}}"'
-ERRORS = {"name": "errors", "max": 0.05, "minSamples": 5,
-          "query": f'(sum(rate({_ANSWERS}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
-                   f' / sum(rate({_ANSWERS}}}[{{{{window}}}}]))',
-          "sampleQuery": f"sum(increase({_ANSWERS}}}[{{{{window}}}}]))"}
-
-
 def deployment(ns: str, steps: list[dict]) -> dict:
     return {"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": "echo", "namespace": ns},
             "spec": {"model": "echo", "version": "1.0.0",
                      "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "echo-route"}}},
                      "strategy": {"steps": steps},
-                     "analysis": {"interval": "2s", "window": "6s", "failureLimit": 2, "noDataLimit": 100,
-                                  "provider": PROVIDER, "checks": [ERRORS]}}}
-
-
-class Gateway(threading.Thread):
-    """The route's data plane and the pods' scrape targets, for one namespace (see the module docstring)."""
-
-    def __init__(self, cluster: Cluster, ns: str):
-        super().__init__(daemon=True)
-        self.plane, self.prometheus, self.ns = cluster.plane, cluster.prometheus, ns
-        self.split_file = cluster.root / f"split-{ns}.json"
-        self.context = ssl.create_default_context(cafile=str(self.plane.ca.cert_path))
-        self.context.load_cert_chain(str(self.plane.admin.cert), str(self.plane.admin.key))
-        self.targets: dict[str, str] = {}
-        self.verdict_written = False
-        self.halt = threading.Event()
-
-    def api(self, path: str) -> dict | None:
-        try:
-            with urllib.request.urlopen(self.plane.url + path, context=self.context, timeout=5) as reply:
-                return json.load(reply)
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
-
-    def ready_pods(self) -> dict[str, list[str]]:
-        """Service -> its ready pods' IPs, from the EndpointSlices."""
-        pods: dict[str, list[str]] = {}
-        for eps in self.api(f"/apis/discovery.k8s.io/v1/namespaces/{self.ns}/endpointslices")["items"]:
-            service = eps["metadata"].get("labels", {}).get("kubernetes.io/service-name")
-            for endpoint in eps.get("endpoints") or []:
-                if (endpoint.get("conditions") or {}).get("ready") is not False:
-                    pods.setdefault(service, []).extend(endpoint["addresses"])
-        return {service: sorted(ips) for service, ips in pods.items()}
-
-    def sync(self) -> None:
-        pods = self.ready_pods()
-        targets = {f"{ip}:8080": service for service, ips in pods.items() for ip in ips}
-        if targets != self.targets:
-            for address in self.targets.keys() - targets.keys():
-                self.prometheus.remove_target(address)
-            for address, service in targets.items():
-                self.prometheus.add_target(address, namespace=self.ns, service=service)
-            self.targets = targets
-        found = self.api(f"/apis/gateway.networking.k8s.io/v1/namespaces/{self.ns}/httproutes/echo-route")
-        if found is None:
-            return
-        if not self.verdict_written:
-            self.plane.kubectl("patch", "httproute", "echo-route", "-n", self.ns, "--subresource=status",
-                               "--type=merge", "-p", json.dumps(ROUTE_VERDICT))
-            self.verdict_written = True
-        [rule] = found["spec"]["rules"]
-
-        # A share whose Service has no ready pod goes nowhere (port 9 refuses): the request is lost.
-        split = [{"unit": ref["name"], "percent": ref.get("weight", 1),
-                  "url": f"http://{pods[ref['name']][0]}:8080" if pods.get(ref["name"]) else "http://127.0.0.1:9"}
-                 for ref in rule["backendRefs"] if ref.get("weight", 1) > 0]
-        partial = self.split_file.with_suffix(".partial")
-        partial.write_text(json.dumps(split))
-        partial.replace(self.split_file)
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            with contextlib.suppress(OSError, ValueError, KeyError, RuntimeError):
-                self.sync()
-            self.halt.wait(0.3)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(5)
-        for address in self.targets:
-            self.prometheus.remove_target(address)
+                     "analysis": ANALYSIS}}
 
 
 @contextlib.contextmanager
@@ -425,9 +212,9 @@ def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str 
     operator creates the InferenceService, unless the user's (`isvc`) is applied first."""
     plane = cluster.plane
     plane.apply({"apiVersion": "v1", "kind": "List", "items": [
-        route(ns), echo_version(ns, "1.0.0", "v1"), echo_version(ns, "1.1.0", candidate_folder),
-        *([isvc] if isvc else [])]})
-    gateway = Gateway(cluster, ns)
+        http_route(ns, "echo-route", "echo-predictor"), echo_version(ns, "1.0.0", "v1"),
+        echo_version(ns, "1.1.0", candidate_folder), *([isvc] if isvc else [])]})
+    gateway = GatewayStandIn(cluster, ns, "echo-route")
     gateway.start()
     load = LoadGenerator(gateway.split_file, rps)
     try:
@@ -435,6 +222,7 @@ def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str 
         # Stable from the first round on; Ready once stable serves (KServe's predictor ready, its pod on the route).
         wait_status(plane, ns, "ModelDeployment Stable on 1.0.0 and serving", lambda st: st.get("phase") == "Stable"
                     and st.get("stableVersion") == "1.0.0" and condition({"status": st}, "Ready") == "True", 120)
+        gateway.wait_programmed()
         load.start()
         wait_for(plane, "answers from stable through the route", lambda: load.results[("echo-predictor", 200)] > 5, 30)
         yield load
@@ -566,7 +354,7 @@ def test_a_pinned_weight_holds_the_route_while_kserves_canary_stays_and_an_abort
         assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 30
         assert replicas(plane, ns)["echo-v1-1-0-predictor"][1] >= 1
         assert find(plane, ns, "service", "echo-v1-1-0-predictor") is not None
-        assert status(plane, ns)["canaryVersion"] == "1.1.0"
+        assert model_status(plane, ns)["canaryVersion"] == "1.1.0"
         assert load.results[("echo-v1-1-0-predictor", 200)] > 0
         print(f"pinned 30 %: Deployments (replicas, ready) {replicas(plane, ns)}, route {weights(plane, ns)}")
 
@@ -578,7 +366,7 @@ def test_a_pinned_weight_holds_the_route_while_kserves_canary_stays_and_an_abort
                  lambda: not find(plane, ns, "inferenceservice", "echo")["spec"].get("canary"), 30)
         wait_for(plane, "KServe deleting the canary's Deployment",
                  lambda: "echo-v1-1-0-predictor" not in replicas(plane, ns), 60)
-        aborted = status(plane, ns)
+        aborted = model_status(plane, ns)
         assert aborted["stableVersion"] == "1.0.0" and not aborted.get("canaryWeight")
         assert find(plane, ns, "service", "echo-v1-1-0-predictor") is None
 

@@ -268,3 +268,20 @@ def test_the_model_server_counts_agreement_with_the_predictions_a_copy_carries(m
     assert samples[("model_shadow_comparisons_total", (*model, ("outcome", "disagree"), ("version", "2.0.0")))] == 2
     requests = (("code", "200"), ("namespace", "ns"), ("service", "fraud-v2"))
     assert samples[("http_request_duration_seconds_count", requests)] == 9  # copies are ordinary requests
+
+
+def test_each_request_is_tallied_under_the_split_it_was_picked_from(tmp_path, recorders):
+    stable, candidate = recorders({"predictions": ["a"]}), recorders({"predictions": ["b"]})
+    publish(tmp_path, "split-ns-fraud.json", [target("stable", 100, stable.url)])
+    load = LoadGenerator(tmp_path / "split-ns-fraud.json")
+    load.refresh()
+    for _ in range(3):
+        load.request(load.pick())
+    publish(tmp_path, "split-ns-fraud.json", [target("stable", 80, stable.url), target("candidate", 20, candidate.url)])
+    load.refresh()
+    load.refresh()  # the same split again: no new entry
+    for _ in range(10):
+        load.request(load.pick())
+    load.stop()
+    assert [split for _, split in load.splits_seen] == [{"stable": 100}, {"stable": 80, "candidate": 20}]
+    assert load.sent_by_split == [{("stable", 200): 3}, {("stable", 200): 8, ("candidate", 200): 2}]
