@@ -448,9 +448,9 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
         wait_status(plane, ns, "the pause", lambda st: st.get("phase") == "Paused", 30)
         held_since = time.monotonic()
         while time.monotonic() - held_since < 10:  # the step's 4 s pause over twice: the step holds
-            assert weights(plane, ns) == split_20 and status(plane, ns).get("canaryWeight") == 20
+            assert weights(plane, ns) == split_20 and model_status(plane, ns).get("canaryWeight") == 20
             time.sleep(1)
-        before = status(plane, ns)
+        before = model_status(plane, ns)
         assert before["phase"] == "Paused" and before["currentStep"] == 0, before
 
         isvc_before = find(plane, ns, "inferenceservice", "echo")
