@@ -65,6 +65,8 @@ IDLE_SECONDS = MAX_AGE_SECONDS
 its spec, its backend objects, their EndpointSlices and its ModelVersions wake it at once (see handlers), and
 what the watch showed of its backend is then at least this old, so the read is a GET (watched.py). Every
 30 min, so that the resyncs of 10,000 deployments cost about 6 GETs a second."""
+HELD_SECONDS = 30.0
+"""A rollout the backend holds (BackendState.holds_rollouts) is looked at again this often."""
 CONVERGE_SECONDS = 1.0  # while a backend is still moving toward the intent
 BACKOFF_CAP_SECONDS = 30.0
 
@@ -359,6 +361,8 @@ def pace(spec: ModelDeploymentSpec, decision: Decision, backend: BackendState | 
         return CONVERGE_SECONDS * (1 if after else 5), after or problem
     if decision.status.phase is Phase.Queued:
         return QUEUED_SECONDS, problem
+    if backend is not None and backend.holds_rollouts is not None and rollout_wanted(spec, decision.status):
+        return HELD_SECONDS, problem  # nothing wakes it when the hold ends (the backend's settings are not watched)
     if decision.intent is None:
         return IDLE_SECONDS, problem
     return next_delay(spec, decision, backend, now) if settled else CONVERGE_SECONDS, problem

@@ -440,14 +440,17 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
     model under its name, and the operator writes 1.1.0's back."""
     plane = cluster.plane
     split_20 = {"echo-predictor": 80, "echo-v1-1-0-predictor": 20}
-    with serving(cluster, ns, [{"weight": 20, "pause": "4s"}, {"weight": 50, "pause": "4s"}],
+    # The first step's pause leaves the plugin's pause time to land on a loaded machine; the step is then held
+    # past it, which only the pause can do.
+    with serving(cluster, ns, [{"weight": 20, "pause": "15s"}, {"weight": 50, "pause": "4s"}],
                  isvc=user_isvc(ns)) as load:
         start_rollout(plane, ns)
         at_step(plane, ns, 20)
+        entered = time.monotonic()
         modelops(plane, ns, "pause", "echo")
         wait_status(plane, ns, "the pause", lambda st: st.get("phase") == "Paused", 30)
-        held_since = time.monotonic()
-        while time.monotonic() - held_since < 10:  # the step's 4 s pause over twice: the step holds
+        assert model_status(plane, ns).get("currentStep") == 0, "the step ended before the pause landed"
+        while time.monotonic() - entered < 22:  # past the step's 15 s pause and its next analysis: the step holds
             assert weights(plane, ns) == split_20 and model_status(plane, ns).get("canaryWeight") == 20
             time.sleep(1)
         before = model_status(plane, ns)

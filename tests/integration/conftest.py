@@ -15,7 +15,7 @@ from playground import upstream_crds as upstream
 from playground.controlplane import REPO, ControlPlane
 from playground.operator import OperatorProcess
 from playground.prometheus import Prometheus
-from playground.serving import ServingStandIn
+from playground.serving import ServingStandIn, install_kserve_config
 
 TIMINGS: dict[str, float] = {}
 # The real upstream CRDs of the serving systems this tier installs (see playground/upstream_crds.py).
@@ -34,6 +34,7 @@ def control_plane(tmp_path_factory):
         started = time.monotonic()
         plane.install_crds(*sorted((REPO / "crds").glob("*.yaml")), *(upstream_crds / f for f in UPSTREAM_CRD_FILES))
         TIMINGS["CRD install, ours and upstream (s)"] = time.monotonic() - started
+        install_kserve_config(plane.kubeconfig)  # as a KServe install leaves it, before any test reads it
         plane.kubectl("apply", "-f", str(REPO / "deploy" / "admission.yaml"), "-f", str(REPO / "deploy" / "user-roles.yaml"))
         wait_until_admission_policy_enforced(plane)
         yield plane

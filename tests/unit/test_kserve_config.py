@@ -142,3 +142,26 @@ def test_every_place_that_tells_a_cluster_what_to_list_lists_exactly_the_bookkee
     assert snippet and json.loads(snippet.group(1))["serviceAnnotationDisallowedList"] == list(BOOKKEEPING)
     script = (repo / "tools" / "kind" / "up.sh").read_text()
     assert re.findall(r'"(modelops\.io/[a-z-]+)"', script) == list(BOOKKEEPING)
+
+
+def test_a_held_rollout_is_looked_at_again_within_half_a_minute_not_at_the_idle_resync():
+    """Nothing wakes a held deployment when KServe's ConfigMap is fixed: its own rounds must come soon enough."""
+    from datetime import datetime, timezone
+
+    from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
+    from modelops.reconcile import HELD_SECONDS, IDLE_SECONDS, pace
+    from modelops.rollout.values import Decision
+    from modelops.routers.base import BackendState
+
+    from ..conftest import model_deployment_manifest
+
+    spec = ModelDeploymentSpec.model_validate({**model_deployment_manifest()["spec"], "version": "1.1.0"})
+    status = ModelDeploymentStatus(phase=Phase.Stable, stable_version="1.0.0")
+    decision = Decision(status, TrafficIntent("1.0.0"))
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ready = frozenset({"1.0.0"})
+    held = BackendState(ready_versions=ready, holds_rollouts="KServe copies the bookkeeping")
+    assert pace(spec, decision, held, True, None, None, now)[0] == HELD_SECONDS < 60
+    assert pace(spec, decision, BackendState(ready_versions=ready), True, None, None, now)[0] == IDLE_SECONDS
+    on_stable = ModelDeploymentSpec.model_validate({**model_deployment_manifest()["spec"], "version": "1.0.0"})
+    assert pace(on_stable, decision, held, True, None, None, now)[0] == IDLE_SECONDS  # no rollout wanted: idle
