@@ -580,7 +580,11 @@ def test_a_drill_runs_the_fallback_as_kserves_canary_and_the_route_all_on_it_the
         assert all(entry for route_now, entry, _ in watcher.seen if route_now.get("echo-v1-0-0-predictor")), \
             watcher.seen
         on_fallback_replicas = [r for route_now, _, r in watcher.seen if route_now == on_fallback]
-        assert all(r.get("echo-v1-0-0-predictor") == (1, 1) for r in on_fallback_replicas), watcher.seen
+        # A sample reads the route, then the Deployments: its last one on the fallback may read them after the drill
+        # moved the route back and KServe deleted the fallback's Deployment.
+        assert on_fallback_replicas and all(r.get("echo-v1-0-0-predictor") == (1, 1)
+                                            for r in on_fallback_replicas[:-1]), watcher.seen
+        assert on_fallback_replicas[-1].get("echo-v1-0-0-predictor") in ((1, 1), None), watcher.seen
         wait_for(plane, "KServe deleting the fallback's Deployment",
                  lambda: set(replicas(plane, ns)) == {"echo-v1-1-0-predictor"}, 60)
         assert find(plane, ns, "service", "echo-v1-0-0-predictor") is None
