@@ -292,11 +292,14 @@ CONFIG_MAP_TTL_SECONDS = 10.0
 
 class SharedReads:
     """Reads of one kind of core object, shared: concurrent askers wait for one GET, and its answer serves for `ttl`
-    seconds. A failed read is not kept (the next asker reads again)."""
+    seconds (TTL unless given). A failed read is not kept (the next asker reads again)."""
 
-    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float, clock: Any = time.monotonic):
+    TTL: float
+
+    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float | None = None,
+                 clock: Any = time.monotonic):
         self._core = kubernetes_asyncio.client.CoreV1Api(api_client)
-        self._ttl, self._clock = ttl, clock
+        self._ttl, self._clock = self.TTL if ttl is None else ttl, clock
         self._reads: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
 
     async def _shared(self, namespace: str, name: str) -> Any:
@@ -314,9 +317,7 @@ class SharedReads:
 class Secrets(SharedReads):
     """Reads one key of a Secret; the operator's RBAC grants `get` on secrets for this only."""
 
-    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = SECRET_TTL_SECONDS,
-                 clock: Any = time.monotonic):
-        super().__init__(api_client, ttl=ttl, clock=clock)
+    TTL = SECRET_TTL_SECONDS
 
     async def value(self, namespace: str, name: str, key: str) -> str:
         data = await self._shared(namespace, name)
@@ -332,9 +333,7 @@ class Secrets(SharedReads):
 class ConfigMaps(SharedReads):
     """Reads a ConfigMap's data; None when it does not exist."""
 
-    def __init__(self, api_client: kubernetes_asyncio.client.ApiClient, *, ttl: float = CONFIG_MAP_TTL_SECONDS,
-                 clock: Any = time.monotonic):
-        super().__init__(api_client, ttl=ttl, clock=clock)
+    TTL = CONFIG_MAP_TTL_SECONDS
 
     async def data(self, namespace: str, name: str) -> dict[str, str] | None:
         return await self._shared(namespace, name)
