@@ -297,7 +297,8 @@ async def observations_of(shell: Shell, accepted: Accepted, status: ModelDeploym
     return Observations(backend.ready_versions if backend else None, report, accepted.generation,
                         frozenset(versions.specs), queued, memory.carried, loss,
                         backend.serving_versions if backend else frozenset(), seen.refused,
-                        backend.pins if backend else None, backend.holds_rollouts if backend else None)
+                        backend.pins if backend else None, backend.holds_rollouts if backend else None,
+                        backend.warm_ready if backend else frozenset(), backend.keeps_no_warm if backend else None)
 
 
 def decide_in_force(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observations: Observations,

@@ -19,7 +19,8 @@ seconds (float) computed against `at`; a value that does not apply is null:
      "phase": "Stable"|"Queued"|"Drilling"|"Progressing"|"Paused"|"RollingBack"|"RolledBack"|"Failed"|null,
      "message": str|null,
      "versions": {"desired": str|null, "stable": str|null, "candidate": str|null,
-                  "fallback": str|null, "failed": str|null, "retained": [str]},
+                  "fallback": str|null, "failed": str|null, "retained": [str],
+                  "warm": [{"version": str, "ready": bool}]},         # retained versions kept deployed
      "traffic": [{"version": str, "role": "stable"|"candidate"|"fallback", "weight": int,  # weights sum to 100
                   "mirror": int, "cohort": [{"name": str, "value": str}]}],  # the candidate's copies, its cohort
      "step": null | {"number": int (from 1), "of": int|null, "kind": "weight"|"mirror"|"match", "what": str,
@@ -273,7 +274,8 @@ def view(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
         "message": status.message,
         "versions": {"desired": raw_spec.get("version"), "stable": status.stable_version,
                      "candidate": status.canary_version, "fallback": status.fallback_version,
-                     "failed": status.failed_version, "retained": list(status.retained_versions)},
+                     "failed": status.failed_version, "retained": list(status.retained_versions),
+                     "warm": [{"version": w.version, "ready": w.ready} for w in status.warm_versions]},
         "traffic": _traffic(status),
         "step": _step(spec, status, now),
         "waiting": None if status.waiting_since is None or status.canary_version is None else
@@ -353,6 +355,8 @@ def versions_line(v: dict[str, Any]) -> str:
     versions = v["versions"]
     words = [f"stable {versions['stable'] or '-'}", f"candidate {versions['candidate'] or '-'}",
              f"fallback {versions['fallback'] or '-'}"]
+    if versions.get("warm"):
+        words.append("warm " + " ".join(w["version"] + ("" if w["ready"] else " (starting)") for w in versions["warm"]))
     if versions["failed"]:
         words.append(f"failed {versions['failed']}")
     if versions["desired"] and versions["desired"] not in (versions["stable"], versions["candidate"],

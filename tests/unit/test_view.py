@@ -80,7 +80,7 @@ def test_mid_rollout_weights_step_time_and_next_analysis():
     v = view.view(r.obj(), now)
     assert v["phase"] == "Progressing"
     assert v["versions"] == {"desired": "1.1.0", "stable": "1.0.0", "candidate": "1.1.0", "fallback": None,
-                             "failed": None, "retained": []}
+                             "failed": None, "retained": [], "warm": []}
     assert v["traffic"] == [{"version": "1.0.0", "role": "stable", "weight": 50, "mirror": 0, "cohort": []},
                             {"version": "1.1.0", "role": "candidate", "weight": 50, "mirror": 0, "cohort": []}]
     assert v["step"] == {"number": 2, "of": 3, "kind": "weight", "what": "at 50%", "weight": 50, "pause": "30s",

@@ -28,6 +28,7 @@ from .modeldeployment import (
     GATEWAY_NEEDS_ROUTE_RULE,
     HEADER_NAMES_ONCE_RULE,
     KSERVE_FULL_OVERRIDE_RULE,
+    KEEP_WARM_RULE,
     KSERVE_FULL_WEIGHT_RULE,
     ONE_PROVIDER_RULE,
     SEQUENTIAL_LATENCY_RULE,
@@ -220,7 +221,8 @@ def model_deployment_crd() -> dict[str, Any]:
     _add_rule(spec, ["analysis", "checks"], CHECK_NAMES_UNIQUE_RULE)
     _add_rule(spec, ["analysis"], ONE_PROVIDER_RULE)
     spec.setdefault("x-kubernetes-validations", []).extend([TEMPLATES_SUPPORTED_RULE, STEPS_SUPPORTED_RULE, SEQUENTIAL_LATENCY_RULE,
-                                                            KSERVE_FULL_WEIGHT_RULE, KSERVE_FULL_OVERRIDE_RULE])
+                                                            KSERVE_FULL_WEIGHT_RULE, KSERVE_FULL_OVERRIDE_RULE,
+                                                            KEEP_WARM_RULE])
     return _crd(
         "ModelDeployment",
         "modeldeployments",

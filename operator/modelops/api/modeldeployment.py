@@ -548,6 +548,14 @@ KSERVE_FULL_OVERRIDE_RULE = {
 }
 
 
+KEEP_WARM_WORDS = "only retained versions are kept warm"
+KEEP_WARM_RULE = {
+    "rule": "!has(self.keepWarm) || self.keepWarm <= (has(self.retention) ? self.retention : 2)",
+    "fieldPath": ".keepWarm",
+    "message": f"keepWarm is more than retention: {KEEP_WARM_WORDS}",
+}
+
+
 def full_weight_refusal(spec: ModelDeploymentSpec) -> str | None:
     """Why the spec would send the candidate 100 % before promotion on a backend where that leaves no way back
     (KSERVE_FULL_WEIGHT_RULE, KSERVE_FULL_OVERRIDE_RULE), naming the field; None when it does not. Not a validator of the model: a spec
@@ -665,13 +673,25 @@ class ModelDeploymentSpec(ApiModel):
     request: Request | None = None
     retention: int = Field(default=2, ge=0, le=10)
     """How many previous stable versions status.retainedVersions remembers as Rollback targets (the first is the
-    fallback). Nothing keeps them serving: going back to one deploys it again from its ModelVersion."""
+    fallback). Those beyond keepWarm are not kept serving: going back to one deploys it again from its ModelVersion."""
+    keep_warm: int = Field(default=0, ge=0, le=10)
+    """How many of the retained versions, newest first, stay deployed with no traffic, so that going back to one (a
+    Rollback request, a Drill, spec.version set back) moves traffic without waiting for it to start. Only the kserve
+    backend in Standard mode keeps versions warm (status.warmVersions); elsewhere the WarmFallbacks condition says
+    that none is kept. Each warm version runs pods of its own."""
     history_limit: int = Field(default=20, ge=1, le=MAX_HISTORY_LIMIT)
     """History entries kept in status."""
     notifications: list[ObjectName] = Field(default_factory=list, max_length=8,
                                             json_schema_extra={"x-kubernetes-list-type": "set"})
     """ClusterNotifiers told about this deployment's rollouts and manual actions (none by default); each must
     admit this namespace."""
+
+    @model_validator(mode="after")
+    def _warm_versions_retained(self) -> ModelDeploymentSpec:
+        if self.keep_warm > self.retention:
+            raise ValueError(f"keepWarm: {self.keep_warm} is more than retention ({self.retention}): "
+                             f"{KEEP_WARM_WORDS}")
+        return self
 
     @model_validator(mode="after")
     def _notifiers_named_once(self) -> ModelDeploymentSpec:
@@ -845,6 +865,14 @@ class LastDrill(StatusModel):
     reason: str = ""
 
 
+class WarmVersion(StatusModel):
+    """A retained version kept deployed with no traffic."""
+
+    version: str
+    ready: bool = False
+    """The backend reports it ready to serve (KServe: its canary entry's Deployment has an available pod)."""
+
+
 class ModelDeploymentStatus(StatusModel):
     phase: Phase | None = None
     message: str | None = None
@@ -853,8 +881,10 @@ class ModelDeploymentStatus(StatusModel):
     canary_version: str | None = None
     fallback_version: str | None = None
     retained_versions: list[str] = Field(default_factory=list)
-    """Previous stable versions a Rollback request may name, newest (the fallback) first; remembered, not kept
-    serving."""
+    """Previous stable versions a Rollback request may name, newest (the fallback) first; remembered, and kept
+    serving only as warmVersions says."""
+    warm_versions: list[WarmVersion] = Field(default_factory=list)
+    """The retained versions the backend keeps deployed with no traffic (spec.keepWarm), newest first."""
     failed_version: str | None = None
     """Candidate that was rolled back; not retried until spec.version changes or a Retry request."""
     canary_weight: int = Field(default=0, ge=0, le=100)

@@ -76,6 +76,30 @@ def pin_condition(s: ModelDeploymentStatus, previous: list[Condition], pins: Map
     return _condition(PIN_TO_FAILED, True, "PinToFailedVersion", message, before, now, s.observed_generation)
 
 
+WARM_FALLBACKS = "WarmFallbacks"
+
+
+def warm_condition(s: ModelDeploymentStatus, keep_warm: int, keeps_no_warm: str | None, backend_known: bool,
+                   previous: list[Condition], now: str) -> Condition | None:
+    """`WarmFallbacks` while spec.keepWarm asks for any: True when every version of status.warmVersions is ready
+    (none may be, when fewer versions are retained), False while one is not or when the backend keeps none (why, in
+    its message), Unknown while the backend cannot be read; None without keepWarm."""
+    if keep_warm == 0:
+        return None
+    before = next((c for c in previous if c.type == WARM_FALLBACKS), None)
+    starting = [w.version for w in s.warm_versions if not w.ready]
+    warm = ", ".join(w.version for w in s.warm_versions) or "none retained yet"
+    if keeps_no_warm is not None:
+        state, reason, message = False, "NotKept", f"keepWarm {keep_warm}: none is kept warm: {keeps_no_warm}"
+    elif not backend_known:
+        state, reason, message = None, "BackendUnknown", f"warm: {warm}; readiness unknown: the backend could not be read"
+    elif starting:
+        state, reason, message = False, "Starting", f"warm: {warm}; not ready yet: {', '.join(starting)}"
+    else:
+        state, reason, message = True, "Ready", f"warm and ready: {warm}"
+    return _condition(WARM_FALLBACKS, state, reason, message, before, now, s.observed_generation)
+
+
 def unsynced(status: ModelDeploymentStatus, reason: str, message: str, now: str) -> ModelDeploymentStatus:
     """The status with `Synced=False` and `Degraded=True`: what kept the operator from finishing its round.
 

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 
 from ..analysis.evaluate import alpha_split, outcome, sequential_checks, spend_budget
 from ..api.modeldeployment import (Action, CheckStatus, DrillResult, HistoryEntry, ModelDeploymentSpec,
-                                   ModelDeploymentStatus, Outcome, Phase, Request, RollbackMode, Step, Verdict)
+                                   ModelDeploymentStatus, Outcome, Phase, Request, RollbackMode, Step, Verdict,
+                                   WarmVersion)
 from ..api.types import duration_seconds
-from .conditions import conditions_for, pin_condition
+from .conditions import conditions_for, pin_condition, warm_condition
 from .drill_steps import DrillSteps
 from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_lag,
                    grading_seconds, grading_until, intent_of, step_words, steps_of)
@@ -474,12 +475,33 @@ class _Run(DrillSteps):
         weight = self.s.canary_weight
         return [step for step in self.canary_steps() if step.weight is not None and step.weight < weight]
 
+    def keep_warm(self) -> None:
+        """The retained versions the backend is to keep deployed with no traffic: the newest spec.keepWarm of them
+        that are neither stable nor on their way in (a candidate, a drill's fallback), each with whether the backend
+        reports it ready; none where it keeps none. A version without its ModelVersion stays only while the backend
+        still holds it. Unread, the backend's readiness is as last seen."""
+        s, obs = self.s, self.obs
+        if obs.keeps_no_warm is not None:
+            s.warm_versions = []
+            return
+        routed = {s.stable_version, s.canary_version, s.drill.fallback_version if s.drill else None}
+        before = {w.version: w.ready for w in s.warm_versions}
+        wanted = [v for v in s.retained_versions[: self.spec.keep_warm]
+                  if v not in routed and (self.available(v) or v in obs.warm_ready or before.get(v))]
+        s.warm_versions = [WarmVersion(version=v, ready=before.get(v, False) if not self.backend_known
+                                       else v in obs.warm_ready) for v in wanted]
+
     def finish(self, before: ModelDeploymentStatus) -> Decision:
         s = self.s
         s.history = s.history[-self.spec.history_limit :]
         s.observed_generation = self.obs.generation
+        self.keep_warm()
         s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now),
                                       self.obs.serving_versions)
+        warm = warm_condition(s, self.spec.keep_warm, self.obs.keeps_no_warm, self.backend_known, before.conditions,
+                              rfc3339(self.now))
+        if warm is not None:
+            s.conditions.append(warm)
         pinned = pin_condition(s, before.conditions, self.obs.pins, rfc3339(self.now))
         if pinned is not None:
             s.conditions.append(pinned)

@@ -47,14 +47,15 @@ def intent_of(status: ModelDeploymentStatus) -> TrafficIntent | None:
     """The traffic intent a status stands for: what the operator applied last."""
     if status.stable_version is None:
         return None
+    warm = tuple(w.version for w in status.warm_versions)
     drill = status.drill
     if drill is not None and drill.returning_at is None:
         # The fallback beside stable: at 0 % until the backend has it ready, then everything.
-        return TrafficIntent(status.stable_version, drill.fallback_version, 100 if drill.routed_at else 0)
+        return TrafficIntent(status.stable_version, drill.fallback_version, 100 if drill.routed_at else 0, warm=warm)
     if status.canary_version is None:
-        return TrafficIntent(status.stable_version)
+        return TrafficIntent(status.stable_version, warm=warm)
     return TrafficIntent(status.stable_version, status.canary_version, status.canary_weight, status.canary_mirror,
-                         tuple((h.name, h.value) for h in status.canary_match))
+                         tuple((h.name, h.value) for h in status.canary_match), warm)
 
 
 def drill_hold_seconds(spec: ModelDeploymentSpec) -> float:

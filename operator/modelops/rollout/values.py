@@ -45,6 +45,10 @@ class Observations:
     """Version -> the user's pins routing requests to it alone, in words (None: the backend could not be read)."""
     holds_rollouts: str | None = None
     """Why no rollout may start on the backend now (BackendState.holds_rollouts); None: one may."""
+    warm_ready: frozenset[str] = frozenset()
+    """Versions the backend keeps deployed with no traffic and reports ready (BackendState.warm_ready)."""
+    keeps_no_warm: str | None = None
+    """Why the backend keeps no version warm (BackendState.keeps_no_warm); None: it keeps those asked for."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class TrafficIntent:
     """Percent of stable's requests copied to the candidate, its answers discarded."""
     match: tuple[tuple[str, str], ...] = ()
     """(header, value) pairs: a request carrying all of them goes to the candidate."""
+    warm: tuple[str, ...] = ()
+    """Versions to keep deployed with no traffic (ModelDeploymentSpec.keep_warm), newest first."""
 
     def weights(self) -> dict[str, int]:
         if self.candidate is None or self.candidate_weight == 0:

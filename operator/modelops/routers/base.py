@@ -96,6 +96,9 @@ class Target:
         return configured or self.deployment
 
 
+KEEPS_NO_WARM = "this backend keeps no retained version deployed for the operator"
+
+
 @dataclass(frozen=True)
 class BackendState:
     ready_versions: frozenset[str] = frozenset()
@@ -116,6 +119,10 @@ class BackendState:
     holds_rollouts: str | None = None
     """Why no rollout may start on this backend now, in words naming the fix (KServe copying the operator's
     bookkeeping into pods and revisions); a rollout in flight goes on and can always be rolled back. None: any may."""
+    warm_ready: frozenset[str] = frozenset()
+    """Versions deployed with no traffic, beside what is routed (TrafficIntent.warm), that the backend reports ready."""
+    keeps_no_warm: str | None = KEEPS_NO_WARM
+    """Why this backend keeps no version warm, in words; None: it keeps those the intent names."""
     read: dict[str, Any] | None = field(default=None, compare=False)
     """The backend object as this round's observe read it, for the round's apply to start from (its write is
     conditional on that read's resourceVersion); None: apply reads it."""

@@ -108,6 +108,17 @@ def _resolved(route: dict[str, Any]) -> bool:
     return bool(parents) and all(holds(p, "Accepted") and holds(p, "ResolvedRefs") for p in parents)
 
 
+def caught_up(route: dict[str, Any] | None) -> bool:
+    """Whether the Gateway implementations have processed the route's current generation: each verdict that says
+    which generation it judged (observedGeneration) judged this one. An implementation routes by the generation it
+    last processed, so a Service that generation still names may still get requests."""
+    if route is None:
+        return True
+    generation = dig(route, "metadata", "generation")
+    return all(c.get("observedGeneration") is None or c["observedGeneration"] >= (generation or 0)
+               for parent in objects_at(route, "status", "parents") for c in objects_at(parent, "conditions"))
+
+
 def _rules(route: dict[str, Any]) -> list[dict[str, Any]]:
     return objects_at(route, "spec", "rules")
 
@@ -227,11 +238,15 @@ class ListedEndpointSlices:
         return await self.kube.list(ENDPOINT_SLICES, namespace, f"{SERVICE_NAME_LABEL}={service}")
 
 
+GATEWAY_KEEPS_NO_WARM = ("the gatewayAPI backend routes to Services it does not run: whether a retained version's "
+                         "pods keep running is up to whoever deploys them")
+
+
 def observe(route: dict[str, Any] | None, services: dict[str, str],
             slices: dict[str, list[dict[str, Any]]] | None = None) -> BackendState:
     """What the route serves: `slices` maps each Service of the model's rules to its EndpointSlices."""
     if route is None:
-        return BackendState()
+        return BackendState(keeps_no_warm=GATEWAY_KEEPS_NO_WARM)
     rules = _rules(route)
     by_service = {svc: version for version, svc in services.items()}
     model, refused, pin_rules = _classified(route, set(by_service))
@@ -249,7 +264,8 @@ def observe(route: dict[str, Any] | None, services: dict[str, str],
     for i in pin_rules:  # a pin names exactly one of the Services
         version = next(by_service[r["name"]] for r in _refs(rules[i]) if r.get("name") in by_service)
         pins[version] = pins.get(version, ()) + (_rule_words(route, i, rules[i]),)
-    return BackendState(frozenset(ready), units, tuple(drift), refused=refused, pins=pins)
+    return BackendState(frozenset(ready), units, tuple(drift), refused=refused, pins=pins,
+                        keeps_no_warm=GATEWAY_KEEPS_NO_WARM)
 
 
 def config_for(route: dict[str, Any], intent: TrafficIntent, services: dict[str, str], port: int,

@@ -82,12 +82,12 @@ from ..kube import FieldPath, Kube, is_applied
 from ..rollout import TrafficIntent
 from .base import (CONTRACT_TEMPLATES, IDENTITY, MANAGED_BY, SHADOW_AGREEMENT, OwnedObjects, BackendMisconfigured,
                    BackendState, Target, VersionUnavailable, annotations_of, dig, kept, merged, objects_at, spec_of)
-from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, read_route, write_route
+from .gateway_api import HTTP_ROUTE, EndpointSlices, ListedEndpointSlices, caught_up, read_route, write_route
 from .inference_service import (APPLIED_PERCENT, ARTIFACT_GENERATION, BOOKKEEPING, DEPLOYMENT_MODE, INFERENCE_SERVICE,
                                 MODE, MODEL, REVISION_VERSIONS, VERSION_MODELS, artifact_generation, generation,
                                 integer, model_version, predictor_model, recorded, newest)
 from .kserve_config import KServeSettings
-from .kserve_standard import CANARY, config_standard, layout, observe_standard, route_intent
+from .kserve_standard import CANARY, config_standard, layout, observe_standard, removed_predictors, route_intent
 
 # Knative >= 1.19 (OpenTelemetry names) and older (OpenCensus names, latencies in ms): a query
 # takes whichever the cluster exports.
@@ -328,6 +328,10 @@ def creation_config(name: str, stable: str, versions: dict[str, ModelVersionSpec
             "spec": {"predictor": {"model": model}}}
 
 
+SERVERLESS_KEEPS_NO_WARM = ("in serverless mode an InferenceService runs stable's revision and one candidate's "
+                            "(canaryTrafficPercent): going back to a retained version deploys it as a new revision")
+
+
 class KServeRouter:
     templates = TEMPLATES
 
@@ -351,7 +355,7 @@ class KServeRouter:
         route = self._route(target)
         holds = await self.settings.copies_bookkeeping()
         if isvc is None or driven_mode(isvc, route is not None) == SERVERLESS:
-            state = observe(isvc, versions, last)
+            state = replace(observe(isvc, versions, last), keeps_no_warm=SERVERLESS_KEEPS_NO_WARM)
             if holds is not None:  # the weight's record stays as it was (config_for): no drift can be told
                 state = replace(state, drift=())
         else:
@@ -396,13 +400,16 @@ class KServeRouter:
         found = layout(isvc, versions)
         config = config_standard(isvc, found, intent, versions)  # refusals (a version gone, a name too long) before writes
         carried = route_intent(intent, found)
-        routed = await write_route(self.objects, target, route.name,
-                                   await self.objects.get(HTTP_ROUTE, target, route.name), carried,
-                                   found.services, route.port, create=create,
-                                   field=f"the predictor Services of InferenceService {self._name(target)}")
+        live_route = await self.objects.get(HTTP_ROUTE, target, route.name)
+        routed = await write_route(self.objects, target, route.name, live_route, carried, found.services, route.port,
+                                   create=create, field=f"the predictor Services of InferenceService {self._name(target)}")
         if config is not None:
+            if removed_predictors(isvc, config) and not (routed and caught_up(live_route)):
+                # KServe deletes a predictor's Service as soon as the spec drops it: not before the Gateway routes
+                # by a route that no longer names it (a later round).
+                return False
             await self.objects.apply(INFERENCE_SERVICE, target, self._name(target), config)
             return False
-        if intent.candidate is None:
-            return routed and not objects_at(isvc, *CANARY) and intent.stable in found.ready
+        if intent.candidate is None:  # at rest: no entry but the warm ones
+            return routed and set(found.canaries) <= set(intent.warm) and intent.stable in found.ready
         return routed and carried == intent

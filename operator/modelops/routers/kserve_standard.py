@@ -52,6 +52,11 @@ manual rollback to a retained version, whose Deployment KServe deleted at the pr
 brought up the same way: the entry at 0 % while the route stays on the version running, then promoted once
 KServe reports it ready. A predictor already named after the intended stable but holding another artifact (its
 model edited, or a manifest from before the promotion re-applied) gets stable's artifact written back in place.
+Warm versions (TrafficIntent.warm, spec.keepWarm) are entries at 0 % after the routed one, never named by the route:
+going back to one promotes an entry already running, and the old stable becomes a warm entry under the name its
+Deployment has, so nothing is deleted. An InferenceService write that drops a predictor (KServe deletes its
+Deployment and Service at once) waits until the route no longer names it and its Gateway has judged the route's
+current generation (gateway_api.caught_up): a Gateway routes by the generation it last processed.
 A version is ready when KServe reports it (stable: PredictorReady True in a status whose address names stable's predictor Service, so one that saw the
 predictor's current name; status.observedGeneration is no evidence, being stable's Deployment's generation, not
 the InferenceService's (inference_service_status.go, PropagateRawStatus; seen on the controller); a model written
@@ -162,7 +167,8 @@ def observe_standard(found: Layout, route: BackendState) -> BackendState:
     ready = found.ready & route.ready_versions
     present = ({found.stable} if found.stable else set()) | set(found.canaries)
     units = {v: found.services[v] for v in present}
-    return BackendState(ready, units, route.drift, refused=route.refused, pins=route.pins)
+    return BackendState(ready, units, route.drift, refused=route.refused, pins=route.pins,
+                        warm_ready=found.ready & set(found.canaries), keeps_no_warm=None)
 
 
 def route_intent(intent: TrafficIntent, found: Layout) -> TrafficIntent:
@@ -177,14 +183,27 @@ def route_intent(intent: TrafficIntent, found: Layout) -> TrafficIntent:
     return TrafficIntent(intent.stable)
 
 
+def _predictor_names(isvc: dict[str, Any]) -> set[str]:
+    return {dig(isvc, *PREDICTOR_NAME) or ""} | {dig(e, "predictor", "name") for e in objects_at(isvc, *CANARY)}
+
+
+def removed_predictors(isvc: dict[str, Any], config: dict[str, Any]) -> set[str]:
+    """The predictors (stable's, canaries') of `isvc` that applying `config` drops, by name: KServe then deletes
+    their Deployments and Services (pure)."""
+    after = merged(isvc, {"spec": {"predictor": dig(config, "spec", "predictor") or {}}})
+    after["spec"]["canary"] = dig(config, *CANARY) or []
+    return _predictor_names(isvc) - _predictor_names(after)
+
+
 def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
                     versions: dict[str, ModelVersionSpec]) -> dict[str, Any] | None:
     """The operator's complete applied configuration of the Standard-mode InferenceService `isvc`, laid out as
-    `found`, for `intent` (pure); None when the object holds it. The candidate is the one spec.canary entry, named after its unit name, carrying its
-    artifact, trafficPercent its weight; promotion names the predictor after the promoted entry and removes the
-    entry; without a candidate there is no entry. A new stable that is no running entry (a manual rollback to a
-    retained version) is first that entry, at 0 %, and promoted once KServe reports it ready. VersionUnavailable when
-    it would write the artifact of a version whose ModelVersion is gone and that the object does not hold either."""
+    `found`, for `intent` (pure); None when the object holds it. The candidate is the first spec.canary entry, named
+    after its unit name, carrying its artifact, trafficPercent its weight; promotion names the predictor after the
+    promoted entry and removes the entry. A new stable that is no running entry (a manual rollback to a retained
+    version) is first that entry, at 0 %, and promoted once KServe reports it ready. Each warm version is an entry at
+    0 % after those, left out when nothing can deploy it. VersionUnavailable when it would write the artifact of a
+    routed version whose ModelVersion is gone and that the object does not hold either."""
     name = dig(isvc, "metadata", "name")
     models = recorded(isvc, VERSION_MODELS, dict)
     live_annotations = annotations_of(isvc)
@@ -218,26 +237,41 @@ def config_standard(isvc: dict[str, Any], found: Layout, intent: TrafficIntent,
             # Deployment's name, until the new one runs as an entry of its own (never written in place, which would
             # leave the route naming a Service KServe never makes, and two versions on one Deployment).
             staged = intent.stable
+    # The entry of the version routed to, or about to be: a candidate (a drill's fallback), or a staged new stable.
+    routed_entry = staged if staged is not None else (
+        intent.candidate if intent.candidate is not None and intent.candidate != intent.stable else None)
     canary: list[dict[str, Any]] = []
-    if staged is not None:
-        canary = [{"predictor": {"name": unit_name(staged), "model": model_of(
-            staged, dig(found.canaries.get(staged), "predictor", "model"))}, "trafficPercent": 0}]
-    elif intent.candidate is not None and intent.candidate != intent.stable:
-        unit = unit_name(intent.candidate)
-        service = predictor_service(dig(isvc, "metadata", "name"), unit)
+    if routed_entry is not None:
+        unit = unit_name(routed_entry)
+        service = predictor_service(name, unit)
         if len(service) > SERVICE_NAME_LENGTH:
             raise BackendMisconfigured(
-                f"the candidate {intent.candidate}'s predictor Service would be {service}, longer than "
+                f"version {routed_entry}'s predictor Service would be {service}, longer than "
                 f"{SERVICE_NAME_LENGTH} characters: a shorter InferenceService name (serving.kserve.name) is needed")
-        model = model_of(intent.candidate, dig(found.canaries.get(intent.candidate), "predictor", "model"))
-        canary = [{"predictor": {"name": unit, "model": model}, "trafficPercent": intent.candidate_weight}]
+        model = model_of(routed_entry, dig(found.canaries.get(routed_entry), "predictor", "model"))
+        canary = [{"predictor": {"name": unit, "model": model},
+                   "trafficPercent": 0 if staged is not None else intent.candidate_weight}]
+    entries = {entry["predictor"]["name"] for entry in canary} | {predictor.get("name")}
+    # Kept warm: an entry at 0 %, never routed to. Not stable, nor the version whose Deployment stays stable's.
+    serving = {intent.stable, found.stable if predictor.get("name") == dig(isvc, *PREDICTOR_NAME) else None}
+    for version in intent.warm:
+        unit = unit_name(version)
+        if version in serving or unit in entries:
+            continue
+        try:
+            model = model_of(version, dig(found.canaries.get(version), "predictor", "model"))
+        except VersionUnavailable:
+            continue  # nothing to deploy it from: a warm version is a convenience, never a reason to fail a round
+        if len(predictor_service(name, unit)) <= SERVICE_NAME_LENGTH:
+            canary.append({"predictor": {"name": unit, "model": model}, "trafficPercent": 0})
+            entries.add(unit)
     # Every version's model as written, so that the versions stay known (their Services named, stable restored)
     # once their ModelVersions are gone.
     written = [(found.stable, dig(isvc, *MODEL))] if found.stable is not None else []
     if intent.stable != found.stable and staged is None:
         written.append((intent.stable, predictor["model"]))
-    if canary:
-        written.append((staged or intent.candidate, canary[0]["predictor"]["model"]))
+    if routed_entry is not None:
+        written.append((routed_entry, canary[0]["predictor"]["model"]))
     kept_models = models
     for version, model in written:
         if not round_tripped(model, kept_models.get(version)):  # as KServe's webhook leaves it, it is the same
