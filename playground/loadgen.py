@@ -36,6 +36,8 @@ from .revision_server import SHADOW_HEADER, predictions_of
 from .standin_backends import route_for
 
 REQUEST = b'{"instances": [[1, 2, 3, 4]]}'
+"""The body of every request unless the generator is given another (the model servers of pods need inputs their
+models accept)."""
 MAX_COPIES_PENDING = 64
 """Copies waiting for a sender beyond this are dropped, as a data plane drops mirrored requests it cannot keep up with."""
 
@@ -50,9 +52,10 @@ class Exchange(NamedTuple):
 
 
 class LoadGenerator(threading.Thread):
-    def __init__(self, split_file: Path, rps: float = 50, headers: dict[str, str] | None = None):
+    def __init__(self, split_file: Path, rps: float = 50, headers: dict[str, str] | None = None,
+                 body: bytes = REQUEST):
         super().__init__(daemon=True)
-        self.split_file, self.period = split_file, 1 / rps
+        self.split_file, self.period, self.body = split_file, 1 / rps, body
         self.headers = dict(headers or {})
         self.results: collections.Counter[tuple[str, int]] = collections.Counter()
         self.mirrored: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -181,7 +184,7 @@ class LoadGenerator(threading.Thread):
 
     def send(self, target: dict) -> Exchange:
         """One inference request to the chosen unit."""
-        return Exchange(REQUEST, *self.post(target["url"], REQUEST, self.headers))
+        return Exchange(self.body, *self.post(target["url"], self.body, self.headers))
 
     @staticmethod
     def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

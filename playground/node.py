@@ -9,6 +9,8 @@ What runs, next to a `ControlPlane` (etcd + kube-apiserver):
   Debian's CNI plugins (bridge, host-local, loopback, portmap).
 - pod images built locally with podman from the debootstrap base (tools/image/base.sh) and
   imported into containerd; the sandbox ("pause") image is one of them, so nothing is pulled.
+  `import_image` adds others of this machine's podman store: the operator's and the demo's KServe
+  model server's (playground/image.py; several hundred MB unpacked, which the tmpfs holds).
 
 Settings, and why:
 - cgroup v1 (hybrid) hosts: kubelet >= 1.35 refuses cgroup v1 unless `failCgroupV1: false`. There

@@ -1,7 +1,8 @@
-"""What the cluster modules that run model servers as pods share: the model server and its model's "download",
-the ModelVersion and HTTPRoute of a model `echo`, the check on the server's own counter, the Gateway stand-in
-that sends load by the route's weights to the pods, and the module's cluster (control plane, node, Prometheus
-and the operator as a host process, as its RBAC user)."""
+"""What the cluster modules that run model servers as pods share: a stdlib model server and its model's "download"
+(for KServe's own controller's pods, test_kserve.py), the ModelVersion and HTTPRoute of a model `echo`, the checks
+on 5xx answers (the stdlib server's own counter, or the Gateway's per backend), the Gateway stand-in that sends
+load by the route's weights to the pods and counts their answers, and the module's cluster (control plane, node
+with the images the pods run, Prometheus and the operator as a host process, as its RBAC user)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import shutil
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from playground.controlplane import REPO, ControlPlane
 from playground.kserve_controller import KServeController
-from playground.node import Node
+from playground.node import STATE_SIZE, Node
 from playground.operator import OperatorProcess
+from playground.processes import free_port
 from playground.prometheus import Prometheus
 from playground.standin_backends import route_for
 from playground.upstream_crds import GATEWAY_HTTPROUTES, upstream_crds
@@ -79,16 +87,27 @@ http.server.ThreadingHTTPServer(("", 8080), V1).serve_forever()
 """
 
 PROVIDER = "loopback-prometheus"
+GATEWAY_ANSWERS = "gateway_backend_requests_total"
+"""The Gateway stand-in's count of answers per backend Service and status code (GatewayStandIn.export)."""
 
-# The candidate's share of 5xx answers, from the model server's own counter, per Service (the version's, or
-# KServe's predictor Service): the scrape targets are labelled with it (GatewayStandIn.sync_targets).
-_ANSWERS = 'model_requests_total{namespace="{{namespace}}", service="{{revision}}"'
-ERRORS = {"name": "errors", "max": 0.05, "minSamples": 5,
-          "query": f'(sum(rate({_ANSWERS}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
-                   f' / sum(rate({_ANSWERS}}}[{{{{window}}}}]))',
-          "sampleQuery": f"sum(increase({_ANSWERS}}}[{{{{window}}}}]))"}
-ANALYSIS = {"interval": "2s", "window": "6s", "failureLimit": 2, "noDataLimit": 100, "provider": PROVIDER,
-            "checks": [ERRORS]}
+
+def errors_check(counter: str) -> dict:
+    """The check on the candidate's share of 5xx answers, from `counter`{namespace, service, code}, per Service (the
+    version's, or KServe's predictor Service): the check's `{{revision}}`."""
+    answers = counter + '{namespace="{{namespace}}", service="{{revision}}"'
+    return {"name": "errors", "max": 0.05, "minSamples": 5,
+            "query": f'(sum(rate({answers}, code=~"5.."}}[{{{{window}}}}])) or vector(0))'
+                     f' / sum(rate({answers}}}[{{{{window}}}}]))',
+            "sampleQuery": f"sum(increase({answers}}}[{{{{window}}}}]))"}
+
+
+def analysis(check: dict) -> dict:
+    return {"interval": "2s", "window": "6s", "failureLimit": 2, "noDataLimit": 100, "provider": PROVIDER,
+            "checks": [check]}
+
+
+# MODEL_SERVER's own counter; its scrape targets are labelled with namespace and Service (GatewayStandIn.sync_targets).
+ANALYSIS = analysis(errors_check("model_requests_total"))
 
 
 def echo_version(ns: str, version: str, folder: str) -> dict:
@@ -145,10 +164,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def operator_cluster(root: Path, kserve: bool = False, objects: Sequence[dict] = ()) -> Iterator[Cluster]:
-    """Control plane, node, KServe's controller if `kserve`, the modelops CRDs and Gateway API's HTTPRoute, the
-    operator's RBAC, `objects`, Prometheus with the ClusterMetricProvider `PROVIDER` naming it, and the operator:
-    started in that order, stopped in reverse (also when a start fails half-way). Prints the start-up times."""
+def operator_cluster(root: Path, kserve: bool = False, objects: Sequence[dict] = (),
+                     images: Sequence[str] = ()) -> Iterator[Cluster]:
+    """Control plane, node (with the podman `images` imported into its containerd), KServe's controller if
+    `kserve`, the modelops CRDs and Gateway API's HTTPRoute, the operator's RBAC, `objects`, Prometheus with the
+    ClusterMetricProvider `PROVIDER` naming it, and the operator: started in that order, stopped in reverse (also
+    when a start fails half-way). Prints the start-up times, and the node's tmpfs use after the imports."""
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         plane = ControlPlane(root / "controlplane")
@@ -157,6 +178,13 @@ def operator_cluster(root: Path, kserve: bool = False, objects: Sequence[dict] =
         node = Node(plane, root / "node")
         stack.callback(node.stop)
         node.start()
+        imported = time.monotonic()
+        for image in images:
+            node.import_image(image)
+        if images:
+            used = shutil.disk_usage(node.state).used
+            print(f"\n{', '.join(images)} imported into the node in {time.monotonic() - imported:.1f} s; "
+                  f"the node's tmpfs ({STATE_SIZE}) holds {used / 1e9:.2f} GB")
         controller = None
         if kserve:
             controller = KServeController(plane, root / "kserve")
@@ -221,7 +249,14 @@ class GatewayStandIn(threading.Thread):
     among a Service's pods, filters (mirrors), and any rule but the one a request on
     /v1/models/<name>:predict without headers reaches.
 
-    Every ready pod is a Prometheus scrape target on port 8080, labelled with its namespace and Service."""
+    Every ready pod is a Prometheus scrape target on port 8080, labelled with its namespace and Service.
+
+    With `export`, what this data plane forwarded is counted as Gateway implementations count it, per backend and
+    answer code (Envoy's envoy_cluster_upstream_rq{envoy_response_code}, Istio's istio_requests_total{
+    destination_service, response_code}; Gateway API itself standardises no metrics): `GATEWAY_ANSWERS`{namespace,
+    route, service, code} on a loopback /metrics that Prometheus scrapes. A check needs this where the model server
+    counts no answers by status code: KServe's Python ModelServer exports latency histograms per model only
+    (request_predict_seconds{model_name}, failed predictions included)."""
 
     def __init__(self, cluster: Cluster, ns: str, route: str):
         super().__init__(daemon=True)
@@ -232,6 +267,8 @@ class GatewayStandIn(threading.Thread):
         self.targets: dict[str, str] = {}
         self.verdict_generation: int | None = None
         self.halt = threading.Event()
+        self.exporter: WSGIServer | None = None
+        self.exporter_address = ""
 
     def api(self, path: str) -> dict | None:
         try:
@@ -302,6 +339,17 @@ class GatewayStandIn(threading.Thread):
             return bool(split) and all(t["url"] != NO_BACKEND for t in split)
         wait_for(self.plane, f"the Gateway routing {self.ns}/{self.route} to pods", programmed, timeout)
 
+    def export(self, answers: Counter[tuple[str, int]]) -> None:
+        """Serves `answers` as `GATEWAY_ANSWERS`: the (Service, status) counter of the `LoadGenerator` that forwards
+        this data plane's requests, read at each scrape; a request that got no answer (status 0) counts as the 503
+        a Gateway answers when it cannot reach a backend."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_GatewayAnswers(self.ns, self.route, answers))
+        port = free_port()
+        self.exporter, _ = start_http_server(port, "127.0.0.1", registry)
+        self.exporter_address = f"127.0.0.1:{port}"
+        self.prometheus.add_target(self.exporter_address)
+
     def run(self) -> None:
         while not self.halt.is_set():
             with contextlib.suppress(OSError, ValueError, KeyError, RuntimeError):
@@ -314,3 +362,25 @@ class GatewayStandIn(threading.Thread):
             self.join(5)
         for address in self.targets:
             self.prometheus.remove_target(address)
+        if self.exporter is not None:
+            self.prometheus.remove_target(self.exporter_address)
+            self.exporter.shutdown()
+            self.exporter.server_close()
+
+
+class _GatewayAnswers:
+    """A prometheus_client collector: a load generator's (Service, status) counts as `GATEWAY_ANSWERS`."""
+
+    def __init__(self, ns: str, route: str, answers: Counter[tuple[str, int]]):
+        self.ns, self.route, self.answers = ns, route, answers
+
+    def collect(self):
+        tally: Counter[tuple[str, str]] = Counter()
+        # dict.copy is one C call, so the load generator's thread cannot change the counter during it.
+        for (service, code), count in dict.copy(self.answers).items():
+            tally[(service, str(code or 503))] += count
+        family = CounterMetricFamily(GATEWAY_ANSWERS.removesuffix("_total"), "Requests forwarded, by backend and answer",
+                                     labels=["namespace", "route", "service", "code"])
+        for (service, code), count in sorted(tally.items()):
+            family.add_metric([self.ns, self.route, service, code], count)
+        yield family

@@ -1,27 +1,37 @@
-"""The Gateway API backend on a real single-node cluster, model servers as pods taking the traffic.
+"""The Gateway API backend on a real single-node cluster, the demo's KServe model servers as pods taking the traffic.
 
 One cluster for the module (model_pods.operator_cluster: control plane, node, the modelops CRDs and
 HTTPRoute's, Prometheus on loopback, the operator as a host process as its RBAC user); each test in a
-namespace of its own. Per version of the model `echo` a Deployment (one pod of the model server in
-model_pods.py: KServe's v1 protocol, its model "downloaded" by an init container) and a Service; the
-EndpointSlices are the real EndpointSlice controller's, from the pods' readiness probes. The user's
-HTTPRoute routes to v1's Service; the ModelDeployment maps each version to its Service.
+namespace of its own. The model server's image is built from demo/Dockerfile (KServe's Python ModelServer,
+demo/model_server.py, with scikit-learn; build size and times printed) and imported into the node's
+containerd. Per version of the model `echo` a Deployment (one pod of that image) and a Service; the pod's
+init container "downloads" the version's artifact into /mnt/models, as KServe's storage initializer would,
+by copying the one demo/models.py trained into the image at build time. The EndpointSlices are the real
+EndpointSlice controller's, from the pods' readiness probes (KServe's model readiness endpoint). The
+user's HTTPRoute routes to v1's Service; the ModelDeployment maps each version to its Service.
+
+The versions are the demo's models: 1.0.0 its v1 (logistic regression), 1.1.0 its v3 (SVC), 1.2.0 its v2,
+the bad release (demo/models.py SlowAndBrittle): every request carries a bright digit, on which v2's
+predict raises and KServe answers 500, so the rollback is driven by the model server's real failures.
 
 The data plane is `GatewayStandIn` (model_pods.py): no Gateway implementation runs here (no Envoy). It
 splits requests by the route's weights as the Gateway API spec has an implementation do, and sends each
 Service's share to its pod's IP over the node's bridge; a request the Gateway would answer itself (a ref
-without a ready endpoint, or to no Service) counts as lost. Prometheus scrapes each pod's own counter
-(`model_requests_total{code}`), labelled with its Service: the check's `{{revision}}`.
+without a ready endpoint, or to no Service) counts as lost. KServe's server counts no answers by status
+code, so the check reads the Gateway's count per backend and code (`gateway_backend_requests_total`, as
+Gateway implementations export one), its `service` label the check's `{{revision}}`.
 
 Asserted, on objects and the load generator's counts (never on logs): per step the route's weights and the
 share of requests routed under them; status (phase, versions, history); every request answered (none lost);
-after the rollback not one request routed to the failed version, and each pod's own count equal to what the
-load generator sent it. Needs root (the node). Deselect with `-m "not node"`.
+after the rollback not one request routed to the failed version, and each pod's own count of predictions
+(KServe's request_predict_seconds_count) equal to what the load generator sent it. Needs root (the node).
+Deselect with `-m "not node"`.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import time
 import urllib.request
@@ -29,17 +39,20 @@ import urllib.request
 import pytest
 
 from playground.controlplane import ControlPlane
+from playground.image import model_server_image
 from playground.loadgen import LoadGenerator
-from playground.node import PYTHON_IMAGE
 
 from ..integration.scenario import check_history
-from .model_pods import (ANALYSIS, ERRORS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find,
+from .model_pods import (GATEWAY_ANSWERS, Cluster, GatewayStandIn, analysis, echo_version, errors_check, find,
                          http_route, namespace, operator_cluster, wait_status)
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 
-ARTIFACTS = {"1.0.0": "v1", "1.1.0": "v2", "1.2.0": "bad"}  # 1.2.0 answers 500
+ARTIFACTS = {"1.0.0": "1.0.0", "1.1.0": "3.0.0", "1.2.0": "2.0.0"}  # the demo's versions; its 2.0.0 fails
+# A bright digit: mean pixel 8, above the 5.6 on which the demo's 2.0.0 raises (demo/models.py SlowAndBrittle).
+BODY = json.dumps({"instances": [[8.0] * 64]}).encode()
+ERRORS = errors_check(GATEWAY_ANSWERS)
 RPS = 20
 STEPS = [20, 50]
 
@@ -48,10 +61,9 @@ def service(version: str) -> str:
     return "echo-v" + version.replace(".", "-")
 
 
-def version_objects(ns: str, version: str) -> list[dict]:
+def version_objects(ns: str, version: str, image: str) -> list[dict]:
     """The version's ModelVersion, Deployment (one pod of the model server) and Service."""
     app = service(version)
-    uri = f"modelops://echo/{ARTIFACTS[version]}"
     models = {"name": "models", "mountPath": "/mnt/models"}
     return [echo_version(ns, version, ARTIFACTS[version]), {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app, "namespace": ns}, "spec": {
@@ -59,24 +71,31 @@ def version_objects(ns: str, version: str) -> list[dict]:
             "template": {"metadata": {"labels": {"app": app}}, "spec": {
                 "automountServiceAccountToken": False,
                 "volumes": [{"name": "models", "emptyDir": {}}],
-                "initContainers": [{"name": "fetch", "image": PYTHON_IMAGE, "imagePullPolicy": "Never",
-                                    "command": ["python3", "-c", FETCH_MODEL, uri, "/mnt/models"],
+                "initContainers": [{"name": "storage-initializer", "image": image, "imagePullPolicy": "Never",
+                                    "command": ["cp", f"/opt/models/{ARTIFACTS[version]}/model.joblib", "/mnt/models/"],
                                     "volumeMounts": [models]}],
+                # The image's own command: demo/model_server.py on /mnt/models/model.joblib, port 8080, the
+                # model named "model" (the name the load generator's requests use).
                 "containers": [{
-                    "name": "model", "image": PYTHON_IMAGE, "imagePullPolicy": "Never",
-                    "command": ["python3", "-c", MODEL_SERVER],
-                    "env": [{"name": "MODEL_NAME", "value": "echo"},
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "name": "kserve-container", "image": image, "imagePullPolicy": "Never",
                     "ports": [{"containerPort": 8080}], "volumeMounts": [models],
-                    "readinessProbe": {"httpGet": {"path": "/v1/models/echo", "port": 8080}, "periodSeconds": 1},
+                    "readinessProbe": {"httpGet": {"path": "/v1/models/model", "port": 8080}, "periodSeconds": 1},
                 }]}}}}, {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": app, "namespace": ns},
         "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]}}]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with operator_cluster(tmp_path_factory.mktemp("gateway-pods")) as cluster:
+def image() -> str:
+    try:
+        return model_server_image()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, image):
+    with operator_cluster(tmp_path_factory.mktemp("gateway-pods"), images=[image]) as cluster:
         yield cluster
 
 
@@ -98,34 +117,48 @@ def shares(split: dict[str, int]) -> dict[str, float]:
     return {unit: 100 * weight / total for unit, weight in split.items()}
 
 
-def pod_answers(plane: ControlPlane, ns: str, version: str) -> dict[str, int]:
-    """The version's pod's own count of its answers, by status code, read from its /metrics."""
+def predictions(plane: ControlPlane, ns: str, version: str) -> int:
+    """The version's pod's own count of the predictions it ran, failed ones included (KServe times them all):
+    request_predict_seconds_count of the model `model`, read from its /metrics."""
     [pod] = get(plane, "pods", "-n", ns, "-l", f"app={service(version)}")["items"]
     with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10) as reply:
         lines = reply.read().decode().splitlines()
-    return {line.split('"')[1]: int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("model_requests_total{")}
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in lines
+               if line.startswith('request_predict_seconds_count{model_name="model"}'))
+
+
+def pod_start_seconds(plane: ControlPlane, ns: str, version: str) -> int:
+    """From the version's pod's creation to its Ready condition, in the API's whole seconds."""
+    [pod] = get(plane, "pods", "-n", ns, "-l", f"app={service(version)}")["items"]
+    ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+    def seconds(stamp: str) -> float:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return round(seconds(ready["lastTransitionTime"]) - seconds(pod["metadata"]["creationTimestamp"]))
 
 
 class Serving:
     """A namespace's model `echo` served through the Gateway stand-in, with load on it."""
 
-    def __init__(self, cluster: Cluster, ns: str):
-        self.plane, self.ns, self.candidate = cluster.plane, ns, ""
+    def __init__(self, cluster: Cluster, ns: str, image: str):
+        self.plane, self.ns, self.image, self.candidate = cluster.plane, ns, image, ""
         self.gateway = GatewayStandIn(cluster, ns, "echo")
-        self.load = LoadGenerator(self.gateway.split_file, RPS)
+        self.load = LoadGenerator(self.gateway.split_file, RPS, body=BODY)
         self.setup_seconds = 0.0
 
     def start(self, candidate: str, steps: list[dict]) -> Serving:
         """Versions 1.0.0 and `candidate` as pods, the route on 1.0.0, the ModelDeployment on 1.0.0 with `steps`;
-        returns once 1.0.0 is Stable and answering the load through the route, and `candidate`'s pod is ready."""
+        returns once 1.0.0 is Stable and answering the load through the route, and `candidate`'s pod is ready.
+        Prints each pod's start time."""
         ns, self.candidate = self.ns, candidate
         started = time.monotonic()
         self.plane.apply({"apiVersion": "v1", "kind": "List", "items": [
-            http_route(ns, "echo", service("1.0.0")), *version_objects(ns, "1.0.0"), *version_objects(ns, candidate)]})
+            http_route(ns, "echo", service("1.0.0")),
+            *version_objects(ns, "1.0.0", self.image), *version_objects(ns, candidate, self.image)]})
+        self.gateway.export(self.load.results)
         self.gateway.start()
         self.plane.apply({
             "apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "echo", "namespace": ns},
-            "spec": {"model": "echo", "version": "1.0.0", "strategy": {"steps": steps}, "analysis": ANALYSIS,
+            "spec": {"model": "echo", "version": "1.0.0", "strategy": {"steps": steps}, "analysis": analysis(ERRORS),
                      "serving": {"backend": "gatewayAPI", "gatewayAPI": {
                          "route": "echo", "port": 80, "services": {v: service(v) for v in ("1.0.0", candidate)}}}}})
         wait_status(self.plane, ns, "1.0.0 Stable and Ready", lambda st: st.get("phase") == "Stable" and any(
@@ -136,6 +169,8 @@ class Serving:
         self.load.start()
         wait_for(self.plane, "answers from 1.0.0's pod", lambda: self.load.results[(service("1.0.0"), 200)] > 5, 30)
         self.setup_seconds = time.monotonic() - started
+        print(f"\npods from creation to Ready: " + ", ".join(
+            f"{v} {pod_start_seconds(self.plane, ns, v)} s" for v in ("1.0.0", candidate)))
         return self
 
     def roll_out(self) -> float:
@@ -160,8 +195,8 @@ class Serving:
 
 
 @pytest.fixture
-def serving(cluster, ns):
-    run = Serving(cluster, ns)
+def serving(cluster, ns, image):
+    run = Serving(cluster, ns, image)
     yield run
     run.stop()
 
@@ -195,8 +230,8 @@ def test_a_rollout_to_promotion_routes_each_steps_share_to_the_candidates_pod_an
         assert abs(sent.get((candidate, 200), 0) - total * weight / 100) <= 2, (split, sent)
     assert run.load.lost == [] and {code for _, code in run.load.results} == {200}, run.load.results
     # Every request the load generator sent reached the pod it was sent to, by the pods' own counts.
-    assert pod_answers(plane, ns, "1.0.0") == {"200": run.load.results[(stable, 200)]}
-    assert pod_answers(plane, ns, "1.1.0") == {"200": run.load.results[(candidate, 200)]}
+    assert predictions(plane, ns, "1.0.0") == run.load.results[(stable, 200)]
+    assert predictions(plane, ns, "1.1.0") == run.load.results[(candidate, 200)]
     assert promoted["stableVersion"] == "1.1.0" and not promoted.get("canaryVersion")
     check_history(promoted["history"], "1.1.0", "Promoted", STEPS, f"{ns}/echo")
 
@@ -225,8 +260,8 @@ def test_a_candidate_answering_500_is_rolled_back_by_its_check_and_no_request_re
     assert routed[1][1] == {(stable, 200): routed[1][1][(stable, 200)], (failed, 500): answered_500}
     # After the rollback not one request was sent to the failed version, and its pod saw none it was not sent.
     assert set(routed[2][1]) == {(stable, 200)}, routed[2][1]
-    assert pod_answers(plane, ns, "1.2.0") == {"500": answered_500}
-    assert pod_answers(plane, ns, "1.0.0") == {"200": run.load.results[(stable, 200)]}
+    assert predictions(plane, ns, "1.2.0") == answered_500
+    assert predictions(plane, ns, "1.0.0") == run.load.results[(stable, 200)]
     assert run.load.lost == [], run.load.lost
     assert rolled["failedVersion"] == "1.2.0" and rolled["stableVersion"] == "1.0.0"
     check_history(rolled["history"], "1.2.0", "RolledBack", [20], f"{ns}/echo")

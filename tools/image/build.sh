@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Builds the operator's image from the top-level Dockerfile with podman, no Docker engine,
-# on a base image made locally (base.sh) unless BASE_IMAGE names another one.
-# Prints the image's name as its last line; everything else goes to stderr.
-# Env: IMAGE (default localhost/modelops:dev), BASE_IMAGE, NO_CACHE=1 for a build without layer cache.
+# Builds an image from one of the repository's Dockerfiles with podman, no Docker engine, on a base
+# image made locally (base.sh) unless BASE_IMAGE names another one; the build context is the
+# repository's root. Prints the image's name as its last line; everything else goes to stderr.
+# Env: DOCKERFILE (relative to the root; default Dockerfile, the operator's; demo/Dockerfile is the
+# demo's model server), IMAGE (default localhost/modelops:dev), BASE_IMAGE, NO_CACHE=1 for a build
+# without layer cache.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 image="${IMAGE:-localhost/modelops:dev}"
+dockerfile="$repo/${DOCKERFILE:-Dockerfile}"
 
 started=$SECONDS
 base="${BASE_IMAGE:-$("$here/base.sh")}"
@@ -34,6 +37,6 @@ fi
 
 started=$SECONDS
 podman build --network=host ${NO_CACHE:+--no-cache} "${mounts[@]}" \
-  --build-arg "BASE_IMAGE=$base" -t "$image" -f "$repo/Dockerfile" "$repo" >&2
+  --build-arg "BASE_IMAGE=$base" -t "$image" -f "$dockerfile" "$repo" >&2
 echo "base image $base: ${base_seconds}s; image $image: $((SECONDS - started))s" >&2
 echo "$image"
