@@ -41,7 +41,10 @@ InferenceService spec and status, ModelDeployment status; never on logs):
   route all on its Service only while the entry exists, then back on stable and the entry gone (KServe
   deletes the fallback's Deployment), stable's pods untouched, no request lost; lastDrill Completed with its
   timings, its requestsLost not claimed (no request metrics in Standard mode).
-Not run here: faults, warm fallbacks; serverless mode (no Knative) runs against the stand-in only.
+- a rollback to a warm version (spec.keepWarm: 1.0.0 kept as KServe's 0 % canary entry after the promotion):
+  the route moves to its running pods and the old stable becomes the warm entry, no pod started, none
+  lost; beside it the same rollback cold, whose Deployment KServe starts first (both timed, printed).
+Not run here: faults; serverless mode (no Knative) runs against the stand-in only.
 
 Divergences from the stand-in (playground/standin_backends.py), found here:
 - KServe's defaulting webhook re-encodes the InferenceService from its Go structs: every model, a
@@ -195,21 +198,21 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
         assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
 
 
-def deployment(ns: str, steps: list[dict]) -> dict:
+def deployment(ns: str, steps: list[dict], **spec) -> dict:
     return {"apiVersion": "modelops.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": "echo", "namespace": ns},
             "spec": {"model": "echo", "version": "1.0.0",
                      "serving": {"backend": "kserve", "kserve": {"httpRoute": {"name": "echo-route"}}},
                      "strategy": {"steps": steps},
-                     "analysis": ANALYSIS}}
+                     "analysis": ANALYSIS, **spec}}
 
 
 @contextlib.contextmanager
 def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = "v2", rps: float = 20,
-            isvc: dict | None = None):
-    """Versions 1.0.0 (artifact v1) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0, the
-    Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through the route. The
-    operator creates the InferenceService, unless the user's (`isvc`) is applied first."""
+            isvc: dict | None = None, **spec):
+    """Versions 1.0.0 (artifact v1) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0 (with
+    `spec` added), the Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through
+    the route. The operator creates the InferenceService, unless the user's (`isvc`) is applied first."""
     plane = cluster.plane
     plane.apply({"apiVersion": "v1", "kind": "List", "items": [
         http_route(ns, "echo-route", "echo-predictor"), echo_version(ns, "1.0.0", "v1"),
@@ -218,7 +221,7 @@ def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str 
     gateway.start()
     load = LoadGenerator(gateway.split_file, rps)
     try:
-        plane.apply(deployment(ns, steps))
+        plane.apply(deployment(ns, steps, **spec))
         # Stable from the first round on; Ready once stable serves (KServe's predictor ready, its pod on the route).
         wait_status(plane, ns, "ModelDeployment Stable on 1.0.0 and serving", lambda st: st.get("phase") == "Stable"
                     and st.get("stableVersion") == "1.0.0" and condition({"status": st}, "Ready") == "True", 120)
@@ -603,6 +606,69 @@ def test_a_drill_runs_the_fallback_as_kserves_canary_and_the_route_all_on_it_the
         assert "serving.kserve.httpRoute" in measured["lastDrill"]["requestsLostNote"], measured["lastDrill"]
         print(f"\ndrill: {last['secondsToFallback']} s to fallback, {last['secondsBack']} s back; seen "
               f"{watcher.seen}; answers {dict(load.results)}; note {measured['lastDrill']['requestsLostNote']}")
+
+
+def pod_uids(plane: ControlPlane, ns: str, deployment: str) -> set[str]:
+    """The Deployment's pods that run and are not being deleted."""
+    return {p["metadata"]["uid"] for p in get(plane, "pods", "-n", ns, "-l", f"app=isvc.{deployment}")["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")}
+
+
+def warm_entries(plane: ControlPlane, ns: str) -> list[tuple[str, int]]:
+    return [(c["predictor"]["name"], c.get("trafficPercent", 0))
+            for c in find(plane, ns, "inferenceservice", "echo")["spec"].get("canary") or []]
+
+
+@pytest.mark.parametrize("keep_warm", [1, 0], ids=["warm", "cold"])
+def test_a_rollback_to_a_warm_version_moves_traffic_to_pods_already_running_and_to_a_cold_one_to_new_pods(
+        cluster, ns, keep_warm):
+    """After a promotion 1.0.0 -> 1.1.0, `kubectl modelops rollback --to 1.0.0`, timed from the request to the data
+    plane sending everything to 1.0.0's Service (printed: the rollback's MTTR, warm and cold). Warm (keepWarm 1),
+    1.0.0 runs as KServe's 0 % canary entry from the promotion on, so its pods answer the rollback's requests and
+    1.1.0 becomes the warm entry on its own Deployment; cold, KServe must start 1.0.0's Deployment first."""
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 50, "pause": "2s"}], **({"keepWarm": keep_warm} if keep_warm else {})) \
+            as load:
+        start_rollout(plane, ns)
+        wait_status(plane, ns, "promotion of 1.1.0",
+                    lambda st: st.get("phase") == "Stable" and st.get("stableVersion") == "1.1.0", 120)
+        if keep_warm:
+            warm = wait_status(plane, ns, "1.0.0 warm and ready", lambda st: st.get("warmVersions") == [
+                {"version": "1.0.0", "ready": True}] and condition({"status": st}, "WarmFallbacks") == "True", 120)
+            assert warm_entries(plane, ns) == [("v1-0-0", 0)] and weights(plane, ns) == {"echo-v1-1-0-predictor": 100}
+            wait_for(plane, "KServe running 1.0.0 as the warm entry, the old stable's Deployment deleted", lambda: (
+                replicas(plane, ns) == {"echo-v1-1-0-predictor": (1, 1), "echo-v1-0-0-predictor": (1, 1)}), 60)
+        else:
+            assert condition({"status": model_status(plane, ns)}, "WarmFallbacks") is None
+            wait_for(plane, "KServe deleting the old stable's Deployment",
+                     lambda: set(replicas(plane, ns)) == {"echo-v1-1-0-predictor"}, 60)
+        load.wait_for_split(lambda _, split: split == {"echo-v1-1-0-predictor": 100}, 30)
+        before = pod_uids(plane, ns, "echo-v1-0-0-predictor")
+        sent_before = sum(load.results.values())
+
+        requested = time.time()  # the clock of the load generator's splits_seen
+        modelops(plane, ns, "rollback", "echo", "--to", "1.0.0", "--reason", "cluster rollback")
+        moved = load.wait_for_split(lambda at, split: at >= requested and split == {"echo-v1-0-0-predictor": 100},
+                                    120)
+        done = wait_status(plane, ns, "stable 1.0.0 serving", lambda st: st.get("stableVersion") == "1.0.0"
+                           and condition({"status": st}, "Ready") == "True", 120)
+        answered = load.results[("echo-v1-0-0-predictor", 200)]
+        wait_for(plane, "answers from 1.0.0", lambda: load.results[("echo-v1-0-0-predictor", 200)] > answered + 5, 30)
+        serving_pods = pod_uids(plane, ns, "echo-v1-0-0-predictor")
+        print(f"\nrollback to a {'warm' if keep_warm else 'cold'} version: {moved - requested:.1f} s from the request "
+              f"to all traffic on it; {sum(load.results.values()) - sent_before} requests since, "
+              f"{len(load.lost)} lost; Deployments {replicas(plane, ns)}; entries {warm_entries(plane, ns)}; "
+              f"status.warmVersions {done.get('warmVersions')}")
+        assert load.lost == []
+        if keep_warm:
+            assert before and serving_pods == before  # the pods that ran warm answer: nothing started
+            assert warm_entries(plane, ns) == [("v1-1-0", 0)]  # the old stable is warm now, on its own Deployment
+            assert set(replicas(plane, ns)) == {"echo-v1-0-0-predictor", "echo-v1-1-0-predictor"}
+            assert pod_templates(plane, ns, "echo-v1-1-0-predictor") == 1
+            wait_status(plane, ns, "1.1.0 warm", lambda st: st.get("warmVersions") == [
+                {"version": "1.1.0", "ready": True}], 60)
+        else:
+            assert not before and serving_pods  # none ran: KServe started them for the rollback
 
 
 def test_stopped_kserve_takes_its_webhooks_along(cluster):
