@@ -265,7 +265,7 @@ class GatewayStandIn(threading.Thread):
         self.context = ssl.create_default_context(cafile=str(self.plane.ca.cert_path))
         self.context.load_cert_chain(str(self.plane.admin.cert), str(self.plane.admin.key))
         self.targets: dict[str, str] = {}
-        self.verdict_generation: int | None = None
+        self.verdict_written: tuple[int, bool] | None = None
         self.halt = threading.Event()
         self.exporter: WSGIServer | None = None
         self.exporter_address = ""
@@ -299,11 +299,14 @@ class GatewayStandIn(threading.Thread):
             self.targets = targets
 
     def write_verdict(self, route: dict, services: set[str]) -> None:
+        """The route's verdict, written again whenever its generation or whether its Services exist changes (a
+        Gateway re-resolves a route's references when a Service appears, as the Gateway API spec asks of
+        ResolvedRefs)."""
         generation = route["metadata"]["generation"]
-        if generation == self.verdict_generation:
-            return
         resolved = all(ref["name"] in services for rule in route["spec"].get("rules") or []
                        for ref in rule.get("backendRefs") or [])
+        if (generation, resolved) == self.verdict_written:
+            return
         verdict = {"status": {"parents": [{
             "parentRef": parent, "controllerName": "example.com/gateway-stand-in",
             "conditions": [{"type": kind, "status": str(ok), "reason": kind if ok else "BackendNotFound",
@@ -313,7 +316,7 @@ class GatewayStandIn(threading.Thread):
             for parent in route["spec"]["parentRefs"]]}}
         self.plane.kubectl("patch", "httproute", self.route, "-n", self.ns, "--subresource=status",
                            "--type=merge", "-p", json.dumps(verdict))
-        self.verdict_generation = generation
+        self.verdict_written = (generation, resolved)
 
     def sync(self) -> None:
         pods = self.ready_pods()

@@ -313,6 +313,8 @@ def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizin
                                              data=b'{"instances": [[1]]}', method="POST")
             with urllib.request.urlopen(request, timeout=10) as reply:
                 assert json.load(reply)["predictions"][0]["version"] == "v2"
+        # KServe deleted the old stable's Service only once the Gateway routed by a route without it: none lost.
+        assert load.lost == [], load.lost
 
 
 def test_a_failing_candidate_is_rolled_back_automatically_and_gets_no_request_afterwards(cluster, ns):
