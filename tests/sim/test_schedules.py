@@ -28,6 +28,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelops.routers.base import dig
+
 from .fakes import BEHAVIOURS, Fault
 from .world import EXPOSURE_STEP_SETS, VERSION_NAMES, Config, World, refused_specs, step_sets
 
@@ -93,7 +95,9 @@ def configs(backend: str):
         Config, st.just(backend), st.sampled_from(step_sets(backend) + EXPOSURE_STEP_SETS[backend]),
         st.sampled_from(hot_swap),
         st.sampled_from(["Immediate", "Progressive"]), st.integers(1, 3), st.integers(1, 4), st.booleans(),
-        st.booleans(), st.sampled_from(["Hold", "Hold", "Fail", "Pass"]))
+        st.booleans(), st.sampled_from(["Hold", "Hold", "Fail", "Pass"]), st.just("2m"),
+        # Warm fallbacks: kept by KServe in Standard mode (0 % canary entries), refused words elsewhere.
+        st.sampled_from([0, 1, 2] if backend == "kserveStandard" else [0, 0, 1]))
 
 
 def run(world: World, op: tuple) -> None:
@@ -226,3 +230,33 @@ def test_seldon_schedules(config, first, ops):
 @given(config=configs("seldonV2"), first=FIRST, ops=schedule("seldonV2"))
 def test_seldon_v2_schedules(config, first, ops):
     simulate(config, first, ops)
+
+
+def test_a_rollback_to_a_warm_version_in_standard_mode_is_one_round_with_its_entry_running_throughout():
+    """keepWarm 1: after 1.1.0's promotion, 1.0.0 is a 0 % canary entry; a Rollback to it carries all traffic on it
+    in the first round after the request (its Service served throughout, so no round routes to a missing one), and
+    1.1.0 becomes the warm entry; the invariants hold on every round and the writes come to rest."""
+    world = World(Config("kserveStandard", (10, 50), "Canary", "Immediate", 1, 1, False, False, "Hold", keep_warm=1))
+    try:
+        world.round()
+        world.settle()
+        world.round()
+        world.set_version("1.1.0")
+        for _ in range(12):
+            world.tick(10)
+        status = world.status()
+        assert (status.stable_version, [(w.version, w.ready) for w in status.warm_versions]) == \
+            ("1.1.0", [("1.0.0", True)])
+        entries = [(dig(e, "predictor", "name"), e["trafficPercent"]) for e in dig(world.backend(), "spec", "canary")]
+        assert entries == [("v1-0-0", 0)] and world.live() == {"1.1.0": 100}
+        world.request("r1", "Rollback", "1.0.0")
+        world.round()
+        assert world.live() == {"1.0.0": 100}
+        isvc = world.backend()
+        assert dig(isvc, "spec", "predictor", "name") == "v1-0-0"
+        assert [dig(e, "predictor", "name") for e in dig(isvc, "spec", "canary")] == ["v1-1-0"]
+        world.tick(10)
+        assert [(w.version, w.ready) for w in world.status().warm_versions] == [("1.1.0", True)]
+        comes_to_rest(world)
+    finally:
+        world.close()

@@ -134,6 +134,7 @@ class Config:
     min_samples: bool = False
     no_data: str = "Hold"
     ready_timeout: str = "2m"
+    keep_warm: int = 0
 
 
 def strategy_body(steps: tuple[int | str, ...], strategy: str, rollback: str, ready_timeout: str = "2m") -> dict[str, Any]:
@@ -162,6 +163,8 @@ def deployment_spec(config: Config, version: str = "1.0.0") -> dict[str, Any]:
             "strategy": strategy_body(config.steps, config.strategy, config.rollback, config.ready_timeout),
             "analysis": {"interval": "10s", "failureLimit": config.failure_limit, "noDataLimit": config.no_data_limit,
                          "checks": checks}}
+    if config.keep_warm:
+        body["keepWarm"] = config.keep_warm
     ModelDeploymentSpec.model_validate(body)  # a schedule only ever writes valid specs
     return body
 
