@@ -137,7 +137,10 @@ class KServeController:
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG_MAP, "namespace": NAMESPACE},
              "data": {key: json.dumps(value) for key, value in CONFIG.items()}},
         ]})
+        return self.restart(timeout)
 
+    def restart(self, timeout: float = 120) -> KServeController:
+        """The manager started (again: after crash()), its webhooks registered at its new address."""
         webhook_port, probe_port = free_port(), free_port()
         tmp = self.dir / "tmp"
         certs = tmp / "k8s-webhook-server" / "serving-certs"
@@ -160,6 +163,12 @@ class KServeController:
         self.cp.apply({"apiVersion": "v1", "kind": "List",
                        "items": webhook_configurations(f"https://127.0.0.1:{webhook_port}", ca_bundle)})
         return self
+
+    def crash(self) -> None:
+        """The manager dies and its webhooks stay registered, as when its pod is gone: the API server then refuses
+        every write of an InferenceService (they fail closed) until restart() brings it back."""
+        if self.process:
+            self.process.stop()
 
     def stop(self) -> None:
         """The manager goes, and its webhooks with it: they fail closed, so left behind they would

@@ -5,6 +5,8 @@ off from or a standing state of the backend the round works around."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
@@ -60,12 +62,29 @@ def classify(error: BaseException) -> Problem:
         return Problem("Conflict", "the ModelDeployment or its backend object changed since this round read it;"
                                    " deciding again")
     if isinstance(error, ApiException):
-        return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}")
+        webhook = failed_webhook(error)
+        return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}"
+                                   + (f": admission webhook {webhook} {'could not be called' if error.status >= 500 else 'refused the write'}"
+                                      if webhook else ""))
     if isinstance(error, asyncio.TimeoutError):
         return Problem("Timeout", "a Kubernetes API call timed out")
     if isinstance(error, (aiohttp.ClientError, OSError)):
         return Problem("Unreachable", f"the Kubernetes API could not be reached ({type(error).__name__})")
     return Problem("InternalError", f"{type(error).__name__}: {str(error)[:300]}")
+
+
+_WEBHOOK = re.compile(r'(?:failed calling webhook|admission webhook) "([a-z0-9.-]{1,253})"')
+
+
+def failed_webhook(error: ApiException) -> str | None:
+    """The admission webhook the API server names as what failed or refused the call, from its Status' message; None
+    when it names none. Only the name is taken: the rest of a response body stays out of status and events."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    found = _WEBHOOK.search(message) if isinstance(message, str) else None
+    return found.group(1) if found else None
 
 
 def note_problem(events: EventSink, obj: Mapping[str, Any], problem: Problem) -> None:

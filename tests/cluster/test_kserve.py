@@ -44,7 +44,10 @@ InferenceService spec and status, ModelDeployment status; never on logs):
 - a rollback to a warm version (spec.keepWarm: 1.0.0 kept as KServe's 0 % canary entry after the promotion):
   the route moves to its running pods and the old stable becomes the warm entry, no pod started, none
   lost; beside it the same rollback cold, whose Deployment KServe starts first (both timed, printed).
-Not run here: faults; serverless mode (no Knative) runs against the stand-in only.
+- a fault of the controller: KServe's manager killed mid-rollout with its webhooks registered, so every
+  InferenceService write is refused; a failing candidate's rollback still takes the route all to stable at
+  once, Synced False names the webhook, and the entry goes once KServe is back (none lost).
+Not run here: other faults (they run in the fault simulation); serverless mode (no Knative) runs against the stand-in only.
 
 Divergences from the stand-in (playground/standin_backends.py), found here:
 - KServe's defaulting webhook re-encodes the InferenceService from its Go structs: every model, a
@@ -608,6 +611,52 @@ def test_a_drill_runs_the_fallback_as_kserves_canary_and_the_route_all_on_it_the
         assert "serving.kserve.httpRoute" in measured["lastDrill"]["requestsLostNote"], measured["lastDrill"]
         print(f"\ndrill: {last['secondsToFallback']} s to fallback, {last['secondsBack']} s back; seen "
               f"{watcher.seen}; answers {dict(load.results)}; note {measured['lastDrill']['requestsLostNote']}")
+
+
+def test_with_kserves_manager_down_a_failing_candidate_still_leaves_the_route_and_its_entry_goes_once_kserve_is_back(
+        cluster, ns):
+    """A fault of the real controller: KServe's manager dies mid-rollout with its webhooks registered, so the API
+    server refuses every InferenceService write. The operator's rollback writes the route first: traffic leaves the
+    candidate at once, status says the round could not finish (Synced False), the entry stays until KServe is back,
+    then goes, and KServe deletes its Deployment. No request is lost and none reaches the candidate afterwards."""
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder="bad") as load:
+        plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge", "-p", json.dumps(
+            {"spec": {"version": "1.1.0", "trafficOverride": {"weight": 20, "reason": "held for the fault"}}}))
+        wait_for(plane, "the pinned candidate on the route",
+                 lambda: weights(plane, ns) == {"echo-predictor": 80, "echo-v1-1-0-predictor": 20}, 120)
+        cluster.kserve.crash()
+        try:
+            refused = plane.kubectl("annotate", "inferenceservice", "echo", "-n", ns, "probe=1", check=False)
+            assert refused.returncode != 0 and "webhook" in refused.stderr, refused.stderr  # the fault is real
+            plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge",
+                          "-p", json.dumps({"spec": {"trafficOverride": None}}))
+            rolled = wait_status(plane, ns, "the automatic rollback", lambda st: st.get("phase") == "RolledBack", 120)
+            wait_for(plane, "the route all on stable", lambda: weights(plane, ns) == {"echo-predictor": 100}, 30)
+            unsynced = wait_status(plane, ns, "the round's failure to write the InferenceService said",
+                                   lambda st: condition({"status": st}, "Synced") == "False", 60)
+            said = next(c["message"] for c in unsynced["conditions"] if c["type"] == "Synced")
+            assert "admission webhook inferenceservice.kserve-webhook-server" in said, said
+            assert [(c["predictor"]["name"], c["trafficPercent"]) for c in
+                    find(plane, ns, "inferenceservice", "echo")["spec"]["canary"]] == [("v1-1-0", 20)]
+            time.sleep(1)  # the Gateway's next read (0.3 s) and the load generator's (0.1 s), with margin
+            after_rollback = load.results[("echo-v1-1-0-predictor", 500)]
+            stable_before = load.results[("echo-predictor", 200)]
+            wait_for(plane, "more answers from stable", lambda: load.results[("echo-predictor", 200)] > stable_before + 20, 30)
+            assert load.results[("echo-v1-1-0-predictor", 500)] == after_rollback
+        finally:
+            cluster.kserve.restart()
+        wait_for(plane, "the canary entry gone once KServe is back",
+                 lambda: not find(plane, ns, "inferenceservice", "echo")["spec"].get("canary"), 120)
+        wait_for(plane, "KServe deleting the canary's Deployment",
+                 lambda: "echo-v1-1-0-predictor" not in replicas(plane, ns), 60)
+        synced = wait_status(plane, ns, "the round finishing again", lambda st: condition({"status": st}, "Synced") == "True", 60)
+        print(f"\nKServe's manager down: rolled back ({rolled['message']}); meanwhile "
+              f"{said}; back: "
+              f"Deployments {replicas(plane, ns)}, answers {dict(load.results)}")
+        assert synced["phase"] == "RolledBack" and synced["failedVersion"] == "1.1.0"
+        assert load.results[("echo-v1-1-0-predictor", 500)] == after_rollback
+        assert load.lost == []
 
 
 def pod_uids(plane: ControlPlane, ns: str, deployment: str) -> set[str]:

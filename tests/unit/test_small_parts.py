@@ -1,10 +1,12 @@
 """merge patches, ModelVersion status, unsynced deployments, analysis timing, the API client."""
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+from kubernetes_asyncio.client.exceptions import ApiException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +14,7 @@ from modelops.api.modeldeployment import ModelDeploymentStatus, Phase
 from modelops.api.modelversion import ServingRole
 from modelops.api.types import duration_seconds
 from modelops.kube import merge_patch
+from modelops.problems import classify
 from modelops.modelversions import (catalog, holder_of, record_of, served_by, served_by_changes, serving_patch,
                                     version_status)
 from modelops.rollout import analysis_instant, analysis_window, seconds_to_next_analysis
@@ -396,3 +399,25 @@ def test_an_intent_is_applied_again_after_a_conflict_only_where_it_is_still_safe
     assert safe_over(step, both) and not safe_over(step, stable_only)  # the fresh read says it is not ready
     assert safe_over(beside, stable_only)
     assert safe_over(mirror, both) and not safe_over(mirror, stable_only)
+
+
+def test_an_api_error_names_the_admission_webhook_that_failed_it_and_nothing_else_of_the_body():
+    """A refused write names its cause when it is a webhook (KServe's manager down, say), not only the HTTP status;
+    no other text of the response body reaches status or events."""
+    def error(status: int, reason: str, body: str | None) -> ApiException:
+        refused = ApiException(status=status, reason=reason)
+        refused.body = body
+        return refused
+
+    down = error(500, "Internal Server Error", json.dumps({"kind": "Status", "message": (
+        'Internal error occurred: failed calling webhook "inferenceservice.kserve-webhook-server.defaulter": '
+        'Post "https://127.0.0.1:4443/mutate": dial tcp: connection refused')}))
+    assert classify(down).message == ("Kubernetes API answered 500 Internal Server Error: admission webhook "
+                                      "inferenceservice.kserve-webhook-server.defaulter could not be called")
+    denied = error(400, "Bad Request", json.dumps({"message": 'admission webhook "validation.example.com" denied the '
+                                                              'request: secret-ish detail'}))
+    assert classify(denied).message == ("Kubernetes API answered 400 Bad Request: admission webhook "
+                                        "validation.example.com refused the write")
+    for body in (None, "not json", "[]", json.dumps({"code": 503}), json.dumps({"message": "etcd leader changed"})):
+        assert classify(error(503, "Service Unavailable", body)).message == \
+            "Kubernetes API answered 503 Service Unavailable"
