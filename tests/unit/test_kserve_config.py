@@ -15,6 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from modelops.kube import ConfigMaps
 from modelops.rollout import TrafficIntent
+from modelops.routers.base import BackendState
 from modelops.routers.inference_service import BOOKKEEPING, INFERENCE_SERVICE
 from modelops.routers.kserve_config import KServeSettings, unlisted_words
 from playground.serving import kserve_config_data
@@ -95,6 +96,17 @@ def test_on_a_cluster_that_copies_the_bookkeeping_rollouts_are_held_and_no_bookk
     assert not copying.calls
 
 
+def test_an_apply_without_this_rounds_observation_still_writes_no_bookkeeping_alone_on_such_a_cluster():
+    """A recovery applies the safe intent without observing first (BackendState()): it reads the ConfigMap itself."""
+    live = isvc("1.0.0", latest="r2", rolled="r1")
+    copying = FakeKube((INFERENCE_SERVICE, live))
+    asyncio.run(kserve_router(copying, data={}).apply(KSERVE, TrafficIntent("1.0.0"), VERSIONS, BackendState()))
+    assert not copying.writes("apply")
+    keeping = FakeKube((INFERENCE_SERVICE, live))
+    asyncio.run(kserve_router(keeping).apply(KSERVE, TrafficIntent("1.0.0"), VERSIONS, BackendState()))
+    assert keeping.writes("apply"), "the control: the recording write where KServe keeps the bookkeeping off"
+
+
 def test_on_such_a_cluster_a_candidate_is_still_taken_out_of_traffic():
     for intent in (TrafficIntent("1.0.0"), TrafficIntent("1.0.0", "1.1.0", 0)):
         kube = FakeKube((INFERENCE_SERVICE, isvc("1.1.0", percent=20, latest="r2", rolled="r1")))
@@ -151,7 +163,6 @@ def test_a_held_rollout_is_looked_at_again_within_half_a_minute_not_at_the_idle_
     from modelops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase
     from modelops.reconcile import HELD_SECONDS, IDLE_SECONDS, pace
     from modelops.rollout.values import Decision
-    from modelops.routers.base import BackendState
 
     from ..conftest import model_deployment_manifest
 

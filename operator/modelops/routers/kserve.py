@@ -379,6 +379,8 @@ class KServeRouter:
         if driven_mode(isvc, route is not None) == STANDARD:
             assert route is not None
             return await self._apply_standard(target, route, isvc, intent, versions, create)
+        if state.read is None:  # not this round's observation (a recovery's apply): whether KServe copies bookkeeping
+            state = replace(state, holds_rollouts=await self.settings.copies_bookkeeping())
         config = config_for(isvc, intent, versions, state)
         if config is not None:
             applied = await self.objects.apply(INFERENCE_SERVICE, target, name, config)
