@@ -100,6 +100,9 @@ class ControlPlane:
             # advertise address, 127.0.0.1, which Endpoints and EndpointSlices refuse (loopback). A
             # node with a Service proxy publishes one of its own (node.py).
             "--endpoint-reconciler-type", "none",
+            # A node by its address, never its name: a name would be looked up in this machine's DNS (no test
+            # traffic leaves loopback and the node's bridge).
+            "--kubelet-preferred-address-types", "InternalIP",
             "--cert-dir", str(self.dir / "apiserver-certs"),
             f"--profiling={'true' if self.profiling else 'false'}",
             "-v", "1",

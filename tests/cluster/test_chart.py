@@ -292,6 +292,38 @@ def test_helm_upgrade_rolls_the_pods_with_no_leadership_gap_longer_than_the_leas
     assert gap <= LEADER_ELECTION["leaseDuration"], gap
 
 
+def test_pod_message(plane: ControlPlane) -> str:
+    """The termination message of the chart's test pod: what it printed."""
+    [status] = get(plane, "pod", f"{RELEASE}-test", "-n", NAMESPACE)["status"]["containerStatuses"]
+    return status["state"]["terminated"].get("message", "")
+
+
+def test_helm_test_passes_while_the_operator_answers_and_holds_the_lease_and_fails_when_nothing_answers(cluster):
+    """The chart's test hook (templates/tests/operator-answers.yaml), run by `helm test` as a pod of the operator's
+    image: it passes on the running release, saying what it checked; with the operator scaled to zero it fails."""
+    plane = cluster.plane
+    wait_for(plane, "two Ready operator pods", lambda: len(ready_pods(plane)) == 2, timeout=120)
+    started = time.monotonic()
+    # Without --logs: this API server cannot reach the kubelet's log endpoint (node.py); the pod's termination
+    # message holds what it printed.
+    helm(cluster.helms, "helm4", "test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m",
+         kubeconfig=plane.kubeconfig)
+    said = test_pod_message(plane)
+    print(f"\nhelm test passed in {time.monotonic() - started:.1f} s: {said}")
+    assert "the operator answers at" in said and f"Lease {RELEASE} held by {RELEASE}-" in said
+    plane.kubectl("scale", f"deployment/{RELEASE}", "-n", NAMESPACE, "--replicas=0")
+    try:
+        wait_for(plane, "no operator pod", timeout=60, probe=lambda: not get(
+            plane, "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"])
+        failed = helm(cluster.helms, "helm4", "test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m",
+                      kubeconfig=plane.kubeconfig, check=False)
+        assert failed.returncode != 0, failed
+        assert "FAIL: the operator does not answer" in test_pod_message(plane)
+    finally:
+        plane.kubectl("scale", f"deployment/{RELEASE}", "-n", NAMESPACE, "--replicas=2")
+        wait_for(plane, "two Ready operator pods again", lambda: len(ready_pods(plane)) == 2, timeout=120)
+
+
 def test_stopping_the_node_removes_its_service_proxy_rules(cluster):
     """Last in the module: stops the cluster (the fixture's own stop then finds nothing to do)."""
     running = kube_chains()

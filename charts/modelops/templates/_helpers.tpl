@@ -69,3 +69,14 @@ null set for a field without one (fsGroup) would stay; drop it here too. */}}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The `helm test` hook's objects: the release's labels but for the name, so that no selector of the
+operator's (its Service, PodDisruptionBudget, NetworkPolicy) picks the test pod. */}}
+{{- define "modelops.testLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "modelops.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelops
+app.kubernetes.io/component: test
+{{- end }}
