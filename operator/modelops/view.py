@@ -47,8 +47,9 @@ seconds (float) computed against `at`; a value that does not apply is null:
      "history": [{"time": time, "ageSeconds": float|null, "action": str, "version": str,
                   "actor": str, "reason": str}]}                          # oldest first, all of status.history
 
-`problems` lists the conditions that are not fine (Synced or Ready not True, Degraded True; Synced
-first), and a spec or status this version of the plugin cannot read.
+`problems` lists the conditions that are not fine (Synced or Ready not True, Degraded True, warm
+fallbacks asked for that the backend does not keep; Synced first), and a spec or status this version of
+the plugin cannot read.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Phase, Step, StrategyType
-from .rollout.conditions import PIN_TO_FAILED
+from .rollout.conditions import PIN_TO_FAILED, WARM_FALLBACKS
 from .rollout.plan import (intent_of, progress_deadline, seconds_between, seconds_to_next_analysis, sent_to_candidate,
                            step_words, steps_of)
 from .rollout.values import parse_rfc3339, rfc3339
@@ -179,7 +180,8 @@ def _problems(status: ModelDeploymentStatus) -> list[dict[str, Any]]:
     out = []
     for c in status.conditions:
         bad = (c.type in HEALTHY_WHEN_TRUE and c.status != "True") \
-            or (c.type in HEALTHY_WHEN_FALSE and c.status == "True")
+            or (c.type in HEALTHY_WHEN_FALSE and c.status == "True") \
+            or (c.type == WARM_FALLBACKS and c.reason == "NotKept")  # asked for, and the backend keeps none
         if bad:
             out.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
                         "since": c.last_transition_time})

@@ -215,3 +215,20 @@ def test_kubectl_modelops_shows_which_retained_versions_are_warm():
                                                        {"version": "1.0.0", "ready": False}]}
     assert versions_line({"versions": versions}) == \
         "stable 1.2.0, candidate -, fallback 1.1.0, warm 1.1.0 1.0.0 (starting)"
+
+
+def test_keep_warm_on_a_backend_that_keeps_none_is_a_problem_kubectl_modelops_shows_and_a_starting_one_is_not():
+    from datetime import datetime, timezone
+
+    from modelops.view import view
+
+    sim = promoted_twice(keep_warm=1)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def problems(status: ModelDeploymentStatus) -> list[str]:
+        obj = {"metadata": {"name": "fraud", "namespace": "ml"}, "spec": sim.spec.model_dump(by_alias=True),
+               "status": status.model_dump(by_alias=True, exclude_none=True)}
+        return [p["type"] for p in view(obj, now)["problems"]]
+
+    assert problems(decided(sim, keeps_no_warm=KEEPS_NO_WARM)) == ["WarmFallbacks"]
+    assert problems(decided(sim)) == []  # starting: not ready yet, no problem
