@@ -292,7 +292,7 @@ def test_helm_upgrade_rolls_the_pods_with_no_leadership_gap_longer_than_the_leas
     assert gap <= LEADER_ELECTION["leaseDuration"], gap
 
 
-def test_pod_message(plane: ControlPlane) -> str:
+def hook_pod_message(plane: ControlPlane) -> str:
     """The termination message of the chart's test pod: what it printed."""
     [status] = get(plane, "pod", f"{RELEASE}-test", "-n", NAMESPACE)["status"]["containerStatuses"]
     return status["state"]["terminated"].get("message", "")
@@ -308,7 +308,7 @@ def test_helm_test_passes_while_the_operator_answers_and_holds_the_lease_and_fai
     # message holds what it printed.
     helm(cluster.helms, "helm4", "test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m",
          kubeconfig=plane.kubeconfig)
-    said = test_pod_message(plane)
+    said = hook_pod_message(plane)
     print(f"\nhelm test passed in {time.monotonic() - started:.1f} s: {said}")
     assert "the operator answers at" in said and f"Lease {RELEASE} held by {RELEASE}-" in said
     plane.kubectl("scale", f"deployment/{RELEASE}", "-n", NAMESPACE, "--replicas=0")
@@ -318,7 +318,7 @@ def test_helm_test_passes_while_the_operator_answers_and_holds_the_lease_and_fai
         failed = helm(cluster.helms, "helm4", "test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m",
                       kubeconfig=plane.kubeconfig, check=False)
         assert failed.returncode != 0, failed
-        assert "FAIL: the operator does not answer" in test_pod_message(plane)
+        assert "FAIL: the operator does not answer" in hook_pod_message(plane)
     finally:
         plane.kubectl("scale", f"deployment/{RELEASE}", "-n", NAMESPACE, "--replicas=2")
         wait_for(plane, "two Ready operator pods again", lambda: len(ready_pods(plane)) == 2, timeout=120)
