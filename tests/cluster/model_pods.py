@@ -1,8 +1,7 @@
-"""What the cluster modules that run model servers as pods share: a stdlib model server and its model's "download"
-(for KServe's own controller's pods, test_kserve.py), the ModelVersion and HTTPRoute of a model `echo`, the checks
-on 5xx answers (the stdlib server's own counter, or the Gateway's per backend), the Gateway stand-in that sends
-load by the route's weights to the pods and counts their answers, and the module's cluster (control plane, node
-with the images the pods run, Prometheus and the operator as a host process, as its RBAC user)."""
+"""What the cluster modules that run model servers as pods share: the ModelVersion and HTTPRoute of a model `echo`,
+the check on 5xx answers (the Gateway's count per backend), the Gateway stand-in that sends load by the route's
+weights to the pods and counts their answers, and the module's cluster (control plane, node with the images the
+pods run, Prometheus and the operator as a host process, as its RBAC user)."""
 
 from __future__ import annotations
 
@@ -37,55 +36,6 @@ from playground.upstream_crds import GATEWAY_HTTPROUTES, upstream_crds
 from ..conftest import model_version_manifest
 from .test_node import wait_for
 
-# The "download" of an artifact modelops://<name>/<version>: run with the URI and the model folder as arguments
-# (by KServe's storage initializer step, or a Deployment's init container); the model is its version, written there.
-FETCH_MODEL = """
-import pathlib, sys
-uri, folder = sys.argv[1:]
-pathlib.Path(folder, "version").write_text(uri.rsplit("/", 1)[1])
-"""
-
-# KServe's v1 protocol, the least of it: the model's readiness and :predict (under any model name), one
-# prediction per instance naming the model's version (read from what FETCH_MODEL wrote) and the pod that
-# answered; the version "bad" answers 500. /metrics counts the answers by status code. No "{{" in it: KServe
-# expands a runtime container's text as a Go template.
-MODEL_SERVER = """
-import collections, http.server, json, os, pathlib, threading
-NAME, POD = os.environ["MODEL_NAME"], os.environ["POD_NAME"]
-VERSION = pathlib.Path("/mnt/models/version").read_text()
-ANSWERS, LOCK = collections.Counter(), threading.Lock()
-class V1(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-    def reply(self, code, body, kind="application/json"):
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        if self.path == "/v1/models/" + NAME:
-            return self.reply(200, dict(name=NAME, ready=True))
-        if self.path == "/metrics":
-            with LOCK:
-                lines = ['model_requests_total{code="%s"} %d' % item for item in sorted(ANSWERS.items())]
-            return self.reply(200, "# TYPE model_requests_total counter\\n" + "".join(l + "\\n" for l in lines),
-                              "text/plain; version=0.0.4")
-        self.reply(200 if self.path == "/" else 404, dict(status="alive" if self.path == "/" else "not found"))
-    def do_POST(self):
-        if not (self.path.startswith("/v1/models/") and self.path.endswith(":predict")):
-            return self.reply(404, dict(error=self.path + " not found"))
-        instances = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
-        code = 500 if VERSION == "bad" else 200
-        with LOCK:
-            ANSWERS[str(code)] += 1
-        if code != 200:
-            return self.reply(code, dict(error="model " + VERSION + " failed"))
-        self.reply(200, dict(predictions=[dict(version=VERSION, pod=POD) for _ in instances]))
-http.server.ThreadingHTTPServer(("", 8080), V1).serve_forever()
-"""
-
 PROVIDER = "loopback-prometheus"
 GATEWAY_ANSWERS = "gateway_backend_requests_total"
 """The Gateway stand-in's count of answers per backend Service and status code (GatewayStandIn.export)."""
@@ -104,10 +54,6 @@ def errors_check(counter: str) -> dict:
 def analysis(check: dict) -> dict:
     return {"interval": "2s", "window": "6s", "failureLimit": 2, "noDataLimit": 100, "provider": PROVIDER,
             "checks": [check]}
-
-
-# MODEL_SERVER's own counter; its scrape targets are labelled with namespace and Service (GatewayStandIn.sync_targets).
-ANALYSIS = analysis(errors_check("model_requests_total"))
 
 
 def echo_version(ns: str, version: str, folder: str) -> dict:
@@ -240,8 +186,8 @@ class GatewayStandIn(threading.Thread):
     has no ready endpoint keeps its share, and the Gateway answers that share itself (503; 500 for a ref to a
     Service that does not exist, and for all of a rule whose weights are all 0). Readiness comes from the
     Services' EndpointSlices, as the real EndpointSlice controller writes them from the pods. The route's
-    status gets the Gateway's verdict for every new generation: Accepted, and ResolvedRefs True when every
-    ref names a Service that exists.
+    status gets the Gateway's verdict for every new generation, and again when a Service it names appears or
+    goes: Accepted, and ResolvedRefs True when every ref names a Service that exists.
 
     It publishes, in `split_file`, the split a `LoadGenerator` follows (re-reading it every 0.1 s),
     each Service's share sent to its lowest-addressed ready pod over the node's bridge; a share the Gateway

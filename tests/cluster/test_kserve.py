@@ -10,10 +10,15 @@ HTTPRoute the operator drives and the predictor Services' EndpointSlices (made b
 controller from KServe's Deployments' ready pods), writes the route's Accepted/ResolvedRefs verdict, and
 publishes the route's weights as the split a `LoadGenerator` follows, each Service's share sent to one of
 its ready pods by pod IP over the node's bridge (a share the Gateway would answer itself, such as a Service
-without a ready pod's, counts as lost). It also hands Prometheus every ready pod as a scrape target labelled
-with its namespace and Service, so a check's `{{revision}}` (a version's predictor Service) selects a
-version. The model server counts its answers (`model_requests_total{code}`); a model whose artifact is
-`modelops://echo/bad` answers 500.
+without a ready pod's, counts as lost), and exports its count of answers per backend Service and status code
+(`gateway_backend_requests_total`, as Gateway implementations export one) for the checks, whose `{{revision}}`
+is a version's predictor Service.
+
+The model servers are real: the runtime is the demo's KServe Python ModelServer (demo/model_server.py, the
+image of demo/Dockerfile, imported into the node), and KServe's storage initializer step copies the version's
+model, one the demo trained into the image (demo/models.py): modelops://echo/1.0.0 and /3.0.0 are good, /2.0.0
+is the demo's bad release, whose predict raises on the bright digit every request of the load carries, so
+KServe answers 500.
 
 What ran against the real controller (asserted on objects: route weights, Deployments, ReplicaSets, HPAs,
 InferenceService spec and status, ModelDeployment status; never on logs):
@@ -89,45 +94,70 @@ import pytest
 import yaml
 
 from playground.controlplane import ControlPlane
+from playground.image import model_server_image
 from playground.loadgen import LoadGenerator
-from playground.node import PYTHON_IMAGE
 
-from .model_pods import (ANALYSIS, FETCH_MODEL, MODEL_SERVER, Cluster, GatewayStandIn, echo_version, find, http_route,
-                         model_status, namespace, operator_cluster, wait_status)
+from .model_pods import (GATEWAY_ANSWERS, Cluster, GatewayStandIn, analysis, echo_version, errors_check, find,
+                         http_route, model_status, namespace, operator_cluster, wait_status)
 from .test_node import get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.kserve]
 
-RUNTIME = {
-    "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",
-    "metadata": {"name": "modelops-echo"},
-    "spec": {
-        "supportedModelFormats": [{"name": "modelops-echo", "autoSelect": True}],
-        "protocolVersions": ["v1"],
-        "containers": [{
-            "name": "kserve-container", "image": PYTHON_IMAGE, "imagePullPolicy": "Never",
-            "command": ["python3", "-c", MODEL_SERVER],
-            "env": [{"name": "MODEL_NAME", "value": "{{.Name}}"},
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/v1/models/{{.Name}}", "port": 8080}, "periodSeconds": 1},
-        }],
-    },
-}
+# The artifacts are the demo's models (demo/models.py), trained into the model server's image at build time, one
+# folder per demo version: modelops://echo/1.0.0 and /3.0.0 are good, /2.0.0 is the bad release, whose predict raises
+# on bright inputs (SlowAndBrittle), so KServe answers 500 to every request of the load, each a bright digit.
+GOOD, BETTER, BAD = "1.0.0", "3.0.0", "2.0.0"
+BODY = json.dumps({"instances": [[8.0] * 64]}).encode()
+# KServe's Python server counts no answers by status code: the check reads the Gateway's count per backend.
+ANALYSIS = analysis(errors_check(GATEWAY_ANSWERS))
+# The storage initializer KServe runs for a modelops:// URI: the version's model, copied from the image's folder.
+COPY_ARTIFACT = ("import shutil, sys; uri, folder = sys.argv[1:]; "
+                 "shutil.copy('/opt/models/' + uri.rsplit('/', 1)[1] + '/model.joblib', folder)")
 
-STORAGE = {
-    "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterStorageContainer",
-    "metadata": {"name": "modelops-models"},
-    "spec": {"workloadType": "initContainer", "supportedUriFormats": [{"prefix": "modelops://"}],
-             "container": {"name": "storage-initializer", "image": PYTHON_IMAGE, "imagePullPolicy": "Never",
-                           "command": ["python3", "-c", FETCH_MODEL]}},
-}
+
+def runtime(image: str) -> dict:
+    """KServe's Python ModelServer with the demo's model (demo/model_server.py, the image's own command: the model
+    named `model`, port 8080) as the runtime of the model format `modelops-echo`."""
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",
+        "metadata": {"name": "modelops-echo"},
+        "spec": {
+            "supportedModelFormats": [{"name": "modelops-echo", "autoSelect": True}],
+            "protocolVersions": ["v1"],
+            "containers": [{
+                "name": "kserve-container", "image": image, "imagePullPolicy": "Never",
+                "env": [{"name": "ISVC_NAME", "value": "{{.Name}}"}],  # KServe's placeholder (asserted filled in)
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "readinessProbe": {"httpGet": {"path": "/v1/models/model", "port": 8080}, "periodSeconds": 1},
+            }],
+        },
+    }
+
+
+def storage(image: str) -> dict:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterStorageContainer",
+        "metadata": {"name": "modelops-models"},
+        "spec": {"workloadType": "initContainer", "supportedUriFormats": [{"prefix": "modelops://"}],
+                 "container": {"name": "storage-initializer", "image": image, "imagePullPolicy": "Never",
+                               "command": ["python", "-c", COPY_ARTIFACT]}},
+    }
+
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Control plane, node, KServe, the modelops CRDs and RBAC, the runtime, Prometheus and the operator: started
-    once for the module (model_pods.operator_cluster)."""
-    with operator_cluster(tmp_path_factory.mktemp("kserve-cluster"), kserve=True, objects=[RUNTIME, STORAGE]) as cluster:
+def image() -> str:
+    try:
+        return model_server_image()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, image):
+    """Control plane, node (the model server's image imported), KServe, the modelops CRDs and RBAC, the runtime,
+    Prometheus and the operator: started once for the module (model_pods.operator_cluster)."""
+    with operator_cluster(tmp_path_factory.mktemp("kserve-cluster"), kserve=True, images=[image],
+                          objects=[runtime(image), storage(image)]) as cluster:
         yield cluster
 
 
@@ -163,12 +193,12 @@ def pod_templates(plane: ControlPlane, ns: str, deployment: str) -> int:
     return len(get(plane, "replicasets", "-n", ns, "-l", f"app=isvc.{deployment}")["items"])
 
 
-def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns):
+def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns, image):
     plane = cluster.plane
     plane.apply({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": "echo", "namespace": ns},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"}, "storageUri": "modelops://echo/v1"}}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"}, "storageUri": "modelops://echo/1.0.0"}}},
     })
     isvc = wait_for(plane, "Ready InferenceService", lambda: (
         lambda i: i if i and condition(i, "Ready") == "True" else None)(find(plane, ns, "inferenceservice", "echo")), 120)
@@ -190,15 +220,17 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
     [pod] = [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-predictor")["items"]
              if p["status"].get("phase") == "Running"]
     [container] = pod["spec"]["containers"]
-    assert container["name"] == "kserve-container" and container["image"] == PYTHON_IMAGE
-    assert {"name": "MODEL_NAME", "value": "echo"} in container["env"]  # KServe filled in its placeholder
+    assert container["name"] == "kserve-container" and container["image"] == image
+    assert {"name": "ISVC_NAME", "value": "echo"} in container["env"]  # KServe filled in its placeholder
     # The pod webhook added the model's fetch, from the ClusterStorageContainer that claims the URI.
     [fetch] = pod["spec"]["initContainers"]
-    assert fetch["name"] == "storage-initializer" and fetch["args"] == ["modelops://echo/v1", "/mnt/models"]
-    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
-                                     data=json.dumps({"instances": [[1.0], [2.0]]}).encode(), method="POST")
+    assert fetch["name"] == "storage-initializer" and fetch["args"] == ["modelops://echo/1.0.0", "/mnt/models"]
+    # The demo's model answers KServe's v1 protocol: a digit class per instance.
+    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/model:predict",
+                                     data=json.dumps({"instances": [[0.0] * 64, [8.0] * 64]}).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=10) as reply:
-        assert json.load(reply) == {"predictions": [{"version": "v1", "pod": pod["metadata"]["name"]}] * 2}
+        predictions = json.load(reply)["predictions"]
+    assert len(predictions) == 2 and all(p in range(10) for p in predictions), predictions
 
 
 def deployment(ns: str, steps: list[dict], **spec) -> dict:
@@ -211,18 +243,19 @@ def deployment(ns: str, steps: list[dict], **spec) -> dict:
 
 
 @contextlib.contextmanager
-def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = "v2", rps: float = 20,
+def serving(cluster: Cluster, ns: str, steps: list[dict], candidate_folder: str = BETTER, rps: float = 20,
             isvc: dict | None = None, **spec):
-    """Versions 1.0.0 (artifact v1) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0 (with
+    """Versions 1.0.0 (artifact GOOD) and 1.1.0 (`candidate_folder`), the route, the ModelDeployment on 1.0.0 (with
     `spec` added), the Gateway and load on it; yields the load generator once 1.0.0 is Stable and answering through
     the route. The operator creates the InferenceService, unless the user's (`isvc`) is applied first."""
     plane = cluster.plane
     plane.apply({"apiVersion": "v1", "kind": "List", "items": [
-        http_route(ns, "echo-route", "echo-predictor"), echo_version(ns, "1.0.0", "v1"),
+        http_route(ns, "echo-route", "echo-predictor"), echo_version(ns, "1.0.0", GOOD),
         echo_version(ns, "1.1.0", candidate_folder), *([isvc] if isvc else [])]})
     gateway = GatewayStandIn(cluster, ns, "echo-route")
+    load = LoadGenerator(gateway.split_file, rps, body=BODY)
+    gateway.export(load.results)
     gateway.start()
-    load = LoadGenerator(gateway.split_file, rps)
     try:
         plane.apply(deployment(ns, steps, **spec))
         # Stable from the first round on; Ready once stable serves (KServe's predictor ready, its pod on the route).
@@ -269,7 +302,7 @@ def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizin
         step = at_step(plane, ns, 20)
         [canary] = step["isvc"]["spec"]["canary"]
         assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 20
-        assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
+        assert canary["predictor"]["model"]["storageUri"] == "modelops://echo/3.0.0"
         assert find(plane, ns, "service", "echo-v1-1-0-predictor")["spec"]["selector"] == \
             {"app": "isvc.echo-v1-1-0-predictor"}  # its own pods
         # ceil(2 x 20 / 100) = 1 canary pod, its HPA's minimum. Stable's HPA minimum drops to 2 - 1; whether its
@@ -288,7 +321,7 @@ def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizin
         isvc = wait_for(plane, "KServe's promotion as the operator wrote it", lambda: (
             lambda i: i if i["spec"]["predictor"].get("name") == "v1-1-0" and not i["spec"].get("canary") else None)(
             find(plane, ns, "inferenceservice", "echo")), 30)
-        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v2"
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/3.0.0"
         wait_for(plane, "the route all on the promoted Deployment's Service",
                  lambda: weights(plane, ns) == {"echo-v1-1-0-predictor": 100}, 30)
         wait_for(plane, "KServe deleting the old stable's Deployment",
@@ -312,17 +345,14 @@ def test_a_rollout_is_promoted_as_kserve_documents_it_with_kserves_replica_sizin
             [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-v1-1-0-predictor")["items"]
              if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]), 60)
         for pod in pods:
-            request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
-                                             data=b'{"instances": [[1]]}', method="POST")
-            with urllib.request.urlopen(request, timeout=10) as reply:
-                assert json.load(reply)["predictions"][0]["version"] == "v2"
+            assert serves(pod) == f"modelops://echo/{BETTER}", pod["metadata"]["name"]
         # KServe deleted the old stable's Service only once the Gateway routed by a route without it: none lost.
         assert load.lost == [], load.lost
 
 
 def test_a_failing_candidate_is_rolled_back_automatically_and_gets_no_request_afterwards(cluster, ns):
     plane = cluster.plane
-    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder="bad") as load:
+    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder=BAD) as load:
         start_rollout(plane, ns)
         at_step(plane, ns, 20)
         rolled = wait_status(plane, ns, "the automatic rollback", lambda st: st.get("phase") == "RolledBack", 120)
@@ -395,7 +425,7 @@ def user_isvc(ns: str) -> dict:
             "metadata": {"name": "echo", "namespace": ns, "annotations": {
                 "modelops.io/deployment": "echo", "serving.kserve.io/deploymentMode": "Standard"}},
             "spec": {"predictor": {"model": {"modelFormat": {"name": "modelops-echo"},
-                                             "storageUri": "modelops://echo/v1"}}}}
+                                             "storageUri": "modelops://echo/1.0.0"}}}}
 
 
 SRE_FIELDS = ("paused", "trafficOverride", "request")
@@ -471,7 +501,7 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
         [canary] = isvc["spec"]["canary"]
         assert canary["predictor"]["name"] == "v1-1-0" and canary["trafficPercent"] == 20
         assert not isvc["spec"]["predictor"].get("name")
-        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v1"
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/1.0.0"
         assert operators_annotations(isvc) == operators_annotations(isvc_before)
         assert managers(plane, ns, "inferenceservice", "f:spec", "f:canary") == {"modelops"}
         after = wait_status(plane, ns, "an analysis after the re-apply",
@@ -496,7 +526,7 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
         reverted = promoted["metadata"]["generation"] + 1
         restored = wait_for(plane, "1.1.0's model written back over the re-applied one", lambda: (
             lambda i: i if i["metadata"]["generation"] > reverted
-            and i["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/v2" else None)(
+            and i["spec"]["predictor"]["model"]["storageUri"] == "modelops://echo/3.0.0" else None)(
             find(plane, ns, "inferenceservice", "echo")), 60)
         assert restored["spec"]["predictor"]["name"] == "v1-1-0" and not restored["spec"].get("canary")
         settled_again = wait_status(plane, ns, "1.1.0 stable and ready again", lambda st: st.get("phase") == "Stable"
@@ -507,9 +537,9 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
         wait_for(plane, "answers through the route after the write-back",
                  lambda: load.results[("echo-v1-1-0-predictor", 200)] > seen + 10, 30)
         # Ready holds through a rolling update (PredictorReady is the Deployment's Available): the roll back to 1.1.0's
-        # model is over when its one pod left answers v2.
-        wait_for(plane, "the promoted Deployment's one pod, none terminating, answering v2", lambda: (
-            lambda running: len(running) == 1 and answered_version(running[0]) == "v2")(
+        # model is over when its one pod left serves 1.1.0's artifact.
+        wait_for(plane, "the promoted Deployment's one pod, none terminating, serving 1.1.0's artifact", lambda: (
+            lambda running: len(running) == 1 and serves(running[0]) == f"modelops://echo/{BETTER}")(
             [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-v1-1-0-predictor")["items"]
              if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]), 120)
         print(f"stale re-apply after promotion: generation {reverted} reverted, {restored['metadata']['generation']} "
@@ -517,15 +547,18 @@ def test_a_pause_holds_its_step_and_git_reapplies_leave_the_operators_fields_on_
               f"{len(load.lost)}, answers {dict(load.results)}")
 
 
-def answered_version(pod: dict) -> str | None:
-    """The version the pod's model server answers a prediction with; None when it does not answer."""
-    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/echo:predict",
-                                     data=b'{"instances": [[1]]}', method="POST")
+def serves(pod: dict) -> str | None:
+    """The artifact a running pod's model server serves: the URI its storage initializer fetched (KServe passes it as
+    the first argument), once the server answers a prediction; None while it does not."""
+    [fetch] = [c for c in pod["spec"].get("initContainers") or [] if c["name"] == "storage-initializer"]
+    request = urllib.request.Request(f"http://{pod['status']['podIP']}:8080/v1/models/model:predict",
+                                     data=json.dumps({"instances": [[0.0] * 64]}).encode(), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.load(reply)["predictions"][0]["version"]
+            answered = len(json.load(reply)["predictions"]) == 1
     except (OSError, ValueError, KeyError):
         return None
+    return fetch["args"][0] if answered else None
 
 
 class Watcher(threading.Thread):
@@ -620,7 +653,7 @@ def test_with_kserves_manager_down_a_failing_candidate_still_leaves_the_route_an
     candidate at once, status says the round could not finish (Synced False), the entry stays until KServe is back,
     then goes, and KServe deletes its Deployment. No request is lost and none reaches the candidate afterwards."""
     plane = cluster.plane
-    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder="bad") as load:
+    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}], candidate_folder=BAD) as load:
         plane.kubectl("patch", "modeldeployment", "echo", "-n", ns, "--type=merge", "-p", json.dumps(
             {"spec": {"version": "1.1.0", "trafficOverride": {"weight": 20, "reason": "held for the fault"}}}))
         wait_for(plane, "the pinned candidate on the route",
