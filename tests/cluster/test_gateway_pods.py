@@ -39,7 +39,6 @@ import urllib.request
 import pytest
 
 from playground.controlplane import ControlPlane
-from playground.image import model_server_image
 from playground.loadgen import LoadGenerator
 
 from ..integration.scenario import check_history
@@ -86,16 +85,8 @@ def version_objects(ns: str, version: str, image: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        return model_server_image()
-    except RuntimeError as error:
-        pytest.fail(str(error), pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, image):
-    with operator_cluster(tmp_path_factory.mktemp("gateway-pods"), images=[image]) as cluster:
+def cluster(tmp_path_factory, model_server):
+    with operator_cluster(tmp_path_factory.mktemp("gateway-pods"), images=[model_server]) as cluster:
         yield cluster
 
 
@@ -195,8 +186,8 @@ class Serving:
 
 
 @pytest.fixture
-def serving(cluster, ns, image):
-    run = Serving(cluster, ns, image)
+def serving(cluster, ns, model_server):
+    run = Serving(cluster, ns, model_server)
     yield run
     run.stop()
 

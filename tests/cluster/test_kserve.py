@@ -94,7 +94,6 @@ import pytest
 import yaml
 
 from playground.controlplane import ControlPlane
-from playground.image import model_server_image
 from playground.loadgen import LoadGenerator
 
 from .model_pods import (GATEWAY_ANSWERS, Cluster, GatewayStandIn, analysis, echo_version, errors_check, find,
@@ -145,19 +144,11 @@ def storage(image: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    try:
-        return model_server_image()
-    except RuntimeError as error:
-        pytest.fail(str(error), pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, image):
+def cluster(tmp_path_factory, model_server):
     """Control plane, node (the model server's image imported), KServe, the modelops CRDs and RBAC, the runtime,
     Prometheus and the operator: started once for the module (model_pods.operator_cluster)."""
-    with operator_cluster(tmp_path_factory.mktemp("kserve-cluster"), kserve=True, images=[image],
-                          objects=[runtime(image), storage(image)]) as cluster:
+    with operator_cluster(tmp_path_factory.mktemp("kserve-cluster"), kserve=True, images=[model_server],
+                          objects=[runtime(model_server), storage(model_server)]) as cluster:
         yield cluster
 
 
@@ -193,7 +184,8 @@ def pod_templates(plane: ControlPlane, ns: str, deployment: str) -> int:
     return len(get(plane, "replicasets", "-n", ns, "-l", f"app=isvc.{deployment}")["items"])
 
 
-def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns, image):
+def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_answering(cluster, ns,
+                                                                                        model_server):
     plane = cluster.plane
     plane.apply({
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
@@ -220,7 +212,7 @@ def test_kserve_makes_an_inference_service_ready_in_standard_mode_with_its_pod_a
     [pod] = [p for p in get(plane, "pods", "-n", ns, "-l", "app=isvc.echo-predictor")["items"]
              if p["status"].get("phase") == "Running"]
     [container] = pod["spec"]["containers"]
-    assert container["name"] == "kserve-container" and container["image"] == image
+    assert container["name"] == "kserve-container" and container["image"] == model_server
     assert {"name": "ISVC_NAME", "value": "echo"} in container["env"]  # KServe filled in its placeholder
     # The pod webhook added the model's fetch, from the ClusterStorageContainer that claims the URI.
     [fetch] = pod["spec"]["initContainers"]
