@@ -390,6 +390,10 @@ async def run_deployment(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.
         metrics.forget(namespace, name)
 
 
+RELEASE_TRIES = 5
+"""Tries of `release` for a backend whose apply has not yet brought it to stable alone, 2 s apart."""
+
+
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", when=in_my_shard)
 async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, endpoint_slices: kopf.Index,
                   retry: int, **_: Any) -> None:
@@ -408,11 +412,13 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
     model = accepted.spec.model if accepted is not None else (body.get("spec") or {}).get("model")
     records = list(records_of(model_versions, meta["namespace"], model))
     versions = catalog(records)
+    settled = True
     try:
         if status.stable_version is not None:
             router, target = shell.routers[serving.backend], Target(meta["namespace"], meta["name"], serving)
             state = await router.observe(target, versions.specs, None)
-            await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state, create=False)
+            settled = await router.apply(target, TrafficIntent(status.stable_version), versions.specs, state,
+                                         create=False)
         await record_serving_roles(shell, meta["namespace"], meta["name"], versions, records, status,
                                    ModelDeploymentStatus())
     except BackendNotOwned:
@@ -424,3 +430,10 @@ async def release(body: kopf.Body, memo: kopf.Memo, model_versions: kopf.Index, 
                                                                  f"{problem.message}"[:1000])
             return
         raise kopf.TemporaryError(problem.message, delay=2)
+    if not settled:
+        # A write that waits for the one before it (KServe Standard mode: the candidate's entry goes only once the
+        # Gateway routes without it): another try, a few times at most.
+        if retry >= RELEASE_TRIES:
+            kopf.warn(body, reason="ReleaseIncomplete", message="deleted before the backend carried stable alone")
+            return
+        raise kopf.TemporaryError("the backend does not carry stable alone yet", delay=2)

@@ -62,10 +62,9 @@ def classify(error: BaseException) -> Problem:
         return Problem("Conflict", "the ModelDeployment or its backend object changed since this round read it;"
                                    " deciding again")
     if isinstance(error, ApiException):
-        webhook = failed_webhook(error)
+        webhook = webhook_words(error)
         return Problem("ApiError", f"Kubernetes API answered {error.status} {error.reason}"
-                                   + (f": admission webhook {webhook} {'could not be called' if error.status >= 500 else 'refused the write'}"
-                                      if webhook else ""))
+                                   + (f": {webhook}" if webhook else ""))
     if isinstance(error, asyncio.TimeoutError):
         return Problem("Timeout", "a Kubernetes API call timed out")
     if isinstance(error, (aiohttp.ClientError, OSError)):
@@ -73,18 +72,24 @@ def classify(error: BaseException) -> Problem:
     return Problem("InternalError", f"{type(error).__name__}: {str(error)[:300]}")
 
 
-_WEBHOOK = re.compile(r'(?:failed calling webhook|admission webhook) "([a-z0-9.-]{1,253})"')
+_NAME = r'"([a-z0-9.-]{1,253})"'
+_WEBHOOK_WORDS = ((re.compile(r"(?:Internal error occurred: )?failed calling webhook " + _NAME), "could not be called"),
+                  (re.compile(r"admission webhook " + _NAME + " denied the request"), "refused the write"))
 
 
-def failed_webhook(error: ApiException) -> str | None:
-    """The admission webhook the API server names as what failed or refused the call, from its Status' message; None
-    when it names none. Only the name is taken: the rest of a response body stays out of status and events."""
+def webhook_words(error: ApiException) -> str | None:
+    """What the API server's Status says an admission webhook did to the call (could not be called, refused it),
+    naming the webhook; None when its message does not begin so. Only the name is taken: the rest of a response
+    body stays out of status and events."""
     try:
         message = json.loads(error.body or "{}").get("message")
     except (ValueError, TypeError, AttributeError):
         return None
-    found = _WEBHOOK.search(message) if isinstance(message, str) else None
-    return found.group(1) if found else None
+    for pattern, words in _WEBHOOK_WORDS:
+        found = pattern.match(message) if isinstance(message, str) else None
+        if found:
+            return f"admission webhook {found.group(1)} {words}"
+    return None
 
 
 def note_problem(events: EventSink, obj: Mapping[str, Any], problem: Problem) -> None:

@@ -49,6 +49,7 @@ InferenceService spec and status, ModelDeployment status; never on logs):
 - a rollback to a warm version (spec.keepWarm: 1.0.0 kept as KServe's 0 % canary entry after the promotion):
   the route moves to its running pods and the old stable becomes the warm entry, no pod started, none
   lost; beside it the same rollback cold, whose Deployment KServe starts first (both timed, printed).
+- the ModelDeployment deleted mid-rollout: the route all on stable, then the entry removed;
 - a fault of the controller: KServe's manager killed mid-rollout with its webhooks registered, so every
   InferenceService write is refused; a failing candidate's rollback still takes the route all to stable at
   once, Synced False names the webhook, and the entry goes once KServe is back (none lost).
@@ -681,6 +682,24 @@ def test_with_kserves_manager_down_a_failing_candidate_still_leaves_the_route_an
               f"Deployments {replicas(plane, ns)}, answers {dict(load.results)}")
         assert synced["phase"] == "RolledBack" and synced["failedVersion"] == "1.1.0"
         assert load.results[("echo-v1-1-0-predictor", 500)] == after_rollback
+        assert load.lost == []
+
+
+def test_a_modeldeployment_deleted_mid_rollout_leaves_the_route_and_kserve_on_stable_alone(cluster, ns):
+    """The operator's release on deletion: the route all on stable first, then, once the Gateway routes by it, the
+    candidate's entry removed (KServe then deletes its Deployment); nothing lost, stable's pods untouched."""
+    plane = cluster.plane
+    with serving(cluster, ns, [{"weight": 20, "pause": "1h"}]) as load:
+        start_rollout(plane, ns)
+        at_step(plane, ns, 20)
+        stable_templates = pod_templates(plane, ns, "echo-predictor")
+        plane.kubectl("delete", "modeldeployment", "echo", "-n", ns, "--timeout=60s")
+        wait_for(plane, "the route all on stable", lambda: weights(plane, ns) == {"echo-predictor": 100}, 30)
+        wait_for(plane, "the candidate's entry gone",
+                 lambda: not find(plane, ns, "inferenceservice", "echo")["spec"].get("canary"), 60)
+        wait_for(plane, "KServe deleting the candidate's Deployment",
+                 lambda: set(replicas(plane, ns)) == {"echo-predictor"}, 60)
+        assert pod_templates(plane, ns, "echo-predictor") == stable_templates
         assert load.lost == []
 
 

@@ -418,6 +418,9 @@ def test_an_api_error_names_the_admission_webhook_that_failed_it_and_nothing_els
                                                               'request: secret-ish detail'}))
     assert classify(denied).message == ("Kubernetes API answered 400 Bad Request: admission webhook "
                                         "validation.example.com refused the write")
+    echoed = error(422, "Unprocessable Entity", json.dumps({"message": 'spec.reason: "see admission webhook '
+                                                                       '\\"evil.example.com\\" denied the request"'}))
+    assert classify(echoed).message == "Kubernetes API answered 422 Unprocessable Entity"  # only the API's own words
     for body in (None, "not json", "[]", json.dumps({"code": 503}), json.dumps({"message": "etcd leader changed"})):
         assert classify(error(503, "Service Unavailable", body)).message == \
             "Kubernetes API answered 503 Service Unavailable"

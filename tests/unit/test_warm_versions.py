@@ -173,7 +173,9 @@ def test_a_cold_version_is_staged_first_and_its_predecessor_goes_only_once_the_g
     route = kube.objects[("httproutes", "churn-route")]
     assert live_weights(kube) == {"churn-v1-0-0-predictor": 100}
     route["metadata"]["generation"] = 2  # the write made a generation the Gateway has not judged yet
+    route["spec"]["parentRefs"] = [{"name": "gateway"}]
     for parent in route["status"]["parents"]:
+        parent["parentRef"] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gateway"}
         for condition in parent["conditions"]:
             condition["observedGeneration"] = 1
     assert not caught_up(route)
@@ -187,12 +189,18 @@ def test_a_cold_version_is_staged_first_and_its_predecessor_goes_only_once_the_g
     assert kube.spec(INFERENCE_SERVICE)["predictor"]["name"] == "v1-0-0"
 
 
-def test_a_verdict_without_a_generation_or_no_route_holds_nothing_back():
+def test_a_verdict_without_a_generation_a_stale_parent_or_no_route_holds_nothing_back():
+    def route(*parents: tuple[str, int | None]) -> dict:
+        return {"metadata": {"namespace": "ml", "generation": 4},
+                "spec": {"parentRefs": [{"name": "public"}, {"name": "internal", "namespace": "ml"}]},
+                "status": {"parents": [{"parentRef": {"name": name}, "conditions": [
+                    {"type": "Accepted", **({} if seen is None else {"observedGeneration": seen})}]}
+                    for name, seen in parents]}}
+
     assert caught_up(None)
-    assert caught_up({"metadata": {"generation": 4}, "status": {"parents": [{"conditions": [{"type": "Accepted"}]}]}})
-    assert not caught_up({"metadata": {"generation": 4}, "status": {"parents": [
-        {"conditions": [{"type": "Accepted", "observedGeneration": 4}]},
-        {"conditions": [{"type": "Accepted", "observedGeneration": 3}]}]}})
+    assert caught_up(route(("public", None), ("internal", 4)))
+    assert not caught_up(route(("public", 4), ("internal", 3)))  # one of the route's Gateways lags
+    assert caught_up(route(("public", 4), ("internal", 4), ("removed-gateway", 1)))  # no longer a parent
 
 
 def test_layout_reads_warm_entries_as_versions_with_their_services():
@@ -232,3 +240,54 @@ def test_keep_warm_on_a_backend_that_keeps_none_is_a_problem_kubectl_modelops_sh
 
     assert problems(decided(sim, keeps_no_warm=KEEPS_NO_WARM)) == ["WarmFallbacks"]
     assert problems(decided(sim)) == []  # starting: not ready yet, no problem
+
+
+def test_a_drill_completes_with_warm_versions_and_its_fallback_stays_warm_on_the_way_back():
+    """Whether the backend carries a drill's stage is a question of routing: the warm versions of the intent do not
+    enter it. Turning back, the fallback is warm again, so its entry stays (at 0 %) instead of being deleted."""
+    from modelops.api.modeldeployment import DrillResult
+
+    from .test_drill import World, assert_fixed_points, drill
+
+    sim = promoted_twice(keep_warm=2)
+    world = World(sim.spec, sim.status, sim.now)
+    world.round(request=drill())
+    done = world.until(lambda d: d.status.drill is None, limit=120)
+    assert done.status.last_drill.result is DrillResult.Completed, done.status.last_drill
+    on_fallback = [d for d in world.decisions if d.status.drill and d.status.drill.returning_at is None]
+    assert on_fallback and all(d.intent.warm == ("1.0.0",) for d in on_fallback)  # the fallback is routed to
+    returning = [d for d in world.decisions if d.status.drill and d.status.drill.returning_at]
+    assert returning and all(d.intent.warm == ("1.1.0", "1.0.0") for d in returning)
+    assert_fixed_points(world)
+
+
+def test_a_spec_the_operator_refuses_keeps_the_warm_versions_and_their_condition():
+    from modelops.rollout import fail_safe
+
+    sim = promoted_twice(keep_warm=1)
+    status = decided(sim, warm_ready=frozenset({"1.1.0"}))
+    stand_in = ModelDeploymentSpec.model_construct(serving=sim.spec.serving, history_limit=20)  # keep_warm 0
+    after = fail_safe(stand_in, status, "refused", sim.now).status
+    assert after.warm_versions == status.warm_versions
+    assert [c for c in after.conditions if c.type == "WarmFallbacks"] == \
+        [c for c in status.conditions if c.type == "WarmFallbacks"]
+
+
+def test_a_warm_version_without_its_modelversion_is_a_fixed_point():
+    sim = promoted_twice(keep_warm=1)
+    gone = Observations(frozenset(sim.ready), available_versions=frozenset({"1.2.0"}))  # 1.1.0's ModelVersion gone
+    status = decide(sim.spec, decided(sim, warm_ready=frozenset({"1.1.0"})), gone, sim.now).status
+    assert status.warm_versions == []  # not reported ready: nothing left to keep it from
+    assert decide(sim.spec, status, gone, sim.now).status == status
+    held = replace(gone, warm_ready=frozenset({"1.1.0"}))
+    kept = decide(sim.spec, status, held, sim.now).status
+    assert [w.version for w in kept.warm_versions] == ["1.1.0"]  # the backend still holds it, ready
+    assert decide(sim.spec, kept, held, sim.now).status == kept
+
+
+def test_unread_a_backend_adds_no_warm_version():
+    sim = promoted_twice(keep_warm=2)
+    none_yet = sim.status.model_copy(update={"warm_versions": []})
+    assert decide(sim.spec, none_yet, Observations(None), sim.now).status.warm_versions == []
+    listed = decided(sim, warm_ready=frozenset({"1.1.0"}))
+    assert decide(sim.spec, listed, Observations(None), sim.now).status.warm_versions == listed.warm_versions

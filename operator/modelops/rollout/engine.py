@@ -16,7 +16,7 @@ from ..api.modeldeployment import (Action, CheckStatus, DrillResult, HistoryEntr
                                    ModelDeploymentStatus, Outcome, Phase, Request, RollbackMode, Step, Verdict,
                                    WarmVersion)
 from ..api.types import duration_seconds
-from .conditions import conditions_for, pin_condition, warm_condition
+from .conditions import WARM_FALLBACKS, conditions_for, pin_condition, warm_condition
 from .drill_steps import DrillSteps
 from .plan import (Streaks, analysis_window, candidate_takes_traffic, checks_in_effect, count_analysis, grading_lag,
                    grading_seconds, grading_until, intent_of, step_words, steps_of)
@@ -477,29 +477,36 @@ class _Run(DrillSteps):
 
     def keep_warm(self) -> None:
         """The retained versions the backend is to keep deployed with no traffic: the newest spec.keepWarm of them
-        that are neither stable nor on their way in (a candidate, a drill's fallback), each with whether the backend
-        reports it ready; none where it keeps none. A version without its ModelVersion stays only while the backend
-        still holds it. Unread, the backend's readiness is as last seen."""
+        that are neither stable nor routed to (a candidate, a drill's fallback until the drill turns back), each with
+        whether the backend reports it ready; none where it keeps none. A version without its ModelVersion stays only
+        while the backend reports it ready. Unread, the backend adds none, and each keeps its readiness as last
+        seen."""
         s, obs = self.s, self.obs
         if obs.keeps_no_warm is not None:
             s.warm_versions = []
             return
-        routed = {s.stable_version, s.canary_version, s.drill.fallback_version if s.drill else None}
-        before = {w.version: w.ready for w in s.warm_versions}
+        routed = {s.stable_version, s.canary_version,
+                  s.drill.fallback_version if s.drill and s.drill.returning_at is None else None}
         wanted = [v for v in s.retained_versions[: self.spec.keep_warm]
-                  if v not in routed and (self.available(v) or v in obs.warm_ready or before.get(v))]
-        s.warm_versions = [WarmVersion(version=v, ready=before.get(v, False) if not self.backend_known
-                                       else v in obs.warm_ready) for v in wanted]
+                  if v not in routed and (self.available(v) or v in obs.warm_ready)]
+        if not self.backend_known:
+            s.warm_versions = [w for w in s.warm_versions if w.version in wanted]
+            return
+        s.warm_versions = [WarmVersion(version=v, ready=v in obs.warm_ready) for v in wanted]
 
-    def finish(self, before: ModelDeploymentStatus) -> Decision:
+    def finish(self, before: ModelDeploymentStatus, *, judged: bool = True) -> Decision:
+        """`judged` False (fail_safe): the spec may be a stand-in that says nothing of warm versions, and warm
+        versions carry no traffic, so they and their condition stay as they were."""
         s = self.s
         s.history = s.history[-self.spec.history_limit :]
         s.observed_generation = self.obs.generation
-        self.keep_warm()
+        if judged:
+            self.keep_warm()
         s.conditions = conditions_for(s, before.conditions, self.obs.ready_versions, rfc3339(self.now),
                                       self.obs.serving_versions)
         warm = warm_condition(s, self.spec.keep_warm, self.obs.keeps_no_warm, self.backend_known, before.conditions,
-                              rfc3339(self.now))
+                              rfc3339(self.now)) if judged else \
+            next((c for c in before.conditions if c.type == WARM_FALLBACKS), None)
         if warm is not None:
             s.conditions.append(warm)
         pinned = pin_condition(s, before.conditions, self.obs.pins, rfc3339(self.now))
@@ -555,7 +562,7 @@ def fail_safe(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, error: s
     if run.s.canary_version is not None and run.s.pinned_weight is None:
         run.finish_rollback("RolledBack", f"the operator could not evaluate it ({error})")
     run.restate_return_to_stable()  # an earlier return to stable says no more than the backend now carries
-    return run.finish(status)
+    return run.finish(status, judged=False)
 
 
 def stable_claim(message: str | None) -> tuple[str, str] | None:

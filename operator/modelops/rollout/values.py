@@ -3,7 +3,7 @@ the constants and time format the rollout's words and timings use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -60,8 +60,10 @@ class TrafficIntent:
     """Percent of stable's requests copied to the candidate, its answers discarded."""
     match: tuple[tuple[str, str], ...] = ()
     """(header, value) pairs: a request carrying all of them goes to the candidate."""
-    warm: tuple[str, ...] = ()
-    """Versions to keep deployed with no traffic (ModelDeploymentSpec.keep_warm), newest first."""
+    warm: tuple[str, ...] = field(default=(), compare=False)
+    """Versions to keep deployed with no traffic (ModelDeploymentSpec.keep_warm), newest first. Not part of what
+    the intent routes, so not of its equality: whether the backend carries a step, a drill's stage or stable alone
+    is a question of routing."""
 
     def weights(self) -> dict[str, int]:
         if self.candidate is None or self.candidate_weight == 0:

@@ -108,15 +108,25 @@ def _resolved(route: dict[str, Any]) -> bool:
     return bool(parents) and all(holds(p, "Accepted") and holds(p, "ResolvedRefs") for p in parents)
 
 
+def _parent_key(ref: dict[str, Any], namespace: str | None) -> tuple[Any, ...]:
+    """A parentRef with Gateway API's defaults filled in (group, kind Gateway, the route's namespace)."""
+    return (ref.get("group", "gateway.networking.k8s.io"), ref.get("kind", "Gateway"),
+            ref.get("namespace", namespace), ref.get("name"), ref.get("sectionName"), ref.get("port"))
+
+
 def caught_up(route: dict[str, Any] | None) -> bool:
-    """Whether the Gateway implementations have processed the route's current generation: each verdict that says
-    which generation it judged (observedGeneration) judged this one. An implementation routes by the generation it
-    last processed, so a Service that generation still names may still get requests."""
+    """Whether the Gateways the route names have processed its current generation: each verdict of a parent that
+    spec.parentRefs still names, and that says which generation it judged (observedGeneration), judged this one.
+    An implementation routes by the generation it last processed, so a Service that generation still names may
+    still get requests. A parent the route no longer names routes none of it: its stale verdict is not waited on."""
     if route is None:
         return True
-    generation = dig(route, "metadata", "generation")
-    return all(c.get("observedGeneration") is None or c["observedGeneration"] >= (generation or 0)
-               for parent in objects_at(route, "status", "parents") for c in objects_at(parent, "conditions"))
+    namespace, generation = dig(route, "metadata", "namespace"), dig(route, "metadata", "generation") or 0
+    named = {_parent_key(ref, namespace) for ref in objects_at(route, "spec", "parentRefs")}
+    return all(c.get("observedGeneration") is None or c["observedGeneration"] >= generation
+               for parent in objects_at(route, "status", "parents")
+               if _parent_key(parent.get("parentRef") or {}, namespace) in named
+               for c in objects_at(parent, "conditions"))
 
 
 def _rules(route: dict[str, Any]) -> list[dict[str, Any]]:

@@ -55,8 +55,9 @@ model edited, or a manifest from before the promotion re-applied) gets stable's 
 Warm versions (TrafficIntent.warm, spec.keepWarm) are entries at 0 % after the routed one, never named by the route:
 going back to one promotes an entry already running, and the old stable becomes a warm entry under the name its
 Deployment has, so nothing is deleted. An InferenceService write that drops a predictor (KServe deletes its
-Deployment and Service at once) waits until the route no longer names it and its Gateway has judged the route's
-current generation (gateway_api.caught_up): a Gateway routes by the generation it last processed.
+Deployment and Service at once) waits until the route's model rules carry the intent (a round whose route write
+had nothing to do) and the route's Gateways have judged its current generation (gateway_api.caught_up): a
+Gateway routes by the generation it last processed. A user's pin to that Service is not waited on.
 A version is ready when KServe reports it (stable: PredictorReady True in a status whose address names stable's predictor Service, so one that saw the
 predictor's current name; status.observedGeneration is no evidence, being stable's Deployment's generation, not
 the InferenceService's (inference_service_status.go, PropagateRawStatus; seen on the controller); a model written
