@@ -166,7 +166,9 @@ class ControlPlane:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [str(self.bin / "kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            # Discovery cached per control plane: another one may have served on the same port before.
+            [str(self.bin / "kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig),
+             "--cache-dir", str(self.dir / "kubectl-cache"), *args],
             input=input, text=True, capture_output=True, timeout=120,
         )
         if check and result.returncode != 0:

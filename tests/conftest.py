@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from playground import upstream_crds as upstream
 settings.register_profile("default", max_examples=300)
 settings.register_profile("thorough", max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# kubectl caches each API server's discovery under its address; the tests' control planes come and go on free ports,
+# so one may find another's cache (a test CRD of another group with the same plural): a cache of this process's own.
+os.environ.setdefault("KUBECACHEDIR", tempfile.mkdtemp(prefix="modelops-kubectl-cache-"))
 
 DIGEST = "sha256:" + "ab" * 32
 
